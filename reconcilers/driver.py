@@ -1,0 +1,166 @@
+"""The Driver protocol: the one interface the reconciler uses to run a domain.
+
+Both drivers (reconcilers/qemu, reconcilers/lxc) implement every method; an operation a
+driver cannot do raises NotSupportedError. The controller constructs each driver with a
+DriverContext and never looks inside it. Drivers report what happens on their own (a guest
+powering off, a process killed from outside) through `DriverContext.on_event`; those events
+are hints: the reconciler re-reads `observe()` before acting on them.
+
+Rules every driver keeps:
+- Nothing from a manifest can add an option or a config line (escape or refuse).
+- Every process a driver starts is recorded (RuntimeRecord) so it can be found again after a
+  controller restart; a process whose identity cannot be proven is never killed.
+- `close()` drops connections and watchers but leaves every domain running.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
+                               Reason, State)
+
+
+@dataclass(frozen=True)
+class RuntimeRecord:
+    """What proves a running process is the domain we started; persisted by the controller.
+
+    `starttime` is the kernel's start time of the process in clock ticks since boot (field 22 of
+    /proc/PID/stat): unlike a wall-clock create time it does not move when the clock is stepped.
+    `extra` holds driver-specific paths (QMP socket, pidfile, lxcpath, ...), strings only.
+    """
+
+    name: str
+    driver: DriverName
+    uuid: str
+    pid: int
+    boot_id: str
+    starttime: int
+    started_at: float  # wall-clock time of the start, for `since` and AGE
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Live:
+    """The observed state of one domain, read from the hypervisor each time."""
+
+    state: State
+    reason: Reason
+    pid: int | None = None
+    record: RuntimeRecord | None = None
+    message: str = ""  # e.g. "accel tcg (kvm unusable: ...)", or why a domain is nostate
+
+
+SHUTOFF_UNKNOWN = Live(State.SHUTOFF, Reason.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class RuntimeEvent:
+    """Something a driver saw happen to a domain, with libvirt's events it amounts to."""
+
+    name: str
+    state: State
+    reason: Reason
+    events: tuple[tuple[EventType, EventDetail], ...]
+    cause: Cause
+    message: str = ""
+
+
+class ChangeKind(str, enum.Enum):
+    LIVE = "live"  # applied to the running domain by apply_live
+    RESTART = "restart"  # takes effect at the next start
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What the controller hands a driver: where to put files, and whom to tell about events."""
+
+    runtime_dir: Path  # sockets, pidfiles (tmpfs-like, /run/domctl)
+    state_dir: Path  # persistent driver data (e.g. the lxcpath, the busybox rootfs cache)
+    log_dir: Path  # one <name>.log per domain: argv, timestamps, serial/console output
+    on_event: Callable[[RuntimeEvent], None]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver found on this host when probed; a broken driver is disabled, not fatal."""
+
+    driver: DriverName
+    available: bool
+    version: str = ""
+    message: str = ""  # why it is unavailable, or notes such as "kvm unusable: ..."
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """The operations of DESIGN §2. `name` arguments are domain names."""
+
+    name: DriverName
+
+    async def capabilities(self) -> Capabilities:
+        """Probe the host once (cached); never raises."""
+        ...
+
+    async def validate(self, domain: Domain) -> None:
+        """Raise HostValidationError naming the field if this host cannot run the spec."""
+        ...
+
+    async def start(self, domain: Domain, paused: bool) -> Live:
+        """Start the domain (metadata.uuid is always set); return its live state."""
+        ...
+
+    async def suspend(self, name: str) -> None: ...
+
+    async def resume(self, name: str) -> None: ...
+
+    async def shutdown(self, name: str, timeout: float) -> bool:
+        """Ask the guest to shut down; wait up to `timeout` s; True if it stopped."""
+        ...
+
+    async def destroy(self, name: str) -> None:
+        """Stop the domain now (SIGTERM, then SIGKILL) and release its resources."""
+        ...
+
+    async def observe(self, name: str) -> Live:
+        """The domain's state now; SHUTOFF_UNKNOWN-like for a domain the driver does not run."""
+        ...
+
+    async def reattach(self, record: RuntimeRecord) -> Live | None:
+        """Adopt a domain after a controller restart.
+
+        Returns its Live state when adopted, None when the process is gone, and a Live in
+        State.NOSTATE (with a message) when a process exists but is not provably ours.
+        """
+        ...
+
+    def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
+        """Each changed field (dotted path: "memory", "cputune.shares") → live or restart."""
+        ...
+
+    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
+        """Apply the LIVE fields of classify(old, new) to the running domain."""
+        ...
+
+    async def close(self) -> None:
+        """Drop connections and watchers; leave every domain running."""
+        ...
+
+
+def stopped_event(reason: Reason) -> tuple[EventType, EventDetail]:
+    """The libvirt `stopped` event for a domain reaching shutoff with `reason`.
+
+    A process that vanished without the guest asking (shutoff/crashed) is libvirt's
+    stopped/failed ("host emulator failed"), as DESIGN §4 says.
+    """
+    detail = {
+        Reason.SHUTDOWN: EventDetail.SHUTDOWN,
+        Reason.DESTROYED: EventDetail.DESTROYED,
+        Reason.DAEMON: EventDetail.DESTROYED,
+        Reason.SAVED: EventDetail.SAVED,
+    }.get(reason, EventDetail.FAILED)
+    return (EventType.STOPPED, detail)

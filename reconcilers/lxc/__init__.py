@@ -1,0 +1,1 @@
+"""The lxc driver: real LXC containers driven with the lxc-* tools."""

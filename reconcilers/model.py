@@ -1,0 +1,397 @@
+"""What a domain is: libvirt's state/reason/event vocabulary and the normalised spec.
+
+Everything here is plain data. The manifest loader (controller/manifest.py) builds these
+objects from YAML; the reconciler and both drivers only ever read them. Sizes are bytes,
+durations are seconds, every default is filled in, so two manifests that mean the same thing
+compare equal and hash to the same generation.
+
+Never import from `controller` here: `reconcilers` is the lower layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class State(str, enum.Enum):
+    """virDomainState, in libvirt's string form."""
+
+    NOSTATE = "nostate"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"  # being shut down
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+
+
+class Reason(str, enum.Enum):
+    """The union of libvirt's per-state reason strings (see REASONS_BY_STATE)."""
+
+    UNKNOWN = "unknown"
+    # running
+    BOOTED = "booted"
+    MIGRATED = "migrated"
+    RESTORED = "restored"
+    UNPAUSED = "unpaused"
+    WAKEUP = "wakeup"
+    CRASHED = "crashed"
+    # paused
+    USER = "user"
+    MIGRATION = "migration"
+    SAVE = "save"
+    DUMP = "dump"
+    IOERROR = "ioerror"
+    WATCHDOG = "watchdog"
+    SHUTDOWN = "shutdown"  # shutoff/shutdown; libvirt prints PAUSED/SHUTTING_DOWN the same way
+    SHUTTING_DOWN = "shutdown"  # an alias of SHUTDOWN (same string), named for the paused case
+    STARTING_UP = "starting up"
+    PANICKED = "panicked"  # PAUSED/CRASHED and CRASHED/PANICKED both print "panicked"
+    # shutoff
+    DESTROYED = "destroyed"
+    SAVED = "saved"
+    FAILED = "failed"
+    DAEMON = "daemon"
+
+
+REASONS_BY_STATE: Mapping[State, frozenset[Reason]] = {
+    State.NOSTATE: frozenset({Reason.UNKNOWN}),
+    State.RUNNING: frozenset({Reason.UNKNOWN, Reason.BOOTED, Reason.MIGRATED, Reason.RESTORED,
+                              Reason.UNPAUSED, Reason.WAKEUP, Reason.CRASHED}),
+    State.BLOCKED: frozenset({Reason.UNKNOWN}),
+    State.PAUSED: frozenset({Reason.UNKNOWN, Reason.USER, Reason.MIGRATION, Reason.SAVE,
+                             Reason.DUMP, Reason.IOERROR, Reason.WATCHDOG, Reason.SHUTTING_DOWN,
+                             Reason.STARTING_UP, Reason.PANICKED}),
+    State.SHUTDOWN: frozenset({Reason.UNKNOWN, Reason.USER}),
+    State.SHUTOFF: frozenset({Reason.UNKNOWN, Reason.SHUTDOWN, Reason.DESTROYED, Reason.CRASHED,
+                              Reason.SAVED, Reason.FAILED, Reason.DAEMON}),
+    State.CRASHED: frozenset({Reason.UNKNOWN, Reason.PANICKED}),
+    State.PMSUSPENDED: frozenset({Reason.UNKNOWN}),
+}
+
+
+class EventType(str, enum.Enum):
+    """virDomainEventType, lower-case."""
+
+    DEFINED = "defined"
+    UNDEFINED = "undefined"
+    STARTED = "started"
+    SUSPENDED = "suspended"
+    RESUMED = "resumed"
+    STOPPED = "stopped"
+    SHUTDOWN = "shutdown"
+    PMSUSPENDED = "pmsuspended"
+    CRASHED = "crashed"
+
+
+class EventDetail(str, enum.Enum):
+    """The detail strings of the event types above (see DETAILS_BY_EVENT)."""
+
+    ADDED = "added"
+    UPDATED = "updated"
+    REMOVED = "removed"
+    BOOTED = "booted"
+    RESTORED = "restored"
+    PAUSED = "paused"
+    IOERROR = "ioerror"
+    WATCHDOG = "watchdog"
+    UNPAUSED = "unpaused"
+    SHUTDOWN = "shutdown"
+    DESTROYED = "destroyed"
+    CRASHED = "crashed"
+    SAVED = "saved"
+    FAILED = "failed"
+    FINISHED = "finished"
+    GUEST = "guest"
+    HOST = "host"
+    PANICKED = "panicked"
+
+
+DETAILS_BY_EVENT: Mapping[EventType, frozenset[EventDetail]] = {
+    EventType.DEFINED: frozenset({EventDetail.ADDED, EventDetail.UPDATED}),
+    EventType.UNDEFINED: frozenset({EventDetail.REMOVED}),
+    EventType.STARTED: frozenset({EventDetail.BOOTED, EventDetail.RESTORED}),
+    EventType.SUSPENDED: frozenset({EventDetail.PAUSED, EventDetail.IOERROR, EventDetail.WATCHDOG,
+                                    EventDetail.RESTORED}),
+    EventType.RESUMED: frozenset({EventDetail.UNPAUSED}),
+    EventType.STOPPED: frozenset({EventDetail.SHUTDOWN, EventDetail.DESTROYED, EventDetail.CRASHED,
+                                  EventDetail.SAVED, EventDetail.FAILED}),
+    EventType.SHUTDOWN: frozenset({EventDetail.FINISHED, EventDetail.GUEST, EventDetail.HOST}),
+    EventType.PMSUSPENDED: frozenset(),
+    EventType.CRASHED: frozenset({EventDetail.PANICKED}),
+}
+
+
+class Cause(str, enum.Enum):
+    """Who caused a state change: recorded on every event so intent is never lost."""
+
+    MANIFEST = "manifest"
+    API = "api"
+    GUEST = "guest"
+    CONTROLLER = "controller"
+    EXTERNAL = "external"
+
+
+# --- manifest vocabulary -------------------------------------------------------------------
+
+class DriverName(str, enum.Enum):
+    QEMU = "qemu"
+    LXC = "lxc"
+
+
+class DesiredState(str, enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+
+
+class RestartPolicy(str, enum.Enum):
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+class UpdatePolicy(str, enum.Enum):
+    LIVE = "Live"
+    RESTART = "Restart"
+
+
+class LifecycleAction(str, enum.Enum):
+    """libvirt's <on_poweroff>/<on_reboot>/<on_crash> values (rename-restart is libxl only)."""
+
+    DESTROY = "destroy"
+    RESTART = "restart"
+    PRESERVE = "preserve"
+    COREDUMP_DESTROY = "coredump-destroy"  # on_crash only
+    COREDUMP_RESTART = "coredump-restart"  # on_crash only
+
+
+class Accel(str, enum.Enum):
+    KVM = "kvm"
+    TCG = "tcg"
+    AUTO = "auto"
+
+
+class SerialMode(str, enum.Enum):
+    LOG = "log"  # guest serial output appended to the domain log
+    PTY = "pty"  # a host pty, for `domctl console`
+    SOCKET = "socket"  # a unix socket in the runtime dir, for `domctl console`
+
+
+class DiskFormat(str, enum.Enum):
+    RAW = "raw"
+    QCOW2 = "qcow2"
+
+
+class DiskBus(str, enum.Enum):
+    VIRTIO = "virtio"
+    SATA = "sata"
+    IDE = "ide"
+    SCSI = "scsi"
+
+
+class DiskCache(str, enum.Enum):
+    NONE = "none"
+    WRITEBACK = "writeback"
+    WRITETHROUGH = "writethrough"
+    DIRECTSYNC = "directsync"
+    UNSAFE = "unsafe"
+
+
+class NicMode(str, enum.Enum):
+    USER = "user"  # qemu's user-mode (slirp) network; the only mode for now
+
+
+class WatchdogModel(str, enum.Enum):
+    I6300ESB = "i6300esb"
+    IB700 = "ib700"
+
+
+class WatchdogAction(str, enum.Enum):
+    """libvirt's <watchdog action=...> values that qemu can carry out."""
+
+    RESET = "reset"
+    SHUTDOWN = "shutdown"
+    POWEROFF = "poweroff"
+    PAUSE = "pause"
+    NONE = "none"
+    DUMP = "dump"
+    INJECT_NMI = "inject-nmi"
+
+
+# --- the normalised spec -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CpuTopology:
+    model: str | None = None  # None: the accelerator's default (host for kvm, qemu64 for tcg)
+    sockets: int | None = None  # None: derived from vcpus
+    cores: int | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class VcpuPin:
+    vcpu: int
+    cpuset: str  # a host cpu list such as "0-2,4"
+
+
+@dataclass(frozen=True)
+class CpuTune:
+    shares: int | None = None  # relative weight (cgroup v1 cpu.shares; mapped to v2 cpu.weight)
+    period: int | None = None  # microseconds, with quota: the CFS bandwidth limit
+    quota: int | None = None  # microseconds per period; -1 = unlimited
+    vcpupin: tuple[VcpuPin, ...] = ()
+    emulatorpin: str | None = None  # host cpu list for the emulator's own threads
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    on_poweroff: LifecycleAction = LifecycleAction.DESTROY
+    on_reboot: LifecycleAction = LifecycleAction.RESTART
+    on_crash: LifecycleAction = LifecycleAction.DESTROY
+
+
+@dataclass(frozen=True)
+class Disk:
+    name: str  # the guest-visible id, also the blockdev node name's suffix
+    source: str  # absolute path of the image or block device
+    format: DiskFormat = DiskFormat.RAW
+    bus: DiskBus = DiskBus.VIRTIO
+    readonly: bool = False
+    cache: DiskCache = DiskCache.NONE
+
+
+@dataclass(frozen=True)
+class Vnc:
+    listen: str = "127.0.0.1"
+    port: int | None = None  # None: the first free port of the controller's range ("auto")
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    model: WatchdogModel = WatchdogModel.I6300ESB
+    action: WatchdogAction = WatchdogAction.RESET
+
+
+@dataclass(frozen=True)
+class Nic:
+    mode: NicMode = NicMode.USER
+    model: str = "virtio-net-pci"
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class QemuSpec:
+    machine: str = "pc"
+    accel: Accel = Accel.AUTO
+    firmware: str | None = None  # absolute path of a BIOS/UEFI image; None: qemu's default
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    boot: tuple[str, ...] = ()  # order of "disk", "cdrom", "network"
+    disks: tuple[Disk, ...] = ()
+    cdrom: str | None = None
+    serial: SerialMode = SerialMode.LOG
+    vnc: Vnc | None = None
+    guest_agent: bool = False
+    panic: bool = False
+    watchdog: Watchdog | None = None
+    nics: tuple[Nic, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    readonly: bool = False
+
+
+BUSYBOX_ROOTFS = "busybox"
+
+
+@dataclass(frozen=True)
+class LxcSpec:
+    rootfs: str = BUSYBOX_ROOTFS  # an absolute directory, or "busybox" for the built-in rootfs
+    init: tuple[str, ...] = ("/sbin/init",)
+    env: tuple[tuple[str, str], ...] = ()  # sorted (name, value) pairs
+    mounts: tuple[Mount, ...] = ()
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    driver: DriverName
+    state: DesiredState = DesiredState.RUNNING
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    update_policy: UpdatePolicy = UpdatePolicy.LIVE
+    shutdown_timeout: float = 60.0  # seconds
+    memory: int = 512 * 1024 * 1024  # bytes
+    current_memory: int | None = None  # bytes; None: equal to memory (no balloon target)
+    vcpus: int = 1
+    max_vcpus: int | None = None  # None: equal to vcpus
+    cpu: CpuTopology = field(default_factory=CpuTopology)
+    cputune: CpuTune = field(default_factory=CpuTune)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    qemu: QemuSpec | None = None  # set exactly when driver is qemu
+    lxc: LxcSpec | None = None  # set exactly when driver is lxc
+
+
+@dataclass(frozen=True)
+class Metadata:
+    name: str
+    uuid: str | None = None  # None: the controller generates one once and keeps it
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where a manifest document came from, for error messages and status."""
+
+    file: str
+    line: int  # 1-based line of the document's first key
+    document: int = 0  # 0-based index of the document within the file
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One validated, normalised manifest document."""
+
+    metadata: Metadata
+    spec: DomainSpec
+    source: SourceRef
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def generation(self) -> str:
+        return spec_generation(self.spec, self.metadata.uuid)
+
+
+def to_plain(value: Any) -> Any:
+    """A JSON-ready form of any model object: enums become their strings, tuples lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    return value
+
+
+def spec_generation(spec: DomainSpec, uuid: str | None = None) -> str:
+    """A content hash of the normalised spec: reformatting a manifest is not a new generation."""
+    canonical = json.dumps({"spec": to_plain(spec), "uuid": uuid}, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

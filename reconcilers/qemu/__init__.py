@@ -1,0 +1,1 @@
+"""The qemu driver: real qemu processes controlled over QMP."""
