@@ -48,7 +48,7 @@ class ErrorBackoff:
         self._failures[name] = exponent + 1
         if exponent >= 64:  # 2**64 × base is past any cap; avoid float overflow on huge counts
             return self._settings.cap
-        return min(self._settings.base * 2 ** exponent, self._settings.cap)
+        return min(self._settings.base * 2.0 ** exponent, self._settings.cap)
 
     def failures(self, name: str) -> int:
         return self._failures.get(name, 0)
