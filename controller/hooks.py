@@ -59,9 +59,12 @@ class HookOp(str, enum.Enum):
     RELEASE = "release"
     RECONNECT = "reconnect"
 
+    @property
+    def subop(self) -> str:
+        """libvirt's `$3`: "end" for the ops that follow a stop, "begin" for the rest."""
+        return "end" if self in (HookOp.STOPPED, HookOp.RELEASE) else "begin"
 
-_SUBOP = {HookOp.PREPARE: "begin", HookOp.START: "begin", HookOp.STARTED: "begin",
-          HookOp.STOPPED: "end", HookOp.RELEASE: "end", HookOp.RECONNECT: "begin"}
+
 _ABORTING = frozenset({HookOp.PREPARE, HookOp.START})
 
 
@@ -125,7 +128,7 @@ class HookRunner:
         if not scripts:
             return []
         stdin = json.dumps(to_plain(spec), sort_keys=True).encode()
-        argv = [name, op.value, _SUBOP[op], extra or "-"]
+        argv = [name, op.value, op.subop, extra or "-"]
         results = []
         for script in scripts:
             result = await self._run_one(script, argv, stdin)

@@ -6,7 +6,9 @@ The reconciler wraps every driver call that changes a domain in a job:
         await driver.start(domain, paused=False)
 
 - `QUERY` (observe, status) takes no lock and never waits.
-- `MODIFY`, `SUSPEND` and `DESTROY` are exclusive per domain, granted in arrival order.
+- `MODIFY`, `SUSPEND` and `DESTROY` are exclusive per domain, granted in arrival order (a
+  destroy does not jump the queue of waiting jobs). Not re-entrant: a task that holds a job
+  and asks for another on the same domain waits out the limit and gets BusyError.
 - A holder that registered `interruptible=True` (a graceful shutdown waiting for the guest) is
   cancelled when a `DESTROY` arrives; its `async with` then raises JobInterrupted (a
   TransientError) instead of CancelledError, so its worker survives and requeues, and the

@@ -97,8 +97,6 @@ class WorkQueue:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-        if self._shutting_down:
-            raise ShutDown
         name = self._queue.popleft()
         self._dirty.discard(name)
         self._processing.add(name)

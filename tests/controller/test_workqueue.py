@@ -164,3 +164,10 @@ async def test_cancelled_getter_does_not_strand_an_item() -> None:
 def test_rfc3339_is_utc_with_z() -> None:
     assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
     assert rfc3339(1764000000.5) == "2025-11-24T16:00:00.500Z"
+
+
+async def test_default_clock_is_the_running_loop() -> None:
+    queue = WorkQueue()
+    queue.add_after("a", 0.01)
+    async with asyncio.timeout(5):
+        assert await queue.get() == "a"
