@@ -1,0 +1,387 @@
+"""LxcDriver: the Driver protocol for LXC containers, on a private lxcpath under the state dir.
+
+Constructed once by the controller with a DriverContext; the reconciler calls its operations
+under the domain's job lock. Containers run detached (`lxc-start -d`): their monitors are LXC's
+own processes, so they outlive this driver and the controller. Init's exit is seen through a
+pidfd (identity.ExitWatch), classified from what we asked and what LXC logged (exits.py), and
+reported through DriverContext.on_event.
+
+It never touches a container it cannot prove it started (name, init pid, boot id and the
+kernel start time must agree), never loads liblxc, and close() leaves every container running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from reconcilers.driver import (Capabilities, ChangeKind, DriverContext, Live, RuntimeRecord)
+from reconcilers.errors import DriverError, HostValidationError
+from reconcilers.identity import ExitWatch, boot_id, proc_starttime, same_process
+from reconcilers.lxc import changes, host, rootfs
+from reconcilers.lxc.config import (ConfigPaths, ConfigValueError, HostFacts, cgroup_limits,
+                                    render_config)
+from reconcilers.lxc.exits import Intent, InitFate, exit_event, init_fate
+from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
+from reconcilers.model import (BUSYBOX_ROOTFS, REASONS_BY_STATE, Domain, DomainSpec, DriverName,
+                               Reason, State)
+
+FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
+SETTLE_TIMEOUT = 10.0  # seconds to wait for LXC's monitor to record init's fate
+_LXC_STATE = {
+    LxcState.RUNNING: State.RUNNING, LxcState.THAWED: State.RUNNING,
+    LxcState.FROZEN: State.PAUSED, LxcState.FREEZING: State.PAUSED,
+    LxcState.STARTING: State.RUNNING, LxcState.STOPPING: State.SHUTDOWN,
+    LxcState.ABORTING: State.SHUTDOWN, LxcState.STOPPED: State.SHUTOFF,
+}
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Tracked:
+    """A container this driver started or adopted, with what it last did to it."""
+
+    record: RuntimeRecord
+    watch: ExitWatch
+    reason: Reason  # the reason of our last transition: booted, unpaused, user (paused)
+    intent: Intent = Intent.NONE
+    exit_task: asyncio.Task[None] | None = field(default=None)
+
+
+class LxcDriver:
+    """LXC containers driven with lxc-start/-info/-freeze/-unfreeze/-stop/-cgroup."""
+
+    name = DriverName.LXC
+
+    def __init__(self, context: DriverContext, facts: HostFacts | None = None) -> None:
+        self._ctx = context
+        self._lxcpath = context.state_dir / "lxc"
+        self._rootfs_cache = context.state_dir / "lxc-rootfs"
+        self._tools = LxcTools(self._lxcpath)
+        self._facts = facts
+        self._caps: Capabilities | None = None
+        self._tracked: dict[str, _Tracked] = {}
+        self._last_stop: dict[str, Reason] = {}
+
+    # --- probing and validation -----------------------------------------------------------
+
+    async def capabilities(self) -> Capabilities:
+        if self._caps is None:
+            self._caps = await self._probe()
+        return self._caps
+
+    async def _probe(self) -> Capabilities:
+        missing = host.missing_tools()
+        if missing:
+            return Capabilities(DriverName.LXC, False, message="missing: " + ", ".join(missing))
+        if os.geteuid() != 0:
+            return Capabilities(DriverName.LXC, False, message="needs root (privileged LXC)")
+        try:
+            version = (await execute(["lxc-start", "--version"], "-")).stdout.strip()
+        except DriverError as exc:
+            return Capabilities(DriverName.LXC, False, message=exc.message)
+        facts = self._host_facts()
+        return Capabilities(DriverName.LXC, True, version=version,
+                            details={"cgroup": facts.cgroup.value, "apparmor": facts.apparmor,
+                                     "lxcpath": str(self._lxcpath)})
+
+    def _host_facts(self) -> HostFacts:
+        if self._facts is None:
+            self._facts = host.probe_facts()
+        return self._facts
+
+    async def validate(self, domain: Domain) -> None:
+        spec, name = domain.spec, domain.name
+        if spec.lxc is None:
+            raise HostValidationError(name, "spec.lxc", "an lxc domain needs an lxc section")
+        if spec.cputune.vcpupin or spec.cputune.emulatorpin:
+            raise HostValidationError(name, "spec.cputune", "cpu pinning is qemu-only")
+        if spec.current_memory not in (None, spec.memory):
+            raise HostValidationError(name, "spec.currentMemory", "ballooning is qemu-only")
+        if spec.lxc.rootfs == BUSYBOX_ROOTFS:
+            if not rootfs.HOST_BUSYBOX.is_file():
+                raise HostValidationError(name, "spec.lxc.rootfs",
+                                          f"{rootfs.HOST_BUSYBOX} missing: install busybox-static")
+        elif not Path(spec.lxc.rootfs).is_dir():
+            raise HostValidationError(name, "spec.lxc.rootfs", "not a directory on this host")
+        for index, mount in enumerate(spec.lxc.mounts):
+            if not os.path.exists(mount.source):
+                raise HostValidationError(name, f"spec.lxc.mounts[{index}].source",
+                                          f"{mount.source} does not exist")
+        self._render(domain, spec.lxc.rootfs)
+
+    def _render(self, domain: Domain, rootfs_dir: str) -> str:
+        assert domain.spec.lxc is not None
+        sources = frozenset(m.source for m in domain.spec.lxc.mounts if os.path.isfile(m.source))
+        paths = ConfigPaths(rootfs=rootfs_dir, console_log=str(self._console_log(domain.name)),
+                            lxc_log=str(self._lxc_log(domain.name)), file_sources=sources)
+        try:
+            return render_config(domain, self._host_facts(), paths)
+        except ConfigValueError as exc:
+            raise HostValidationError(domain.name, exc.field, exc.message) from exc
+
+    # --- paths ------------------------------------------------------------------------------
+
+    def _console_log(self, name: str) -> Path:
+        return self._ctx.log_dir / f"{name}.log"
+
+    def _lxc_log(self, name: str) -> Path:
+        return self._lxcpath / name / "lxc.log"
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, domain: Domain, paused: bool) -> Live:
+        name = domain.name
+        bound = log.bind(domain=name)
+        await self.validate(domain)
+        assert domain.spec.lxc is not None and domain.metadata.uuid is not None
+        if (await self._tools.info(name)).state is not LxcState.STOPPED:
+            raise DriverError(name, "start", "a container of this name is already running")
+        await self._write_config(domain)
+        try:
+            await self._tools.start(name, domain.spec.lxc.init)
+        except DriverError as exc:
+            raise DriverError(name, "start", f"{exc.message}; {self._lxc_errors(name)}") from exc
+        tracked = await self._track_started(domain)
+        if paused:
+            try:
+                await self.suspend(name)
+            except DriverError:
+                await self.destroy(name)
+                raise
+        bound.info("container started", pid=tracked.record.pid, paused=paused)
+        return await self.observe(name)
+
+    async def _write_config(self, domain: Domain) -> None:
+        assert domain.spec.lxc is not None
+        rootfs_dir = domain.spec.lxc.rootfs
+        if rootfs_dir == BUSYBOX_ROOTFS:
+            try:
+                built = await asyncio.to_thread(rootfs.busybox_rootfs, self._rootfs_cache)
+            except rootfs.RootfsError as exc:
+                raise DriverError(domain.name, "start", str(exc)) from exc
+            rootfs_dir = str(built)
+        text = self._render(domain, rootfs_dir)
+        directory = self._lxcpath / domain.name
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._ctx.log_dir.mkdir(parents=True, exist_ok=True)
+        tmp = directory / ".config.tmp"
+        tmp.write_text(text)
+        tmp.replace(directory / "config")
+        self._lxc_log(domain.name).write_text("")  # one start per log: exits read the last init
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self._console_log(domain.name).open("a") as out:
+            out.write(f"{stamp} domctl: lxc-start {domain.name} -- "
+                      f"{json.dumps(list(domain.spec.lxc.init))}\n")
+
+    def _lxc_errors(self, name: str, lines: int = 8) -> str:
+        """The last ERROR lines of LXC's log: LXC's own reason for a failed start."""
+        try:
+            text = self._lxc_log(name).read_text(errors="replace")
+        except OSError:
+            return "no LXC log"
+        errors = [line for line in text.splitlines() if " ERROR " in line]
+        return "LXC log: " + (" | ".join(errors[-lines:]) or "no errors recorded")
+
+    async def _track_started(self, domain: Domain) -> _Tracked:
+        name = domain.name
+        info = await self._tools.info(name)
+        starttime = proc_starttime(info.pid) if info.pid else None
+        if info.pid is None or starttime is None:
+            raise DriverError(name, "start", f"init exited at once; {self._lxc_errors(name)}")
+        assert domain.metadata.uuid is not None
+        record = RuntimeRecord(name=name, driver=DriverName.LXC, uuid=domain.metadata.uuid,
+                               pid=info.pid, boot_id=boot_id(), starttime=starttime,
+                               started_at=time.time(), extra={"lxcpath": str(self._lxcpath)})
+        self._last_stop.pop(name, None)
+        return self._watch(record, Reason.BOOTED)
+
+    def _watch(self, record: RuntimeRecord, reason: Reason) -> _Tracked:
+        watch = ExitWatch(record.pid, lambda: self._init_exited(record))
+        tracked = _Tracked(record=record, watch=watch, reason=reason)
+        self._tracked[record.name] = tracked
+        return tracked
+
+    def _init_exited(self, record: RuntimeRecord) -> None:
+        tracked = self._tracked.get(record.name)
+        if tracked is not None and tracked.record is record:
+            tracked.exit_task = asyncio.get_running_loop().create_task(
+                self._classify_exit(tracked))
+
+    async def _classify_exit(self, tracked: _Tracked) -> None:
+        name = tracked.record.name
+        # init is gone; LXC's monitor logs its fate once it has reaped it and torn down
+        await self._tools.wait(name, "STOPPED", SETTLE_TIMEOUT)
+        fate = init_fate(self._lxc_log(name).read_text(errors="replace"))
+        if fate.fate is InitFate.REBOOTED and await self._follow_reboot(tracked):
+            return
+        event = exit_event(name, tracked.intent, fate)
+        if self._tracked.get(name) is tracked:
+            del self._tracked[name]
+        self._last_stop[name] = event.reason
+        log.info("container stopped", domain=name, reason=event.reason.value,
+                 cause=event.cause.value, detail=event.message)
+        self._ctx.on_event(event)
+
+    async def _follow_reboot(self, tracked: _Tracked) -> bool:
+        """LXC restarts a container whose init asked for a reboot: watch the new init."""
+        name = tracked.record.name
+        if not await self._tools.wait(name, "RUNNING", SETTLE_TIMEOUT):
+            return False
+        info = await self._tools.info(name)
+        starttime = proc_starttime(info.pid) if info.pid else None
+        if info.pid is None or starttime is None:
+            return False
+        record = dataclasses.replace(tracked.record, pid=info.pid, starttime=starttime,
+                                     started_at=time.time())
+        self._watch(record, Reason.BOOTED)
+        log.info("container rebooted by its init", domain=name, pid=info.pid)
+        return True
+
+    async def suspend(self, name: str) -> None:
+        tracked = self._require(name, "suspend")
+        try:
+            await self._tools.freeze(name, FREEZE_TIMEOUT)
+            frozen = (await self._tools.info(name)).state is LxcState.FROZEN
+        except DriverError as exc:
+            frozen, message = False, exc.message
+        else:
+            message = "the freezer did not report FROZEN"
+        if not frozen:
+            # a half-frozen cgroup wedges the container: thaw it and report (lxc/lxc#4346)
+            await self._tools.unfreeze(name)
+            raise DriverError(name, "suspend", f"{message}; thawed again")
+        tracked.reason = Reason.USER
+
+    async def resume(self, name: str) -> None:
+        tracked = self._require(name, "resume")
+        await self._tools.unfreeze(name)
+        tracked.reason = Reason.UNPAUSED
+
+    async def shutdown(self, name: str, timeout: float) -> bool:
+        tracked = self._tracked.get(name)
+        if tracked is None:
+            return await self._not_running(name, "shutdown")
+        tracked.intent = Intent.SHUTDOWN
+        if (await self._tools.info(name)).state is LxcState.FROZEN:
+            await self._tools.unfreeze(name)  # a frozen init cannot act on its halt signal
+        stopped = await self._tools.request_halt(name, timeout)
+        if stopped and await tracked.watch.wait(SETTLE_TIMEOUT):
+            await self._settled(tracked)
+            return True
+        tracked.intent = Intent.NONE  # still running: a later halt is the guest's own doing
+        log.info("shutdown timed out; container still running", domain=name, timeout=timeout)
+        return False
+
+    async def destroy(self, name: str) -> None:
+        tracked = self._tracked.get(name)
+        if tracked is None:
+            await self._not_running(name, "destroy")
+            return
+        tracked.intent = Intent.DESTROY
+        await self._tools.kill(name)
+        if not await tracked.watch.wait(SETTLE_TIMEOUT):
+            raise DriverError(name, "destroy", "init still alive after lxc-stop -k")
+        await self._settled(tracked)
+
+    async def _not_running(self, name: str, operation: str) -> bool:
+        """True for a container that is not running; refuses one that is not ours."""
+        if (await self._tools.info(name)).state is LxcState.STOPPED:
+            return True
+        raise DriverError(name, operation, "container runs but was not started or adopted by "
+                                           "this controller; refusing to touch it")
+
+    def _require(self, name: str, operation: str) -> _Tracked:
+        tracked = self._tracked.get(name)
+        if tracked is None:
+            raise DriverError(name, operation, "not running under this controller")
+        return tracked
+
+    async def _settled(self, tracked: _Tracked) -> None:
+        """Wait until the exit of `tracked` has been classified and reported."""
+        await tracked.watch.wait(SETTLE_TIMEOUT)
+        await asyncio.sleep(0)  # let the pidfd callback schedule the classification
+        if tracked.exit_task is not None:
+            await asyncio.wait_for(asyncio.shield(tracked.exit_task), SETTLE_TIMEOUT * 2)
+
+    # --- observation and adoption -----------------------------------------------------------
+
+    async def observe(self, name: str) -> Live:
+        info = await self._tools.info(name)
+        tracked = self._tracked.get(name)
+        if tracked is not None and info.state is LxcState.STOPPED:
+            await self._settled(tracked)
+            tracked = None
+        if info.state is LxcState.STOPPED:
+            return Live(State.SHUTOFF, self._last_stop.get(name, Reason.UNKNOWN))
+        if tracked is None or tracked.record.pid != info.pid:
+            return Live(State.NOSTATE, Reason.UNKNOWN, pid=info.pid,
+                        message="an LXC container of this name runs, but this controller did "
+                                "not start or adopt it; it is left alone")
+        return self._live(tracked, info)
+
+    def _live(self, tracked: _Tracked, info: Info) -> Live:
+        state = _LXC_STATE[info.state]
+        if state is State.SHUTDOWN or (state is State.RUNNING and tracked.intent is Intent.SHUTDOWN):
+            ours = tracked.intent is Intent.SHUTDOWN
+            state, reason = State.SHUTDOWN, Reason.USER if ours else Reason.UNKNOWN
+        elif tracked.reason in REASONS_BY_STATE[state] and info.state is not LxcState.FREEZING:
+            reason = tracked.reason
+        else:
+            reason = Reason.UNKNOWN  # frozen or thawed by someone else
+        return Live(state, reason, pid=info.pid, record=tracked.record)
+
+    async def reattach(self, record: RuntimeRecord) -> Live | None:
+        name = record.name
+        info = await self._tools.info(name)
+        ours = same_process(record.pid, record.boot_id, record.starttime)
+        if info.state is LxcState.STOPPED and not ours:
+            log.info("container gone since the last controller run", domain=name)
+            return None
+        problem = self._identity_problem(record, info, ours)
+        if problem:
+            log.warning("not adopting container", domain=name, why=problem)
+            return Live(State.NOSTATE, Reason.UNKNOWN, pid=info.pid, message=problem)
+        paused = info.state is LxcState.FROZEN
+        tracked = self._watch(record, Reason.UNKNOWN if paused else Reason.BOOTED)
+        log.info("container adopted", domain=name, pid=record.pid, paused=paused)
+        return self._live(tracked, info)
+
+    def _identity_problem(self, record: RuntimeRecord, info: Info, ours: bool) -> str:
+        if record.extra.get("lxcpath", str(self._lxcpath)) != str(self._lxcpath):
+            return f"recorded under lxcpath {record.extra['lxcpath']}, not {self._lxcpath}"
+        if not ours:
+            return (f"recorded init pid {record.pid} is no longer the process domctl started "
+                    f"(boot id or start time differ); LXC reports pid {info.pid}")
+        if info.pid != record.pid:
+            return f"pid {record.pid} is alive but LXC reports the container's init as {info.pid}"
+        return ""
+
+    # --- changes ----------------------------------------------------------------------------
+
+    def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
+        return changes.classify(old, new)
+
+    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
+        self._require(name, "apply_live")
+        version = self._host_facts().cgroup
+        before = dict(cgroup_limits(old, version))
+        for key, value in cgroup_limits(new, version):
+            if before.get(key) != value:
+                await self._tools.set_cgroup(name, key, value)
+                log.info("cgroup limit applied live", domain=name, key=key, value=value)
+
+    async def close(self) -> None:
+        for tracked in self._tracked.values():
+            tracked.watch.cancel()
+            if tracked.exit_task is not None:
+                tracked.exit_task.cancel()
+        self._tracked.clear()

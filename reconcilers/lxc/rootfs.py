@@ -1,0 +1,97 @@
+"""The built-in `busybox` rootfs: built once from the host's busybox-static, then cached.
+
+Called by the lxc driver before it renders a config for `rootfs: busybox`. The tree lives under
+the driver's state dir and is shared read-only by every busybox container. It is rebuilt, in a
+temporary directory renamed into place, when it is missing or its stamp no longer matches the
+busybox binary in it. It never touches a user's rootfs directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import structlog
+
+HOST_BUSYBOX = Path("/bin/busybox")  # Debian package busybox-static
+STAMP = ".domctl-rootfs"
+DIRS = ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "run", "root")
+INITTAB = """\
+# domctl built-in busybox rootfs: init waits; SIGPWR (lxc.signal.halt) powers off
+::sysinit:/bin/echo "domctl busybox: up"
+::shutdown:/bin/echo "domctl busybox: halting"
+"""
+
+log = structlog.get_logger(__name__)
+
+
+class RootfsError(RuntimeError):
+    """The busybox rootfs cannot be built (busybox-static missing, disk full, ...)."""
+
+
+def busybox_rootfs(cache_dir: Path, busybox: Path = HOST_BUSYBOX) -> Path:
+    """The path of a complete busybox rootfs under `cache_dir`, building it if needed."""
+    target = cache_dir / "busybox"
+    digest = _digest(busybox)
+    if _stamp(target) == digest:
+        return target
+    log.info("building busybox rootfs", path=str(target), reason="missing or stale")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".busybox.", dir=cache_dir))
+    try:
+        _build(staging, busybox, digest)
+        old = cache_dir / f".busybox.old.{os.getpid()}"
+        if target.exists():
+            target.rename(old)  # a directory cannot be replaced by rename in one step
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise RootfsError(f"cannot build the busybox rootfs in {cache_dir}: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _digest(busybox: Path) -> str:
+    try:
+        return hashlib.sha256(busybox.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise RootfsError(f"{busybox} is unusable ({exc.strerror}): install busybox-static") \
+            from exc
+
+
+def _stamp(target: Path) -> str | None:
+    """The digest the tree was built from, if the tree still holds that very binary."""
+    try:
+        recorded = (target / STAMP).read_text().strip()
+        binary = target / "bin" / "busybox"
+        if hashlib.sha256(binary.read_bytes()).hexdigest() != recorded:
+            return None
+        if not (target / "sbin" / "init").is_symlink() or not (target / "etc/inittab").is_file():
+            return None
+    except OSError:
+        return None
+    return recorded
+
+
+def _build(root: Path, busybox: Path, digest: str) -> None:
+    for name in DIRS:
+        (root / name).mkdir(exist_ok=True)
+    root.chmod(0o755)
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    try:
+        applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True,
+                                 check=True, timeout=10).stdout.split()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RootfsError(f"{busybox} --list failed: {exc}") from exc
+    for applet in applets:
+        if applet != "busybox" and "/" not in applet:
+            (root / "bin" / applet).symlink_to("busybox")
+    (root / "sbin" / "init").symlink_to("../bin/busybox")
+    (root / "etc" / "inittab").write_text(INITTAB)
+    (root / "etc" / "hostname").write_text("busybox\n")
+    (root / STAMP).write_text(digest + "\n")  # written last: marks the tree complete
