@@ -94,7 +94,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     hooks, pidfile = tmp_path / "hooks", tmp_path / "child.pid"
     # The hook leaves a background child behind: it must die with the hook.
     write_script(hooks / "qemu", f"sleep 600 &\necho $! > {pidfile}\nwait\n")
-    runner = HookRunner(HookSettings(hooks, timeout=1.5)  # room for sh to write the pidfile)
+    runner = HookRunner(HookSettings(hooks, timeout=1.5))  # room for sh to write the pidfile
     async with asyncio.timeout(10):
         with pytest.raises(HookError, match="timed out") as caught:
             await runner.run("qemu", "web", HookOp.START, SPEC)
