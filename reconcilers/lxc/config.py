@@ -117,7 +117,9 @@ def _entries(domain: Domain, host: HostFacts, paths: ConfigPaths) -> Iterator[tu
     yield "lxc.signal.halt", HALT_SIGNAL
     yield "lxc.net.0.type", "empty"
     yield "lxc.autodev", "1"
-    yield "lxc.mount.auto", "proc:mixed sys:ro cgroup:mixed"
+    # with a cgroup namespace LXC skips the cgroup mount unless forced; read-only, so the
+    # container sees its limits but cannot raise them
+    yield "lxc.mount.auto", "proc:mixed sys:ro cgroup:ro:force"
     if builtin:
         for scratch in ("tmp", "run"):
             yield "lxc.mount.entry", f"tmpfs {scratch} tmpfs nosuid,nodev,create=dir 0 0"

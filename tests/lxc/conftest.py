@@ -78,10 +78,14 @@ def events() -> list[RuntimeEvent]:
 
 
 @pytest.fixture
-async def driver(lxc_host: Host, events: list[RuntimeEvent]) -> AsyncIterator[LxcDriver]:
-    drv = LxcDriver(DriverContext(runtime_dir=lxc_host.state_dir / "run",
-                                  state_dir=lxc_host.state_dir, log_dir=lxc_host.log_dir,
-                                  on_event=events.append))
+def context(lxc_host: Host, events: list[RuntimeEvent]) -> DriverContext:
+    return DriverContext(runtime_dir=lxc_host.state_dir / "run", state_dir=lxc_host.state_dir,
+                         log_dir=lxc_host.log_dir, on_event=events.append)
+
+
+@pytest.fixture
+async def driver(context: DriverContext) -> AsyncIterator[LxcDriver]:
+    drv = LxcDriver(context)
     yield drv
     await drv.close()
 

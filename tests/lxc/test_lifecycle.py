@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
-from reconcilers.driver import RuntimeEvent
+from reconcilers.driver import DriverContext, RuntimeEvent
+from reconcilers.errors import DriverError
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcState, LxcTools
-from reconcilers.model import EventDetail, EventType, Reason, State
+from reconcilers.model import Cause, EventDetail, EventType, Reason, State
 
-from .conftest import Host, make_domain
+from .conftest import Host, make_domain, wait_for
 
 pytestmark = pytest.mark.lxc
 
@@ -25,3 +29,114 @@ async def test_start_observe_destroy(driver: LxcDriver, lxc_host: Host, tools: L
     live = await driver.observe(name)
     assert (live.state, live.reason) == (State.SHUTOFF, Reason.DESTROYED)
     assert [e.events for e in events] == [((EventType.STOPPED, EventDetail.DESTROYED),)]
+
+
+async def test_start_paused_suspend_resume(driver: LxcDriver, lxc_host: Host, tools: LxcTools
+                                           ) -> None:
+    name = lxc_host.name("pause")
+    live = await driver.start(make_domain(name), paused=True)
+    assert (live.state, live.reason) == (State.PAUSED, Reason.USER)
+    assert (await tools.info(name)).state is LxcState.FROZEN
+    await driver.resume(name)
+    live = await driver.observe(name)
+    assert (live.state, live.reason) == (State.RUNNING, Reason.UNPAUSED)
+    await driver.suspend(name)
+    assert (await driver.observe(name)).state is State.PAUSED
+    await tools.unfreeze(name)  # thawed behind our back: running, for a reason we don't know
+    live = await driver.observe(name)
+    assert (live.state, live.reason) == (State.RUNNING, Reason.UNKNOWN)
+
+
+async def test_shutdown_clean_halt(driver: LxcDriver, lxc_host: Host,
+                                   events: list[RuntimeEvent]) -> None:
+    name = lxc_host.name("halt")
+    await driver.start(make_domain(name), paused=False)
+    assert await driver.shutdown(name, timeout=10) is True
+    live = await driver.observe(name)
+    assert (live.state, live.reason) == (State.SHUTOFF, Reason.SHUTDOWN)
+    assert events[-1].events == ((EventType.SHUTDOWN, EventDetail.FINISHED),
+                                 (EventType.STOPPED, EventDetail.SHUTDOWN))
+    console = (lxc_host.log_dir / f"{name}.log").read_text()
+    assert "domctl busybox: up" in console and "domctl busybox: halting" in console
+
+
+async def test_shutdown_of_a_paused_container(driver: LxcDriver, lxc_host: Host) -> None:
+    name = lxc_host.name("halt-paused")
+    await driver.start(make_domain(name), paused=True)
+    assert await driver.shutdown(name, timeout=10) is True
+    assert (await driver.observe(name)).reason is Reason.SHUTDOWN
+
+
+async def test_shutdown_ignored_returns_false(driver: LxcDriver, lxc_host: Host, tools: LxcTools,
+                                              events: list[RuntimeEvent]) -> None:
+    name = lxc_host.name("deaf")
+    # a shell as init has no SIGPWR handler, so the kernel drops the halt signal
+    await driver.start(make_domain(name, init=("/bin/sh", "-c", "while :; do sleep 1; done")),
+                       paused=False)
+    assert await driver.shutdown(name, timeout=1) is False
+    assert (await tools.info(name)).state is LxcState.RUNNING
+    assert (await driver.observe(name)).state is State.RUNNING
+    await driver.destroy(name)
+    assert events[-1].reason is Reason.DESTROYED
+
+
+async def test_destroy_a_paused_container(driver: LxcDriver, lxc_host: Host) -> None:
+    name = lxc_host.name("kill-paused")
+    await driver.start(make_domain(name), paused=True)
+    await driver.destroy(name)
+    assert (await driver.observe(name)).reason is Reason.DESTROYED
+
+
+async def test_init_killed_from_outside_is_crashed(driver: LxcDriver, lxc_host: Host,
+                                                   events: list[RuntimeEvent]) -> None:
+    name = lxc_host.name("crash")
+    live = await driver.start(make_domain(name), paused=False)
+    assert live.pid
+    os.kill(live.pid, signal.SIGKILL)
+    await wait_for(lambda: bool(events))  # reported by the pidfd watch, no polling by the test
+    event = events[0]
+    assert (event.state, event.reason, event.cause) == (State.SHUTOFF, Reason.CRASHED,
+                                                        Cause.EXTERNAL)
+    assert event.events == ((EventType.STOPPED, EventDetail.FAILED),)
+    assert "signal 9" in event.message
+    assert (await driver.observe(name)).reason is Reason.CRASHED
+
+
+async def test_guest_poweroff_is_a_clean_shutdown(driver: LxcDriver, lxc_host: Host,
+                                                  tools: LxcTools,
+                                                  events: list[RuntimeEvent]) -> None:
+    name = lxc_host.name("poweroff")
+    await driver.start(make_domain(name), paused=False)
+    await tools.attach(name, ["/bin/poweroff"])
+    await wait_for(lambda: bool(events))
+    assert (events[0].reason, events[0].cause) == (Reason.SHUTDOWN, Cause.GUEST)
+    assert events[0].events[0] == (EventType.SHUTDOWN, EventDetail.GUEST)
+
+
+async def test_init_that_exits_by_itself_is_crashed(driver: LxcDriver, lxc_host: Host,
+                                                    events: list[RuntimeEvent]) -> None:
+    name = lxc_host.name("exit")
+    await driver.start(make_domain(name, init=("/bin/sh", "-c", "sleep 0.5; exit 3")),
+                       paused=False)
+    await wait_for(lambda: bool(events))
+    assert events[0].reason is Reason.CRASHED
+
+
+async def test_failed_start_quotes_lxc(driver: LxcDriver, lxc_host: Host) -> None:
+    name = lxc_host.name("noinit")
+    with pytest.raises(DriverError) as failure:
+        await driver.start(make_domain(name, init=("/no/such/init",)), paused=False)
+    assert "LXC log:" in str(failure.value)
+    assert (await driver.observe(name)).state is State.SHUTOFF
+
+
+async def test_unknown_container_is_never_touched(driver: LxcDriver, lxc_host: Host,
+                                                  tools: LxcTools, context: DriverContext
+                                                  ) -> None:
+    name = lxc_host.name("foreign")
+    await driver.start(make_domain(name), paused=False)
+    stranger = LxcDriver(context)  # a second controller that never adopted it
+    assert (await stranger.observe(name)).state is State.NOSTATE
+    with pytest.raises(DriverError, match="refusing"):
+        await stranger.destroy(name)
+    assert (await tools.info(name)).state is LxcState.RUNNING
