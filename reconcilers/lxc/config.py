@@ -59,6 +59,7 @@ class ConfigPaths:
     """Where the container's files live, decided by the driver."""
 
     rootfs: str  # the resolved rootfs directory (the built-in busybox cache, or the user's)
+    delta: str  # the container's own overlay upper dir over the shared busybox rootfs
     console_log: str  # the domain log: console output is appended there
     lxc_log: str  # LXC's own log, quoted when lxc-start fails and read to classify exits
     file_sources: frozenset[str] = frozenset()  # mount sources that are files: create=file
@@ -109,10 +110,12 @@ def _entries(domain: Domain, host: HostFacts, paths: ConfigPaths) -> Iterator[tu
         raise ConfigValueError("spec.lxc", "missing for an lxc domain")
     builtin = lxc.rootfs == BUSYBOX_ROOTFS
     yield "lxc.uts.name", domain.name
-    yield "lxc.rootfs.path", "dir:" + _value("spec.lxc.rootfs", paths.rootfs)
     if builtin:
-        # the cached rootfs is shared by every busybox container: never writable by one of them
-        yield "lxc.rootfs.options", "ro"
+        # the cached rootfs is shared by every busybox container: each writes to its own overlay
+        yield "lxc.rootfs.path", f"overlay:{_overlay_part(paths.rootfs)}:" \
+                                 f"{_overlay_part(paths.delta)}"
+    else:
+        yield "lxc.rootfs.path", "dir:" + _value("spec.lxc.rootfs", paths.rootfs)
     yield from _init_cmd(lxc.init)
     yield "lxc.signal.halt", HALT_SIGNAL
     yield "lxc.net.0.type", "empty"
@@ -120,9 +123,6 @@ def _entries(domain: Domain, host: HostFacts, paths: ConfigPaths) -> Iterator[tu
     # with a cgroup namespace LXC skips the cgroup mount unless forced; read-only, so the
     # container sees its limits but cannot raise them
     yield "lxc.mount.auto", "proc:mixed sys:ro cgroup:ro:force"
-    if builtin:
-        for scratch in ("tmp", "run"):
-            yield "lxc.mount.entry", f"tmpfs {scratch} tmpfs nosuid,nodev,create=dir 0 0"
     yield "lxc.tty.max", "0"
     yield "lxc.pty.max", "16"
     yield "lxc.cap.drop", CAP_DROP
@@ -170,6 +170,12 @@ def _value(field: str, value: str) -> str:
         # LXC trims blanks around a value and then strips one pair of matching outer quotes
         return f'"{value}"'
     return value
+
+
+def _overlay_part(path: str) -> str:
+    if ":" in path:
+        raise ConfigValueError("state_dir", f"{path!r}: an overlay path cannot contain ':'")
+    return _value("state_dir", path)
 
 
 def _mount_entry(field: str, mount: Mount, kind: str) -> str:

@@ -121,7 +121,8 @@ class LxcDriver:
     def _render(self, domain: Domain, rootfs_dir: str) -> str:
         assert domain.spec.lxc is not None
         sources = frozenset(m.source for m in domain.spec.lxc.mounts if os.path.isfile(m.source))
-        paths = ConfigPaths(rootfs=rootfs_dir, console_log=str(self._console_log(domain.name)),
+        paths = ConfigPaths(rootfs=rootfs_dir, delta=str(self._lxcpath / domain.name / "delta"),
+                            console_log=str(self._console_log(domain.name)),
                             lxc_log=str(self._lxc_log(domain.name)), file_sources=sources)
         try:
             return render_config(domain, self._host_facts(), paths)

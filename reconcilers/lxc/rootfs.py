@@ -1,7 +1,8 @@
 """The built-in `busybox` rootfs: built once from the host's busybox-static, then cached.
 
 Called by the lxc driver before it renders a config for `rootfs: busybox`. The tree lives under
-the driver's state dir and is shared read-only by every busybox container. It is rebuilt, in a
+the driver's state dir and is the shared lower layer of every busybox container's overlay (each
+container writes to its own upper dir, never here). It is rebuilt, in a
 temporary directory renamed into place, when it is missing or its stamp no longer matches the
 busybox binary in it. It never touches a user's rootfs directory.
 """

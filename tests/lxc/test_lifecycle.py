@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from reconcilers.driver import DriverContext, RuntimeEvent
 from reconcilers.errors import DriverError
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcState, LxcTools
-from reconcilers.model import Cause, EventDetail, EventType, Reason, State
+from reconcilers.model import Cause, EventDetail, EventType, Mount, Reason, State
 
 from .conftest import Host, make_domain, wait_for
 
@@ -140,3 +141,28 @@ async def test_unknown_container_is_never_touched(driver: LxcDriver, lxc_host: H
     with pytest.raises(DriverError, match="refusing"):
         await stranger.destroy(name)
     assert (await tools.info(name)).state is LxcState.RUNNING
+
+
+async def test_lxc_reads_env_mounts_and_argv_exactly(driver: LxcDriver, lxc_host: Host,
+                                                     tools: LxcTools, tmp_path: Path) -> None:
+    name = lxc_host.name("exact")
+    shared = tmp_path / "my files"
+    shared.mkdir()
+    (shared / "hello").write_text("from the host\n")
+    env = (("EQ", "a=b = c"), ("PAD", " padded "), ("QUOTE", '"kept"'))
+    init = ("/bin/sh", "-c", "trap 'exit 0' PWR; while :; do sleep 1; done")
+    await driver.start(make_domain(name, init=init, env=env,
+                                   mounts=(Mount(str(shared), "/mnt/my files", readonly=True),)),
+                       paused=False)
+    environ = (await tools.attach(name, ["/bin/cat", "/proc/1/environ"])).stdout.split("\0")
+    for key, value in env:
+        assert f"{key}={value}" in environ
+    cmdline = (await tools.attach(name, ["/bin/cat", "/proc/1/cmdline"])).stdout.split("\0")
+    assert tuple(cmdline[:3]) == init
+    assert (await tools.attach(name, ["/bin/cat", "/mnt/my files/hello"])).stdout == \
+        "from the host\n"
+    with pytest.raises(DriverError, match="Read-only"):
+        await tools.attach(name, ["/bin/touch", "/mnt/my files/new"])
+    await tools.attach(name, ["/bin/touch", "/bin/new"])  # lands in the container's overlay
+    assert not (lxc_host.state_dir / "lxc-rootfs" / "busybox" / "bin" / "new").exists()
+    assert await driver.shutdown(name, timeout=5) is True  # init's own SIGPWR trap exits 0
