@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+from collections.abc import AsyncIterator
 
 import pytest
 
-from reconcilers.driver import DriverContext, RuntimeEvent
+from reconcilers.driver import DriverContext, RuntimeEvent, RuntimeRecord
+from reconcilers.errors import DriverError
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcState, LxcTools
 from reconcilers.model import Reason, State
@@ -18,62 +20,66 @@ from .conftest import Host, make_domain, wait_for
 pytestmark = pytest.mark.lxc
 
 
-async def test_fresh_driver_adopts_from_record(driver: LxcDriver, lxc_host: Host,
-                                               context: DriverContext,
-                                               events: list[RuntimeEvent]) -> None:
-    name = lxc_host.name("adopt")
-    live = await driver.start(make_domain(name), paused=False)
-    assert live.record is not None
-    await driver.close()  # the controller goes away; the container must not
-    successor = LxcDriver(context)
-    adopted = await successor.reattach(live.record)
-    assert adopted is not None
-    assert (adopted.state, adopted.pid) == (State.RUNNING, live.pid)
-    assert adopted.record == live.record
-    # the successor watches the adopted init: a kill from outside is reported as a crash
-    os.kill(live.pid, signal.SIGKILL)  # type: ignore[arg-type]
-    await wait_for(lambda: bool(events))
-    assert events[0].reason is Reason.CRASHED
-    await successor.close()
+@pytest.fixture
+async def successor(context: DriverContext) -> AsyncIterator[LxcDriver]:
+    """The driver of the next controller run, on the same state dir."""
+    drv = LxcDriver(context)
+    yield drv
+    await drv.close()
 
 
-async def test_adopts_a_paused_container(driver: LxcDriver, lxc_host: Host,
-                                         context: DriverContext) -> None:
-    name = lxc_host.name("adopt-paused")
-    live = await driver.start(make_domain(name), paused=True)
+async def orphan(driver: LxcDriver, name: str, paused: bool = False) -> RuntimeRecord:
+    """Start a container, then let its controller go away (the container keeps running)."""
+    live = await driver.start(make_domain(name), paused=paused)
     assert live.record is not None
     await driver.close()
-    successor = LxcDriver(context)
-    adopted = await successor.reattach(live.record)
+    return live.record
+
+
+async def test_fresh_driver_adopts_from_record(driver: LxcDriver, successor: LxcDriver,
+                                               lxc_host: Host, events: list[RuntimeEvent]
+                                               ) -> None:
+    record = await orphan(driver, lxc_host.name("adopt"))
+    adopted = await successor.reattach(record)
+    assert adopted is not None
+    assert (adopted.state, adopted.pid, adopted.record) == (State.RUNNING, record.pid, record)
+    # the successor watches the adopted init: a kill from outside is reported as a crash
+    os.kill(record.pid, signal.SIGKILL)
+    await wait_for(lambda: bool(events))
+    assert events[0].reason is Reason.CRASHED
+
+
+async def test_adopts_a_paused_container(driver: LxcDriver, successor: LxcDriver,
+                                         lxc_host: Host) -> None:
+    name = lxc_host.name("adopt-paused")
+    adopted = await successor.reattach(await orphan(driver, name, paused=True))
     assert adopted is not None and adopted.state is State.PAUSED
     await successor.resume(name)
     assert (await successor.observe(name)).state is State.RUNNING
     await successor.destroy(name)
-    await successor.close()
+    assert (await successor.observe(name)).reason is Reason.DESTROYED
 
 
 async def test_refuses_other_start_time_and_leaves_it_running(
-        driver: LxcDriver, lxc_host: Host, tools: LxcTools, context: DriverContext) -> None:
+        driver: LxcDriver, successor: LxcDriver, lxc_host: Host, tools: LxcTools) -> None:
     name = lxc_host.name("impostor")
-    live = await driver.start(make_domain(name), paused=False)
-    assert live.record is not None
-    await driver.close()
-    forged = dataclasses.replace(live.record, starttime=live.record.starttime + 1)
-    successor = LxcDriver(context)
-    refused = await successor.reattach(forged)
+    record = await orphan(driver, name)
+    refused = await successor.reattach(dataclasses.replace(record,
+                                                           starttime=record.starttime + 1))
     assert refused is not None
     assert (refused.state, refused.reason) == (State.NOSTATE, Reason.UNKNOWN)
     assert "start time" in refused.message
-    info = await tools.info(name)
-    assert (info.state, info.pid) == (LxcState.RUNNING, live.pid)
     assert (await successor.observe(name)).state is State.NOSTATE
-    await successor.close()
+    with pytest.raises(DriverError, match="refusing"):
+        await successor.destroy(name)
+    info = await tools.info(name)
+    assert (info.state, info.pid) == (LxcState.RUNNING, record.pid)
 
 
-async def test_gone_container_is_none(driver: LxcDriver, lxc_host: Host,
-                                      context: DriverContext) -> None:
+async def test_gone_container_is_none(driver: LxcDriver, successor: LxcDriver,
+                                      lxc_host: Host) -> None:
     name = lxc_host.name("gone")
     live = await driver.start(make_domain(name), paused=False)
     assert live.record is not None
     await driver.destroy(name)
-    assert await LxcDriver(context).reattach(live.record) is None
+    assert await successor.reattach(live.record) is None

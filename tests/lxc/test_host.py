@@ -1,0 +1,79 @@
+"""Host probing, the busybox rootfs cache, validation: no container needed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reconcilers.driver import DriverContext
+from reconcilers.errors import HostValidationError
+from reconcilers.lxc import rootfs
+from reconcilers.lxc.config import CgroupVersion
+from reconcilers.lxc.driver import LxcDriver
+from reconcilers.lxc.host import apparmor_enabled, cgroup_version
+from reconcilers.model import CpuTune, Domain, DriverName, Mount, VcpuPin
+
+from .conftest import make_domain
+
+
+def test_cgroup_version(tmp_path: Path) -> None:
+    assert cgroup_version(tmp_path) is CgroupVersion.V1
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    assert cgroup_version(tmp_path) is CgroupVersion.V2
+
+
+@pytest.mark.parametrize("content, enabled", [("Y\n", True), ("N\n", False), (None, False)])
+def test_apparmor(tmp_path: Path, content: str | None, enabled: bool) -> None:
+    flag = tmp_path / "enabled"
+    if content is not None:
+        flag.write_text(content)
+    assert apparmor_enabled(flag) is enabled
+
+
+@pytest.mark.skipif(not rootfs.HOST_BUSYBOX.is_file(), reason="busybox-static not installed")
+def test_rootfs_built_once_and_rebuilt_when_corrupt(tmp_path: Path) -> None:
+    tree = rootfs.busybox_rootfs(tmp_path)
+    assert (tree / "sbin" / "init").resolve() == (tree / "bin" / "busybox").resolve()
+    assert os.readlink(tree / "bin" / "sh") == "busybox"
+    inode = (tree / "bin" / "busybox").stat().st_ino
+    assert rootfs.busybox_rootfs(tmp_path) == tree
+    assert (tree / "bin" / "busybox").stat().st_ino == inode  # cached, not rebuilt
+    (tree / "bin" / "busybox").write_bytes(b"truncated")
+    rebuilt = rootfs.busybox_rootfs(tmp_path)
+    assert (rebuilt / "bin" / "busybox").read_bytes() == rootfs.HOST_BUSYBOX.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busybox"]  # no staging left behind
+
+
+def test_rootfs_without_busybox_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(rootfs.RootfsError, match="busybox-static"):
+        rootfs.busybox_rootfs(tmp_path, busybox=tmp_path / "missing")
+
+
+@pytest.fixture
+def offline_driver(tmp_path: Path) -> LxcDriver:
+    context = DriverContext(runtime_dir=tmp_path, state_dir=tmp_path, log_dir=tmp_path,
+                            on_event=lambda event: None)
+    return LxcDriver(context)
+
+
+@pytest.mark.parametrize("domain, field", [
+    (make_domain("v", rootfs_dir="/no/such/rootfs"), "spec.lxc.rootfs"),
+    (make_domain("v", mounts=(Mount("/no/such/source", "/mnt"),)), "spec.lxc.mounts[0].source"),
+    (make_domain("v", cputune=CpuTune(vcpupin=(VcpuPin(0, "0"),))), "spec.cputune"),
+    (make_domain("v", env=(("BAD", "a\nb"),)), "spec.lxc.env.BAD"),
+])
+async def test_validate_names_the_field(offline_driver: LxcDriver, domain: Domain,
+                                        field: str) -> None:
+    with pytest.raises(HostValidationError) as refused:
+        await offline_driver.validate(domain)
+    assert refused.value.field == field
+
+
+@pytest.mark.lxc
+async def test_capabilities(offline_driver: LxcDriver) -> None:
+    caps = await offline_driver.capabilities()
+    assert (caps.driver, caps.available) == (DriverName.LXC, True)
+    assert caps.version and caps.details["cgroup"] == cgroup_version().value
+    assert await offline_driver.capabilities() is caps  # probed once
