@@ -13,8 +13,8 @@ kernel start time must agree), never loads liblxc, and close() leaves every cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from reconcilers.lxc import changes, host, rootfs
 from reconcilers.lxc.config import (ConfigPaths, ConfigValueError, HostFacts, cgroup_limits,
                                     render_config)
 from reconcilers.lxc.exits import Intent, InitFate, exit_event, init_fate
+from reconcilers.lxc.files import ContainerFiles
 from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
 from reconcilers.model import (BUSYBOX_ROOTFS, REASONS_BY_STATE, Domain, DomainSpec, DriverName,
                                Reason, State)
@@ -63,8 +64,8 @@ class LxcDriver:
 
     def __init__(self, context: DriverContext, facts: HostFacts | None = None) -> None:
         self._ctx = context
-        self._lxcpath = context.state_dir / "lxc"
-        self._rootfs_cache = context.state_dir / "lxc-rootfs"
+        self._files = ContainerFiles(context.state_dir, context.log_dir)
+        self._lxcpath = self._files.lxcpath
         self._tools = LxcTools(self._lxcpath)
         self._facts = facts
         self._caps: Capabilities | None = None
@@ -121,21 +122,14 @@ class LxcDriver:
     def _render(self, domain: Domain, rootfs_dir: str) -> str:
         assert domain.spec.lxc is not None
         sources = frozenset(m.source for m in domain.spec.lxc.mounts if os.path.isfile(m.source))
-        paths = ConfigPaths(rootfs=rootfs_dir, delta=str(self._lxcpath / domain.name / "delta"),
-                            console_log=str(self._console_log(domain.name)),
-                            lxc_log=str(self._lxc_log(domain.name)), file_sources=sources)
+        files, name = self._files, domain.name
+        paths = ConfigPaths(rootfs=rootfs_dir, delta=str(files.delta(name)),
+                            console_log=str(files.console_log(name)),
+                            lxc_log=str(files.lxc_log(name)), file_sources=sources)
         try:
             return render_config(domain, self._host_facts(), paths)
         except ConfigValueError as exc:
             raise HostValidationError(domain.name, exc.field, exc.message) from exc
-
-    # --- paths ------------------------------------------------------------------------------
-
-    def _console_log(self, name: str) -> Path:
-        return self._ctx.log_dir / f"{name}.log"
-
-    def _lxc_log(self, name: str) -> Path:
-        return self._lxcpath / name / "lxc.log"
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -146,11 +140,15 @@ class LxcDriver:
         assert domain.spec.lxc is not None and domain.metadata.uuid is not None
         if (await self._tools.info(name)).state is not LxcState.STOPPED:
             raise DriverError(name, "start", "a container of this name is already running")
+        previous = self._tracked.get(name)
+        if previous is not None:
+            await self._settled(previous)  # its exit is classified before its log is emptied
         await self._write_config(domain)
         try:
             await self._tools.start(name, domain.spec.lxc.init)
         except DriverError as exc:
-            raise DriverError(name, "start", f"{exc.message}; {self._lxc_errors(name)}") from exc
+            raise DriverError(name, "start",
+                              f"{exc.message}; {self._files.lxc_errors(name)}") from exc
         tracked = await self._track_started(domain)
         if paused:
             try:
@@ -166,38 +164,20 @@ class LxcDriver:
         rootfs_dir = domain.spec.lxc.rootfs
         if rootfs_dir == BUSYBOX_ROOTFS:
             try:
-                built = await asyncio.to_thread(rootfs.busybox_rootfs, self._rootfs_cache)
+                built = await asyncio.to_thread(rootfs.busybox_rootfs, self._files.rootfs_cache)
             except rootfs.RootfsError as exc:
                 raise DriverError(domain.name, "start", str(exc)) from exc
             rootfs_dir = str(built)
         text = self._render(domain, rootfs_dir)
-        directory = self._lxcpath / domain.name
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._ctx.log_dir.mkdir(parents=True, exist_ok=True)
-        tmp = directory / ".config.tmp"
-        tmp.write_text(text)
-        tmp.replace(directory / "config")
-        self._lxc_log(domain.name).write_text("")  # one start per log: exits read the last init
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with self._console_log(domain.name).open("a") as out:
-            out.write(f"{stamp} domctl: lxc-start {domain.name} -- "
-                      f"{json.dumps(list(domain.spec.lxc.init))}\n")
-
-    def _lxc_errors(self, name: str, lines: int = 8) -> str:
-        """The last ERROR lines of LXC's log: LXC's own reason for a failed start."""
-        try:
-            text = self._lxc_log(name).read_text(errors="replace")
-        except OSError:
-            return "no LXC log"
-        errors = [line for line in text.splitlines() if " ERROR " in line]
-        return "LXC log: " + (" | ".join(errors[-lines:]) or "no errors recorded")
+        self._files.write_config(domain.name, text, domain.spec.lxc.init)
 
     async def _track_started(self, domain: Domain) -> _Tracked:
         name = domain.name
         info = await self._tools.info(name)
         starttime = proc_starttime(info.pid) if info.pid else None
         if info.pid is None or starttime is None:
-            raise DriverError(name, "start", f"init exited at once; {self._lxc_errors(name)}")
+            raise DriverError(name, "start",
+                              f"init exited at once; {self._files.lxc_errors(name)}")
         assert domain.metadata.uuid is not None
         record = RuntimeRecord(name=name, driver=DriverName.LXC, uuid=domain.metadata.uuid,
                                pid=info.pid, boot_id=boot_id(), starttime=starttime,
@@ -206,6 +186,9 @@ class LxcDriver:
         return self._watch(record, Reason.BOOTED)
 
     def _watch(self, record: RuntimeRecord, reason: Reason) -> _Tracked:
+        previous = self._tracked.get(record.name)
+        if previous is not None:
+            previous.watch.cancel()
         watch = ExitWatch(record.pid, lambda: self._init_exited(record))
         tracked = _Tracked(record=record, watch=watch, reason=reason)
         self._tracked[record.name] = tracked
@@ -220,8 +203,9 @@ class LxcDriver:
     async def _classify_exit(self, tracked: _Tracked) -> None:
         name = tracked.record.name
         # init is gone; LXC's monitor logs its fate once it has reaped it and torn down
-        await self._tools.wait(name, "STOPPED", SETTLE_TIMEOUT)
-        fate = init_fate(self._lxc_log(name).read_text(errors="replace"))
+        with contextlib.suppress(DriverError):
+            await self._tools.wait(name, "STOPPED", SETTLE_TIMEOUT)
+        fate = init_fate(self._files.read_lxc_log(name))
         if fate.fate is InitFate.REBOOTED and await self._follow_reboot(tracked):
             return
         event = exit_event(name, tracked.intent, fate)
@@ -258,7 +242,8 @@ class LxcDriver:
             message = "the freezer did not report FROZEN"
         if not frozen:
             # a half-frozen cgroup wedges the container: thaw it and report (lxc/lxc#4346)
-            await self._tools.unfreeze(name)
+            with contextlib.suppress(DriverError):
+                await self._tools.unfreeze(name)
             raise DriverError(name, "suspend", f"{message}; thawed again")
         tracked.reason = Reason.USER
 
@@ -275,12 +260,12 @@ class LxcDriver:
         if (await self._tools.info(name)).state is LxcState.FROZEN:
             await self._tools.unfreeze(name)  # a frozen init cannot act on its halt signal
         stopped = await self._tools.request_halt(name, timeout)
-        if stopped and await tracked.watch.wait(SETTLE_TIMEOUT):
-            await self._settled(tracked)
-            return True
-        tracked.intent = Intent.NONE  # still running: a later halt is the guest's own doing
-        log.info("shutdown timed out; container still running", domain=name, timeout=timeout)
-        return False
+        if not stopped and (await self._tools.info(name)).state is not LxcState.STOPPED:
+            tracked.intent = Intent.NONE  # still running: a later halt is the guest's own doing
+            log.info("shutdown timed out; container still running", domain=name, timeout=timeout)
+            return False
+        await self._settled(tracked)
+        return True
 
     async def destroy(self, name: str) -> None:
         tracked = self._tracked.get(name)
@@ -288,7 +273,11 @@ class LxcDriver:
             await self._not_running(name, "destroy")
             return
         tracked.intent = Intent.DESTROY
-        await self._tools.kill(name)
+        try:
+            await self._tools.kill(name)
+        except DriverError:
+            if (await self._tools.info(name)).state is not LxcState.STOPPED:
+                raise
         if not await tracked.watch.wait(SETTLE_TIMEOUT):
             raise DriverError(name, "destroy", "init still alive after lxc-stop -k")
         await self._settled(tracked)
@@ -308,10 +297,14 @@ class LxcDriver:
 
     async def _settled(self, tracked: _Tracked) -> None:
         """Wait until the exit of `tracked` has been classified and reported."""
-        await tracked.watch.wait(SETTLE_TIMEOUT)
-        await asyncio.sleep(0)  # let the pidfd callback schedule the classification
-        if tracked.exit_task is not None:
+        # the pidfd callback creates exit_task in the same step that sets `exited`
+        if not await tracked.watch.wait(SETTLE_TIMEOUT) or tracked.exit_task is None:
+            return
+        try:
             await asyncio.wait_for(asyncio.shield(tracked.exit_task), SETTLE_TIMEOUT * 2)
+        except TimeoutError:
+            log.warning("exit not classified in time; reporting shutoff/unknown",
+                        domain=tracked.record.name)
 
     # --- observation and adoption -----------------------------------------------------------
 

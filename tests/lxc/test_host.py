@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcilers.driver import DriverContext
+from reconcilers.driver import Driver, DriverContext
 from reconcilers.errors import HostValidationError
 from reconcilers.lxc import rootfs
 from reconcilers.lxc.config import CgroupVersion
@@ -77,3 +77,8 @@ async def test_capabilities(offline_driver: LxcDriver) -> None:
     assert (caps.driver, caps.available) == (DriverName.LXC, True)
     assert caps.version and caps.details["cgroup"] == cgroup_version().value
     assert await offline_driver.capabilities() is caps  # probed once
+
+
+def test_implements_the_driver_protocol(offline_driver: LxcDriver) -> None:
+    assert isinstance(offline_driver, Driver)
+    assert offline_driver.name is DriverName.LXC
