@@ -22,17 +22,18 @@ from pathlib import Path
 
 import structlog
 
-from reconcilers.driver import (Capabilities, ChangeKind, DriverContext, Live, RuntimeRecord)
+from reconcilers.driver import (Capabilities, ChangeKind, DriverContext, Live, RuntimeEvent,
+                                RuntimeRecord)
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import ExitWatch, boot_id, proc_starttime, same_process
-from reconcilers.lxc import changes, host, rootfs
+from reconcilers.lxc import changes, host, rootfs, settle
 from reconcilers.lxc.config import (ConfigPaths, ConfigValueError, HostFacts, cgroup_limits,
                                     render_config)
 from reconcilers.lxc.exits import Intent, InitFate, exit_event, init_fate
 from reconcilers.lxc.files import ContainerFiles
 from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
-from reconcilers.model import (BUSYBOX_ROOTFS, REASONS_BY_STATE, Domain, DomainSpec, DriverName,
-                               Reason, State)
+from reconcilers.model import (BUSYBOX_ROOTFS, REASONS_BY_STATE, Cause, Domain, DomainSpec,
+                               DriverName, EventDetail, EventType, Reason, State)
 
 FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
 SETTLE_TIMEOUT = 10.0  # seconds to wait for LXC's monitor to record init's fate
@@ -202,10 +203,10 @@ class LxcDriver:
 
     async def _classify_exit(self, tracked: _Tracked) -> None:
         name = tracked.record.name
-        # init is gone; LXC's monitor logs its fate once it has reaped it and torn down
-        with contextlib.suppress(DriverError):
-            await self._tools.wait(name, "STOPPED", SETTLE_TIMEOUT)
-        fate = init_fate(self._files.read_lxc_log(name))
+        try:
+            fate = await settle.await_fate(self._tools, self._files, name, SETTLE_TIMEOUT)
+        except (TimeoutError, DriverError):
+            fate = init_fate(self._files.read_lxc_log(name))
         if fate.fate is InitFate.REBOOTED and await self._follow_reboot(tracked):
             return
         event = exit_event(name, tracked.intent, fate)
@@ -219,16 +220,18 @@ class LxcDriver:
     async def _follow_reboot(self, tracked: _Tracked) -> bool:
         """LXC restarts a container whose init asked for a reboot: watch the new init."""
         name = tracked.record.name
-        if not await self._tools.wait(name, "RUNNING", SETTLE_TIMEOUT):
+        found = await settle.rebooted_init(self._tools, name, tracked.record.pid, SETTLE_TIMEOUT)
+        if found is None:
             return False
-        info = await self._tools.info(name)
-        starttime = proc_starttime(info.pid) if info.pid else None
-        if info.pid is None or starttime is None:
-            return False
-        record = dataclasses.replace(tracked.record, pid=info.pid, starttime=starttime,
+        pid, starttime = found
+        self._files.reset_lxc_log(name)  # the next exit must not read this reboot's line
+        record = dataclasses.replace(tracked.record, pid=pid, starttime=starttime,
                                      started_at=time.time())
         self._watch(record, Reason.BOOTED)
-        log.info("container rebooted by its init", domain=name, pid=info.pid)
+        log.info("container rebooted by its init; watching the new init", domain=name, pid=pid)
+        self._ctx.on_event(RuntimeEvent(name=name, state=State.RUNNING, reason=Reason.BOOTED,
+                                        events=((EventType.STARTED, EventDetail.BOOTED),),
+                                        cause=Cause.GUEST, message="init rebooted the container"))
         return True
 
     async def suspend(self, name: str) -> None:
@@ -311,9 +314,10 @@ class LxcDriver:
     async def observe(self, name: str) -> Live:
         info = await self._tools.info(name)
         tracked = self._tracked.get(name)
-        if tracked is not None and info.state is LxcState.STOPPED:
+        if tracked is not None and (info.state is LxcState.STOPPED or tracked.watch.exited.is_set()):
+            # init is gone: report what became of it (stopped, or rebooted with a new init)
             await self._settled(tracked)
-            tracked = None
+            info, tracked = await self._tools.info(name), self._tracked.get(name)
         if info.state is LxcState.STOPPED:
             return Live(State.SHUTOFF, self._last_stop.get(name, Reason.UNKNOWN))
         if tracked is None or tracked.record.pid != info.pid:

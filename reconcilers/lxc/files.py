@@ -43,10 +43,14 @@ class ContainerFiles:
         tmp = directory / ".config.tmp"
         tmp.write_text(text)
         tmp.replace(directory / "config")
-        self.lxc_log(name).write_text("")
+        self.reset_lxc_log(name)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self.console_log(name).open("a") as out:
             out.write(f"{stamp} domctl: lxc-start {name} -- {json.dumps(list(init))}\n")
+
+    def reset_lxc_log(self, name: str) -> None:
+        """Empty LXC's log so that it describes one init (LXC appends to it, so this is safe)."""
+        self.lxc_log(name).write_text("")
 
     def read_lxc_log(self, name: str) -> str:
         try:

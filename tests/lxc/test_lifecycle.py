@@ -166,3 +166,18 @@ async def test_lxc_reads_env_mounts_and_argv_exactly(driver: LxcDriver, lxc_host
     await tools.attach(name, ["/bin/touch", "/bin/new"])  # lands in the container's overlay
     assert not (lxc_host.state_dir / "lxc-rootfs" / "busybox" / "bin" / "new").exists()
     assert await driver.shutdown(name, timeout=5) is True  # init's own SIGPWR trap exits 0
+
+
+async def test_guest_reboot_is_followed(driver: LxcDriver, lxc_host: Host, tools: LxcTools,
+                                        events: list[RuntimeEvent]) -> None:
+    name = lxc_host.name("reboot")
+    first = await driver.start(make_domain(name), paused=False)
+    await tools.attach(name, ["/bin/reboot"])
+    await wait_for(lambda: bool(events))  # LXC starts a new init; the driver watches it
+    assert events[0].events == ((EventType.STARTED, EventDetail.BOOTED),)
+    live = await driver.observe(name)
+    assert (live.state, live.reason) == (State.RUNNING, Reason.BOOTED)
+    assert live.pid != first.pid and live.record and live.record.pid == live.pid
+    os.kill(live.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    await wait_for(lambda: len(events) == 2)
+    assert events[1].reason is Reason.CRASHED
