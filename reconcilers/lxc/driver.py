@@ -27,8 +27,8 @@ from reconcilers.driver import (Capabilities, ChangeKind, DriverContext, Live, R
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import ExitWatch, boot_id, proc_starttime, same_process
 from reconcilers.lxc import changes, host, rootfs, settle
-from reconcilers.lxc.config import (ConfigPaths, ConfigValueError, HostFacts, cgroup_limits,
-                                    render_config)
+from reconcilers.lxc.config import (NAME_RE, ConfigPaths, ConfigValueError, HostFacts,
+                                    cgroup_limits, render_config)
 from reconcilers.lxc.exits import Intent, InitFate, exit_event, init_fate
 from reconcilers.lxc.files import ContainerFiles
 from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
@@ -63,12 +63,12 @@ class LxcDriver:
 
     name = DriverName.LXC
 
-    def __init__(self, context: DriverContext, facts: HostFacts | None = None) -> None:
+    def __init__(self, context: DriverContext) -> None:
         self._ctx = context
         self._files = ContainerFiles(context.state_dir, context.log_dir)
         self._lxcpath = self._files.lxcpath
         self._tools = LxcTools(self._lxcpath)
-        self._facts = facts
+        self._facts: HostFacts | None = None  # probed at first use
         self._caps: Capabilities | None = None
         self._tracked: dict[str, _Tracked] = {}
         self._last_stop: dict[str, Reason] = {}
@@ -102,7 +102,7 @@ class LxcDriver:
 
     async def validate(self, domain: Domain) -> None:
         spec, name = domain.spec, domain.name
-        if spec.lxc is None:
+        if spec.driver is not DriverName.LXC or spec.lxc is None:
             raise HostValidationError(name, "spec.lxc", "an lxc domain needs an lxc section")
         if spec.cputune.vcpupin or spec.cputune.emulatorpin:
             raise HostValidationError(name, "spec.cputune", "cpu pinning is qemu-only")
@@ -314,7 +314,8 @@ class LxcDriver:
     async def observe(self, name: str) -> Live:
         info = await self._tools.info(name)
         tracked = self._tracked.get(name)
-        if tracked is not None and (info.state is LxcState.STOPPED or tracked.watch.exited.is_set()):
+        gone = info.state is LxcState.STOPPED
+        if tracked is not None and (gone or tracked.watch.exited.is_set()):
             # init is gone: report what became of it (stopped, or rebooted with a new init)
             await self._settled(tracked)
             info, tracked = await self._tools.info(name), self._tracked.get(name)
@@ -328,9 +329,9 @@ class LxcDriver:
 
     def _live(self, tracked: _Tracked, info: Info) -> Live:
         state = _LXC_STATE[info.state]
-        if state is State.SHUTDOWN or (state is State.RUNNING and tracked.intent is Intent.SHUTDOWN):
-            ours = tracked.intent is Intent.SHUTDOWN
-            state, reason = State.SHUTDOWN, Reason.USER if ours else Reason.UNKNOWN
+        halting = tracked.intent is Intent.SHUTDOWN
+        if state is State.SHUTDOWN or (state is State.RUNNING and halting):
+            state, reason = State.SHUTDOWN, Reason.USER if halting else Reason.UNKNOWN
         elif tracked.reason in REASONS_BY_STATE[state] and info.state is not LxcState.FREEZING:
             reason = tracked.reason
         else:
@@ -339,6 +340,8 @@ class LxcDriver:
 
     async def reattach(self, record: RuntimeRecord) -> Live | None:
         name = record.name
+        if not NAME_RE.fullmatch(name):
+            return Live(State.NOSTATE, Reason.UNKNOWN, message=f"invalid name {name!r} in record")
         info = await self._tools.info(name)
         ours = same_process(record.pid, record.boot_id, record.starttime)
         if info.state is LxcState.STOPPED and not ours:
@@ -354,6 +357,8 @@ class LxcDriver:
         return self._live(tracked, info)
 
     def _identity_problem(self, record: RuntimeRecord, info: Info, ours: bool) -> str:
+        if record.driver is not DriverName.LXC:
+            return f"the record belongs to the {record.driver.value} driver"
         if record.extra.get("lxcpath", str(self._lxcpath)) != str(self._lxcpath):
             return f"recorded under lxcpath {record.extra['lxcpath']}, not {self._lxcpath}"
         if not ours:
