@@ -1,19 +1,21 @@
 """The built-in `busybox` rootfs: built once from the host's busybox-static, then cached.
 
 Called by the lxc driver before it renders a config for `rootfs: busybox`. The tree lives under
-the driver's state dir and is the shared lower layer of every busybox container's overlay (each
-container writes to its own upper dir, never here). It is rebuilt, in a
-temporary directory renamed into place, when it is missing or its stamp no longer matches the
-busybox binary in it. It never touches a user's rootfs directory.
+the driver's state dir, one directory per busybox binary (`busybox-<sha256 prefix>`), and is the
+shared lower layer of every busybox container's overlay (each container writes to its own upper
+dir, never here). It is built in a temporary directory renamed into place, and rebuilt when it is
+missing or no longer holds the binary its stamp names. A tree is never deleted, since running
+containers may still have it mounted: a broken one is only renamed aside. It never touches a
+user's rootfs directory.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import structlog
@@ -36,8 +38,8 @@ class RootfsError(RuntimeError):
 
 def busybox_rootfs(cache_dir: Path, busybox: Path = HOST_BUSYBOX) -> Path:
     """The path of a complete busybox rootfs under `cache_dir`, building it if needed."""
-    target = cache_dir / "busybox"
     digest = _digest(busybox)
+    target = cache_dir / f"busybox-{digest[:16]}"
     if _stamp(target) == digest:
         return target
     log.info("building busybox rootfs", path=str(target), reason="missing or stale")
@@ -45,11 +47,9 @@ def busybox_rootfs(cache_dir: Path, busybox: Path = HOST_BUSYBOX) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".busybox.", dir=cache_dir))
     try:
         _build(staging, busybox, digest)
-        old = cache_dir / f".busybox.old.{os.getpid()}"
-        if target.exists():
-            target.rename(old)  # a directory cannot be replaced by rename in one step
+        if target.exists():  # a directory cannot be replaced by one rename: move it aside
+            target.rename(cache_dir / f".{target.name}.broken.{time.time_ns()}")
         staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         raise RootfsError(f"cannot build the busybox rootfs in {cache_dir}: {exc}") from exc
     finally:

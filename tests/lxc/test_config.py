@@ -28,7 +28,7 @@ def paths_for(domain: Domain) -> ConfigPaths:
     assert domain.spec.lxc is not None
     rootfs = domain.spec.lxc.rootfs
     if rootfs == BUSYBOX_ROOTFS:
-        rootfs = "/var/lib/domctl/lxc-rootfs/busybox"
+        rootfs = "/var/lib/domctl/lxc-rootfs/busybox-0123456789abcdef"
     return ConfigPaths(rootfs=rootfs, delta=f"/var/lib/domctl/lxc/{domain.name}/delta",
                        console_log=f"/var/log/domctl/{domain.name}.log",
                        lxc_log=f"/var/lib/domctl/lxc/{domain.name}/lxc.log")

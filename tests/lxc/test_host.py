@@ -42,8 +42,11 @@ def test_rootfs_built_once_and_rebuilt_when_corrupt(tmp_path: Path) -> None:
     assert (tree / "bin" / "busybox").stat().st_ino == inode  # cached, not rebuilt
     (tree / "bin" / "busybox").write_bytes(b"truncated")
     rebuilt = rootfs.busybox_rootfs(tmp_path)
+    assert rebuilt == tree
     assert (rebuilt / "bin" / "busybox").read_bytes() == rootfs.HOST_BUSYBOX.read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["busybox"]  # no staging left behind
+    # the broken tree is set aside (a running container may have it mounted), no staging left
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[-1] == tree.name and len(names) == 2 and ".broken." in names[0]
 
 
 def test_rootfs_without_busybox_fails_clearly(tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
+from reconcilers.lxc.config import CgroupVersion
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.host import cgroup_version
 from reconcilers.lxc.tools import LxcTools
-from reconcilers.lxc.config import CgroupVersion
 from reconcilers.model import CpuTune
 
 from .conftest import MiB, Host, make_domain
