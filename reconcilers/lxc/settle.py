@@ -43,9 +43,10 @@ async def rebooted_init(tools: LxcTools, name: str, old_pid: int, timeout: float
                 info = await tools.info(name)
                 if info.state is LxcState.STOPPED:
                     return None
-                starttime = proc_starttime(info.pid) if info.pid else None
-                if info.state is LxcState.RUNNING and info.pid != old_pid and starttime:
-                    return info.pid, starttime
+                pid = info.pid if info.state is LxcState.RUNNING else None
+                starttime = proc_starttime(pid) if pid is not None and pid != old_pid else None
+                if pid is not None and starttime is not None:
+                    return pid, starttime
                 await asyncio.sleep(STEP)
     except TimeoutError:
         return None

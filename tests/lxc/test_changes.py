@@ -8,7 +8,7 @@ from reconcilers.driver import ChangeKind
 from reconcilers.lxc.changes import classify
 from reconcilers.model import CpuTune, DesiredState, LxcSpec, Mount
 
-from .conftest import MiB, make_domain
+from .support import MiB, make_domain
 
 BASE = make_domain("c", memory=64 * MiB).spec
 

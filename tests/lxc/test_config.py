@@ -13,7 +13,7 @@ from reconcilers.lxc.config import (CgroupVersion, ConfigPaths, ConfigValueError
                                     render_config, shares_to_weight)
 from reconcilers.model import BUSYBOX_ROOTFS, Domain, Mount
 
-from .conftest import make_domain
+from .support import make_domain
 from .manifests import load_manifest
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "lxc"

@@ -15,7 +15,7 @@ from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.host import apparmor_enabled, cgroup_version
 from reconcilers.model import CpuTune, Domain, DriverName, Mount, VcpuPin
 
-from .conftest import make_domain
+from .support import make_domain
 
 
 def test_cgroup_version(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcState, LxcTools
 from reconcilers.model import Cause, EventDetail, EventType, Mount, Reason, State
 
-from .conftest import Host, make_domain, wait_for
+from .support import Host, make_domain, wait_for
 
 pytestmark = pytest.mark.lxc
 
@@ -178,6 +178,6 @@ async def test_guest_reboot_is_followed(driver: LxcDriver, lxc_host: Host, tools
     live = await driver.observe(name)
     assert (live.state, live.reason) == (State.RUNNING, Reason.BOOTED)
     assert live.pid != first.pid and live.record and live.record.pid == live.pid
-    os.kill(live.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    os.kill(live.pid, signal.SIGKILL)
     await wait_for(lambda: len(events) == 2)
     assert events[1].reason is Reason.CRASHED

@@ -12,7 +12,7 @@ from reconcilers.lxc.host import cgroup_version
 from reconcilers.lxc.tools import LxcTools
 from reconcilers.model import CpuTune
 
-from .conftest import MiB, Host, make_domain
+from .support import MiB, Host, make_domain
 
 pytestmark = pytest.mark.lxc
 

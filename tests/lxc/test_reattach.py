@@ -15,7 +15,7 @@ from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcState, LxcTools
 from reconcilers.model import Reason, State
 
-from .conftest import Host, make_domain, wait_for
+from .support import Host, make_domain, wait_for
 
 pytestmark = pytest.mark.lxc
 
