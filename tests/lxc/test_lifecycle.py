@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from reconcilers.driver import DriverContext, RuntimeEvent
 from reconcilers.errors import DriverError
+from reconcilers.lxc import driver as lxc_driver
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcState, LxcTools
 from reconcilers.model import Cause, EventDetail, EventType, Mount, Reason, State
@@ -181,3 +183,22 @@ async def test_guest_reboot_is_followed(driver: LxcDriver, lxc_host: Host, tools
     os.kill(live.pid, signal.SIGKILL)
     await wait_for(lambda: len(events) == 2)
     assert events[1].reason is Reason.CRASHED
+
+
+async def test_freeze_that_hangs_is_undone(driver: LxcDriver, lxc_host: Host, tools: LxcTools,
+                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    name = lxc_host.name("stuck")
+    await driver.start(make_domain(name), paused=False)
+    # an lxc-freeze that freezes for real and then never returns, like a cgroup stuck FREEZING
+    real = shutil.which("lxc-freeze")
+    fake = tmp_path / "bin" / "lxc-freeze"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\n"{real}" "$@"\nexec sleep 60\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(lxc_driver, "FREEZE_TIMEOUT", 0.5)
+    with pytest.raises(DriverError, match="thawed again"):
+        await driver.suspend(name)
+    assert (await tools.info(name)).state is LxcState.RUNNING
+    assert (await driver.observe(name)).state is State.RUNNING
