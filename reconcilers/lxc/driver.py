@@ -114,6 +114,10 @@ class LxcDriver:
                                           f"{rootfs.HOST_BUSYBOX} missing: install busybox-static")
         elif not Path(spec.lxc.rootfs).is_dir():
             raise HostValidationError(name, "spec.lxc.rootfs", "not a directory on this host")
+        elif spec.lxc.init[:1] and not os.path.lexists(
+                Path(spec.lxc.rootfs) / spec.lxc.init[0].lstrip("/")):
+            raise HostValidationError(name, "spec.lxc.init", f"{spec.lxc.init[0]} is not in "
+                                                             f"the rootfs {spec.lxc.rootfs}")
         for index, mount in enumerate(spec.lxc.mounts):
             if not os.path.exists(mount.source):
                 raise HostValidationError(name, f"spec.lxc.mounts[{index}].source",

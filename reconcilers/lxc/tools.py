@@ -67,7 +67,11 @@ class LxcTools:
         for line in result.stdout.splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "State":
-                state = LxcState(value.strip())
+                try:
+                    state = LxcState(value.strip())
+                except ValueError:
+                    raise DriverError(name, "lxc-info", f"unknown state {value.strip()!r}") \
+                        from None
             elif key.strip() == "PID" and value.strip().isdigit():
                 pid = int(value.strip())
         return Info(state, pid)

@@ -63,6 +63,7 @@ def offline_driver(tmp_path: Path) -> LxcDriver:
 
 @pytest.mark.parametrize("domain, field", [
     (make_domain("v", rootfs_dir="/no/such/rootfs"), "spec.lxc.rootfs"),
+    (make_domain("v", rootfs_dir="/", init=("/no/such/init",)), "spec.lxc.init"),
     (make_domain("v", mounts=(Mount("/no/such/source", "/mnt"),)), "spec.lxc.mounts[0].source"),
     (make_domain("v", cputune=CpuTune(vcpupin=(VcpuPin(0, "0"),))), "spec.cputune"),
     (make_domain("v", env=(("BAD", "a\nb"),)), "spec.lxc.env.BAD"),

@@ -202,3 +202,15 @@ async def test_freeze_that_hangs_is_undone(driver: LxcDriver, lxc_host: Host, to
         await driver.suspend(name)
     assert (await tools.info(name)).state is LxcState.RUNNING
     assert (await driver.observe(name)).state is State.RUNNING
+
+
+async def test_user_rootfs_directory(driver: LxcDriver, lxc_host: Host, tools: LxcTools,
+                                     tmp_path: Path) -> None:
+    name = lxc_host.name("userfs")
+    (cached,) = (lxc_host.state_dir / "lxc-rootfs").glob("busybox-*")
+    tree = tmp_path / "rootfs"
+    shutil.copytree(cached, tree, symlinks=True)
+    await driver.start(make_domain(name, rootfs_dir=str(tree)), paused=False)
+    await tools.attach(name, ["/bin/touch", "/written-inside"])
+    assert (tree / "written-inside").exists()  # a user rootfs is used in place, no overlay
+    assert await driver.shutdown(name, timeout=10) is True
