@@ -1,0 +1,113 @@
+"""The transition table of reconcilers/statemachine.py, row by row, and its invariants."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconcilers.driver import stopped_event
+from reconcilers.model import DETAILS_BY_EVENT, REASONS_BY_STATE, EventDetail, EventType
+from reconcilers.model import Reason as R
+from reconcilers.model import State as S
+from reconcilers.statemachine import (LIVE_STATES, TRANSITIONS, Trigger, TransitionError,
+                                      allowed, sources_of, transition)
+
+T = Trigger
+E = EventType
+D = EventDetail
+
+# (from, trigger, to, reason, events): every row DESIGN §4 and the brief name
+ALLOWED = [
+    (S.SHUTOFF, T.START, S.RUNNING, R.BOOTED, [(E.STARTED, D.BOOTED)]),
+    (S.SHUTOFF, T.START_PAUSED, S.PAUSED, R.USER,
+     [(E.STARTED, D.BOOTED), (E.SUSPENDED, D.PAUSED)]),
+    (S.SHUTOFF, T.START_FAILED, S.SHUTOFF, R.FAILED, [(E.STOPPED, D.FAILED)]),
+    (S.RUNNING, T.SUSPEND, S.PAUSED, R.USER, [(E.SUSPENDED, D.PAUSED)]),
+    (S.BLOCKED, T.SUSPEND, S.PAUSED, R.USER, [(E.SUSPENDED, D.PAUSED)]),
+    (S.PAUSED, T.RESUME, S.RUNNING, R.UNPAUSED, [(E.RESUMED, D.UNPAUSED)]),
+    (S.RUNNING, T.SHUTDOWN, S.SHUTDOWN, R.USER, []),
+    (S.PAUSED, T.SHUTDOWN, S.SHUTDOWN, R.USER, []),
+    (S.SHUTDOWN, T.SHUTDOWN, S.SHUTDOWN, R.USER, []),
+    (S.SHUTDOWN, T.GUEST_POWEROFF, S.SHUTOFF, R.SHUTDOWN,
+     [(E.SHUTDOWN, D.FINISHED), (E.STOPPED, D.SHUTDOWN)]),
+    (S.RUNNING, T.GUEST_POWEROFF, S.SHUTOFF, R.SHUTDOWN,
+     [(E.SHUTDOWN, D.GUEST), (E.STOPPED, D.SHUTDOWN)]),
+    (S.RUNNING, T.HOST_POWEROFF, S.SHUTOFF, R.SHUTDOWN,
+     [(E.SHUTDOWN, D.HOST), (E.STOPPED, D.SHUTDOWN)]),
+    (S.RUNNING, T.DESTROY, S.SHUTOFF, R.DESTROYED, [(E.STOPPED, D.DESTROYED)]),
+    (S.PAUSED, T.DESTROY, S.SHUTOFF, R.DESTROYED, [(E.STOPPED, D.DESTROYED)]),
+    (S.SHUTDOWN, T.DESTROY, S.SHUTOFF, R.DESTROYED, [(E.STOPPED, D.DESTROYED)]),
+    (S.PMSUSPENDED, T.DESTROY, S.SHUTOFF, R.DESTROYED, [(E.STOPPED, D.DESTROYED)]),
+    (S.CRASHED, T.DESTROY, S.SHUTOFF, R.CRASHED, [(E.STOPPED, D.CRASHED)]),
+    (S.RUNNING, T.PROCESS_EXIT, S.SHUTOFF, R.CRASHED, [(E.STOPPED, D.FAILED)]),
+    (S.CRASHED, T.PROCESS_EXIT, S.SHUTOFF, R.CRASHED, [(E.STOPPED, D.FAILED)]),
+    (S.PAUSED, T.PROCESS_LOST, S.SHUTOFF, R.UNKNOWN, [(E.STOPPED, D.FAILED)]),
+    (S.RUNNING, T.PANIC, S.CRASHED, R.PANICKED, [(E.CRASHED, D.PANICKED)]),
+    (S.RUNNING, T.IOERROR, S.PAUSED, R.IOERROR, [(E.SUSPENDED, D.IOERROR)]),
+    (S.RUNNING, T.WATCHDOG, S.PAUSED, R.WATCHDOG, [(E.SUSPENDED, D.WATCHDOG)]),
+    (S.RUNNING, T.EXTERNAL_PAUSE, S.PAUSED, R.UNKNOWN, [(E.SUSPENDED, D.PAUSED)]),
+    (S.RUNNING, T.PM_SUSPEND, S.PMSUSPENDED, R.UNKNOWN, []),
+    (S.PMSUSPENDED, T.PM_WAKEUP, S.RUNNING, R.WAKEUP, []),
+]
+
+REFUSED = [
+    (S.RUNNING, T.START), (S.PAUSED, T.START), (S.SHUTOFF, T.SUSPEND), (S.PAUSED, T.SUSPEND),
+    (S.RUNNING, T.RESUME), (S.SHUTOFF, T.RESUME), (S.SHUTOFF, T.SHUTDOWN),
+    (S.CRASHED, T.SHUTDOWN), (S.SHUTOFF, T.DESTROY), (S.PAUSED, T.PANIC),
+    (S.PAUSED, T.GUEST_POWEROFF), (S.CRASHED, T.RESUME),
+    (S.NOSTATE, T.DESTROY), (S.NOSTATE, T.SHUTDOWN), (S.NOSTATE, T.START),
+]
+
+
+@pytest.mark.parametrize(("source", "trigger", "target", "reason", "events"), ALLOWED,
+                         ids=[f"{r[0].value}-{r[1].value}" for r in ALLOWED])
+def test_allowed_transition(source: S, trigger: T, target: S, reason: R,
+                            events: list[tuple[E, D]]) -> None:
+    move = transition(source, trigger)
+    assert (move.target, move.reason, list(move.events)) == (target, reason, events)
+    assert allowed(source, trigger)
+
+
+@pytest.mark.parametrize(("source", "trigger"), REFUSED,
+                         ids=[f"{s.value}-{t.value}" for s, t in REFUSED])
+def test_refused_transition(source: S, trigger: T) -> None:
+    assert not allowed(source, trigger)
+    with pytest.raises(TransitionError) as caught:
+        transition(source, trigger)
+    assert (caught.value.source, caught.value.trigger) == (source, trigger)
+    assert f"cannot {trigger.value} a domain in state {source.value}" in str(caught.value)
+
+
+def test_error_names_the_allowed_states() -> None:
+    with pytest.raises(TransitionError, match=r"allowed from: paused\)"):
+        transition(S.RUNNING, T.RESUME)
+
+
+def test_nothing_is_allowed_from_nostate() -> None:
+    assert not [key for key in TRANSITIONS if key[0] is S.NOSTATE]
+
+
+@pytest.mark.parametrize("key", sorted(TRANSITIONS, key=str), ids=str)
+def test_every_row_speaks_libvirts_vocabulary(key: tuple[S, T]) -> None:
+    move = TRANSITIONS[key]
+    assert move.reason in REASONS_BY_STATE[move.target]
+    for event, detail in move.events:
+        assert detail in DETAILS_BY_EVENT[event]
+
+
+@pytest.mark.parametrize("trigger", [T.PROCESS_EXIT, T.PROCESS_LOST, T.START_FAILED])
+def test_unexplained_stops_agree_with_the_drivers_stopped_event(trigger: T) -> None:
+    for source in sources_of(trigger):
+        move = transition(source, trigger)
+        assert move.events[-1] == stopped_event(move.reason)
+
+
+def test_every_stop_from_a_live_state_is_possible() -> None:
+    """Whatever state a domain is in, its process can still vanish."""
+    assert sources_of(T.PROCESS_EXIT) == LIVE_STATES
+
+
+@given(st.sampled_from(S), st.sampled_from(T))
+def test_lookup_is_total(source: S, trigger: T) -> None:
+    assert allowed(source, trigger) == (source in sources_of(trigger))
