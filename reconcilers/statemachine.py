@@ -61,7 +61,7 @@ class Trigger(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Transition:
-    """One allowed move: `trigger` from `source` leads to (`target`, `reason`) and emits `events`."""
+    """One allowed move: `trigger` from `source` leads to `target`/`reason`, emitting `events`."""
 
     source: State
     trigger: Trigger
