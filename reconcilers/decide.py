@@ -1,0 +1,307 @@
+"""The reconciler's decision: `decide(desired, live, history) -> Plan`, a pure function.
+
+Called by the reconciler (reconcilers/domain.py) on every pass, after it has read the desired
+spec and observed the domain; the executor carries the Plan out under the domain's job lock.
+It must never do I/O, read a clock (`history.now` is passed in) or call a driver.
+
+| desired        | observed (state/reason)            | plan                                       |
+|----------------|------------------------------------|--------------------------------------------|
+| any, or None   | nostate                            | REPORT: unknown process, never touched     |
+| running        | running, blocked                   | spec changes (below), else NOTHING         |
+| running        | paused user/unknown/starting up    | RESUME (drift)                             |
+| running/paused | paused ioerror/watchdog/panicked/  | REPORT: left for the operator              |
+|                | migration/save/dump/shutdown       |                                            |
+| paused         | running, blocked                   | SUSPEND                                    |
+| paused         | paused user/unknown/starting up    | spec changes (below), else NOTHING         |
+| running/paused | shutoff, no stop since the last    | START / START_PAUSED (manifest)            |
+|                | manifest change                    |                                            |
+| running/paused | shutoff, stopped since then        | restart rules (below), in backoff: NOTHING |
+|                |                                    | with requeue_after = time left             |
+| running/paused | crashed                            | onCrash preserve: REPORT; else DESTROY     |
+| running/paused | shutdown (being shut down)         | NOTHING: wait for it to stop               |
+| running/paused | pmsuspended                        | REPORT                                     |
+| shutoff        | shutoff                            | NOTHING                                    |
+| shutoff / None | running, blocked, shutdown, pmsusp.| SHUTDOWN (graceful, destroy after timeout) |
+| shutoff / None | paused user/unknown/starting up    | RESUME, so that the guest can shut down    |
+| shutoff / None | other paused, crashed              | DESTROY (no guest to ask)                  |
+| None           | shutoff                            | UNDEFINE (disk images are kept)            |
+
+Restart rules, for a stop under the current manifest (LastStop.epoch == History.epoch):
+stopped through the API → left off (a user's stop is never undone); stopped by the manifest or
+the controller for a non-failure reason (an update restart) → start; crashed with onCrash
+restart → start; failures (crashed, failed, daemon, unknown) → start unless restartPolicy Never;
+a guest power-off → onPoweroff restart: start, preserve: left off, destroy: restartPolicy Always
+starts, OnFailure and Never leave it off; any other stop → only Always starts. A manifest change
+(new epoch) always allows a fresh start, without waiting for a backoff.
+
+Spec changes of an up domain (diff of History.live_spec → desired): restart-only ones with
+updatePolicy Restart → RESTART (running; graceful) or DESTROY then START_PAUSED (paused: a
+paused guest cannot shut down); live ones → APPLY_LIVE; restart-only ones with updatePolicy
+Live → NOTHING (the caller shows them as PendingRestart via diff.pending_restart).
+
+A terminal error under the current manifest (History.stalled) turns every acting plan into
+REPORT until the manifest changes. REPORT means: leave the domain, set a condition with the
+reason; NOTHING means converged or waiting. Plans that start a multi-pass sequence (resume then
+shutdown, destroy then start, shutdown then undefine) carry requeue_after=0.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from reconcilers.diff import Apply, Change, Classification, classify_changes
+from reconcilers.driver import Live
+from reconcilers.model import (Cause, DesiredState, Domain, DomainSpec, LifecycleAction, Reason,
+                               RestartPolicy, State, UpdatePolicy)
+from reconcilers.statemachine import UP_STATES, Trigger
+
+
+class Action(str, enum.Enum):
+    NOTHING = "nothing"
+    START = "start"
+    START_PAUSED = "start-paused"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    SHUTDOWN = "shutdown"  # graceful, then destroy after shutdownTimeout
+    DESTROY = "destroy"
+    APPLY_LIVE = "apply-live"
+    RESTART = "restart"  # graceful shutdown, then start
+    UNDEFINE = "undefine"
+    REPORT = "report"  # leave the domain as it is; set a condition with the reason
+
+
+# The state-machine trigger each acting plan begins with, for the executor's checks and events.
+FIRST_TRIGGER: Mapping[Action, Trigger] = {
+    Action.START: Trigger.START, Action.START_PAUSED: Trigger.START_PAUSED,
+    Action.SUSPEND: Trigger.SUSPEND, Action.RESUME: Trigger.RESUME,
+    Action.SHUTDOWN: Trigger.SHUTDOWN, Action.DESTROY: Trigger.DESTROY,
+    Action.RESTART: Trigger.SHUTDOWN,
+}
+
+
+@dataclass(frozen=True)
+class LastStop:
+    """How the domain last reached shutoff (recorded by the caller at every stop)."""
+
+    reason: Reason  # the shutoff reason
+    cause: Cause  # who caused it
+    epoch: int  # History.epoch when it happened
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """A terminal error (errors.TerminalError): no retry until the manifest changes."""
+
+    message: str
+    epoch: int  # History.epoch when it was raised
+
+
+@dataclass(frozen=True)
+class History:
+    """What the controller remembers about one domain, beyond its desired spec and live state."""
+
+    now: float  # the caller's clock, the one backoff_until is on
+    epoch: int = 0
+    """Counts changes of the desired spec (edits, reverts, removal, re-adding): a content hash
+    cannot order events, as a revert brings an old generation back."""
+    last_stop: LastStop | None = None
+    failures: int = 0  # consecutive failures counted by the crash-loop backoff (for messages)
+    backoff_until: float | None = None  # no restart before this time
+    stalled: Stalled | None = None
+    live_spec: DomainSpec | None = None  # the spec the running domain has (None: not running)
+    classification: Classification = field(default_factory=dict)
+    """The driver's classify(live_spec, desired spec)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    cause: Cause  # recorded on the events the action causes
+    reason: str  # for logs and status: "restartPolicy Always: domain stopped (crashed); ..."
+    requeue_after: float | None = None  # reconcile again after this many seconds, event or not
+    changes: tuple[Change, ...] = ()  # the spec changes the plan puts into effect
+
+
+_RESUMABLE = frozenset({Reason.USER, Reason.UNKNOWN, Reason.STARTING_UP})
+_PAUSE_NOTES: Mapping[Reason, str] = {
+    Reason.IOERROR: "a disk I/O error paused it", Reason.WATCHDOG: "its watchdog fired",
+    Reason.PANICKED: "the guest panicked", Reason.MIGRATION: "a migration is in progress",
+    Reason.SAVE: "a save is in progress", Reason.DUMP: "a dump is in progress",
+    Reason.SHUTTING_DOWN: "the guest shut down and its process is kept",
+}
+FAILURE_REASONS = frozenset({Reason.CRASHED, Reason.FAILED, Reason.DAEMON, Reason.UNKNOWN})
+_RESTART_ACTIONS = frozenset({LifecycleAction.RESTART, LifecycleAction.COREDUMP_RESTART})
+_LEFT_OFF = "; left off until the manifest changes"
+
+
+def decide(desired: Domain | None, live: Live, history: History) -> Plan:
+    """What to do now; `desired` None means the manifest is gone (its grace period over)."""
+    plan = _plan(desired, live, history)
+    stalled = history.stalled
+    if (stalled is not None and stalled.epoch == history.epoch
+            and plan.action not in (Action.NOTHING, Action.REPORT)):
+        return _report(f"stalled: {stalled.message}; no {plan.action.value} until the manifest "
+                       "changes")
+    return plan
+
+
+def _plan(desired: Domain | None, live: Live, history: History) -> Plan:
+    if live.state is State.NOSTATE:
+        return _report(f"unknown process ({live.message or 'identity not proven'}); "
+                       "never touched")
+    if desired is None:
+        return _removed(live)
+    return _BY_DESIRED[desired.spec.state](desired.spec, live, history)
+
+
+def _report(why: str) -> Plan:
+    return Plan(Action.REPORT, Cause.CONTROLLER, why)
+
+
+def _observed(live: Live) -> str:
+    return f"{live.state.value} ({live.reason.value})"
+
+
+# --- desired running / paused -------------------------------------------------------------
+
+def _want_running(spec: DomainSpec, live: Live, history: History) -> Plan:
+    if live.state in UP_STATES:
+        return _update(spec, history, Action.RESTART)
+    if live.state is State.PAUSED and live.reason in _RESUMABLE:
+        return Plan(Action.RESUME, Cause.CONTROLLER,
+                    f"desired running: {_observed(live)} by someone else; resuming")
+    return _not_up(spec, live, history, Action.START)
+
+
+def _want_paused(spec: DomainSpec, live: Live, history: History) -> Plan:
+    if live.state in UP_STATES:
+        return Plan(Action.SUSPEND, Cause.MANIFEST, "desired paused: suspending")
+    if live.state is State.PAUSED and live.reason in _RESUMABLE:
+        return _update(spec, history, Action.DESTROY)
+    return _not_up(spec, live, history, Action.START_PAUSED)
+
+
+def _not_up(spec: DomainSpec, live: Live, history: History, start: Action) -> Plan:
+    """A domain that should be up but is not running (nor paused by us)."""
+    match live.state:
+        case State.SHUTOFF:
+            return _start(spec, live, history, start)
+        case State.CRASHED:
+            return _crashed(spec, live)
+        case State.SHUTDOWN:
+            return Plan(Action.NOTHING, Cause.CONTROLLER, "being shut down; waiting for it to stop")
+        case State.PAUSED:
+            note = _PAUSE_NOTES.get(live.reason, "domctl resumes only what it paused")
+            return _report(f"{_observed(live)}: {note}; left for the operator")
+        case _:
+            return _report(f"{_observed(live)}: suspended by the guest; left until it wakes up")
+
+
+def _update(spec: DomainSpec, history: History, restart: Action) -> Plan:
+    """Spec changes of an up domain; `restart` is how restart-only changes are put in effect."""
+    state = spec.state.value
+    if history.live_spec is None:
+        return Plan(Action.NOTHING, Cause.CONTROLLER, f"{state} as desired (live spec unknown)")
+    changes = classify_changes(history.live_spec, spec, history.classification)
+    pending = tuple(c for c in changes if c.apply is Apply.RESTART)
+    live = tuple(c for c in changes if c.apply is Apply.LIVE)
+    if pending and spec.update_policy is UpdatePolicy.RESTART:
+        how = ("restarting gracefully" if restart is Action.RESTART else
+               "a paused guest cannot shut down: destroying it, then starting it paused")
+        return Plan(restart, Cause.MANIFEST, f"updatePolicy Restart: restart-only changes "
+                    f"({_paths(pending)}); {how}",
+                    requeue_after=0.0 if restart is Action.DESTROY else None,
+                    changes=pending + live)
+    waiting = f"; pending restart: {_paths(pending)}" if pending else ""
+    if live:
+        return Plan(Action.APPLY_LIVE, Cause.MANIFEST, f"applying live: {_paths(live)}{waiting}",
+                    changes=live)
+    return Plan(Action.NOTHING, Cause.CONTROLLER, f"{state} as desired{waiting}")
+
+
+def _paths(changes: tuple[Change, ...]) -> str:
+    return ", ".join(c.path for c in changes)
+
+
+def _start(spec: DomainSpec, live: Live, history: History, start: Action) -> Plan:
+    stop = history.last_stop
+    if stop is None or stop.epoch != history.epoch:
+        return Plan(start, Cause.MANIFEST,
+                    f"desired {spec.state.value}: {_observed(live)}; starting")
+    restart, why = _restart_verdict(spec, stop)
+    if not restart:
+        return _report(why + _LEFT_OFF)
+    if history.backoff_until is not None and history.now < history.backoff_until:
+        wait = history.backoff_until - history.now
+        return Plan(Action.NOTHING, Cause.CONTROLLER,
+                    f"{why}; crash-loop backoff after {history.failures} failures, "
+                    f"next try in {wait:.0f} s", requeue_after=wait)
+    return Plan(start, Cause.CONTROLLER, f"{why}; starting again")
+
+
+def _restart_verdict(spec: DomainSpec, stop: LastStop) -> tuple[bool, str]:
+    """Whether a stop under the current manifest is followed by a start, and why."""
+    stopped = f"domain stopped ({stop.reason.value})"
+    policy = spec.restart_policy
+    if stop.cause is Cause.API:
+        return False, f"{stopped} through the API"
+    if stop.reason in FAILURE_REASONS:
+        if stop.reason is Reason.CRASHED and spec.lifecycle.on_crash in _RESTART_ACTIONS:
+            return True, f"onCrash {spec.lifecycle.on_crash.value}: {stopped}"
+        return policy is not RestartPolicy.NEVER, f"restartPolicy {policy.value}: {stopped}"
+    if stop.cause in (Cause.MANIFEST, Cause.CONTROLLER):
+        return True, f"{stopped} by the {stop.cause.value} to restart it"
+    if stop.reason is Reason.SHUTDOWN and stop.cause is Cause.GUEST:
+        on_poweroff = spec.lifecycle.on_poweroff
+        if on_poweroff is not LifecycleAction.DESTROY:
+            return (on_poweroff in _RESTART_ACTIONS,
+                    f"onPoweroff {on_poweroff.value}: the guest powered off")
+        stopped = "the guest powered off"
+    return policy is RestartPolicy.ALWAYS, f"restartPolicy {policy.value}: {stopped}"
+
+
+def _crashed(spec: DomainSpec, live: Live) -> Plan:
+    action = spec.lifecycle.on_crash
+    if action is LifecycleAction.PRESERVE:
+        return _report(f"{_observed(live)}; onCrash preserve: kept for inspection")
+    return Plan(Action.DESTROY, Cause.CONTROLLER,
+                f"{_observed(live)}; onCrash {action.value}: destroying it", requeue_after=0.0)
+
+
+# --- desired shutoff / removed ------------------------------------------------------------
+
+def _want_shutoff(spec: DomainSpec, live: Live, history: History) -> Plan:
+    if live.state is State.SHUTOFF:
+        return Plan(Action.NOTHING, Cause.CONTROLLER, f"{_observed(live)} as desired")
+    return _stop(live, "desired shutoff", None)
+
+
+def _removed(live: Live) -> Plan:
+    if live.state is State.SHUTOFF:
+        return Plan(Action.UNDEFINE, Cause.MANIFEST,
+                    "manifest removed: undefining (disk images are kept)")
+    return _stop(live, "manifest removed", 0.0)
+
+
+def _stop(live: Live, why: str, requeue_after: float | None) -> Plan:
+    """Bring a live domain down; `requeue_after` 0 when more follows (the undefine)."""
+    if live.state is State.PAUSED and live.reason in _RESUMABLE:
+        return Plan(Action.RESUME, Cause.MANIFEST,
+                    f"{why}: resuming so that the guest can shut down gracefully",
+                    requeue_after=0.0)
+    if live.state in (State.PAUSED, State.CRASHED):
+        return Plan(Action.DESTROY, Cause.MANIFEST,
+                    f"{why}: {_observed(live)} cannot shut down gracefully; destroying",
+                    requeue_after=requeue_after)
+    return Plan(Action.SHUTDOWN, Cause.MANIFEST,
+                f"{why}: shutting down (destroyed after shutdownTimeout)",
+                requeue_after=requeue_after)
+
+
+_BY_DESIRED: Mapping[DesiredState, Callable[[DomainSpec, Live, History], Plan]] = {
+    DesiredState.RUNNING: _want_running,
+    DesiredState.PAUSED: _want_paused,
+    DesiredState.SHUTOFF: _want_shutoff,
+}

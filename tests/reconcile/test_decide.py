@@ -1,0 +1,336 @@
+"""decide(desired, live, history) as a table over DESIGN §5, plus totality properties."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconcilers.decide import (FIRST_TRIGGER, Action, History, LastStop, Plan, Stalled, decide)
+from reconcilers.driver import ChangeKind, Live
+from reconcilers.model import (Cause, DesiredState, Domain, DomainSpec, DriverName, Lifecycle,
+                               LifecycleAction, Metadata, QemuSpec, Reason, RestartPolicy,
+                               SourceRef, State, UpdatePolicy)
+from reconcilers.statemachine import allowed
+
+A, C, R, S = Action, Cause, Reason, State
+P = RestartPolicy
+LA = LifecycleAction
+MiB = 1024 * 1024
+NOW = 1000.0
+BASE = DomainSpec(driver=DriverName.QEMU, qemu=QemuSpec())
+
+
+def domain(state: DesiredState = DesiredState.RUNNING, **changes: Any) -> Domain:
+    spec = dataclasses.replace(BASE, state=state, **changes)
+    return Domain(Metadata("web-1", uuid="u"), spec, SourceRef("web-1.yaml", 1))
+
+
+def lifecycle(**actions: LifecycleAction) -> Lifecycle:
+    return Lifecycle(**actions)
+
+
+RUN, PAUSE, OFF = DesiredState.RUNNING, DesiredState.PAUSED, DesiredState.SHUTOFF
+
+
+def stop(reason: Reason, cause: Cause, epoch: int = 1) -> LastStop:
+    return LastStop(reason, cause, epoch)
+
+
+def history(**fields: Any) -> History:
+    return History(now=NOW, **{"epoch": 1, **fields})
+
+
+BIG = dataclasses.replace(BASE, memory=1024 * MiB)
+LIVE_MEMORY = {"memory": ChangeKind.LIVE}
+RESTART_MEMORY = {"memory": ChangeKind.RESTART}
+
+# id: (desired or None, (state, reason), history, (action, cause, words in the reason, requeue))
+ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
+                      tuple[Action, Cause, str, float | None]]] = {
+    # nostate: never touched, whatever is desired
+    "nostate-running": (domain(), (S.NOSTATE, R.UNKNOWN), history(),
+                        (A.REPORT, C.CONTROLLER, "never touched", None)),
+    "nostate-removed": (None, (S.NOSTATE, R.UNKNOWN), history(),
+                        (A.REPORT, C.CONTROLLER, "unknown process", None)),
+    "nostate-shutoff": (domain(OFF), (S.NOSTATE, R.UNKNOWN), history(),
+                        (A.REPORT, C.CONTROLLER, "never touched", None)),
+    # desired running
+    "running-converged": (domain(), (S.RUNNING, R.BOOTED), history(live_spec=BASE),
+                          (A.NOTHING, C.CONTROLLER, "running as desired", None)),
+    "running-blocked-converged": (domain(), (S.BLOCKED, R.UNKNOWN), history(live_spec=BASE),
+                                  (A.NOTHING, C.CONTROLLER, "as desired", None)),
+    "running-live-spec-unknown": (domain(), (S.RUNNING, R.BOOTED), history(),
+                                  (A.NOTHING, C.CONTROLLER, "live spec unknown", None)),
+    "running-first-start": (domain(), (S.SHUTOFF, R.UNKNOWN), history(),
+                            (A.START, C.MANIFEST, "desired running: shutoff (unknown); starting",
+                             None)),
+    "running-start-after-manifest-change": (
+        domain(restart_policy=P.NEVER), (S.SHUTOFF, R.CRASHED),
+        history(last_stop=stop(R.CRASHED, C.GUEST, epoch=0)),
+        (A.START, C.MANIFEST, "starting", None)),
+    "running-fresh-start-ignores-backoff": (
+        domain(), (S.SHUTOFF, R.FAILED),
+        history(last_stop=stop(R.FAILED, C.CONTROLLER, epoch=0), backoff_until=NOW + 60),
+        (A.START, C.MANIFEST, "starting", None)),
+    "running-paused-user-resume": (domain(), (S.PAUSED, R.USER), history(),
+                                   (A.RESUME, C.CONTROLLER, "paused (user) by someone else",
+                                    None)),
+    "running-paused-unknown-resume": (domain(), (S.PAUSED, R.UNKNOWN), history(),
+                                      (A.RESUME, C.CONTROLLER, "resuming", None)),
+    "running-paused-starting-up-resume": (domain(), (S.PAUSED, R.STARTING_UP), history(),
+                                          (A.RESUME, C.CONTROLLER, "resuming", None)),
+    "running-paused-ioerror-report": (domain(), (S.PAUSED, R.IOERROR), history(),
+                                      (A.REPORT, C.CONTROLLER, "I/O error", None)),
+    "running-paused-watchdog-report": (domain(), (S.PAUSED, R.WATCHDOG), history(),
+                                       (A.REPORT, C.CONTROLLER, "watchdog", None)),
+    "running-paused-panicked-report": (domain(), (S.PAUSED, R.PANICKED), history(),
+                                       (A.REPORT, C.CONTROLLER, "panicked", None)),
+    "running-paused-migration-report": (domain(), (S.PAUSED, R.MIGRATION), history(),
+                                        (A.REPORT, C.CONTROLLER, "migration", None)),
+    "running-paused-shutting-down-report": (domain(), (S.PAUSED, R.SHUTTING_DOWN), history(),
+                                            (A.REPORT, C.CONTROLLER, "shut down", None)),
+    "running-being-shut-down-waits": (domain(), (S.SHUTDOWN, R.USER), history(),
+                                      (A.NOTHING, C.CONTROLLER, "waiting", None)),
+    "running-pmsuspended-report": (domain(), (S.PMSUSPENDED, R.UNKNOWN), history(),
+                                   (A.REPORT, C.CONTROLLER, "suspended by the guest", None)),
+    # restart policies after a stop under the current manifest
+    "always-crashed": (domain(), (S.SHUTOFF, R.CRASHED),
+                       history(last_stop=stop(R.CRASHED, C.EXTERNAL)),
+                       (A.START, C.CONTROLLER,
+                        "restartPolicy Always: domain stopped (crashed); starting again", None)),
+    "always-guest-poweroff": (domain(), (S.SHUTOFF, R.SHUTDOWN),
+                              history(last_stop=stop(R.SHUTDOWN, C.GUEST)),
+                              (A.START, C.CONTROLLER,
+                               "restartPolicy Always: the guest powered off", None)),
+    "always-host-signal": (domain(), (S.SHUTOFF, R.SHUTDOWN),
+                           history(last_stop=stop(R.SHUTDOWN, C.EXTERNAL)),
+                           (A.START, C.CONTROLLER, "restartPolicy Always", None)),
+    "always-api-stop-respected": (domain(), (S.SHUTOFF, R.DESTROYED),
+                                  history(last_stop=stop(R.DESTROYED, C.API)),
+                                  (A.REPORT, C.CONTROLLER,
+                                   "through the API; left off until the manifest changes", None)),
+    "onfailure-crashed": (domain(restart_policy=P.ON_FAILURE), (S.SHUTOFF, R.CRASHED),
+                          history(last_stop=stop(R.CRASHED, C.GUEST)),
+                          (A.START, C.CONTROLLER, "restartPolicy OnFailure", None)),
+    "onfailure-failed": (domain(restart_policy=P.ON_FAILURE), (S.SHUTOFF, R.FAILED),
+                         history(last_stop=stop(R.FAILED, C.CONTROLLER)),
+                         (A.START, C.CONTROLLER, "stopped (failed)", None)),
+    "onfailure-daemon": (domain(restart_policy=P.ON_FAILURE), (S.SHUTOFF, R.DAEMON),
+                         history(last_stop=stop(R.DAEMON, C.EXTERNAL)),
+                         (A.START, C.CONTROLLER, "stopped (daemon)", None)),
+    "onfailure-unknown": (domain(restart_policy=P.ON_FAILURE), (S.SHUTOFF, R.UNKNOWN),
+                          history(last_stop=stop(R.UNKNOWN, C.EXTERNAL)),
+                          (A.START, C.CONTROLLER, "stopped (unknown)", None)),
+    "onfailure-guest-poweroff-respected": (
+        domain(restart_policy=P.ON_FAILURE), (S.SHUTOFF, R.SHUTDOWN),
+        history(last_stop=stop(R.SHUTDOWN, C.GUEST)),
+        (A.REPORT, C.CONTROLLER, "OnFailure: the guest powered off; left off until the manifest",
+         None)),
+    "onfailure-guest-poweroff-then-manifest-change": (
+        domain(restart_policy=P.ON_FAILURE), (S.SHUTOFF, R.SHUTDOWN),
+        history(epoch=2, last_stop=stop(R.SHUTDOWN, C.GUEST, epoch=1)),
+        (A.START, C.MANIFEST, "starting", None)),
+    "onfailure-external-destroy-respected": (
+        domain(restart_policy=P.ON_FAILURE), (S.SHUTOFF, R.DESTROYED),
+        history(last_stop=stop(R.DESTROYED, C.EXTERNAL)),
+        (A.REPORT, C.CONTROLLER, "left off", None)),
+    "never-crashed-stays-off": (domain(restart_policy=P.NEVER), (S.SHUTOFF, R.CRASHED),
+                                history(last_stop=stop(R.CRASHED, C.GUEST)),
+                                (A.REPORT, C.CONTROLLER, "restartPolicy Never", None)),
+    "never-failed-start-stays-off": (domain(restart_policy=P.NEVER), (S.SHUTOFF, R.FAILED),
+                                     history(last_stop=stop(R.FAILED, C.CONTROLLER)),
+                                     (A.REPORT, C.CONTROLLER, "left off", None)),
+    "never-first-start": (domain(restart_policy=P.NEVER), (S.SHUTOFF, R.UNKNOWN), history(),
+                          (A.START, C.MANIFEST, "starting", None)),
+    "never-update-restart-continues": (domain(restart_policy=P.NEVER), (S.SHUTOFF, R.SHUTDOWN),
+                                       history(last_stop=stop(R.SHUTDOWN, C.MANIFEST)),
+                                       (A.START, C.CONTROLLER, "by the manifest to restart it",
+                                        None)),
+    "controller-destroy-continues": (domain(restart_policy=P.ON_FAILURE), (S.SHUTOFF, R.DESTROYED),
+                                     history(last_stop=stop(R.DESTROYED, C.CONTROLLER)),
+                                     (A.START, C.CONTROLLER, "by the controller", None)),
+    # lifecycle actions
+    "onpoweroff-restart": (domain(restart_policy=P.NEVER, lifecycle=lifecycle(
+        on_poweroff=LA.RESTART)), (S.SHUTOFF, R.SHUTDOWN),
+        history(last_stop=stop(R.SHUTDOWN, C.GUEST)),
+        (A.START, C.CONTROLLER, "onPoweroff restart: the guest powered off", None)),
+    "onpoweroff-preserve": (domain(lifecycle=lifecycle(on_poweroff=LA.PRESERVE)),
+                            (S.SHUTOFF, R.SHUTDOWN), history(last_stop=stop(R.SHUTDOWN, C.GUEST)),
+                            (A.REPORT, C.CONTROLLER, "onPoweroff preserve", None)),
+    "oncrash-restart-beats-never": (domain(restart_policy=P.NEVER, lifecycle=lifecycle(
+        on_crash=LA.RESTART)), (S.SHUTOFF, R.CRASHED),
+        history(last_stop=stop(R.CRASHED, C.CONTROLLER)),
+        (A.START, C.CONTROLLER, "onCrash restart: domain stopped (crashed)", None)),
+    "crashed-oncrash-destroy": (domain(), (S.CRASHED, R.PANICKED), history(),
+                                (A.DESTROY, C.CONTROLLER, "onCrash destroy", 0.0)),
+    "crashed-oncrash-restart": (domain(lifecycle=lifecycle(on_crash=LA.RESTART)),
+                                (S.CRASHED, R.PANICKED), history(),
+                                (A.DESTROY, C.CONTROLLER, "onCrash restart", 0.0)),
+    "crashed-oncrash-coredump-restart": (
+        domain(lifecycle=lifecycle(on_crash=LA.COREDUMP_RESTART)), (S.CRASHED, R.PANICKED),
+        history(), (A.DESTROY, C.CONTROLLER, "onCrash coredump-restart", 0.0)),
+    "crashed-oncrash-preserve": (domain(lifecycle=lifecycle(on_crash=LA.PRESERVE)),
+                                 (S.CRASHED, R.PANICKED), history(),
+                                 (A.REPORT, C.CONTROLLER, "kept for inspection", None)),
+    # crash-loop backoff
+    "backoff-waits": (domain(), (S.SHUTOFF, R.CRASHED),
+                      history(last_stop=stop(R.CRASHED, C.GUEST), failures=3,
+                              backoff_until=NOW + 40),
+                      (A.NOTHING, C.CONTROLLER, "backoff after 3 failures, next try in 40 s",
+                       40.0)),
+    "backoff-over": (domain(), (S.SHUTOFF, R.CRASHED),
+                     history(last_stop=stop(R.CRASHED, C.GUEST), failures=3, backoff_until=NOW),
+                     (A.START, C.CONTROLLER, "starting again", None)),
+    # desired paused
+    "paused-suspend": (domain(PAUSE), (S.RUNNING, R.BOOTED), history(),
+                       (A.SUSPEND, C.MANIFEST, "suspending", None)),
+    "paused-start-paused": (domain(PAUSE), (S.SHUTOFF, R.UNKNOWN), history(),
+                            (A.START_PAUSED, C.MANIFEST, "desired paused", None)),
+    "paused-restart-paused": (domain(PAUSE), (S.SHUTOFF, R.CRASHED),
+                              history(last_stop=stop(R.CRASHED, C.GUEST)),
+                              (A.START_PAUSED, C.CONTROLLER, "restartPolicy Always", None)),
+    "paused-converged": (domain(PAUSE), (S.PAUSED, R.USER), history(live_spec=BASE),
+                         (A.NOTHING, C.CONTROLLER, "paused as desired", None)),
+    "paused-ioerror-report": (domain(PAUSE), (S.PAUSED, R.IOERROR), history(),
+                              (A.REPORT, C.CONTROLLER, "I/O error", None)),
+    "paused-crashed": (domain(PAUSE), (S.CRASHED, R.PANICKED), history(),
+                       (A.DESTROY, C.CONTROLLER, "onCrash destroy", 0.0)),
+    # spec changes
+    "live-change-applied": (domain(memory=1024 * MiB), (S.RUNNING, R.BOOTED),
+                            history(live_spec=BASE, classification=LIVE_MEMORY),
+                            (A.APPLY_LIVE, C.MANIFEST, "applying live: memory", None)),
+    "restart-change-live-policy-pending": (
+        domain(memory=1024 * MiB), (S.RUNNING, R.BOOTED),
+        history(live_spec=BASE, classification=RESTART_MEMORY),
+        (A.NOTHING, C.CONTROLLER, "pending restart: memory", None)),
+    "restart-change-restart-policy": (
+        domain(memory=1024 * MiB, update_policy=UpdatePolicy.RESTART), (S.RUNNING, R.BOOTED),
+        history(live_spec=BASE, classification=RESTART_MEMORY),
+        (A.RESTART, C.MANIFEST, "restart-only changes (memory); restarting gracefully", None)),
+    "restart-change-paused-destroys": (
+        domain(PAUSE, memory=1024 * MiB, update_policy=UpdatePolicy.RESTART),
+        (S.PAUSED, R.USER), history(live_spec=BASE, classification=RESTART_MEMORY),
+        (A.DESTROY, C.MANIFEST, "cannot shut down", 0.0)),
+    "reverted-change-is-converged": (domain(), (S.RUNNING, R.BOOTED),
+                                     history(live_spec=BASE, classification=RESTART_MEMORY),
+                                     (A.NOTHING, C.CONTROLLER, "running as desired", None)),
+    "controller-field-change-needs-nothing": (
+        domain(restart_policy=P.NEVER, shutdown_timeout=5.0), (S.RUNNING, R.BOOTED),
+        history(live_spec=BASE), (A.NOTHING, C.CONTROLLER, "running as desired", None)),
+    # desired shutoff
+    "shutoff-converged": (domain(OFF), (S.SHUTOFF, R.SHUTDOWN), history(),
+                          (A.NOTHING, C.CONTROLLER, "as desired", None)),
+    "shutoff-shutdown": (domain(OFF), (S.RUNNING, R.BOOTED), history(),
+                         (A.SHUTDOWN, C.MANIFEST, "shutting down", None)),
+    "shutoff-pmsuspended": (domain(OFF), (S.PMSUSPENDED, R.UNKNOWN), history(),
+                            (A.SHUTDOWN, C.MANIFEST, "shutting down", None)),
+    "shutoff-again-while-shutting-down": (domain(OFF), (S.SHUTDOWN, R.USER), history(),
+                                          (A.SHUTDOWN, C.MANIFEST, "shutdownTimeout", None)),
+    "shutoff-paused-user-resume-first": (domain(OFF), (S.PAUSED, R.USER), history(),
+                                         (A.RESUME, C.MANIFEST, "shut down gracefully", 0.0)),
+    "shutoff-paused-ioerror-destroy": (domain(OFF), (S.PAUSED, R.IOERROR), history(),
+                                       (A.DESTROY, C.MANIFEST, "destroying", None)),
+    "shutoff-crashed-destroy": (domain(OFF, lifecycle=lifecycle(on_crash=LA.PRESERVE)),
+                                (S.CRASHED, R.PANICKED), history(),
+                                (A.DESTROY, C.MANIFEST, "destroying", None)),
+    # manifest removed
+    "removed-running": (None, (S.RUNNING, R.BOOTED), history(),
+                        (A.SHUTDOWN, C.MANIFEST, "manifest removed: shutting down", 0.0)),
+    "removed-paused": (None, (S.PAUSED, R.USER), history(),
+                       (A.RESUME, C.MANIFEST, "manifest removed", 0.0)),
+    "removed-crashed": (None, (S.CRASHED, R.PANICKED), history(),
+                        (A.DESTROY, C.MANIFEST, "manifest removed", 0.0)),
+    "removed-shutoff-undefine": (None, (S.SHUTOFF, R.SHUTDOWN), history(),
+                                 (A.UNDEFINE, C.MANIFEST, "disk images are kept", None)),
+    # terminal errors
+    "stalled-blocks-start": (domain(), (S.SHUTOFF, R.FAILED),
+                             history(last_stop=stop(R.FAILED, C.CONTROLLER),
+                                     stalled=Stalled("spec.vcpus: too many", epoch=1)),
+                             (A.REPORT, C.CONTROLLER, "stalled: spec.vcpus: too many; no start",
+                              None)),
+    "stalled-from-older-manifest-ignored": (domain(), (S.SHUTOFF, R.FAILED),
+                                            history(stalled=Stalled("old", epoch=0)),
+                                            (A.START, C.MANIFEST, "starting", None)),
+}
+
+
+@pytest.mark.parametrize(("desired", "observed", "hist", "expected"), ROWS.values(),
+                         ids=ROWS.keys())
+def test_decide(desired: Domain | None, observed: tuple[State, Reason], hist: History,
+                expected: tuple[Action, Cause, str, float | None]) -> None:
+    plan = decide(desired, Live(*observed), hist)
+    action, cause, words, requeue = expected
+    assert (plan.action, plan.cause, plan.requeue_after) == (action, cause, requeue), plan.reason
+    assert words in plan.reason
+
+
+def test_apply_live_carries_the_live_changes_only() -> None:
+    desired = domain(memory=1024 * MiB, vcpus=2)
+    plan = decide(desired, Live(S.RUNNING, R.BOOTED),
+                  history(live_spec=BASE, classification={"memory": ChangeKind.LIVE,
+                                                          "vcpus": ChangeKind.RESTART}))
+    assert plan.action is A.APPLY_LIVE
+    assert [c.path for c in plan.changes] == ["memory"]
+    assert "pending restart: vcpus" in plan.reason
+
+
+def test_restart_carries_every_change() -> None:
+    desired = domain(memory=1024 * MiB, vcpus=2, update_policy=UpdatePolicy.RESTART)
+    plan = decide(desired, Live(S.RUNNING, R.BOOTED),
+                  history(live_spec=BASE, classification={"memory": ChangeKind.LIVE,
+                                                          "vcpus": ChangeKind.RESTART}))
+    assert plan.action is A.RESTART
+    assert sorted(c.path for c in plan.changes) == ["memory", "vcpus"]
+
+
+# --- properties ------------------------------------------------------------------------
+
+desired_domains = st.none() | st.builds(
+    domain, state=st.sampled_from(DesiredState),
+    restart_policy=st.sampled_from(RestartPolicy), update_policy=st.sampled_from(UpdatePolicy),
+    lifecycle=st.builds(Lifecycle, on_poweroff=st.sampled_from(LifecycleAction),
+                        on_reboot=st.sampled_from(LifecycleAction),
+                        on_crash=st.sampled_from(LifecycleAction)),
+    memory=st.sampled_from([512 * MiB, 1024 * MiB]))
+histories = st.builds(
+    History, now=st.just(NOW), epoch=st.integers(0, 2),
+    last_stop=st.none() | st.builds(LastStop, st.sampled_from(Reason), st.sampled_from(Cause),
+                                    st.integers(0, 2)),
+    failures=st.integers(0, 5),
+    backoff_until=st.none() | st.floats(NOW - 100, NOW + 100),
+    stalled=st.none() | st.builds(Stalled, st.just("bad"), st.integers(0, 2)),
+    live_spec=st.none() | st.just(BASE) | st.just(BIG),
+    classification=st.sampled_from([{}, LIVE_MEMORY, RESTART_MEMORY]))
+lives = st.builds(Live, st.sampled_from(State), st.sampled_from(Reason))
+
+
+@given(desired_domains, lives, histories)
+def test_decide_is_total_and_only_plans_allowed_moves(desired: Domain | None, live: Live,
+                                                      hist: History) -> None:
+    plan = decide(desired, live, hist)
+    assert isinstance(plan, Plan) and plan.reason
+    assert plan.requeue_after is None or plan.requeue_after >= 0
+    if plan.action in FIRST_TRIGGER:
+        assert allowed(live.state, FIRST_TRIGGER[plan.action]), (live, plan)
+    if plan.action is A.APPLY_LIVE:
+        assert live.state in (S.RUNNING, S.BLOCKED, S.PAUSED)
+    if plan.action is A.UNDEFINE:
+        assert desired is None and live.state is S.SHUTOFF
+    if live.state is S.NOSTATE:
+        assert plan.action is A.REPORT
+
+
+@given(desired_domains, lives, histories)
+def test_decide_is_deterministic(desired: Domain | None, live: Live, hist: History) -> None:
+    assert decide(desired, live, hist) == decide(desired, live, hist)
+
+
+@given(st.sampled_from(State), st.sampled_from(Reason), histories)
+def test_a_removed_domain_is_only_ever_brought_down(state: State, reason: Reason,
+                                                    hist: History) -> None:
+    plan = decide(None, Live(state, reason), hist)
+    assert plan.action in (A.SHUTDOWN, A.DESTROY, A.RESUME, A.UNDEFINE, A.REPORT)
