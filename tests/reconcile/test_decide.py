@@ -29,10 +29,6 @@ def domain(state: DesiredState = DesiredState.RUNNING, **changes: Any) -> Domain
     return Domain(Metadata("web-1", uuid="u"), spec, SourceRef("web-1.yaml", 1))
 
 
-def lifecycle(**actions: LifecycleAction) -> Lifecycle:
-    return Lifecycle(**actions)
-
-
 RUN, PAUSE, OFF = DesiredState.RUNNING, DesiredState.PAUSED, DesiredState.SHUTOFF
 
 
@@ -154,26 +150,26 @@ ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
                                      history(last_stop=stop(R.DESTROYED, C.CONTROLLER)),
                                      (A.START, C.CONTROLLER, "by the controller", None)),
     # lifecycle actions
-    "onpoweroff-restart": (domain(restart_policy=P.NEVER, lifecycle=lifecycle(
+    "onpoweroff-restart": (domain(restart_policy=P.NEVER, lifecycle=Lifecycle(
         on_poweroff=LA.RESTART)), (S.SHUTOFF, R.SHUTDOWN),
         history(last_stop=stop(R.SHUTDOWN, C.GUEST)),
         (A.START, C.CONTROLLER, "onPoweroff restart: the guest powered off", None)),
-    "onpoweroff-preserve": (domain(lifecycle=lifecycle(on_poweroff=LA.PRESERVE)),
+    "onpoweroff-preserve": (domain(lifecycle=Lifecycle(on_poweroff=LA.PRESERVE)),
                             (S.SHUTOFF, R.SHUTDOWN), history(last_stop=stop(R.SHUTDOWN, C.GUEST)),
                             (A.REPORT, C.CONTROLLER, "onPoweroff preserve", None)),
-    "oncrash-restart-beats-never": (domain(restart_policy=P.NEVER, lifecycle=lifecycle(
+    "oncrash-restart-beats-never": (domain(restart_policy=P.NEVER, lifecycle=Lifecycle(
         on_crash=LA.RESTART)), (S.SHUTOFF, R.CRASHED),
         history(last_stop=stop(R.CRASHED, C.CONTROLLER)),
         (A.START, C.CONTROLLER, "onCrash restart: domain stopped (crashed)", None)),
     "crashed-oncrash-destroy": (domain(), (S.CRASHED, R.PANICKED), history(),
                                 (A.DESTROY, C.CONTROLLER, "onCrash destroy", 0.0)),
-    "crashed-oncrash-restart": (domain(lifecycle=lifecycle(on_crash=LA.RESTART)),
+    "crashed-oncrash-restart": (domain(lifecycle=Lifecycle(on_crash=LA.RESTART)),
                                 (S.CRASHED, R.PANICKED), history(),
                                 (A.DESTROY, C.CONTROLLER, "onCrash restart", 0.0)),
     "crashed-oncrash-coredump-restart": (
-        domain(lifecycle=lifecycle(on_crash=LA.COREDUMP_RESTART)), (S.CRASHED, R.PANICKED),
+        domain(lifecycle=Lifecycle(on_crash=LA.COREDUMP_RESTART)), (S.CRASHED, R.PANICKED),
         history(), (A.DESTROY, C.CONTROLLER, "onCrash coredump-restart", 0.0)),
-    "crashed-oncrash-preserve": (domain(lifecycle=lifecycle(on_crash=LA.PRESERVE)),
+    "crashed-oncrash-preserve": (domain(lifecycle=Lifecycle(on_crash=LA.PRESERVE)),
                                  (S.CRASHED, R.PANICKED), history(),
                                  (A.REPORT, C.CONTROLLER, "kept for inspection", None)),
     # crash-loop backoff
@@ -234,7 +230,7 @@ ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
                                          (A.RESUME, C.MANIFEST, "shut down gracefully", 0.0)),
     "shutoff-paused-ioerror-destroy": (domain(OFF), (S.PAUSED, R.IOERROR), history(),
                                        (A.DESTROY, C.MANIFEST, "destroying", None)),
-    "shutoff-crashed-destroy": (domain(OFF, lifecycle=lifecycle(on_crash=LA.PRESERVE)),
+    "shutoff-crashed-destroy": (domain(OFF, lifecycle=Lifecycle(on_crash=LA.PRESERVE)),
                                 (S.CRASHED, R.PANICKED), history(),
                                 (A.DESTROY, C.MANIFEST, "destroying", None)),
     # manifest removed
