@@ -1,0 +1,266 @@
+"""The qemu command line of a domain: a pure function of the spec, tested with golden files.
+
+Called by process.py at launch (and by the golden tests). Every manifest string goes through
+escape.py (commas doubled, control characters and option-like values refused), so nothing in
+a manifest can add an option. Devices get libvirt-style ids (`virtio-disk0`, `serial0`, ...)
+and explicit PCI slots, so a guest sees the same hardware on every start.
+
+Lifecycle mapping (libvirt's on_poweroff/on_reboot/on_crash, notes A.5), in qemu terms:
+- `-no-shutdown` always: a guest power-off stops the vCPUs and qemu stays, so the driver reads
+  the SHUTDOWN reason and then acts (quit for destroy, reset+cont for restart, nothing for
+  preserve). events.py and driver.py carry that out.
+- on_reboot restart → `-action reboot=reset` (qemu resets in-process; the domain stays
+  running); destroy or preserve → `reboot=shutdown` (a reboot becomes a SHUTDOWN with reason
+  guest-reset, then the driver quits or keeps the stopped domain).
+- on_crash → `panic=pause` always (with `panic: true`, a pvpanic device): the guest stops at
+  GUEST_PANICKED and the driver destroys, resets or preserves it.
+- a watchdog's action → `-action watchdog=<action>` (dump is refused by hostcheck).
+
+It never touches the file system or the network: ports and paths come in as arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reconcilers.model import (Accel, Disk, DiskBus, DiskCache, Domain, LifecycleAction,
+                               SerialMode, WatchdogModel)
+from reconcilers.qemu import escape
+from reconcilers.qemu.escape import ValueRefused
+from reconcilers.qemu.layout import DomainFiles
+
+MiB = 1024 * 1024
+VNC_BASE_PORT = 5900
+FIRST_SLOT = 2  # slot 0: host bridge; slot 1: the chipset's ISA/IDE function on pc
+_CACHE = {  # cache mode → (cache.direct, cache.no-flush), as libvirt spells it
+    DiskCache.NONE: ("on", "off"), DiskCache.WRITEBACK: ("off", "off"),
+    DiskCache.WRITETHROUGH: ("off", "off"), DiskCache.DIRECTSYNC: ("on", "off"),
+    DiskCache.UNSAFE: ("off", "on"),
+}
+_WRITE_CACHE = {DiskCache.WRITETHROUGH: "off", DiskCache.DIRECTSYNC: "off"}
+
+
+@dataclass
+class _Bus:
+    """Allocates PCI slots and storage bus positions in the order devices are added."""
+
+    q35: bool
+    slot: int = FIRST_SLOT
+    virtio: int = 0
+    ide: int = 0  # next IDE unit (pc) or AHCI port (q35)
+    sata: int = 0
+    scsi: int = 0
+    boot_order: tuple[str, ...] = ("disk", "cdrom", "network")
+    booted: set[str] = field(default_factory=set)  # device kinds that have their bootindex
+    extra: list[str] = field(default_factory=list)  # controllers added on demand
+
+    @property
+    def pci(self) -> str:
+        return "pcie.0" if self.q35 else "pci.0"
+
+    def pci_addr(self) -> str:
+        addr = f"bus={self.pci},addr={self.slot:#x}"
+        self.slot += 1
+        return addr
+
+    def bootindex(self, kind: str) -> str:
+        """`,bootindex=N` for the first device of each kind listed in spec.qemu.boot."""
+        if kind not in self.boot_order or kind in self.booted:
+            return ""
+        self.booted.add(kind)
+        return f",bootindex={self.boot_order.index(kind) + 1}"
+
+
+def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
+               vnc_port: int | None = None) -> list[str]:
+    """The full argv; raises ValueRefused (with the manifest field) for an unsafe value."""
+    spec, qemu = domain.spec, domain.spec.qemu
+    if qemu is None:
+        raise ValueRefused("spec.qemu", "a qemu domain needs a qemu section")
+    if domain.metadata.uuid is None:
+        raise ValueRefused("metadata.uuid", "must be set before a start")
+    bus = _Bus(q35="q35" in qemu.machine, boot_order=qemu.boot or _Bus.boot_order)
+    argv = [binary, "-name", f"guest={escape.opt(domain.name, 'metadata.name')},debug-threads=on",
+            "-uuid", escape.uuid(domain.metadata.uuid, "metadata.uuid"),
+            "-machine", f"type={escape.opt(qemu.machine, 'spec.qemu.machine')}",
+            "-accel", accel.value]
+    argv += _cpu_memory(domain, accel)
+    argv += ["-no-user-config", "-nodefaults",
+             "-chardev", f"socket,id=charmonitor,path={escape.opt(str(files.qmp), 'qmp')},"
+                         "server=on,wait=off",
+             "-mon", "chardev=charmonitor,id=monitor,mode=control",
+             "-msg", "timestamp=on", "-no-shutdown", "-action", _actions(domain),
+             "-boot", "strict=on"]
+    argv += _firmware(domain)
+    devices = _disks(domain, bus) + _nics(domain, bus) + _serial(domain, files)
+    devices += _agent(domain, files, bus) + _misc(domain, bus)
+    argv += bus.extra + devices
+    argv += ["-display", "none"] + _vnc(domain, files, bus, vnc_port)
+    argv += ["-daemonize", "-pidfile", str(files.pidfile), "-S"]
+    return argv
+
+
+def _cpu_memory(domain: Domain, accel: Accel) -> list[str]:
+    spec = domain.spec
+    if spec.memory % MiB:
+        raise ValueRefused("spec.memory", "must be a whole number of MiB")
+    model = spec.cpu.model or ("host" if accel is Accel.KVM else "qemu64")
+    smp = [str(spec.vcpus), f"maxcpus={spec.max_vcpus or spec.vcpus}"]
+    for key in ("sockets", "cores", "threads"):
+        value = getattr(spec.cpu, key)
+        if value is not None:
+            smp.append(f"{key}={value}")
+    return ["-cpu", escape.opt(model, "spec.cpu.model"), "-m", f"size={spec.memory // MiB}M",
+            "-smp", ",".join(smp)]
+
+
+def _actions(domain: Domain) -> str:
+    spec, qemu = domain.spec, domain.spec.qemu
+    assert qemu is not None
+    reboot = "reset" if spec.lifecycle.on_reboot is LifecycleAction.RESTART else "shutdown"
+    actions = f"reboot={reboot},panic=pause"
+    if qemu.watchdog is not None:
+        actions += f",watchdog={qemu.watchdog.action.value}"
+    return actions
+
+
+def _firmware(domain: Domain) -> list[str]:
+    qemu = domain.spec.qemu
+    assert qemu is not None
+    argv: list[str] = []
+    for option, value, name in (("-bios", qemu.firmware, "firmware"),
+                                ("-kernel", qemu.kernel, "kernel"),
+                                ("-initrd", qemu.initrd, "initrd"),
+                                ("-append", qemu.cmdline, "cmdline")):
+        if value is not None:
+            argv += [option, escape.lone(value, f"spec.qemu.{name}")]
+    return argv
+
+
+def _disks(domain: Domain, bus: _Bus) -> list[str]:
+    qemu = domain.spec.qemu
+    assert qemu is not None
+    argv: list[str] = []
+    for index, disk in enumerate(qemu.disks):
+        node = f"libvirt-{index + 1}"
+        source = escape.opt(disk.source, f"spec.qemu.disks[{index}].source")
+        direct, no_flush = _CACHE[disk.cache]
+        readonly = "on" if disk.readonly else "off"
+        argv += ["-blockdev", f"driver=file,filename={source},node-name={node}-storage,"
+                              f"read-only={readonly},cache.direct={direct},"
+                              f"cache.no-flush={no_flush}",
+                 "-blockdev", f"node-name={node}-format,read-only={readonly},"
+                              f"driver={disk.format.value},file={node}-storage"]
+        serial = escape.opt(disk.name, f"spec.qemu.disks[{index}].name")
+        write_cache = _WRITE_CACHE.get(disk.cache, "on")
+        argv += ["-device", _disk_device(disk, bus) + f",drive={node}-format,serial={serial},"
+                            f"write-cache={write_cache}" + bus.bootindex("disk")]
+    if qemu.cdrom is not None:
+        source = escape.opt(qemu.cdrom, "spec.qemu.cdrom")
+        argv += ["-blockdev", f"driver=file,filename={source},node-name=libvirt-cdrom-storage,"
+                              "read-only=on",
+                 "-blockdev", "node-name=libvirt-cdrom-format,read-only=on,driver=raw,"
+                              "file=libvirt-cdrom-storage",
+                 "-device", _ide_slot(bus, "ide-cd") + ",drive=libvirt-cdrom-format"
+                            + bus.bootindex("cdrom")]
+    return argv
+
+
+def _disk_device(disk: Disk, bus: _Bus) -> str:
+    if disk.bus is DiskBus.VIRTIO:
+        alias, bus.virtio = f"virtio-disk{bus.virtio}", bus.virtio + 1
+        return f"virtio-blk-pci,{bus.pci_addr()},id={alias}"
+    if disk.bus is DiskBus.SCSI:
+        if bus.scsi == 0:
+            bus.extra += ["-device", f"virtio-scsi-pci,id=scsi0,{bus.pci_addr()}"]
+        lun, bus.scsi = bus.scsi, bus.scsi + 1
+        return f"scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun={lun},id=scsi0-0-0-{lun}"
+    if disk.bus is DiskBus.SATA and not bus.q35:
+        if bus.sata == 0:
+            bus.extra += ["-device", f"ich9-ahci,id=sata0,{bus.pci_addr()}"]
+        port, bus.sata = bus.sata, bus.sata + 1
+        return f"ide-hd,bus=sata0.{port},id=sata0-0-{port}"
+    return _ide_slot(bus, "ide-hd")
+
+
+def _ide_slot(bus: _Bus, driver: str) -> str:
+    """pc: IDE buses ide.0/ide.1 with units 0/1; q35: the built-in AHCI's ports ide.0-5."""
+    position, bus.ide = bus.ide, bus.ide + 1
+    if bus.q35:
+        return f"{driver},bus=ide.{position},id=sata0-0-{position}"
+    return (f"{driver},bus=ide.{position // 2},unit={position % 2},"
+            f"id=ide0-{position // 2}-{position % 2}")
+
+
+def _nics(domain: Domain, bus: _Bus) -> list[str]:
+    qemu = domain.spec.qemu
+    assert qemu is not None
+    argv: list[str] = []
+    for index, nic in enumerate(qemu.nics):
+        model = escape.opt(nic.model, f"spec.qemu.nics[{index}].model")
+        mac = "" if nic.mac is None else ",mac=" + escape.mac(nic.mac,
+                                                              f"spec.qemu.nics[{index}].mac")
+        argv += ["-netdev", f"{nic.mode.value},id=hostnet{index}",
+                 "-device", f"driver={model},netdev=hostnet{index},id=net{index}{mac},"
+                            f"{bus.pci_addr()}" + bus.bootindex("network")]
+    return argv
+
+
+def _serial(domain: Domain, files: DomainFiles) -> list[str]:
+    qemu = domain.spec.qemu
+    assert qemu is not None
+    if qemu.serial is SerialMode.LOG:
+        backend = f"file,id=charserial0,path={escape.opt(str(files.log), 'log')},append=on"
+    elif qemu.serial is SerialMode.PTY:
+        backend = "pty,id=charserial0"
+    else:
+        backend = (f"socket,id=charserial0,path={escape.opt(str(files.serial), 'serial')},"
+                   "server=on,wait=off")
+    return ["-chardev", backend, "-device", "isa-serial,chardev=charserial0,id=serial0"]
+
+
+def _agent(domain: Domain, files: DomainFiles, bus: _Bus) -> list[str]:
+    qemu = domain.spec.qemu
+    assert qemu is not None
+    if not qemu.guest_agent:
+        return []
+    path = escape.opt(str(files.agent), "agent")
+    return ["-chardev", f"socket,id=charchannel0,path={path},server=on,wait=off",
+            "-device", f"virtio-serial-pci,id=virtio-serial0,{bus.pci_addr()}",
+            "-device", "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel0,"
+                       "id=channel0,name=org.qemu.guest_agent.0"]
+
+
+def _misc(domain: Domain, bus: _Bus) -> list[str]:
+    qemu = domain.spec.qemu
+    assert qemu is not None
+    argv = ["-device", f"virtio-balloon-pci,id=balloon0,{bus.pci_addr()}"]
+    if qemu.panic:
+        argv += ["-device", "pvpanic,id=panic0"]
+    if qemu.watchdog is not None:
+        if qemu.watchdog.model is WatchdogModel.I6300ESB:
+            argv += ["-device", f"i6300esb,id=watchdog0,{bus.pci_addr()}"]
+        else:
+            argv += ["-device", "ib700,id=watchdog0"]
+    return argv
+
+
+def _vnc(domain: Domain, files: DomainFiles, bus: _Bus, port: int | None) -> list[str]:
+    qemu = domain.spec.qemu
+    assert qemu is not None
+    if qemu.vnc is None:
+        return []
+    port = qemu.vnc.port if qemu.vnc.port is not None else port
+    if port is None or port < VNC_BASE_PORT:
+        raise ValueRefused("spec.qemu.vnc.port", f"must be {VNC_BASE_PORT} or above")
+    listen = escape.opt(qemu.vnc.listen, "spec.qemu.vnc.listen")
+    if ":" in listen:
+        listen = f"[{listen}]"
+    argv = ["-device", f"VGA,id=video0,{bus.pci_addr()}"]
+    display = f"{listen}:{port - VNC_BASE_PORT}"
+    if qemu.vnc.password is not None:
+        escape.opt(qemu.vnc.password, "spec.qemu.vnc.password")  # refused if unsafe
+        secret = escape.opt(str(files.vnc_secret), "vnc secret")
+        argv += ["-object", f"secret,id=vnc0-secret,file={secret},format=raw"]
+        display += ",password-secret=vnc0-secret"
+    return argv + ["-vnc", display]

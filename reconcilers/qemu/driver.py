@@ -1,0 +1,412 @@
+"""QemuDriver: the Driver protocol for qemu domains, one daemonized qemu and one QMP client each.
+
+Constructed once by the controller with a DriverContext (and QemuSettings); the reconciler
+calls its operations under the domain's job lock. qemu runs daemonized in its own session and
+cgroup, so it outlives this driver and the controller; `close()` leaves it running and
+`reattach()` adopts it again after proving its identity (pid, boot id, kernel start time,
+name and uuid in its command line, and QMP's own query-name/query-uuid).
+
+QMP events and the pidfd exit are classified by events.py and reported through
+DriverContext.on_event; restart- and destroy-type lifecycle actions are carried out here.
+
+It never kills a process it has not proven to be its own, and never blocks the event loop
+for long (cgroup removal, which may wait for the kernel, runs in a thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from reconcilers.driver import Capabilities, ChangeKind, DriverContext, Live, RuntimeRecord
+from reconcilers.errors import DriverError, HostValidationError
+from reconcilers.identity import ExitWatch, boot_id, proc_starttime
+from reconcilers.model import (Accel, Domain, DomainSpec, DriverName, Lifecycle, LifecycleAction, Reason,
+                               State)
+from reconcilers.qemu import changes, hostcheck, pinning, process
+from reconcilers.qemu.argv import build_argv
+from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps, choose_accel
+from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, limits
+from reconcilers.qemu.escape import ValueRefused
+from reconcilers.qemu.events import FollowUp, Intent, RunState, from_status, on_event, on_exit
+from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
+from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
+from reconcilers.qemu.monitor import Monitor, MonitorError
+
+SETTLE_TIMEOUT = 10.0  # seconds to wait for an exit to be classified
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Tracked:
+    """A domain this driver started or adopted."""
+
+    record: RuntimeRecord
+    lifecycle: Lifecycle
+    files: DomainFiles
+    monitor: Monitor
+    cgroup: DomainCgroup
+    run: RunState
+    note: str  # the accelerator note for Live.message
+    log_offset: int  # where qemu's messages of this run start in the domain log
+    watch: ExitWatch | None = None
+    exit_task: asyncio.Task[None] | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class QemuDriver:
+    """qemu domains: launch, QMP control, pidfd exits, re-attach."""
+
+    name = DriverName.QEMU
+
+    def __init__(self, context: DriverContext, settings: QemuSettings | None = None) -> None:
+        self._ctx = context
+        self._settings = settings or QemuSettings()
+        self._caps = CapabilityCache(context.state_dir / "qemu" / "capabilities.json")
+        self._tracked: dict[str, _Tracked] = {}
+        self._last_stop: dict[str, Reason] = {}
+
+    # --- probing and validation ------------------------------------------------------------
+
+    async def _qemu_caps(self) -> QemuCaps:
+        return await self._caps.get(self._settings.binary)
+
+    async def capabilities(self) -> Capabilities:
+        caps = await self._qemu_caps()
+        if caps.error:
+            return Capabilities(DriverName.QEMU, False, message=caps.error)
+        _, note = choose_accel(Accel.AUTO, caps)
+        return Capabilities(DriverName.QEMU, True, version=caps.version, message=note,
+                            details={"binary": caps.binary, "kvm": caps.kvm_usable,
+                                     "accels": sorted(caps.accels),
+                                     "default_machine": caps.default_machine})
+
+    async def validate(self, domain: Domain) -> None:
+        await self._checked(domain)
+
+    async def _checked(self, domain: Domain) -> tuple[QemuCaps, str]:
+        caps = await self._qemu_caps()
+        note = hostcheck.validate(domain, caps)
+        files = self._files(domain.name)
+        try:
+            accel, _ = choose_accel(domain.spec.qemu.accel, caps)  # type: ignore[union-attr]
+            build_argv(domain, caps.binary, accel, files, self._settings.vnc_port_min)
+        except ValueRefused as exc:
+            raise HostValidationError(domain.name, exc.field, exc.message) from exc
+        return caps, note
+
+    def _files(self, name: str) -> DomainFiles:
+        return domain_files(self._ctx.runtime_dir, self._ctx.log_dir, name)
+
+    # --- start -----------------------------------------------------------------------------
+
+    async def start(self, domain: Domain, paused: bool) -> Live:
+        name, spec = domain.name, domain.spec
+        caps, note = await self._checked(domain)
+        previous = self._tracked.get(name)
+        if previous is not None:
+            await self._settled(previous)
+            if name in self._tracked:
+                raise DriverError(name, "start", "already running")
+        assert spec.qemu is not None and domain.metadata.uuid is not None
+        files = self._files(name)
+        accel, _ = choose_accel(spec.qemu.accel, caps)
+        argv = build_argv(domain, caps.binary, accel, files, self._vnc_port(domain))
+        files.prepare()
+        if spec.qemu.vnc is not None and spec.qemu.vnc.password is not None:
+            process.write_secret(files.vnc_secret, spec.qemu.vnc.password)
+        offset = files.log.stat().st_size if files.log.exists() else 0
+        try:
+            pid = await process.launch(argv, files, self._settings.start_timeout)
+        except process.LaunchError as exc:
+            log.warning("qemu failed to start", domain=name, error=exc.message)
+            raise DriverError(name, "start", exc.message) from exc
+        tracked = self._new_tracked(domain, pid, files, note, offset)
+        try:
+            await self._prepare(tracked, spec)
+            if not paused:
+                tracked.run.state, tracked.run.reason = State.RUNNING, Reason.BOOTED
+                await tracked.monitor.execute("cont")
+            else:
+                tracked.run.reason = Reason.USER
+        except (CgroupError, MonitorError, pinning.PinningError, OSError) as exc:
+            message = process.qemu_error(files, offset) or str(exc)
+            await self._abort(tracked, message)
+            raise DriverError(name, "start", message) from exc
+        process.log_line(files, f"started pid {pid} ({note}){' paused' if paused else ''}")
+        log.info("domain started", domain=name, pid=pid, paused=paused, accel=note)
+        return await self.observe(name)
+
+    def _vnc_port(self, domain: Domain) -> int | None:
+        vnc = domain.spec.qemu.vnc if domain.spec.qemu else None
+        if vnc is None or vnc.port is not None:
+            return None
+        try:
+            return process.free_vnc_port(vnc.listen, self._settings.vnc_port_min,
+                                         self._settings.vnc_port_max)
+        except process.LaunchError as exc:
+            raise DriverError(domain.name, "start", exc.message) from exc
+
+    def _new_tracked(self, domain: Domain, pid: int, files: DomainFiles, note: str,
+                     offset: int) -> _Tracked:
+        name = domain.name
+        assert domain.metadata.uuid is not None
+        extra = record_extra(str(files.qmp), note, self._settings.cgroup_parent,
+                             domain.spec.lifecycle)
+        record = RuntimeRecord(name=name, driver=DriverName.QEMU, uuid=domain.metadata.uuid,
+                               pid=pid, boot_id=boot_id(), starttime=proc_starttime(pid) or 0,
+                               started_at=time.time(), extra=extra)
+        tracked = _Tracked(record=record, lifecycle=domain.spec.lifecycle, files=files,
+                           monitor=Monitor(name, lambda e, d: self._on_qmp(name, e, d),
+                                           self._settings.monitor_timeout),
+                           cgroup=DomainCgroup(name, self._settings.cgroup_parent),
+                           run=RunState(State.PAUSED, Reason.STARTING_UP), note=note,
+                           log_offset=offset)
+        self._tracked[name] = tracked
+        self._last_stop.pop(name, None)
+        return tracked
+
+    async def _prepare(self, tracked: _Tracked, spec: DomainSpec) -> None:
+        """Steps between launch and `cont`: cgroup, exit watch, QMP, pinning, balloon."""
+        tracked.cgroup.create()
+        tracked.cgroup.attach(tracked.record.pid)
+        tracked.cgroup.write(limits(spec, tracked.cgroup.version))
+        tracked.watch = ExitWatch(tracked.record.pid, lambda: self._exited(tracked))
+        await tracked.monitor.connect(tracked.files.qmp)
+        await pinning.apply(tracked.monitor, tracked.record.pid, spec.cputune)
+        if spec.current_memory is not None and spec.current_memory != spec.memory:
+            await tracked.monitor.execute("balloon", {"value": spec.current_memory})
+
+    async def _abort(self, tracked: _Tracked, message: str) -> None:
+        """Undo a half-done start: kill the process we just launched, drop its cgroup."""
+        tracked.run.intent = Intent.DESTROY
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(tracked.record.pid, signal.SIGKILL)
+        if tracked.watch is not None:
+            await self._settled(tracked)
+        else:
+            await self._forget(tracked)
+        log.warning("start aborted", domain=tracked.record.name, error=message)
+
+    # --- control ----------------------------------------------------------------------------
+
+    def _require(self, name: str, operation: str) -> _Tracked:
+        tracked = self._tracked.get(name)
+        if tracked is None or (tracked.watch is not None and tracked.watch.exited.is_set()):
+            raise DriverError(name, operation, "not running under this controller")
+        return tracked
+
+    async def _command(self, tracked: _Tracked, operation: str, command: str,
+                       arguments: Mapping[str, object] | None = None) -> Any:
+        try:
+            return await tracked.monitor.execute(command, arguments)
+        except MonitorError as exc:
+            raise DriverError(tracked.record.name, operation, exc.message) from exc
+
+    async def suspend(self, name: str) -> None:
+        tracked = self._require(name, "suspend")
+        tracked.run.intent = Intent.SUSPEND
+        await self._command(tracked, "suspend", "stop")
+        tracked.run.state, tracked.run.reason, tracked.run.intent = (State.PAUSED, Reason.USER,
+                                                                     Intent.NONE)
+
+    async def resume(self, name: str) -> None:
+        tracked = self._require(name, "resume")
+        tracked.run.intent = Intent.RESUME
+        await self._command(tracked, "resume", "cont")
+        tracked.run.state, tracked.run.reason, tracked.run.intent = (State.RUNNING,
+                                                                     Reason.UNPAUSED, Intent.NONE)
+
+    async def shutdown(self, name: str, timeout: float) -> bool:
+        tracked = self._tracked.get(name)
+        if tracked is None:
+            return True
+        assert tracked.watch is not None
+        tracked.run.intent = Intent.SHUTDOWN
+        try:
+            if tracked.run.guest_stop.value != "none":
+                await tracked.monitor.quit()  # already powered off and preserved
+            else:
+                await self._command(tracked, "shutdown", "system_powerdown")
+        except DriverError:
+            if not tracked.watch.exited.is_set():
+                raise
+        if not await tracked.watch.wait(timeout):
+            tracked.run.intent = Intent.NONE  # a later power-off is the guest's own doing
+            log.info("shutdown timed out; domain still running", domain=name, timeout=timeout)
+            return False
+        await self._settled(tracked)
+        return True
+
+    async def destroy(self, name: str) -> None:
+        tracked = self._tracked.get(name)
+        if tracked is None:
+            return
+        assert tracked.watch is not None
+        tracked.run.intent = Intent.DESTROY
+        for sig, wait in ((signal.SIGTERM, self._settings.kill_grace),
+                          (signal.SIGKILL, SETTLE_TIMEOUT)):
+            if tracked.watch.exited.is_set():
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tracked.record.pid, sig)  # pid proven ours: the pidfd has not fired
+            if await tracked.watch.wait(wait):
+                break
+        else:
+            raise DriverError(name, "destroy", f"pid {tracked.record.pid} survived SIGKILL")
+        await self._settled(tracked)
+
+    # --- events and exits -------------------------------------------------------------------
+
+    def _on_qmp(self, name: str, event: str, data: Mapping[str, Any]) -> None:
+        tracked = self._tracked.get(name)
+        if tracked is None:
+            return
+        reaction = on_event(name, event, data, tracked.run, tracked.lifecycle)
+        log.debug("qmp event", domain=name, qmp_event=event, data=dict(data),
+                  state=tracked.run.state.value, follow_up=reaction.follow_up.value)
+        if reaction.event is not None:
+            self._ctx.on_event(reaction.event)
+        if reaction.follow_up is FollowUp.QUIT:
+            self._spawn(tracked, tracked.monitor.quit())
+        elif reaction.follow_up is FollowUp.RESET:
+            self._spawn(tracked, self._reset(tracked))
+
+    def _spawn(self, tracked: _Tracked, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        tracked.tasks.add(task)
+        task.add_done_callback(tracked.tasks.discard)
+
+    async def _reset(self, tracked: _Tracked) -> None:
+        """A restart-type lifecycle action, in the same process (libvirt's fake reboot)."""
+        try:
+            await tracked.monitor.execute("system_reset")
+            await tracked.monitor.execute("cont")
+        except MonitorError as exc:
+            log.warning("in-place restart failed", domain=tracked.record.name, error=exc.message)
+
+    def _exited(self, tracked: _Tracked) -> None:
+        if self._tracked.get(tracked.record.name) is tracked:
+            tracked.exit_task = asyncio.get_running_loop().create_task(self._finish(tracked))
+
+    async def _finish(self, tracked: _Tracked) -> None:
+        name = tracked.record.name
+        await self._forget(tracked)
+        event = on_exit(name, tracked.run, process.qemu_error(tracked.files, tracked.log_offset)
+                        if tracked.run.intent is Intent.NONE else "")
+        self._last_stop[name] = event.reason
+        process.log_line(tracked.files, f"stopped: {event.reason.value}: {event.message}")
+        log.info("domain stopped", domain=name, reason=event.reason.value,
+                 cause=event.cause.value, detail=event.message)
+        self._ctx.on_event(event)
+
+    async def _forget(self, tracked: _Tracked) -> None:
+        """Release everything of a process that is gone: QMP, tasks, cgroup, runtime files."""
+        if self._tracked.get(tracked.record.name) is tracked:
+            del self._tracked[tracked.record.name]
+        for task in list(tracked.tasks):
+            task.cancel()
+        await tracked.monitor.close()
+        if not await asyncio.to_thread(tracked.cgroup.remove):
+            log.warning("cgroup still busy; left in place", domain=tracked.record.name)
+        process.remove_stale(tracked.files)
+
+    async def _settled(self, tracked: _Tracked) -> None:
+        """Wait until the exit of `tracked` has been classified and reported."""
+        if tracked.watch is None or not await tracked.watch.wait(SETTLE_TIMEOUT):
+            return
+        if tracked.exit_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(tracked.exit_task), SETTLE_TIMEOUT)
+
+    # --- observation and adoption -----------------------------------------------------------
+
+    async def observe(self, name: str) -> Live:
+        tracked = self._tracked.get(name)
+        if tracked is not None and tracked.watch is not None and tracked.watch.exited.is_set():
+            await self._settled(tracked)
+            tracked = self._tracked.get(name)
+        if tracked is None:
+            return Live(State.SHUTOFF, self._last_stop.get(name, Reason.UNKNOWN))
+        try:
+            status = await tracked.monitor.execute("query-status")
+        except MonitorError as exc:
+            return Live(tracked.run.state, tracked.run.reason, pid=tracked.record.pid,
+                        record=tracked.record, message=f"monitor: {exc.message}")
+        state, reason = from_status(str(status.get("status")), tracked.run)
+        return Live(state, reason, pid=tracked.record.pid, record=tracked.record,
+                    message=tracked.note)
+
+    async def reattach(self, record: RuntimeRecord) -> Live | None:
+        name = record.name
+        monitor = Monitor(name, lambda e, d: self._on_qmp(name, e, d),
+                          self._settings.monitor_timeout)
+        try:
+            await prove(record, monitor)
+        except IdentityProblem as problem:
+            await monitor.close()
+            if problem.gone:
+                log.info("domain gone since the last controller run", domain=name)
+                return None
+            log.warning("not adopting process", domain=name, pid=record.pid, why=problem.message)
+            return Live(State.NOSTATE, Reason.UNKNOWN, pid=record.pid, message=problem.message)
+        files = self._files(name)
+        tracked = _Tracked(record=record, lifecycle=lifecycle_from_extra(record.extra),
+                           files=files, monitor=monitor,
+                           cgroup=DomainCgroup(name, record.extra.get(
+                               "cgroup_parent", self._settings.cgroup_parent)),
+                           run=RunState(State.RUNNING, Reason.UNKNOWN),
+                           note=record.extra.get("accel", ""),
+                           log_offset=files.log.stat().st_size if files.log.exists() else 0)
+        self._tracked[name] = tracked
+        tracked.watch = ExitWatch(record.pid, lambda: self._exited(tracked))
+        live = await self.observe(name)
+        tracked.run.state, tracked.run.reason = live.state, live.reason
+        process.log_line(files, f"re-attached to pid {record.pid}")
+        log.info("domain adopted", domain=name, pid=record.pid, state=live.state.value)
+        return live
+
+    # --- changes ----------------------------------------------------------------------------
+
+    def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
+        return changes.classify(old, new)
+
+    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
+        tracked = self._require(name, "apply_live")
+        changed = {k for k, v in changes.classify(old, new).items() if v is ChangeKind.LIVE}
+        try:
+            before = limits(old, tracked.cgroup.version)
+            await asyncio.to_thread(tracked.cgroup.write, {
+                k: v for k, v in limits(new, tracked.cgroup.version).items()
+                if before.get(k) != v})
+            if changed & {"cputune.vcpupin", "cputune.emulatorpin"}:
+                await pinning.apply(tracked.monitor, tracked.record.pid, new.cputune)
+        except (CgroupError, pinning.PinningError, MonitorError) as exc:
+            raise DriverError(name, "apply_live", str(exc)) from exc
+        if "current_memory" in changed:
+            await self._command(tracked, "apply_live", "balloon",
+                                {"value": new.current_memory or new.memory})
+        if "lifecycle.on_reboot" in changed:
+            reboot = "reset" if new.lifecycle.on_reboot is LifecycleAction.RESTART else "shutdown"
+            await self._command(tracked, "apply_live", "set-action", {"reboot": reboot})
+        tracked.lifecycle = new.lifecycle
+        log.info("live changes applied", domain=name, fields=sorted(changed))
+
+    async def close(self) -> None:
+        for tracked in self._tracked.values():
+            if tracked.watch is not None:
+                tracked.watch.cancel()
+            for task in [*tracked.tasks, *([tracked.exit_task] if tracked.exit_task else [])]:
+                task.cancel()
+            await tracked.monitor.close()
+        self._tracked.clear()
+

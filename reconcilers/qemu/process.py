@@ -1,0 +1,100 @@
+"""Launching a qemu process: the fixed steps before QMP takes over.
+
+Called by QemuDriver.start. The steps: remove what a previous run left (pidfile, sockets),
+append a timestamp and the full argv to the domain log, run qemu in a session of its own with
+stdout/stderr into that log, let it daemonize (the parent exits once qemu is initialised, still
+stopped at `-S`), read the pidfile. When qemu fails, the error carries qemu's own message from
+the log, not a generic "exited 1".
+
+It never waits for the guest and never talks QMP. It kills only the pid it just launched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import shlex
+import socket
+from pathlib import Path
+
+from reconcilers.qemu.layout import DomainFiles
+
+
+class LaunchError(Exception):
+    """qemu did not come up; `message` is qemu's own error when it printed one."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+def remove_stale(files: DomainFiles) -> None:
+    for path in files.stale:
+        path.unlink(missing_ok=True)
+
+
+def write_secret(path: Path, value: str) -> None:
+    """A 0600 file qemu reads a secret from, so it never shows in the argv."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(value)
+
+
+def log_line(files: DomainFiles, text: str) -> None:
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    with files.log.open("a") as log:
+        log.write(f"{stamp} domctl: {text}\n")
+
+
+async def launch(argv: list[str], files: DomainFiles, timeout: float) -> int:
+    """Start qemu (daemonizing, stopped at -S) and return the daemon's pid."""
+    files.prepare()
+    remove_stale(files)
+    log_line(files, "starting: " + shlex.join(argv))
+    offset = files.log.stat().st_size
+    with files.log.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True)
+    try:
+        code = await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise LaunchError(f"qemu did not finish initialising within {timeout} s") from None
+    if code != 0:
+        raise LaunchError(qemu_error(files, offset) or f"qemu exited with status {code}")
+    try:
+        return int(files.pidfile.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise LaunchError(f"qemu started but its pidfile is unusable: {exc}") from exc
+
+
+def qemu_error(files: DomainFiles, offset: int = 0) -> str:
+    """qemu's last error line written to the log after `offset`, without its timestamp."""
+    try:
+        with files.log.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    binary_lines = [line for line in lines if "qemu-system" in line or "qemu:" in line]
+    last = (binary_lines or [line for line in lines if line.strip()] or [""])[-1]
+    # "-msg timestamp=on" prefixes "<iso time> "; drop it so the message reads cleanly
+    head, _, rest = last.partition(" ")
+    return rest if head[:4].isdigit() and "T" in head else last
+
+
+def free_vnc_port(listen: str, first: int, last: int) -> int:
+    """The first port in [first, last] that binds on `listen` (checked, then released)."""
+    family = socket.AF_INET6 if ":" in listen else socket.AF_INET
+    for port in range(first, last + 1):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((listen, port))
+            except OSError:
+                continue
+            return port
+    raise LaunchError(f"no free VNC port on {listen} in {first}-{last}")
