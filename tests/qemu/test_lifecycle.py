@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,7 +12,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from reconcilers.identity import is_alive
-from reconcilers.model import Cause, Domain, EventDetail, EventType, Reason, State
+from reconcilers.errors import DriverError
+from reconcilers.model import (Cause, Disk, DiskBus, DiskFormat, Domain, EventDetail, EventType,
+                               Reason, State)
 
 if TYPE_CHECKING:
     from tests.qemu.conftest import QemuEnv
@@ -65,3 +70,46 @@ async def test_guest_poweroff(qemu_env: QemuEnv, poweroff_image: Path,
     assert event.cause is Cause.GUEST
     live = await driver.observe("t-off")
     assert (live.state, live.reason) == (State.SHUTOFF, Reason.SHUTDOWN)
+
+
+async def test_shutdown_ignored_then_destroy(qemu_env: QemuEnv, loop_image: Path,
+                                             make_guest: Guest) -> None:
+    driver = qemu_env.driver()
+    live = await driver.start(make_guest("t-deaf", loop_image), paused=False)
+    assert await driver.shutdown("t-deaf", timeout=1.0) is False
+    assert live.pid is not None and is_alive(live.pid)
+    assert (await driver.observe("t-deaf")).state is State.RUNNING
+    await driver.destroy("t-deaf")
+    live = await driver.observe("t-deaf")
+    assert (live.state, live.reason) == (State.SHUTOFF, Reason.DESTROYED)
+
+
+async def test_kill_from_outside_is_a_crash(qemu_env: QemuEnv, loop_image: Path,
+                                            make_guest: Guest) -> None:
+    driver = qemu_env.driver()
+    live = await driver.start(make_guest("t-kill", loop_image), paused=False)
+    assert live.pid is not None
+    cgroup = driver._tracked["t-kill"].cgroup  # noqa: SLF001
+    os.kill(live.pid, signal.SIGKILL)
+    event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
+    assert event.reason is Reason.CRASHED
+    assert event.events == ((EventType.STOPPED, EventDetail.FAILED),)
+    assert event.cause is Cause.EXTERNAL
+    live = await driver.observe("t-kill")
+    assert (live.state, live.reason) == (State.SHUTOFF, Reason.CRASHED)
+    assert not cgroup.exists()
+
+
+async def test_failed_start_reports_qemus_message(qemu_env: QemuEnv, loop_image: Path,
+                                                  make_guest: Guest, tmp_path: Path) -> None:
+    bad = tmp_path / "not-qcow2.img"
+    bad.write_bytes(b"\0" * 512)
+    domain = make_guest("t-bad", loop_image)
+    qemu = dataclasses.replace(domain.spec.qemu, disks=(
+        Disk(name="boot", source=str(bad), format=DiskFormat.QCOW2, bus=DiskBus.IDE),))
+    domain = dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
+    driver = qemu_env.driver()
+    with pytest.raises(DriverError) as caught:
+        await driver.start(domain, paused=False)
+    assert "Image is not in qcow2 format" in caught.value.message  # qemu's own words
+    assert (await driver.observe("t-bad")).state is State.SHUTOFF

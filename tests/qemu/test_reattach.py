@@ -1,0 +1,70 @@
+"""Re-attach after a controller restart: adopt a proven qemu, refuse (and spare) anything else."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from reconcilers.identity import is_alive
+from reconcilers.model import Domain, EventDetail, EventType, Reason, State
+
+if TYPE_CHECKING:
+    from tests.qemu.conftest import QemuEnv
+
+pytestmark = pytest.mark.qemu
+Guest = Callable[..., Domain]
+
+
+async def test_fresh_driver_adopts_and_events_flow(qemu_env: QemuEnv, poweroff_image: Path,
+                                                   make_guest: Guest) -> None:
+    first = qemu_env.driver()
+    live = await first.start(make_guest("t-adopt", poweroff_image), paused=True)
+    assert live.record is not None and live.pid is not None
+    await first.close()  # the controller goes away; qemu stays
+    assert is_alive(live.pid)
+
+    second = qemu_env.driver()
+    adopted = await second.reattach(live.record)
+    assert adopted is not None
+    assert (adopted.state, adopted.pid) == (State.PAUSED, live.pid)
+    await second.resume("t-adopt")  # the guest powers off: seen over the re-opened QMP
+    event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
+    assert event.reason is Reason.SHUTDOWN
+    assert event.events[-1] == (EventType.STOPPED, EventDetail.SHUTDOWN)
+    assert not is_alive(live.pid)
+
+
+async def test_refuses_a_different_start_time_and_leaves_it_alone(
+        qemu_env: QemuEnv, loop_image: Path, make_guest: Guest) -> None:
+    first = qemu_env.driver()
+    live = await first.start(make_guest("t-other", loop_image), paused=False)
+    assert live.record is not None and live.pid is not None
+    await first.close()
+    forged = dataclasses.replace(live.record, starttime=live.record.starttime + 1)
+    second = qemu_env.driver()
+    result = await second.reattach(forged)
+    assert result is not None and result.state is State.NOSTATE
+    assert "start time" in result.message
+    assert is_alive(live.pid)
+    wrong_uuid = dataclasses.replace(live.record, uuid="00000000-0000-0000-0000-000000000000")
+    result = await second.reattach(wrong_uuid)
+    assert result is not None and result.state is State.NOSTATE
+    await second.destroy("t-other")  # not adopted: destroy must not touch it
+    assert is_alive(live.pid)
+    assert (await second.reattach(live.record)) is not None  # the true record still adopts
+    await second.destroy("t-other")
+    assert not is_alive(live.pid)
+    assert await second.reattach(live.record) is None  # gone
+
+
+async def test_close_leaves_domains_running(qemu_env: QemuEnv, loop_image: Path,
+                                            make_guest: Guest) -> None:
+    driver = qemu_env.driver()
+    live = await driver.start(make_guest("t-close", loop_image), paused=False)
+    await driver.close()
+    assert live.pid is not None and is_alive(live.pid)
+    qemu_env.pids.add(live.pid)  # the fixture kills it
