@@ -74,7 +74,7 @@ class _Bus:
 def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
                vnc_port: int | None = None) -> list[str]:
     """The full argv; raises ValueRefused (with the manifest field) for an unsafe value."""
-    spec, qemu = domain.spec, domain.spec.qemu
+    qemu = domain.spec.qemu
     if qemu is None:
         raise ValueRefused("spec.qemu", "a qemu domain needs a qemu section")
     if domain.metadata.uuid is None:
@@ -82,7 +82,7 @@ def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
     bus = _Bus(q35="q35" in qemu.machine, boot_order=qemu.boot or _Bus.boot_order)
     argv = [binary, "-name", f"guest={escape.opt(domain.name, 'metadata.name')},debug-threads=on",
             "-uuid", escape.uuid(domain.metadata.uuid, "metadata.uuid"),
-            "-machine", f"type={escape.opt(qemu.machine, 'spec.qemu.machine')}",
+            "-machine", f"type={escape.token(qemu.machine, 'spec.qemu.machine')}",
             "-accel", accel.value]
     argv += _cpu_memory(domain, accel)
     argv += ["-no-user-config", "-nodefaults",
@@ -110,7 +110,7 @@ def _cpu_memory(domain: Domain, accel: Accel) -> list[str]:
         value = getattr(spec.cpu, key)
         if value is not None:
             smp.append(f"{key}={value}")
-    return ["-cpu", escape.opt(model, "spec.cpu.model"), "-m", f"size={spec.memory // MiB}M",
+    return ["-cpu", escape.token(model, "spec.cpu.model"), "-m", f"size={spec.memory // MiB}M",
             "-smp", ",".join(smp)]
 
 
@@ -197,7 +197,7 @@ def _nics(domain: Domain, bus: _Bus) -> list[str]:
     assert qemu is not None
     argv: list[str] = []
     for index, nic in enumerate(qemu.nics):
-        model = escape.opt(nic.model, f"spec.qemu.nics[{index}].model")
+        model = escape.token(nic.model, f"spec.qemu.nics[{index}].model")
         mac = "" if nic.mac is None else ",mac=" + escape.mac(nic.mac,
                                                               f"spec.qemu.nics[{index}].mac")
         argv += ["-netdev", f"{nic.mode.value},id=hostnet{index}",
@@ -253,7 +253,7 @@ def _vnc(domain: Domain, files: DomainFiles, bus: _Bus, port: int | None) -> lis
     port = qemu.vnc.port if qemu.vnc.port is not None else port
     if port is None or port < VNC_BASE_PORT:
         raise ValueRefused("spec.qemu.vnc.port", f"must be {VNC_BASE_PORT} or above")
-    listen = escape.opt(qemu.vnc.listen, "spec.qemu.vnc.listen")
+    listen = escape.host(qemu.vnc.listen, "spec.qemu.vnc.listen")
     if ":" in listen:
         listen = f"[{listen}]"
     argv = ["-device", f"VGA,id=video0,{bus.pci_addr()}"]

@@ -4,15 +4,20 @@ Used by argv.py only. qemu splits option values at single commas (a doubled comm
 comma) and reads `key=value` pairs; a value therefore cannot add a key or an option once its
 commas are doubled, as long as it also carries no control characters. A value that stands alone
 as an argument (a kernel path, the kernel command line) is refused when it starts with `-`, so
-it can never be read as an option. It never builds arguments itself.
+it can never be read as an option. Type names (machine, cpu model, device) are checked
+against a strict pattern instead, because `-cpu` does not honour doubled commas. It never
+builds arguments itself.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
@@ -42,6 +47,24 @@ def lone(value: str, field: str) -> str:
     """A value that is a whole argument of its own: must not look like an option."""
     if _clean(value, field).startswith("-"):
         raise ValueRefused(field, "must not start with '-'")
+    return value
+
+
+def token(value: str, field: str) -> str:
+    """A qemu type name (machine, cpu model, device): `-cpu` splits its value at the first
+    comma without honouring `,,`, so such names are checked, never escaped."""
+    if not _TOKEN.fullmatch(value):
+        raise ValueRefused(field, f"{value!r} is not a valid name (letters, digits, _ . + -)")
+    return value
+
+
+def host(value: str, field: str) -> str:
+    """A listen address: an IP address or a host name, nothing qemu could read as a key."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(value):
+            raise ValueRefused(field, f"{value!r} is not an IP address or host name") from None
     return value
 
 

@@ -1,0 +1,170 @@
+"""The command line builder: golden files, and the proof that no manifest value adds an option.
+
+Golden files hold one argument per line (arguments can never contain a newline: those are
+refused). Regenerate after an intended change with `DOMCTL_REGEN_GOLDEN=1 pytest tests/qemu`
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconcilers.model import Accel, Disk, Domain, Nic, Vnc
+from reconcilers.qemu.argv import build_argv
+from reconcilers.qemu.escape import ValueRefused
+from reconcilers.qemu.layout import domain_files
+
+CASES = ("minimal", "full", "pc-ide-pty", "commas")
+LONE = {"-kernel", "-initrd", "-append", "-bios", "-pidfile", "-uuid"}  # not key=value parsed
+
+
+def render(domain: Domain) -> list[str]:
+    assert domain.spec.qemu is not None
+    accel = Accel.TCG if domain.spec.qemu.accel is Accel.TCG else Accel.KVM
+    files = domain_files(Path("/run/domctl"), Path("/var/log/domctl"), domain.name)
+    return build_argv(domain, "qemu-system-x86_64", accel, files, vnc_port=5901)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_argv(case: str, argv_cases: dict[str, Domain], golden_dir: Path) -> None:
+    argv = render(argv_cases[case])
+    golden = golden_dir / f"{case}.argv"
+    if os.environ.get("DOMCTL_REGEN_GOLDEN") == "1":
+        golden.write_text("\n".join(argv) + "\n")
+    assert argv == golden.read_text().splitlines()
+
+
+def test_every_case_has_a_golden_file(argv_cases: dict[str, Domain], golden_dir: Path) -> None:
+    assert set(argv_cases) == set(CASES)
+    assert {p.stem for p in golden_dir.glob("*.argv")} == set(CASES)
+
+
+def keyval_keys(value: str) -> list[str]:
+    """The keys qemu reads from `value`: split at single commas (`,,` is a literal comma)."""
+    parts, current, i = [], "", 0
+    while i < len(value):
+        if value[i] == ",":
+            if value[i + 1:i + 2] == ",":
+                current, i = current + ",", i + 2
+                continue
+            parts.append(current)
+            current = ""
+        else:
+            current += value[i]
+        i += 1
+    parts.append(current)
+    return [p.split("=", 1)[0] if "=" in p else "<implied>" for p in parts]
+
+
+def structure(argv: list[str]) -> list[tuple[str, Any]]:
+    """Options in order, each with the keys of its value (or the value itself when lone)."""
+    shape: list[tuple[str, Any]] = []
+    i = 1
+    while i < len(argv):
+        option = argv[i]
+        assert option.startswith("-"), f"argument {option!r} is not an option"
+        value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else None
+        if option in LONE or value is None:
+            shape.append((option, None))
+        else:
+            shape.append((option, keyval_keys(value)))
+        i += 1 if value is None else 2
+    return shape
+
+
+def with_field(domain: Domain, field: str, value: str) -> Domain:
+    """`domain` with one string field (a dotted path through spec/metadata) set to `value`."""
+    qemu = domain.spec.qemu
+    assert qemu is not None
+    setters = {
+        "metadata.name": lambda: dataclasses.replace(
+            domain, metadata=dataclasses.replace(domain.metadata, name=value)),
+        "spec.cpu.model": lambda: dataclasses.replace(domain, spec=dataclasses.replace(
+            domain.spec, cpu=dataclasses.replace(domain.spec.cpu, model=value))),
+    }
+    if field in setters:
+        return setters[field]()
+    sub = field.removeprefix("spec.qemu.")
+    if sub.startswith("disks[0]."):
+        qemu = dataclasses.replace(qemu, disks=(dataclasses.replace(
+            qemu.disks[0], **{sub.split(".")[1]: value}),))
+    elif sub.startswith("nics[0]."):
+        qemu = dataclasses.replace(qemu, nics=(dataclasses.replace(
+            qemu.nics[0], **{sub.split(".")[1]: value}),))
+    elif sub.startswith("vnc."):
+        assert qemu.vnc is not None
+        qemu = dataclasses.replace(qemu, vnc=dataclasses.replace(
+            qemu.vnc, **{sub.split(".")[1]: value}))
+    else:
+        qemu = dataclasses.replace(qemu, **{sub: value})
+    return dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
+
+
+STRING_FIELDS = ("metadata.name", "spec.cpu.model", "spec.qemu.machine", "spec.qemu.firmware",
+                 "spec.qemu.kernel", "spec.qemu.initrd", "spec.qemu.cmdline",
+                 "spec.qemu.cdrom", "spec.qemu.disks[0].name", "spec.qemu.disks[0].source",
+                 "spec.qemu.nics[0].model", "spec.qemu.vnc.listen", "spec.qemu.vnc.password")
+PAYLOADS = ("a,b", "x,id=evil", "a=b", "x,,y", ",", "=", "p,-S", "-daemonize", "-S,x=y",
+            "x\n-device evil", "x\rX", "x\0y", "x\ty")
+
+
+def baseline(argv_cases: dict[str, Domain]) -> Domain:
+    domain = argv_cases["minimal"]
+    assert domain.spec.qemu is not None
+    qemu = dataclasses.replace(domain.spec.qemu, firmware="bios", kernel="kernel",
+                               initrd="initrd", cmdline="cmdline", cdrom="cdrom",
+                               disks=(Disk(name="disk", source="source"),), nics=(Nic(),),
+                               vnc=Vnc(listen="listen", password="password"))
+    return dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS)
+def test_no_value_adds_an_option(field: str, argv_cases: dict[str, Domain]) -> None:
+    base = baseline(argv_cases)
+    expected = structure(render(with_field(base, field, "benign")))
+    for payload in PAYLOADS:
+        try:
+            argv = render(with_field(base, field, payload))
+        except ValueRefused as refused:
+            assert refused.field == field
+            continue
+        assert any(c in payload for c in ",=") or payload.startswith("-"), payload
+        assert not any(ord(c) < 32 for c in "".join(argv)), (field, payload)
+        assert structure(argv) == expected, (field, payload)
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS)
+def test_control_characters_are_refused_naming_the_field(
+        field: str, argv_cases: dict[str, Domain]) -> None:
+    with pytest.raises(ValueRefused) as refused:
+        render(with_field(baseline(argv_cases), field, "ok\n-device evil"))
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize("field,value", [("metadata.uuid", "not-a-uuid,id=x"),
+                                         ("spec.qemu.nics[0].mac", "52:54:00:12:34:56,id=x")])
+def test_structured_values_are_refused(field: str, value: str,
+                                       argv_cases: dict[str, Domain]) -> None:
+    domain = baseline(argv_cases)
+    if field == "metadata.uuid":
+        domain = dataclasses.replace(domain, metadata=dataclasses.replace(domain.metadata,
+                                                                          uuid=value))
+    else:
+        domain = with_field(domain, field, value)
+    with pytest.raises(ValueRefused) as refused:
+        render(domain)
+    assert refused.value.field == field
+
+
+def test_qemu_section_is_required(argv_cases: dict[str, Domain]) -> None:
+    domain = argv_cases["minimal"]
+    files = domain_files(Path("/run/domctl"), Path("/var/log/domctl"), domain.name)
+    with pytest.raises(ValueRefused) as refused:
+        build_argv(dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=None)),
+                   "qemu-system-x86_64", Accel.TCG, files)
+    assert refused.value.field == "spec.qemu"
