@@ -121,12 +121,11 @@ class QemuDriver:
         files = self._files(name)
         accel, _ = choose_accel(spec.qemu.accel, caps)
         argv = build_argv(domain, caps.binary, accel, files, self._vnc_port(domain))
-        files.prepare()
-        if spec.qemu.vnc is not None and spec.qemu.vnc.password is not None:
-            process.write_secret(files.vnc_secret, spec.qemu.vnc.password)
+        vnc = spec.qemu.vnc
+        secrets = {files.vnc_secret: vnc.password} if vnc and vnc.password is not None else {}
         offset = files.log.stat().st_size if files.log.exists() else 0
         try:
-            pid = await process.launch(argv, files, self._settings.start_timeout)
+            pid = await process.launch(argv, files, self._settings.start_timeout, secrets)
         except process.LaunchError as exc:
             log.warning("qemu failed to start", domain=name, error=exc.message)
             raise DriverError(name, "start", exc.message) from exc

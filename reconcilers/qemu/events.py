@@ -147,7 +147,9 @@ def _lifecycle(name: str, run: RunState, action: LifecycleAction) -> Reaction:
     guest_event = (EventType.CRASHED, EventDetail.PANICKED) if panic else (EventType.SHUTDOWN,
                                                                            EventDetail.GUEST)
     if action in (LifecycleAction.RESTART, LifecycleAction.COREDUMP_RESTART):
-        run.state, run.reason, run.guest_stop = State.RUNNING, Reason.BOOTED, GuestStop.NONE
+        # guest_stop stays set until the RESUME of the reset's `cont`: the STOP still to come
+        # belongs to this stop, not to a pause
+        run.state, run.reason = State.RUNNING, Reason.BOOTED
         return Reaction(_event(name, run, (guest_event, (EventType.STARTED, EventDetail.BOOTED)),
                                Cause.GUEST, f"guest {run_word(panic)}; restarted in place"),
                         FollowUp.RESET)
@@ -184,6 +186,7 @@ def _resume(name: str, run: RunState) -> Reaction:
     if asked:
         run.intent = Intent.NONE
     if was_running:  # the `cont` of a start or an in-place restart: already accounted for
+        run.guest_stop = GuestStop.NONE
         return Reaction()
     run.state, run.reason = State.RUNNING, Reason.UNPAUSED
     if asked:

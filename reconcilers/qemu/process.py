@@ -16,6 +16,7 @@ import datetime
 import os
 import shlex
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from reconcilers.qemu.layout import DomainFiles
@@ -47,10 +48,16 @@ def log_line(files: DomainFiles, text: str) -> None:
         log.write(f"{stamp} domctl: {text}\n")
 
 
-async def launch(argv: list[str], files: DomainFiles, timeout: float) -> int:
-    """Start qemu (daemonizing, stopped at -S) and return the daemon's pid."""
+async def launch(argv: list[str], files: DomainFiles, timeout: float,
+                 secrets: Mapping[Path, str]) -> int:
+    """Start qemu (daemonizing, stopped at -S) and return the daemon's pid.
+
+    `secrets` are written (0600) after the stale files are gone, for qemu to read at start.
+    """
     files.prepare()
     remove_stale(files)
+    for path, value in secrets.items():
+        write_secret(path, value)
     log_line(files, "starting: " + shlex.join(argv))
     offset = files.log.stat().st_size
     with files.log.open("ab") as log:

@@ -14,7 +14,8 @@ import pytest
 from reconcilers.identity import is_alive
 from reconcilers.errors import DriverError
 from reconcilers.model import (Cause, Disk, DiskBus, DiskFormat, Domain, EventDetail, EventType,
-                               Reason, State)
+                               Lifecycle, LifecycleAction, Reason, SerialMode, State, Vnc,
+                               Watchdog)
 
 if TYPE_CHECKING:
     from tests.qemu.conftest import QemuEnv
@@ -113,3 +114,42 @@ async def test_failed_start_reports_qemus_message(qemu_env: QemuEnv, loop_image:
         await driver.start(domain, paused=False)
     assert "Image is not in qcow2 format" in caught.value.message  # qemu's own words
     assert (await driver.observe("t-bad")).state is State.SHUTOFF
+
+
+async def test_poweroff_with_restart_action_restarts_in_place(
+        qemu_env: QemuEnv, poweroff_image: Path, make_guest: Guest) -> None:
+    driver = qemu_env.driver()
+    domain = make_guest("t-again", poweroff_image,
+                        lifecycle=Lifecycle(on_poweroff=LifecycleAction.RESTART))
+    live = await driver.start(domain, paused=False)
+    restarted = (EventType.STARTED, EventDetail.BOOTED)
+    await qemu_env.wait_event(lambda e: restarted in e.events)
+    assert (await driver.observe("t-again")).pid == live.pid  # same process, guest reset
+    await driver.destroy("t-again")
+    assert qemu_env.events[-1].reason is Reason.DESTROYED
+    assert all(e.state is not State.PAUSED for e in qemu_env.events)
+
+
+async def test_rich_domain_starts(qemu_env: QemuEnv, loop_image: Path, make_guest: Guest,
+                                  tmp_path: Path) -> None:
+    data, logs, iso = tmp_path / "data,disk.raw", tmp_path / "logs.raw", tmp_path / "cd.iso"
+    for image in (data, logs, iso):
+        image.write_bytes(bytes(1 << 20))
+    domain = make_guest("t-rich", loop_image)
+    assert domain.spec.qemu is not None
+    qemu = dataclasses.replace(
+        domain.spec.qemu, serial=SerialMode.SOCKET, vnc=Vnc(password="pw"), guest_agent=True,
+        panic=True, watchdog=Watchdog(), cdrom=str(iso),
+        disks=domain.spec.qemu.disks + (Disk(name="data,1", source=str(data),
+                                             bus=DiskBus.SATA),
+                                        Disk(name="scsi", source=str(logs), bus=DiskBus.SCSI,
+                                             readonly=True)))
+    domain = dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
+    driver = qemu_env.driver()
+    live = await driver.start(domain, paused=True)
+    assert live.state is State.PAUSED
+    files = driver._tracked["t-rich"].files  # noqa: SLF001
+    assert files.serial.exists() and files.agent.exists()
+    assert "starting: " in files.log.read_text()
+    await driver.destroy("t-rich")
+    assert not files.qmp.exists() and not files.pidfile.exists()

@@ -1,0 +1,59 @@
+"""Live changes on a running qemu (cgroup cpu shares, pinning, balloon) and their classification."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from reconcilers.driver import ChangeKind
+from reconcilers.model import CpuTune, Domain, Lifecycle, LifecycleAction, VcpuPin
+from reconcilers.qemu.changes import classify
+from reconcilers.qemu.pinning import vcpu_threads
+
+if TYPE_CHECKING:
+    from tests.qemu.conftest import QemuEnv
+
+Guest = Callable[..., Domain]
+
+
+def test_classification() -> None:
+    from reconcilers.model import DomainSpec, DriverName, QemuSpec
+    old = DomainSpec(driver=DriverName.QEMU, qemu=QemuSpec())
+    new = dataclasses.replace(old, current_memory=256 << 20, vcpus=2,
+                              cputune=CpuTune(shares=2048, vcpupin=(VcpuPin(0, "0"),)),
+                              lifecycle=Lifecycle(on_reboot=LifecycleAction.DESTROY),
+                              qemu=QemuSpec(machine="q35"), shutdown_timeout=5.0)
+    assert classify(old, new) == {
+        "current_memory": ChangeKind.LIVE, "cputune.shares": ChangeKind.LIVE,
+        "cputune.vcpupin": ChangeKind.LIVE, "lifecycle.on_reboot": ChangeKind.LIVE,
+        "qemu.machine": ChangeKind.RESTART, "shutdown_timeout": ChangeKind.LIVE,
+        "vcpus": ChangeKind.RESTART}
+    assert classify(old, old) == {}
+
+
+@pytest.mark.qemu
+async def test_cpu_shares_pinning_and_balloon_applied_live(qemu_env: QemuEnv, loop_image: Path,
+                                                            make_guest: Guest) -> None:
+    driver = qemu_env.driver()
+    domain = make_guest("t-live", loop_image, cputune=CpuTune(shares=512))
+    await driver.start(domain, paused=False)
+    tracked = driver._tracked["t-live"]  # noqa: SLF001
+    shares_key = "cpu/cpu.shares" if tracked.cgroup.version.value == "v1" else "/cpu.weight"
+    before = tracked.cgroup.path(shares_key).read_text().strip()
+    new = dataclasses.replace(domain.spec, current_memory=32 << 20, cputune=CpuTune(
+        shares=2048, vcpupin=(VcpuPin(vcpu=0, cpuset="0"),)),
+        lifecycle=Lifecycle(on_reboot=LifecycleAction.DESTROY))
+    await driver.apply_live("t-live", domain.spec, new)
+    after = tracked.cgroup.path(shares_key).read_text().strip()
+    assert (before, after) == (("512", "2048") if shares_key.startswith("cpu/") else
+                               (before, str(1 + (2048 - 2) * 9999 // 262142)))
+    vcpu0 = (await vcpu_threads(tracked.monitor))[0]
+    assert os.sched_getaffinity(vcpu0) == {0}
+    balloon = await tracked.monitor.execute("query-balloon")
+    assert balloon["actual"] > 0  # the device answers; the guest has no driver to shrink it
+    assert tracked.lifecycle.on_reboot is LifecycleAction.DESTROY
