@@ -36,31 +36,15 @@ from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps, choose_accel
 from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, limits
 from reconcilers.qemu.escape import ValueRefused
-from reconcilers.qemu.events import FollowUp, Intent, RunState, from_status, on_event, on_exit
+from reconcilers.qemu.events import FollowUp, GuestStop, Intent, RunState, from_status, on_event, on_exit
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
 from reconcilers.qemu.monitor import Monitor, MonitorError
+from reconcilers.qemu.runtime import Running
 
-SETTLE_TIMEOUT = 10.0  # seconds to wait for an exit to be classified
+SETTLE_TIMEOUT = 10.0  # seconds SIGKILL may take to end the process
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class _Tracked:
-    """A domain this driver started or adopted."""
-
-    record: RuntimeRecord
-    lifecycle: Lifecycle
-    files: DomainFiles
-    monitor: Monitor
-    cgroup: DomainCgroup
-    run: RunState
-    note: str  # the accelerator note for Live.message
-    log_offset: int  # where qemu's messages of this run start in the domain log
-    watch: ExitWatch | None = None
-    exit_task: asyncio.Task[None] | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class QemuDriver:
@@ -72,7 +56,7 @@ class QemuDriver:
         self._ctx = context
         self._settings = settings or QemuSettings()
         self._caps = CapabilityCache(context.state_dir / "qemu" / "capabilities.json")
-        self._tracked: dict[str, _Tracked] = {}
+        self._tracked: dict[str, Running] = {}
         self._last_stop: dict[str, Reason] = {}
 
     # --- probing and validation ------------------------------------------------------------
@@ -114,7 +98,7 @@ class QemuDriver:
         caps, note = await self._checked(domain)
         previous = self._tracked.get(name)
         if previous is not None:
-            await self._settled(previous)
+            await previous.settled()
             if name in self._tracked:
                 raise DriverError(name, "start", "already running")
         assert spec.qemu is not None and domain.metadata.uuid is not None
@@ -156,7 +140,7 @@ class QemuDriver:
             raise DriverError(domain.name, "start", exc.message) from exc
 
     def _new_tracked(self, domain: Domain, pid: int, files: DomainFiles, note: str,
-                     offset: int) -> _Tracked:
+                     offset: int) -> Running:
         name = domain.name
         assert domain.metadata.uuid is not None
         extra = record_extra(str(files.qmp), note, self._settings.cgroup_parent,
@@ -164,7 +148,7 @@ class QemuDriver:
         record = RuntimeRecord(name=name, driver=DriverName.QEMU, uuid=domain.metadata.uuid,
                                pid=pid, boot_id=boot_id(), starttime=proc_starttime(pid) or 0,
                                started_at=time.time(), extra=extra)
-        tracked = _Tracked(record=record, lifecycle=domain.spec.lifecycle, files=files,
+        tracked = Running(record=record, lifecycle=domain.spec.lifecycle, files=files,
                            monitor=Monitor(name, lambda e, d: self._on_qmp(name, e, d),
                                            self._settings.monitor_timeout),
                            cgroup=DomainCgroup(name, self._settings.cgroup_parent),
@@ -174,7 +158,7 @@ class QemuDriver:
         self._last_stop.pop(name, None)
         return tracked
 
-    async def _prepare(self, tracked: _Tracked, spec: DomainSpec) -> None:
+    async def _prepare(self, tracked: Running, spec: DomainSpec) -> None:
         """Steps between launch and `cont`: cgroup, exit watch, QMP, pinning, balloon."""
         tracked.cgroup.create()
         tracked.cgroup.attach(tracked.record.pid)
@@ -185,26 +169,26 @@ class QemuDriver:
         if spec.current_memory is not None and spec.current_memory != spec.memory:
             await tracked.monitor.execute("balloon", {"value": spec.current_memory})
 
-    async def _abort(self, tracked: _Tracked, message: str) -> None:
+    async def _abort(self, tracked: Running, message: str) -> None:
         """Undo a half-done start: kill the process we just launched, drop its cgroup."""
         tracked.run.intent = Intent.DESTROY
         with contextlib.suppress(ProcessLookupError):
             os.kill(tracked.record.pid, signal.SIGKILL)
         if tracked.watch is not None:
-            await self._settled(tracked)
+            await tracked.settled()
         else:
-            await self._forget(tracked)
+            await self._release(tracked)
         log.warning("start aborted", domain=tracked.record.name, error=message)
 
     # --- control ----------------------------------------------------------------------------
 
-    def _require(self, name: str, operation: str) -> _Tracked:
+    def _require(self, name: str, operation: str) -> Running:
         tracked = self._tracked.get(name)
-        if tracked is None or (tracked.watch is not None and tracked.watch.exited.is_set()):
+        if tracked is None or tracked.gone:
             raise DriverError(name, operation, "not running under this controller")
         return tracked
 
-    async def _command(self, tracked: _Tracked, operation: str, command: str,
+    async def _command(self, tracked: Running, operation: str, command: str,
                        arguments: Mapping[str, object] | None = None) -> Any:
         try:
             return await tracked.monitor.execute(command, arguments)
@@ -232,18 +216,18 @@ class QemuDriver:
         assert tracked.watch is not None
         tracked.run.intent = Intent.SHUTDOWN
         try:
-            if tracked.run.guest_stop.value != "none":
+            if tracked.run.guest_stop is not GuestStop.NONE:
                 await tracked.monitor.quit()  # already powered off and preserved
             else:
                 await self._command(tracked, "shutdown", "system_powerdown")
         except DriverError:
-            if not tracked.watch.exited.is_set():
+            if not tracked.gone:
                 raise
         if not await tracked.watch.wait(timeout):
             tracked.run.intent = Intent.NONE  # a later power-off is the guest's own doing
             log.info("shutdown timed out; domain still running", domain=name, timeout=timeout)
             return False
-        await self._settled(tracked)
+        await tracked.settled()
         return True
 
     async def destroy(self, name: str) -> None:
@@ -254,7 +238,7 @@ class QemuDriver:
         tracked.run.intent = Intent.DESTROY
         for sig, wait in ((signal.SIGTERM, self._settings.kill_grace),
                           (signal.SIGKILL, SETTLE_TIMEOUT)):
-            if tracked.watch.exited.is_set():
+            if tracked.gone:
                 break
             with contextlib.suppress(ProcessLookupError):
                 os.kill(tracked.record.pid, sig)  # pid proven ours: the pidfd has not fired
@@ -262,7 +246,7 @@ class QemuDriver:
                 break
         else:
             raise DriverError(name, "destroy", f"pid {tracked.record.pid} survived SIGKILL")
-        await self._settled(tracked)
+        await tracked.settled()
 
     # --- events and exits -------------------------------------------------------------------
 
@@ -276,16 +260,11 @@ class QemuDriver:
         if reaction.event is not None:
             self._ctx.on_event(reaction.event)
         if reaction.follow_up is FollowUp.QUIT:
-            self._spawn(tracked, tracked.monitor.quit())
+            tracked.spawn(tracked.monitor.quit())
         elif reaction.follow_up is FollowUp.RESET:
-            self._spawn(tracked, self._reset(tracked))
+            tracked.spawn(self._reset(tracked))
 
-    def _spawn(self, tracked: _Tracked, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        tracked.tasks.add(task)
-        task.add_done_callback(tracked.tasks.discard)
-
-    async def _reset(self, tracked: _Tracked) -> None:
+    async def _reset(self, tracked: Running) -> None:
         """A restart-type lifecycle action, in the same process (libvirt's fake reboot)."""
         try:
             await tracked.monitor.execute("system_reset")
@@ -293,13 +272,18 @@ class QemuDriver:
         except MonitorError as exc:
             log.warning("in-place restart failed", domain=tracked.record.name, error=exc.message)
 
-    def _exited(self, tracked: _Tracked) -> None:
+    def _exited(self, tracked: Running) -> None:
         if self._tracked.get(tracked.record.name) is tracked:
             tracked.exit_task = asyncio.get_running_loop().create_task(self._finish(tracked))
 
-    async def _finish(self, tracked: _Tracked) -> None:
+    async def _release(self, tracked: Running) -> None:
+        if self._tracked.get(tracked.record.name) is tracked:
+            del self._tracked[tracked.record.name]
+        await tracked.release()
+
+    async def _finish(self, tracked: Running) -> None:
         name = tracked.record.name
-        await self._forget(tracked)
+        await self._release(tracked)
         event = on_exit(name, tracked.run, process.qemu_error(tracked.files, tracked.log_offset)
                         if tracked.run.intent is Intent.NONE else "")
         self._last_stop[name] = event.reason
@@ -308,31 +292,12 @@ class QemuDriver:
                  cause=event.cause.value, detail=event.message)
         self._ctx.on_event(event)
 
-    async def _forget(self, tracked: _Tracked) -> None:
-        """Release everything of a process that is gone: QMP, tasks, cgroup, runtime files."""
-        if self._tracked.get(tracked.record.name) is tracked:
-            del self._tracked[tracked.record.name]
-        for task in list(tracked.tasks):
-            task.cancel()
-        await tracked.monitor.close()
-        if not await asyncio.to_thread(tracked.cgroup.remove):
-            log.warning("cgroup still busy; left in place", domain=tracked.record.name)
-        process.remove_stale(tracked.files)
-
-    async def _settled(self, tracked: _Tracked) -> None:
-        """Wait until the exit of `tracked` has been classified and reported."""
-        if tracked.watch is None or not await tracked.watch.wait(SETTLE_TIMEOUT):
-            return
-        if tracked.exit_task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(tracked.exit_task), SETTLE_TIMEOUT)
-
     # --- observation and adoption -----------------------------------------------------------
 
     async def observe(self, name: str) -> Live:
         tracked = self._tracked.get(name)
-        if tracked is not None and tracked.watch is not None and tracked.watch.exited.is_set():
-            await self._settled(tracked)
+        if tracked is not None and tracked.gone:
+            await tracked.settled()
             tracked = self._tracked.get(name)
         if tracked is None:
             return Live(State.SHUTOFF, self._last_stop.get(name, Reason.UNKNOWN))
@@ -359,7 +324,7 @@ class QemuDriver:
             log.warning("not adopting process", domain=name, pid=record.pid, why=problem.message)
             return Live(State.NOSTATE, Reason.UNKNOWN, pid=record.pid, message=problem.message)
         files = self._files(name)
-        tracked = _Tracked(record=record, lifecycle=lifecycle_from_extra(record.extra),
+        tracked = Running(record=record, lifecycle=lifecycle_from_extra(record.extra),
                            files=files, monitor=monitor,
                            cgroup=DomainCgroup(name, record.extra.get(
                                "cgroup_parent", self._settings.cgroup_parent)),
@@ -402,10 +367,6 @@ class QemuDriver:
 
     async def close(self) -> None:
         for tracked in self._tracked.values():
-            if tracked.watch is not None:
-                tracked.watch.cancel()
-            for task in [*tracked.tasks, *([tracked.exit_task] if tracked.exit_task else [])]:
-                task.cancel()
-            await tracked.monitor.close()
+            await tracked.let_go()
         self._tracked.clear()
 

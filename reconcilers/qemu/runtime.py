@@ -1,0 +1,82 @@
+"""What the qemu driver holds for one running domain, and how it lets go of it.
+
+Owned by QemuDriver: one Running per domain it started or adopted. `release()` frees what a
+process that is gone leaves behind (QMP connection, follow-up tasks, cgroup, runtime files);
+`let_go()` drops only our side (watch, tasks, QMP) and leaves the process running, for
+`close()`. It never signals a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from reconcilers.driver import RuntimeRecord
+from reconcilers.identity import ExitWatch
+from reconcilers.model import Lifecycle
+from reconcilers.qemu import process
+from reconcilers.qemu.cgroups import DomainCgroup
+from reconcilers.qemu.events import RunState
+from reconcilers.qemu.layout import DomainFiles
+from reconcilers.qemu.monitor import Monitor
+
+SETTLE_TIMEOUT = 10.0  # seconds to wait for an exit to be seen and classified
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Running:
+    """A domain the driver started or adopted."""
+
+    record: RuntimeRecord
+    lifecycle: Lifecycle  # the live lifecycle actions (apply_live may change them)
+    files: DomainFiles
+    monitor: Monitor
+    cgroup: DomainCgroup
+    run: RunState
+    note: str  # the accelerator note for Live.message
+    log_offset: int  # where qemu's messages of this run start in the domain log
+    watch: ExitWatch | None = None
+    exit_task: asyncio.Task[None] | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def gone(self) -> bool:
+        return self.watch is not None and self.watch.exited.is_set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a follow-up (quit, reset) without blocking the QMP reader; kept until done."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def settled(self) -> None:
+        """Wait until the process's exit has been classified and reported."""
+        if self.watch is None or not await self.watch.wait(SETTLE_TIMEOUT):
+            return
+        if self.exit_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.exit_task), SETTLE_TIMEOUT)
+
+    async def release(self) -> None:
+        """Free what the exited process leaves: QMP, follow-ups, cgroup, runtime files."""
+        for task in list(self.tasks):
+            task.cancel()
+        await self.monitor.close()
+        if not await asyncio.to_thread(self.cgroup.remove):
+            log.warning("cgroup still busy; left in place", domain=self.record.name)
+        process.remove_stale(self.files)
+
+    async def let_go(self) -> None:
+        """Stop watching and close QMP; the process keeps running."""
+        if self.watch is not None:
+            self.watch.cancel()
+        for task in [*self.tasks, *([self.exit_task] if self.exit_task else [])]:
+            task.cancel()
+        await self.monitor.close()
