@@ -194,8 +194,9 @@ async def _connect_when_ready(monitor: Monitor, socket: Path,
     deadline = loop.time() + PROBE_TIMEOUT
     while not socket.exists():
         if process.returncode is not None or loop.time() > deadline:
-            stderr = (await process.stderr.read()).decode(errors="replace") if process.stderr else ""
-            raise MonitorError("probe", stderr.strip().splitlines()[-1] if stderr.strip()
+            raw = await process.stderr.read() if process.stderr else b""
+            lines = raw.decode(errors="replace").strip().splitlines()
+            raise MonitorError("probe", lines[-1] if lines
                                else "qemu exited before opening its QMP socket")
         await asyncio.sleep(0.02)
     await monitor.connect(socket)

@@ -21,7 +21,6 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -29,14 +28,15 @@ import structlog
 from reconcilers.driver import Capabilities, ChangeKind, DriverContext, Live, RuntimeRecord
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import ExitWatch, boot_id, proc_starttime
-from reconcilers.model import (Accel, Domain, DomainSpec, DriverName, Lifecycle, LifecycleAction, Reason,
+from reconcilers.model import (Accel, Domain, DomainSpec, DriverName, LifecycleAction, Reason,
                                State)
 from reconcilers.qemu import changes, hostcheck, pinning, process
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps, choose_accel
 from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, limits
 from reconcilers.qemu.escape import ValueRefused
-from reconcilers.qemu.events import FollowUp, GuestStop, Intent, RunState, from_status, on_event, on_exit
+from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from_status, on_event,
+                                     on_exit)
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
 from reconcilers.qemu.monitor import Monitor, MonitorError

@@ -1,4 +1,4 @@
-"""Can this host run the spec? Checks that name the manifest field, e.g. `spec.qemu.disks[0].source`.
+"""Can this host run the spec? Each check names the manifest field (`spec.qemu.disks[0].source`).
 
 Called by QemuDriver.validate (and so before every start). It reads the file system, the host's
 CPU and memory counts and the probed capabilities; it never changes anything and never starts
@@ -33,7 +33,7 @@ def parse_cpuset(text: str) -> set[int]:
 
 def validate(domain: Domain, caps: QemuCaps) -> str:
     """Raise HostValidationError for the first problem; return the accelerator note."""
-    name, spec, qemu = domain.name, domain.spec, domain.spec.qemu
+    name, qemu = domain.name, domain.spec.qemu
     if caps.error:
         raise HostValidationError(name, "spec.driver", f"qemu is unusable here: {caps.error}")
     if qemu is None:

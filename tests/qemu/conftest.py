@@ -45,13 +45,12 @@ def boot_sector(path: Path, code: bytes) -> Path:
 
 
 def guest(name: str, image: Path | None = None, memory_mib: int = 64,
-          **spec_fields: object) -> Domain:
+          **spec_fields: Any) -> Domain:
     """A tcg `pc` domain booting `image` (no NIC), with any DomainSpec field overridden."""
     disks = ((Disk(name="boot", source=str(image), bus=DiskBus.IDE),) if image is not None
              else ())  # SeaBIOS does not boot a one-sector virtio disk
-    qemu = spec_fields.pop("qemu", None) or QemuSpec(machine="pc", accel=Accel.TCG, disks=disks)
-    spec = DomainSpec(driver=DriverName.QEMU, memory=memory_mib * MiB, qemu=qemu,  # type: ignore[arg-type]
-                      **spec_fields)  # type: ignore[arg-type]
+    qemu = QemuSpec(machine="pc", accel=Accel.TCG, disks=disks)
+    spec = DomainSpec(driver=DriverName.QEMU, memory=memory_mib * MiB, qemu=qemu, **spec_fields)
     return Domain(metadata=Metadata(name=name, uuid=str(uuid.uuid4())), spec=spec,
                   source=SourceRef(file="test.yaml", line=1))
 

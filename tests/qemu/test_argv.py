@@ -90,18 +90,19 @@ def with_field(domain: Domain, field: str, value: str) -> Domain:
     if field in setters:
         return setters[field]()
     sub = field.removeprefix("spec.qemu.")
+    change: dict[str, Any] = {sub.split(".")[-1]: value}
     if sub.startswith("disks[0]."):
         qemu = dataclasses.replace(qemu, disks=(dataclasses.replace(
-            qemu.disks[0], **{sub.split(".")[1]: value}),))
+            qemu.disks[0], **change),))
     elif sub.startswith("nics[0]."):
         qemu = dataclasses.replace(qemu, nics=(dataclasses.replace(
-            qemu.nics[0], **{sub.split(".")[1]: value}),))
+            qemu.nics[0], **change),))
     elif sub.startswith("vnc."):
         assert qemu.vnc is not None
         qemu = dataclasses.replace(qemu, vnc=dataclasses.replace(
-            qemu.vnc, **{sub.split(".")[1]: value}))
+            qemu.vnc, **change))
     else:
-        qemu = dataclasses.replace(qemu, **{sub: value})
+        qemu = dataclasses.replace(qemu, **change)
     return dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
 
 

@@ -13,16 +13,19 @@ from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from
                                      on_exit)
 
 D, R, P = LifecycleAction.DESTROY, LifecycleAction.RESTART, LifecycleAction.PRESERVE
-SHUTDOWN_OFF = ("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
-SHUTDOWN_RESET = ("SHUTDOWN", {"guest": True, "reason": "guest-reset"})
-PANIC = ("GUEST_PANICKED", {"action": "pause"})
-STOP, RESUME = ("STOP", {}), ("RESUME", {})
+QmpEvent = tuple[str, dict[str, Any]]
+SHUTDOWN_OFF: QmpEvent = ("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
+SHUTDOWN_RESET: QmpEvent = ("SHUTDOWN", {"guest": True, "reason": "guest-reset"})
+PANIC: QmpEvent = ("GUEST_PANICKED", {"action": "pause"})
+STOP: QmpEvent = ("STOP", {})
+RESUME: QmpEvent = ("RESUME", {})
 
 
-def play(qmp: Sequence[tuple[str, dict[str, Any]]], lifecycle: Lifecycle = Lifecycle(),
+def play(qmp: Sequence[tuple[str, dict[str, Any]]], lifecycle: Lifecycle | None = None,
          run: RunState | None = None) -> tuple[RunState, list[Any]]:
     run = run or RunState(State.RUNNING, Reason.BOOTED)
-    reactions = [on_event("vm", name, data, run, lifecycle) for name, data in qmp]
+    reactions = [on_event("vm", name, data, run, lifecycle or Lifecycle())
+                 for name, data in qmp]
     return run, reactions
 
 

@@ -106,6 +106,7 @@ async def test_failed_start_reports_qemus_message(qemu_env: QemuEnv, loop_image:
     bad = tmp_path / "not-qcow2.img"
     bad.write_bytes(b"\0" * 512)
     domain = make_guest("t-bad", loop_image)
+    assert domain.spec.qemu is not None
     qemu = dataclasses.replace(domain.spec.qemu, disks=(
         Disk(name="boot", source=str(bad), format=DiskFormat.QCOW2, bus=DiskBus.IDE),))
     domain = dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
