@@ -28,8 +28,8 @@ import structlog
 from reconcilers.driver import Capabilities, ChangeKind, DriverContext, Live, RuntimeRecord
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import ExitWatch, boot_id, proc_starttime
-from reconcilers.model import (Accel, Domain, DomainSpec, DriverName, LifecycleAction, Reason,
-                               State)
+from reconcilers.model import (Accel, Domain, DomainSpec, DriverName, Lifecycle, LifecycleAction,
+                               Reason, State)
 from reconcilers.qemu import changes, hostcheck, pinning, process
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps, choose_accel
@@ -103,6 +103,10 @@ class QemuDriver:
                 raise DriverError(name, "start", "already running")
         assert spec.qemu is not None and domain.metadata.uuid is not None
         files = self._files(name)
+        stray = process.running_pid(files)
+        if stray is not None:
+            raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
+                                             f"{stray} but is not adopted; not starting another")
         accel, _ = choose_accel(spec.qemu.accel, caps)
         argv = build_argv(domain, caps.binary, accel, files, self._vnc_port(domain))
         vnc = spec.qemu.vnc
@@ -112,6 +116,7 @@ class QemuDriver:
             pid = await process.launch(argv, files, self._settings.start_timeout, secrets)
         except process.LaunchError as exc:
             log.warning("qemu failed to start", domain=name, error=exc.message)
+            self._last_stop[name] = Reason.FAILED
             raise DriverError(name, "start", exc.message) from exc
         tracked = self._new_tracked(domain, pid, files, note, offset)
         try:
@@ -148,22 +153,31 @@ class QemuDriver:
         record = RuntimeRecord(name=name, driver=DriverName.QEMU, uuid=domain.metadata.uuid,
                                pid=pid, boot_id=boot_id(), starttime=proc_starttime(pid) or 0,
                                started_at=time.time(), extra=extra)
-        tracked = Running(record=record, lifecycle=domain.spec.lifecycle, files=files,
-                           monitor=Monitor(name, lambda e, d: self._on_qmp(name, e, d),
-                                           self._settings.monitor_timeout),
-                           cgroup=DomainCgroup(name, self._settings.cgroup_parent),
-                           run=RunState(State.PAUSED, Reason.STARTING_UP), note=note,
-                           log_offset=offset)
-        self._tracked[name] = tracked
         self._last_stop.pop(name, None)
+        return self._track(record, domain.spec.lifecycle, self._monitor(name),
+                           RunState(State.PAUSED, Reason.STARTING_UP), offset)
+
+    def _monitor(self, name: str) -> Monitor:
+        return Monitor(name, lambda e, d: self._on_qmp(name, e, d), self._settings.monitor_timeout)
+
+    def _track(self, record: RuntimeRecord, lifecycle: Lifecycle, monitor: Monitor,
+               run: RunState, log_offset: int) -> Running:
+        """Hold a started or adopted domain, its exit watched from this moment on."""
+        name = record.name
+        tracked = Running(record=record, lifecycle=lifecycle, files=self._files(name),
+                          monitor=monitor, run=run, note=record.extra.get("accel", ""),
+                          cgroup=DomainCgroup(name, record.extra.get(
+                              "cgroup_parent", self._settings.cgroup_parent)),
+                          watch=ExitWatch(record.pid, lambda: self._exited(record)),
+                          log_offset=log_offset)
+        self._tracked[name] = tracked
         return tracked
 
     async def _prepare(self, tracked: Running, spec: DomainSpec) -> None:
-        """Steps between launch and `cont`: cgroup, exit watch, QMP, pinning, balloon."""
+        """Steps between launch and `cont`: cgroup, QMP, pinning, balloon."""
         tracked.cgroup.create()
         tracked.cgroup.attach(tracked.record.pid)
         tracked.cgroup.write(limits(spec, tracked.cgroup.version))
-        tracked.watch = ExitWatch(tracked.record.pid, lambda: self._exited(tracked))
         await tracked.monitor.connect(tracked.files.qmp)
         await pinning.apply(tracked.monitor, tracked.record.pid, spec.cputune)
         if spec.current_memory is not None and spec.current_memory != spec.memory:
@@ -171,13 +185,11 @@ class QemuDriver:
 
     async def _abort(self, tracked: Running, message: str) -> None:
         """Undo a half-done start: kill the process we just launched, drop its cgroup."""
-        tracked.run.intent = Intent.DESTROY
+        tracked.run.intent = Intent.ABORT
         with contextlib.suppress(ProcessLookupError):
             os.kill(tracked.record.pid, signal.SIGKILL)
-        if tracked.watch is not None:
-            await tracked.settled()
-        else:
-            await self._release(tracked)
+        await tracked.settled()
+        self._last_stop[tracked.record.name] = Reason.FAILED
         log.warning("start aborted", domain=tracked.record.name, error=message)
 
     # --- control ----------------------------------------------------------------------------
@@ -213,7 +225,6 @@ class QemuDriver:
         tracked = self._tracked.get(name)
         if tracked is None:
             return True
-        assert tracked.watch is not None
         tracked.run.intent = Intent.SHUTDOWN
         try:
             if tracked.run.guest_stop is not GuestStop.NONE:
@@ -234,7 +245,6 @@ class QemuDriver:
         tracked = self._tracked.get(name)
         if tracked is None:
             return
-        assert tracked.watch is not None
         tracked.run.intent = Intent.DESTROY
         for sig, wait in ((signal.SIGTERM, self._settings.kill_grace),
                           (signal.SIGKILL, SETTLE_TIMEOUT)):
@@ -272,8 +282,9 @@ class QemuDriver:
         except MonitorError as exc:
             log.warning("in-place restart failed", domain=tracked.record.name, error=exc.message)
 
-    def _exited(self, tracked: Running) -> None:
-        if self._tracked.get(tracked.record.name) is tracked:
+    def _exited(self, record: RuntimeRecord) -> None:
+        tracked = self._tracked.get(record.name)
+        if tracked is not None and tracked.record is record:
             tracked.exit_task = asyncio.get_running_loop().create_task(self._finish(tracked))
 
     async def _release(self, tracked: Running) -> None:
@@ -300,6 +311,11 @@ class QemuDriver:
             await tracked.settled()
             tracked = self._tracked.get(name)
         if tracked is None:
+            stray = process.running_pid(self._files(name))
+            if stray is not None:
+                return Live(State.NOSTATE, Reason.UNKNOWN, pid=stray,
+                            message=f"qemu pid {stray} runs for this domain but was not started "
+                                    "or adopted by this controller; it is left alone")
             return Live(State.SHUTOFF, self._last_stop.get(name, Reason.UNKNOWN))
         try:
             status = await tracked.monitor.execute("query-status")
@@ -312,8 +328,7 @@ class QemuDriver:
 
     async def reattach(self, record: RuntimeRecord) -> Live | None:
         name = record.name
-        monitor = Monitor(name, lambda e, d: self._on_qmp(name, e, d),
-                          self._settings.monitor_timeout)
+        monitor = self._monitor(name)
         try:
             await prove(record, monitor)
         except IdentityProblem as problem:
@@ -324,15 +339,9 @@ class QemuDriver:
             log.warning("not adopting process", domain=name, pid=record.pid, why=problem.message)
             return Live(State.NOSTATE, Reason.UNKNOWN, pid=record.pid, message=problem.message)
         files = self._files(name)
-        tracked = Running(record=record, lifecycle=lifecycle_from_extra(record.extra),
-                           files=files, monitor=monitor,
-                           cgroup=DomainCgroup(name, record.extra.get(
-                               "cgroup_parent", self._settings.cgroup_parent)),
-                           run=RunState(State.RUNNING, Reason.UNKNOWN),
-                           note=record.extra.get("accel", ""),
-                           log_offset=files.log.stat().st_size if files.log.exists() else 0)
-        self._tracked[name] = tracked
-        tracked.watch = ExitWatch(record.pid, lambda: self._exited(tracked))
+        tracked = self._track(record, lifecycle_from_extra(record.extra), monitor,
+                              RunState(State.RUNNING, Reason.UNKNOWN),
+                              files.log.stat().st_size if files.log.exists() else 0)
         live = await self.observe(name)
         tracked.run.state, tracked.run.reason = live.state, live.reason
         process.log_line(files, f"re-attached to pid {record.pid}")

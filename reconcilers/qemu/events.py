@@ -16,8 +16,8 @@ Lifecycle, with `-no-shutdown` and `-action reboot=reset|shutdown,panic=pause` (
   destroy → QUIT (exit: shutoff/crashed, stopped/crashed), restart → RESET, preserve → stays.
 - STOP after WATCHDOG{pause} or BLOCK_IO_ERROR{stop} → paused/watchdog or paused/ioerror; any
   other STOP or RESUME we did not ask for → paused/unknown or running/unpaused, cause external.
-- process exit: destroyed by us → shutoff/destroyed; after a guest stop we acted on → as
-  above; anything else (kill -9, a qemu crash) → shutoff/crashed, stopped/failed.
+- process exit: destroyed by us → shutoff/destroyed; a start we aborted → shutoff/failed;
+  after a guest stop we acted on → as above; anything else (kill -9, a qemu crash) → shutoff/crashed, stopped/failed.
 
 It never talks to qemu and never reads the clock: the driver does both.
 """
@@ -42,6 +42,7 @@ class Intent(str, enum.Enum):
     RESUME = "resume"  # a RESUME is ours
     SHUTDOWN = "shutdown"  # system_powerdown sent; the guest's power-off ends the process
     DESTROY = "destroy"  # SIGTERM/SIGKILL or quit sent by destroy()
+    ABORT = "abort"  # a start failed half-way; the driver killed its qemu
 
 
 class GuestStop(str, enum.Enum):
@@ -200,6 +201,9 @@ def on_exit(name: str, run: RunState, qemu_message: str = "") -> RuntimeEvent:
     if run.intent is Intent.DESTROY:
         return _stopped(name, Reason.DESTROYED, Cause.CONTROLLER, "destroyed by domctl",
                         (stopped_event(Reason.DESTROYED),))
+    if run.intent is Intent.ABORT:
+        return _stopped(name, Reason.FAILED, Cause.CONTROLLER, "start failed; qemu killed",
+                        (stopped_event(Reason.FAILED),))
     if run.guest_stop is GuestStop.PANIC:
         return _stopped(name, Reason.CRASHED, Cause.GUEST, "guest panicked; destroyed (on_crash)",
                         ((EventType.STOPPED, EventDetail.CRASHED),))

@@ -19,6 +19,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
+from reconcilers.identity import cmdline, is_alive
 from reconcilers.qemu.layout import DomainFiles
 
 
@@ -78,6 +79,17 @@ async def launch(argv: list[str], files: DomainFiles, timeout: float,
         raise LaunchError(f"qemu started but its pidfile is unusable: {exc}") from exc
 
 
+def running_pid(files: DomainFiles) -> int | None:
+    """The pid of a live qemu for this domain per its pidfile (our runtime dir in its argv)."""
+    try:
+        pid = int(files.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    argv = cmdline(pid) or []
+    ours = f"guest={files.name}," in " ".join(argv) and any(str(files.qmp) in a for a in argv)
+    return pid if ours and is_alive(pid) else None
+
+
 def qemu_error(files: DomainFiles, offset: int = 0) -> str:
     """qemu's last error line written to the log after `offset`, without its timestamp."""
     try:
@@ -86,11 +98,14 @@ def qemu_error(files: DomainFiles, offset: int = 0) -> str:
             lines = log.read().decode(errors="replace").splitlines()
     except OSError:
         return ""
-    binary_lines = [line for line in lines if "qemu-system" in line or "qemu:" in line]
-    last = (binary_lines or [line for line in lines if line.strip()] or [""])[-1]
+    # qemu's own lines name the binary; ours say "domctl:"; anything else is guest serial output
+    own = [line for line in lines if ("qemu-system" in line or "qemu:" in line)
+           and " domctl: " not in line]
+    if not own:
+        return ""
     # "-msg timestamp=on" prefixes "<iso time> "; drop it so the message reads cleanly
-    head, _, rest = last.partition(" ")
-    return rest if head[:4].isdigit() and "T" in head else last
+    head, _, rest = own[-1].partition(" ")
+    return rest if head[:4].isdigit() and "T" in head else own[-1]
 
 
 def free_vnc_port(listen: str, first: int, last: int) -> int:

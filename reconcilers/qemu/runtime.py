@@ -41,14 +41,14 @@ class Running:
     cgroup: DomainCgroup
     run: RunState
     note: str  # the accelerator note for Live.message
+    watch: ExitWatch
     log_offset: int  # where qemu's messages of this run start in the domain log
-    watch: ExitWatch | None = None
     exit_task: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def gone(self) -> bool:
-        return self.watch is not None and self.watch.exited.is_set()
+        return self.watch.exited.is_set()
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a follow-up (quit, reset) without blocking the QMP reader; kept until done."""
@@ -58,7 +58,7 @@ class Running:
 
     async def settled(self) -> None:
         """Wait until the process's exit has been classified and reported."""
-        if self.watch is None or not await self.watch.wait(SETTLE_TIMEOUT):
+        if not await self.watch.wait(SETTLE_TIMEOUT):
             return
         if self.exit_task is not None:
             with contextlib.suppress(TimeoutError):
@@ -75,8 +75,7 @@ class Running:
 
     async def let_go(self) -> None:
         """Stop watching and close QMP; the process keeps running."""
-        if self.watch is not None:
-            self.watch.cancel()
+        self.watch.cancel()
         for task in [*self.tasks, *([self.exit_task] if self.exit_task else [])]:
             task.cancel()
         await self.monitor.close()

@@ -195,3 +195,10 @@ def argv_cases() -> dict[str, Domain]:
 @pytest.fixture
 def golden_dir() -> Path:
     return GOLDEN_DIR
+
+
+@pytest.fixture
+def hello_image(tmp_path: Path) -> Path:
+    """Writes "DQ!" to COM1 (mov dx,0x3f8; mov al,c; out dx,al ×3), then powers off."""
+    return boot_sector(tmp_path / "hello.img", bytes.fromhex("BAF803B044EEB051EEB021EE")
+                       + POWEROFF_CODE)

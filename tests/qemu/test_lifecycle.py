@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,8 @@ import pytest
 
 from reconcilers.identity import is_alive
 from reconcilers.errors import DriverError
+from reconcilers.qemu import process
+from reconcilers.qemu.driver import QemuDriver
 from reconcilers.model import (Cause, Disk, DiskBus, DiskFormat, Domain, EventDetail, EventType,
                                Lifecycle, LifecycleAction, Reason, SerialMode, State, Vnc,
                                Watchdog)
@@ -154,3 +157,43 @@ async def test_rich_domain_starts(qemu_env: QemuEnv, loop_image: Path, make_gues
     assert "starting: " in files.log.read_text()
     await driver.destroy("t-rich")
     assert not files.qmp.exists() and not files.pidfile.exists()
+
+
+async def test_serial_output_goes_to_the_domain_log(qemu_env: QemuEnv, make_guest: Guest,
+                                                   hello_image: Path) -> None:
+    driver = qemu_env.driver()
+    await driver.start(make_guest("t-serial", hello_image), paused=False)
+    await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
+    log = (Path(qemu_env.context.log_dir) / "t-serial.log").read_text()
+    assert "domctl: starting: " in log and "-name guest=t-serial" in log
+    assert "DQ!" in log
+    assert "domctl: stopped: shutdown" in log
+
+
+def test_vnc_auto_port_skips_a_busy_one() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert process.free_vnc_port("127.0.0.1", port, port + 50) > port
+    with pytest.raises(process.LaunchError), socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        process.free_vnc_port("127.0.0.1", port, port)
+
+
+async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
+        qemu_env: QemuEnv, loop_image: Path, make_guest: Guest) -> None:
+    # "cpu.shares" is a file at the root of the cpu hierarchy: the cgroup cannot be created
+    settings = dataclasses.replace(qemu_env.settings, cgroup_parent="cpu.shares")
+    driver = QemuDriver(qemu_env.context, settings)
+    qemu_env.drivers.append(driver)
+    with pytest.raises(DriverError, match="cgroup"):
+        await driver.start(make_guest("t-abort", loop_image), paused=False)
+    event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
+    assert (event.reason, event.events) == (Reason.FAILED,
+                                            ((EventType.STOPPED, EventDetail.FAILED),))
+    live = await driver.observe("t-abort")
+    assert (live.state, live.reason) == (State.SHUTOFF, Reason.FAILED)
+    assert not list((qemu_env.context.runtime_dir / "qemu").glob("*.pid"))  # qemu is gone

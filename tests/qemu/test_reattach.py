@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from reconcilers.errors import DriverError
 from reconcilers.identity import is_alive
 from reconcilers.model import Domain, EventDetail, EventType, Reason, State
 
@@ -68,3 +69,10 @@ async def test_close_leaves_domains_running(qemu_env: QemuEnv, loop_image: Path,
     await driver.close()
     assert live.pid is not None and is_alive(live.pid)
     qemu_env.pids.add(live.pid)  # the fixture kills it
+    fresh = qemu_env.driver()  # no record handed over: the process is not ours to touch
+    seen = await fresh.observe("t-close")
+    assert (seen.state, seen.pid) == (State.NOSTATE, live.pid)
+    with pytest.raises(DriverError, match="already runs"):
+        await fresh.start(make_guest("t-close", loop_image), paused=False)
+    await fresh.destroy("t-close")
+    assert is_alive(live.pid)
