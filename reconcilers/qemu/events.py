@@ -17,7 +17,8 @@ Lifecycle, with `-no-shutdown` and `-action reboot=reset|shutdown,panic=pause` (
 - STOP after WATCHDOG{pause} or BLOCK_IO_ERROR{stop} → paused/watchdog or paused/ioerror; any
   other STOP or RESUME we did not ask for → paused/unknown or running/unpaused, cause external.
 - process exit: destroyed by us → shutoff/destroyed; a start we aborted → shutoff/failed;
-  after a guest stop we acted on → as above; anything else (kill -9, a qemu crash) → shutoff/crashed, stopped/failed.
+  after a guest stop we acted on → as above; anything else (kill -9, a qemu crash) →
+  shutoff/crashed, stopped/failed.
 
 It never talks to qemu and never reads the clock: the driver does both.
 """
