@@ -112,8 +112,8 @@ def _entries(domain: Domain, host: HostFacts, paths: ConfigPaths) -> Iterator[tu
     yield "lxc.uts.name", domain.name
     if builtin:
         # the cached rootfs is shared by every busybox container: each writes to its own overlay
-        yield "lxc.rootfs.path", f"overlay:{_overlay_part(paths.rootfs)}:" \
-                                 f"{_overlay_part(paths.delta)}"
+        lower, upper = _overlay_part(paths.rootfs), _overlay_part(paths.delta)
+        yield "lxc.rootfs.path", f"overlay:{lower}:{upper}"
     else:
         yield "lxc.rootfs.path", "dir:" + _value("spec.lxc.rootfs", paths.rootfs)
     yield from _init_cmd(lxc.init)

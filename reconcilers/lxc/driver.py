@@ -29,7 +29,7 @@ from reconcilers.identity import ExitWatch, boot_id, proc_starttime, same_proces
 from reconcilers.lxc import changes, host, rootfs, settle
 from reconcilers.lxc.config import (NAME_RE, ConfigPaths, ConfigValueError, HostFacts,
                                     cgroup_limits, render_config)
-from reconcilers.lxc.exits import Intent, InitFate, exit_event, init_fate
+from reconcilers.lxc.exits import InitFate, Intent, exit_event, init_fate
 from reconcilers.lxc.files import ContainerFiles
 from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
 from reconcilers.model import (BUSYBOX_ROOTFS, REASONS_BY_STATE, Cause, Domain, DomainSpec,

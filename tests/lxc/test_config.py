@@ -102,7 +102,7 @@ def test_equals_signs_and_quotes_stay_inside_their_value() -> None:
 def test_init_without_blanks_is_written_for_humans() -> None:
     domain = make_domain("plain", init=("/bin/busybox", "init"))
     text = render_config(domain, HOSTS["v1"], paths_for(domain))
-    assert re.search(r"^lxc\.init\.cmd = /bin/busybox init$", text, re.M)
+    assert re.search(r"^lxc\.init\.cmd = /bin/busybox init$", text, re.MULTILINE)
 
 
 @pytest.mark.parametrize("shares, weight", [(2, 1), (1024, 39), (262144, 10000), (1, 1)])

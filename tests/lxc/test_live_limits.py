@@ -12,7 +12,7 @@ from reconcilers.lxc.host import cgroup_version
 from reconcilers.lxc.tools import LxcTools
 from reconcilers.model import CpuTune
 
-from .support import MiB, Host, make_domain
+from .support import Host, MiB, make_domain
 
 pytestmark = pytest.mark.lxc
 
