@@ -221,9 +221,17 @@ class QemuDriver:
         tracked.run.state, tracked.run.reason, tracked.run.intent = (State.RUNNING,
                                                                      Reason.UNPAUSED, Intent.NONE)
 
+    def _untracked(self, name: str, operation: str) -> None:
+        """Nothing to do for a domain that is not running; refuse one that runs unadopted."""
+        stray = process.running_pid(self._files(name))
+        if stray is not None:
+            raise DriverError(name, operation, f"qemu pid {stray} was not started or adopted by "
+                                               "this controller; refusing to touch it")
+
     async def shutdown(self, name: str, timeout: float) -> bool:
         tracked = self._tracked.get(name)
         if tracked is None:
+            self._untracked(name, "shutdown")
             return True
         tracked.run.intent = Intent.SHUTDOWN
         try:
@@ -244,8 +252,14 @@ class QemuDriver:
     async def destroy(self, name: str) -> None:
         tracked = self._tracked.get(name)
         if tracked is None:
+            self._untracked(name, "destroy")
             return
         tracked.run.intent = Intent.DESTROY
+        await self._end(tracked, "destroy")
+
+    async def _end(self, tracked: Running, operation: str) -> None:
+        """SIGTERM the (proven) process, SIGKILL after the grace period, wait for the report."""
+        name = tracked.record.name
         for sig, wait in ((signal.SIGTERM, self._settings.kill_grace),
                           (signal.SIGKILL, SETTLE_TIMEOUT)):
             if tracked.gone:
@@ -255,7 +269,7 @@ class QemuDriver:
             if await tracked.watch.wait(wait):
                 break
         else:
-            raise DriverError(name, "destroy", f"pid {tracked.record.pid} survived SIGKILL")
+            raise DriverError(name, operation, f"pid {tracked.record.pid} survived SIGKILL")
         await tracked.settled()
 
     # --- events and exits -------------------------------------------------------------------
@@ -270,9 +284,16 @@ class QemuDriver:
         if reaction.event is not None:
             self._ctx.on_event(reaction.event)
         if reaction.follow_up is FollowUp.QUIT:
-            tracked.spawn(tracked.monitor.quit())
+            tracked.spawn(self._quit(tracked))
         elif reaction.follow_up is FollowUp.RESET:
             tracked.spawn(self._reset(tracked))
+
+    async def _quit(self, tracked: Running) -> None:
+        """A destroy-type lifecycle action: QMP quit, then signals if qemu does not go."""
+        await tracked.monitor.quit()
+        if not await tracked.watch.wait(self._settings.kill_grace):
+            log.warning("qemu ignored quit; killing it", domain=tracked.record.name)
+            await self._end(tracked, "quit")
 
     async def _reset(self, tracked: Running) -> None:
         """A restart-type lifecycle action, in the same process (libvirt's fake reboot)."""
@@ -344,9 +365,18 @@ class QemuDriver:
                               files.log.stat().st_size if files.log.exists() else 0)
         live = await self.observe(name)
         tracked.run.state, tracked.run.reason = live.state, live.reason
+        self._finish_missed_stop(name, live)
         process.log_line(files, f"re-attached to pid {record.pid}")
         log.info("domain adopted", domain=name, pid=record.pid, state=live.state.value)
         return live
+
+    def _finish_missed_stop(self, name: str, live: Live) -> None:
+        """A guest that powered off or panicked while no controller ran: apply its lifecycle
+        action now, as libvirt's reconnect finishes a shutdown it finds half done."""
+        if (live.state, live.reason) == (State.PAUSED, Reason.SHUTDOWN):
+            self._on_qmp(name, "SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
+        elif live.state is State.CRASHED:
+            self._on_qmp(name, "GUEST_PANICKED", {"action": "pause"})
 
     # --- changes ----------------------------------------------------------------------------
 

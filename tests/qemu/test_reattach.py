@@ -11,7 +11,8 @@ import pytest
 
 from reconcilers.errors import DriverError
 from reconcilers.identity import is_alive
-from reconcilers.model import Domain, EventDetail, EventType, Reason, State
+from reconcilers.model import (Domain, EventDetail, EventType, Lifecycle, LifecycleAction,
+                               Reason, State)
 
 if TYPE_CHECKING:
     from tests.qemu.conftest import QemuEnv
@@ -54,7 +55,8 @@ async def test_refuses_a_different_start_time_and_leaves_it_alone(
     wrong_uuid = dataclasses.replace(live.record, uuid="00000000-0000-0000-0000-000000000000")
     result = await second.reattach(wrong_uuid)
     assert result is not None and result.state is State.NOSTATE
-    await second.destroy("t-other")  # not adopted: destroy must not touch it
+    with pytest.raises(DriverError, match="refusing"):
+        await second.destroy("t-other")  # not adopted: destroy must not touch it
     assert is_alive(live.pid)
     assert (await second.reattach(live.record)) is not None  # the true record still adopts
     await second.destroy("t-other")
@@ -74,5 +76,27 @@ async def test_close_leaves_domains_running(qemu_env: QemuEnv, loop_image: Path,
     assert (seen.state, seen.pid) == (State.NOSTATE, live.pid)
     with pytest.raises(DriverError, match="already runs"):
         await fresh.start(make_guest("t-close", loop_image), paused=False)
-    await fresh.destroy("t-close")
+    for refused in (fresh.destroy("t-close"), fresh.shutdown("t-close", 1.0)):
+        with pytest.raises(DriverError, match="refusing"):
+            await refused
     assert is_alive(live.pid)
+
+
+async def test_power_off_missed_while_away_is_finished_on_reattach(
+        qemu_env: QemuEnv, poweroff_image: Path, make_guest: Guest) -> None:
+    first = qemu_env.driver()
+    preserve = Lifecycle(on_poweroff=LifecycleAction.PRESERVE)
+    live = await first.start(make_guest("t-missed", poweroff_image, lifecycle=preserve),
+                             paused=False)
+    event = await qemu_env.wait_event(lambda e: e.state is State.PAUSED)
+    assert (event.reason, event.events) == (Reason.SHUTDOWN,
+                                            ((EventType.SHUTDOWN, EventDetail.GUEST),))
+    assert live.record is not None
+    await first.close()
+    # the next controller runs with on_poweroff destroy in the record: it finishes the stop
+    record = dataclasses.replace(live.record, extra={**live.record.extra,
+                                                     "on_poweroff": "destroy"})
+    await qemu_env.driver().reattach(record)
+    event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
+    assert event.reason is Reason.SHUTDOWN
+    assert live.pid is not None and not is_alive(live.pid)
