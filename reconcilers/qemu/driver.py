@@ -31,13 +31,13 @@ from reconcilers.identity import ExitWatch, boot_id, proc_starttime
 from reconcilers.model import (Accel, Domain, DomainSpec, DriverName, Lifecycle, LifecycleAction,
                                Reason, State)
 from reconcilers.qemu import changes, hostcheck, pinning, process
+from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps, choose_accel
 from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, limits
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from_status, on_event,
                                      on_exit)
-from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
 from reconcilers.qemu.monitor import Monitor, MonitorError
 from reconcilers.qemu.runtime import Running

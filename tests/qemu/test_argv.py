@@ -1,8 +1,8 @@
 """The command line builder: golden files, and the proof that no manifest value adds an option.
 
-Golden files hold one argument per line (arguments can never contain a newline: those are
-refused). Regenerate after an intended change with `DOMCTL_REGEN_GOLDEN=1 pytest tests/qemu`
-and review the diff.
+Inputs are manifests (`tests/golden/qemu/<case>.yaml`); golden files hold one argument per
+line (arguments can never contain a newline: those are refused). Regenerate after an intended
+change with `DOMCTL_REGEN_GOLDEN=1 pytest tests/qemu` and review the diff.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def test_golden_argv(case: str, argv_cases: dict[str, Domain], golden_dir: Path)
     assert argv == golden.read_text().splitlines()
 
 
-def test_every_case_has_a_golden_file(argv_cases: dict[str, Domain], golden_dir: Path) -> None:
+def test_every_manifest_has_a_golden_file(argv_cases: dict[str, Domain],
+                                          golden_dir: Path) -> None:
     assert set(argv_cases) == set(CASES)
     assert {p.stem for p in golden_dir.glob("*.argv")} == set(CASES)
 
