@@ -77,16 +77,16 @@ class QemuDriver:
     async def validate(self, domain: Domain) -> None:
         await self._checked(domain)
 
-    async def _checked(self, domain: Domain) -> tuple[QemuCaps, str]:
+    async def _checked(self, domain: Domain) -> tuple[QemuCaps, Accel, str]:
+        """Host validation plus a dry run of the argv builder (refused values name the field)."""
         caps = await self._qemu_caps()
-        note = hostcheck.validate(domain, caps)
+        accel, note = hostcheck.validate(domain, caps)
         files = self._files(domain.name)
         try:
-            accel, _ = choose_accel(domain.spec.qemu.accel, caps)  # type: ignore[union-attr]
             build_argv(domain, caps.binary, accel, files, self._settings.vnc_port_min)
         except ValueRefused as exc:
             raise HostValidationError(domain.name, exc.field, exc.message) from exc
-        return caps, note
+        return caps, accel, note
 
     def _files(self, name: str) -> DomainFiles:
         return domain_files(self._ctx.runtime_dir, self._ctx.log_dir, name)
@@ -95,7 +95,7 @@ class QemuDriver:
 
     async def start(self, domain: Domain, paused: bool) -> Live:
         name, spec = domain.name, domain.spec
-        caps, note = await self._checked(domain)
+        caps, accel, note = await self._checked(domain)
         previous = self._tracked.get(name)
         if previous is not None:
             await previous.settled()
@@ -107,7 +107,6 @@ class QemuDriver:
         if stray is not None:
             raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
                                              f"{stray} but is not adopted; not starting another")
-        accel, _ = choose_accel(spec.qemu.accel, caps)
         argv = build_argv(domain, caps.binary, accel, files, self._vnc_port(domain))
         vnc = spec.qemu.vnc
         secrets = {files.vnc_secret: vnc.password} if vnc and vnc.password is not None else {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from reconcilers.errors import HostValidationError
-from reconcilers.model import Domain, LifecycleAction, QemuSpec, WatchdogAction
+from reconcilers.model import Accel, Domain, LifecycleAction, QemuSpec, WatchdogAction
 from reconcilers.qemu.capabilities import AccelError, QemuCaps, choose_accel
 
 _COREDUMP = (LifecycleAction.COREDUMP_DESTROY, LifecycleAction.COREDUMP_RESTART)
@@ -31,8 +31,8 @@ def parse_cpuset(text: str) -> set[int]:
     return cpus
 
 
-def validate(domain: Domain, caps: QemuCaps) -> str:
-    """Raise HostValidationError for the first problem; return the accelerator note."""
+def validate(domain: Domain, caps: QemuCaps) -> tuple[Accel, str]:
+    """Raise HostValidationError for the first problem; return the accelerator and its note."""
     name, qemu = domain.name, domain.spec.qemu
     if caps.error:
         raise HostValidationError(name, "spec.driver", f"qemu is unusable here: {caps.error}")
@@ -42,7 +42,7 @@ def validate(domain: Domain, caps: QemuCaps) -> str:
         raise HostValidationError(name, "spec.qemu.machine",
                                   f"{qemu.machine!r} is not a machine type of qemu {caps.version}")
     try:
-        _, note = choose_accel(qemu.accel, caps)
+        accel, note = choose_accel(qemu.accel, caps)
     except AccelError as exc:
         raise HostValidationError(name, "spec.qemu.accel", str(exc)) from exc
     _check_cpus(domain, caps.machines[qemu.machine])
@@ -50,7 +50,7 @@ def validate(domain: Domain, caps: QemuCaps) -> str:
     _check_lifecycle(domain)
     _check_files(name, qemu)
     _check_devices(name, qemu, caps)
-    return note
+    return accel, note
 
 
 def _check_cpus(domain: Domain, machine_max: int) -> None:

@@ -121,7 +121,7 @@ def test_host_validation_names_the_field(field: str, mutate: Callable[[Domain, P
 
 
 def test_valid_spec_passes_with_its_accel_note(loop_image: Path, make_guest: Guest) -> None:
-    assert hostcheck.validate(make_guest("t-ok", loop_image), CAPS) == "accel tcg"
+    assert hostcheck.validate(make_guest("t-ok", loop_image), CAPS) == (Accel.TCG, "accel tcg")
 
 
 @pytest.mark.qemu
