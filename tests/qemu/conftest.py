@@ -180,3 +180,15 @@ def hello_image(tmp_path: Path) -> Path:
     """Writes "DQ!" to COM1 (mov dx,0x3f8; mov al,c; out dx,al ×3), then powers off."""
     return boot_sector(tmp_path / "hello.img", bytes.fromhex("BAF803B044EEB051EEB021EE")
                        + POWEROFF_CODE)
+
+
+@pytest.fixture
+def panic_image(tmp_path: Path) -> Path:
+    """Reports a panic to the ISA pvpanic device (mov dx,0x505; mov al,1; out dx,al; hlt)."""
+    return boot_sector(tmp_path / "panic.img", bytes.fromhex("BA0505B001EEF4"))
+
+
+@pytest.fixture
+def reboot_image(tmp_path: Path) -> Path:
+    """Resets the machine through the keyboard controller (mov al,0xfe; out 0x64,al; hlt)."""
+    return boot_sector(tmp_path / "reboot.img", bytes.fromhex("B0FEE664F4"))
