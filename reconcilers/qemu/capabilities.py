@@ -96,8 +96,9 @@ class CapabilityCache:
         caps = self._memory.get(key) or self._load(key)
         if caps is None:
             caps = await probe(path, key[1])
-            if not caps.error:
-                self._store(caps)
+            if caps.error:
+                return caps  # not remembered: the next call probes again
+            self._store(caps)
         self._memory[key] = caps
         return caps
 
@@ -190,13 +191,22 @@ async def _probe_process(binary: str, accel: str) -> AsyncIterator[Monitor]:
 
 async def _connect_when_ready(monitor: Monitor, socket: Path,
                               process: asyncio.subprocess.Process) -> None:
+    """Connect once qemu listens: the socket file appears just before qemu calls listen()."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PROBE_TIMEOUT
-    while not socket.exists():
-        if process.returncode is not None or loop.time() > deadline:
+    while True:
+        if process.returncode is not None:
             raw = await process.stderr.read() if process.stderr else b""
             lines = raw.decode(errors="replace").strip().splitlines()
             raise MonitorError("probe", lines[-1] if lines
                                else "qemu exited before opening its QMP socket")
+        if socket.exists():
+            try:
+                await monitor.connect(socket)
+                return
+            except MonitorError:
+                if loop.time() > deadline:
+                    raise
+        elif loop.time() > deadline:
+            raise MonitorError("probe", f"no QMP socket within {PROBE_TIMEOUT} s")
         await asyncio.sleep(0.02)
-    await monitor.connect(socket)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -98,9 +99,9 @@ class QemuDriver:
         caps, accel, note = await self._checked(domain)
         previous = self._tracked.get(name)
         if previous is not None:
-            await previous.settled()
-            if name in self._tracked:
+            if not previous.gone:
                 raise DriverError(name, "start", "already running")
+            await previous.settled()  # its exit is reported before the new run begins
         assert spec.qemu is not None and domain.metadata.uuid is not None
         files = self._files(name)
         stray = process.running_pid(files)
@@ -387,9 +388,10 @@ class QemuDriver:
         changed = {k for k, v in changes.classify(old, new).items() if v is ChangeKind.LIVE}
         try:
             before = limits(old, tracked.cgroup.version)
-            await asyncio.to_thread(tracked.cgroup.write, {
-                k: v for k, v in limits(new, tracked.cgroup.version).items()
-                if before.get(k) != v})
+            # memory is restart-only: the running guest keeps its size, so does its limit
+            after = limits(dataclasses.replace(new, memory=old.memory), tracked.cgroup.version)
+            await asyncio.to_thread(tracked.cgroup.write,
+                                    {k: v for k, v in after.items() if before.get(k) != v})
             if changed & {"cputune.vcpupin", "cputune.emulatorpin"}:
                 await pinning.apply(tracked.monitor, tracked.record.pid, new.cputune)
         except (CgroupError, pinning.PinningError, MonitorError) as exc:

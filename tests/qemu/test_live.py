@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from reconcilers.driver import ChangeKind
+from reconcilers.errors import DriverError
 from reconcilers.model import CpuTune, Domain, Lifecycle, LifecycleAction, VcpuPin
 from reconcilers.qemu.changes import classify
 from reconcilers.qemu.pinning import vcpu_threads
@@ -45,7 +46,11 @@ async def test_cpu_shares_pinning_and_balloon_applied_live(qemu_env: QemuEnv, lo
     tracked = driver._tracked["t-live"]  # noqa: SLF001
     shares_key = "cpu/cpu.shares" if tracked.cgroup.version.value == "v1" else "/cpu.weight"
     before = tracked.cgroup.path(shares_key).read_text().strip()
-    new = dataclasses.replace(domain.spec, current_memory=32 << 20, cputune=CpuTune(
+    memory_key = ("memory/memory.limit_in_bytes" if shares_key.startswith("cpu/")
+                  else "/memory.max")
+    memory_limit = tracked.cgroup.path(memory_key).read_text()
+    new = dataclasses.replace(domain.spec, memory=256 << 20, current_memory=32 << 20,
+                              cputune=CpuTune(
         shares=2048, vcpupin=(VcpuPin(vcpu=0, cpuset="0"),)),
         lifecycle=Lifecycle(on_reboot=LifecycleAction.DESTROY))
     await driver.apply_live("t-live", domain.spec, new)
@@ -57,3 +62,6 @@ async def test_cpu_shares_pinning_and_balloon_applied_live(qemu_env: QemuEnv, lo
     balloon = await tracked.monitor.execute("query-balloon")
     assert balloon["actual"] > 0  # the device answers; the guest has no driver to shrink it
     assert tracked.lifecycle.on_reboot is LifecycleAction.DESTROY
+    assert tracked.cgroup.path(memory_key).read_text() == memory_limit  # memory: restart-only
+    with pytest.raises(DriverError, match="already running"):
+        await driver.start(domain, paused=False)
