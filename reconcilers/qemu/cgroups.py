@@ -127,9 +127,6 @@ class DomainCgroup:
             time.sleep(0.05)  # the exited process leaves the cgroup when it is reaped
         return False
 
-    def exists(self) -> bool:
-        return any(d.exists() for d in self.directories.values())
-
 
 def _rmdir(directory: Path) -> bool:
     try:

@@ -146,6 +146,7 @@ def _lifecycle(name: str, run: RunState, action: LifecycleAction) -> Reaction:
     if action in (LifecycleAction.DESTROY, LifecycleAction.COREDUMP_DESTROY):
         return Reaction(follow_up=FollowUp.QUIT)  # the exit is reported by `on_exit`
     panic = run.guest_stop is GuestStop.PANIC
+    what = "panicked" if panic else "stopped"
     guest_event = (EventType.CRASHED, EventDetail.PANICKED) if panic else (EventType.SHUTDOWN,
                                                                            EventDetail.GUEST)
     if action in (LifecycleAction.RESTART, LifecycleAction.COREDUMP_RESTART):
@@ -153,16 +154,12 @@ def _lifecycle(name: str, run: RunState, action: LifecycleAction) -> Reaction:
         # belongs to this stop, not to a pause
         run.state, run.reason = State.RUNNING, Reason.BOOTED
         return Reaction(_event(name, run, (guest_event, (EventType.STARTED, EventDetail.BOOTED)),
-                               Cause.GUEST, f"guest {run_word(panic)}; restarted in place"),
+                               Cause.GUEST, f"guest {what}; restarted in place"),
                         FollowUp.RESET)
     if not panic:  # preserve: the stopped guest stays for inspection
         run.state, run.reason = State.PAUSED, Reason.SHUTDOWN
     return Reaction(_event(name, run, (guest_event,), Cause.GUEST,
-                           f"guest {run_word(panic)}; preserved (on_* = preserve)"))
-
-
-def run_word(panic: bool) -> str:
-    return "panicked" if panic else "stopped"
+                           f"guest {what}; preserved"))
 
 
 def _stop(name: str, run: RunState) -> Reaction:
