@@ -1,1 +1,13 @@
-"""The qemu driver: real qemu processes controlled over QMP."""
+"""The qemu driver: real qemu processes, daemonized, each controlled over its own QMP socket.
+
+The controller uses QemuDriver (the Driver protocol of reconcilers/driver.py) and QemuSettings;
+the modules behind them are private to the driver: capabilities (probe), hostcheck
+(validation), escape + argv (command line), layout + process (files, launch), cgroups,
+pinning, monitor (the only qemu.qmp user), events (classification), adopt (identity),
+runtime (per-domain state), changes (live vs restart).
+"""
+
+from reconcilers.qemu.driver import QemuDriver
+from reconcilers.qemu.layout import QemuSettings
+
+__all__ = ["QemuDriver", "QemuSettings"]
