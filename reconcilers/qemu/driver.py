@@ -118,7 +118,7 @@ class QemuDriver:
             log.warning("qemu failed to start", domain=name, error=exc.message)
             self._last_stop[name] = Reason.FAILED
             raise DriverError(name, "start", exc.message) from exc
-        tracked = self._new_tracked(domain, pid, files, note, offset)
+        tracked = self._new_tracked(domain, pid, files, note)
         try:
             await self._prepare(tracked, spec)
             if not paused:
@@ -144,8 +144,7 @@ class QemuDriver:
         except process.LaunchError as exc:
             raise DriverError(domain.name, "start", exc.message) from exc
 
-    def _new_tracked(self, domain: Domain, pid: int, files: DomainFiles, note: str,
-                     offset: int) -> Running:
+    def _new_tracked(self, domain: Domain, pid: int, files: DomainFiles, note: str) -> Running:
         name = domain.name
         assert domain.metadata.uuid is not None
         extra = record_extra(str(files.qmp), note, self._settings.cgroup_parent,
@@ -155,21 +154,20 @@ class QemuDriver:
                                started_at=time.time(), extra=extra)
         self._last_stop.pop(name, None)
         return self._track(record, domain.spec.lifecycle, self._monitor(name),
-                           RunState(State.PAUSED, Reason.STARTING_UP), offset)
+                           RunState(State.PAUSED, Reason.STARTING_UP))
 
     def _monitor(self, name: str) -> Monitor:
         return Monitor(name, lambda e, d: self._on_qmp(name, e, d), self._settings.monitor_timeout)
 
     def _track(self, record: RuntimeRecord, lifecycle: Lifecycle, monitor: Monitor,
-               run: RunState, log_offset: int) -> Running:
+               run: RunState) -> Running:
         """Hold a started or adopted domain, its exit watched from this moment on."""
         name = record.name
         tracked = Running(record=record, lifecycle=lifecycle, files=self._files(name),
                           monitor=monitor, run=run, note=record.extra.get("accel", ""),
                           cgroup=DomainCgroup(name, record.extra.get(
                               "cgroup_parent", self._settings.cgroup_parent)),
-                          watch=ExitWatch(record.pid, lambda: self._exited(record)),
-                          log_offset=log_offset)
+                          watch=ExitWatch(record.pid, lambda: self._exited(record)))
         self._tracked[name] = tracked
         return tracked
 
@@ -316,8 +314,8 @@ class QemuDriver:
     async def _finish(self, tracked: Running) -> None:
         name = tracked.record.name
         await self._release(tracked)
-        event = on_exit(name, tracked.run, process.qemu_error(tracked.files, tracked.log_offset)
-                        if tracked.run.intent is Intent.NONE else "")
+        # a daemonized qemu's stderr is /dev/null: past the start, the log holds nothing of its own
+        event = on_exit(name, tracked.run)
         self._last_stop[name] = event.reason
         process.log_line(tracked.files, f"stopped: {event.reason.value}: {event.message}")
         log.info("domain stopped", domain=name, reason=event.reason.value,
@@ -359,14 +357,12 @@ class QemuDriver:
                 return None
             log.warning("not adopting process", domain=name, pid=record.pid, why=problem.message)
             return Live(State.NOSTATE, Reason.UNKNOWN, pid=record.pid, message=problem.message)
-        files = self._files(name)
         tracked = self._track(record, lifecycle_from_extra(record.extra), monitor,
-                              RunState(State.RUNNING, Reason.UNKNOWN),
-                              files.log.stat().st_size if files.log.exists() else 0)
+                              RunState(State.RUNNING, Reason.UNKNOWN))
         live = await self.observe(name)
         tracked.run.state, tracked.run.reason = live.state, live.reason
         self._finish_missed_stop(name, live)
-        process.log_line(files, f"re-attached to pid {record.pid}")
+        process.log_line(tracked.files, f"re-attached to pid {record.pid}")
         log.info("domain adopted", domain=name, pid=record.pid, state=live.state.value)
         return live
 

@@ -42,7 +42,6 @@ class Running:
     run: RunState
     note: str  # the accelerator note for Live.message
     watch: ExitWatch
-    log_offset: int  # where qemu's messages of this run start in the domain log
     exit_task: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
