@@ -30,6 +30,10 @@ pytestmark = pytest.mark.qemu
 
 async def test_start_running_then_destroy(qemu_env: QemuEnv, loop_image: Path,
         make_guest: Guest) -> None:
+    runtime = qemu_env.context.runtime_dir / "qemu"
+    runtime.mkdir(parents=True)
+    (runtime / "t-run.pid").write_text("999999\n")  # left by a crashed run
+    (runtime / "t-run.qmp").write_text("")  # a stale socket path
     driver = qemu_env.driver()
     live = await driver.start(make_guest("t-run", loop_image), paused=False)
     assert (live.state, live.reason) == (State.RUNNING, Reason.BOOTED)
@@ -37,6 +41,8 @@ async def test_start_running_then_destroy(qemu_env: QemuEnv, loop_image: Path,
     assert "accel tcg" in live.message
     cgroup = driver._tracked["t-run"].cgroup  # noqa: SLF001
     assert all(d.is_dir() for d in cgroup.directories.values())
+    assert qemu_env.settings.cgroup_parent in Path(f"/proc/{live.pid}/cgroup").read_text()
+    assert os.getsid(live.pid) not in (os.getsid(0), 0)  # its own session
     await driver.destroy("t-run")
     assert not is_alive(live.pid)
     assert not any(d.exists() for d in cgroup.directories.values())
