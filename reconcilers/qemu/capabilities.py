@@ -28,7 +28,8 @@ from pathlib import Path
 
 import structlog
 
-from reconcilers.model import Accel
+from reconcilers.driver import Capabilities
+from reconcilers.model import Accel, DriverName
 from reconcilers.qemu.monitor import Monitor, MonitorError
 
 KVM_DEVICE = Path("/dev/kvm")
@@ -50,6 +51,16 @@ class QemuCaps:
     kvm_usable: bool = False
     kvm_message: str = ""  # why KVM is not usable
     error: str = ""  # why the binary cannot be used at all
+
+    def summary(self) -> Capabilities:
+        """The Driver protocol's view: usable or not, and what `accel: auto` picks here."""
+        if self.error:
+            return Capabilities(DriverName.QEMU, False, message=self.error)
+        _, note = choose_accel(Accel.AUTO, self)
+        return Capabilities(DriverName.QEMU, True, version=self.version, message=note,
+                            details={"binary": self.binary, "kvm": self.kvm_usable,
+                                     "accels": sorted(self.accels),
+                                     "default_machine": self.default_machine})
 
     def to_json(self) -> str:
         plain = asdict(self)

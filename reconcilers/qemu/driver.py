@@ -34,7 +34,7 @@ from reconcilers.model import (Accel, Domain, DomainSpec, DriverName, Lifecycle,
 from reconcilers.qemu import changes, hostcheck, pinning, process
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
-from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps, choose_accel
+from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps
 from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, limits
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from_status, on_event,
@@ -66,14 +66,7 @@ class QemuDriver:
         return await self._caps.get(self._settings.binary)
 
     async def capabilities(self) -> Capabilities:
-        caps = await self._qemu_caps()
-        if caps.error:
-            return Capabilities(DriverName.QEMU, False, message=caps.error)
-        _, note = choose_accel(Accel.AUTO, caps)
-        return Capabilities(DriverName.QEMU, True, version=caps.version, message=note,
-                            details={"binary": caps.binary, "kvm": caps.kvm_usable,
-                                     "accels": sorted(caps.accels),
-                                     "default_machine": caps.default_machine})
+        return (await self._qemu_caps()).summary()
 
     async def validate(self, domain: Domain) -> None:
         await self._checked(domain)
@@ -108,7 +101,11 @@ class QemuDriver:
         if stray is not None:
             raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
                                              f"{stray} but is not adopted; not starting another")
-        argv = build_argv(domain, caps.binary, accel, files, self._vnc_port(domain))
+        try:
+            port = process.vnc_port(spec.qemu.vnc, self._settings)
+        except process.LaunchError as exc:
+            raise DriverError(name, "start", exc.message) from exc
+        argv = build_argv(domain, caps.binary, accel, files, port)
         vnc = spec.qemu.vnc
         secrets = {files.vnc_secret: vnc.password} if vnc and vnc.password is not None else {}
         offset = files.log.stat().st_size if files.log.exists() else 0
@@ -133,16 +130,6 @@ class QemuDriver:
         process.log_line(files, f"started pid {pid} ({note}){' paused' if paused else ''}")
         log.info("domain started", domain=name, pid=pid, paused=paused, accel=note)
         return await self.observe(name)
-
-    def _vnc_port(self, domain: Domain) -> int | None:
-        vnc = domain.spec.qemu.vnc if domain.spec.qemu else None
-        if vnc is None or vnc.port is not None:
-            return None
-        try:
-            return process.free_vnc_port(vnc.listen, self._settings.vnc_port_min,
-                                         self._settings.vnc_port_max)
-        except process.LaunchError as exc:
-            raise DriverError(domain.name, "start", exc.message) from exc
 
     def _new_tracked(self, domain: Domain, pid: int, files: DomainFiles, note: str) -> Running:
         name = domain.name

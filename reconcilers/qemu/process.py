@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reconcilers.identity import cmdline, is_alive
-from reconcilers.qemu.layout import DomainFiles
+from reconcilers.model import Vnc
+from reconcilers.qemu.layout import DomainFiles, QemuSettings
 
 
 class LaunchError(Exception):
@@ -106,6 +107,13 @@ def qemu_error(files: DomainFiles, offset: int = 0) -> str:
     # "-msg timestamp=on" prefixes "<iso time> "; drop it so the message reads cleanly
     head, _, rest = own[-1].partition(" ")
     return rest if head[:4].isdigit() and "T" in head else own[-1]
+
+
+def vnc_port(vnc: Vnc | None, settings: QemuSettings) -> int | None:
+    """The port for `vnc.port: auto` (None when there is no VNC or its port is fixed)."""
+    if vnc is None or vnc.port is not None:
+        return None
+    return free_vnc_port(vnc.listen, settings.vnc_port_min, settings.vnc_port_max)
 
 
 def free_vnc_port(listen: str, first: int, last: int) -> int:
