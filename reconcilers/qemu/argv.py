@@ -89,7 +89,11 @@ def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
              "-chardev", f"socket,id=charmonitor,path={escape.opt(str(files.qmp), 'qmp')},"
                          "server=on,wait=off",
              "-mon", "chardev=charmonitor,id=monitor,mode=control",
-             "-msg", "timestamp=on", "-no-shutdown", "-action", _actions(domain),
+             "-msg", "timestamp=on",
+             # a daemonized qemu sends stderr to /dev/null unless a -D log is open; `-d plugin`
+             # opens it and logs nothing without plugins, so only qemu's own errors land there
+             "-D", str(files.stderr), "-d", "plugin",
+             "-no-shutdown", "-action", _actions(domain),
              "-boot", "strict=on"]
     argv += _firmware(domain)
     devices = _disks(domain, bus) + _nics(domain, bus) + _serial(domain, files)

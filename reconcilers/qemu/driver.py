@@ -108,7 +108,6 @@ class QemuDriver:
         argv = build_argv(domain, caps.binary, accel, files, port)
         vnc = spec.qemu.vnc
         secrets = {files.vnc_secret: vnc.password} if vnc and vnc.password is not None else {}
-        offset = files.log.stat().st_size if files.log.exists() else 0
         try:
             pid = await process.launch(argv, files, self._settings.start_timeout, secrets)
         except process.LaunchError as exc:
@@ -124,7 +123,7 @@ class QemuDriver:
             else:
                 tracked.run.reason = Reason.USER
         except (CgroupError, MonitorError, pinning.PinningError, OSError) as exc:
-            message = process.qemu_error(files, offset) or str(exc)
+            message = process.qemu_error(files.stderr) or str(exc)
             await self._abort(tracked, message)
             raise DriverError(name, "start", message) from exc
         process.log_line(files, f"started pid {pid} ({note}){' paused' if paused else ''}")
@@ -300,9 +299,9 @@ class QemuDriver:
 
     async def _finish(self, tracked: Running) -> None:
         name = tracked.record.name
+        last_words = process.qemu_error(tracked.files.stderr)  # read before release removes it
         await self._release(tracked)
-        # a daemonized qemu's stderr is /dev/null: past the start, the log holds nothing of its own
-        event = on_exit(name, tracked.run)
+        event = on_exit(name, tracked.run, last_words)
         self._last_stop[name] = event.reason
         process.log_line(tracked.files, f"stopped: {event.reason.value}: {event.message}")
         log.info("domain stopped", domain=name, reason=event.reason.value,

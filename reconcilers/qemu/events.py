@@ -194,7 +194,7 @@ def _resume(name: str, run: RunState) -> Reaction:
                            Cause.EXTERNAL, "resumed without a request from domctl"))
 
 
-def on_exit(name: str, run: RunState) -> RuntimeEvent:
+def on_exit(name: str, run: RunState, qemu_message: str = "") -> RuntimeEvent:
     """The shutoff state and events for the end of the qemu process."""
     if run.intent is Intent.DESTROY:
         return _stopped(name, Reason.DESTROYED, Cause.CONTROLLER, "destroyed by domctl",
@@ -212,8 +212,9 @@ def on_exit(name: str, run: RunState) -> RuntimeEvent:
                         "shut down at domctl's request" if asked else f"guest {what}",
                         ((EventType.SHUTDOWN, EventDetail.FINISHED if asked else EventDetail.GUEST),
                          stopped_event(Reason.SHUTDOWN)))
+    message = "qemu exited without a guest shutdown (killed or crashed)"
     return _stopped(name, Reason.CRASHED, Cause.EXTERNAL,
-                    "qemu exited without a guest shutdown (killed or crashed)",
+                    f"{message}: {qemu_message}" if qemu_message else message,
                     (stopped_event(Reason.CRASHED),))
 
 

@@ -58,6 +58,11 @@ class DomainFiles:
         return self.runtime / f"{self.name}.qga"
 
     @property
+    def stderr(self) -> Path:
+        """qemu's stderr once it has daemonized (`-D`): its last words if it dies."""
+        return self.runtime / f"{self.name}.stderr"
+
+    @property
     def vnc_secret(self) -> Path:
         return self.runtime / f"{self.name}.vnc-secret"
 
@@ -68,7 +73,7 @@ class DomainFiles:
     @property
     def stale(self) -> tuple[Path, ...]:
         """What a previous run may have left behind; removed before a launch."""
-        return (self.qmp, self.pidfile, self.serial, self.agent, self.vnc_secret)
+        return (self.qmp, self.pidfile, self.serial, self.agent, self.vnc_secret, self.stderr)
 
     def prepare(self) -> None:
         self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)

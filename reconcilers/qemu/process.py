@@ -73,7 +73,8 @@ async def launch(argv: list[str], files: DomainFiles, timeout: float,
         await process.wait()
         raise LaunchError(f"qemu did not finish initialising within {timeout} s") from None
     if code != 0:
-        raise LaunchError(qemu_error(files, offset) or f"qemu exited with status {code}")
+        raise LaunchError(qemu_error(files.stderr) or qemu_error(files.log, offset)
+                          or f"qemu exited with status {code}")
     try:
         return int(files.pidfile.read_text().strip())
     except (OSError, ValueError) as exc:
@@ -91,10 +92,14 @@ def running_pid(files: DomainFiles) -> int | None:
     return pid if ours and is_alive(pid) else None
 
 
-def qemu_error(files: DomainFiles, offset: int = 0) -> str:
-    """qemu's last error line written to the log after `offset`, without its timestamp."""
+def qemu_error(path: Path, offset: int = 0) -> str:
+    """qemu's last error line in `path` after `offset`, without its timestamp.
+
+    qemu writes its errors to `DomainFiles.stderr` once `-D` has opened it, to the domain log
+    (its stderr at launch) before that.
+    """
     try:
-        with files.log.open("rb") as log:
+        with path.open("rb") as log:
             log.seek(offset)
             lines = log.read().decode(errors="replace").splitlines()
     except OSError:

@@ -21,7 +21,7 @@ from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.layout import domain_files
 
 CASES = ("minimal", "full", "pc-ide-pty", "commas")
-LONE = {"-kernel", "-initrd", "-append", "-bios", "-pidfile", "-uuid"}  # not key=value parsed
+LONE = {"-kernel", "-initrd", "-append", "-bios", "-pidfile", "-uuid", "-D"}  # not key=value parsed
 
 
 def render(domain: Domain) -> list[str]:

@@ -83,7 +83,7 @@ def test_shutdown_we_asked_for_always_quits_and_finishes() -> None:
     run = RunState(State.RUNNING, Reason.BOOTED, intent=Intent.SHUTDOWN)
     _, reactions = play([("POWERDOWN", {}), SHUTDOWN_OFF, STOP], Lifecycle(on_poweroff=R), run)
     assert [r.follow_up for r in reactions] == [FollowUp.NONE, FollowUp.QUIT, FollowUp.NONE]
-    event = on_exit("vm", run)
+    event = on_exit("vm", run, "qemu: boom")
     assert (event.state, event.reason, event.cause) == (State.SHUTOFF, Reason.SHUTDOWN,
                                                         Cause.CONTROLLER)
     assert event.events == ((EventType.SHUTDOWN, EventDetail.FINISHED),
@@ -109,9 +109,10 @@ def test_shutdown_we_asked_for_always_quits_and_finishes() -> None:
 def test_exit_table(intent: Intent, guest_stop: GuestStop, reason: Reason, events: Any,
                     cause: Cause) -> None:
     run = RunState(State.RUNNING, Reason.BOOTED, intent=intent, guest_stop=guest_stop)
-    event = on_exit("vm", run)
+    event = on_exit("vm", run, "qemu: boom")
     assert (event.state, event.reason, event.events, event.cause) == (State.SHUTOFF, reason,
                                                                       events, cause)
+    assert event.message.endswith("qemu: boom") == (cause is Cause.EXTERNAL)
 
 
 @pytest.mark.parametrize("status,run,expected", [
