@@ -144,15 +144,16 @@ async def test_poweroff_with_restart_action_restarts_in_place(
     assert all(e.state is not State.PAUSED for e in qemu_env.events)
 
 
+@pytest.mark.parametrize("machine", ["pc", "q35"])
 async def test_rich_domain_starts(qemu_env: QemuEnv, loop_image: Path, make_guest: Guest,
-                                  tmp_path: Path) -> None:
+                                  tmp_path: Path, machine: str) -> None:
     data, logs, iso = tmp_path / "data,disk.raw", tmp_path / "logs.raw", tmp_path / "cd.iso"
     for image in (data, logs, iso):
         image.write_bytes(bytes(1 << 20))
     domain = make_guest("t-rich", loop_image)
     assert domain.spec.qemu is not None
     qemu = dataclasses.replace(
-        domain.spec.qemu, serial=SerialMode.SOCKET, vnc=Vnc(password="pw"), guest_agent=True,
+        domain.spec.qemu, machine=machine, serial=SerialMode.SOCKET, vnc=Vnc(password="pw"), guest_agent=True,
         panic=True, watchdog=Watchdog(), cdrom=str(iso),
         disks=domain.spec.qemu.disks + (Disk(name="data,1", source=str(data),
                                              bus=DiskBus.SATA),
