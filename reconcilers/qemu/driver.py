@@ -102,14 +102,7 @@ class QemuDriver:
             raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
                                              f"{stray} but is not adopted; not starting another")
         try:
-            port = process.vnc_port(spec.qemu.vnc, self._settings)
-        except process.LaunchError as exc:
-            raise DriverError(name, "start", exc.message) from exc
-        argv = build_argv(domain, caps.binary, accel, files, port)
-        vnc = spec.qemu.vnc
-        secrets = {files.vnc_secret: vnc.password} if vnc and vnc.password is not None else {}
-        try:
-            pid = await process.launch(argv, files, self._settings.start_timeout, secrets)
+            pid = await process.launch_domain(domain, caps.binary, accel, files, self._settings)
         except process.LaunchError as exc:
             log.warning("qemu failed to start", domain=name, error=exc.message)
             self._last_stop[name] = Reason.FAILED

@@ -1,10 +1,10 @@
 """Launching a qemu process: the fixed steps before QMP takes over.
 
-Called by QemuDriver.start. The steps: remove what a previous run left (pidfile, sockets),
-append a timestamp and the full argv to the domain log, run qemu in a session of its own with
-stdout/stderr into that log, let it daemonize (the parent exits once qemu is initialised, still
-stopped at `-S`), read the pidfile. When qemu fails, the error carries qemu's own message from
-the log, not a generic "exited 1".
+Called by QemuDriver.start. The steps: build the argv (an auto VNC port picked here), remove
+what a previous run left (pidfile, sockets), append a timestamp and the full argv to the domain
+log, run qemu in a session of its own with stdout/stderr into that log, let it daemonize (the
+parent exits once qemu is initialised, still stopped at `-S`), read the pidfile. When qemu
+fails, the error carries qemu's own message, not a generic "exited 1".
 
 It never waits for the guest and never talks QMP. It kills only the pid it just launched.
 """
@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reconcilers.identity import cmdline, is_alive
-from reconcilers.model import Vnc
+from reconcilers.model import Accel, Domain, Vnc
+from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.layout import DomainFiles, QemuSettings
 
 
@@ -30,6 +31,28 @@ class LaunchError(Exception):
     def __init__(self, message: str) -> None:
         self.message = message
         super().__init__(message)
+
+
+VNC_ATTEMPTS = 5  # launches tried when the auto VNC port is taken by a racing start
+_PORT_TAKEN = "Failed to find an available port"
+
+
+async def launch_domain(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
+                        settings: QemuSettings) -> int:
+    """Build the argv and launch; an auto VNC port taken between our check and qemu's bind
+    (another start racing for it) is retried with the next free port."""
+    vnc = domain.spec.qemu.vnc if domain.spec.qemu else None
+    secrets = {files.vnc_secret: vnc.password} if vnc and vnc.password is not None else {}
+    port, attempt = vnc_port(vnc, settings), 1
+    while True:
+        argv = build_argv(domain, binary, accel, files, port)
+        try:
+            return await launch(argv, files, settings.start_timeout, secrets)
+        except LaunchError as exc:
+            if port is None or _PORT_TAKEN not in exc.message or attempt == VNC_ATTEMPTS:
+                raise
+        log_line(files, f"VNC port {port} was taken meanwhile; trying the next")
+        port, attempt = vnc_port(vnc, settings, first=port + 1), attempt + 1
 
 
 def remove_stale(files: DomainFiles) -> None:
@@ -114,11 +137,11 @@ def qemu_error(path: Path, offset: int = 0) -> str:
     return rest if head[:4].isdigit() and "T" in head else own[-1]
 
 
-def vnc_port(vnc: Vnc | None, settings: QemuSettings) -> int | None:
+def vnc_port(vnc: Vnc | None, settings: QemuSettings, first: int | None = None) -> int | None:
     """The port for `vnc.port: auto` (None when there is no VNC or its port is fixed)."""
     if vnc is None or vnc.port is not None:
         return None
-    return free_vnc_port(vnc.listen, settings.vnc_port_min, settings.vnc_port_max)
+    return free_vnc_port(vnc.listen, first or settings.vnc_port_min, settings.vnc_port_max)
 
 
 def free_vnc_port(listen: str, first: int, last: int) -> int:

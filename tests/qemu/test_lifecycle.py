@@ -153,8 +153,8 @@ async def test_rich_domain_starts(qemu_env: QemuEnv, loop_image: Path, make_gues
     domain = make_guest("t-rich", loop_image)
     assert domain.spec.qemu is not None
     qemu = dataclasses.replace(
-        domain.spec.qemu, machine=machine, serial=SerialMode.SOCKET, vnc=Vnc(password="pw"), guest_agent=True,
-        panic=True, watchdog=Watchdog(), cdrom=str(iso),
+        domain.spec.qemu, machine=machine, serial=SerialMode.SOCKET, vnc=Vnc(password="pw"),
+        guest_agent=True, panic=True, watchdog=Watchdog(), cdrom=str(iso),
         disks=domain.spec.qemu.disks + (Disk(name="data,1", source=str(data),
                                              bus=DiskBus.SATA),
                                         Disk(name="scsi", source=str(logs), bus=DiskBus.SCSI,
@@ -208,3 +208,28 @@ async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
     live = await driver.observe("t-abort")
     assert (live.state, live.reason) == (State.SHUTOFF, Reason.FAILED)
     assert not list((qemu_env.context.runtime_dir / "qemu").glob("*.pid"))  # qemu is gone
+
+
+async def test_vnc_port_taken_by_a_racing_start_is_retried(
+        qemu_env: QemuEnv, loop_image: Path, make_guest: Guest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = process.free_vnc_port
+    with socket.socket() as busy:
+        taken = real("127.0.0.1", 5900, 5998)
+        busy.bind(("127.0.0.1", taken))
+        busy.listen()
+        answers = iter([taken])  # the check saw it free; then someone else bound it
+
+        def racing(listen: str, first: int, last: int) -> int:
+            return next(answers, None) or real(listen, first, last)
+
+        monkeypatch.setattr(process, "free_vnc_port", racing)
+        domain = make_guest("t-vnc", loop_image)
+        assert domain.spec.qemu is not None
+        qemu = dataclasses.replace(domain.spec.qemu, vnc=Vnc())
+        domain = dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
+        driver = qemu_env.driver()
+        await driver.start(domain, paused=True)
+        log = (Path(qemu_env.context.log_dir) / "t-vnc.log").read_text()
+        assert f"VNC port {taken} was taken meanwhile" in log
+        await driver.destroy("t-vnc")
