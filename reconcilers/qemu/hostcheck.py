@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from reconcilers.errors import HostValidationError
-from reconcilers.model import Accel, Domain, LifecycleAction, QemuSpec, WatchdogAction
+from reconcilers.model import Accel, DiskBus, Domain, LifecycleAction, QemuSpec, WatchdogAction
 from reconcilers.qemu.capabilities import AccelError, QemuCaps, choose_accel
 
 _COREDUMP = (LifecycleAction.COREDUMP_DESTROY, LifecycleAction.COREDUMP_RESTART)
@@ -131,6 +131,17 @@ def _check_files(name: str, qemu: QemuSpec) -> None:
 
 
 def _check_devices(name: str, qemu: QemuSpec, caps: QemuCaps) -> None:
+    # argv.py puts IDE disks and the cdrom on pc's two IDE buses (2 units each), and IDE/SATA
+    # disks and the cdrom on the 6 ports of q35's built-in AHCI
+    q35 = "q35" in qemu.machine
+    on_ide = [i for i, d in enumerate(qemu.disks)
+              if d.bus is DiskBus.IDE or (q35 and d.bus is DiskBus.SATA)]
+    slots = 6 if q35 else 4
+    if len(on_ide) + (qemu.cdrom is not None) > slots:
+        index = on_ide[min(slots, len(on_ide) - 1)]
+        raise HostValidationError(name, f"spec.qemu.disks[{index}].bus",
+                                  f"machine {qemu.machine} has {slots} IDE/AHCI positions "
+                                  "(the cdrom takes one)")
     for index, nic in enumerate(qemu.nics):
         if nic.model not in caps.devices:
             raise HostValidationError(name, f"spec.qemu.nics[{index}].model",

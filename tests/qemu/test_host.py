@@ -106,6 +106,8 @@ CASES: list[tuple[str, Callable[[Domain, Path], Domain]]] = [
     ("spec.qemu.watchdog.action", lambda d, _: qemu_field(d, watchdog=Watchdog(
         action=WatchdogAction.DUMP))),
     ("spec.qemu.nics[0].model", lambda d, _: qemu_field(d, nics=(Nic(model="nope"),))),
+    ("spec.qemu.disks[3].bus", lambda d, t: qemu_field(d, cdrom=str(t), disks=tuple(
+        Disk(name=f"d{i}", source=str(t), bus=DiskBus.IDE, readonly=True) for i in range(4)))),
 ]
 
 
