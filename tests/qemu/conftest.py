@@ -119,7 +119,7 @@ async def qemu_env(tmp_path: Path) -> AsyncIterator[QemuEnv]:
                 env.pids.add(tracked.record.pid)
             await driver.close()
         kill_ours(runtime, env.pids)
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)  # let the kernel release the killed processes
         remove_cgroups(CGROUP_ROOT, parent)
         shutil.rmtree(runtime, ignore_errors=True)
 
