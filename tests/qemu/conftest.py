@@ -65,9 +65,10 @@ def kill_ours(runtime_dir: Path, pids: set[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def remove_cgroups(root: Path, parent: str) -> None:
-    """rmdir the test's cgroup directories (children first); processes must be dead."""
-    for base in [root / parent, *(root / c / parent for c in ("cpu", "memory", "pids"))]:
+def remove_cgroups(root: Path, parent: str) -> bool:
+    """rmdir the test's cgroup directories (children first); True when none is left."""
+    bases = [root / parent, *(root / c / parent for c in ("cpu", "memory", "pids"))]
+    for base in bases:
         if not base.is_dir():
             continue
         for child in sorted(base.iterdir(), reverse=True):
@@ -76,6 +77,7 @@ def remove_cgroups(root: Path, parent: str) -> None:
                     child.rmdir()
         with contextlib.suppress(OSError):
             base.rmdir()
+    return not any(base.exists() for base in bases)
 
 
 @dataclass
@@ -119,8 +121,10 @@ async def qemu_env(tmp_path: Path) -> AsyncIterator[QemuEnv]:
                 env.pids.add(tracked.record.pid)
             await driver.close()
         kill_ours(runtime, env.pids)
-        await asyncio.sleep(0.1)  # let the kernel release the killed processes
-        remove_cgroups(CGROUP_ROOT, parent)
+        for _ in range(50):  # a killed daemon stays a zombie until the slow PID 1 reaps it
+            if remove_cgroups(CGROUP_ROOT, parent):
+                break
+            await asyncio.sleep(0.1)
         shutil.rmtree(runtime, ignore_errors=True)
 
 
