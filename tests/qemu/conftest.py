@@ -197,3 +197,10 @@ def panic_image(tmp_path: Path) -> Path:
 def reboot_image(tmp_path: Path) -> Path:
     """Resets the machine through the keyboard controller (mov al,0xfe; out 0x64,al; hlt)."""
     return boot_sector(tmp_path / "reboot.img", bytes.fromhex("B0FEE664F4"))
+
+
+@pytest.fixture
+def watchdog_image(tmp_path: Path) -> Path:
+    """Arms an ib700 watchdog with its shortest timeout and never feeds it
+    (mov dx,0x443; mov al,0x0f; out dx,al; jmp $)."""
+    return boot_sector(tmp_path / "watchdog.img", bytes.fromhex("BA4304B00FEEEBFE"))

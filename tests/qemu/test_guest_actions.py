@@ -1,4 +1,4 @@
-"""Real guests that panic or reboot, and the lifecycle actions (on_crash, on_reboot) applied."""
+"""Real guests that panic, reboot or starve their watchdog, and the actions taken for them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from reconcilers.model import (Cause, Domain, EventDetail, EventType, Lifecycle, LifecycleAction,
-                               Reason, State)
+                               Reason, State, Watchdog, WatchdogAction, WatchdogModel)
 
 if TYPE_CHECKING:
     from tests.qemu.conftest import QemuEnv
@@ -52,6 +52,19 @@ async def test_panic_with_on_crash_preserve(qemu_env: QemuEnv, panic_image: Path
     assert qemu_env.events[-1].reason is Reason.DESTROYED
 
 
+async def test_panic_with_on_crash_restart_resets_in_place(
+        qemu_env: QemuEnv, panic_image: Path, make_guest: Guest) -> None:
+    driver = qemu_env.driver()
+    domain = make_guest("t-phoenix", panic_image,
+                        lifecycle=Lifecycle(on_crash=LifecycleAction.RESTART))
+    live = await driver.start(with_panic_device(domain), paused=False)
+    event = await qemu_env.wait_event(lambda e: PANICKED in e.events)
+    assert event.events == (PANICKED, (EventType.STARTED, EventDetail.BOOTED))
+    assert (await driver.observe("t-phoenix")).pid == live.pid
+    await driver.destroy("t-phoenix")
+    assert qemu_env.events[-1].reason is Reason.DESTROYED
+
+
 async def test_reboot_with_on_reboot_destroy(qemu_env: QemuEnv, reboot_image: Path,
                                              make_guest: Guest) -> None:
     driver = qemu_env.driver()
@@ -73,3 +86,20 @@ async def test_reboot_with_on_reboot_restart_keeps_running(
     assert (seen.state, seen.pid) == (State.RUNNING, live.pid)  # qemu resets in place
     assert qemu_env.events == []
     await driver.destroy("t-loop")
+
+
+async def test_watchdog_pause_is_paused_watchdog(qemu_env: QemuEnv, watchdog_image: Path,
+                                                 make_guest: Guest) -> None:
+    domain = make_guest("t-dog", watchdog_image)
+    assert domain.spec.qemu is not None
+    qemu = dataclasses.replace(domain.spec.qemu, watchdog=Watchdog(
+        model=WatchdogModel.IB700, action=WatchdogAction.PAUSE))
+    domain = dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
+    driver = qemu_env.driver()
+    await driver.start(domain, paused=False)
+    event = await qemu_env.wait_event(lambda e: e.state is State.PAUSED)
+    assert (event.reason, event.events, event.cause) == (
+        Reason.WATCHDOG, ((EventType.SUSPENDED, EventDetail.WATCHDOG),), Cause.GUEST)
+    live = await driver.observe("t-dog")
+    assert (live.state, live.reason) == (State.PAUSED, Reason.WATCHDOG)
+    await driver.destroy("t-dog")
