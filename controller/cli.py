@@ -1,2 +1,50 @@
-"""placeholder"""
-def main() -> None: ...
+"""The `domctl` command line (click). Each command is a thin shell over a controller module.
+
+`validate` works offline: it needs no daemon and touches nothing running.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from controller import logconfig
+from controller.manifest import load_paths
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def main(log_level: str) -> None:
+    """domctl keeps qemu VMs and LXC containers in the state their YAML manifests declare."""
+    logconfig.configure(log_level)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one document with every problem, for tools.")
+def validate(paths: tuple[str, ...], output: str) -> None:
+    """Check manifest files and directories; exit 1 if any is invalid.
+
+    Directories are scanned like the controller scans its manifests directory (*.yaml, *.yml;
+    dot files and editor temp files skipped). Each problem is printed as
+    FILE:LINE:COLUMN: FIELD: MESSAGE.
+    """
+    result = load_paths(paths)
+    if output == "json":
+        click.echo(json.dumps({
+            "valid": not result.problems,
+            "files": result.files,
+            "domains": sorted(d.name for d in result.domains),
+            "problems": [p.to_dict() for p in result.problems],
+        }, indent=2))
+    else:
+        for problem in result.problems:
+            click.echo(str(problem))
+        summary = (f"{result.files} file(s), {len(result.domains)} valid domain(s), "
+                   f"{len(result.problems)} problem(s)")
+        click.echo(summary, err=True)
+    sys.exit(1 if result.problems else 0)

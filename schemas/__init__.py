@@ -1,0 +1,1 @@
+"""The Domain manifest JSON Schema, shipped as package data (read by controller/schema.py)."""
