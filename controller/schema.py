@@ -30,18 +30,23 @@ class SchemaFinding:
 
 
 @functools.cache
-def schema() -> Mapping[str, Any]:
-    text = resources.files("schemas").joinpath("domain.schema.json").read_text()
-    loaded: Mapping[str, Any] = json.loads(text)
+def _schema_text() -> str:
+    return resources.files("schemas").joinpath("domain.schema.json").read_text()
+
+
+def schema() -> dict[str, Any]:
+    """A fresh copy of the schema: callers (e.g. test generators) may change theirs freely."""
+    loaded: dict[str, Any] = json.loads(_schema_text())
     return loaded
 
 
 @functools.cache
 def validator() -> jsonschema.protocols.Validator:
     """One validator for the process: building one per call re-checks the schema (~175x slower)."""
-    cls = jsonschema.validators.validator_for(schema())
-    cls.check_schema(schema())
-    return cls(schema())
+    own = schema()
+    cls = jsonschema.validators.validator_for(own)
+    cls.check_schema(own)
+    return cls(own)
 
 
 def findings(document: object) -> list[SchemaFinding]:
