@@ -1,0 +1,169 @@
+"""Per-domain status documents (DESIGN §6): conditions, and their files in the state dir.
+
+The reconciler builds a `DomainStatus` after every pass and hands it to `StatusStore.write`,
+which replaces `<state_dir>/status/<name>.json` atomically; the API serves `domctl get NAME
+-o json` from `StatusStore.get_document`, whose `NoSuchDomain` reads "no domain named NAME".
+Conditions follow Kubernetes: `set_condition` moves `lastTransitionTime` only when a
+condition's status changes, so a message or reason update keeps the time of the transition.
+
+Field names are the document's camelCase keys, so `to_dict()` is the plain form as is.
+Never decides anything: it records what the reconciler observed; an unreadable status file is
+logged and treated as absent, never raised.
+
+Public surface:
+    ConditionType (Ready, Synced, PendingRestart, ManifestValid, Stalled), ConditionStatus
+    Condition(type, status, reason, message, lastTransitionTime)
+    set_condition(conditions, new, now) -> tuple[Condition, ...]
+    PendingChange(field, old, new, apply); PendingChange.from_change(Change)
+    DomainStatus(...).to_dict(), .condition(type)
+    StatusStore(state_dir): write(status), read(name), names(), remove(name), get_document(name)
+    NoSuchDomain(name)
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller.clock import rfc3339
+from controller.registry import JsonDir, from_plain
+from reconcilers.diff import Apply, Change
+from reconcilers.errors import TerminalError
+from reconcilers.model import DesiredState, DriverName, Reason, State, to_plain
+
+log = structlog.get_logger(__name__)
+
+_CAMEL_WORD = re.compile(r"[A-Z][A-Za-z0-9]*")
+
+
+class ConditionType(str, enum.Enum):
+    READY = "Ready"  # the observed state equals the desired one
+    SYNCED = "Synced"  # observedGeneration == generation and no live change left
+    PENDING_RESTART = "PendingRestart"  # restart-only changes wait for the next start
+    MANIFEST_VALID = "ManifestValid"
+    STALLED = "Stalled"  # backing off after repeated failures
+
+
+class ConditionStatus(str, enum.Enum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: ConditionType
+    status: ConditionStatus
+    reason: str  # one CamelCase word, e.g. "BackingOff"
+    message: str = ""
+    lastTransitionTime: str = ""  # noqa: N815 - the document's key; set by set_condition
+
+    def __post_init__(self) -> None:
+        if not _CAMEL_WORD.fullmatch(self.reason):
+            raise ValueError(f"condition reason must be one CamelCase word: {self.reason!r}")
+
+
+def set_condition(conditions: tuple[Condition, ...], new: Condition,
+                  now: float) -> tuple[Condition, ...]:
+    """`conditions` with `new` in place of its type (appended if absent).
+
+    `lastTransitionTime` is kept when the status is unchanged and set to `now` (wall-clock
+    seconds) when it changes or the condition is new.
+    """
+    old = next((c for c in conditions if c.type == new.type), None)
+    unchanged = old is not None and old.status == new.status
+    when = old.lastTransitionTime if unchanged and old is not None else rfc3339(now)
+    stamped = replace(new, lastTransitionTime=when)
+    if old is None:
+        return (*conditions, stamped)
+    return tuple(stamped if c.type == new.type else c for c in conditions)
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """A changed field not yet in effect (`domctl diff`, the PendingRestart condition)."""
+
+    field: str  # dotted path, "qemu.disks[0].cache"
+    old: Any  # plain JSON forms
+    new: Any
+    apply: Apply
+
+    @classmethod
+    def from_change(cls, change: Change) -> PendingChange:
+        return cls(field=change.path, old=change.old, new=change.new, apply=change.apply)
+
+
+@dataclass(frozen=True)
+class DomainStatus:
+    """The status document of one domain; field names are the JSON keys (DESIGN §6)."""
+
+    name: str
+    uuid: str
+    driver: DriverName
+    desired: DesiredState | None  # None: no valid manifest (e.g. being removed)
+    state: State
+    reason: Reason
+    pid: int | None = None
+    id: int | None = None
+    generation: str | None = None
+    observedGeneration: str | None = None  # noqa: N815
+    restarts: int = 0
+    since: str | None = None  # RFC 3339 time of the last state change
+    backoffUntil: str | None = None  # noqa: N815 - RFC 3339 time of the next try
+    conditions: tuple[Condition, ...] = ()
+    pending: tuple[PendingChange, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        plain: dict[str, Any] = to_plain(self)
+        return plain
+
+    def condition(self, type_: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class NoSuchDomain(TerminalError):
+    """`domctl get` of a name with no status document (exit 1)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no domain named {name}")
+
+
+class StatusStore:
+    """The status documents under `<state_dir>/status/`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._files = JsonDir(state_dir / "status")
+
+    def write(self, status: DomainStatus) -> None:
+        self._files.write(status.name, status.to_dict())
+
+    def read(self, name: str) -> DomainStatus | None:
+        """The domain's status; None when there is none or it is unreadable (logged)."""
+        data = self._files.read(name)
+        if data is None:
+            return None
+        try:
+            status: DomainStatus = from_plain(DomainStatus, data)
+        except (TypeError, ValueError) as exc:
+            log.warning("status file invalid, skipped", domain=name, error=str(exc))
+            return None
+        return status
+
+    def names(self) -> list[str]:
+        return self._files.names()
+
+    def remove(self, name: str) -> None:
+        self._files.remove(name)
+
+    def get_document(self, name: str) -> dict[str, Any]:
+        """The JSON document `domctl get NAME -o json` prints; NoSuchDomain when absent."""
+        status = self.read(name) if name in self.names() else None
+        if status is None:
+            raise NoSuchDomain(name)
+        return status.to_dict()
