@@ -35,7 +35,7 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import structlog
 
@@ -43,6 +43,7 @@ from controller.fsutil import atomic_write_json, fsync_dir
 from reconcilers.driver import RuntimeRecord
 from reconcilers.model import Cause, DomainSpec, Reason, to_plain
 
+T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 _SCALARS = (str, int, float, bool)
@@ -140,6 +141,18 @@ class JsonDir:
             log.warning("state file unreadable, skipped", path=str(path), error=str(exc))
             return None
 
+    def read_as(self, tp: type[T], name: str) -> T | None:
+        """The document rebuilt as `tp`; None when missing, unreadable or malformed (logged)."""
+        data = self.read(name)
+        if data is None:
+            return None
+        try:
+            result: T = from_plain(tp, data)
+        except (TypeError, ValueError) as exc:
+            log.warning("state file invalid, skipped", path=str(self.path(name)), error=str(exc))
+            return None
+        return result
+
     def names(self) -> list[str]:
         """Names with a document, sorted; temp files (`.x.json.*.tmp`) are not documents."""
         if not self.directory.is_dir():
@@ -189,13 +202,8 @@ class Registry:
         return dict(records)
 
     def _load(self, name: str) -> DomainRecord | None:
-        data = self._files.read(name)
-        if data is None:
-            return None
-        try:
-            record: DomainRecord = from_plain(DomainRecord, data)
-        except (TypeError, ValueError) as exc:
-            log.warning("domain record invalid, skipped", domain=name, error=str(exc))
+        record = self._files.read_as(DomainRecord, name)
+        if record is None:
             return None
         if record.name != name:
             log.warning("domain record names another domain, skipped", domain=name,

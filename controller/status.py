@@ -28,15 +28,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import structlog
 
 from controller.clock import rfc3339
-from controller.registry import JsonDir, from_plain
+from controller.registry import JsonDir
 from reconcilers.diff import Apply, Change
 from reconcilers.errors import TerminalError
 from reconcilers.model import DesiredState, DriverName, Reason, State, to_plain
 
-log = structlog.get_logger(__name__)
 
 _CAMEL_WORD = re.compile(r"[A-Z][A-Za-z0-9]*")
 
@@ -145,15 +143,7 @@ class StatusStore:
 
     def read(self, name: str) -> DomainStatus | None:
         """The domain's status; None when there is none or it is unreadable (logged)."""
-        data = self._files.read(name)
-        if data is None:
-            return None
-        try:
-            status: DomainStatus = from_plain(DomainStatus, data)
-        except (TypeError, ValueError) as exc:
-            log.warning("status file invalid, skipped", domain=name, error=str(exc))
-            return None
-        return status
+        return self._files.read_as(DomainStatus, name)
 
     def names(self) -> list[str]:
         return self._files.names()
