@@ -90,6 +90,25 @@ def _records_of_one_length(old: Any, new: Any) -> bool:
             and all(isinstance(v, dict) for v in old + new))
 
 
+def spec_leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted leaf paths of a dataclass tree; tuples and scalars are leaves."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        leaves: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            leaves.update(spec_leaves(getattr(value, f.name), f"{prefix}{f.name}."))
+        return leaves
+    return {prefix.rstrip("."): value}
+
+
+def classify_leaves(old: DomainSpec, new: DomainSpec,
+                    live_fields: frozenset[str]) -> dict[str, ChangeKind]:
+    """What a driver's classify() returns: each changed leaf → LIVE if listed, else RESTART."""
+    before, after = spec_leaves(old), spec_leaves(new)
+    return {path: ChangeKind.LIVE if path in live_fields else ChangeKind.RESTART
+            for path in sorted(before.keys() | after.keys())
+            if before.get(path) != after.get(path)}
+
+
 def classify_changes(old: DomainSpec, new: DomainSpec,
                      classification: Classification) -> tuple[Change, ...]:
     """field_diff(old, new), each change marked with how it is applied (see module docstring)."""

@@ -6,10 +6,8 @@ compares two normalised specs field by field. It never touches a container.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from reconcilers.driver import ChangeKind
+from reconcilers.diff import classify_leaves
 from reconcilers.model import DomainSpec
 
 # cgroup limits, rewritten in place by apply_live
@@ -21,20 +19,6 @@ CONTROLLER_FIELDS = frozenset({"state", "restart_policy", "update_policy", "shut
 LIVE_FIELDS = CGROUP_FIELDS | CONTROLLER_FIELDS
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted leaf paths of a dataclass tree; tuples and scalars are leaves."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        leaves: dict[str, Any] = {}
-        for f in dataclasses.fields(value):
-            leaves.update(flatten(getattr(value, f.name), f"{prefix}{f.name}."))
-        return leaves
-    return {prefix.rstrip("."): value}
-
-
 def classify(old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
     """Every changed leaf → LIVE (cgroup limits, controller settings) or RESTART (the rest)."""
-    before, after = flatten(old), flatten(new)
-    changed = sorted(path for path in before.keys() | after.keys()
-                     if before.get(path) != after.get(path))
-    return {path: ChangeKind.LIVE if path in LIVE_FIELDS else ChangeKind.RESTART
-            for path in changed}
+    return classify_leaves(old, new, LIVE_FIELDS)

@@ -9,10 +9,9 @@ takes effect at the next start.
 
 from __future__ import annotations
 
-from typing import Any
-
 from reconcilers.driver import ChangeKind
-from reconcilers.model import DomainSpec, to_plain
+from reconcilers.diff import classify_leaves
+from reconcilers.model import DomainSpec
 
 LIVE_FIELDS = frozenset({
     "current_memory", "cputune.shares", "cputune.quota", "cputune.period", "cputune.vcpupin",
@@ -22,17 +21,5 @@ LIVE_FIELDS = frozenset({
 })
 
 
-def _leaves(plain: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(plain, dict):
-        return {prefix: plain}
-    leaves: dict[str, Any] = {}
-    for key, value in plain.items():
-        leaves.update(_leaves(value, f"{prefix}.{key}" if prefix else key))
-    return leaves
-
-
 def classify(old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
-    before, after = _leaves(to_plain(old)), _leaves(to_plain(new))
-    return {path: ChangeKind.LIVE if path in LIVE_FIELDS else ChangeKind.RESTART
-            for path in sorted(before.keys() | after.keys())
-            if before.get(path) != after.get(path)}
+    return classify_leaves(old, new, LIVE_FIELDS)
