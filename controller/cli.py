@@ -5,12 +5,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 
 import click
 
 from controller import logconfig
+from controller.backoff import CrashLoopSettings
+from controller.config import Paths, default_paths
+from controller.controller import ControllerSettings
+from controller.desired import PruneSettings
+from controller.fsutil import LockHeldError
 from controller.manifest import load_paths
 
 
@@ -48,3 +56,51 @@ def validate(paths: tuple[str, ...], output: str) -> None:
                    f"{len(result.problems)} problem(s)")
         click.echo(summary, err=True)
     sys.exit(1 if result.problems else 0)
+
+
+def _dir_option(flag: str, what: str) -> click.Option:  # type: ignore[type-arg]
+    return click.option(flag, type=click.Path(file_okay=False, path_type=Path),
+                        help=f"{what} [default: as root /etc, /var/lib, /run, /var/log under "
+                             "domctl; as a user the XDG directories]")
+
+
+@main.command()
+@_dir_option("--manifests", "Directory of Domain manifests to watch.")
+@_dir_option("--state-dir", "Status, events, audit log, domain records, driver data.")
+@_dir_option("--runtime-dir", "API sockets, QMP sockets and pidfiles.")
+@_dir_option("--log-dir", "One <name>.log per domain (argv, serial/console output).")
+@_dir_option("--hooks-dir", "Hook scripts: qemu, lxc, qemu.d/*, lxc.d/*.")
+@click.option("--resync", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Seconds between full rescans of the manifests directory.")
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=4, show_default=True,
+              help="Domains reconciled in parallel (never two passes on one domain).")
+@click.option("--removal-grace", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="Seconds a domain whose manifest vanished is kept before it is removed.")
+@click.option("--restart-backoff", type=click.FloatRange(min=0), default=10.0,
+              show_default=True, help="Crash-loop backoff base: n-th failure waits base×n² "
+                                      "(plus up to half of it at random).")
+@click.option("--restart-backoff-max", type=click.FloatRange(min=0), default=300.0,
+              show_default=True, help="Longest crash-loop backoff, seconds.")
+@click.option("--stable-after", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds of running after which the failure count resets.")
+def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None,
+        log_dir: Path | None, hooks_dir: Path | None, resync: float, workers: int,
+        removal_grace: float, restart_backoff: float, restart_backoff_max: float,
+        stable_after: float) -> None:
+    """Run the controller in the foreground until SIGTERM/SIGINT (domains keep running)."""
+    from controller.daemon import Daemon, DaemonSettings  # the drivers load only for `run`
+
+    defaults = default_paths(os.geteuid(), os.environ)
+    paths = Paths(manifests=manifests or defaults.manifests,
+                  state_dir=state_dir or defaults.state_dir,
+                  runtime_dir=runtime_dir or defaults.runtime_dir,
+                  log_dir=log_dir or defaults.log_dir, hooks_dir=hooks_dir or defaults.hooks_dir)
+    crash_loop = CrashLoopSettings(min_interval=restart_backoff, cap=restart_backoff_max,
+                                   stable_after=stable_after)
+    settings = DaemonSettings(paths=paths, resync=resync, controller=ControllerSettings(
+        workers=workers, prune=PruneSettings(grace=removal_grace), crash_loop=crash_loop))
+    try:
+        asyncio.run(Daemon(settings).run())
+    except LockHeldError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)

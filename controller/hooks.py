@@ -117,13 +117,14 @@ class HookRunner:
             found += [p for p in sorted(extra_dir.iterdir()) if _is_executable_file(p)]
         return found
 
-    async def run(self, driver: str, name: str, op: HookOp, spec: object,
+    async def run(self, driver: str, name: str, op: HookOp | str, spec: object,
                   extra: str = "-") -> list[HookResult]:
         """Run every hook for `op`; `spec` is any model object (to_plain'd to JSON for stdin).
 
         `driver` is the DriverName value ("qemu", "lxc"); `extra` is `$4` (the shutoff reason
         for `release`). Raises HookError when a `prepare` or `start` hook fails.
         """
+        op = HookOp(op)  # the reconciler passes the plain value (it cannot import us)
         scripts = self.scripts(driver)
         if not scripts:
             return []

@@ -104,8 +104,9 @@ class Jobs:
         return slot.holder.info if slot and slot.holder else None
 
     @contextlib.asynccontextmanager
-    async def acquire(self, name: str, kind: JobKind, owner: str,
+    async def acquire(self, name: str, kind: JobKind | str, owner: str,
                       interruptible: bool = False) -> AsyncIterator[None]:
+        kind = JobKind(kind)  # the reconciler passes the plain value (it cannot import us)
         if kind is JobKind.QUERY:
             yield
             return

@@ -16,8 +16,8 @@ Public surface:
     from_plain(cls, data): rebuild a frozen dataclass (or enum, tuple, Optional, ...) of the
         model from its `to_plain` form, guided by the dataclass field types
     JsonDir(directory): path(name), write(name, obj), read(name), names(), remove(name)
-    LastStop(reason, cause, epoch), DomainRecord(name, uuid, id, runtime, live_spec, restarts,
-        last_stop)
+    LastStop(reason, cause, epoch, generation), DomainRecord(name, uuid, driver, id, runtime,
+        live_spec, restarts, last_stop)
     Registry(state_dir): load_all(), get(name), save(record), remove(name),
         uuid_for(name, manifest_uuid), allocate_id(name), release_id(name)
 """
@@ -41,7 +41,7 @@ import structlog
 
 from controller.fsutil import atomic_write_json, fsync_dir
 from reconcilers.driver import RuntimeRecord
-from reconcilers.model import Cause, DomainSpec, Reason, to_plain
+from reconcilers.model import Cause, DomainSpec, DriverName, Reason, to_plain
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -171,12 +171,17 @@ class LastStop:
     reason: Reason
     cause: Cause
     epoch: float  # wall-clock seconds of the stop
+    generation: str | None = None
+    """The manifest generation the domain had when it stopped: after a controller restart, a
+    stop under an unchanged manifest still counts for the restart policy (a guest power-off
+    stays respected), while a manifest changed meanwhile allows a fresh start."""
 
 
 @dataclass(frozen=True)
 class DomainRecord:
     name: str
     uuid: str
+    driver: DriverName | None = None  # known once the domain was first started
     id: int | None = None  # libvirt's domain id while it holds one
     runtime: RuntimeRecord | None = None  # the running process, for re-attach
     live_spec: DomainSpec | None = None  # the spec the running domain was started with

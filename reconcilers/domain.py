@@ -1,0 +1,229 @@
+"""One reconcile pass of one domain: observe → decide → execute, under the domain's job lock.
+
+The controller's worker (controller/controller.py) calls `DomainReconciler.run_pass(name,
+desired, driver, history)` for a name it took off the work queue, having built the History
+(epoch, last stop, backoff, live spec) from its own books; it gets back an `Outcome` that says
+what was observed, what was decided and what happened, and does the bookkeeping (registry,
+status, backoff, requeue). This module owns the order of operations of each plan:
+
+    start:     validate → hooks prepare, start → driver.start (job modify) → started/booted
+               [+ suspended/paused] → hook started
+    suspend:   driver.suspend (job suspend) → suspended/paused
+    resume:    driver.resume (job modify) → resumed/unpaused
+    shutdown:  driver.shutdown(shutdownTimeout) (job modify, interruptible by a destroy)
+               → on timeout driver.destroy (job destroy)
+    restart:   shutdown as above; the next pass starts it again
+    destroy:   driver.destroy (job destroy)
+    apply-live: driver.apply_live (job modify); the live spec takes the applied fields
+    undefine:  undefined/removed (the controller forgets the domain; disk images are kept)
+
+Events of the controller's own operations (started, suspended, resumed) are emitted here; the
+events of stops come from the driver (DriverContext.on_event), which the controller attributes
+to the plan's cause through `acting(name)`. Every action goes to the audit log with who asked.
+
+Ports: the job lock, hook runner, event bus and audit log live in controller/ (which this
+layer must not import), so they are passed in as the small protocols below, which the
+controller's classes satisfy. Hooks never run while the job is held (a hook may call domctl).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from reconcilers.decide import Action, History, Plan, decide
+from reconcilers.diff import Apply, classify_changes, live_after_apply
+from reconcilers.driver import Driver, Live, RuntimeRecord
+from reconcilers.errors import DomctlError
+from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
+                               State)
+
+log = structlog.get_logger(__name__)
+
+
+class JobPort(Protocol):
+    def acquire(self, name: str, kind: str, owner: str,
+                interruptible: bool = False) -> AbstractAsyncContextManager[None]: ...
+
+
+class HookPort(Protocol):
+    async def run(self, driver: str, name: str, op: str, spec: object,
+                  extra: str = "-") -> object: ...
+
+
+class EventPort(Protocol):
+    def emit(self, domain: str, event: EventType, detail: EventDetail, state: State,
+             reason: Any, cause: Cause, cause_detail: dict[str, Any] | None = None,
+             message: str = "") -> object: ...
+
+
+class AuditPort(Protocol):
+    def record(self, domain: str, action: str, cause: Cause,
+               cause_detail: dict[str, Any] | None = None, message: str = "") -> object: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    jobs: JobPort
+    hooks: HookPort
+    events: EventPort
+    audit: AuditPort
+
+
+@dataclass(frozen=True)
+class Acting:
+    """The plan being carried out for a domain: stops the driver reports during it are its."""
+
+    action: Action
+    cause: Cause
+    cause_detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one pass saw, decided and did."""
+
+    live: Live  # observed before acting
+    plan: Plan
+    after: Live | None = None  # observed after acting (None: nothing was done)
+    started: RuntimeRecord | None = None  # the record of a domain this pass started
+    live_spec: DomainSpec | None = None  # the running domain's spec after this pass
+    error: DomctlError | None = None
+    start_failed: bool = False  # a start was attempted and failed (counts as a failure)
+
+
+@dataclass
+class DomainReconciler:
+    drivers: Mapping[DriverName, Driver]
+    ports: Ports
+    owner: str = "reconcile"
+    _acting: dict[str, Acting] = field(default_factory=dict)
+
+    def acting(self, name: str) -> Acting | None:
+        """The plan in progress for `name`, if any (for attributing driver-reported stops)."""
+        return self._acting.get(name)
+
+    async def observe(self, driver: DriverName, name: str) -> Live:
+        return await self.drivers[driver].observe(name)
+
+    async def run_pass(self, name: str, desired: Domain | None, driver_name: DriverName,
+                       history: History, cause_detail: Mapping[str, Any]) -> Outcome:
+        """Observe, decide and execute once; never raises a DomctlError (it is in the Outcome).
+
+        `desired` must carry its uuid (the controller fills a generated one in); `cause_detail`
+        is recorded with the plan's events ({"generation": ...} for the manifest).
+        """
+        driver = self.drivers[driver_name]
+        live = await driver.observe(name)
+        if desired is not None and history.live_spec is not None and live.state is not State.SHUTOFF:
+            history = dataclasses.replace(
+                history, classification=driver.classify(history.live_spec, desired.spec))
+        plan = decide(desired, live, history)
+        log.debug("plan", domain=name, state=live.state.value, reason=live.reason.value,
+                  action=plan.action.value, why=plan.reason)
+        if plan.action in (Action.NOTHING, Action.REPORT):
+            return Outcome(live, plan, live_spec=history.live_spec)
+        detail = dict(cause_detail) if plan.cause is Cause.MANIFEST else {}
+        self.ports.audit.record(name, plan.action.value, plan.cause, detail, plan.reason)
+        log.info("acting", domain=name, action=plan.action.value, cause=plan.cause.value,
+                 why=plan.reason)
+        self._acting[name] = Acting(plan.action, plan.cause, detail)
+        try:
+            return await self._execute(name, desired, driver, live, plan, history, detail)
+        except DomctlError as err:
+            log.warning("action failed", domain=name, action=plan.action.value, error=str(err))
+            after = await driver.observe(name)
+            starting = plan.action in (Action.START, Action.START_PAUSED)
+            return Outcome(live, plan, after=after, error=err, start_failed=starting,
+                           live_spec=history.live_spec if after.state is not State.SHUTOFF
+                           else None)
+        finally:
+            self._acting.pop(name, None)
+
+    async def _execute(self, name: str, desired: Domain | None, driver: Driver, live: Live,
+                       plan: Plan, history: History, detail: dict[str, Any]) -> Outcome:
+        action = plan.action
+        if action in (Action.START, Action.START_PAUSED):
+            assert desired is not None
+            return await self._start(desired, driver, live, plan, detail)
+        if action is Action.APPLY_LIVE:
+            assert desired is not None and history.live_spec is not None
+            return await self._apply_live(desired, driver, live, plan, history)
+        if action is Action.UNDEFINE:
+            self.ports.events.emit(name, EventType.UNDEFINED, EventDetail.REMOVED, live.state,
+                                   live.reason, plan.cause, detail)
+            return Outcome(live, plan, after=live)
+        await self._change(name, driver, plan, _shutdown_timeout(desired, history), detail)
+        after = await driver.observe(name)
+        kept = history.live_spec if after.state is not State.SHUTOFF else None
+        return Outcome(live, plan, after=after, live_spec=kept)
+
+    async def _start(self, desired: Domain, driver: Driver, live: Live, plan: Plan,
+                     detail: dict[str, Any]) -> Outcome:
+        name, paused = desired.name, plan.action is Action.START_PAUSED
+        await driver.validate(desired)
+        for op in ("prepare", "start"):
+            await self.ports.hooks.run(driver.name.value, name, op, desired.spec)
+        async with self.ports.jobs.acquire(name, "modify", self.owner):
+            after = await driver.start(desired, paused)
+        self.ports.events.emit(name, EventType.STARTED, EventDetail.BOOTED, after.state,
+                               after.reason, plan.cause, detail, after.message)
+        if paused:
+            self.ports.events.emit(name, EventType.SUSPENDED, EventDetail.PAUSED, after.state,
+                                   after.reason, plan.cause, detail)
+        await self.ports.hooks.run(driver.name.value, name, "started", desired.spec)
+        return Outcome(live, plan, after=after, started=after.record, live_spec=desired.spec)
+
+    async def _apply_live(self, desired: Domain, driver: Driver, live: Live, plan: Plan,
+                          history: History) -> Outcome:
+        name, old = desired.name, history.live_spec
+        assert old is not None
+        async with self.ports.jobs.acquire(name, "modify", self.owner):
+            await driver.apply_live(name, old, desired.spec)
+        applied = tuple(c for c in classify_changes(old, desired.spec, history.classification)
+                        if c.apply is not Apply.RESTART)
+        new_live = live_after_apply(old, desired.spec, applied)
+        return Outcome(live, plan, after=await driver.observe(name), live_spec=new_live)
+
+    async def _change(self, name: str, driver: Driver, plan: Plan, timeout: float,
+                      detail: dict[str, Any]) -> None:
+        """suspend, resume, shutdown (→ destroy on timeout), restart's shutdown, destroy."""
+        jobs, events, action = self.ports.jobs, self.ports.events, plan.action
+        if action is Action.SUSPEND:
+            async with jobs.acquire(name, "suspend", self.owner):
+                await driver.suspend(name)
+            after = await driver.observe(name)
+            events.emit(name, EventType.SUSPENDED, EventDetail.PAUSED, after.state, after.reason,
+                        plan.cause, detail)
+        elif action is Action.RESUME:
+            async with jobs.acquire(name, "modify", self.owner):
+                await driver.resume(name)
+            after = await driver.observe(name)
+            events.emit(name, EventType.RESUMED, EventDetail.UNPAUSED, after.state, after.reason,
+                        plan.cause, detail)
+        elif action in (Action.SHUTDOWN, Action.RESTART):
+            async with jobs.acquire(name, "modify", self.owner, interruptible=True):
+                stopped = await driver.shutdown(name, timeout)
+            if not stopped:
+                log.info("guest ignored the shutdown request; destroying", domain=name,
+                         timeout=timeout)
+                self.ports.audit.record(name, "destroy", plan.cause, detail,
+                                        f"shutdownTimeout {timeout:g} s passed")
+                async with jobs.acquire(name, "destroy", self.owner):
+                    await driver.destroy(name)
+        elif action is Action.DESTROY:
+            async with jobs.acquire(name, "destroy", self.owner):
+                await driver.destroy(name)
+        else:  # pragma: no cover - every acting Action is handled above
+            raise AssertionError(f"unhandled action {action}")
+
+
+def _shutdown_timeout(desired: Domain | None, history: History) -> float:
+    """The manifest's shutdownTimeout; for a removed domain the one it was started with."""
+    spec = desired.spec if desired is not None else history.live_spec
+    return spec.shutdown_timeout if spec is not None else DomainSpec.shutdown_timeout
