@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from controller import logconfig
+from controller import commands, logconfig
 from controller.backoff import CrashLoopSettings
 from controller.config import Paths, default_paths
 from controller.controller import ControllerSettings
@@ -104,3 +104,6 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
     except LockHeldError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
+
+
+commands.register(main)

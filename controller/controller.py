@@ -41,20 +41,41 @@ from controller.events import AuditLog, EventBus
 from controller.hooks import HookRunner
 from controller.jobs import Jobs, JobSettings
 from controller.source import Snapshot
-from controller.status import DomainStatus, StatusStore
+from controller.status import DomainStatus, NoSuchDomain, StatusStore
 from controller.statusview import Facts, build_status
 from controller.workqueue import ShutDown, WorkQueue
-from reconcilers.decide import Action, History, LastStop, Stalled
+from reconcilers.decide import Action, History, LastStop, Plan, Stalled
 from reconcilers.diff import Apply, classify_changes, pending_restart
 from reconcilers.domain import DomainReconciler, Outcome, Ports
 from reconcilers.driver import Driver, Live, RuntimeEvent
 from reconcilers.errors import TerminalError
-from reconcilers.model import (Cause, Domain, DriverName, EventDetail, EventType, Reason,
-                               State)
+from reconcilers.model import (Cause, DesiredState, Domain, DriverName, EventDetail, EventType,
+                               Reason, State)
 
 log = structlog.get_logger(__name__)
 
 _UNASKED = frozenset({Cause.GUEST, Cause.EXTERNAL})
+
+# What each imperative API action makes the domain's desired state, until the manifest changes.
+API_ACTIONS: Mapping[str, DesiredState] = {
+    "start": DesiredState.RUNNING, "resume": DesiredState.RUNNING,
+    "stop": DesiredState.SHUTOFF, "suspend": DesiredState.PAUSED,
+    "restart": DesiredState.SHUTOFF,  # down first; the start follows once it is off
+}
+
+
+@dataclass(frozen=True)
+class Override:
+    """An imperative request through the API: honoured until the manifest's next change."""
+
+    action: str  # a key of API_ACTIONS
+    uid: int  # who asked (SO_PEERCRED)
+    epoch: int  # the manifest epoch it belongs to
+    at: float  # wall time of the request
+
+    def describe(self) -> str:
+        return (f"{self.action} through the API by uid {self.uid}; honoured until the "
+                "manifest changes")
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,7 @@ class _Books:
     restored: tuple[State, Reason] | None = None  # the reason known before a re-attach
     observed_generation: str | None = None
     initialised: bool = False  # generation taken from the status of an earlier run
+    override: Override | None = None
 
 
 @dataclass
@@ -147,6 +169,26 @@ class Controller:
             self.queue.add(name)
         log.warning("held removals confirmed", domains=released)
         return released
+
+    def request(self, name: str, action: str, uid: int) -> Override:
+        """An imperative start/stop/suspend/resume/restart; the next pass carries it out."""
+        if action not in API_ACTIONS:
+            raise ValueError(f"unknown action {action!r}; one of {', '.join(API_ACTIONS)}")
+        if self.store.entry(name) is None and self.registry.get(name) is None:
+            raise NoSuchDomain(name)
+        books = self._books_for(name)
+        override = Override(action, uid, books.epoch, self.wall())
+        books.override = override
+        if action == "start":  # an explicit start: no earlier stop or backoff holds it back
+            if books.last_stop is not None:
+                books.last_stop = dataclasses.replace(books.last_stop, epoch=books.epoch - 1)
+            self.crash.forget(name)
+            books.stalled = None
+        self.audit.record(name, f"request-{action}", Cause.API, {"uid": uid},
+                          override.describe())
+        log.info("API request", domain=name, action=action, uid=uid)
+        self.queue.add(name)
+        return override
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -250,11 +292,40 @@ class Controller:
         if desired is not None and record is not None and record.runtime is None:
             self._update_record(name, driver=desired.spec.driver)
         record = self.registry.get(name)
+        override = await self._current_override(name, driver, books)
+        target, detail = desired, ({"generation": desired.generation}
+                                   if desired is not None else {})
+        if override is not None and desired is not None:
+            target = dataclasses.replace(desired, spec=dataclasses.replace(
+                desired.spec, state=API_ACTIONS[override.action]))
+            detail = {"uid": override.uid}
         stops_before = books.stops
         outcome = await self.reconciler.run_pass(
-            name, desired, driver, self._history(name, books, record),
-            {"generation": desired.generation} if desired is not None else {})
+            name, target, driver, self._history(name, books, record), detail,
+            adjust=_by_api(override) if override is not None else None)
         return self._account(name, driver, desired, books, outcome, stops_before)
+
+    async def _current_override(self, name: str, driver: DriverName,
+                                books: _Books) -> Override | None:
+        """The API request in force, if any: a manifest change lifts it; a restart ends once
+        the domain is down (then the restart policy, told the controller stopped it, starts it)."""
+        override = books.override
+        if override is None:
+            return None
+        if override.epoch != books.epoch:
+            log.info("API request lifted by a manifest change", domain=name,
+                     action=override.action)
+            books.override = None
+            return None
+        if override.action == "restart":
+            live = await self.reconciler.observe(driver, name)
+            if live.state is State.SHUTOFF:
+                books.override = None
+                stop = books.last_stop
+                books.last_stop = LastStop(stop.reason if stop else Reason.SHUTDOWN,
+                                           Cause.CONTROLLER, books.epoch)
+                return None
+        return override
 
     def _with_uuid(self, desired: Domain, record: reg.DomainRecord | None) -> Domain:
         """The manifest's domain with its uuid: the manifest's, or the one generated and kept
@@ -433,8 +504,20 @@ class Controller:
             failures=self.crash.failures(name),
             backoff_until=backoff_wall if live.state is not State.RUNNING else None,
             stalled=books.stalled.message if books.stalled is not None else None,
-            removal_in=removal_in, previous=self.statuses.read(name), now=now))
+            removal_in=removal_in, previous=self.statuses.read(name), now=now,
+            override=books.override.describe() if books.override is not None else None,
+            override_state=API_ACTIONS[books.override.action] if books.override else None))
         self.statuses.write(status)
+
+
+def _by_api(override: Override) -> Callable[[Live, Plan], Plan]:
+    """Plans made for an API request are the API's: their events and audit lines say so."""
+    def adjust(live: Live, plan: Plan) -> Plan:
+        if plan.action in (Action.NOTHING, Action.REPORT):
+            return plan
+        return dataclasses.replace(plan, cause=Cause.API,
+                                   reason=f"{plan.reason} ({override.describe()})")
+    return adjust
 
 
 def _sooner(delay: float | None, other: float) -> float:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from controller.api import ApiServer
+from controller.backend import ControllerBackend
 from controller.config import Paths
 from controller.controller import Controller, ControllerSettings
 from controller.events import AuditLog, EventBus
@@ -95,10 +97,16 @@ class Daemon:
                 await controller.reattach_all()
                 await source.start()
                 workers = asyncio.create_task(controller.workers())
+                api = ApiServer(ControllerBackend(controller, paths),
+                                paths.runtime_dir / "domctl.sock",
+                                paths.runtime_dir / "domctl-ro.sock")
+                await api.start()
                 log.info("controller running", manifests=str(paths.manifests),
-                         state_dir=str(paths.state_dir), workers=self.settings.controller.workers)
+                         state_dir=str(paths.state_dir), workers=self.settings.controller.workers,
+                         socket=str(paths.runtime_dir / "domctl.sock"))
                 await self._stop.wait()
                 log.info("stopping controller; domains keep running")
+                await api.close()
                 await source.stop()
                 await controller.stop()
                 await self._drain(workers)

@@ -20,7 +20,7 @@ the end of iteration; emit never waits for a reader.
 Public surface:
     EventSettings(max_bytes, subscriber_queue)
     EventBus(state_dir, settings, wall_clock=time.time): emit(...) -> dict,
-        subscribe(name_filter=None) -> Subscription, recent(name, n=10) -> list[dict], close()
+        subscribe(name_filter=None) -> Subscription, recent(name | None, n=10) -> list[dict], close()
     Subscription: async iterator of records; close()
     AuditLog(state_dir, settings, wall_clock=time.time): record(...) -> dict, close()
 """
@@ -90,8 +90,9 @@ class _JsonLines:
         self._file = open(self.path, "ab")  # noqa: SIM115
         self._size = 0
 
-    def tail(self, domain: str, n: int) -> list[Record]:
-        """The last `n` records of `domain`, oldest first, across the rotated file too."""
+    def tail(self, domain: str | None, n: int) -> list[Record]:
+        """The last `n` records of `domain` (None: of all), oldest first, across the rotated
+        file too."""
         last: deque[Record] = deque(maxlen=n)
         for path in (self.rotated, self.path):
             try:
@@ -103,7 +104,7 @@ class _JsonLines:
                     record = json.loads(line)
                 except ValueError:
                     continue  # a line torn by a crash
-                if isinstance(record, dict) and record.get("domain") == domain:
+                if isinstance(record, dict) and domain in (None, record.get("domain")):
                     last.append(record)
         return list(last)
 
@@ -198,7 +199,7 @@ class EventBus:
         return {"time": rfc3339(self._wall_clock()), "marker": "dropped",
                 "message": "subscriber fell behind and was dropped; events were lost"}
 
-    def recent(self, name: str, n: int = 10) -> list[Record]:
+    def recent(self, name: str | None, n: int = 10) -> list[Record]:
         return self._log.tail(name, n)
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ Never decides anything: it records what the reconciler observed; an unreadable s
 logged and treated as absent, never raised.
 
 Public surface:
-    ConditionType (Ready, Synced, PendingRestart, ManifestValid, Stalled), ConditionStatus
+    ConditionType (Ready, Synced, PendingRestart, ManifestValid, Stalled, Overridden), ConditionStatus
     Condition(type, status, reason, message, lastTransitionTime)
     set_condition(conditions, new, now) -> tuple[Condition, ...]
     PendingChange(field, old, new, apply); PendingChange.from_change(Change)
@@ -45,6 +45,7 @@ class ConditionType(str, enum.Enum):
     PENDING_RESTART = "PendingRestart"  # restart-only changes wait for the next start
     MANIFEST_VALID = "ManifestValid"
     STALLED = "Stalled"  # backing off after repeated failures
+    OVERRIDDEN = "Overridden"  # an imperative API action holds until the manifest changes
 
 
 class ConditionStatus(str, enum.Enum):

@@ -14,6 +14,8 @@ Conditions:
                     or why the domain is going away (removed, prune held)
     Stalled         backing off after failures, or stopped by a terminal error until the
                     manifest changes
+    Overridden      an imperative API request (stop, start, ...) holds until the manifest
+                    changes
 """
 
 from __future__ import annotations
@@ -60,13 +62,15 @@ class Facts:
     removal_in: float = float("inf")
     previous: DomainStatus | None = None
     now: float = 0.0  # wall-clock seconds
+    override: str | None = None  # an API request in force, described
+    override_state: DesiredState | None = None  # the state it asks for (Ready compares to it)
 
 
 def build_status(facts: Facts) -> DomainStatus:
     desired = facts.desired
     conditions = facts.previous.conditions if facts.previous is not None else ()
     for condition in (_ready(facts), _synced(facts), _pending(facts), _manifest_valid(facts),
-                      _stalled(facts)):
+                      _stalled(facts), _overridden(facts)):
         conditions = set_condition(conditions, condition, facts.now)
     return DomainStatus(
         name=facts.name, uuid=facts.uuid, driver=facts.driver,
@@ -88,7 +92,7 @@ def _ready(facts: Facts) -> Condition:
     if desired is None:
         return Condition(ConditionType.READY, F, "Removing",
                          f"manifest removed; {_observed(live)}")
-    want = desired.spec.state
+    want = facts.override_state or desired.spec.state
     if live.state in _MATCHES[want]:
         return Condition(ConditionType.READY, T, "StateMatches", _observed(live))
     why = facts.plan.reason if facts.plan is not None else ""
@@ -156,3 +160,9 @@ def _stalled(facts: Facts) -> Condition:
                          f"{facts.failures} consecutive failure(s); next attempt at "
                          f"{rfc3339(facts.backoff_until)}")
     return Condition(ConditionType.STALLED, F, "NotStalled")
+
+
+def _overridden(facts: Facts) -> Condition:
+    if facts.override is None:
+        return Condition(ConditionType.OVERRIDDEN, F, "FollowsManifest")
+    return Condition(ConditionType.OVERRIDDEN, T, "ApiRequest", facts.override)

@@ -29,7 +29,7 @@ controller's classes satisfy. Hooks never run while the job is held (a hook may 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -112,11 +112,13 @@ class DomainReconciler:
         return await self.drivers[driver].observe(name)
 
     async def run_pass(self, name: str, desired: Domain | None, driver_name: DriverName,
-                       history: History, cause_detail: Mapping[str, Any]) -> Outcome:
+                       history: History, cause_detail: Mapping[str, Any],
+                       adjust: Callable[[Live, Plan], Plan] | None = None) -> Outcome:
         """Observe, decide and execute once; never raises a DomctlError (it is in the Outcome).
 
         `desired` must carry its uuid (the controller fills a generated one in); `cause_detail`
-        is recorded with the plan's events ({"generation": ...} for the manifest).
+        is recorded with the plan's events ({"generation": ...} for the manifest, {"uid": ...}
+        for the API). `adjust` may replace the decided plan (an imperative API request).
         """
         driver = self.drivers[driver_name]
         live = await driver.observe(name)
@@ -124,11 +126,13 @@ class DomainReconciler:
             history = dataclasses.replace(
                 history, classification=driver.classify(history.live_spec, desired.spec))
         plan = decide(desired, live, history)
+        if adjust is not None:
+            plan = adjust(live, plan)
         log.debug("plan", domain=name, state=live.state.value, reason=live.reason.value,
                   action=plan.action.value, why=plan.reason)
         if plan.action in (Action.NOTHING, Action.REPORT):
             return Outcome(live, plan, live_spec=history.live_spec)
-        detail = dict(cause_detail) if plan.cause is Cause.MANIFEST else {}
+        detail = dict(cause_detail) if plan.cause in (Cause.MANIFEST, Cause.API) else {}
         self.ports.audit.record(name, plan.action.value, plan.cause, detail, plan.reason)
         log.info("acting", domain=name, action=plan.action.value, cause=plan.cause.value,
                  why=plan.reason)
