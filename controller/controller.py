@@ -40,6 +40,7 @@ from controller.desired import DesiredStore, PruneSettings
 from controller.events import AuditLog, EventBus
 from controller.hooks import HookRunner
 from controller.jobs import Jobs, JobSettings
+from controller.metrics import DomainSample
 from controller.source import Snapshot
 from controller.status import DomainStatus, NoSuchDomain, StatusStore
 from controller.statusview import Facts, build_status
@@ -104,6 +105,7 @@ class _Books:
     observed_generation: str | None = None
     initialised: bool = False  # generation taken from the status of an earlier run
     override: Override | None = None
+    start_failures: int = 0  # since this controller started (a Prometheus counter)
 
 
 @dataclass
@@ -189,6 +191,23 @@ class Controller:
         log.info("API request", domain=name, action=action, uid=uid)
         self.queue.add(name)
         return override
+
+    def samples(self) -> list[DomainSample]:
+        """Every domain's state for the metrics collector (read at scrape time)."""
+        result = []
+        for name in self.statuses.names():
+            status = self.statuses.read(name)
+            if status is not None:
+                books = self._books.get(name)
+                result.append(DomainSample(
+                    name=name, driver=status.driver, state=status.state, reason=status.reason,
+                    restarts=status.restarts,
+                    start_failures=books.start_failures if books is not None else 0))
+        return result
+
+    def idle(self) -> bool:
+        """Nothing queued or being reconciled (the first full pass is over once this holds)."""
+        return self.queue.idle()
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -390,6 +409,7 @@ class Controller:
         if error is not None:
             result = "error"
             failed_start = outcome.start_failed and not isinstance(error, TerminalError)
+            books.start_failures += outcome.start_failed
             if failed_start and books.stops == stops_before:
                 self.events.emit(name, EventType.STOPPED, EventDetail.FAILED, State.SHUTOFF,
                                  Reason.FAILED, plan.cause, {}, str(error))

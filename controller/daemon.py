@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from controller import sdnotify
 from controller.api import ApiServer
 from controller.backend import ControllerBackend
 from controller.config import Paths
@@ -32,6 +33,7 @@ from controller.controller import Controller, ControllerSettings
 from controller.events import AuditLog, EventBus
 from controller.fsutil import InstanceLock
 from controller.hooks import HookRunner, HookSettings
+from controller.metrics import Metrics, MetricsServer
 from controller.registry import Registry
 from controller.source import ManifestSource, SourceSettings
 from controller.status import StatusStore
@@ -51,12 +53,14 @@ class DaemonSettings:
     debounce: float = 0.3
     hook_timeout: float = 30.0
     qemu: QemuSettings = field(default_factory=QemuSettings)
+    metrics: str | None = None  # HOST:PORT of the Prometheus listener; None: off
 
 
 class Daemon:
     def __init__(self, settings: DaemonSettings) -> None:
         self.settings = settings
         self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()  # helpers that end with the daemon
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -87,7 +91,6 @@ class Daemon:
             statuses=StatusStore(paths.state_dir), events=events, audit=audit,
             hooks=HookRunner(HookSettings(paths.hooks_dir, self.settings.hook_timeout)),
             settings=self.settings.controller)
-        self.controller = controller
         source = ManifestSource(paths.manifests, controller.on_snapshot,
                                 SourceSettings(debounce=self.settings.debounce,
                                                resync=self.settings.resync))
@@ -101,11 +104,19 @@ class Daemon:
                                 paths.runtime_dir / "domctl.sock",
                                 paths.runtime_dir / "domctl-ro.sock")
                 await api.start()
+                metrics = self._metrics(controller, events)
                 log.info("controller running", manifests=str(paths.manifests),
                          state_dir=str(paths.state_dir), workers=self.settings.controller.workers,
                          socket=str(paths.runtime_dir / "domctl.sock"))
+                self._tasks |= {asyncio.create_task(self._notify_ready(controller)),
+                                asyncio.create_task(_watchdog())}
                 await self._stop.wait()
                 log.info("stopping controller; domains keep running")
+                sdnotify.stopping()
+                for task in self._tasks:
+                    task.cancel()
+                if metrics is not None:
+                    metrics.close()
                 await api.close()
                 await source.stop()
                 await controller.stop()
@@ -115,6 +126,32 @@ class Daemon:
                     await driver.close()
                 events.close()
                 audit.close()
+
+    def _metrics(self, controller: Controller, events: EventBus) -> MetricsServer | None:
+        """The Prometheus listener of `--metrics`, fed by the controller and the event bus."""
+        if self.settings.metrics is None:
+            return None
+        metrics = Metrics(controller.samples, lambda: len(controller.queue),
+                          loop=asyncio.get_running_loop())
+        controller.on_pass = lambda _name, seconds, result: metrics.observe_reconcile(seconds,
+                                                                                       result)
+        subscription = events.subscribe()
+
+        async def count_events() -> None:
+            async for record in subscription:
+                metrics.event(record)
+
+        self._tasks.add(asyncio.create_task(count_events()))
+        server = metrics.serve(self.settings.metrics)
+        log.info("metrics listening", url=server.url)
+        return server
+
+    async def _notify_ready(self, controller: Controller) -> None:
+        """READY=1 once the first full pass is over: every domain found was reconciled once."""
+        while not controller.idle():
+            await asyncio.sleep(0.1)
+        sdnotify.ready("reconciling")
+        log.info("first full pass done; ready")
 
     def _drivers(self, context: DriverContext) -> dict[DriverName, Driver]:
         return {DriverName.QEMU: QemuDriver(context, self.settings.qemu),
@@ -158,3 +195,13 @@ class Daemon:
             raise SystemExit(1)
         log.info("signal received", signal=sig.name)
         self._stop.set()
+
+
+async def _watchdog() -> None:
+    """WATCHDOG=1 at half the interval systemd asked for, from the loop (a wedged loop is seen)."""
+    interval = sdnotify.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        sdnotify.ping()
+        await asyncio.sleep(interval / 2)

@@ -15,7 +15,7 @@ Guarantees (the `dirty` and `processing` sets of client-go):
 Public surface:
     WorkQueue(clock: Clock | None = None)      # default: LoopClock
     add(name), add_after(name, delay), await get() -> str, done(name), forget(name),
-    shutdown(), len(queue), is_processing(name)
+    shutdown(), len(queue), is_processing(name), idle()
     ShutDown
 
 Rate limiting is not here: the caller asks controller.backoff for the delay and passes it to
@@ -57,6 +57,10 @@ class WorkQueue:
 
     def is_processing(self, name: str) -> bool:
         return name in self._processing
+
+    def idle(self) -> bool:
+        """Nothing ready and nothing being processed (delayed requeues may still be pending)."""
+        return not self._queue and not self._processing
 
     def add(self, name: str) -> None:
         if self._shutting_down or name in self._dirty:
