@@ -197,19 +197,13 @@ class DomainReconciler:
     async def _change(self, name: str, driver: Driver, plan: Plan, timeout: float,
                       detail: dict[str, Any]) -> None:
         """suspend, resume, shutdown (→ destroy on timeout), restart's shutdown, destroy."""
-        jobs, events, action = self.ports.jobs, self.ports.events, plan.action
-        if action is Action.SUSPEND:
-            async with jobs.acquire(name, "suspend", self.owner):
-                await driver.suspend(name)
+        jobs, action = self.ports.jobs, plan.action
+        if action in (Action.SUSPEND, Action.RESUME):
+            job, operation, event = _PAUSE_OPS[action]
+            async with jobs.acquire(name, job, self.owner):
+                await getattr(driver, operation)(name)
             after = await driver.observe(name)
-            events.emit(name, EventType.SUSPENDED, EventDetail.PAUSED, after.state, after.reason,
-                        plan.cause, detail)
-        elif action is Action.RESUME:
-            async with jobs.acquire(name, "modify", self.owner):
-                await driver.resume(name)
-            after = await driver.observe(name)
-            events.emit(name, EventType.RESUMED, EventDetail.UNPAUSED, after.state, after.reason,
-                        plan.cause, detail)
+            self.ports.events.emit(name, *event, after.state, after.reason, plan.cause, detail)
         elif action in (Action.SHUTDOWN, Action.RESTART):
             async with jobs.acquire(name, "modify", self.owner, interruptible=True):
                 stopped = await driver.shutdown(name, timeout)
@@ -225,6 +219,13 @@ class DomainReconciler:
                 await driver.destroy(name)
         else:  # pragma: no cover - every acting Action is handled above
             raise AssertionError(f"unhandled action {action}")
+
+
+# action → (job kind, driver operation, the event it emits)
+_PAUSE_OPS: Mapping[Action, tuple[str, str, tuple[EventType, EventDetail]]] = {
+    Action.SUSPEND: ("suspend", "suspend", (EventType.SUSPENDED, EventDetail.PAUSED)),
+    Action.RESUME: ("modify", "resume", (EventType.RESUMED, EventDetail.UNPAUSED)),
+}
 
 
 def _shutdown_timeout(desired: Domain | None, history: History) -> float:
