@@ -1,0 +1,39 @@
+"""The real daemon driving an LXC busybox container (issue D point 9, scenario 11)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from .conftest import Controller, alive, is_condition, lxc_manifest, proc_cmdline
+
+pytestmark = pytest.mark.lxc
+
+
+def test_container_runs_and_is_restarted_after_its_init_is_killed(
+        controller: Controller) -> None:
+    name = controller.name("ct")
+    controller.write_manifest(f"{name}.yaml", lxc_manifest(name))
+    running = controller.wait_state(name, "running", "booted", timeout=60)
+    assert running["driver"] == "lxc"
+    assert is_condition(running, "Ready", "True")
+    pid = running["pid"]
+    assert alive(pid), running
+    assert "sleep" in " ".join(proc_cmdline(pid)), proc_cmdline(pid)  # the container's init
+    events = controller.events(name)
+    assert [(e["event"], e["detail"], e["cause"]) for e in events[:2]] == [
+        ("defined", "added", "manifest"), ("started", "booted", "manifest")], events
+
+    before = len(events)
+    os.kill(pid, signal.SIGKILL)
+    again = controller.wait_status(
+        name, "running again with a new init",
+        lambda s: s["state"] == "running" and s["pid"] not in (None, pid), timeout=60)
+    assert again["restarts"] == 1, again
+    assert alive(again["pid"])
+    stopped = controller.wait_event(name, "stopped", "failed", after=before)
+    assert stopped["cause"] == "external", stopped
+    started = controller.wait_event(name, "started", "booted", after=before)
+    assert started["cause"] == "controller", started

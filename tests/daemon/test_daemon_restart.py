@@ -1,0 +1,140 @@
+"""The daemon going away and coming back: hooks over a start/stop cycle and a re-attach, a
+controller killed with SIGKILL, a controller stopped with SIGTERM (issue D point 9, scenarios
+12, 8 and 10).
+
+One controller for the module, restarted by the tests. A recording hook (`<hooks>/qemu` and
+`<hooks>/lxc`) appends `$1 $2 $3 $4` and the `memory` of the JSON on its stdin to
+`<base>/hooks/<name>.calls`, for every domain.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Controller, alive, is_condition, lxc_manifest, qemu_manifest
+
+pytestmark = [pytest.mark.qemu, pytest.mark.lxc]
+
+RECORDER = """#!/bin/sh
+memory=$(grep -o '"memory": *[0-9]*' | head -n 1 | sed 's/.*: *//')
+echo "$1 $2 $3 $4 memory=${memory:-none}" >> "$(dirname "$0")/$1.calls"
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def recorder(controller: Controller) -> None:
+    for driver in ("qemu", "lxc"):
+        hook = controller.hooks / driver
+        hook.write_text(RECORDER)
+        hook.chmod(0o755)
+
+
+def calls(controller: Controller, name: str) -> list[str]:
+    try:
+        return (controller.hooks / f"{name}.calls").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_call(controller: Controller, name: str, call: str, after: int = 0) -> list[str]:
+    """The hook calls of `name` once one at index `after` or later starts with `call`."""
+    return controller.wait_for(
+        lambda: (lines := calls(controller, name)) and any(
+            line.startswith(call + " ") for line in lines[after:]) and lines,
+        f"hook call {call!r} of {name}", name)
+
+
+def test_hooks_over_a_start_stop_cycle_and_a_reattach(controller: Controller) -> None:
+    name = controller.name("hook")
+    filename = f"{name}.yaml"
+    memory = f"memory={64 * 1024 * 1024}"
+    controller.write_manifest(filename, qemu_manifest(name))
+    controller.wait_state(name, "running", "booted")
+    controller.write_manifest(filename, qemu_manifest(name, state="shutoff"))
+    controller.wait_state(name, "shutoff", "destroyed")
+    lines = wait_call(controller, name, f"{name} release end")
+    assert [line.rsplit(" ", 1)[0] for line in lines] == [
+        f"{name} prepare begin -", f"{name} start begin -", f"{name} started begin -",
+        f"{name} stopped end -", f"{name} release end destroyed"], lines
+    assert all(line.endswith(" " + memory) for line in lines), lines
+
+    controller.write_manifest(filename, qemu_manifest(name))
+    pid = controller.wait_state(name, "running", "booted")["pid"]
+    before = len(wait_call(controller, name, f"{name} started begin", after=len(lines)))
+    controller.restart()
+    after = wait_call(controller, name, f"{name} reconnect begin", after=before)
+    assert after[before:] == [f"{name} reconnect begin - {memory}"], after
+    status = controller.wait_status(name, "running after the restart",
+                                    lambda s: s["state"] == "running")
+    assert status["pid"] == pid and alive(pid), status
+
+
+def _written_since(controller: Controller, name: str, since: float) -> bool:
+    path = controller.state / "status" / f"{name}.json"
+    try:
+        return path.stat().st_mtime >= since
+    except FileNotFoundError:
+        return False
+
+
+def test_controller_killed_and_restarted_adopts_every_domain(controller: Controller) -> None:
+    vm, ct = controller.name("adopt-vm"), controller.name("adopt-ct")
+    controller.write_manifest(f"{vm}.yaml", qemu_manifest(vm))
+    controller.write_manifest(f"{ct}.yaml", lxc_manifest(ct))
+    before = {name: controller.wait_state(name, "running", "booted", timeout=60)
+              for name in (vm, ct)}
+    events_before = len(controller.events())
+
+    assert controller.kill(signal.SIGKILL) == -signal.SIGKILL
+    for name, status in before.items():
+        assert alive(status["pid"]), (name, status)
+    restarted_at = time.time()
+    controller.start()
+    for name, status in before.items():
+        after = controller.wait_status(
+            name, "a pass after the restart",
+            lambda s, name=name: _written_since(controller, name, restarted_at)
+            and is_condition(s, "Synced", "True"))
+        assert after["state"] == "running" and after["reason"] == status["reason"], after
+        assert after["pid"] == status["pid"] and alive(after["pid"]), (status, after)
+        assert after["restarts"] == 0, after
+        assert after["id"] == status["id"], (status, after)
+        wait_call(controller, name, f"{name} reconnect begin")
+    new = controller.events()[events_before:]
+    assert not [e for e in new if e["event"] in ("started", "stopped")], new
+
+
+def test_sigterm_leaves_every_domain_running(controller: Controller) -> None:
+    vm, ct = controller.name("term-vm"), controller.name("term-ct")
+    controller.write_manifest(f"{vm}.yaml", qemu_manifest(vm))
+    controller.write_manifest(f"{ct}.yaml", lxc_manifest(ct))
+    for name in (vm, ct):
+        controller.wait_state(name, "running", "booted", timeout=60)
+    statuses = {n: controller.status(n) for n in controller.names}
+    pids = {n: s["pid"] for n, s in statuses.items() if s and s["state"] == "running"}
+    assert {vm, ct} <= set(pids), statuses
+
+    assert controller.kill(signal.SIGTERM) == 0, controller.stderr_tail()
+    assert any(line.get("event") == "controller stopped; domains left running"
+               for line in controller.log_lines())
+    for name, pid in pids.items():
+        assert alive(pid), f"{name} ({pid}) died with the controller"
+    assert not (controller.state / "domctl.lock").exists() or _unlocked(
+        controller.state / "domctl.lock")
+
+
+def _unlocked(path: Path) -> bool:
+    """Nobody holds the state dir's flock any more."""
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return True
+
