@@ -5,7 +5,7 @@ writes (`act`, `prune`) go through `Controller.request` / `Controller.prune_conf
 imperative action is carried out by the same reconcile pass as everything else, under the
 domain's job lock, and recorded with cause `api` and the caller's uid.
 
-`act` waits (bounded) until the status shows the result, like `virsh start` returns once the
+`act` waits (30 s plus the domain's shutdownTimeout) until the status shows the result, like `virsh start` returns once the
 domain runs; a request that cannot finish in time still stands, and its progress is visible
 with `domctl get` / `domctl wait`.
 """
@@ -93,7 +93,8 @@ class ControllerBackend:
         override = controller.request(name, action, caller.uid)
         target = DesiredState.RUNNING if action == "restart" else API_ACTIONS[action]
         done = await self._wait(name, target, before.pid if before else None,
-                                restart=action == "restart")
+                                restart=action == "restart",
+                                timeout=self._act_timeout + self._shutdown_timeout(name))
         status = controller.statuses.read(name)
         if status is None:
             raise NoSuchDomain(name)
@@ -104,10 +105,15 @@ class ControllerBackend:
         return {"name": name, "action": override.action, "done": done,
                 "state": status.state.value, "reason": status.reason.value, "message": message}
 
+    def _shutdown_timeout(self, name: str) -> float:
+        """A stop may take the domain's shutdownTimeout before the destroy: wait for it too."""
+        desired = self._controller.store.desired(name)
+        return desired.spec.shutdown_timeout if desired is not None else 0.0
+
     async def _wait(self, name: str, target: DesiredState, old_pid: int | None,
-                    restart: bool) -> bool:
+                    restart: bool, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._act_timeout
+        deadline = loop.time() + timeout
         while loop.time() < deadline:
             await asyncio.sleep(_POLL)
             status = self._controller.statuses.read(name)

@@ -49,7 +49,7 @@ from reconcilers.decide import Action, History, LastStop, Plan, Stalled
 from reconcilers.diff import Apply, classify_changes, pending_restart
 from reconcilers.domain import DomainReconciler, Outcome, Ports
 from reconcilers.driver import Driver, Live, RuntimeEvent
-from reconcilers.errors import TerminalError
+from reconcilers.errors import DomctlError, TerminalError
 from reconcilers.model import (Cause, DesiredState, Domain, DriverName, EventDetail, EventType,
                                Reason, State)
 
@@ -230,7 +230,11 @@ class Controller:
     async def _reattach(self, name: str, record: reg.DomainRecord, books: _Books) -> None:
         runtime = record.runtime
         assert runtime is not None
-        live = await self.drivers[runtime.driver].reattach(runtime)
+        try:
+            live = await self.drivers[runtime.driver].reattach(runtime)
+        except DomctlError as err:  # e.g. the driver's tools are gone: never touch it blindly
+            log.error("cannot re-attach; domain left alone", domain=name, error=str(err))
+            return
         if live is None:
             log.warning("domain stopped while the controller was away", domain=name)
             self.events.emit(name, EventType.STOPPED, EventDetail.FAILED, State.SHUTOFF,

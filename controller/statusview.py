@@ -74,7 +74,7 @@ def build_status(facts: Facts) -> DomainStatus:
         conditions = set_condition(conditions, condition, facts.now)
     return DomainStatus(
         name=facts.name, uuid=facts.uuid, driver=facts.driver,
-        desired=desired.spec.state if desired is not None else None,
+        desired=(facts.override_state or desired.spec.state) if desired is not None else None,
         state=facts.live.state, reason=facts.live.reason, pid=facts.live.pid, id=facts.id,
         generation=desired.generation if desired is not None else None,
         observedGeneration=facts.observed_generation, restarts=facts.restarts,
