@@ -57,6 +57,7 @@ def test_pause_and_resume_through_the_manifest(controller: Controller) -> None:
     paused = controller.wait_state(name, "paused", "user")
     assert paused["pid"] == running["pid"] and alive(paused["pid"])
     assert paused["desired"] == "paused"
+    assert is_condition(paused, "Ready", "True"), paused
     suspended = controller.wait_event(name, "suspended", "paused", after=before)
     assert suspended["cause"] == "manifest"
     assert suspended["causeDetail"]["generation"] == paused["generation"]
@@ -89,7 +90,7 @@ def test_shutoff_destroys_a_guest_that_ignores_acpi(controller: Controller) -> N
     controller.write_manifest(filename, qemu_manifest(name, state="shutoff"))
     status = controller.wait_state(name, "shutoff", "destroyed")
     assert status["desired"] == "shutoff"
-    assert status["pid"] is None
+    assert status["pid"] is None and status["id"] is None, status
     controller.wait_for(lambda: not alive(pid), f"qemu {pid} gone", name)
     stopped = controller.wait_event(name, "stopped", "destroyed", after=before)
     assert stopped["cause"] == "manifest"

@@ -84,15 +84,20 @@ def _written_since(controller: Controller, name: str, since: float) -> bool:
 
 def test_controller_killed_and_restarted_adopts_every_domain(controller: Controller) -> None:
     vm, ct = controller.name("adopt-vm"), controller.name("adopt-ct")
+    off = controller.name("adopt-off")
     controller.write_manifest(f"{vm}.yaml", qemu_manifest(vm))
     controller.write_manifest(f"{ct}.yaml", lxc_manifest(ct))
+    controller.write_manifest(f"{off}.yaml", qemu_manifest(off, state="shutoff"))
     before = {name: controller.wait_state(name, "running", "booted", timeout=60)
               for name in (vm, ct)}
+    before[off] = controller.wait_status(off, "shutoff and Ready",
+                                         lambda s: is_condition(s, "Ready", "True"))
+    assert before[off]["state"] == "shutoff" and before[off]["pid"] is None, before[off]
     events_before = len(controller.events())
 
     assert controller.kill(signal.SIGKILL) == -signal.SIGKILL
-    for name, status in before.items():
-        assert alive(status["pid"]), (name, status)
+    for name in (vm, ct):
+        assert alive(before[name]["pid"]), (name, before[name])
     restarted_at = time.time()
     controller.start()
     for name, status in before.items():
@@ -100,13 +105,45 @@ def test_controller_killed_and_restarted_adopts_every_domain(controller: Control
             name, "a pass after the restart",
             lambda s, name=name: _written_since(controller, name, restarted_at)
             and is_condition(s, "Synced", "True"))
-        assert after["state"] == "running" and after["reason"] == status["reason"], after
-        assert after["pid"] == status["pid"] and alive(after["pid"]), (status, after)
+        assert (after["state"], after["reason"]) == (status["state"], status["reason"]), after
+        assert after["pid"] == status["pid"], (status, after)
         assert after["restarts"] == 0, after
         assert after["id"] == status["id"], (status, after)
-        wait_call(controller, name, f"{name} reconnect begin")
+        assert is_condition(after, "Ready", "True"), after
+        if status["pid"] is not None:
+            assert alive(after["pid"]), after
+            wait_call(controller, name, f"{name} reconnect begin")
     new = controller.events()[events_before:]
-    assert not [e for e in new if e["event"] in ("started", "stopped")], new
+    assert not [e for e in new if e["event"] in ("started", "stopped", "resumed", "suspended")
+                and e["domain"] in before], new
+
+
+def test_paused_domains_keep_their_reason_across_a_controller_restart(
+        controller: Controller) -> None:
+    """DESIGN §4/§7: started paused is paused/user, and a re-attach changes nothing: neither the
+    state nor its reason. Also a domain suspended after it ran."""
+    born, later = controller.name("paused-born"), controller.name("paused-later")
+    controller.write_manifest(f"{born}.yaml", qemu_manifest(born, state="paused"))
+    controller.write_manifest(f"{later}.yaml", qemu_manifest(later))
+    controller.wait_state(later, "running", "booted")
+    controller.write_manifest(f"{later}.yaml", qemu_manifest(later, state="paused"))
+    before = {name: controller.wait_state(name, "paused", "user") for name in (born, later)}
+    events_before = len(controller.events())
+
+    assert controller.kill(signal.SIGKILL) == -signal.SIGKILL
+    restarted_at = time.time()
+    controller.start()
+    seen = {}
+    for name, status in before.items():
+        seen[name] = controller.wait_status(
+            name, "a pass after the restart",
+            lambda s, name=name: _written_since(controller, name, restarted_at)
+            and is_condition(s, "Synced", "True"))
+        assert seen[name]["pid"] == status["pid"] and alive(status["pid"]), seen[name]
+    assert {n: (s["state"], s["reason"]) for n, s in seen.items()} == {
+        born: ("paused", "user"), later: ("paused", "user")}
+    new = [e for e in controller.events()[events_before:] if e["domain"] in before]
+    assert not new, new
 
 
 def test_sigterm_leaves_every_domain_running(controller: Controller) -> None:
