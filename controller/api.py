@@ -51,7 +51,7 @@ log = structlog.get_logger(__name__)
 
 ACTIONS = ("start", "stop", "suspend", "resume", "restart")
 READ_OPS = frozenset({"ping", "get", "describe", "events", "diff", "logs"})
-WRITE_OPS = frozenset({*ACTIONS, "prune"})
+WRITE_OPS = frozenset({*ACTIONS, "prune", "console"})  # a console is interactive access
 _STREAM_OPS = frozenset({"events", "logs"})
 
 # op -> {argument: (type, required)}; anything else in "args" is a BadRequest.
@@ -60,7 +60,7 @@ _ARGS: dict[str, dict[str, tuple[type, bool]]] = {
     "diff": {"name": (str, False)},
     "events": {"name": (str, False), "follow": (bool, False), "n": (int, False)},
     "logs": {"name": (str, True), "follow": (bool, False), "lines": (int, False)},
-    **{action: {"name": (str, True)} for action in ACTIONS},
+    **{action: {"name": (str, True)} for action in (*ACTIONS, "console")},
     "prune": {"confirm": (bool, True)},
 }
 
@@ -128,6 +128,10 @@ class Backend(Protocol):
 
     async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
         """Run one of ACTIONS for `caller`; the result has at least {"message": str}."""
+        ...
+
+    def console(self, name: str) -> dict[str, Any]:
+        """{"socket": path, "argv": []} for a socket to relay, or {"argv": [...]} to run."""
         ...
 
     def prune(self, caller: Caller) -> dict[str, Any]:
@@ -276,6 +280,8 @@ class ApiServer:
             return backend.describe(args["name"])
         if op == "diff":
             return backend.diff(args.get("name"))
+        if op == "console":
+            return backend.console(args["name"])
         if op == "prune":
             if args["confirm"] is not True:
                 raise _Refused("BadRequest", "prune needs \"confirm\": true")

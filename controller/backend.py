@@ -85,6 +85,17 @@ class ControllerBackend:
         self._controller.statuses.get_document(name)
         return self._paths.log_dir / f"{name}.log"
 
+    def console(self, name: str) -> dict[str, Any]:
+        """Where NAME's console is: {"socket": path} to relay, or {"argv": [...]} to run."""
+        self._controller.statuses.get_document(name)
+        desired = self._controller.store.desired(name)
+        record = self._controller.registry.get(name)
+        spec = desired.spec if desired is not None else (record.live_spec if record else None)
+        if spec is None:
+            raise NoSuchDomain(name)
+        console = self._controller.drivers[spec.driver].console(name, spec)
+        return {"socket": console.socket, "argv": list(console.argv)}
+
     # --- writes --------------------------------------------------------------------------------
 
     async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:

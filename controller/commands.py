@@ -33,6 +33,7 @@ import click
 import yaml
 from click.shell_completion import CompletionItem
 
+from controller import console as consoles
 from controller.client import ApiError, Client, socket_path
 from controller.config import default_paths
 
@@ -59,7 +60,7 @@ def register(group: click.Group) -> None:
             help="The controller's API socket [default: domctl.sock in the runtime dir if "
                  "writable, else domctl-ro.sock]."))
         group.callback = _without_socket(group.callback)
-    for command in (get, describe, events, wait, diff, logs, *ACTION_COMMANDS, prune):
+    for command in (get, describe, events, wait, diff, logs, console, *ACTION_COMMANDS, prune):
         group.add_command(command)
 
 
@@ -319,6 +320,23 @@ def logs(name: str, follow: bool, lines: int | None) -> None:
     """Print the last lines of NAME's log (qemu's or the container's output)."""
     for item in _client().stream("logs", name=name, follow=follow, lines=lines):
         click.echo(item.get("line", ""))
+
+
+@click.command()
+@NAME
+@_reports_errors
+def console(name: str) -> None:
+    """Join the terminal to NAME's console: a qemu serial port (`serial: socket`; Ctrl-] leaves)
+    or an LXC container's console (lxc-console; Ctrl-a q leaves)."""
+    where = _client().call("console", name=name)
+    if where.get("argv"):
+        consoles.run([str(arg) for arg in where["argv"]])
+    click.echo(f"Connected to {name}'s console; escape character is ^]", err=True)
+    try:
+        consoles.relay(str(where["socket"]))
+    except OSError as err:
+        _fail(f"cannot open the console of {name} at {where['socket']}: {err.strerror or err}")
+    click.echo("", err=True)
 
 
 def _action_command(action: str) -> click.Command:

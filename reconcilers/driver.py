@@ -96,6 +96,14 @@ class Capabilities:
     details: Mapping[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Console:
+    """How to reach a domain's console from this host (for `domctl console`)."""
+
+    socket: str = ""  # a Unix stream socket to relay the terminal to (qemu serial: socket)
+    argv: tuple[str, ...] = ()  # or a command to run in the terminal (lxc-console)
+
+
 @runtime_checkable
 class Driver(Protocol):
     """The operations of DESIGN §2. `name` arguments are domain names."""
@@ -144,6 +152,10 @@ class Driver(Protocol):
 
     async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
         """Apply the LIVE fields of classify(old, new) to the running domain."""
+        ...
+
+    def console(self, name: str, spec: DomainSpec) -> Console:
+        """Where the domain's console is; TerminalError saying why when it has none."""
         ...
 
     async def close(self) -> None:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import structlog
 
-from reconcilers.driver import (Capabilities, ChangeKind, DriverContext, Live, RuntimeEvent,
-                                RuntimeRecord)
+from reconcilers.driver import (Capabilities, ChangeKind, Console, DriverContext, Live,
+                                RuntimeEvent, RuntimeRecord)
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import ExitWatch, boot_id, proc_starttime, same_process
 from reconcilers.lxc import changes, host, rootfs, settle
@@ -385,6 +385,10 @@ class LxcDriver:
             if before.get(key) != value:
                 await self._tools.set_cgroup(name, key, value)
                 log.info("cgroup limit applied live", domain=name, key=key, value=value)
+
+    def console(self, name: str, spec: DomainSpec) -> Console:
+        """lxc-console on the container's /dev/console (tty 0); Ctrl-a q leaves it."""
+        return Console(argv=("lxc-console", "-P", str(self._lxcpath), "-n", name, "-t", "0"))
 
     async def close(self) -> None:
         for tracked in self._tracked.values():

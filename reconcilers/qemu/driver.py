@@ -26,11 +26,12 @@ from typing import Any
 
 import structlog
 
-from reconcilers.driver import Capabilities, ChangeKind, DriverContext, Live, RuntimeRecord
-from reconcilers.errors import DriverError, HostValidationError
+from reconcilers.driver import (Capabilities, ChangeKind, Console, DriverContext, Live,
+                                RuntimeRecord)
+from reconcilers.errors import DriverError, HostValidationError, TerminalError
 from reconcilers.identity import ExitWatch, boot_id, proc_starttime
 from reconcilers.model import (Accel, Domain, DomainSpec, DriverName, Lifecycle, LifecycleAction,
-                               Reason, State)
+                               Reason, SerialMode, State)
 from reconcilers.qemu import changes, hostcheck, pinning, process
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
@@ -379,6 +380,16 @@ class QemuDriver:
             await self._command(tracked, "apply_live", "set-action", {"reboot": reboot})
         tracked.lifecycle = new.lifecycle
         log.info("live changes applied", domain=name, fields=sorted(changed))
+
+    def console(self, name: str, spec: DomainSpec) -> Console:
+        serial = spec.qemu.serial if spec.qemu is not None else SerialMode.LOG
+        if serial is not SerialMode.SOCKET:
+            raise TerminalError(
+                f"{name}: spec.qemu.serial is {serial.value}: "
+                + ("its output is in the domain log (`domctl logs -f`)"
+                   if serial is SerialMode.LOG else "use the pty qemu reports in the domain log")
+                + "; set `serial: socket` for an interactive console")
+        return Console(socket=str(self._files(name).serial))
 
     async def close(self) -> None:
         for tracked in self._tracked.values():

@@ -1,0 +1,92 @@
+"""`domctl console`: a terminal joined to a real guest's serial port through the controller."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import DOMCTL, Controller
+
+# A boot sector that echoes every byte received on COM1 (polling the line status register).
+ECHO_CODE = bytes.fromhex("BAF803" "B068EE" "B069EE"  # print "hi"
+                          "BAFD03" "EC" "A801" "74F8"  # wait for a received byte
+                          "BAF803" "EC" "EE" "EBF1")  # read it, send it back, loop
+
+
+def boot_sector(path: Path) -> Path:
+    path.write_bytes(ECHO_CODE + bytes(510 - len(ECHO_CODE)) + b"\x55\xaa")
+    return path
+
+
+def read_until(stream: int, wanted: bytes, timeout: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.2)
+        if ready:
+            chunk = os.read(stream, 4096)
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+@pytest.mark.qemu
+def test_console_relays_a_serial_socket_both_ways(controller: Controller,
+                                                  tmp_path: Path) -> None:
+    name = controller.name("echo")
+    image = boot_sector(tmp_path / "echo.img")
+    controller.write_manifest(f"{name}.yaml", f"""\
+apiVersion: domctl/v1
+kind: Domain
+metadata: {{name: {name}}}
+spec:
+  driver: qemu
+  memory: 32Mi
+  shutdownTimeout: 2s
+  qemu:
+    machine: pc
+    accel: tcg
+    serial: socket
+    disks: [{{name: boot, source: {image}, bus: ide}}]
+""")
+    controller.wait_state(name, "running")
+    proc = subprocess.Popen([str(DOMCTL), "--socket", str(controller.socket), "console", name], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        time.sleep(0.5)  # connected (stderr says so) before typing
+        proc.stdin.write(b"ping-42\n")
+        proc.stdin.flush()
+        echoed = read_until(proc.stdout.fileno(), b"ping-42", timeout=30)
+        assert b"ping-42" in echoed, echoed
+        proc.stdin.write(b"\x1d")  # Ctrl-] ends the session
+        proc.stdin.flush()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.qemu
+def test_console_of_a_log_serial_says_where_the_output_is(controller: Controller) -> None:
+    name = controller.name("logserial")
+    controller.write_manifest(f"{name}.yaml", f"""\
+apiVersion: domctl/v1
+kind: Domain
+metadata: {{name: {name}}}
+spec:
+  driver: qemu
+  memory: 32Mi
+  state: shutoff
+  qemu: {{machine: pc, accel: tcg, serial: log}}
+""")
+    controller.wait_state(name, "shutoff")
+    result = controller.domctl("console", name)
+    assert result.returncode == 1
+    assert "spec.qemu.serial is log" in result.stderr and "domctl logs -f" in result.stderr
