@@ -40,10 +40,11 @@ import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import structlog
 
+from controller import logtail
 from controller.status import NoSuchDomain
 from reconcilers.errors import BusyError, DomctlError, NotSupportedError
 
@@ -296,8 +297,8 @@ class ApiServer:
             path = self._backend.log_path(args["name"])
             lines = args.get("lines", 100)
             if follow:
-                return _Stream(_as_items(_follow_lines(path, lines, self._settings.log_poll)))
-            return _Stream(_as_items(_aiter(_last_lines(path, lines))))
+                return _Stream(_as_items(logtail.follow_lines(path, lines, self._settings.log_poll)))
+            return _Stream(_as_items(_aiter(logtail.last_lines(path, lines))))
         name = args.get("name")
         subscription = self._backend.subscribe(name) if follow else None
         # No await between subscribe and recent_events: nothing is missed or sent twice.
@@ -425,83 +426,6 @@ async def _chain(first: list[Any], then: EventSubscription) -> AsyncIterator[Any
 async def _as_items(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, str]]:
     async for line in lines:
         yield {"line": line}
-
-
-def _last_lines(path: Path, n: int) -> list[str]:
-    """The last `n` lines of `path` (none while it does not exist), an unfinished one included."""
-    file = _open(path)
-    if file is None:
-        return []
-    with file:
-        return _tail(file, os.fstat(file.fileno()).st_size, n)
-
-
-async def _follow_lines(path: Path, n: int, poll: float) -> AsyncIterator[str]:
-    """The last `n` lines, then lines as they are appended; a file replaced by rotation is
-    finished and the new one read from its start; a truncated one is read again from 0."""
-    file = _open(path)
-    pending = b""
-    try:
-        if file is not None:
-            end = os.fstat(file.fileno()).st_size
-            for line in _tail(file, end, n):
-                yield line
-            file.seek(end)
-        while True:
-            await asyncio.sleep(poll)
-            file = file or _open(path)
-            if file is None:
-                continue
-            *complete, pending = (pending + file.read()).split(b"\n")
-            if len(pending) > _TAIL_CHUNK:  # a runaway line is sent in pieces
-                complete, pending = [*complete, pending], b""
-            for raw in complete:
-                yield raw.decode(errors="replace")
-            if _replaced(file, path):
-                file.close()
-                file = _open(path)
-            elif os.fstat(file.fileno()).st_size < file.tell():
-                file.seek(0)
-                pending = b""
-    finally:
-        if file is not None:
-            file.close()
-
-
-_TAIL_CHUNK = 65536
-_TAIL_LIMIT = 4 * 1024 * 1024  # bytes read back at most to find the last lines
-
-
-def _tail(file: BinaryIO, end: int, n: int) -> list[str]:
-    chunks: list[bytes] = []
-    position, newlines = end, 0
-    while position > 0 and newlines <= n and end - position < _TAIL_LIMIT:
-        step = min(_TAIL_CHUNK, position)
-        position -= step
-        file.seek(position)
-        chunks.append(file.read(step))
-        newlines += chunks[-1].count(b"\n")
-    data = b"".join(reversed(chunks)).removesuffix(b"\n")
-    lines = data.split(b"\n") if data else []
-    if position > 0:
-        lines = lines[1:]  # may be the end of a line that starts before what was read
-    return [line.decode(errors="replace") for line in lines[-n:]] if n else []
-
-
-def _open(path: Path) -> BinaryIO | None:
-    try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller
-    except FileNotFoundError:
-        return None
-
-
-def _replaced(file: BinaryIO, path: Path) -> bool:
-    try:
-        current = os.stat(path)
-    except FileNotFoundError:
-        return False  # keep the old file until a new one appears
-    held = os.fstat(file.fileno())
-    return (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino)
 
 
 @functools.cache
