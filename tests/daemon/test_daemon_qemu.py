@@ -117,6 +117,22 @@ def test_removed_manifest_stops_and_undefines(controller: Controller) -> None:
     assert f"no domain named {name}" in got.stderr, got
 
 
+def test_manifest_back_within_the_grace_period_changes_nothing(controller: Controller) -> None:
+    """DESIGN §5: the removal grace rides out an editor or `git checkout` replacing files."""
+    name, filename, running = start_vm(controller, "back")
+    text = (controller.manifests / filename).read_text()
+    before = len(controller.events(name))
+    controller.remove_manifest(filename)
+    controller.wait_status(name, "ManifestRemoved",
+                           lambda s: is_condition(s, "ManifestValid", "False", "ManifestRemoved"))
+    controller.write_manifest(filename, text)
+    back = controller.wait_status(name, "ManifestValid again",
+                                  lambda s: is_condition(s, "ManifestValid", "True"))
+    assert back["state"] == "running" and back["pid"] == running["pid"], back
+    assert alive(running["pid"])
+    assert controller.events(name)[before:] == [], controller.events(name)[before:]
+
+
 def test_killed_qemu_is_restarted(controller: Controller) -> None:
     name, _, running = start_vm(controller, "kill")
     pid = running["pid"]

@@ -4,12 +4,17 @@ controller killed with SIGKILL, a controller stopped with SIGTERM (issue D point
 
 One controller for the module, restarted by the tests. A recording hook (`<hooks>/qemu` and
 `<hooks>/lxc`) appends `$1 $2 $3 $4` and the `memory` of the JSON on its stdin to
-`<base>/hooks/<name>.calls`, for every domain.
+`<base>/hooks/<name>.calls`, for every domain; its `release` takes 2 s for a domain with a
+`<base>/hooks/<name>.slow-release` file.
+
+libvirt runs a domain's hooks in order: `stopped` and `release` of one run are done before
+`prepare` of the next, so a script may free in `release` what it allocates in `prepare`.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
 import signal
 import time
 from pathlib import Path
@@ -22,7 +27,10 @@ pytestmark = [pytest.mark.qemu, pytest.mark.lxc]
 
 RECORDER = """#!/bin/sh
 memory=$(grep -o '"memory": *[0-9]*' | head -n 1 | sed 's/.*: *//')
-echo "$1 $2 $3 $4 memory=${memory:-none}" >> "$(dirname "$0")/$1.calls"
+here=$(dirname "$0")
+# a release that takes a while (tearing down a bridge, a DRBD device...), for marked domains
+[ "$2" = release ] && [ -e "$here/$1.slow-release" ] && sleep 2
+echo "$1 $2 $3 $4 memory=${memory:-none}" >> "$here/$1.calls"
 """
 
 
@@ -144,6 +152,51 @@ def test_paused_domains_keep_their_reason_across_a_controller_restart(
         born: ("paused", "user"), later: ("paused", "user")}
     new = [e for e in controller.events()[events_before:] if e["domain"] in before]
     assert not new, new
+
+
+def test_domain_killed_while_the_controller_was_away_is_restarted(
+        controller: Controller) -> None:
+    name = controller.name("away")
+    (controller.hooks / f"{name}.slow-release").touch()
+    controller.write_manifest(f"{name}.yaml", qemu_manifest(name))
+    pid = controller.wait_state(name, "running", "booted")["pid"]
+    hooks_before = len(wait_call(controller, name, f"{name} started begin"))
+    events_before = len(controller.events(name))
+    assert controller.kill(signal.SIGTERM) == 0
+    os.kill(pid, signal.SIGKILL)
+    controller.start()
+    again = controller.wait_status(
+        name, "running again with a new pid",
+        lambda s: s["state"] == "running" and s["pid"] not in (None, pid))
+    assert again["restarts"] == 1, again
+    assert alive(again["pid"])
+    stopped = controller.wait_event(name, "stopped", "failed", after=events_before)
+    assert stopped["cause"] == "external", stopped
+    started = controller.wait_event(name, "started", "booted", after=events_before)
+    assert started["cause"] == "controller", started
+    wait_call(controller, name, f"{name} started begin", after=hooks_before)
+    lines = wait_call(controller, name, f"{name} release end", after=hooks_before)
+    assert [line.split(" ")[1:4] for line in lines[hooks_before:]] == [
+        ["stopped", "end", "-"], ["release", "end", "unknown"], ["prepare", "begin", "-"],
+        ["start", "begin", "-"], ["started", "begin", "-"]], lines
+
+
+def test_release_hook_ends_before_the_restart_prepares(controller: Controller) -> None:
+    """A crashed domain restarted by the controller: its slow `release` must not run after, or
+    concurrently with, the `prepare` of the next start (it would free what that allocated)."""
+    name = controller.name("slowrel")
+    (controller.hooks / f"{name}.slow-release").touch()
+    controller.write_manifest(f"{name}.yaml", qemu_manifest(name))
+    pid = controller.wait_state(name, "running", "booted")["pid"]
+    before = len(wait_call(controller, name, f"{name} started begin"))
+    os.kill(pid, signal.SIGKILL)
+    controller.wait_status(name, "running again with a new pid",
+                           lambda s: s["state"] == "running" and s["pid"] not in (None, pid))
+    lines = wait_call(controller, name, f"{name} started begin", after=before)
+    lines = wait_call(controller, name, f"{name} release end", after=before)
+    assert [line.split(" ")[1:4] for line in lines[before:]] == [
+        ["stopped", "end", "-"], ["release", "end", "crashed"], ["prepare", "begin", "-"],
+        ["start", "begin", "-"], ["started", "begin", "-"]], lines
 
 
 def test_sigterm_leaves_every_domain_running(controller: Controller) -> None:
