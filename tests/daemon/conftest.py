@@ -416,3 +416,13 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
     """One running controller for the whole test module."""
     with controller_on(tmp_path_factory.mktemp("daemon")) as ctl:
         yield ctl
+
+
+@pytest.fixture(autouse=True)
+def _controller_up(request: pytest.FixtureRequest) -> None:
+    """A test that failed while the module's controller was down leaves it down: start it
+    again, so that one failure does not fail every later test of the module."""
+    if "controller" in request.fixturenames:
+        ctl = request.getfixturevalue("controller")
+        if not ctl.running():
+            ctl.start()

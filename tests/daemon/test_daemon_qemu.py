@@ -8,6 +8,7 @@ shutdown always ends with a destroy after `shutdownTimeout` (2 s here).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -40,6 +41,11 @@ def test_added_manifest_boots_the_vm(controller: Controller) -> None:
     assert alive(status["pid"]), status
     assert is_condition(status, "Ready", "True")
     assert status["restarts"] == 0
+    assert isinstance(status["id"], int) and status["uuid"], status
+    got = controller.domctl("get", name, "-o", "json")
+    assert got.returncode == 0, got
+    shown = json.loads(got.stdout)
+    assert (shown["name"], shown["state"], shown["pid"]) == (name, "running", status["pid"])
     events = controller.wait_for(
         lambda: (ev := controller.events(name)) and ("started", "booted") in pairs(ev) and ev,
         "started event", name)
@@ -111,7 +117,9 @@ def test_removed_manifest_stops_and_undefines(controller: Controller) -> None:
     events = controller.events(name)
     assert ("undefined", "removed") in pairs(events), events
     stop = pairs(events).index(("stopped", "destroyed"))
-    assert stop < pairs(events).index(("undefined", "removed")), events
+    undefine = pairs(events).index(("undefined", "removed"))
+    assert stop < undefine, events
+    assert events[stop]["cause"] == events[undefine]["cause"] == "manifest", events
     got = controller.domctl("get", name)
     assert got.returncode == 1, got
     assert f"no domain named {name}" in got.stderr, got

@@ -214,6 +214,10 @@ def test_sigterm_leaves_every_domain_running(controller: Controller) -> None:
                for line in controller.log_lines())
     for name, pid in pids.items():
         assert alive(pid), f"{name} ({pid}) died with the controller"
+    assert not controller.socket.exists()
+    assert not (controller.runtime / "domctl-ro.sock").exists()
+    got = controller.domctl("get")
+    assert got.returncode == 1 and got.stderr.startswith("error: "), got
     assert not (controller.state / "domctl.lock").exists() or _unlocked(
         controller.state / "domctl.lock")
 
