@@ -56,6 +56,8 @@ from reconcilers.model import (Cause, DesiredState, Domain, DriverName, EventDet
 log = structlog.get_logger(__name__)
 
 _UNASKED = frozenset({Cause.GUEST, Cause.EXTERNAL})
+# Reasons a driver reports for a domain it just adopted and knows no history of.
+_VAGUE = frozenset({Reason.UNKNOWN, Reason.STARTING_UP})
 
 # What each imperative API action makes the domain's desired state, until the manifest changes.
 API_ACTIONS: Mapping[str, DesiredState] = {
@@ -133,6 +135,7 @@ class Controller:
                                 audit=self.audit))
         self._books: dict[str, _Books] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._stop_hooks: dict[str, asyncio.Task[Any]] = {}  # `stopped`+`release` in flight
         self._orphan_problems: set[str] = set()
 
     # --- inputs ------------------------------------------------------------------------------
@@ -284,7 +287,9 @@ class Controller:
             await asyncio.wait(self._background, timeout=self.settings.stop_timeout)
 
     def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
+        self._track(asyncio.ensure_future(coroutine))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -322,6 +327,9 @@ class Controller:
             target = dataclasses.replace(desired, spec=dataclasses.replace(
                 desired.spec, state=API_ACTIONS[override.action]))
             detail = {"uid": override.uid}
+        pending_hooks = self._stop_hooks.pop(name, None)
+        if pending_hooks is not None:  # libvirt: `release` ends before the next `prepare`
+            await asyncio.wait([pending_hooks])
         stops_before = books.stops
         outcome = await self.reconciler.run_pass(
             name, target, driver, self._history(name, books, record), detail,
@@ -471,8 +479,10 @@ class Controller:
             record, runtime=None, live_spec=None, id=None,
             last_stop=reg.LastStop(reason, cause, self.wall(), books.generation)))
         if record.driver is not None and record.runtime is not None:
-            driver = record.driver.value
-            self._spawn(self._after_stop_hooks(driver, name, spec, reason))
+            task = asyncio.ensure_future(
+                self._after_stop_hooks(record.driver.value, name, spec, reason))
+            self._stop_hooks[name] = task
+            self._track(task)
 
     async def _after_stop_hooks(self, driver: str, name: str, spec: object,
                                 reason: Reason) -> None:
@@ -500,7 +510,7 @@ class Controller:
         if (live.state, live.reason) == (State.SHUTOFF, Reason.UNKNOWN) and books.last_stop:
             live = dataclasses.replace(live, reason=books.last_stop.reason)
         if books.restored is not None:
-            if live.state is books.restored[0] and live.reason is Reason.UNKNOWN:
+            if live.state is books.restored[0] and live.reason in _VAGUE:
                 live = dataclasses.replace(live, reason=books.restored[1])
             else:
                 books.restored = None

@@ -8,7 +8,8 @@ It must never do I/O, read a clock (`history.now` is passed in) or call a driver
 |----------------|------------------------------------|--------------------------------------------|
 | any, or None   | nostate                            | REPORT: unknown process, never touched     |
 | running        | running, blocked                   | spec changes (below), else NOTHING         |
-| running        | paused user/unknown/starting up    | RESUME (drift)                             |
+| running        | paused user                        | RESUME (manifest: we paused it as asked)   |
+| running        | paused unknown/starting up         | RESUME (drift: someone else paused it)     |
 | running/paused | paused ioerror/watchdog/panicked/  | REPORT: left for the operator              |
 |                | migration/save/dump/shutdown       |                                            |
 | paused         | running, blocked                   | SUSPEND                                    |
@@ -169,6 +170,9 @@ def _observed(live: Live) -> str:
 def _want_running(spec: DomainSpec, live: Live, history: History) -> Plan:
     if live.state in UP_STATES:
         return _update(spec, history, Action.RESTART)
+    if live.state is State.PAUSED and live.reason is Reason.USER:
+        # only domctl pauses with reason user: the manifest (or an API request) said paused
+        return Plan(Action.RESUME, Cause.MANIFEST, f"desired running: {_observed(live)}; resuming")
     if live.state is State.PAUSED and live.reason in _RESUMABLE:
         return Plan(Action.RESUME, Cause.CONTROLLER,
                     f"desired running: {_observed(live)} by someone else; resuming")
