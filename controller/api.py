@@ -50,7 +50,7 @@ from reconcilers.errors import BusyError, DomctlError, NotSupportedError
 
 log = structlog.get_logger(__name__)
 
-ACTIONS = ("start", "stop", "suspend", "resume", "restart")
+ACTIONS = ("start", "stop", "suspend", "resume", "restart", "destroy")
 READ_OPS = frozenset({"ping", "get", "describe", "events", "diff", "logs"})
 WRITE_OPS = frozenset({*ACTIONS, "prune", "console"})  # a console is interactive access
 _STREAM_OPS = frozenset({"events", "logs"})

@@ -101,7 +101,10 @@ class ControllerBackend:
     async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
         controller = self._controller
         before = controller.statuses.read(name)
-        override = controller.request(name, action, caller.uid)
+        if action == "destroy":
+            await controller.destroy(name, caller.uid)
+        else:
+            controller.request(name, action, caller.uid)
         target = DesiredState.RUNNING if action == "restart" else API_ACTIONS[action]
         done = await self._wait(name, target, before.pid if before else None,
                                 restart=action == "restart",
@@ -113,7 +116,7 @@ class ControllerBackend:
         message = (f"{name}: {action} done: {state}" if done else
                    f"{name}: {action} requested, not finished yet: {state}; "
                    f"follow it with `domctl wait {name} --for state={target.value}`")
-        return {"name": name, "action": override.action, "done": done,
+        return {"name": name, "action": action, "done": done,
                 "state": status.state.value, "reason": status.reason.value, "message": message}
 
     def _shutdown_timeout(self, name: str) -> float:

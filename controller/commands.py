@@ -351,7 +351,7 @@ def _action_command(action: str) -> click.Command:
 
 
 ACTION_COMMANDS = [_action_command(action)
-                   for action in ("start", "stop", "suspend", "resume", "restart")]
+                   for action in ("start", "stop", "suspend", "resume", "restart", "destroy")]
 
 
 @click.command()

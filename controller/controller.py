@@ -64,6 +64,7 @@ API_ACTIONS: Mapping[str, DesiredState] = {
     "start": DesiredState.RUNNING, "resume": DesiredState.RUNNING,
     "stop": DesiredState.SHUTOFF, "suspend": DesiredState.PAUSED,
     "restart": DesiredState.SHUTOFF,  # down first; the start follows once it is off
+    "destroy": DesiredState.SHUTOFF,  # at once, interrupting a graceful shutdown
 }
 
 
@@ -211,6 +212,16 @@ class Controller:
     def idle(self) -> bool:
         """Nothing queued or being reconciled (the first full pass is over once this holds)."""
         return self.queue.idle()
+
+    async def destroy(self, name: str, uid: int) -> None:
+        """`domctl destroy`: off now, under the destroy job (which cuts a graceful shutdown
+        short), then held off like an API stop until the manifest changes."""
+        self.request(name, "destroy", uid)
+        record = self.registry.get(name)
+        if record is None or record.runtime is None:
+            return  # not running: the override alone keeps it off
+        await self.reconciler.destroy_now(name, record.runtime.driver, Cause.API, {"uid": uid},
+                                          owner=f"api:uid={uid}")
 
     # --- start-up ----------------------------------------------------------------------------
 

@@ -108,6 +108,23 @@ class DomainReconciler:
         """The plan in progress for `name`, if any (for attributing driver-reported stops)."""
         return self._acting.get(name)
 
+    async def destroy_now(self, name: str, driver_name: DriverName, cause: Cause,
+                          cause_detail: Mapping[str, Any], owner: str) -> None:
+        """Destroy at once, outside the work queue (libvirt's `virsh destroy`): the destroy job
+        interrupts a graceful shutdown in progress, whose pass then retries and finds it off."""
+        detail = dict(cause_detail)
+        self.ports.audit.record(name, "destroy", cause, detail, f"requested by {owner}")
+        previous = self._acting.get(name)
+        self._acting[name] = Acting(Action.DESTROY, cause, detail)
+        try:
+            async with self.ports.jobs.acquire(name, "destroy", owner):
+                await self.drivers[driver_name].destroy(name)
+        finally:
+            if previous is not None:
+                self._acting[name] = previous
+            else:
+                self._acting.pop(name, None)
+
     async def observe(self, driver: DriverName, name: str) -> Live:
         return await self.drivers[driver].observe(name)
 

@@ -1,0 +1,28 @@
+"""`domctl destroy` interrupts a graceful shutdown in progress (libvirt's destroy job)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import Controller, alive, qemu_manifest
+
+
+@pytest.mark.qemu
+def test_destroy_cuts_a_graceful_shutdown_short(controller: Controller) -> None:
+    name = controller.name("cut")
+    controller.write_manifest(f"{name}.yaml", qemu_manifest(name, shutdown_timeout="300s"))
+    pid = controller.wait_state(name, "running")["pid"]
+    # the firmware ignores ACPI: this shutdown would wait the whole 300 s before destroying
+    controller.write_manifest(f"{name}.yaml", qemu_manifest(name, state="shutoff",
+                                                            shutdown_timeout="300s"))
+    controller.wait_status(name, "the graceful shutdown to begin",
+                           lambda s: any(a["action"] == "shutdown" and a["domain"] == name
+                                         for a in controller.audit(name)))
+    result = controller.domctl("destroy", name)
+    assert result.returncode == 0, result.stderr
+    status = controller.wait_state(name, "shutoff", "destroyed")  # long before 300 s
+    assert not alive(pid)
+    stops = [e for e in controller.events(name) if e["event"] == "stopped"]
+    assert [(e["detail"], e["cause"]) for e in stops] == [("destroyed", "api")]
+    overridden = [c for c in status["conditions"] if c["type"] == "Overridden"]
+    assert overridden and overridden[0]["status"] == "True"
