@@ -138,18 +138,29 @@ class StatusStore:
 
     def __init__(self, state_dir: Path) -> None:
         self._files = JsonDir(state_dir / "status")
+        self._known: dict[str, DomainStatus] = {}  # as last written or read (one writer: us)
 
     def write(self, status: DomainStatus) -> None:
+        """Replace the document; an unchanged one is not rewritten (no fsync per resync)."""
+        if self._known.get(status.name) == status:
+            return
         self._files.write(status.name, status.to_dict())
+        self._known[status.name] = status
 
     def read(self, name: str) -> DomainStatus | None:
         """The domain's status; None when there is none or it is unreadable (logged)."""
-        return self._files.read_as(DomainStatus, name)
+        known = self._known.get(name)
+        if known is None:
+            known = self._files.read_as(DomainStatus, name)
+            if known is not None:
+                self._known[name] = known
+        return known
 
     def names(self) -> list[str]:
         return self._files.names()
 
     def remove(self, name: str) -> None:
+        self._known.pop(name, None)
         self._files.remove(name)
 
     def get_document(self, name: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -372,8 +373,9 @@ class Domain:
     def name(self) -> str:
         return self.metadata.name
 
-    @property
+    @functools.cached_property
     def generation(self) -> str:
+        """Hashed once per object (it is immutable); every pass asks for it several times."""
         return spec_generation(self.spec, self.metadata.uuid)
 
 

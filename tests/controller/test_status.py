@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,17 @@ def test_corrupt_status_file_is_skipped(tmp_path: Path) -> None:
     with pytest.raises(NoSuchDomain):
         store.get_document("torn")
     assert store.read("web-1") == sample_status()
+
+
+def test_an_unchanged_status_is_not_rewritten(tmp_path: Path) -> None:
+    store = StatusStore(tmp_path)
+    status = sample_status()
+    store.write(status)
+    path = tmp_path / "status" / "web-1.json"
+    first = path.stat().st_ino
+    store.write(sample_status())  # equal: no new file (no fsync on every resync)
+    assert path.stat().st_ino == first
+    store.write(replace(status, restarts=2))
+    assert path.stat().st_ino != first
+    assert json.loads(path.read_text())["restarts"] == 2
+    assert StatusStore(tmp_path).read("web-1") == replace(status, restarts=2)
