@@ -11,8 +11,7 @@ import asyncio
 import json
 import os
 import stat
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,9 +23,10 @@ from structlog.testing import capture_logs
 from controller import api
 from controller.api import ACTIONS, WRITE_OPS, ApiServer, ApiSettings, Caller
 from controller.events import EventBus, Subscription
-from controller.status import NoSuchDomain
 from reconcilers.errors import BusyError, DriverError, NotSupportedError
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State
+
+from .apisupport import DocsBackend
 
 FAST = ApiSettings(request_timeout=0.3, log_poll=0.02, close_timeout=1.0)
 
@@ -51,7 +51,7 @@ class TrackedSubscription:
         self.inner.close()
 
 
-class FakeBackend:
+class FakeBackend(DocsBackend):
     FAILURES: ClassVar[dict[str, Exception]] = {
         "busy": BusyError("busy", "modify", "2025-11-24T16:00:00.000Z"),
         "lxc-1": NotSupportedError("lxc", "suspend"),
@@ -60,41 +60,18 @@ class FakeBackend:
     }
 
     def __init__(self, directory: Path) -> None:
-        self.bus = EventBus(directory)
-        self.logs = directory
-        self.docs = {name: status(name) for name in ("web-1", "db", *self.FAILURES)}
+        super().__init__(directory,
+                         {name: status(name) for name in ("web-1", "db", *self.FAILURES)})
         self.calls: list[tuple[str, str, Caller]] = []
         self.subscriptions: list[TrackedSubscription] = []
-
-    def _known(self, name: str) -> None:
-        if name not in self.docs:
-            raise NoSuchDomain(name)
-
-    def get(self, name: str | None) -> list[dict[str, Any]]:
-        if name is None:
-            return [self.docs[n] for n in sorted(self.docs)]
-        self._known(name)
-        return [self.docs[name]]
-
-    def describe(self, name: str) -> dict[str, Any]:
-        self._known(name)
-        return {"status": self.docs[name], "events": self.bus.recent(name), "job": None,
-                "message": ""}
 
     def diff(self, name: str | None) -> list[dict[str, Any]]:
         return [{"name": "web-1", "changes": [{"field": "memory", "old": 1, "new": 2,
                                                "apply": "restart"}]}]
 
-    def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
-        return self.bus.recent(name or "web-1", n)
-
     def subscribe(self, name: str | None) -> TrackedSubscription:
         self.subscriptions.append(TrackedSubscription(self.bus.subscribe(name)))
         return self.subscriptions[-1]
-
-    def log_path(self, name: str) -> Path:
-        self._known(name)
-        return self.logs / f"{name}.log"
 
     async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
         self._known(name)
@@ -119,14 +96,6 @@ class Served:
     server: ApiServer
     rw: Path
     ro: Path
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    # Short (sun_path has 108 bytes) and world-traversable, unlike pytest's tmp_path.
-    with tempfile.TemporaryDirectory(prefix="dctl") as directory:
-        os.chmod(directory, 0o755)
-        yield Path(directory)
 
 
 @pytest.fixture
@@ -376,7 +345,7 @@ async def test_events_follow_sends_recent_then_live_and_closes_on_disconnect(
 
 
 async def test_close_ends_every_stream_and_removes_the_sockets(served: Served) -> None:
-    (served.backend.logs / "db.log").write_text("one\n")
+    (served.backend.directory / "db.log").write_text("one\n")
     events = await Stream.open(served.rw, "events", follow=True)
     logs = await Stream.open(served.ro, "logs", name="db", follow=True, lines=5)
     assert await logs.items(1) == [{"line": "one"}]
@@ -397,7 +366,7 @@ async def test_a_stream_ended_by_its_source_says_end(served: Served) -> None:
 
 
 async def test_logs_send_the_last_lines(served: Served) -> None:
-    log = served.backend.logs / "web-1.log"
+    log = served.backend.directory / "web-1.log"
     log.write_text("".join(f"line {i}\n" for i in range(150)) + "unfinished")
 
     async def lines(**args: Any) -> list[str]:
@@ -414,7 +383,7 @@ async def test_logs_send_the_last_lines(served: Served) -> None:
 
 
 async def test_logs_follow_sees_appends_rotation_and_truncation(served: Served) -> None:
-    log = served.backend.logs / "web-1.log"
+    log = served.backend.directory / "web-1.log"
     log.write_text("old 1\nold 2\n")
     stream = await Stream.open(served.rw, "logs", name="web-1", follow=True, lines=1)
     assert await stream.items(1) == [{"line": "old 2"}]
@@ -435,6 +404,6 @@ async def test_logs_follow_sees_appends_rotation_and_truncation(served: Served) 
 async def test_logs_follow_waits_for_a_log_that_does_not_exist_yet(served: Served) -> None:
     stream = await Stream.open(served.rw, "logs", name="db", follow=True)
     await asyncio.sleep(0.05)
-    (served.backend.logs / "db.log").write_text("first boot\n")
+    (served.backend.directory / "db.log").write_text("first boot\n")
     assert await stream.items(1) == [{"line": "first boot"}]
     await stream.close()

@@ -6,11 +6,9 @@ Permission cases run in a forked child that drops to an unprivileged uid (needs 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,13 +16,16 @@ from typing import Any
 
 import pytest
 
-from controller.api import ApiServer, ApiSettings, Caller
+from controller.api import ApiSettings, Caller
 from controller.client import ApiError, Client, DaemonNotRunning, socket_path
 from controller.events import EventBus
 from controller.status import NoSuchDomain
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State
 
+from .apisupport import ThreadedServer
+
 NOBODY = 65534
+SETTINGS = ApiSettings(request_timeout=1.0, log_poll=0.02)
 
 
 class Backend:
@@ -54,45 +55,9 @@ class Backend:
         return {"message": f"{action} by uid {caller.uid}"}
 
 
-class ThreadedServer:
-    """An ApiServer on its own event loop in a thread, as the daemon runs it."""
-
-    def __init__(self, backend: Backend, directory: Path) -> None:
-        self.backend = backend
-        self.rw, self.ro = directory / "domctl.sock", directory / "domctl-ro.sock"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server = ApiServer(backend, self.rw, self.ro,  # type: ignore[arg-type]
-                                ApiSettings(request_timeout=1.0, log_poll=0.02))
-
-    def run(self, function: Callable[[], Any]) -> Any:
-        async def call() -> Any:
-            return function()
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(5)
-        self.run(self.backend.bus.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="dctl") as directory:
-        os.chmod(directory, 0o755)
-        yield Path(directory)
-
-
 @pytest.fixture
 def server(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
-    with ThreadedServer(Backend(tmp_path), sockdir) as running:
+    with ThreadedServer(Backend(tmp_path), sockdir, SETTINGS) as running:
         yield running
 
 
@@ -135,7 +100,7 @@ def test_stream_yields_items_until_the_end(server: ThreadedServer) -> None:
 
 def test_a_followed_stream_gets_live_items_and_the_end_at_close(sockdir: Path,
                                                                  tmp_path: Path) -> None:
-    with ThreadedServer(Backend(tmp_path), sockdir) as server:
+    with ThreadedServer(Backend(tmp_path), sockdir, SETTINGS) as server:
         stream = Client(server.rw, timeout=5).stream("events", follow=True)
 
         def emit_once_subscribed() -> None:

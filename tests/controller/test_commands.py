@@ -6,16 +6,14 @@ The group is built here like `controller.cli.main` (a --log-level option and a c
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 import pytest
@@ -24,12 +22,12 @@ from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
 from controller import commands, logconfig
-from controller.api import ApiServer, ApiSettings, Caller
+from controller.api import ApiSettings, Caller
 from controller.clock import rfc3339
-from controller.events import EventBus
-from controller.status import NoSuchDomain
 from reconcilers.errors import BusyError
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State
+
+from .apisupport import DocsBackend, ThreadedServer
 
 
 def status(name: str, **fields: Any) -> dict[str, Any]:
@@ -50,44 +48,22 @@ PENDING = [{"field": "memory", "old": 536870912, "new": 1073741824, "apply": "re
            {"field": "state", "old": "running", "new": None, "apply": "live"}]
 
 
-class Backend:
+class Backend(DocsBackend):
+    JOB: ClassVar[dict[str, Any] | None] = {
+        "job": "modify", "owner": "reconcile", "since": "2025-11-24T16:00:01Z",
+        "interruptible": False}
+    MESSAGE: ClassVar[str] = "running on its last valid spec"
+
     def __init__(self, directory: Path) -> None:
-        self.bus = EventBus(directory)
-        self.directory = directory
-        self.docs = {"web-1": status("web-1", pending=PENDING),
-                     "db": status("db", driver="lxc", state="shutoff", reason="failed",
-                                  pid=None, id=None, conditions=STALLED, since=None)}
+        super().__init__(directory, {
+            "web-1": status("web-1", pending=PENDING),
+            "db": status("db", driver="lxc", state="shutoff", reason="failed", pid=None, id=None,
+                         conditions=STALLED, since=None)})
         self.calls: list[tuple[str, str, int]] = []
-
-    def _known(self, name: str) -> None:
-        if name not in self.docs:
-            raise NoSuchDomain(name)
-
-    def get(self, name: str | None) -> list[dict[str, Any]]:
-        if name is None:
-            return [self.docs[n] for n in sorted(self.docs)]
-        self._known(name)
-        return [self.docs[name]]
-
-    def describe(self, name: str) -> dict[str, Any]:
-        self._known(name)
-        return {"status": self.docs[name], "events": self.bus.recent(name),
-                "job": {"job": "modify", "owner": "reconcile", "since": "2025-11-24T16:00:01Z",
-                        "interruptible": False}, "message": "running on its last valid spec"}
 
     def diff(self, name: str | None) -> list[dict[str, Any]]:
         return [{"name": n, "changes": self.docs[n]["pending"]} for n in sorted(self.docs)
                 if name in (None, n)]
-
-    def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
-        return self.bus.recent(name or "web-1", n)
-
-    def subscribe(self, name: str | None) -> Any:
-        return self.bus.subscribe(name)
-
-    def log_path(self, name: str) -> Path:
-        self._known(name)
-        return self.directory / f"{name}.log"
 
     async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
         self._known(name)
@@ -101,37 +77,6 @@ class Backend:
         return {"message": "pruned 3 domains"}
 
 
-class ThreadedServer:
-    """An ApiServer on its own event loop in a thread: CliRunner is synchronous."""
-
-    def __init__(self, backend: Backend, directory: Path) -> None:
-        self.backend = backend
-        self.rw, self.ro = directory / "domctl.sock", directory / "domctl-ro.sock"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server = ApiServer(backend, self.rw, self.ro, ApiSettings(log_poll=0.02))
-
-    def run(self, function: Callable[[], Any]) -> Any:
-        async def call() -> Any:
-            return function()
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(5)
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-        self.run(self.backend.bus.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 @pytest.fixture(autouse=True)
 def quiet_logs() -> Iterator[None]:
     """The server thread's log lines must not land in CliRunner's captured stdout/stderr,
@@ -143,14 +88,8 @@ def quiet_logs() -> Iterator[None]:
 
 
 @pytest.fixture
-def sockdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="dctl") as directory:
-        yield Path(directory)
-
-
-@pytest.fixture
 def server(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
-    with ThreadedServer(Backend(tmp_path), sockdir) as running:
+    with ThreadedServer(Backend(tmp_path), sockdir, ApiSettings(log_poll=0.02)) as running:
         yield running
 
 

@@ -1,0 +1,1 @@
+"""Tests of the controller (controller/); a package so tests can share apisupport."""
