@@ -41,6 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 Document = dict[str, Any]
 
 WAIT_POLL = 0.2  # seconds between two `get`s of `domctl wait`
+ACTION_REPLY_TIMEOUT = 3600.0  # a safety net only: the controller answers within its own bound
 GET_COLUMNS = ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE", "MESSAGE"]
 EVENT_KEYS = ("time", "domain", "event", "detail", "state", "reason", "cause", "message")
 # The condition whose message explains a domain best, first match wins.
@@ -344,7 +345,8 @@ def _action_command(action: str) -> click.Command:
     @NAME
     @_reports_errors
     def command(name: str) -> None:
-        result = _client().call(action, name=name)
+        # the controller bounds an action itself (30 s plus the domain's shutdownTimeout)
+        result = _client(timeout=ACTION_REPLY_TIMEOUT).call(action, name=name)
         click.echo(result.get("message") or f"{name}: {action} requested")
 
     return command

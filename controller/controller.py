@@ -82,6 +82,15 @@ class Override:
                 "manifest changes")
 
 
+class NotRunning(TerminalError):
+    """suspend/resume of a domain that is off (virsh refuses them too)."""
+
+    def __init__(self, name: str, action: str) -> None:
+        done = {"suspend": "suspended", "resume": "resumed"}.get(action, action)
+        super().__init__(f"{name} is not running, so it cannot be {done}; "
+                         f"use `domctl start {name}`")
+
+
 @dataclass(frozen=True)
 class ControllerSettings:
     workers: int = 4
@@ -182,6 +191,9 @@ class Controller:
             raise ValueError(f"unknown action {action!r}; one of {', '.join(API_ACTIONS)}")
         if self.store.entry(name) is None and self.registry.get(name) is None:
             raise NoSuchDomain(name)
+        status = self.statuses.read(name)
+        if action in ("suspend", "resume") and (status is None or status.state is State.SHUTOFF):
+            raise NotRunning(name, action)
         books = self._books_for(name)
         override = Override(action, uid, books.epoch, self.wall())
         books.override = override
