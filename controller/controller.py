@@ -196,7 +196,7 @@ class Controller:
             raise NotRunning(name, action)
         books = self._books_for(name)
         override = Override(action, uid, books.epoch, self.wall())
-        books.override = override
+        self._set_override(name, books, override)
         if action == "start":  # an explicit start: no earlier stop or backoff holds it back
             if books.last_stop is not None:
                 books.last_stop = dataclasses.replace(books.last_stop, epoch=books.epoch - 1)
@@ -249,6 +249,9 @@ class Controller:
                 books.observed_generation = previous.observedGeneration
                 books.seen = (previous.state, previous.reason)
                 books.since = _parse_since(previous)
+            kept = record.override
+            if kept is not None and kept.generation == books.generation:
+                books.override = Override(kept.action, kept.uid, books.epoch, kept.at)
             if record.runtime is None:
                 continue
             await self._reattach(name, record, books)
@@ -359,6 +362,13 @@ class Controller:
             adjust=_by_api(override) if override is not None else None)
         return self._account(name, driver, desired, books, outcome, stops_before)
 
+    def _set_override(self, name: str, books: _Books, override: Override | None) -> None:
+        """Hold (or drop) an API request, in memory and in the registry record."""
+        books.override = override
+        persisted = None if override is None else reg.ApiOverride(
+            override.action, override.uid, books.generation, override.at)
+        self._update_record(name, override=persisted)
+
     async def _current_override(self, name: str, driver: DriverName,
                                 books: _Books) -> Override | None:
         """The API request in force, if any: a manifest change lifts it; a restart ends once
@@ -369,12 +379,12 @@ class Controller:
         if override.epoch != books.epoch:
             log.info("API request lifted by a manifest change", domain=name,
                      action=override.action)
-            books.override = None
+            self._set_override(name, books, None)
             return None
         if override.action == "restart":
             live = await self.reconciler.observe(driver, name)
             if live.state is State.SHUTOFF:
-                books.override = None
+                self._set_override(name, books, None)
                 stop = books.last_stop
                 books.last_stop = LastStop(stop.reason if stop else Reason.SHUTDOWN,
                                            Cause.CONTROLLER, books.epoch)

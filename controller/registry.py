@@ -16,8 +16,8 @@ Public surface:
     from_plain(cls, data): rebuild a frozen dataclass (or enum, tuple, Optional, ...) of the
         model from its `to_plain` form, guided by the dataclass field types
     JsonDir(directory): path(name), write(name, obj), read(name), names(), remove(name)
-    LastStop(reason, cause, epoch, generation), DomainRecord(name, uuid, driver, id, runtime,
-        live_spec, restarts, last_stop)
+    LastStop(reason, cause, epoch, generation), ApiOverride(action, uid, generation, at),
+    DomainRecord(name, uuid, driver, id, runtime, live_spec, restarts, last_stop, override)
     Registry(state_dir): load_all(), get(name), save(record), remove(name),
         uuid_for(name, manifest_uuid), allocate_id(name), release_id(name)
 """
@@ -178,6 +178,17 @@ class LastStop:
 
 
 @dataclass(frozen=True)
+class ApiOverride:
+    """An imperative API request in force (domctl stop, ...), kept across controller restarts
+    while the manifest generation it was made under is unchanged."""
+
+    action: str
+    uid: int
+    generation: str | None
+    at: float  # wall-clock seconds of the request
+
+
+@dataclass(frozen=True)
 class DomainRecord:
     name: str
     uuid: str
@@ -187,6 +198,7 @@ class DomainRecord:
     live_spec: DomainSpec | None = None  # the spec the running domain was started with
     restarts: int = 0
     last_stop: LastStop | None = None
+    override: ApiOverride | None = None
 
 
 class Registry:

@@ -259,3 +259,27 @@ async def test_an_adopted_domain_keeps_its_reason_and_emits_nothing(
     status = again.statuses.read("vm")
     assert status is not None and (status.state, status.reason) == (State.PAUSED, Reason.USER)
     assert len(events(again)) == before
+
+
+async def test_an_api_stop_survives_a_controller_restart(tmp_path: Path,
+                                                         driver: MemoryDriver) -> None:
+    controller = make_controller(tmp_path, driver)
+    controller.on_snapshot(snapshot(domain()))
+    await controller.reconcile("vm")
+    controller.request("vm", "stop", uid=7)
+    await converge(controller)
+    again = make_controller(tmp_path, driver)
+    await again.reattach_all()
+    again.on_snapshot(snapshot(domain()))
+    await converge(again)
+    assert "vm" not in driver.running
+    status = again.statuses.read("vm")
+    assert status is not None and status.desired is not None
+    assert status.desired.value == "shutoff"
+    overridden = status.condition(ConditionType.OVERRIDDEN)
+    assert overridden is not None and "uid 7" in overridden.message
+    third = make_controller(tmp_path, driver)  # the manifest changed while it was down
+    await third.reattach_all()
+    third.on_snapshot(snapshot(domain(memory="96Mi")))
+    await converge(third)
+    assert "vm" in driver.running
