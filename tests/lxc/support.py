@@ -4,6 +4,7 @@ and a bounded wait on a condition."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import uuid
@@ -47,6 +48,10 @@ class Host:
         subprocess.run(["lxc-stop", "-P", str(self.lxcpath), "-n", name, "-k"],
                        capture_output=True, timeout=30, check=False)
         shutil.rmtree(self.lxcpath / name, ignore_errors=True)
+        # LXC 5.0 sometimes leaves the (empty) monitor cgroup of a start that failed behind
+        for leftover in Path("/sys/fs/cgroup").glob(f"*/lxc.*.{name}"):
+            with contextlib.suppress(OSError):
+                leftover.rmdir()
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
