@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import select
 import subprocess
 import time
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DOMCTL, Controller
+from .conftest import DOMCTL, Controller, lxc_manifest
 
 # A boot sector that echoes every byte received on COM1 (polling the line status register).
 ECHO_CODE = bytes.fromhex("BAF803" "B068EE" "B069EE"  # print "hi"
@@ -90,3 +92,32 @@ spec:
     result = controller.domctl("console", name)
     assert result.returncode == 1
     assert "spec.qemu.serial is log" in result.stderr and "domctl logs -f" in result.stderr
+
+
+@pytest.mark.lxc
+def test_console_of_a_container_is_lxc_console(controller: Controller) -> None:
+    """`domctl console` becomes lxc-console on the container's /dev/console (it needs a tty)."""
+    name = controller.name("conct")
+    controller.write_manifest(f"{name}.yaml", lxc_manifest(name, init=(
+        '["/bin/sh", "-c", "while read l; do echo got-$l; done </dev/console >/dev/console 2>&1;'
+        ' exec sleep infinity"]')))
+    controller.wait_state(name, "running")
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the CLI on a pseudo-terminal, as a user would run it
+        os.execv(str(DOMCTL), [str(DOMCTL), "--socket", str(controller.socket), "console", name])
+    try:
+        assert b"Connected to tty 0" in read_until(terminal, b"Connected to tty 0", timeout=10)
+        seen = b""
+        for _ in range(10):  # init's shell may not be reading its console yet: type again
+            os.write(terminal, b"hello-ct\r")
+            seen += read_until(terminal, b"got-hello-ct", timeout=1)
+            if b"got-hello-ct" in seen:
+                break
+        assert b"got-hello-ct" in seen, seen
+        os.write(terminal, b"\x01q")  # Ctrl-a q leaves lxc-console
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(terminal)
