@@ -84,12 +84,14 @@ def _dir_option(flag: str, what: str) -> click.Option:  # type: ignore[type-arg]
 @click.option("--metrics", "metrics_addr", metavar="HOST:PORT",
               help="Serve Prometheus metrics on this address (off by default; ':9100' means "
                    "127.0.0.1:9100, write 0.0.0.0:9100 for every interface).")
+@click.option("--hook-timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Seconds each hook script may run before it is killed (counts as failed).")
 @click.option("--stable-after", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds of running after which the failure count resets.")
 def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None,
         log_dir: Path | None, hooks_dir: Path | None, resync: float, workers: int,
         removal_grace: float, restart_backoff: float, restart_backoff_max: float,
-        metrics_addr: str | None, stable_after: float) -> None:
+        metrics_addr: str | None, hook_timeout: float, stable_after: float) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT (domains keep running)."""
     from controller.daemon import Daemon, DaemonSettings  # the drivers load only for `run`
 
@@ -101,6 +103,7 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
     crash_loop = CrashLoopSettings(min_interval=restart_backoff, cap=restart_backoff_max,
                                    stable_after=stable_after)
     settings = DaemonSettings(paths=paths, resync=resync, metrics=metrics_addr,
+                              hook_timeout=hook_timeout,
                               controller=ControllerSettings(
         workers=workers, prune=PruneSettings(grace=removal_grace), crash_loop=crash_loop))
     try:
