@@ -9,7 +9,9 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -20,6 +22,8 @@ from controller.controller import ControllerSettings
 from controller.desired import PruneSettings
 from controller.fsutil import LockHeldError
 from controller.manifest import load_paths
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,7 +62,7 @@ def validate(paths: tuple[str, ...], output: str) -> None:
     sys.exit(1 if result.problems else 0)
 
 
-def _dir_option(flag: str, what: str) -> click.Option:  # type: ignore[type-arg]
+def _dir_option(flag: str, what: str) -> Callable[[F], F]:
     return click.option(flag, type=click.Path(file_okay=False, path_type=Path),
                         help=f"{what} [default: as root /etc, /var/lib, /run, /var/log under "
                              "domctl; as a user the XDG directories]")

@@ -46,7 +46,7 @@ from controller.status import DomainStatus, NoSuchDomain, StatusStore
 from controller.statusview import Facts, build_status
 from controller.workqueue import ShutDown, WorkQueue
 from reconcilers.decide import Action, History, LastStop, Plan, Stalled
-from reconcilers.diff import Apply, classify_changes, pending_restart
+from reconcilers.diff import Apply, Change, classify_changes, pending_restart
 from reconcilers.domain import DomainReconciler, Outcome, Ports
 from reconcilers.driver import Driver, Live, RuntimeEvent
 from reconcilers.errors import DomctlError, TerminalError
@@ -347,8 +347,9 @@ class Controller:
             self._update_record(name, driver=desired.spec.driver)
         record = self.registry.get(name)
         override = await self._current_override(name, driver, books)
-        target, detail = desired, ({"generation": desired.generation}
-                                   if desired is not None else {})
+        target = desired
+        detail: dict[str, Any] = ({"generation": desired.generation}
+                                  if desired is not None else {})
         if override is not None and desired is not None:
             target = dataclasses.replace(desired, spec=dataclasses.replace(
                 desired.spec, state=API_ACTIONS[override.action]))
@@ -552,7 +553,8 @@ class Controller:
         books.seen = (live.state, live.reason)
         record = self.registry.get(name)
         live_spec = record.live_spec if record is not None else None
-        pending, live_left = (), False
+        pending: tuple[Change, ...] = ()
+        live_left = False
         if desired is not None and live_spec is not None:
             classify = self.drivers[driver].classify
             pending = pending_restart(desired.spec, live_spec, classify)

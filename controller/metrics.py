@@ -219,8 +219,8 @@ class MetricsServer:
 
     def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
         self._server, self._thread = server, thread
-        self.host: str = server.server_address[0]
-        self.port: int = server.server_address[1]
+        self.host: str = str(server.server_address[0])
+        self.port: int = int(server.server_address[1])
 
     @property
     def url(self) -> str:

@@ -61,7 +61,7 @@ def from_plain(tp: Any, data: Any) -> Any:
         return data
     if origin in (Union, types.UnionType):
         return _from_optional(tp, data)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _from_dataclass(tp, data)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return tp(data)
