@@ -109,7 +109,8 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
     settings = DaemonSettings(paths=paths, resync=resync, metrics=metrics_addr,
                               hook_timeout=hook_timeout,
                               controller=ControllerSettings(
-        workers=workers, prune=PruneSettings(grace=removal_grace), crash_loop=crash_loop))
+        workers=workers, prune=PruneSettings(grace=removal_grace), crash_loop=crash_loop,
+        revalidate=resync))
     try:
         asyncio.run(Daemon(settings).run())
     except (LockHeldError, ValueError) as err:

@@ -49,7 +49,7 @@ from reconcilers.decide import Action, History, LastStop, Plan, Stalled
 from reconcilers.diff import Apply, Change, classify_changes, pending_restart
 from reconcilers.domain import DomainReconciler, Outcome, Ports
 from reconcilers.driver import Driver, Live, RuntimeEvent
-from reconcilers.errors import DomctlError, TerminalError
+from reconcilers.errors import DomctlError, HostValidationError, TerminalError
 from reconcilers.model import (Cause, DesiredState, Domain, DriverName, EventDetail, EventType,
                                Reason, State)
 
@@ -100,6 +100,9 @@ class ControllerSettings:
     jobs: JobSettings = JobSettings()
     stop_timeout: float = 20.0
     """Seconds SIGTERM waits for passes in progress before cancelling them."""
+    revalidate: float = 30.0
+    """Seconds between re-checks of a domain stalled by host validation (a missing file);
+    `domctl run` uses its --resync period."""
 
 
 @dataclass
@@ -110,6 +113,7 @@ class _Books:
     generation: str | None = None  # of the desired spec the epoch belongs to
     last_stop: LastStop | None = None
     stalled: Stalled | None = None
+    host_problem: bool = False  # the stall is a host validation error: re-checked periodically
     stops: int = 0  # stops recorded so far, to tell whether a failed start already reported
     since: float | None = None  # wall time of the last state change
     seen: tuple[State, Reason] | None = None
@@ -346,6 +350,8 @@ class Controller:
         if desired is not None and record is not None and record.runtime is None:
             self._update_record(name, driver=desired.spec.driver)
         record = self.registry.get(name)
+        if books.stalled is not None and books.host_problem and desired is not None:
+            await self._revalidate(name, driver, desired, books)
         override = await self._current_override(name, driver, books)
         target = desired
         detail: dict[str, Any] = ({"generation": desired.generation}
@@ -391,6 +397,18 @@ class Controller:
                                            Cause.CONTROLLER, books.epoch)
                 return None
         return override
+
+    async def _revalidate(self, name: str, driver: DriverName, desired: Domain,
+                          books: _Books) -> None:
+        """A start refused by host validation (a missing kernel, no kvm) is unblocked as soon
+        as the host can run the spec: the operator fixing the host needs no manifest edit."""
+        try:
+            await self.drivers[driver].validate(desired)
+        except HostValidationError as err:
+            books.stalled = Stalled(str(err), books.epoch)
+            return
+        log.info("host problem gone; starting again", domain=name)
+        books.stalled, books.host_problem = None, False
 
     def _with_uuid(self, desired: Domain, record: reg.DomainRecord | None) -> Domain:
         """The manifest's domain with its uuid: the manifest's, or the one generated and kept
@@ -462,7 +480,8 @@ class Controller:
                 self._record_stop(name, Reason.FAILED, plan.cause, counts=True)
             if isinstance(error, TerminalError):
                 books.stalled = Stalled(str(error), books.epoch)
-                delay = None
+                books.host_problem = isinstance(error, HostValidationError)
+                delay = self.settings.revalidate if books.host_problem else None
             elif failed_start:
                 delay = self.crash.remaining(name)
             else:
@@ -573,6 +592,7 @@ class Controller:
             failures=self.crash.failures(name),
             backoff_until=backoff_wall if live.state is not State.RUNNING else None,
             stalled=books.stalled.message if books.stalled is not None else None,
+            host_problem=books.host_problem, revalidate=self.settings.revalidate,
             removal_in=removal_in, previous=self.statuses.read(name), now=now,
             override=books.override.describe() if books.override is not None else None,
             override_state=API_ACTIONS[books.override.action] if books.override else None))

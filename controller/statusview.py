@@ -59,6 +59,8 @@ class Facts:
     failures: int = 0
     backoff_until: float | None = None  # wall-clock seconds
     stalled: str | None = None
+    host_problem: bool = False  # the stall is a host validation error (re-checked)
+    revalidate: float = 30.0
     removal_in: float = float("inf")
     previous: DomainStatus | None = None
     now: float = 0.0  # wall-clock seconds
@@ -152,6 +154,10 @@ def _problems(problems: list, what: str) -> str:
 
 
 def _stalled(facts: Facts) -> Condition:
+    if facts.stalled is not None and facts.host_problem:
+        return Condition(ConditionType.STALLED, T, "HostValidation",
+                         f"{facts.stalled}; re-checked every {facts.revalidate:g} s and on "
+                         "every manifest change")
     if facts.stalled is not None:
         return Condition(ConditionType.STALLED, T, "Terminal",
                          f"{facts.stalled}; no retry until the manifest changes")

@@ -21,7 +21,7 @@ from controller.source import Snapshot
 from controller.status import ConditionType, StatusStore
 from reconcilers.driver import (Capabilities, ChangeKind, Console, Live, RuntimeEvent,
                                 RuntimeRecord)
-from reconcilers.errors import DriverError, HostValidationError
+from reconcilers.errors import DriverError, HostValidationError, NotSupportedError
 from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
                                Reason, State)
 
@@ -49,6 +49,7 @@ class MemoryDriver:
     def __init__(self) -> None:
         self.running: dict[str, Live] = {}
         self.fail_start: Exception | None = None
+        self.invalid: HostValidationError | None = None
         self.next_pid = 1000
         self.on_event = lambda event: None
         self.adoptable: dict[str, Live | None] = {}
@@ -57,7 +58,8 @@ class MemoryDriver:
         return Capabilities(DriverName.QEMU, True)
 
     async def validate(self, domain: Domain) -> None:
-        pass
+        if self.invalid is not None:
+            raise self.invalid
 
     async def start(self, domain: Domain, paused: bool) -> Live:
         if self.fail_start is not None:
@@ -155,18 +157,34 @@ async def test_a_transient_start_failure_is_a_recorded_failed_stop(
     assert stalled is not None and stalled.reason == "BackingOff"
 
 
-async def test_a_host_validation_error_stalls_without_a_stop(tmp_path: Path,
-                                                             driver: MemoryDriver) -> None:
+async def test_a_host_validation_error_stalls_until_the_host_is_fixed(
+        tmp_path: Path, driver: MemoryDriver) -> None:
     controller = make_controller(tmp_path, driver)
     controller.on_snapshot(snapshot(domain()))
-    driver.fail_start = HostValidationError("vm", "spec.qemu.kernel", "does not exist")
+    driver.invalid = HostValidationError("vm", "spec.qemu.kernel", "does not exist")
     await converge(controller)
-    assert [e for e in events(controller) if e[0] == "stopped"] == []
+    assert [e for e in events(controller) if e[0] == "stopped"] == []  # nothing was started
+    status = controller.statuses.read("vm")
+    assert status is not None
+    stalled = status.condition(ConditionType.STALLED)
+    assert stalled is not None and stalled.reason == "HostValidation"
+    assert "spec.qemu.kernel: does not exist" in stalled.message
+    driver.invalid = None  # the operator put the kernel in place: no manifest edit needed
+    await controller.reconcile("vm")
+    assert "vm" in driver.running
+
+
+async def test_a_terminal_error_stalls_until_the_manifest_changes(
+        tmp_path: Path, driver: MemoryDriver) -> None:
+    controller = make_controller(tmp_path, driver)
+    controller.on_snapshot(snapshot(domain()))
+    driver.fail_start = NotSupportedError("qemu", "this start")
+    await converge(controller)
     status = controller.statuses.read("vm")
     assert status is not None
     assert [c.reason for c in status.conditions if c.type.value == "Stalled"] == ["Terminal"]
     driver.fail_start = None
-    await converge(controller)  # stalled until the manifest changes
+    await converge(controller)
     assert "vm" not in driver.running
     controller.on_snapshot(snapshot(domain(memory="128Mi")))
     await controller.reconcile("vm")
