@@ -87,6 +87,15 @@ class DomainCgroup:
         controller, _, filename = key.partition("/")
         return self.directories[controller] / filename
 
+    def creatable(self) -> bool:
+        """Whether this process may make the directories (the nearest existing ancestor of
+        each is writable): false for a user without a delegated hierarchy."""
+        for directory in self.directories.values():
+            existing = next(p for p in (directory, *directory.parents) if p.exists())
+            if not os.access(existing, os.W_OK):
+                return False
+        return True
+
     def create(self) -> None:
         try:
             if self.version is CgroupVersion.V2:
@@ -126,6 +135,30 @@ class DomainCgroup:
                 return True
             time.sleep(0.05)  # the exited process leaves the cgroup when it is reaped
         return False
+
+
+class Unconfined(DomainCgroup):
+    """No cgroup of our own (domctl run as a user, with no delegated hierarchy): limits are
+    not enforced, nothing is created, moved, written or removed."""
+
+    def create(self) -> None:
+        pass
+
+    def attach(self, pid: int) -> None:
+        pass
+
+    def write(self, values: dict[str, str]) -> None:
+        pass
+
+    def remove(self, attempts: int = 20) -> bool:
+        return True
+
+
+def tuning_fields(spec: DomainSpec) -> list[str]:
+    """The manifest fields that only a cgroup can put into effect."""
+    tune = spec.cputune
+    return [f"spec.cputune.{key}" for key in ("shares", "period", "quota")
+            if getattr(tune, key) is not None]
 
 
 def _rmdir(directory: Path) -> bool:

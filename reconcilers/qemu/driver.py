@@ -36,7 +36,7 @@ from reconcilers.qemu import changes, hostcheck, pinning, process
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps
-from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, limits
+from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, Unconfined, limits, tuning_fields
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from_status, on_event,
                                      on_exit)
@@ -76,6 +76,10 @@ class QemuDriver:
         """Host validation plus a dry run of the argv builder (refused values name the field)."""
         caps = await self._qemu_caps()
         accel, note = hostcheck.validate(domain, caps)
+        asked = tuning_fields(domain.spec)
+        if asked and not DomainCgroup(domain.name, self._settings.cgroup_parent).creatable():
+            raise HostValidationError(domain.name, asked[0], "needs a cgroup domctl may create: "
+                                      "run domctl as root, or delegate a cgroup hierarchy")
         files = self._files(domain.name)
         try:
             build_argv(domain, caps.binary, accel, files, self._settings.vnc_port_min)
@@ -120,6 +124,9 @@ class QemuDriver:
             message = process.qemu_error(files.stderr) or str(exc)
             await self._abort(tracked, message)
             raise DriverError(name, "start", message) from exc
+        except BaseException as exc:  # a bug, a cancel: never leave a half-started qemu
+            await asyncio.shield(self._abort(tracked, repr(exc)))
+            raise
         process.log_line(files, f"started pid {pid} ({note}){' paused' if paused else ''}")
         log.info("domain started", domain=name, pid=pid, paused=paused, accel=note)
         return await self.observe(name)
@@ -153,13 +160,27 @@ class QemuDriver:
 
     async def _prepare(self, tracked: Running, spec: DomainSpec) -> None:
         """Steps between launch and `cont`: cgroup, QMP, pinning, balloon."""
-        tracked.cgroup.create()
+        self._confine(tracked, spec)
         tracked.cgroup.attach(tracked.record.pid)
         tracked.cgroup.write(limits(spec, tracked.cgroup.version))
         await tracked.monitor.connect(tracked.files.qmp)
         await pinning.apply(tracked.monitor, tracked.record.pid, spec.cputune)
         if spec.current_memory is not None and spec.current_memory != spec.memory:
             await tracked.monitor.execute("balloon", {"value": spec.current_memory})
+
+    def _confine(self, tracked: Running, spec: DomainSpec) -> None:
+        """The domain's own cgroup; as a user without one (libvirt's session mode), none:
+        the domain runs, its memory and pids limits unenforced (CPU tuning, which needs one,
+        is refused by validation, naming the field)."""
+        try:
+            tracked.cgroup.create()
+        except CgroupError as exc:
+            if os.geteuid() == 0 or tuning_fields(spec):
+                raise
+            log.warning("no cgroup of its own (run as a user): limits not enforced",
+                        domain=tracked.record.name, error=str(exc))
+            tracked.cgroup = Unconfined(tracked.record.name, self._settings.cgroup_parent)
+            tracked.note += "; no cgroup (rootless): limits not enforced"
 
     async def _abort(self, tracked: Running, message: str) -> None:
         """Undo a half-done start: kill the process we just launched, drop its cgroup."""

@@ -21,8 +21,10 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import uuid
@@ -78,6 +80,38 @@ def is_condition(status: dict[str, Any] | None, type_: str, value: str,
     cond = condition(status, type_)
     return (cond is not None and cond.get("status") == value
             and (reason is None or cond.get("reason") == reason))
+
+
+# --- running as an unprivileged user ---------------------------------------------------------
+
+NOBODY = 65534
+
+
+def world_reachable(path: Path) -> bool:
+    """Whether any uid may execute `path` (o+x on it, o+x on every directory above it)."""
+    path = path.resolve()
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
+
+
+def nobody_command(*args: str, home: str = "/nonexistent") -> tuple[list[str], dict[str, str]]:
+    """argv and environment to run the domctl console script as uid 65534.
+
+    The script's shebang interpreter is used when any uid may execute it; a venv made from an
+    interpreter under /root (mode 0700, as with pyenv) is not, and then the same script runs
+    under the system's python of the same version, with the venv's packages and the project
+    on PYTHONPATH: the same code, only another copy of the interpreter binary."""
+    argv: list[str] = [str(DOMCTL)]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "PYTHONNOUSERSITE": "1"}
+    if not world_reachable(Path(sys.executable)):
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        system = Path("/usr/bin") / version
+        if not system.exists() or not world_reachable(system):
+            pytest.skip(f"no {version} that uid {NOBODY} may execute: {sys.executable} is "
+                        f"under a directory closed to others and {system} is missing")
+        project = Path(__file__).resolve().parents[2]
+        argv = [str(system), str(DOMCTL)]
+        env["PYTHONPATH"] = os.pathsep.join([str(project), sysconfig.get_paths()["purelib"]])
+    return [*argv, *args], env
 
 
 # --- manifests, as YAML text a user would write -----------------------------------------------

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import signal
 import socket
 import stat
 import subprocess
-import sys
-import sysconfig
 import threading
 import time
 import urllib.request
@@ -33,8 +30,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import (DOMCTL, Controller, alive, condition, controller_on, is_condition,
-                       proc_cmdline, qemu_manifest)
+from .conftest import (DOMCTL, NOBODY, Controller, alive, condition, controller_on,
+                       is_condition, nobody_command, proc_cmdline, qemu_manifest)
 
 qemu = pytest.mark.qemu
 
@@ -42,7 +39,6 @@ GET_HEADER = ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE"
 STATUS_KEYS = {"name", "uuid", "driver", "desired", "state", "reason", "pid", "id", "generation",
                "observedGeneration", "restarts", "since", "backoffUntil", "conditions", "pending"}
 EVENT_KEYS = {"time", "domain", "event", "detail", "state", "reason", "cause"}
-NOBODY = 65534
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -158,34 +154,11 @@ def samples_of(families: dict[str, Any], family: str, sample: str | None = None,
             and all(s.labels.get(k) == v for k, v in labels.items())]
 
 
-def world_reachable(path: Path) -> bool:
-    """Whether any uid may execute `path` (o+x on it, o+x on every directory above it)."""
-    path = path.resolve()
-    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
-
-
 def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    """The domctl console script run as uid/gid 65534 with no supplementary groups.
-
-    The script's shebang interpreter is used when any uid may execute it; a venv made from an
-    interpreter under /root (mode 0700, as with pyenv) is not, and then the same script runs
-    under the system's python of the same version, with the venv's packages and the project
-    on PYTHONPATH: the same code, only another copy of the interpreter binary."""
-    argv: list[str] = [str(DOMCTL)]
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent",
-           "PYTHONNOUSERSITE": "1"}
-    if not world_reachable(Path(sys.executable)):
-        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        system = Path("/usr/bin") / version
-        if not system.exists() or not world_reachable(system):
-            pytest.skip(f"no {version} that uid {NOBODY} may execute: {sys.executable} is "
-                        f"under a directory closed to others and {system} is missing")
-        project = Path(__file__).resolve().parents[2]
-        argv = [str(system), str(DOMCTL)]
-        env["PYTHONPATH"] = os.pathsep.join([str(project), sysconfig.get_paths()["purelib"]])
-    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60,
-                          check=False, cwd="/", env=env, user=NOBODY, group=NOBODY,
-                          extra_groups=[])
+    """The domctl console script run as uid/gid 65534 with no supplementary groups."""
+    argv, env = nobody_command(*args)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                          cwd="/", env=env, user=NOBODY, group=NOBODY, extra_groups=[])
 
 
 # --- fixtures -----------------------------------------------------------------------------------
