@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,24 +30,42 @@ def wait_for_file_json(path: Path, predicate: object, timeout: float = 30.0) -> 
     raise AssertionError(f"timed out; last {path.name}: {last}")
 
 
-@pytest.mark.qemu
-def test_a_user_runs_qemu_domains_without_cgroups() -> None:
+@contextlib.contextmanager
+def user_controller(name: str, manifest: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`domctl run` as uid 65534 on a fresh home holding one manifest; yields the process and
+    the domain's status file; stops it and removes the home afterwards."""
     home = Path(tempfile.mkdtemp(prefix="dt-user-"))
     os.chmod(home, 0o755)
     manifests = home / ".config" / "domctl" / "manifests"
     manifests.mkdir(parents=True)
-    name = unique("user-vm")
-    (manifests / f"{name}.yaml").write_text(qemu_manifest(name))
+    (manifests / f"{name}.yaml").write_text(manifest)
     for path in (home, *home.rglob("*")):
         os.chown(path, NOBODY, NOBODY)
     argv, env = nobody_command("run", "--resync", "2", home=str(home))
     env["XDG_RUNTIME_DIR"] = str(home / "run")
     daemon = subprocess.Popen(argv, env=env, cwd="/", user=NOBODY, group=NOBODY,
                               extra_groups=[], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
-    status_file = home / ".local" / "state" / "domctl" / "status" / f"{name}.json"
-    pid = None
+                              stderr=subprocess.DEVNULL)
     try:
+        yield daemon, home / ".local" / "state" / "domctl" / "status" / f"{name}.json"
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.wait(timeout=30)
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        for pidfile in (home / "run").glob("domctl/qemu/*.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.qemu
+def test_a_user_runs_qemu_domains_without_cgroups() -> None:
+    name = unique("user-vm")
+    with user_controller(name, qemu_manifest(name)) as (daemon, status_file):
         status = wait_for_file_json(status_file, lambda s: s["state"] == "running")
         pid = status["pid"]
         assert alive(pid) and os.stat(f"/proc/{pid}").st_uid == NOBODY
@@ -55,44 +74,16 @@ def test_a_user_runs_qemu_domains_without_cgroups() -> None:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
         assert alive(pid)  # the user's domains outlive their controller too
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-        if pid is not None and alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.mark.qemu
 def test_a_user_cannot_ask_for_cpu_tuning_without_a_cgroup() -> None:
-    home = Path(tempfile.mkdtemp(prefix="dt-user-"))
-    os.chmod(home, 0o755)
-    manifests = home / ".config" / "domctl" / "manifests"
-    manifests.mkdir(parents=True)
     name = unique("user-tuned")
-    (manifests / f"{name}.yaml").write_text(
-        qemu_manifest(name, extra="  cputune: {shares: 512}\n"))
-    for path in (home, *home.rglob("*")):
-        os.chown(path, NOBODY, NOBODY)
-    argv, env = nobody_command("run", "--resync", "2", home=str(home))
-    env["XDG_RUNTIME_DIR"] = str(home / "run")
-    daemon = subprocess.Popen(argv, env=env, cwd="/", user=NOBODY, group=NOBODY,
-                              extra_groups=[], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    status_file = home / ".local" / "state" / "domctl" / "status" / f"{name}.json"
-    try:
+    manifest = qemu_manifest(name, extra="  cputune: {shares: 512}\n")
+    with user_controller(name, manifest) as (_, status_file):
         status = wait_for_file_json(
             status_file, lambda s: any(c["type"] == "Stalled" and c["reason"] == "HostValidation"
                                        for c in s["conditions"]))
         stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
         assert "spec.cputune.shares: needs a cgroup" in stalled["message"], stalled
         assert status["state"] == "shutoff" and status["pid"] is None
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            daemon.wait(timeout=30)
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-        shutil.rmtree(home, ignore_errors=True)
