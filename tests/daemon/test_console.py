@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DOMCTL, Controller, lxc_manifest
+from .conftest import DOMCTL, Controller, lxc_manifest, qemu_manifest
 
 # A boot sector that echoes every byte received on COM1 (polling the line status register).
 ECHO_CODE = bytes.fromhex("BAF803" "B068EE" "B069EE"  # print "hi"
@@ -43,26 +43,14 @@ def test_console_relays_a_serial_socket_both_ways(controller: Controller,
                                                   tmp_path: Path) -> None:
     name = controller.name("echo")
     image = boot_sector(tmp_path / "echo.img")
-    controller.write_manifest(f"{name}.yaml", f"""\
-apiVersion: domctl/v1
-kind: Domain
-metadata: {{name: {name}}}
-spec:
-  driver: qemu
-  memory: 32Mi
-  shutdownTimeout: 2s
-  qemu:
-    machine: pc
-    accel: tcg
-    serial: socket
-    disks: [{{name: boot, source: {image}, bus: ide}}]
-""")
+    # the qemu section ends the manifest: more lines of it add the serial socket and disk
+    controller.write_manifest(f"{name}.yaml", qemu_manifest(name) + (
+        f"    serial: socket\n    disks: [{{name: boot, source: {image}, bus: ide}}]\n"))
     controller.wait_state(name, "running")
-    proc = subprocess.Popen([str(DOMCTL), "--socket", str(controller.socket), "console", name], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([str(DOMCTL), "--socket", str(controller.socket), "console", name],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        time.sleep(0.5)  # connected (stderr says so) before typing
         proc.stdin.write(b"ping-42\n")
         proc.stdin.flush()
         echoed = read_until(proc.stdout.fileno(), b"ping-42", timeout=30)
@@ -78,16 +66,8 @@ spec:
 @pytest.mark.qemu
 def test_console_of_a_log_serial_says_where_the_output_is(controller: Controller) -> None:
     name = controller.name("logserial")
-    controller.write_manifest(f"{name}.yaml", f"""\
-apiVersion: domctl/v1
-kind: Domain
-metadata: {{name: {name}}}
-spec:
-  driver: qemu
-  memory: 32Mi
-  state: shutoff
-  qemu: {{machine: pc, accel: tcg, serial: log}}
-""")
+    controller.write_manifest(f"{name}.yaml",
+                              qemu_manifest(name, state="shutoff") + "    serial: log\n")
     controller.wait_state(name, "shutoff")
     result = controller.domctl("console", name)
     assert result.returncode == 1
