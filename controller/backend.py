@@ -20,7 +20,8 @@ import structlog
 
 from controller.api import Caller
 from controller.config import Paths
-from controller.controller import API_ACTIONS, Controller
+from controller.controller import Controller
+from controller.overrides import API_ACTIONS
 from controller.events import Subscription
 from controller.status import NoSuchDomain
 from reconcilers.diff import Apply, classify_changes

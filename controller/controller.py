@@ -41,55 +41,24 @@ from controller.events import AuditLog, EventBus
 from controller.hooks import HookRunner
 from controller.jobs import Jobs, JobSettings
 from controller.metrics import DomainSample
+from controller.overrides import API_ACTIONS, NotRunning, Override, by_api
 from controller.source import Snapshot
 from controller.status import DomainStatus, NoSuchDomain, StatusStore
 from controller.statusview import Facts, build_status
 from controller.workqueue import ShutDown, WorkQueue
-from reconcilers.decide import Action, History, LastStop, Plan, Stalled
+from reconcilers.decide import Action, History, LastStop, Stalled
 from reconcilers.diff import Apply, Change, classify_changes, pending_restart
 from reconcilers.domain import DomainReconciler, Outcome, Ports
 from reconcilers.driver import Driver, Live, RuntimeEvent
 from reconcilers.errors import DomctlError, HostValidationError, TerminalError
-from reconcilers.model import (Cause, DesiredState, Domain, DriverName, EventDetail, EventType,
-                               Reason, State)
+from reconcilers.model import (Cause, Domain, DriverName, EventDetail, EventType, Reason,
+                               State)
 
 log = structlog.get_logger(__name__)
 
 _UNASKED = frozenset({Cause.GUEST, Cause.EXTERNAL})
 # Reasons a driver reports for a domain it just adopted and knows no history of.
 _VAGUE = frozenset({Reason.UNKNOWN, Reason.STARTING_UP})
-
-# What each imperative API action makes the domain's desired state, until the manifest changes.
-API_ACTIONS: Mapping[str, DesiredState] = {
-    "start": DesiredState.RUNNING, "resume": DesiredState.RUNNING,
-    "stop": DesiredState.SHUTOFF, "suspend": DesiredState.PAUSED,
-    "restart": DesiredState.SHUTOFF,  # down first; the start follows once it is off
-    "destroy": DesiredState.SHUTOFF,  # at once, interrupting a graceful shutdown
-}
-
-
-@dataclass(frozen=True)
-class Override:
-    """An imperative request through the API: honoured until the manifest's next change."""
-
-    action: str  # a key of API_ACTIONS
-    uid: int  # who asked (SO_PEERCRED)
-    epoch: int  # the manifest epoch it belongs to
-    at: float  # wall time of the request
-
-    def describe(self) -> str:
-        return (f"{self.action} through the API by uid {self.uid}; honoured until the "
-                "manifest changes")
-
-
-class NotRunning(TerminalError):
-    """suspend/resume of a domain that is off (virsh refuses them too)."""
-
-    def __init__(self, name: str, action: str) -> None:
-        done = {"suspend": "suspended", "resume": "resumed"}.get(action, action)
-        super().__init__(f"{name} is not running, so it cannot be {done}; "
-                         f"use `domctl start {name}`")
-
 
 @dataclass(frozen=True)
 class ControllerSettings:
@@ -366,7 +335,7 @@ class Controller:
         stops_before = books.stops
         outcome = await self.reconciler.run_pass(
             name, target, driver, self._history(name, books, record), detail,
-            adjust=_by_api(override) if override is not None else None)
+            adjust=by_api(override) if override is not None else None)
         return self._account(name, driver, desired, books, outcome, stops_before)
 
     def _set_override(self, name: str, books: _Books, override: Override | None) -> None:
@@ -597,16 +566,6 @@ class Controller:
             override=books.override.describe() if books.override is not None else None,
             override_state=API_ACTIONS[books.override.action] if books.override else None))
         self.statuses.write(status)
-
-
-def _by_api(override: Override) -> Callable[[Live, Plan], Plan]:
-    """Plans made for an API request are the API's: their events and audit lines say so."""
-    def adjust(live: Live, plan: Plan) -> Plan:
-        if plan.action in (Action.NOTHING, Action.REPORT):
-            return plan
-        return dataclasses.replace(plan, cause=Cause.API,
-                                   reason=f"{plan.reason} ({override.describe()})")
-    return adjust
 
 
 def _sooner(delay: float | None, other: float) -> float:
