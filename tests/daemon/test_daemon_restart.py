@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,16 @@ def _unlocked(path: Path) -> bool:
         fcntl.flock(f, fcntl.LOCK_UN)
     return True
 
+
+
+def test_a_second_controller_on_the_same_state_dir_is_refused(controller: Controller) -> None:
+    """One controller per state dir (flock): the second exits 1 naming the lock and holder,
+    and the first goes on serving."""
+    assert controller.proc is not None
+    second = subprocess.run(controller.argv(), capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert second.returncode == 1, second
+    assert "another domctl controller is running" in second.stderr
+    assert f"locked by pid {controller.proc.pid}" in second.stderr
+    assert controller.running()
+    assert controller.domctl("get").returncode == 0
