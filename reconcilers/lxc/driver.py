@@ -152,6 +152,7 @@ class LxcDriver:
         try:
             await self._tools.start(name, domain.spec.lxc.init)
         except DriverError as exc:
+            await asyncio.to_thread(host.remove_empty_cgroups, name)
             raise DriverError(name, "start",
                               f"{exc.message}; {self._files.lxc_errors(name)}") from exc
         tracked = await self._track_started(domain)
@@ -216,6 +217,7 @@ class LxcDriver:
         event = exit_event(name, tracked.intent, fate)
         if self._tracked.get(name) is tracked:
             del self._tracked[name]
+        await asyncio.to_thread(host.remove_empty_cgroups, name)
         self._last_stop[name] = event.reason
         log.info("container stopped", domain=name, reason=event.reason.value,
                  cause=event.cause.value, detail=event.message)

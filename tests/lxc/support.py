@@ -4,7 +4,6 @@ and a bounded wait on a condition."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import subprocess
 import uuid
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconcilers.lxc import host
 from reconcilers.model import (BUSYBOX_ROOTFS, CpuTune, Domain, DomainSpec, DriverName, LxcSpec,
                                Metadata, Mount, SourceRef)
 
@@ -48,10 +48,7 @@ class Host:
         subprocess.run(["lxc-stop", "-P", str(self.lxcpath), "-n", name, "-k"],
                        capture_output=True, timeout=30, check=False)
         shutil.rmtree(self.lxcpath / name, ignore_errors=True)
-        # LXC 5.0 sometimes leaves the (empty) monitor cgroup of a start that failed behind
-        for leftover in Path("/sys/fs/cgroup").glob(f"*/lxc.*.{name}"):
-            with contextlib.suppress(OSError):
-                leftover.rmdir()
+        host.remove_empty_cgroups(name)  # what LXC may leave behind a failed start
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

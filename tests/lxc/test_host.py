@@ -9,7 +9,7 @@ import pytest
 
 from reconcilers.driver import Driver, DriverContext
 from reconcilers.errors import HostValidationError
-from reconcilers.lxc import rootfs
+from reconcilers.lxc import host, rootfs
 from reconcilers.lxc.config import CgroupVersion
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.host import apparmor_enabled, cgroup_version
@@ -86,3 +86,15 @@ async def test_capabilities(offline_driver: LxcDriver) -> None:
 def test_implements_the_driver_protocol(offline_driver: LxcDriver) -> None:
     assert isinstance(offline_driver, Driver)
     assert offline_driver.name is DriverName.LXC
+
+
+def test_only_empty_leftover_cgroups_are_removed(tmp_path: Path) -> None:
+    for hierarchy in ("memory", "cpu"):
+        (tmp_path / hierarchy / "lxc.monitor.web").mkdir(parents=True)
+        (tmp_path / hierarchy / "lxc.payload.web-1").mkdir(parents=True)
+    busy = tmp_path / "memory" / "lxc.payload.web"
+    (busy / "child").mkdir(parents=True)  # rmdir of a cgroup with children fails: kept
+    (tmp_path / "memory" / "lxc.monitor.webber").mkdir()  # another container: untouched
+    host.remove_empty_cgroups("web", tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*/lxc.*")) == ["lxc.monitor.webber",
+                                                                 "lxc.payload.web"]
