@@ -15,7 +15,7 @@ here sleeps, enqueues or touches a domain: it is bookkeeping over an injected cl
 Public surface:
     BackoffSettings(base, cap), ErrorBackoff(settings).when(name) / failures(name) / forget(name)
     CrashLoopSettings(min_interval, cap, stable_after)
-    CrashLoopBackoff(settings, clock, uniform).failed(name) -> delay; running(name);
+    CrashLoopBackoff(settings, clock, uniform).failed(name) -> delay; running(name); restore(name, failures);
         failures(name); retry_at(name); remaining(name); forget(name)
     crash_loop_delay(n, settings, uniform) -> float
 """
@@ -128,6 +128,12 @@ class CrashLoopBackoff:
         """Seconds until a restart is allowed; 0 when it is allowed now."""
         retry_at = self.retry_at(name)
         return 0.0 if retry_at is None else max(0.0, retry_at - self._clock())
+
+    def restore(self, name: str, failures: int) -> None:
+        """Resume counting after a controller restart: the next failure backs off longer, and
+        `stable_after` seconds of running still reset the count."""
+        if failures > 0:
+            self._loops[name] = _Loop(failures=failures)
 
     def forget(self, name: str) -> None:
         """Drop all tracking: the manifest changed, the domain is to be shut off, or removed."""

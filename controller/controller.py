@@ -222,6 +222,7 @@ class Controller:
                 books.observed_generation = previous.observedGeneration
                 books.seen = (previous.state, previous.reason)
                 books.since = _parse_since(previous)
+            self.crash.restore(name, record.failures)
             kept = record.override
             if kept is not None and kept.generation == books.generation:
                 books.override = Override(kept.action, kept.uid, books.epoch, kept.at)
@@ -539,6 +540,7 @@ class Controller:
         if books.seen is None or books.seen[0] is not live.state:
             books.since = now
         books.seen = (live.state, live.reason)
+        self._update_record(name, failures=self.crash.failures(name))
         record = self.registry.get(name)
         live_spec = record.live_spec if record is not None else None
         pending: tuple[Change, ...] = ()

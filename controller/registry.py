@@ -17,7 +17,8 @@ Public surface:
         model from its `to_plain` form, guided by the dataclass field types
     JsonDir(directory): path(name), write(name, obj), read(name), names(), remove(name)
     LastStop(reason, cause, epoch, generation), ApiOverride(action, uid, generation, at),
-    DomainRecord(name, uuid, driver, id, runtime, live_spec, restarts, last_stop, override)
+    DomainRecord(name, uuid, driver, id, runtime, live_spec, restarts, last_stop, override,
+        failures)
     Registry(state_dir): load_all(), get(name), save(record), remove(name),
         uuid_for(name, manifest_uuid), allocate_id(name), release_id(name)
 """
@@ -199,6 +200,7 @@ class DomainRecord:
     restarts: int = 0
     last_stop: LastStop | None = None
     override: ApiOverride | None = None
+    failures: int = 0  # consecutive failed runs (crash-loop backoff), kept across restarts
 
 
 class Registry:

@@ -116,3 +116,16 @@ def test_crash_loop_forget_and_running_of_unknown_name() -> None:
     loops.forget("a")
     assert loops.failures("a") == 0
     assert loops.failed("a") == 15.0
+
+
+def test_a_restored_count_backs_off_longer_and_still_resets_when_stable() -> None:
+    clock = ManualClock()
+    settings = CrashLoopSettings(min_interval=10, cap=300, stable_after=60)
+    backoff = CrashLoopBackoff(settings, clock.now, uniform=lambda lo, hi: lo)
+    backoff.restore("vm", 2)
+    assert backoff.remaining("vm") == 0.0  # no wait imposed by the restore itself
+    assert backoff.failed("vm") == 90.0  # the third failure: 10 × 3²
+    backoff.running("vm")
+    clock.advance(60)
+    backoff.running("vm")
+    assert backoff.failures("vm") == 0

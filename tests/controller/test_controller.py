@@ -301,3 +301,18 @@ async def test_an_api_stop_survives_a_controller_restart(tmp_path: Path,
     third.on_snapshot(snapshot(domain(memory="96Mi")))
     await converge(third)
     assert "vm" in driver.running
+
+
+async def test_the_crash_loop_count_survives_a_controller_restart(
+        tmp_path: Path, driver: MemoryDriver) -> None:
+    controller = make_controller(tmp_path, driver)
+    controller.on_snapshot(snapshot(domain()))
+    driver.fail_start = DriverError("vm", "start", "qemu said no")
+    await controller.reconcile("vm")
+    assert controller.crash.failures("vm") == 1
+    again = make_controller(tmp_path, driver)
+    await again.reattach_all()
+    assert again.crash.failures("vm") == 1
+    again.on_snapshot(snapshot(domain()))
+    await again.reconcile("vm")  # the restored count allows a try now; it fails again
+    assert again.crash.failures("vm") == 2
