@@ -23,17 +23,12 @@ from controller.config import Paths
 from controller.controller import Controller
 from controller.overrides import API_ACTIONS
 from controller.events import Subscription
-from controller.status import NoSuchDomain
+from controller.status import STATES_MEETING, NoSuchDomain, headline
 from reconcilers.diff import Apply, classify_changes
-from reconcilers.model import Cause, DesiredState, State
+from reconcilers.model import Cause, DesiredState
 
 log = structlog.get_logger(__name__)
 
-_REACHED = {
-    DesiredState.RUNNING: frozenset({State.RUNNING, State.BLOCKED}),
-    DesiredState.PAUSED: frozenset({State.PAUSED}),
-    DesiredState.SHUTOFF: frozenset({State.SHUTOFF}),
-}
 _POLL = 0.2  # seconds between status reads while `act` waits
 
 
@@ -57,7 +52,7 @@ class ControllerBackend:
         job = self._controller.jobs.current(name)
         return {"status": status, "events": self._controller.events.recent(name, 10),
                 "job": job.to_dict() if job is not None else None,
-                "message": _headline(status)}
+                "message": headline(status)}
 
     def diff(self, name: str | None) -> list[dict[str, Any]]:
         names = [name] if name is not None else self._controller.statuses.names()
@@ -134,7 +129,7 @@ class ControllerBackend:
             status = self._controller.statuses.read(name)
             if status is None:
                 return False
-            reached = status.state in _REACHED[target]
+            reached = status.state in STATES_MEETING[target]
             if reached and (not restart or (status.pid is not None and status.pid != old_pid)):
                 return True
         return False
@@ -147,13 +142,3 @@ class ControllerBackend:
                    if released else "no removal was held")
         return {"released": released, "message": message}
 
-
-def _headline(status: dict[str, Any]) -> str:
-    """The most telling condition message, for `describe`'s first line."""
-    by_type = {c["type"]: c for c in status.get("conditions", [])}
-    for kind, bad in (("Stalled", "True"), ("ManifestValid", "False"),
-                      ("PendingRestart", "True"), ("Ready", "False"), ("Overridden", "True")):
-        condition = by_type.get(kind)
-        if condition is not None and condition["status"] == bad and condition["message"]:
-            return str(condition["message"])
-    return ""

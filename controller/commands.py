@@ -36,6 +36,7 @@ from click.shell_completion import CompletionItem
 from controller import console as consoles
 from controller.client import ApiError, Client, socket_path
 from controller.config import default_paths
+from controller.status import headline
 
 F = TypeVar("F", bound=Callable[..., Any])
 Document = dict[str, Any]
@@ -44,9 +45,6 @@ WAIT_POLL = 0.2  # seconds between two `get`s of `domctl wait`
 ACTION_REPLY_TIMEOUT = 3600.0  # a safety net only: the controller answers within its own bound
 GET_COLUMNS = ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE", "MESSAGE"]
 EVENT_KEYS = ("time", "domain", "event", "detail", "state", "reason", "cause", "message")
-# The condition whose message explains a domain best, first match wins.
-SUMMARY_CONDITIONS = (("Stalled", "True"), ("ManifestValid", "False"),
-                      ("PendingRestart", "True"), ("Ready", "False"), ("Overridden", "True"))
 PRUNE_REFUSED = ("prune needs --confirm: it lets the controller go on with removing the domains "
                  "whose manifests are gone, which it holds back when one rescan would remove "
                  "more than half of them; they are shut down and forgotten (disk images are "
@@ -140,16 +138,7 @@ def get(name: str | None, output: str) -> None:
 def _get_row(doc: Document, now: float) -> list[str]:
     return [_cell(doc.get("name")), _cell(doc.get("driver")), _cell(doc.get("desired")),
             _cell(doc.get("state")), _cell(doc.get("reason")), _cell(doc.get("id")),
-            _cell(doc.get("pid")), age(doc.get("since"), now), _summary(doc)]
-
-
-def _summary(doc: Document) -> str:
-    conditions = {c.get("type"): c for c in doc.get("conditions") or ()}
-    for type_, status in SUMMARY_CONDITIONS:
-        condition = conditions.get(type_)
-        if condition and condition.get("status") == status and condition.get("message"):
-            return " ".join(str(condition["message"]).split())
-    return "-"
+            _cell(doc.get("pid")), age(doc.get("since"), now), headline(doc) or "-"]
 
 
 def age(since: str | None, now: float) -> str:

@@ -17,6 +17,7 @@ Public surface:
     PendingChange(field, old, new, apply); PendingChange.from_change(Change)
     DomainStatus(...).to_dict(), .condition(type)
     StatusStore(state_dir): write(status), read(name), names(), remove(name), get_document(name)
+    STATES_MEETING, headline(document)
     NoSuchDomain(name)
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,29 @@ class DomainStatus:
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
+
+
+# The observed states in which a domain has reached each desired state (Ready, `domctl start`).
+STATES_MEETING: Mapping[DesiredState, frozenset[State]] = {
+    DesiredState.RUNNING: frozenset({State.RUNNING, State.BLOCKED}),
+    DesiredState.PAUSED: frozenset({State.PAUSED}),
+    DesiredState.SHUTOFF: frozenset({State.SHUTOFF}),
+}
+
+# The condition whose message explains a domain best, first match wins.
+_HEADLINE_CONDITIONS = (("Stalled", "True"), ("ManifestValid", "False"),
+                        ("PendingRestart", "True"), ("Ready", "False"), ("Overridden", "True"))
+
+
+def headline(document: Mapping[str, Any]) -> str:
+    """The most telling condition message of a status document (plain form), on one line;
+    "" when every condition is as it should be. For `get`'s MESSAGE and `describe`."""
+    conditions = {c.get("type"): c for c in document.get("conditions") or ()}
+    for type_, status in _HEADLINE_CONDITIONS:
+        condition = conditions.get(type_)
+        if condition and condition.get("status") == status and condition.get("message"):
+            return " ".join(str(condition["message"]).split())
+    return ""
 
 
 class NoSuchDomain(TerminalError):

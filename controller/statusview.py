@@ -24,20 +24,14 @@ from dataclasses import dataclass
 
 from controller.clock import rfc3339
 from controller.desired import Entry
-from controller.status import (Condition, ConditionStatus, ConditionType, DomainStatus,
-                               PendingChange, set_condition)
+from controller.status import (STATES_MEETING, Condition, ConditionStatus, ConditionType,
+                               DomainStatus, PendingChange, set_condition)
 from reconcilers.decide import Plan
 from reconcilers.diff import Change
 from reconcilers.driver import Live
 from reconcilers.model import DesiredState, Domain, DriverName, State
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
-
-_MATCHES = {
-    DesiredState.RUNNING: frozenset({State.RUNNING, State.BLOCKED}),
-    DesiredState.PAUSED: frozenset({State.PAUSED}),
-    DesiredState.SHUTOFF: frozenset({State.SHUTOFF}),
-}
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ def _ready(facts: Facts) -> Condition:
         return Condition(ConditionType.READY, F, "Removing",
                          f"manifest removed; {_observed(live)}")
     want = facts.override_state or desired.spec.state
-    if live.state in _MATCHES[want]:
+    if live.state in STATES_MEETING[want]:
         return Condition(ConditionType.READY, T, "StateMatches", _observed(live))
     why = facts.plan.reason if facts.plan is not None else ""
     message = f"desired {want.value}, observed {_observed(live)}" + (f": {why}" if why else "")
