@@ -305,9 +305,7 @@ class Controller:
             self._forget(name)
             return "ok"
         if desired is not None:
-            self.registry.uuid_for(name, desired.metadata.uuid)
-            record = self.registry.get(name)
-            desired = self._with_uuid(desired, record)
+            desired = self._define(name, desired)
         books = self._books_for(name)
         self._notice_manifest(name, desired, books)
         waiting = self.store.removal_in(name)
@@ -317,8 +315,6 @@ class Controller:
             if waiting != float("inf"):
                 self.queue.add_after(name, waiting)
             return "requeue"
-        if desired is not None and record is not None and record.runtime is None:
-            self._update_record(name, driver=desired.spec.driver)
         record = self.registry.get(name)
         if books.stalled is not None and books.host_problem and desired is not None:
             await self._revalidate(name, driver, desired, books)
@@ -380,13 +376,18 @@ class Controller:
         log.info("host problem gone; starting again", domain=name)
         books.stalled, books.host_problem = None, False
 
-    def _with_uuid(self, desired: Domain, record: reg.DomainRecord | None) -> Domain:
-        """The manifest's domain with its uuid: the manifest's, or the one generated and kept
-        (so the generation, a hash that includes the uuid, is stable across passes)."""
-        if desired.metadata.uuid is not None or record is None:
+    def _define(self, name: str, desired: Domain) -> Domain:
+        """Record the domain (its uuid, and its driver while it is not running); return the
+        manifest's domain with its uuid: the manifest's, or the one generated and kept, so the
+        generation (a hash that includes the uuid) is stable across passes."""
+        uuid = self.registry.uuid_for(name, desired.metadata.uuid)
+        record = self.registry.get(name)
+        if record is not None and record.runtime is None:
+            self._update_record(name, driver=desired.spec.driver)
+        if desired.metadata.uuid is not None:
             return desired
-        return dataclasses.replace(
-            desired, metadata=dataclasses.replace(desired.metadata, uuid=record.uuid))
+        return dataclasses.replace(desired,
+                                   metadata=dataclasses.replace(desired.metadata, uuid=uuid))
 
     def _driver_of(self, desired: Domain | None,
                    record: reg.DomainRecord | None) -> DriverName | None:
@@ -474,13 +475,12 @@ class Controller:
 
     def _record_start(self, name: str, driver: DriverName, outcome: Outcome,
                       restart: bool) -> None:
+        domain_id = self.registry.allocate_id(name)  # saves the id into the record
         record = self.registry.get(name)
-        assert record is not None  # uuid_for made one
-        domain_id = self.registry.allocate_id(name)
+        assert record is not None
         self.registry.save(dataclasses.replace(
-            self.registry.get(name) or record, driver=driver, id=domain_id,
-            runtime=outcome.started, live_spec=outcome.live_spec,
-            restarts=record.restarts + (1 if restart else 0)))
+            record, driver=driver, id=domain_id, runtime=outcome.started,
+            live_spec=outcome.live_spec, restarts=record.restarts + (1 if restart else 0)))
 
     def _update_record(self, name: str, **changes: Any) -> None:
         record = self.registry.get(name)
