@@ -116,43 +116,35 @@ def nobody_command(*args: str, home: str = "/nonexistent") -> tuple[list[str], d
 
 # --- manifests, as YAML text a user would write -----------------------------------------------
 
-def qemu_manifest(name: str, *, state: str = "running", memory: str = "64Mi",
-                  shutdown_timeout: str = "2s", extra: str = "") -> str:
-    """A diskless tcg `pc` VM: its firmware runs forever and ignores ACPI."""
+def _manifest(name: str, driver: str, state: str, memory: str, shutdown_timeout: str,
+              body: str) -> str:
     return f"""\
 apiVersion: domctl/v1
 kind: Domain
 metadata:
   name: {name}
 spec:
-  driver: qemu
+  driver: {driver}
   state: {state}
   memory: {memory}
   shutdownTimeout: {shutdown_timeout}
-{extra}  qemu:
-    machine: pc
-    accel: tcg
-"""
+{body}"""
+
+
+def qemu_manifest(name: str, *, state: str = "running", memory: str = "64Mi",
+                  shutdown_timeout: str = "2s", extra: str = "") -> str:
+    """A diskless tcg `pc` VM: its firmware runs forever and ignores ACPI. `extra` lines go
+    into spec; the qemu section comes last, so lines appended to the text extend it."""
+    return _manifest(name, "qemu", state, memory, shutdown_timeout,
+                     f"{extra}  qemu:\n    machine: pc\n    accel: tcg\n")
 
 
 def lxc_manifest(name: str, *, state: str = "running", memory: str = "64Mi",
                  shutdown_timeout: str = "2s",
                  init: str = '["/bin/sh", "-c", "exec sleep infinity"]') -> str:
     """A container on the built-in busybox rootfs whose init sleeps (and ignores SIGPWR)."""
-    return f"""\
-apiVersion: domctl/v1
-kind: Domain
-metadata:
-  name: {name}
-spec:
-  driver: lxc
-  state: {state}
-  memory: {memory}
-  shutdownTimeout: {shutdown_timeout}
-  lxc:
-    rootfs: busybox
-    init: {init}
-"""
+    return _manifest(name, "lxc", state, memory, shutdown_timeout,
+                     f"  lxc:\n    rootfs: busybox\n    init: {init}\n")
 
 
 # --- the controller process -------------------------------------------------------------------
@@ -366,6 +358,24 @@ class Controller:
             return next((e for e in self.events(name)[after:]
                          if (e["event"], e["detail"]) == (event, detail)), None)
         return self.wait_for(check, f"event {event}/{detail} of {name}", name, timeout)
+
+    def wait_restarted(self, name: str, old_pid: int, events_before: int,
+                       timeout: float = 60.0) -> dict[str, Any]:
+        """After its process was killed: running again under a new pid with `restarts: 1`,
+        having emitted stopped/failed (cause external) then started/booted (cause controller).
+        Returns the status."""
+        again = self.wait_status(
+            name, "running again with a new pid",
+            lambda s: s["state"] == "running" and s["pid"] not in (None, old_pid), timeout)
+        assert again["restarts"] == 1, again
+        assert alive(again["pid"])
+        stopped = self.wait_event(name, "stopped", "failed", after=events_before)
+        assert stopped["cause"] == "external", stopped
+        started = self.wait_event(name, "started", "booted", after=events_before)
+        assert started["cause"] == "controller", started
+        events = self.events(name)[events_before:]
+        assert events.index(stopped) < events.index(started), events
+        return again
 
     def _fail(self, message: str, name: str | None) -> None:
         parts = [message]

@@ -151,17 +151,7 @@ def test_killed_qemu_is_restarted(controller: Controller) -> None:
     pid = running["pid"]
     before = len(controller.events(name))
     os.kill(pid, signal.SIGKILL)
-    status = controller.wait_status(
-        name, "running again with a new pid",
-        lambda s: s["state"] == "running" and s["pid"] not in (None, pid))
-    assert status["restarts"] == 1, status
-    assert alive(status["pid"])
-    stopped = controller.wait_event(name, "stopped", "failed", after=before)
-    assert stopped["cause"] == "external", stopped
-    started = controller.wait_event(name, "started", "booted", after=before)
-    assert started["cause"] == "controller", started
-    events = controller.events(name)[before:]
-    assert events.index(stopped) < events.index(started), events
+    controller.wait_restarted(name, pid, before)
 
 
 def test_start_failing_in_a_hook_backs_off(controller: Controller) -> None:

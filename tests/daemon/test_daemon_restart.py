@@ -160,15 +160,7 @@ def test_domain_killed_while_the_controller_was_away_is_restarted(
     assert controller.kill(signal.SIGTERM) == 0
     os.kill(pid, signal.SIGKILL)
     controller.start()
-    again = controller.wait_status(
-        name, "running again with a new pid",
-        lambda s: s["state"] == "running" and s["pid"] not in (None, pid))
-    assert again["restarts"] == 1, again
-    assert alive(again["pid"])
-    stopped = controller.wait_event(name, "stopped", "failed", after=events_before)
-    assert stopped["cause"] == "external", stopped
-    started = controller.wait_event(name, "started", "booted", after=events_before)
-    assert started["cause"] == "controller", started
+    controller.wait_restarted(name, pid, events_before)
     wait_call(controller, name, f"{name} started begin", after=hooks_before)
     lines = wait_call(controller, name, f"{name} release end", after=hooks_before)
     assert [line.split(" ")[1:4] for line in lines[hooks_before:]] == [
