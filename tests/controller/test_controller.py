@@ -15,7 +15,6 @@ import pytest
 from controller.controller import Controller, ControllerSettings
 from controller.events import AuditLog, EventBus
 from controller.hooks import HookRunner, HookSettings
-from controller.manifest import load_text
 from controller.registry import Registry
 from controller.source import Snapshot
 from controller.status import ConditionType, StatusStore
@@ -25,20 +24,7 @@ from reconcilers.errors import DriverError, HostValidationError, NotSupportedErr
 from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
                                Reason, State)
 
-DOC = """apiVersion: domctl/v1
-kind: Domain
-metadata: {{name: {name}}}
-spec:
-  driver: qemu
-  state: {state}
-  memory: {memory}
-  qemu: {{machine: pc, accel: tcg}}
-"""
-
-
-def domain(name: str = "vm", state: str = "running", memory: str = "64Mi") -> Domain:
-    [loaded] = load_text(DOC.format(name=name, state=state, memory=memory), f"/m/{name}.yaml")
-    return loaded
+from .domains import domain
 
 
 class MemoryDriver:
@@ -121,12 +107,22 @@ def driver() -> MemoryDriver:
     return MemoryDriver()
 
 
-def make_controller(tmp_path: Path, driver: MemoryDriver) -> Controller:
+def make_controller(tmp_path: Path, driver: MemoryDriver, *domains: Domain) -> Controller:
+    """A controller on `tmp_path` with `driver`, shown a manifests snapshot of `domains`."""
     controller = Controller(
         drivers={DriverName.QEMU: driver}, registry=Registry(tmp_path),
         statuses=StatusStore(tmp_path), events=EventBus(tmp_path), audit=AuditLog(tmp_path),
         hooks=HookRunner(HookSettings(None)), settings=ControllerSettings(workers=1))
     driver.on_event = controller.on_runtime_event
+    if domains:
+        controller.on_snapshot(snapshot(*domains))
+    return controller
+
+
+async def started(tmp_path: Path, driver: MemoryDriver, vm: Domain | None = None) -> Controller:
+    """A controller that has run one pass of `vm` (a running qemu domain by default)."""
+    controller = make_controller(tmp_path, driver, vm or domain())
+    await controller.reconcile("vm")
     return controller
 
 
@@ -145,8 +141,7 @@ async def converge(controller: Controller, name: str = "vm", passes: int = 3) ->
 
 async def test_a_transient_start_failure_is_a_recorded_failed_stop(
         tmp_path: Path, driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain()))
+    controller = make_controller(tmp_path, driver, domain())
     driver.fail_start = DriverError("vm", "start", "qemu said no")
     await controller.reconcile("vm")
     status = controller.statuses.read("vm")
@@ -159,8 +154,7 @@ async def test_a_transient_start_failure_is_a_recorded_failed_stop(
 
 async def test_a_host_validation_error_stalls_until_the_host_is_fixed(
         tmp_path: Path, driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain()))
+    controller = make_controller(tmp_path, driver, domain())
     driver.invalid = HostValidationError("vm", "spec.qemu.kernel", "does not exist")
     await converge(controller)
     assert [e for e in events(controller) if e[0] == "stopped"] == []  # nothing was started
@@ -176,8 +170,7 @@ async def test_a_host_validation_error_stalls_until_the_host_is_fixed(
 
 async def test_a_terminal_error_stalls_until_the_manifest_changes(
         tmp_path: Path, driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain()))
+    controller = make_controller(tmp_path, driver, domain())
     driver.fail_start = NotSupportedError("qemu", "this start")
     await converge(controller)
     status = controller.statuses.read("vm")
@@ -193,9 +186,7 @@ async def test_a_terminal_error_stalls_until_the_manifest_changes(
 
 async def test_an_api_stop_holds_until_the_manifest_changes(tmp_path: Path,
                                                             driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain()))
-    await controller.reconcile("vm")
+    controller = await started(tmp_path, driver)
     controller.request("vm", "stop", uid=1000)
     await converge(controller)
     assert "vm" not in driver.running
@@ -215,9 +206,7 @@ async def test_an_api_stop_holds_until_the_manifest_changes(tmp_path: Path,
 
 async def test_an_api_start_overrides_an_earlier_api_stop(tmp_path: Path,
                                                           driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain()))
-    await controller.reconcile("vm")
+    controller = await started(tmp_path, driver)
     controller.request("vm", "stop", uid=0)
     await converge(controller)
     controller.request("vm", "start", uid=0)
@@ -226,9 +215,7 @@ async def test_an_api_start_overrides_an_earlier_api_stop(tmp_path: Path,
 
 
 async def test_an_api_restart_counts_as_a_restart(tmp_path: Path, driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain()))
-    await controller.reconcile("vm")
+    controller = await started(tmp_path, driver)
     first = driver.running["vm"].pid
     controller.request("vm", "restart", uid=0)
     await converge(controller)
@@ -248,9 +235,7 @@ async def test_unknown_actions_and_names_are_refused(tmp_path: Path,
 
 async def test_a_domain_lost_while_away_is_reported_and_started_at_once(
         tmp_path: Path, driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain()))
-    await controller.reconcile("vm")
+    await started(tmp_path, driver)
     driver.running.clear()  # the host lost it while no controller ran
     again = make_controller(tmp_path, driver)
     await again.reattach_all()
@@ -262,9 +247,7 @@ async def test_a_domain_lost_while_away_is_reported_and_started_at_once(
 
 async def test_an_adopted_domain_keeps_its_reason_and_emits_nothing(
         tmp_path: Path, driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain(state="paused")))
-    await controller.reconcile("vm")
+    controller = await started(tmp_path, driver, domain(state="paused"))
     before = len(events(controller))
     record = controller.registry.get("vm")
     assert record is not None and record.runtime is not None
@@ -281,9 +264,7 @@ async def test_an_adopted_domain_keeps_its_reason_and_emits_nothing(
 
 async def test_an_api_stop_survives_a_controller_restart(tmp_path: Path,
                                                          driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain()))
-    await controller.reconcile("vm")
+    controller = await started(tmp_path, driver)
     controller.request("vm", "stop", uid=7)
     await converge(controller)
     again = make_controller(tmp_path, driver)
@@ -305,8 +286,7 @@ async def test_an_api_stop_survives_a_controller_restart(tmp_path: Path,
 
 async def test_the_crash_loop_count_survives_a_controller_restart(
         tmp_path: Path, driver: MemoryDriver) -> None:
-    controller = make_controller(tmp_path, driver)
-    controller.on_snapshot(snapshot(domain()))
+    controller = make_controller(tmp_path, driver, domain())
     driver.fail_start = DriverError("vm", "start", "qemu said no")
     await controller.reconcile("vm")
     assert controller.crash.failures("vm") == 1

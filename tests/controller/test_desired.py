@@ -6,18 +6,10 @@ from types import MappingProxyType
 
 from controller.desired import DesiredStore, PruneSettings
 from controller.errors import Problem
-from controller.manifest import load_text
 from controller.source import Snapshot
 from reconcilers.model import Domain
 
-DOC = """apiVersion: domctl/v1
-kind: Domain
-metadata: {{name: {name}}}
-spec:
-  driver: qemu
-  memory: {memory}
-  qemu: {{machine: pc, accel: tcg}}
-"""
+from .domains import domain
 
 
 class Clock:
@@ -26,11 +18,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def domain(name: str, memory: str = "64Mi") -> Domain:
-    [loaded] = load_text(DOC.format(name=name, memory=memory), f"/m/{name}.yaml")
-    return loaded
 
 
 def snapshot(*domains: Domain, invalid: dict[str, frozenset[str]] | None = None,
@@ -56,7 +43,7 @@ def test_valid_documents_become_desired_and_changes_are_reported() -> None:
     assert s.apply(snapshot(domain("a"), domain("b"))) == {"a", "b"}
     assert s.desired("a") == domain("a")
     assert s.apply(snapshot(domain("a"), domain("b"))) == set()  # nothing changed
-    assert s.apply(snapshot(domain("a", "128Mi"), domain("b"))) == {"a"}
+    assert s.apply(snapshot(domain("a", memory="128Mi"), domain("b"))) == {"a"}
     assert s.desired("a").spec.memory == 128 * 1024 * 1024  # type: ignore[union-attr]
 
 
