@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from controller.errors import ManifestError
-from controller.manifest import load_text
+from controller.manifests.errors import ManifestError
+from controller.manifests.loader import load_text
 
 EXAMPLE = (Path(__file__).resolve().parent.parent / "manifests" / "examples" / "kernel-vm.yaml")
 

@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
-from controller import logconfig
-from controller.controller import Controller, ControllerSettings
-from controller.events import AuditLog, EventBus
-from controller.fsutil import atomic_write_json
-from controller.hooks import HookRunner, HookSettings
-from controller.manifest import load_text
-from controller.registry import Registry
-from controller.source import Snapshot
-from controller.status import StatusStore
+from controller.service import logconfig
+from controller.engine.controller import Controller, ControllerSettings
+from controller.state.events import AuditLog, EventBus
+from controller.state.fsutil import atomic_write_json
+from controller.engine.hooks import HookRunner, HookSettings
+from controller.manifests.loader import load_text
+from controller.state.registry import Registry
+from controller.manifests.source import Snapshot
+from controller.state.status import StatusStore
 from reconcilers.driver import Capabilities, ChangeKind, Live, RuntimeRecord
 from reconcilers.model import Domain, DomainSpec, DriverName, Reason, State
 

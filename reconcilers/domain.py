@@ -1,6 +1,6 @@
 """One reconcile pass of one domain: observe → decide → execute, under the domain's job lock.
 
-The controller's worker (controller/controller.py) calls `DomainReconciler.run_pass(name,
+The controller's worker (controller/engine/controller.py) calls `DomainReconciler.run_pass(name,
 desired, driver, history)` for a name it took off the work queue, having built the History
 (epoch, last stop, backoff, live spec) from its own books; it gets back an `Outcome` that says
 what was observed, what was decided and what happened, and does the bookkeeping (registry,

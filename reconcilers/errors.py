@@ -7,7 +7,7 @@
     └── TerminalError                retrying cannot help until something changes: the Stalled
         ├── NotSupportedError        condition, no retry until the manifest changes
         ├── HostValidationError      the host cannot run this spec (names the field)
-        └── ManifestError            (controller/errors.py) a manifest is invalid
+        └── ManifestError            (controller/manifests/errors.py) a manifest is invalid
 
 Errors carry their data (domain, operation, field) so logs and status can show it; lower
 layers' exceptions (OSError, qemu.qmp errors, CalledProcessError) are translated into these at

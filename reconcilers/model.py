@@ -1,6 +1,6 @@
 """What a domain is: libvirt's state/reason/event vocabulary and the normalised spec.
 
-Everything here is plain data. The manifest loader (controller/manifest.py) builds these
+Everything here is plain data. The manifest loader (controller/manifests/loader.py) builds these
 objects from YAML; the reconciler and both drivers only ever read them. Sizes are bytes,
 durations are seconds, every default is filled in, so two manifests that mean the same thing
 compare equal and hash to the same generation.

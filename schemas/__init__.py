@@ -1,1 +1,1 @@
-"""The Domain manifest JSON Schema, shipped as package data (read by controller/schema.py)."""
+"""The Domain manifest JSON Schema, shipped as package data (read by controller/manifests/schema.py)."""

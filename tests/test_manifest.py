@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import main
-from controller.errors import ManifestError
-from controller.manifest import is_manifest_name, load_paths, load_text
+from controller.cli.main import main
+from controller.manifests.errors import ManifestError
+from controller.manifests.loader import is_manifest_name, load_paths, load_text
 from reconcilers.model import DesiredState, DiskFormat, DriverName
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "examples"

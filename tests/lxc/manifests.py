@@ -9,7 +9,7 @@ import yaml
 from reconcilers.model import Domain, SourceRef
 
 try:
-    from controller.manifest import load_text
+    from controller.manifests.loader import load_text
 except ImportError:  # the loader is still being written: use its normaliser directly
     load_text = None
 
@@ -19,7 +19,7 @@ def load_manifest(path: Path) -> Domain:
     if load_text is not None:
         (domain,) = load_text(text, path.name)
         return domain
-    from controller import normalise
+    from controller.manifests import normalise
     raw = yaml.safe_load(text)
     return Domain(metadata=normalise.metadata(raw["metadata"]), spec=normalise.spec(raw["spec"]),
                   source=SourceRef(file=path.name, line=1))

@@ -150,14 +150,14 @@ def load_manifest(path: Path) -> Domain:
     """A golden input through the controller's loader; while that is being written, through
     the same steps it takes (strict YAML, the JSON Schema, the normaliser)."""
     try:
-        from controller.manifest import load_text  # type: ignore[import-not-found,unused-ignore]
+        from controller.manifests.loader import load_text  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         import json
 
         import jsonschema  # type: ignore[import-untyped,unused-ignore]
         import yaml  # type: ignore[import-untyped,unused-ignore]
 
-        normalise = pytest.importorskip("controller.normalise",
+        normalise = pytest.importorskip("controller.manifests.normalise",
                                         reason="no manifest loader in this checkout yet")
         raw = yaml.safe_load(path.read_text())
         schema = Path(__file__).parents[2] / "schemas" / "domain.schema.json"

@@ -1,0 +1,145 @@
+"""The API's view of a running controller: the Backend the socket server (controller/api/server.py) calls.
+
+Reads come from the status documents, the event log and the controller's in-memory books;
+writes (`act`, `prune`) go through `Controller.request` / `Controller.prune_confirm`, so an
+imperative action is carried out by the same reconcile pass as everything else, under the
+domain's job lock, and recorded with cause `api` and the caller's uid.
+
+`act` waits (30 s plus the domain's shutdownTimeout) until the status shows the result, like `virsh start` returns once the
+domain runs; a request that cannot finish in time still stands, and its progress is visible
+with `domctl get` / `domctl wait`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller.api.server import Caller
+from controller.service.config import Paths
+from controller.engine.controller import Controller
+from controller.engine.overrides import API_ACTIONS
+from controller.state.events import Subscription
+from controller.protocol import headline
+from controller.state.status import STATES_MEETING, NoSuchDomain
+from reconcilers.diff import Apply, classify_changes
+from reconcilers.model import Cause, DesiredState
+
+log = structlog.get_logger(__name__)
+
+_POLL = 0.2  # seconds between status reads while `act` waits
+
+
+class ControllerBackend:
+    def __init__(self, controller: Controller, paths: Paths, act_timeout: float = 30.0) -> None:
+        self._controller = controller
+        self._paths = paths
+        self._act_timeout = act_timeout
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def get(self, name: str | None) -> list[dict[str, Any]]:
+        statuses = self._controller.statuses
+        if name is not None:
+            return [statuses.get_document(name)]
+        return [status.to_dict() for n in statuses.names()
+                if (status := statuses.read(n)) is not None]
+
+    def describe(self, name: str) -> dict[str, Any]:
+        status = self._controller.statuses.get_document(name)
+        job = self._controller.jobs.current(name)
+        return {"status": status, "events": self._controller.events.recent(name, 10),
+                "job": job.to_dict() if job is not None else None,
+                "message": headline(status)}
+
+    def diff(self, name: str | None) -> list[dict[str, Any]]:
+        names = [name] if name is not None else self._controller.statuses.names()
+        return [self._diff_one(n) for n in names]
+
+    def _diff_one(self, name: str) -> dict[str, Any]:
+        self._controller.statuses.get_document(name)  # NoSuchDomain for an unknown name
+        desired = self._controller.store.desired(name)
+        record = self._controller.registry.get(name)
+        live_spec = record.live_spec if record is not None else None
+        if desired is None or live_spec is None or record is None or record.driver is None:
+            return {"name": name, "changes": []}
+        classify = self._controller.drivers[record.driver].classify
+        changes = classify_changes(live_spec, desired.spec, classify(live_spec, desired.spec))
+        return {"name": name, "changes": [
+            {"field": c.path, "old": c.old, "new": c.new,
+             "apply": "restart" if c.apply is Apply.RESTART else "live"} for c in changes]}
+
+    def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
+        return self._controller.events.recent(name, n)
+
+    def subscribe(self, name: str | None) -> Subscription:
+        return self._controller.events.subscribe(name)
+
+    def log_path(self, name: str) -> Path:
+        self._controller.statuses.get_document(name)
+        return self._paths.log_dir / f"{name}.log"
+
+    def console(self, name: str) -> dict[str, Any]:
+        """Where NAME's console is: {"socket": path} to relay, or {"argv": [...]} to run."""
+        self._controller.statuses.get_document(name)
+        desired = self._controller.store.desired(name)
+        record = self._controller.registry.get(name)
+        spec = desired.spec if desired is not None else (record.live_spec if record else None)
+        if spec is None:
+            raise NoSuchDomain(name)
+        console = self._controller.drivers[spec.driver].console(name, spec)
+        return {"socket": console.socket, "argv": list(console.argv)}
+
+    # --- writes --------------------------------------------------------------------------------
+
+    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+        controller = self._controller
+        before = controller.statuses.read(name)
+        if action == "destroy":
+            await controller.destroy(name, caller.uid)
+        else:
+            controller.request(name, action, caller.uid)
+        target = DesiredState.RUNNING if action == "restart" else API_ACTIONS[action]
+        done = await self._wait(name, target, before.pid if before else None,
+                                restart=action == "restart",
+                                timeout=self._act_timeout + self._shutdown_timeout(name))
+        status = controller.statuses.read(name)
+        if status is None:
+            raise NoSuchDomain(name)
+        state = f"{status.state.value} ({status.reason.value})"
+        message = (f"{name}: {action} done: {state}" if done else
+                   f"{name}: {action} requested, not finished yet: {state}; "
+                   f"follow it with `domctl wait {name} --for state={target.value}`")
+        return {"name": name, "action": action, "done": done,
+                "state": status.state.value, "reason": status.reason.value, "message": message}
+
+    def _shutdown_timeout(self, name: str) -> float:
+        """A stop may take the domain's shutdownTimeout before the destroy: wait for it too."""
+        desired = self._controller.store.desired(name)
+        return desired.spec.shutdown_timeout if desired is not None else 0.0
+
+    async def _wait(self, name: str, target: DesiredState, old_pid: int | None,
+                    restart: bool, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await asyncio.sleep(_POLL)
+            status = self._controller.statuses.read(name)
+            if status is None:
+                return False
+            reached = status.state in STATES_MEETING[target]
+            if reached and (not restart or (status.pid is not None and status.pid != old_pid)):
+                return True
+        return False
+
+    def prune(self, caller: Caller) -> dict[str, Any]:
+        released = self._controller.prune_confirm()
+        self._controller.audit.record("-", "prune-confirm", Cause.API, {"uid": caller.uid},
+                                      f"released {len(released)} held removal(s)")
+        message = (f"released {len(released)} held removal(s): {', '.join(released)}"
+                   if released else "no removal was held")
+        return {"released": released, "message": message}
+

@@ -1,0 +1,433 @@
+"""The controller's API: newline-delimited JSON over two Unix sockets, served to `domctl` commands.
+
+The daemon builds one `ApiServer` over its `Backend` and starts it once the controller runs;
+`close()` at shutdown ends every stream with `{"end": true}` and removes both socket files.
+
+One request per connection: the client sends `{"op": "<op>", "args": {...}}` and a newline.
+
+    {"ok": true, "result": <json>}                          then close
+    {"ok": false, "error": {"type": "<Type>", "message": "<text>"}}   then close
+    {"ok": true, "stream": true}, {"item": <json>}..., {"end": true}  (streams: events, logs)
+
+A stream ends when the client disconnects (EOF on its side: a client must not shut down its
+writing half while it reads a stream), when a finite stream is done, or at `close()`. A stream
+whose source fails ends with `{"end": true, "error": {...}}`.
+
+`<runtime>/domctl.sock` (0600) serves every op; `<runtime>/domctl-ro.sock` (0666) serves the
+read ops and refuses the write ops with `PermissionDenied`. Each socket is bound under a
+temporary name, given its mode, then renamed over the final path (replacing a stale file), so it
+is never reachable with looser permissions. The peer's pid, uid and gid (SO_PEERCRED) reach the
+backend as a `Caller`. Error types: BadRequest, PermissionDenied, NotFound, Busy, NotSupported,
+Failed, Internal. A bad client or a failing backend call never stops the server.
+
+Public surface:
+    ApiSettings(max_request, request_timeout, log_poll, close_timeout)
+    ApiServer(backend, rw_path, ro_path, settings): async start(), async close()
+    Backend (protocol the daemon implements), EventSubscription (protocol), Caller
+    (READ_OPS, WRITE_OPS, ACTIONS: controller/protocol.py)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib.metadata
+import json
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from controller.api import logtail
+from controller.protocol import ACTIONS, READ_OPS, STREAM_OPS, WRITE_OPS
+from controller.state.status import NoSuchDomain
+from reconcilers.errors import BusyError, DomctlError, NotSupportedError
+
+log = structlog.get_logger(__name__)
+
+
+# op -> {argument: (type, required)}; anything else in "args" is a BadRequest.
+_ARGS: dict[str, dict[str, tuple[type, bool]]] = {
+    "ping": {}, "get": {"name": (str, False)}, "describe": {"name": (str, True)},
+    "diff": {"name": (str, False)},
+    "events": {"name": (str, False), "follow": (bool, False), "n": (int, False)},
+    "logs": {"name": (str, True), "follow": (bool, False), "lines": (int, False)},
+    **{action: {"name": (str, True)} for action in (*ACTIONS, "console")},
+    "prune": {"confirm": (bool, True)},
+}
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    max_request: int = 65536
+    """Bytes a request line may have (without its newline); longer: "request too large"."""
+    request_timeout: float = 10.0
+    """Seconds a client has to send its complete request line."""
+    log_poll: float = 0.25
+    """Seconds between polls of a followed log file."""
+    close_timeout: float = 5.0
+    """Seconds `close()` lets unfinished requests run before cancelling them."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the peer's credentials, and which socket it came through."""
+
+    pid: int
+    uid: int
+    gid: int
+    read_only: bool
+
+
+class EventSubscription(Protocol):
+    """Live event records (controller.events.Subscription is one): `async for`, then close()."""
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """What the API serves, implemented by the daemon. Called on the server's event loop.
+
+    Unknown names raise `controller.status.NoSuchDomain`; `DomctlError`s reach the client
+    with their message (BusyError as Busy, NotSupportedError as NotSupported, others Failed).
+    """
+
+    def get(self, name: str | None) -> list[dict[str, Any]]:
+        """Status documents (DESIGN §6), all domains sorted by name, or only `name`."""
+        ...
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """{"status": {...}, "events": [...], "job": {...} | None, "message": str}."""
+        ...
+
+    def diff(self, name: str | None) -> list[dict[str, Any]]:
+        """[{"name": ..., "changes": [{"field", "old", "new", "apply": "live"|"restart"}]}]."""
+        ...
+
+    def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
+        """The last `n` event records (of `name`, or of every domain), oldest first."""
+        ...
+
+    def subscribe(self, name: str | None) -> EventSubscription:
+        """Event records emitted from now on; the server closes it when the stream ends."""
+        ...
+
+    def log_path(self, name: str) -> Path:
+        """The domain's log file (it may not exist yet)."""
+        ...
+
+    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+        """Run one of ACTIONS for `caller`; the result has at least {"message": str}."""
+        ...
+
+    def console(self, name: str) -> dict[str, Any]:
+        """{"socket": path, "argv": []} for a socket to relay, or {"argv": [...]} to run."""
+        ...
+
+    def prune(self, caller: Caller) -> dict[str, Any]:
+        """Confirm the held pruning of removed manifests; at least {"message": str}."""
+        ...
+
+
+class _Refused(Exception):
+    """A request the server refuses before reaching the backend."""
+
+    def __init__(self, type_: str, message: str) -> None:
+        self.type = type_
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass
+class _Stream:
+    items: AsyncIterator[Any]
+    cleanup: Callable[[], None] = lambda: None
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def write(self, line: bytes) -> None:
+        self.writer.write(line)
+        await self.writer.drain()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.write(_encode(message))
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+class ApiServer:
+    def __init__(self, backend: Backend, rw_path: Path, ro_path: Path,
+                 settings: ApiSettings = ApiSettings()) -> None:
+        self._backend = backend
+        self._paths = {False: rw_path, True: ro_path}
+        self._settings = settings
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        try:
+            for read_only, mode in ((False, 0o600), (True, 0o666)):
+                sock = _bind(self._paths[read_only], mode)
+                handler = functools.partial(self._handle, read_only=read_only)
+                self._servers.append(await asyncio.start_unix_server(
+                    handler, sock=sock, limit=self._settings.max_request))
+        except BaseException:
+            await self.close()  # no half-started server: both sockets or none
+            raise
+        log.info("api listening", rw=str(self._paths[False]), ro=str(self._paths[True]))
+
+    async def close(self) -> None:
+        """Stop accepting, end every stream with {"end": true}, remove both socket files."""
+        self._stopping.set()
+        for server in self._servers:
+            server.close()
+        for path in self._paths.values():
+            path.unlink(missing_ok=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self._settings.close_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      read_only: bool) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(_Conn(reader, writer), _peer(writer, read_only))
+        except (ConnectionError, OSError) as err:
+            log.debug("api client went away", error=str(err))
+        except Exception:  # noqa: BLE001 - one broken connection must never stop the server
+            log.exception("api connection failed unexpectedly; serving the others")
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, conn: _Conn, caller: Caller) -> None:
+        stream: _Stream | None = None
+        request_log = log.bind(uid=caller.uid, pid=caller.pid,
+                               socket="ro" if caller.read_only else "rw")
+        try:
+            op, args = _parse(await self._read_request(conn.reader))
+            request_log = request_log.bind(op=op, **({"domain": args["name"]}
+                                                     if args.get("name") else {}))
+            request_log.info("api request")
+            self._check_allowed(op, caller)
+            if op in STREAM_OPS:
+                stream = self._open_stream(op, args)
+            else:
+                reply = _encode({"ok": True, "result": await self._call(op, args, caller)})
+        except Exception as err:  # noqa: BLE001 - every failure becomes an error reply
+            error = _error(err)
+            request_log.info("api request refused", error=error["type"], message=error["message"])
+            reply = _encode({"ok": False, "error": error})
+        if stream is None:
+            await conn.write(reply)
+        else:
+            await self._pump(conn, stream)
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> bytes:
+        timeout = self._settings.request_timeout
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), timeout)
+        except asyncio.LimitOverrunError:
+            raise _Refused("BadRequest", "request too large (limit "
+                           f"{self._settings.max_request} bytes)") from None
+        except asyncio.IncompleteReadError as err:
+            line = err.partial  # EOF ends the line too (`printf ... | nc -U`)
+        except TimeoutError:
+            raise _Refused("BadRequest", f"no complete request line within {timeout:g} s") from None
+        if not line.strip():
+            raise _Refused("BadRequest", "empty request")
+        return line
+
+    def _check_allowed(self, op: str, caller: Caller) -> None:
+        if caller.read_only and op in WRITE_OPS:
+            who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+            raise _Refused("PermissionDenied", f"the read-only socket cannot run '{op}'; use "
+                           f"{self._paths[False]} (as {who})")
+
+    async def _call(self, op: str, args: dict[str, Any], caller: Caller) -> Any:
+        backend = self._backend
+        if op == "ping":
+            return {"version": _version(), "readOnly": caller.read_only}
+        if op == "get":
+            return backend.get(args.get("name"))
+        if op == "describe":
+            return backend.describe(args["name"])
+        if op == "diff":
+            return backend.diff(args.get("name"))
+        if op == "console":
+            return backend.console(args["name"])
+        if op == "prune":
+            if args["confirm"] is not True:
+                raise _Refused("BadRequest", "prune needs \"confirm\": true")
+            return backend.prune(caller)
+        return await backend.act(args["name"], op, caller)
+
+    def _open_stream(self, op: str, args: dict[str, Any]) -> _Stream:
+        """Set up a stream before its header is sent, so errors are plain error replies and a
+        subscription exists by the time the client sees the header."""
+        follow = bool(args.get("follow", False))
+        if op == "logs":
+            path = self._backend.log_path(args["name"])
+            lines = args.get("lines", 100)
+            if follow:
+                return _Stream(_as_items(logtail.follow_lines(path, lines, self._settings.log_poll)))
+            return _Stream(_as_items(_aiter(logtail.last_lines(path, lines))))
+        name = args.get("name")
+        subscription = self._backend.subscribe(name) if follow else None
+        # No await between subscribe and recent_events: nothing is missed or sent twice.
+        recent = self._backend.recent_events(name, args.get("n", 0 if follow else 20))
+        if subscription is None:
+            return _Stream(_aiter(recent))
+        return _Stream(_chain(recent, subscription), subscription.close)
+
+    async def _pump(self, conn: _Conn, stream: _Stream) -> None:
+        await conn.send({"ok": True, "stream": True})
+        forward = asyncio.ensure_future(_forward(conn, stream.items))
+        gone = asyncio.ensure_future(_client_gone(conn.reader))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({forward, gone, stopping},
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (forward, gone, stopping):
+                task.cancel()
+            await asyncio.gather(forward, gone, stopping, return_exceptions=True)
+            stream.cleanup()
+            aclose = getattr(stream.items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if forward in done and forward.exception() is not None:
+            await conn.send({"end": True, "error": _error(forward.exception())})
+        elif forward not in done and stopping in done:
+            await conn.send({"end": True})
+
+
+def _bind(path: Path, mode: int) -> socket.socket:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(temporary))
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)  # replaces a stale socket: the daemon's flock says it is ours
+    except BaseException:
+        sock.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    return sock
+
+
+def _peer(writer: asyncio.StreamWriter, read_only: bool) -> Caller:
+    sock = writer.get_extra_info("socket")
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    return Caller(pid=pid, uid=uid, gid=gid, read_only=read_only)
+
+
+def _parse(line: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        request = json.loads(line)
+    except ValueError as err:
+        raise _Refused("BadRequest", f"malformed JSON: {err}") from None
+    if not isinstance(request, dict):
+        raise _Refused("BadRequest", "the request must be a JSON object {\"op\": ..., \"args\": {...}}")
+    op, args = request.get("op"), request.get("args", {})
+    if not isinstance(op, str) or op not in _ARGS:
+        raise _Refused("BadRequest", f"unknown op {op!r}; known: {', '.join(sorted(_ARGS))}")
+    if not isinstance(args, dict):
+        raise _Refused("BadRequest", f"'args' of {op} must be an object")
+    return op, _check_args(op, args)
+
+
+def _check_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    spec = _ARGS[op]
+    unknown = sorted(set(args) - set(spec))
+    if unknown:
+        raise _Refused("BadRequest", f"{op} has no argument {unknown[0]!r}")
+    checked = {key: value for key, value in args.items() if value is not None}
+    for key, (type_, required) in spec.items():
+        if key not in checked:
+            if required:
+                raise _Refused("BadRequest", f"{op} needs the argument {key!r}")
+            continue
+        value = checked[key]
+        # bool is an int in Python, not in the protocol.
+        if not isinstance(value, type_) or (type_ is int and isinstance(value, bool)):
+            raise _Refused("BadRequest", f"{op}: {key!r} must be a {type_.__name__}")
+        if (isinstance(value, int) and value < 0) or (isinstance(value, str) and not value):
+            raise _Refused("BadRequest", f"{op}: {key!r} must not be "
+                           f"{'negative' if type_ is int else 'empty'}")
+    return checked
+
+
+def _error(err: BaseException | None) -> dict[str, str]:
+    if isinstance(err, _Refused):
+        return {"type": err.type, "message": err.message}
+    for class_, type_ in ((NoSuchDomain, "NotFound"), (BusyError, "Busy"),
+                          (NotSupportedError, "NotSupported"), (DomctlError, "Failed")):
+        if isinstance(err, class_):
+            return {"type": type_, "message": str(err)}
+    log.error("api request failed unexpectedly; the server keeps serving", exc_info=err)
+    return {"type": "Internal", "message": f"internal error: {type(err).__name__}: {err}; "
+            "see the controller's log"}
+
+
+async def _forward(conn: _Conn, items: AsyncIterator[Any]) -> None:
+    async for item in items:
+        await conn.send({"item": item})
+    await conn.send({"end": True})
+
+
+async def _client_gone(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while await reader.read(4096):
+            pass  # nothing more is expected after the request; EOF means the client left
+
+
+async def _aiter(items: list[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
+async def _chain(first: list[Any], then: EventSubscription) -> AsyncIterator[Any]:
+    for item in first:
+        yield item
+    async for item in then:
+        yield item
+
+
+async def _as_items(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, str]]:
+    async for line in lines:
+        yield {"line": line}
+
+
+@functools.cache
+def _version() -> str:
+    try:
+        return importlib.metadata.version("domctl")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

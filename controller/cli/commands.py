@@ -1,0 +1,357 @@
+"""The `domctl` commands that talk to a running controller over its API socket (DESIGN §8).
+
+`cli.py` calls `register(main)` once. Besides adding the commands, `register` adds the global
+`--socket PATH` option (envvar DOMCTL_SOCKET) to the group, so it goes before the subcommand:
+`domctl --socket /run/domctl/domctl-ro.sock get`. The group's own callback does not know that
+option, so `register` wraps the callback to drop `socket` from its keyword arguments; commands
+read it back from the root context's params, which click fills even during shell completion,
+where no callback runs. Without --socket, `client.socket_path` picks the read-write socket of
+the default runtime dir when the caller may open it, else the read-only one; a non-root user
+with no controller of their own also finds the root controller's read-only socket.
+
+Every command prints an ApiError (DaemonNotRunning included) as `error: <message>` on stderr
+and exits 1. NAME arguments complete through click's shell completion
+(`_DOMCTL_COMPLETE=bash_source domctl`) by asking the daemon; nothing is offered when it is down.
+
+Public surface:
+    register(group)
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar, cast
+
+import click
+import yaml
+from click.shell_completion import CompletionItem
+
+from controller.cli import console as consoles
+from controller.cli.client import ApiError, Client, socket_path
+from controller.service.config import default_paths
+from controller.protocol import headline
+
+F = TypeVar("F", bound=Callable[..., Any])
+Document = dict[str, Any]
+
+WAIT_POLL = 0.2  # seconds between two `get`s of `domctl wait`
+ACTION_REPLY_TIMEOUT = 3600.0  # a safety net only: the controller answers within its own bound
+GET_COLUMNS = ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE", "MESSAGE"]
+EVENT_KEYS = ("time", "domain", "event", "detail", "state", "reason", "cause", "message")
+PRUNE_REFUSED = ("prune needs --confirm: it lets the controller go on with removing the domains "
+                 "whose manifests are gone, which it holds back when one rescan would remove "
+                 "more than half of them; they are shut down and forgotten (disk images are "
+                 "kept)")
+
+
+def register(group: click.Group) -> None:
+    """Add the API commands and the global --socket option to `group` (idempotent)."""
+    if not any(param.name == "socket" for param in group.params):
+        group.params.append(click.Option(
+            ["--socket"], envvar="DOMCTL_SOCKET", metavar="PATH",
+            help="The controller's API socket [default: domctl.sock in the runtime dir if "
+                 "writable, else domctl-ro.sock]."))
+        group.callback = _without_socket(group.callback)
+    for command in (get, describe, events, wait, diff, logs, console, *ACTION_COMMANDS, prune):
+        group.add_command(command)
+
+
+def _without_socket(callback: Callable[..., Any] | None) -> Callable[..., Any]:
+    def wrapper(*args: Any, socket: str | None = None, **kwargs: Any) -> Any:
+        return callback(*args, **kwargs) if callback is not None else None
+
+    return functools.wraps(callback)(wrapper) if callback is not None else wrapper
+
+
+def _socket(ctx: click.Context) -> Path:
+    euid = os.geteuid()
+    fallback = [default_paths(0, os.environ).runtime_dir] if euid != 0 else []
+    return socket_path(ctx.find_root().params.get("socket"), os.environ,
+                       default_paths(euid, os.environ).runtime_dir, fallback)
+
+
+def _client(timeout: float = 60.0) -> Client:
+    return Client(_socket(click.get_current_context()), timeout)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _reports_errors(command: F) -> F:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ApiError as err:
+            _fail(err.message)
+        except KeyboardInterrupt:  # ^C is how a followed stream ends: no "Aborted!"
+            sys.exit(130)
+
+    return cast(F, wrapper)
+
+
+def _complete_names(ctx: click.Context, param: click.Parameter,
+                    incomplete: str) -> list[CompletionItem]:
+    try:
+        documents = Client(_socket(ctx), timeout=2.0).call("get")
+        names = [str(doc["name"]) for doc in documents]
+    except Exception:  # noqa: BLE001 - completion must never print into the user's shell
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
+NAME = click.argument("name", shell_complete=_complete_names)
+
+
+@click.command()
+@click.argument("name", required=False, shell_complete=_complete_names)
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
+              show_default=True)
+@_reports_errors
+def get(name: str | None, output: str) -> None:
+    """Show the status of every domain, or of NAME."""
+    documents = _client().call("get", name=name)
+    if output == "table":
+        if not documents:
+            click.echo("no domains", err=True)
+        now = time.time()
+        rows = [_get_row(doc, now) for doc in documents]
+        for line in _table(GET_COLUMNS, rows) if rows else ():
+            click.echo(line)
+        return
+    chosen = documents[0] if name else documents
+    if output == "json":
+        click.echo(json.dumps(chosen, indent=2))
+    else:
+        click.echo(yaml.safe_dump(chosen, sort_keys=False), nl=False)
+
+
+def _get_row(doc: Document, now: float) -> list[str]:
+    return [_cell(doc.get("name")), _cell(doc.get("driver")), _cell(doc.get("desired")),
+            _cell(doc.get("state")), _cell(doc.get("reason")), _cell(doc.get("id")),
+            _cell(doc.get("pid")), age(doc.get("since"), now), headline(doc) or "-"]
+
+
+def age(since: str | None, now: float) -> str:
+    """kubectl's AGE: 45s, 3m, 2h, 4d; "-" without a time."""
+    try:
+        seconds = max(0, int(now - datetime.datetime.fromisoformat(str(since)).timestamp()))
+    except ValueError:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    return ["   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+            for row in [headers, *rows]]
+
+
+@click.command()
+@NAME
+@_reports_errors
+def describe(name: str) -> None:
+    """Show NAME in detail: status, conditions, pending changes, job, last events."""
+    for line in _describe_lines(_client().call("describe", name=name), time.time()):
+        click.echo(line)
+
+
+def _describe_lines(doc: Document, now: float) -> list[str]:
+    status = doc.get("status") or {}
+    since = status.get("since")
+    fields = [("Name", status.get("name")), ("UUID", status.get("uuid")),
+              ("Driver", status.get("driver")), ("Desired", status.get("desired")),
+              ("State", f"{status.get('state')} ({status.get('reason')})"),
+              ("Since", f"{since} ({age(since, now)} ago)" if since else None),
+              ("ID", status.get("id")), ("PID", status.get("pid")),
+              ("Generation", status.get("generation")),
+              ("Observed generation", status.get("observedGeneration")),
+              ("Restarts", status.get("restarts")), ("Backoff until", status.get("backoffUntil")),
+              ("Message", doc.get("message"))]
+    lines = [f"{label + ':':<21}{_cell(value)}" for label, value in fields]
+    conditions = [[_cell(c.get(k)) for k in ("type", "status", "reason", "message",
+                                              "lastTransitionTime")]
+                  for c in status.get("conditions") or ()]
+    lines += _section("Conditions", _table(["TYPE", "STATUS", "REASON", "MESSAGE", "SINCE"],
+                                           conditions) if conditions else [])
+    lines += _section("Pending changes", [_change_line(c) for c in status.get("pending") or ()])
+    job = doc.get("job")
+    lines += _section("Job", [f"{job.get('job')} by {job.get('owner')} since {job.get('since')}"]
+                      if job else [])
+    events = [[_cell(e.get(k)) for k in ("time", "event", "detail", "state", "reason", "cause",
+                                         "message")] for e in doc.get("events") or ()]
+    lines += _section("Events", _table(["TIME", "EVENT", "DETAIL", "STATE", "REASON", "CAUSE",
+                                        "MESSAGE"], events) if events else [])
+    return lines
+
+
+def _section(title: str, lines: list[str]) -> list[str]:
+    return [f"{title}:", *(f"  {line}" for line in lines or ["<none>"])]
+
+
+def _change_line(change: Document) -> str:
+    apply = "live" if change.get("apply") == "live" else "restart required"
+    return (f"{change.get('field')}: {_value(change.get('old'))} -> "
+            f"{_value(change.get('new'))} ({apply})")
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@click.option("--name", shell_complete=_complete_names, help="Only this domain's events.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one object per line.")
+@_reports_errors
+def events(follow: bool, name: str | None, output: str) -> None:
+    """Show recent lifecycle events; with --follow, keep printing new ones."""
+    for record in _client().stream("events", name=name, follow=follow):
+        if record.get("marker"):
+            _fail(str(record.get("message", "events were lost")))
+        if output == "json":
+            click.echo(json.dumps({key: record.get(key) for key in EVENT_KEYS}))
+        else:
+            click.echo(_event_line(record))
+
+
+def _event_line(record: Document) -> str:
+    transition = f"{record.get('event')}/{record.get('detail')}"
+    state = f"{record.get('state')}/{record.get('reason')}"
+    return (f"{_cell(record.get('time')):<24}  {_cell(record.get('domain')):<16} "
+            f"{transition:<22} {state:<22} {_cell(record.get('cause')):<9} "
+            f"{record.get('message') or ''}").rstrip()
+
+
+def _wait_condition(ctx: click.Context, param: click.Parameter,
+                    value: str) -> tuple[str, Callable[[Document], bool]]:
+    kind, _, wanted = value.partition("=")
+    if kind == "state" and wanted:
+        return value, lambda doc: doc.get("state") == wanted
+    type_, _, status = wanted.partition("=")
+    status = status or "True"
+    if kind == "condition" and type_ and status.lower() in ("true", "false"):
+        return value, lambda doc: any(
+            str(c.get("type", "")).lower() == type_.lower()
+            and str(c.get("status", "")).lower() == status.lower()
+            for c in doc.get("conditions") or ())
+    raise click.BadParameter("expected state=STATE or condition=TYPE[=True|False]")
+
+
+@click.command()
+@NAME
+@click.option("--for", "for_", required=True, callback=_wait_condition,
+              metavar="state=STATE|condition=TYPE[=True|False]", help="What to wait for.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS", help="Exit 1 when they pass first.")
+@_reports_errors
+def wait(name: str, for_: tuple[str, Callable[[Document], bool]], timeout: float) -> None:
+    """Wait until NAME reaches a state or a condition (kubectl wait); a domain that does not
+    exist yet is waited for too."""
+    text, met = for_
+    deadline = time.monotonic() + timeout
+    while not _met(name, met, max(deadline - time.monotonic(), 1.0)):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            _fail(f"timed out waiting for {name}: {text}")
+        time.sleep(min(WAIT_POLL, remaining))
+    click.echo(f"{name}: {text}")
+
+
+def _met(name: str, met: Callable[[Document], bool], timeout: float) -> bool:
+    try:
+        documents = _client(timeout).call("get", name=name)
+    except ApiError as err:
+        if err.type == "NotFound":
+            return False
+        raise
+    return bool(documents) and met(documents[0])
+
+
+@click.command()
+@click.argument("name", required=False, shell_complete=_complete_names)
+@_reports_errors
+def diff(name: str | None) -> None:
+    """Show the manifest changes not yet in effect, and how each applies."""
+    lines: list[str] = []
+    for domain in _client().call("diff", name=name):
+        changes = domain.get("changes") or []
+        if changes:
+            lines += [f"{domain.get('name')}:", *(f"  {_change_line(c)}" for c in changes)]
+    for line in lines or [f"{name}: no changes" if name else "no changes"]:
+        click.echo(line)
+
+
+@click.command()
+@NAME
+@click.option("-f", "--follow", is_flag=True, help="Keep printing appended lines.")
+@click.option("--lines", type=click.IntRange(min=0), help="How many last lines  [default: 100]")
+@_reports_errors
+def logs(name: str, follow: bool, lines: int | None) -> None:
+    """Print the last lines of NAME's log (qemu's or the container's output)."""
+    for item in _client().stream("logs", name=name, follow=follow, lines=lines):
+        click.echo(item.get("line", ""))
+
+
+@click.command()
+@NAME
+@_reports_errors
+def console(name: str) -> None:
+    """Join the terminal to NAME's console: a qemu serial port (`serial: socket`; Ctrl-] leaves)
+    or an LXC container's console (lxc-console; Ctrl-a q leaves)."""
+    where = _client().call("console", name=name)
+    if where.get("argv"):
+        consoles.run([str(arg) for arg in where["argv"]])
+    click.echo(f"Connected to {name}'s console; escape character is ^]", err=True)
+    try:
+        consoles.relay(str(where["socket"]))
+    except OSError as err:
+        _fail(f"cannot open the console of {name} at {where['socket']}: {err.strerror or err}")
+    click.echo("", err=True)
+
+
+def _action_command(action: str) -> click.Command:
+    @click.command(name=action, help=f"Ask the controller to {action} NAME now.")
+    @NAME
+    @_reports_errors
+    def command(name: str) -> None:
+        # the controller bounds an action itself (30 s plus the domain's shutdownTimeout)
+        result = _client(timeout=ACTION_REPLY_TIMEOUT).call(action, name=name)
+        click.echo(result.get("message") or f"{name}: {action} requested")
+
+    return command
+
+
+ACTION_COMMANDS = [_action_command(action)
+                   for action in ("start", "stop", "suspend", "resume", "restart", "destroy")]
+
+
+@click.command()
+@click.option("--confirm", is_flag=True, help="Really release the held removals.")
+@_reports_errors
+def prune(confirm: bool) -> None:
+    """Release the removals the controller holds back (more than half of the domains gone in
+    one rescan): those domains are shut down and forgotten; disk images are kept."""
+    if not confirm:
+        raise click.UsageError(PRUNE_REFUSED)
+    result = _client().call("prune", confirm=True)
+    click.echo(result.get("message") or "prune confirmed")

@@ -1,0 +1,152 @@
+"""The desired store: the last valid spec of every domain, and what keeps a domain from pruning.
+
+The controller feeds it every `Snapshot` of the manifests directory (controller/manifests/source.py) and
+reads, per name, what the reconciler should aim for (`desired(name)`) and what the status must
+say about the manifest (`entry(name)`). DESIGN §3 and §5:
+
+- A valid document replaces the domain's spec; its file and generation come with it.
+- A name in an invalid file (by the names that file declared when it was last valid) or in a
+  name conflict keeps its last valid spec; the problems are reported (ManifestValid=False).
+- A name that disappeared is kept for `grace` seconds (an editor save, a `git checkout` of
+  another branch), then its desired spec becomes None: the reconciler stops and undefines it.
+- A snapshot of a missing or unreadable directory prunes nothing.
+- If one snapshot would remove more than half of the known domains, and more than
+  `guard_min` of them, the removals are held and reported until `confirm_prune()`
+  (`domctl prune --confirm`) or until the manifests come back.
+
+Never touches a domain and never reads the file system: it is bookkeeping over the snapshots,
+with an injected clock (monotonic seconds).
+
+Public surface:
+    PruneSettings(grace=3.0, guard_min=2), Entry, DesiredStore(clock, settings)
+    DesiredStore.apply(snapshot) -> set[str], seed(names), desired(name), entry(name),
+        names(), removal_in(name), held(), confirm_prune() -> list[str], forget(name)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from controller.manifests.errors import Problem
+from controller.manifests.source import Snapshot
+from reconcilers.model import Domain
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    grace: float = 3.0
+    """Seconds a domain whose manifest vanished is kept before it is shut down and undefined."""
+    guard_min: int = 2
+    """A snapshot removing more than half of the domains holds pruning only above this many."""
+
+
+@dataclass
+class Entry:
+    """What the manifests say about one domain name."""
+
+    domain: Domain | None = None  # the last valid spec (None: only known from the registry)
+    problems: list[Problem] = field(default_factory=list)  # its file is invalid now
+    conflicts: list[Problem] = field(default_factory=list)  # another document has its name
+    missing_since: float | None = None  # no manifest declares it since then
+    held: bool = False  # its removal waits for `domctl prune --confirm`
+
+
+class DesiredStore:
+    def __init__(self, clock: Callable[[], float],
+                 settings: PruneSettings = PruneSettings()) -> None:
+        self._clock = clock
+        self._settings = settings
+        self._entries: dict[str, Entry] = {}
+
+    def seed(self, names: Iterable[str]) -> None:
+        """Names known from the registry (domains from an earlier run), before the first scan."""
+        for name in names:
+            self._entries.setdefault(name, Entry())
+
+    def apply(self, snapshot: Snapshot) -> set[str]:
+        """Take a new snapshot; the names whose desired view changed."""
+        if not snapshot.readable:
+            return set()
+        changed: set[str] = set()
+        declared = self._declared(snapshot)
+        for name, entry in self._entries.items():
+            if name not in declared and entry.missing_since is None:
+                changed.add(name)
+        newly_missing = {n for n in changed if n not in declared}
+        self._mark_missing(newly_missing)
+        for name in declared:
+            entry = self._entries.setdefault(name, Entry())
+            before = (entry.domain, entry.problems, entry.conflicts, entry.missing_since)
+            entry.domain = snapshot.domains.get(name, entry.domain)
+            entry.problems = self._file_problems(snapshot, name)
+            entry.conflicts = list(snapshot.conflicts.get(name, []))
+            entry.missing_since, entry.held = None, False
+            if before != (entry.domain, entry.problems, entry.conflicts, entry.missing_since):
+                changed.add(name)
+        return changed
+
+    def _declared(self, snapshot: Snapshot) -> set[str]:
+        """Every name some manifest declares, valid or not."""
+        names = set(snapshot.domains) | set(snapshot.conflicts)
+        for file_names in snapshot.names_by_file.values():
+            names |= file_names
+        return names
+
+    @staticmethod
+    def _file_problems(snapshot: Snapshot, name: str) -> list[Problem]:
+        return [problem for path, names in snapshot.names_by_file.items() if name in names
+                for problem in snapshot.problems.get(path, [])]
+
+    def _mark_missing(self, names: set[str]) -> None:
+        now = self._clock()
+        total = len(self._entries)
+        hold = len(names) > self._settings.guard_min and len(names) > total / 2
+        if hold:
+            log.warning("mass removal held: run `domctl prune --confirm` to remove them",
+                        removing=len(names), of=total, domains=sorted(names))
+        for name in names:
+            entry = self._entries[name]
+            entry.missing_since, entry.held = now, hold
+
+    def desired(self, name: str) -> Domain | None:
+        """The spec to reconcile towards; None once the domain is to be removed."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        if entry.missing_since is not None and not entry.held and self.removal_in(name) <= 0:
+            return None
+        return entry.domain
+
+    def removal_in(self, name: str) -> float:
+        """Seconds until a vanished domain is removed (0 when due; inf when not vanishing)."""
+        entry = self._entries.get(name)
+        if entry is None or entry.missing_since is None or entry.held:
+            return float("inf")
+        return max(0.0, entry.missing_since + self._settings.grace - self._clock())
+
+    def entry(self, name: str) -> Entry | None:
+        return self._entries.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def held(self) -> list[str]:
+        return sorted(n for n, e in self._entries.items() if e.held)
+
+    def confirm_prune(self) -> list[str]:
+        """Release every held removal now (the operator confirmed); the names released."""
+        released = self.held()
+        past = self._clock() - self._settings.grace
+        for name in released:
+            entry = self._entries[name]
+            entry.held, entry.missing_since = False, past
+        return released
+
+    def forget(self, name: str) -> None:
+        """The domain was undefined: drop it (a manifest adding it again starts afresh)."""
+        self._entries.pop(name, None)

@@ -1,0 +1,114 @@
+"""Checks across fields that JSON Schema cannot express.
+
+Called by controller/manifests/loader.py on a schema-valid document, before normalisation. Works on
+the raw document (not the normalised spec) so that list indexes in the reported paths are the
+ones in the file. Each check yields (path, message); the caller locates the path in the YAML.
+Host facts (does the disk exist, is there enough memory) are not checked here: they belong to
+each driver's validate(), which runs on the host that will start the domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from controller.manifests.normalise import MIB, parse_size
+
+Path = tuple[str | int, ...]
+Finding = tuple[Path, str]
+Raw = Mapping[str, Any]
+
+_QEMU_ONLY_FIELDS = ("currentMemory", "maxVcpus", "cpu")
+_QEMU_ONLY_CPUTUNE = ("vcpupin", "emulatorpin")
+
+
+def check(doc: Raw) -> list[Finding]:
+    spec = doc["spec"]
+    checks: list[Callable[[Raw], Iterator[Finding]]] = [_memory, _vcpus, _vcpupin]
+    checks += [_qemu_lifecycle, _qemu_devices] if spec["driver"] == "qemu" else [_lxc_fields]
+    return [finding for c in checks for finding in c(spec)]
+
+
+def _memory(spec: Raw) -> Iterator[Finding]:
+    memory = parse_size(spec.get("memory", 512))
+    if spec["driver"] == "qemu" and memory % MIB:
+        yield ("spec", "memory"), "qemu needs a whole number of MiB"
+    if "currentMemory" in spec and parse_size(spec["currentMemory"]) > memory:
+        yield (("spec", "currentMemory"),
+               f"currentMemory ({spec['currentMemory']}) must not exceed memory "
+               f"({spec.get('memory', 512)})")
+
+
+def _max_vcpus(spec: Raw) -> int:
+    return int(spec.get("maxVcpus", spec.get("vcpus", 1)))
+
+
+def _vcpus(spec: Raw) -> Iterator[Finding]:
+    vcpus = spec.get("vcpus", 1)
+    if _max_vcpus(spec) < vcpus:
+        yield ("spec", "maxVcpus"), f"maxVcpus ({spec['maxVcpus']}) must be at least vcpus ({vcpus})"
+    cpu = spec.get("cpu", {})
+    if all(k in cpu for k in ("sockets", "cores", "threads")):
+        product = cpu["sockets"] * cpu["cores"] * cpu["threads"]
+        if product != _max_vcpus(spec):
+            yield (("spec", "cpu"),
+                   f"sockets × cores × threads = {product}, but the domain has "
+                   f"{_max_vcpus(spec)} vCPUs (maxVcpus, or vcpus when maxVcpus is not set)")
+
+
+def _vcpupin(spec: Raw) -> Iterator[Finding]:
+    limit = _max_vcpus(spec)
+    seen: set[int] = set()
+    for i, pin in enumerate(spec.get("cputune", {}).get("vcpupin", [])):
+        path: Path = ("spec", "cputune", "vcpupin", i, "vcpu")
+        if pin["vcpu"] >= limit:
+            yield path, f"vCPU {pin['vcpu']} does not exist: the domain has vCPUs 0 to {limit - 1}"
+        elif pin["vcpu"] in seen:
+            yield path, f"vCPU {pin['vcpu']} is pinned twice"
+        seen.add(pin["vcpu"])
+
+
+def _qemu_lifecycle(spec: Raw) -> Iterator[Finding]:
+    lifecycle = spec.get("lifecycle", {})
+    if lifecycle.get("onPoweroff") == "restart" and lifecycle.get("onReboot", "restart") == "destroy":
+        yield (("spec", "lifecycle", "onPoweroff"),
+               "qemu cannot combine onPoweroff: restart with onReboot: destroy (as in libvirt)")
+
+
+def _qemu_devices(spec: Raw) -> Iterator[Finding]:
+    qemu = spec.get("qemu", {})
+    for key in ("initrd", "cmdline"):
+        if key in qemu and "kernel" not in qemu:
+            yield ("spec", "qemu", key), f"{key} needs a kernel (spec.qemu.kernel)"
+    if "cdrom" in qemu.get("boot", []) and "cdrom" not in qemu:
+        yield ("spec", "qemu", "boot"), "boot from cdrom needs spec.qemu.cdrom"
+    if "disk" in qemu.get("boot", []) and not qemu.get("disks"):
+        yield ("spec", "qemu", "boot"), "boot from disk needs at least one entry in spec.qemu.disks"
+    yield from _unique(qemu.get("disks", []), "name", ("spec", "qemu", "disks"), "disk name")
+    yield from _unique(qemu.get("disks", []), "source", ("spec", "qemu", "disks"), "disk source")
+
+
+def _lxc_fields(spec: Raw) -> Iterator[Finding]:
+    for key in _QEMU_ONLY_FIELDS:
+        if key in spec:
+            yield ("spec", key), f"{key} applies to qemu domains only; remove it for driver lxc"
+    for key in _QEMU_ONLY_CPUTUNE:
+        if key in spec.get("cputune", {}):
+            yield (("spec", "cputune", key),
+                   f"cputune.{key} applies to qemu domains only; remove it for driver lxc")
+    on_crash = spec.get("lifecycle", {}).get("onCrash", "")
+    if on_crash.startswith("coredump-"):
+        yield (("spec", "lifecycle", "onCrash"),
+               f"{on_crash} needs a guest memory dump, which the lxc driver cannot take")
+    lxc = spec.get("lxc", {})
+    yield from _unique(lxc.get("mounts", []), "target", ("spec", "lxc", "mounts"), "mount target")
+
+
+def _unique(items: list[Raw], key: str, path: Path, what: str) -> Iterator[Finding]:
+    first: dict[object, int] = {}
+    for i, item in enumerate(items):
+        value = item.get(key)
+        if value in first:
+            yield path + (i, key), f"{what} {value!r} is already used by entry {first[value]}"
+        else:
+            first[value] = i

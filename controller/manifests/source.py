@@ -1,0 +1,268 @@
+"""ManifestSource: watch the manifests directory and hand complete snapshots of it to the loop.
+
+Called by the daemon, which builds one `ManifestSource(directory, on_change, settings)`, awaits
+`start()` (a first full scan, delivered to `on_change`) and `stop()` at shutdown. Every snapshot
+is a full re-listing of the directory (DESIGN §1, notes/libraries.md §1): inotify events are only
+hints that something changed. A watchdog observer (non-recursive watch on the directory) pokes
+the loop with `call_soon_threadsafe`; pokes are coalesced by a trailing debounce, so the transient
+states of an editor save, `sed -i` or `git checkout` (a file briefly missing or renamed) are never
+seen; a full rescan also runs every `resync` seconds, which covers lost events (queue overflow),
+a dead observer thread and a deleted or replaced directory (the watch is then re-created).
+
+A Snapshot carries the valid, non-conflicting domains; the problems of invalid files with, for
+each, the names it declared at its last valid load (so the caller keeps those domains on their
+last valid spec with ManifestValid=False); name conflicts; and `readable`, False when the
+directory is missing or unreadable, in which case the caller must prune nothing.
+
+Never acts on one event, never raises out of the observer thread (an exception there would kill
+it silently), never blocks the loop on the observer's join, never writes to the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import structlog
+from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileAttribEvent,
+                             FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
+                             FileModifiedEvent, FileMovedEvent, FileSystemEvent,
+                             FileSystemEventHandler)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from controller.manifests.errors import ManifestError, Problem
+from controller.manifests.loader import is_manifest_name, load_file, name_conflicts
+from reconcilers.model import Domain
+
+log = structlog.get_logger(__name__)
+
+# Our own reads raise opened/closed-no-write events: leaving them out keeps a scan from
+# scheduling the next one.
+_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileClosedEvent,
+           FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
+
+_FileKey = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size
+_Loaded = list[Domain] | ManifestError
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    debounce: float = 0.3  # seconds of quiet after the last event before a rescan
+    resync: float = 30.0  # seconds between full rescans, events or not
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    domains: Mapping[str, Domain] = field(default_factory=dict)
+    problems: Mapping[str, list[Problem]] = field(default_factory=dict)  # by file path
+    names_by_file: Mapping[str, frozenset[str]] = field(default_factory=dict)  # invalid files
+    conflicts: Mapping[str, list[Problem]] = field(default_factory=dict)  # by domain name
+    readable: bool = True
+
+
+class _Forward(FileSystemEventHandler):
+    """Runs on the observer thread: one thread-safe poke, and nothing may escape it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, poke: Callable[[], None]) -> None:
+        self._loop = loop
+        self._poke = poke
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        with contextlib.suppress(Exception):  # a closed loop at shutdown, above all
+            self._loop.call_soon_threadsafe(self._poke)
+
+
+class ManifestSource:
+    def __init__(self, directory: Path, on_change: Callable[[Snapshot], None],
+                 settings: SourceSettings | None = None) -> None:
+        self.directory = Path(directory)
+        self._on_change = on_change
+        self._settings = settings or SourceSettings()
+        self._cache: dict[str, tuple[_FileKey, _Loaded]] = {}
+        self._last_names: dict[str, frozenset[str]] = {}
+        self._observer: BaseObserver | None = None
+        self._watched: tuple[int, int] | None = None  # st_dev, st_ino of the watched directory
+        self._scan_lock = asyncio.Lock()
+        self._debounce: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resync_task: asyncio.Task[None] | None = None
+        self._stopped = True
+
+    async def start(self) -> None:
+        """Watch, then deliver a first full snapshot, then rescan every `resync` seconds."""
+        self._stopped = False
+        await self._ensure_watch()
+        await self.rescan()
+        self._resync_task = asyncio.create_task(self._resync_forever())
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._debounce is not None:
+            self._debounce.cancel()
+        tasks = [*self._tasks, *([self._resync_task] if self._resync_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._unwatch()
+
+    async def rescan(self) -> Snapshot:
+        """Re-list and load the directory now; the snapshot goes to on_change and is returned."""
+        async with self._scan_lock:
+            snapshot = await asyncio.get_running_loop().run_in_executor(None, self._scan)
+            log.debug("manifests scanned", directory=str(self.directory),
+                      domains=len(snapshot.domains), invalid=len(snapshot.problems),
+                      conflicts=len(snapshot.conflicts), readable=snapshot.readable)
+            self._on_change(snapshot)
+            return snapshot
+
+    # -- loop side of the watch ---------------------------------------------------------------
+
+    def _poke(self) -> None:
+        """Something changed: (re)arm the trailing debounce."""
+        if self._stopped:
+            return
+        if self._debounce is not None:
+            self._debounce.cancel()
+        self._debounce = asyncio.get_running_loop().call_later(
+            self._settings.debounce, self._spawn_cycle)
+
+    def _spawn_cycle(self) -> None:
+        self._debounce = None
+        task = asyncio.create_task(self._cycle())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.resync)
+            await self._cycle()
+
+    async def _cycle(self) -> None:
+        """Repair the watch if needed, then rescan; a failure is logged and the next one retried."""
+        try:
+            await self._ensure_watch()
+            await self.rescan()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("manifest rescan failed", directory=str(self.directory))
+
+    async def _ensure_watch(self) -> None:
+        """Re-create the observer if it died, lost its watch, or the directory was replaced."""
+        identity = _dir_identity(self.directory)
+        if self._observer is not None and self._watch_healthy(identity):
+            return
+        if self._observer is not None:
+            log.warning("manifest watch lost, re-creating it", directory=str(self.directory))
+            await self._unwatch()
+        if identity is None:
+            return  # the directory is missing: the next resync tries again
+        observer = Observer()
+        try:
+            observer.schedule(_Forward(asyncio.get_running_loop(), self._poke),
+                              str(self.directory), recursive=False, event_filter=_EVENTS)
+            observer.start()
+        except OSError as err:
+            log.warning("cannot watch manifests directory", directory=str(self.directory),
+                        error=str(err))
+            return
+        self._observer, self._watched = observer, identity
+
+    def _watch_healthy(self, identity: tuple[int, int] | None) -> bool:
+        observer = self._observer
+        assert observer is not None
+        return (identity == self._watched and observer.is_alive()
+                and bool(observer.emitters) and all(e.is_alive() for e in observer.emitters))
+
+    async def _unwatch(self) -> None:
+        observer, self._observer, self._watched = self._observer, None, None
+        if observer is None:
+            return
+
+        def stop_and_join() -> None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join()
+
+        await asyncio.get_running_loop().run_in_executor(None, stop_and_join)
+
+    # -- the scan, run in an executor thread, one at a time (scan lock) --------------------------
+
+    def _scan(self) -> Snapshot:
+        try:
+            with os.scandir(self.directory) as entries:
+                paths = sorted(str(self.directory / e.name) for e in entries
+                               if is_manifest_name(e.name) and e.is_file())
+        except OSError as err:
+            log.warning("manifests directory unreadable: nothing will be pruned",
+                        directory=str(self.directory), error=str(err))
+            return Snapshot(readable=False)
+        loaded = {path: result for path in paths if (result := self._load(path)) is not None}
+        for stale in self._cache.keys() - loaded.keys():
+            del self._cache[stale]
+        self._last_names = {path: names for path, names in self._last_names.items()
+                            if path in loaded}
+        return self._assemble(loaded)
+
+    def _load(self, path: str) -> _Loaded | None:
+        """A file's domains or its error, from the cache while unchanged; None if it vanished."""
+        try:
+            st = os.stat(path)  # follows symlinks: a ConfigMap `..data` swap changes the inode
+        except FileNotFoundError:
+            return None
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            result: _Loaded = load_file(path)
+        except ManifestError as err:
+            if _vanished(path):
+                return None
+            result = err
+        self._cache[path] = (key, result)
+        return result
+
+    def _assemble(self, loaded: Mapping[str, _Loaded]) -> Snapshot:
+        problems: dict[str, list[Problem]] = {}
+        names_by_file: dict[str, frozenset[str]] = {}
+        domains: list[Domain] = []
+        for path, result in loaded.items():
+            if isinstance(result, ManifestError):
+                problems[path] = list(result.problems)
+                names_by_file[path] = self._last_names.get(path, frozenset())
+            else:
+                domains.extend(result)
+                self._last_names[path] = frozenset(d.name for d in result)
+        conflicts: dict[str, list[Problem]] = {}
+        names_at = {(d.source.file, d.source.line): d.name for d in domains}
+        for problem in name_conflicts(domains):
+            conflicts.setdefault(names_at[(problem.file, problem.line)], []).append(problem)
+        valid = {d.name: d for d in domains if d.name not in conflicts}
+        return Snapshot(domains=MappingProxyType(valid), problems=MappingProxyType(problems),
+                        names_by_file=MappingProxyType(names_by_file),
+                        conflicts=MappingProxyType(conflicts), readable=True)
+
+
+def _dir_identity(directory: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _vanished(path: str) -> bool:
+    """True when the file is gone now (removed between listing and reading)."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno == errno.ENOENT
+    return False

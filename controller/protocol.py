@@ -1,0 +1,37 @@
+"""The wire format both sides of the API share: socket names, operations, and status wording.
+
+The daemon's server (controller/api/server.py) and the CLI's client (controller/cli/client.py)
+both import this module and nothing of each other, so `domctl get` never loads engine code.
+Requests are one JSON line `{"op": OP, "args": {...}}`; replies are described in the server's
+docstring. Plain data and pure functions only: no I/O, no imports from the rest of domctl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+RW_SOCKET = "domctl.sock"
+"""The read-write socket's file name in the runtime dir (mode 0600)."""
+RO_SOCKET = "domctl-ro.sock"
+"""The read-only socket's file name in the runtime dir (mode 0666): reads only."""
+
+ACTIONS = ("start", "stop", "suspend", "resume", "restart", "destroy")
+READ_OPS = frozenset({"ping", "get", "describe", "events", "diff", "logs"})
+WRITE_OPS = frozenset({*ACTIONS, "prune", "console"})  # a console is interactive access
+STREAM_OPS = frozenset({"events", "logs"})
+
+# The condition whose message explains a domain best, first match wins.
+_HEADLINE_CONDITIONS = (("Stalled", "True"), ("ManifestValid", "False"),
+                        ("PendingRestart", "True"), ("Ready", "False"), ("Overridden", "True"))
+
+
+def headline(document: Mapping[str, Any]) -> str:
+    """The most telling condition message of a status document (plain form), on one line;
+    "" when every condition is as it should be. For `get`'s MESSAGE and `describe`."""
+    conditions = {c.get("type"): c for c in document.get("conditions") or ()}
+    for type_, status in _HEADLINE_CONDITIONS:
+        condition = conditions.get(type_)
+        if condition and condition.get("status") == status and condition.get("message"):
+            return " ".join(str(condition["message"]).split())
+    return ""

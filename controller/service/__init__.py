@@ -1,0 +1,1 @@
+"""The daemon process: wiring, settings, metrics, sd_notify and logging."""

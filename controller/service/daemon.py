@@ -1,0 +1,207 @@
+"""`domctl run`: the controller process — wiring, the single-instance lock, signals, shutdown.
+
+Order at start (DESIGN §7, libvirt's reconnect): take the flock on the state dir (one
+controller per state dir), open the stores, build the drivers, re-attach every recorded domain
+(no domain is started, stopped or restarted by this), then start watching the manifests (the
+first full scan queues every name), then the workers and the API. Only then is the daemon
+ready (sd_notify READY=1).
+
+SIGTERM or SIGINT stop the controller and leave every domain running: the queue stops taking
+work, passes in progress get `stop_timeout` seconds to finish, the drivers drop their
+connections (qemu and LXC keep running in their own sessions), the lock is released. A second
+signal during that wait exits at once.
+
+Public surface:
+    DaemonSettings(paths, controller, resync, debounce, hook_timeout, qemu)
+    Daemon(settings).run() -> None (async; returns when stopped)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+
+import structlog
+
+from controller.service import sdnotify
+from controller.api.server import ApiServer
+from controller.api.backend import ControllerBackend
+from controller.service.config import Paths
+from controller.engine.controller import Controller, ControllerSettings
+from controller.state.events import AuditLog, EventBus
+from controller.state.fsutil import InstanceLock
+from controller.engine.hooks import HookRunner, HookSettings
+from controller.service.metrics import Metrics, MetricsServer
+from controller.state.registry import Registry
+from controller.manifests.source import ManifestSource, SourceSettings
+from controller.state.status import StatusStore
+from reconcilers.driver import Driver, DriverContext, RuntimeEvent
+from reconcilers.lxc import LxcDriver
+from reconcilers.model import DriverName
+from reconcilers.qemu import QemuDriver, QemuSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    paths: Paths
+    controller: ControllerSettings = ControllerSettings()
+    resync: float = 30.0
+    debounce: float = 0.3
+    hook_timeout: float = 30.0
+    qemu: QemuSettings = field(default_factory=QemuSettings)
+    metrics: str | None = None  # HOST:PORT of the Prometheus listener; None: off
+
+
+class Daemon:
+    def __init__(self, settings: DaemonSettings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()  # helpers that end with the daemon
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        paths = self.settings.paths
+        paths.ensure()
+        lock = InstanceLock.acquire(paths.state_dir / "domctl.lock")
+        try:
+            await self._run_locked(paths)
+        finally:
+            lock.release()
+            log.info("controller stopped; domains left running")
+
+    async def _run_locked(self, paths: Paths) -> None:
+        events, audit = EventBus(paths.state_dir), AuditLog(paths.state_dir)
+        controller: Controller | None = None
+
+        def on_event(event: RuntimeEvent) -> None:
+            if controller is not None:
+                controller.on_runtime_event(event)
+
+        drivers = self._drivers(DriverContext(runtime_dir=paths.runtime_dir,
+                                              state_dir=paths.state_dir,
+                                              log_dir=paths.log_dir, on_event=on_event))
+        controller = Controller(
+            drivers=drivers, registry=Registry(paths.state_dir),
+            statuses=StatusStore(paths.state_dir), events=events, audit=audit,
+            hooks=HookRunner(HookSettings(paths.hooks_dir, self.settings.hook_timeout)),
+            settings=self.settings.controller)
+        source = ManifestSource(paths.manifests, controller.on_snapshot,
+                                SourceSettings(debounce=self.settings.debounce,
+                                               resync=self.settings.resync))
+        with self._signals():
+            try:
+                await self._probe(drivers)
+                await controller.reattach_all()
+                await source.start()
+                workers = asyncio.create_task(controller.workers())
+                api = ApiServer(ControllerBackend(controller, paths),
+                                paths.runtime_dir / "domctl.sock",
+                                paths.runtime_dir / "domctl-ro.sock")
+                await api.start()
+                metrics = self._metrics(controller, events)
+                log.info("controller running", manifests=str(paths.manifests),
+                         state_dir=str(paths.state_dir), workers=self.settings.controller.workers,
+                         socket=str(paths.runtime_dir / "domctl.sock"))
+                self._tasks |= {asyncio.create_task(self._notify_ready(controller)),
+                                asyncio.create_task(_watchdog())}
+                await self._stop.wait()
+                log.info("stopping controller; domains keep running")
+                sdnotify.stopping()
+                for task in self._tasks:
+                    task.cancel()
+                if metrics is not None:
+                    metrics.close()
+                await api.close()
+                await source.stop()
+                await controller.stop()
+                await self._drain(workers)
+            finally:
+                for driver in drivers.values():
+                    await driver.close()
+                events.close()
+                audit.close()
+
+    def _metrics(self, controller: Controller, events: EventBus) -> MetricsServer | None:
+        """The Prometheus listener of `--metrics`, fed by the controller and the event bus."""
+        if self.settings.metrics is None:
+            return None
+        metrics = Metrics(controller.samples, lambda: len(controller.queue),
+                          loop=asyncio.get_running_loop())
+        controller.on_pass = lambda _name, seconds, result: metrics.observe_reconcile(seconds,
+                                                                                       result)
+        subscription = events.subscribe()
+
+        async def count_events() -> None:
+            async for record in subscription:
+                metrics.event(record)
+
+        self._tasks.add(asyncio.create_task(count_events()))
+        server = metrics.serve(self.settings.metrics)
+        log.info("metrics listening", url=server.url)
+        return server
+
+    async def _notify_ready(self, controller: Controller) -> None:
+        """READY=1 once the first full pass is over: every domain found was reconciled once."""
+        while not controller.idle():
+            await asyncio.sleep(0.1)
+        sdnotify.ready("reconciling")
+        log.info("first full pass done; ready")
+
+    def _drivers(self, context: DriverContext) -> dict[DriverName, Driver]:
+        return {DriverName.QEMU: QemuDriver(context, self.settings.qemu),
+                DriverName.LXC: LxcDriver(context)}
+
+    async def _probe(self, drivers: dict[DriverName, Driver]) -> None:
+        for name, driver in drivers.items():
+            caps = await driver.capabilities()
+            if caps.available:
+                log.info("driver ready", driver=name.value, version=caps.version,
+                         note=caps.message)
+            else:
+                log.warning("driver unavailable; its domains will not start",
+                            driver=name.value, why=caps.message)
+
+    async def _drain(self, workers: asyncio.Task[None]) -> None:
+        """Give passes in progress time to finish; then cancel them."""
+        try:
+            await asyncio.wait_for(asyncio.shield(workers),
+                                   self.settings.controller.stop_timeout)
+        except TimeoutError:
+            log.warning("passes still running at shutdown; cancelling them")
+            workers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await workers
+
+    @contextlib.contextmanager
+    def _signals(self):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            log.warning("second signal; exiting now", signal=sig.name)
+            raise SystemExit(1)
+        log.info("signal received", signal=sig.name)
+        self._stop.set()
+
+
+async def _watchdog() -> None:
+    """WATCHDOG=1 at half the interval systemd asked for, from the loop (a wedged loop is seen)."""
+    interval = sdnotify.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        sdnotify.ping()
+        await asyncio.sleep(interval / 2)

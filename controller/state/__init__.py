@@ -1,0 +1,1 @@
+"""State files: atomic JSON, the per-domain records, status documents, events and audit log."""

@@ -1,0 +1,180 @@
+"""Per-domain status documents (DESIGN §6): conditions, and their files in the state dir.
+
+The reconciler builds a `DomainStatus` after every pass and hands it to `StatusStore.write`,
+which replaces `<state_dir>/status/<name>.json` atomically; the API serves `domctl get NAME
+-o json` from `StatusStore.get_document`, whose `NoSuchDomain` reads "no domain named NAME".
+Conditions follow Kubernetes: `set_condition` moves `lastTransitionTime` only when a
+condition's status changes, so a message or reason update keeps the time of the transition.
+
+Field names are the document's camelCase keys, so `to_dict()` is the plain form as is.
+Never decides anything: it records what the reconciler observed; an unreadable status file is
+logged and treated as absent, never raised.
+
+Public surface:
+    ConditionType (Ready, Synced, PendingRestart, ManifestValid, Stalled, Overridden), ConditionStatus
+    Condition(type, status, reason, message, lastTransitionTime)
+    set_condition(conditions, new, now) -> tuple[Condition, ...]
+    PendingChange(field, old, new, apply); PendingChange.from_change(Change)
+    DomainStatus(...).to_dict(), .condition(type)
+    StatusStore(state_dir): write(status), read(name), names(), remove(name), get_document(name)
+    STATES_MEETING
+    NoSuchDomain(name)
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+from controller.engine.clock import rfc3339
+from controller.state.registry import JsonDir
+from reconcilers.diff import Apply, Change
+from reconcilers.errors import TerminalError
+from reconcilers.model import DesiredState, DriverName, Reason, State, to_plain
+
+
+_CAMEL_WORD = re.compile(r"[A-Z][A-Za-z0-9]*")
+
+
+class ConditionType(str, enum.Enum):
+    READY = "Ready"  # the observed state equals the desired one
+    SYNCED = "Synced"  # observedGeneration == generation and no live change left
+    PENDING_RESTART = "PendingRestart"  # restart-only changes wait for the next start
+    MANIFEST_VALID = "ManifestValid"
+    STALLED = "Stalled"  # backing off after repeated failures
+    OVERRIDDEN = "Overridden"  # an imperative API action holds until the manifest changes
+
+
+class ConditionStatus(str, enum.Enum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: ConditionType
+    status: ConditionStatus
+    reason: str  # one CamelCase word, e.g. "BackingOff"
+    message: str = ""
+    lastTransitionTime: str = ""  # noqa: N815 - the document's key; set by set_condition
+
+    def __post_init__(self) -> None:
+        if not _CAMEL_WORD.fullmatch(self.reason):
+            raise ValueError(f"condition reason must be one CamelCase word: {self.reason!r}")
+
+
+def set_condition(conditions: tuple[Condition, ...], new: Condition,
+                  now: float) -> tuple[Condition, ...]:
+    """`conditions` with `new` in place of its type (appended if absent).
+
+    `lastTransitionTime` is kept when the status is unchanged and set to `now` (wall-clock
+    seconds) when it changes or the condition is new.
+    """
+    old = next((c for c in conditions if c.type == new.type), None)
+    unchanged = old is not None and old.status == new.status
+    when = old.lastTransitionTime if unchanged and old is not None else rfc3339(now)
+    stamped = replace(new, lastTransitionTime=when)
+    if old is None:
+        return (*conditions, stamped)
+    return tuple(stamped if c.type == new.type else c for c in conditions)
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """A changed field not yet in effect (`domctl diff`, the PendingRestart condition)."""
+
+    field: str  # dotted path, "qemu.disks[0].cache"
+    old: Any  # plain JSON forms
+    new: Any
+    apply: Apply
+
+    @classmethod
+    def from_change(cls, change: Change) -> PendingChange:
+        return cls(field=change.path, old=change.old, new=change.new, apply=change.apply)
+
+
+@dataclass(frozen=True)
+class DomainStatus:
+    """The status document of one domain; field names are the JSON keys (DESIGN §6)."""
+
+    name: str
+    uuid: str
+    driver: DriverName
+    desired: DesiredState | None  # None: no valid manifest (e.g. being removed)
+    state: State
+    reason: Reason
+    pid: int | None = None
+    id: int | None = None
+    generation: str | None = None
+    observedGeneration: str | None = None  # noqa: N815
+    restarts: int = 0
+    since: str | None = None  # RFC 3339 time of the last state change
+    backoffUntil: str | None = None  # noqa: N815 - RFC 3339 time of the next try
+    conditions: tuple[Condition, ...] = ()
+    pending: tuple[PendingChange, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        plain: dict[str, Any] = to_plain(self)
+        return plain
+
+    def condition(self, type_: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+# The observed states in which a domain has reached each desired state (Ready, `domctl start`).
+STATES_MEETING: Mapping[DesiredState, frozenset[State]] = {
+    DesiredState.RUNNING: frozenset({State.RUNNING, State.BLOCKED}),
+    DesiredState.PAUSED: frozenset({State.PAUSED}),
+    DesiredState.SHUTOFF: frozenset({State.SHUTOFF}),
+}
+
+class NoSuchDomain(TerminalError):
+    """`domctl get` of a name with no status document (exit 1)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no domain named {name}")
+
+
+class StatusStore:
+    """The status documents under `<state_dir>/status/`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._files = JsonDir(state_dir / "status")
+        self._known: dict[str, DomainStatus] = {}  # as last written or read (one writer: us)
+
+    def write(self, status: DomainStatus) -> None:
+        """Replace the document; an unchanged one is not rewritten (no fsync per resync)."""
+        if self._known.get(status.name) == status:
+            return
+        self._files.write(status.name, status.to_dict())
+        self._known[status.name] = status
+
+    def read(self, name: str) -> DomainStatus | None:
+        """The domain's status; None when there is none or it is unreadable (logged)."""
+        known = self._known.get(name)
+        if known is None:
+            known = self._files.read_as(DomainStatus, name)
+            if known is not None:
+                self._known[name] = known
+        return known
+
+    def names(self) -> list[str]:
+        return self._files.names()
+
+    def remove(self, name: str) -> None:
+        self._known.pop(name, None)
+        self._files.remove(name)
+
+    def get_document(self, name: str) -> dict[str, Any]:
+        """The JSON document `domctl get NAME -o json` prints; NoSuchDomain when absent."""
+        status = self.read(name) if name in self.names() else None
+        if status is None:
+            raise NoSuchDomain(name)
+        return status.to_dict()

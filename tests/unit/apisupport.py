@@ -1,0 +1,87 @@
+"""Shared by the API tests: a fake daemon serving a dict of status documents, and an ApiServer
+run on its own event loop in a thread (for the synchronous client and CliRunner)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from controller.api.server import ApiServer, ApiSettings
+from controller.state.events import EventBus
+from controller.state.status import NoSuchDomain
+
+
+class DocsBackend:
+    """The daemon's read side over `docs` (status documents by name): events from a real
+    EventBus, logs as <name>.log in `directory`. Test files add act/prune/diff as they need."""
+
+    JOB: ClassVar[dict[str, Any] | None] = None
+    MESSAGE: ClassVar[str] = ""
+
+    def __init__(self, directory: Path, docs: dict[str, dict[str, Any]]) -> None:
+        self.bus = EventBus(directory)
+        self.directory = directory
+        self.docs = docs
+
+    def _known(self, name: str) -> None:
+        if name not in self.docs:
+            raise NoSuchDomain(name)
+
+    def get(self, name: str | None) -> list[dict[str, Any]]:
+        if name is None:
+            return [self.docs[n] for n in sorted(self.docs)]
+        self._known(name)
+        return [self.docs[name]]
+
+    def describe(self, name: str) -> dict[str, Any]:
+        self._known(name)
+        return {"status": self.docs[name], "events": self.bus.recent(name), "job": self.JOB,
+                "message": self.MESSAGE}
+
+    def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
+        return self.bus.recent(name or "web-1", n)
+
+    def subscribe(self, name: str | None) -> Any:
+        return self.bus.subscribe(name)
+
+    def log_path(self, name: str) -> Path:
+        self._known(name)
+        return self.directory / f"{name}.log"
+
+
+class ThreadedServer:
+    """An ApiServer on its own event loop in a thread, as the daemon runs it; a context manager
+    that starts it, and at the end closes the server and the backend's bus. The backend is any
+    fake with a `bus` (an EventBus) and enough of the daemon for the test."""
+
+    def __init__(self, backend: Any, directory: Path, settings: ApiSettings) -> None:
+        self.backend = backend
+        self.rw, self.ro = directory / "domctl.sock", directory / "domctl-ro.sock"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = ApiServer(backend, self.rw, self.ro, settings)  # type: ignore[arg-type]
+
+    def run(self, function: Callable[[], Any]) -> Any:
+        """Call `function` on the server's loop; its result."""
+        async def call() -> Any:
+            return function()
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
+
+    def close(self) -> None:
+        """Close the server (its streams end); the loop keeps running until __exit__."""
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(5)
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        self.run(self.backend.bus.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

@@ -1,0 +1,204 @@
+"""The synchronous Client against a real ApiServer running on its own loop in a thread, and
+against bare sockets that misbehave (stale, silent); socket_path's order of choice.
+
+Permission cases run in a forked child that drops to an unprivileged uid (needs root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.api.server import ApiSettings, Caller
+from controller.cli.client import ApiError, Client, DaemonNotRunning, socket_path
+from controller.state.events import EventBus
+from controller.state.status import NoSuchDomain
+from reconcilers.model import Cause, EventDetail, EventType, Reason, State
+
+from .apisupport import ThreadedServer
+
+NOBODY = 65534
+SETTINGS = ApiSettings(request_timeout=1.0, log_poll=0.02)
+
+
+class Backend:
+    """Just enough of the daemon for the client: one domain, real events, a log file."""
+
+    def __init__(self, directory: Path) -> None:
+        self.bus = EventBus(directory)
+        self.directory = directory
+        self.subscribed = threading.Event()
+
+    def get(self, name: str | None) -> list[dict[str, Any]]:
+        if name not in (None, "web-1"):
+            raise NoSuchDomain(str(name))
+        return [{"name": "web-1", "state": "running"}]
+
+    def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
+        return self.bus.recent("web-1", n)
+
+    def subscribe(self, name: str | None) -> Any:
+        self.subscribed.set()
+        return self.bus.subscribe(name)
+
+    def log_path(self, name: str) -> Path:
+        return self.directory / "web-1.log"
+
+    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+        return {"message": f"{action} by uid {caller.uid}"}
+
+
+@pytest.fixture
+def server(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
+    with ThreadedServer(Backend(tmp_path), sockdir, SETTINGS) as running:
+        yield running
+
+
+def emit(server: ThreadedServer, message: str) -> dict[str, Any]:
+    return server.run(lambda: server.backend.bus.emit(  # type: ignore[no-any-return]
+        "web-1", EventType.STARTED, EventDetail.BOOTED, State.RUNNING, Reason.BOOTED, Cause.API,
+        None, message))
+
+
+def test_call_returns_the_result(server: ThreadedServer) -> None:
+    assert Client(server.rw).call("get") == [{"name": "web-1", "state": "running"}]
+    assert Client(server.rw).call("start", name="web-1") == {"message": f"start by uid {os.getuid()}"}
+    assert Client(server.ro).call("ping")["readOnly"] is True
+
+
+def test_error_replies_raise_api_error_with_type_and_message(server: ThreadedServer) -> None:
+    with pytest.raises(ApiError) as caught:
+        Client(server.rw).call("get", name="nope")
+    assert (caught.value.type, caught.value.message) == ("NotFound", "no domain named nope")
+    with pytest.raises(ApiError) as caught:
+        Client(server.ro).call("stop", name="web-1")
+    assert caught.value.type == "PermissionDenied" and str(server.rw) in caught.value.message
+
+
+def test_a_too_large_request_still_reads_the_servers_refusal(server: ThreadedServer) -> None:
+    with pytest.raises(ApiError) as caught:
+        Client(server.rw).call("get", name="x" * 4_000_000)
+    assert caught.value.type == "BadRequest" and "request too large" in caught.value.message
+    assert Client(server.rw).call("ping")
+
+
+def test_stream_yields_items_until_the_end(server: ThreadedServer) -> None:
+    for i in range(3):
+        emit(server, f"m{i}")
+    items = list(Client(server.rw).stream("events", name="web-1"))
+    assert [i["message"] for i in items] == ["m0", "m1", "m2"]
+    (server.backend.directory / "web-1.log").write_text("a\nb\n")
+    assert list(Client(server.rw).stream("logs", name="web-1", lines=1)) == [{"line": "b"}]
+
+
+def test_a_followed_stream_gets_live_items_and_the_end_at_close(sockdir: Path,
+                                                                 tmp_path: Path) -> None:
+    with ThreadedServer(Backend(tmp_path), sockdir, SETTINGS) as server:
+        stream = Client(server.rw, timeout=5).stream("events", follow=True)
+
+        def emit_once_subscribed() -> None:
+            assert server.backend.subscribed.wait(5)
+            emit(server, "live")
+
+        emitter = threading.Thread(target=emit_once_subscribed)
+        emitter.start()
+        assert next(stream)["message"] == "live"  # connects, subscribes, then waits
+        emitter.join()
+    assert list(stream) == []  # the server's close() ended it with {"end": true}
+
+
+def test_stream_on_a_plain_op_is_a_protocol_error(server: ThreadedServer) -> None:
+    with pytest.raises(ApiError, match="not a stream"):
+        list(Client(server.rw).stream("ping"))
+    with pytest.raises(ApiError, match="is a stream"):
+        Client(server.rw).call("events")
+
+
+def test_missing_socket_says_start_domctl_run(sockdir: Path) -> None:
+    path = sockdir / "domctl.sock"
+    with pytest.raises(DaemonNotRunning) as caught:
+        Client(path).call("ping")
+    assert str(path) in caught.value.message and "domctl run" in caught.value.message
+    assert "DOMCTL_SOCKET" in caught.value.message
+
+
+def test_a_stale_socket_refuses_and_says_so(sockdir: Path) -> None:
+    path = sockdir / "domctl.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))  # bound, never listening: what a killed controller leaves
+        with pytest.raises(DaemonNotRunning) as caught:
+            Client(path).call("ping")
+    assert "stale" in caught.value.message and "domctl run" in caught.value.message
+
+
+def test_a_silent_server_times_out(sockdir: Path) -> None:
+    path = sockdir / "domctl.sock"
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.bind(str(path))
+        silent.listen()
+        with pytest.raises(ApiError) as caught:
+            Client(path, timeout=0.2).call("ping")
+    assert caught.value.type == "Timeout" and "0.2 s" in caught.value.message
+
+
+def as_nobody(function: Callable[[], Any]) -> Any:
+    """`function()` run in a forked child as uid/gid nobody; its JSON-able result."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged uid")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on
+        try:
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = json.dumps(function()).encode()
+        except BaseException as err:  # noqa: BLE001
+            result = json.dumps({"child error": repr(err)}).encode()
+        os.write(write, result)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def test_an_unprivileged_user_gets_the_read_only_socket(server: ThreadedServer) -> None:
+    def attempt() -> dict[str, Any]:
+        chosen = socket_path(None, {}, server.rw.parent)
+        try:
+            Client(server.rw).call("ping")
+            refused = ""
+        except DaemonNotRunning as err:
+            refused = err.message
+        return {"chosen": str(chosen), "refused": refused,
+                "ro": Client(chosen).call("ping")}
+
+    result = as_nobody(attempt)
+    assert result["chosen"] == str(server.ro)
+    assert result["refused"].startswith(f"permission denied opening {server.rw}")
+    assert str(server.ro) in result["refused"]
+    assert result["ro"]["readOnly"] is True
+
+
+def test_socket_path_order(tmp_path: Path) -> None:
+    runtime, root_runtime = tmp_path / "user", tmp_path / "root"
+    runtime.mkdir()
+    root_runtime.mkdir()
+    env = {"DOMCTL_SOCKET": "/from/env.sock"}
+    assert socket_path("/explicit.sock", env, runtime) == Path("/explicit.sock")
+    assert socket_path(None, env, runtime) == Path("/from/env.sock")
+    assert socket_path(None, {}, runtime, [root_runtime]) == runtime / "domctl.sock"
+    (root_runtime / "domctl-ro.sock").touch()
+    assert socket_path(None, {}, runtime, [root_runtime]) == root_runtime / "domctl-ro.sock"
+    (runtime / "domctl-ro.sock").touch()
+    assert socket_path(None, {}, runtime, [root_runtime]) == runtime / "domctl-ro.sock"
+    (runtime / "domctl.sock").touch()
+    assert socket_path(None, {}, runtime, [root_runtime]) == runtime / "domctl.sock"

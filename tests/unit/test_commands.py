@@ -1,0 +1,320 @@
+"""The API commands through click's CliRunner against a real ApiServer in a background thread.
+
+The group is built here like `controller.cli.main` (a --log-level option and a callback), so
+`register`'s --socket wrapping is exercised; one test registers on the real `main` too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import click
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from structlog.testing import capture_logs
+
+from controller.cli import commands
+
+from controller.service import logconfig
+from controller.api.server import ApiSettings, Caller
+from controller.engine.clock import rfc3339
+from reconcilers.errors import BusyError
+from reconcilers.model import Cause, EventDetail, EventType, Reason, State
+
+from .apisupport import DocsBackend, ThreadedServer
+
+
+def status(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "uuid": f"uuid-{name}", "driver": "qemu", "desired": "running",
+            "state": "running", "reason": "booted", "pid": 4242, "id": 1,
+            "generation": "3f2a", "observedGeneration": "3f2a", "restarts": 0,
+            "since": rfc3339(time.time() - 180), "backoffUntil": None,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Running",
+                            "message": "", "lastTransitionTime": "2025-11-24T16:00:00.000Z"}],
+            "pending": [], **fields}
+
+
+STALLED = [{"type": "Ready", "status": "False", "reason": "NotRunning", "message": "shut off",
+            "lastTransitionTime": "2025-11-24T16:00:00.000Z"},
+           {"type": "Stalled", "status": "True", "reason": "BackingOff",
+            "message": "start failed: could not open disk", "lastTransitionTime": ""}]
+PENDING = [{"field": "memory", "old": 536870912, "new": 1073741824, "apply": "restart"},
+           {"field": "state", "old": "running", "new": None, "apply": "live"}]
+
+
+class Backend(DocsBackend):
+    JOB: ClassVar[dict[str, Any] | None] = {
+        "job": "modify", "owner": "reconcile", "since": "2025-11-24T16:00:01Z",
+        "interruptible": False}
+    MESSAGE: ClassVar[str] = "running on its last valid spec"
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, {
+            "web-1": status("web-1", pending=PENDING),
+            "db": status("db", driver="lxc", state="shutoff", reason="failed", pid=None, id=None,
+                         conditions=STALLED, since=None)})
+        self.calls: list[tuple[str, str, int]] = []
+
+    def diff(self, name: str | None) -> list[dict[str, Any]]:
+        return [{"name": n, "changes": self.docs[n]["pending"]} for n in sorted(self.docs)
+                if name in (None, n)]
+
+    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+        self._known(name)
+        if name == "db":
+            raise BusyError("db", "destroy", "2025-11-24T16:00:00.000Z")
+        self.calls.append((action, name, caller.uid))
+        return {"message": f"{name}: {action} requested"}
+
+    def prune(self, caller: Caller) -> dict[str, Any]:
+        self.calls.append(("prune", "", caller.uid))
+        return {"message": "pruned 3 domains"}
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs() -> Iterator[None]:
+    """The server thread's log lines must not land in CliRunner's captured stdout/stderr,
+    whether structlog is unconfigured (prints to stdout) or configured by `cli.main`."""
+    with capture_logs():
+        logging.disable(logging.CRITICAL)
+        yield
+        logging.disable(logging.NOTSET)
+
+
+@pytest.fixture
+def server(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
+    with ThreadedServer(Backend(tmp_path), sockdir, ApiSettings(log_poll=0.02)) as running:
+        yield running
+
+
+@pytest.fixture
+def cli() -> click.Group:
+    @click.group()
+    @click.option("--log-level", default="info")
+    def main(log_level: str) -> None:
+        click.get_current_context().meta["log_level"] = log_level
+
+    commands.register(main)
+    commands.register(main)  # idempotent: cli.py may call it, and so may a test
+    return main
+
+
+def run(cli: click.Group, server: ThreadedServer | Path, *args: str,
+        env: dict[str, str] | None = None) -> Result:
+    path = server.rw if isinstance(server, ThreadedServer) else server
+    return CliRunner().invoke(cli, ["--log-level", "debug", "--socket", str(path), *args], env=env)
+
+
+def emit(server: ThreadedServer, domain: str, message: str = "") -> dict[str, Any]:
+    return server.run(lambda: server.backend.bus.emit(  # type: ignore[no-any-return]
+        domain, EventType.STARTED, EventDetail.BOOTED, State.RUNNING, Reason.BOOTED,
+        Cause.API, {"uid": 0}, message))
+
+
+# --- get, describe, diff -------------------------------------------------------------------
+
+def test_get_table(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "get")
+    assert result.exit_code == 0, result.output
+    header, db, web = result.stdout.splitlines()
+    assert header.split() == ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE",
+                              "MESSAGE"]
+    assert db.split() == ["db", "lxc", "running", "shutoff", "failed", "-", "-", "-",
+                          "start", "failed:", "could", "not", "open", "disk"]
+    assert web.split() == ["web-1", "qemu", "running", "running", "booted", "1", "4242", "3m",
+                           "-"]
+    assert header.index("MESSAGE") == db.index("start failed")  # aligned columns
+
+
+@pytest.mark.parametrize(("output", "load"), [("json", json.loads), ("yaml", yaml.safe_load)])
+def test_get_documents(cli: click.Group, server: ThreadedServer, output: str,
+                       load: Callable[[str], Any]) -> None:
+    one = run(cli, server, "get", "web-1", "-o", output)
+    assert one.exit_code == 0 and load(one.stdout) == server.backend.docs["web-1"]
+    every = run(cli, server, "get", "-o", output)
+    assert load(every.stdout) == [server.backend.docs["db"], server.backend.docs["web-1"]]
+
+
+def test_get_unknown_name_exits_1(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "get", "nope")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == "error: no domain named nope\n"
+
+
+def test_describe(cli: click.Group, server: ThreadedServer) -> None:
+    emit(server, "web-1", "booted by the test")
+    result = run(cli, server, "describe", "web-1")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    for expected in ("Name:                web-1", "State:               running (booted)",
+                     "Message:             running on its last valid spec",
+                     "Conditions:\n  TYPE ", "  Ready   True     Running",
+                     "Pending changes:\n  memory: 536870912 -> 1073741824 (restart required)",
+                     "  state: running -> (unset) (live)",
+                     "Job:\n  modify by reconcile since 2025-11-24T16:00:01Z",
+                     "booted by the test"):
+        assert expected in text, text
+
+
+def test_diff(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "diff")
+    assert result.exit_code == 0
+    assert result.stdout == ("web-1:\n  memory: 536870912 -> 1073741824 (restart required)\n"
+                             "  state: running -> (unset) (live)\n")
+    assert run(cli, server, "diff", "db").stdout == "db: no changes\n"
+
+
+# --- events, logs --------------------------------------------------------------------------
+
+def test_events_json_has_exactly_the_documented_keys(cli: click.Group,
+                                                     server: ThreadedServer) -> None:
+    emit(server, "web-1", "one")
+    emit(server, "web-1", "two")
+    result = run(cli, server, "events", "--name", "web-1", "-o", "json")
+    assert result.exit_code == 0
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["message"] for r in records] == ["one", "two"]
+    assert all(set(r) == {"time", "domain", "event", "detail", "state", "reason", "cause",
+                          "message"} for r in records)
+
+
+def test_events_text_lines(cli: click.Group, server: ThreadedServer) -> None:
+    record = emit(server, "web-1", "hello")
+    line = run(cli, server, "events").stdout.strip()
+    assert line.split() == [record["time"], "web-1", "started/booted", "running/booted", "api",
+                            "hello"]
+
+
+def test_events_follow_prints_live_events_until_the_server_ends(cli: click.Group,
+                                                                 server: ThreadedServer) -> None:
+    def emit_then_close() -> None:
+        time.sleep(0.2)
+        emit(server, "db", "live one")
+        server.close()
+
+    closer = threading.Thread(target=emit_then_close)
+    closer.start()
+    result = run(cli, server, "events", "--follow", "-o", "json")
+    closer.join()
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["message"] for line in result.stdout.splitlines()] == ["live one"]
+
+
+def test_logs(cli: click.Group, server: ThreadedServer) -> None:
+    (server.backend.directory / "web-1.log").write_text("booting\nready\n")
+    assert run(cli, server, "logs", "web-1").stdout == "booting\nready\n"
+    assert run(cli, server, "logs", "web-1", "--lines", "1").stdout == "ready\n"
+
+
+# --- wait ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("for_", ["state=running", "condition=Ready", "condition=ready=true"])
+def test_wait_met_exits_0(cli: click.Group, server: ThreadedServer, for_: str) -> None:
+    result = run(cli, server, "wait", "web-1", "--for", for_)
+    assert result.exit_code == 0 and result.stdout == f"web-1: {for_}\n"
+
+
+def test_wait_times_out_with_exit_1(cli: click.Group, server: ThreadedServer) -> None:
+    started = time.monotonic()
+    result = run(cli, server, "wait", "db", "--for", "condition=Ready", "--timeout", "0.5")
+    assert 0.5 <= time.monotonic() - started < 3
+    assert result.exit_code == 1
+    assert result.stderr == "error: timed out waiting for db: condition=Ready\n"
+
+
+def test_wait_for_a_domain_that_appears_later(cli: click.Group, server: ThreadedServer) -> None:
+    timer = threading.Timer(0.3, lambda: server.backend.docs.update(new=status("new")))
+    timer.start()
+    result = run(cli, server, "wait", "new", "--for", "state=running", "--timeout", "5")
+    timer.join()
+    assert result.exit_code == 0, result.output
+
+
+def test_wait_refuses_a_bad_for(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "wait", "web-1", "--for", "running")
+    assert result.exit_code == 2 and "state=STATE or condition=TYPE" in result.stderr
+
+
+# --- actions -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("action", ["start", "stop", "suspend", "resume", "restart"])
+def test_actions(cli: click.Group, server: ThreadedServer, action: str) -> None:
+    result = run(cli, server, action, "web-1")
+    assert result.exit_code == 0 and result.stdout == f"web-1: {action} requested\n"
+    assert server.backend.calls == [(action, "web-1", os.getuid())]
+
+
+def test_an_action_error_exits_1(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "stop", "db")
+    assert result.exit_code == 1
+    assert result.stderr == "error: db: busy running destroy since 2025-11-24T16:00:00.000Z\n"
+
+
+def test_the_read_only_socket_refuses_actions(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server.ro, "stop", "web-1")
+    assert result.exit_code == 1 and "read-only socket cannot run 'stop'" in result.stderr
+    assert run(cli, server.ro, "get", "web-1").exit_code == 0
+
+
+def test_prune(cli: click.Group, server: ThreadedServer) -> None:
+    refused = run(cli, server, "prune")
+    assert refused.exit_code == 2 and "--confirm" in refused.stderr
+    assert "prune needs --confirm" in refused.stderr and "disk images are kept" in refused.stderr
+    assert server.backend.calls == []
+    confirmed = run(cli, server, "prune", "--confirm")
+    assert confirmed.exit_code == 0 and confirmed.stdout == "pruned 3 domains\n"
+
+
+# --- sockets, completion, the real group ---------------------------------------------------
+
+def test_missing_socket_says_the_daemon_is_not_running(cli: click.Group, sockdir: Path) -> None:
+    missing = sockdir / "domctl.sock"
+    result = run(cli, missing, "get")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: no controller socket at {missing}: start the "
+                                    "controller with `domctl run`")
+
+
+def test_domctl_socket_environment_variable(cli: click.Group, server: ThreadedServer) -> None:
+    result = CliRunner().invoke(cli, ["get", "web-1", "-o", "json"],
+                                env={"DOMCTL_SOCKET": str(server.ro)})
+    assert result.exit_code == 0 and json.loads(result.stdout)["name"] == "web-1"
+
+
+def complete(cli: click.Group, socket: Path, words: str) -> str:
+    env = {"_DOMCTL_COMPLETE": "bash_complete", "COMP_WORDS": words,
+           "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
+    result = CliRunner().invoke(cli, [], prog_name="domctl", env={**env,
+                                                                  "DOMCTL_SOCKET": str(socket)})
+    return result.stdout
+
+
+def test_names_complete_from_the_daemon(cli: click.Group, server: ThreadedServer) -> None:
+    assert complete(cli, server.ro, "domctl describe w") == "plain,web-1\n"
+    assert complete(cli, server.ro, "domctl stop ").splitlines() == ["plain,db", "plain,web-1"]
+
+
+def test_completion_is_silent_when_the_daemon_is_down(cli: click.Group, sockdir: Path) -> None:
+    assert complete(cli, sockdir / "domctl.sock", "domctl describe w").strip() == ""
+
+
+def test_register_on_the_real_main(server: ThreadedServer,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.cli.main import main
+    levels: list[str] = []
+    monkeypatch.setattr(logconfig, "configure", levels.append)  # keep the tests' logging as is
+    commands.register(main)
+    result = CliRunner().invoke(main, ["--log-level", "warning", "--socket", str(server.ro),
+                                       "get", "web-1", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert levels == ["warning"]  # the original callback still gets its own option
+    assert json.loads(result.stdout)["name"] == "web-1"
+    assert "validate" in main.commands and "get" in main.commands

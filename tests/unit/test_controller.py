@@ -1,0 +1,298 @@
+"""The controller's bookkeeping around passes, with an in-memory driver (pure logic only).
+
+The real daemon with real qemu and LXC is tested in tests/daemon; these cover the rules that
+are costly to reach there: how a failed start is recorded, API overrides and their lifting,
+restart counting, a domain lost while the controller was away.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from controller.engine.controller import Controller, ControllerSettings
+from controller.state.events import AuditLog, EventBus
+from controller.engine.hooks import HookRunner, HookSettings
+from controller.state.registry import Registry
+from controller.manifests.source import Snapshot
+from controller.state.status import ConditionType, StatusStore
+from reconcilers.driver import (Capabilities, ChangeKind, Console, Live, RuntimeEvent,
+                                RuntimeRecord)
+from reconcilers.errors import DriverError, HostValidationError, NotSupportedError
+from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
+                               Reason, State)
+
+from .domains import domain
+
+
+class MemoryDriver:
+    """Domains as dictionary entries; `fail_start` makes the next start raise it."""
+
+    name = DriverName.QEMU
+
+    def __init__(self) -> None:
+        self.running: dict[str, Live] = {}
+        self.fail_start: Exception | None = None
+        self.invalid: HostValidationError | None = None
+        self.next_pid = 1000
+        self.on_event = lambda event: None
+        self.adoptable: dict[str, Live | None] = {}
+
+    async def capabilities(self) -> Capabilities:
+        return Capabilities(DriverName.QEMU, True)
+
+    async def validate(self, domain: Domain) -> None:
+        if self.invalid is not None:
+            raise self.invalid
+
+    async def start(self, domain: Domain, paused: bool) -> Live:
+        if self.fail_start is not None:
+            raise self.fail_start
+        self.next_pid += 1
+        record = RuntimeRecord(domain.name, DriverName.QEMU, domain.metadata.uuid or "",
+                               self.next_pid, "boot", 1, 0.0)
+        state, reason = (State.PAUSED, Reason.USER) if paused else (State.RUNNING, Reason.BOOTED)
+        live = Live(state, reason, pid=self.next_pid, record=record)
+        self.running[domain.name] = live
+        return live
+
+    def _set(self, name: str, state: State, reason: Reason) -> None:
+        old = self.running[name]
+        self.running[name] = Live(state, reason, pid=old.pid, record=old.record)
+
+    async def suspend(self, name: str) -> None:
+        self._set(name, State.PAUSED, Reason.USER)
+
+    async def resume(self, name: str) -> None:
+        self._set(name, State.RUNNING, Reason.UNPAUSED)
+
+    async def shutdown(self, name: str, timeout: float) -> bool:
+        self.stop(name, Reason.SHUTDOWN, Cause.CONTROLLER)
+        return True
+
+    async def destroy(self, name: str) -> None:
+        self.stop(name, Reason.DESTROYED, Cause.CONTROLLER)
+
+    def stop(self, name: str, reason: Reason, cause: Cause) -> None:
+        self.running.pop(name)
+        self.on_event(RuntimeEvent(name, State.SHUTOFF, reason,
+                                   ((EventType.STOPPED, EventDetail.FAILED),), cause))
+
+    async def observe(self, name: str) -> Live:
+        return self.running.get(name, Live(State.SHUTOFF, Reason.UNKNOWN))
+
+    async def reattach(self, record: RuntimeRecord) -> Live | None:
+        live = self.adoptable.get(record.name)
+        if live is not None:
+            self.running[record.name] = live
+        return live
+
+    def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
+        return {}
+
+    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
+        pass
+
+    def console(self, name: str, spec: DomainSpec) -> Console:
+        return Console()
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def driver() -> MemoryDriver:
+    return MemoryDriver()
+
+
+def make_controller(tmp_path: Path, driver: MemoryDriver, *domains: Domain) -> Controller:
+    """A controller on `tmp_path` with `driver`, shown a manifests snapshot of `domains`."""
+    controller = Controller(
+        drivers={DriverName.QEMU: driver}, registry=Registry(tmp_path),
+        statuses=StatusStore(tmp_path), events=EventBus(tmp_path), audit=AuditLog(tmp_path),
+        hooks=HookRunner(HookSettings(None)), settings=ControllerSettings(workers=1))
+    driver.on_event = controller.on_runtime_event
+    if domains:
+        controller.on_snapshot(snapshot(*domains))
+    return controller
+
+
+async def started(tmp_path: Path, driver: MemoryDriver, vm: Domain | None = None) -> Controller:
+    """A controller that has run one pass of `vm` (a running qemu domain by default)."""
+    controller = make_controller(tmp_path, driver, vm or domain())
+    await controller.reconcile("vm")
+    return controller
+
+
+def snapshot(*domains: Domain) -> Snapshot:
+    return Snapshot(domains=MappingProxyType({d.name: d for d in domains}))
+
+
+def events(controller: Controller, name: str = "vm") -> list[tuple[str, str, str]]:
+    return [(r["event"], r["detail"], r["cause"]) for r in controller.events.recent(name, 100)]
+
+
+async def converge(controller: Controller, name: str = "vm", passes: int = 3) -> None:
+    for _ in range(passes):
+        await controller.reconcile(name)
+
+
+async def test_a_transient_start_failure_is_a_recorded_failed_stop(
+        tmp_path: Path, driver: MemoryDriver) -> None:
+    controller = make_controller(tmp_path, driver, domain())
+    driver.fail_start = DriverError("vm", "start", "qemu said no")
+    await controller.reconcile("vm")
+    status = controller.statuses.read("vm")
+    assert status is not None and (status.state, status.reason) == (State.SHUTOFF, Reason.FAILED)
+    assert events(controller)[-1] == ("stopped", "failed", "manifest")
+    assert controller.crash.failures("vm") == 1
+    stalled = status.condition(ConditionType.STALLED)
+    assert stalled is not None and stalled.reason == "BackingOff"
+
+
+async def test_a_host_validation_error_stalls_until_the_host_is_fixed(
+        tmp_path: Path, driver: MemoryDriver) -> None:
+    controller = make_controller(tmp_path, driver, domain())
+    driver.invalid = HostValidationError("vm", "spec.qemu.kernel", "does not exist")
+    await converge(controller)
+    assert [e for e in events(controller) if e[0] == "stopped"] == []  # nothing was started
+    status = controller.statuses.read("vm")
+    assert status is not None
+    stalled = status.condition(ConditionType.STALLED)
+    assert stalled is not None and stalled.reason == "HostValidation"
+    assert "spec.qemu.kernel: does not exist" in stalled.message
+    driver.invalid = None  # the operator put the kernel in place: no manifest edit needed
+    await controller.reconcile("vm")
+    assert "vm" in driver.running
+
+
+async def test_a_terminal_error_stalls_until_the_manifest_changes(
+        tmp_path: Path, driver: MemoryDriver) -> None:
+    controller = make_controller(tmp_path, driver, domain())
+    driver.fail_start = NotSupportedError("qemu", "this start")
+    await converge(controller)
+    status = controller.statuses.read("vm")
+    assert status is not None
+    assert [c.reason for c in status.conditions if c.type.value == "Stalled"] == ["Terminal"]
+    driver.fail_start = None
+    await converge(controller)
+    assert "vm" not in driver.running
+    controller.on_snapshot(snapshot(domain(memory="128Mi")))
+    await controller.reconcile("vm")
+    assert "vm" in driver.running
+
+
+async def test_an_api_stop_holds_until_the_manifest_changes(tmp_path: Path,
+                                                            driver: MemoryDriver) -> None:
+    controller = await started(tmp_path, driver)
+    controller.request("vm", "stop", uid=1000)
+    await converge(controller)
+    assert "vm" not in driver.running
+    status = controller.statuses.read("vm")
+    assert status is not None and status.desired is not None
+    assert status.desired.value == "shutoff"
+    assert [c.status.value for c in status.conditions if c.type.value == "Overridden"] == ["True"]
+    stop = [r for r in controller.events.recent("vm", 100) if r["event"] == "stopped"]
+    assert stop[-1]["cause"] == "api" and stop[-1]["causeDetail"] == {"uid": 1000}
+    controller.on_snapshot(snapshot(domain(memory="128Mi")))  # an edit lifts the override
+    await converge(controller)
+    assert "vm" in driver.running
+    status = controller.statuses.read("vm")
+    assert status is not None
+    assert [c.status.value for c in status.conditions if c.type.value == "Overridden"] == ["False"]
+
+
+async def test_an_api_start_overrides_an_earlier_api_stop(tmp_path: Path,
+                                                          driver: MemoryDriver) -> None:
+    controller = await started(tmp_path, driver)
+    controller.request("vm", "stop", uid=0)
+    await converge(controller)
+    controller.request("vm", "start", uid=0)
+    await converge(controller)
+    assert driver.running["vm"].state is State.RUNNING
+
+
+async def test_an_api_restart_counts_as_a_restart(tmp_path: Path, driver: MemoryDriver) -> None:
+    controller = await started(tmp_path, driver)
+    first = driver.running["vm"].pid
+    controller.request("vm", "restart", uid=0)
+    await converge(controller)
+    assert driver.running["vm"].pid != first
+    record = controller.registry.get("vm")
+    assert record is not None and record.restarts == 1
+
+
+async def test_unknown_actions_and_names_are_refused(tmp_path: Path,
+                                                     driver: MemoryDriver) -> None:
+    controller = make_controller(tmp_path, driver)
+    with pytest.raises(ValueError, match="unknown action"):
+        controller.request("vm", "reboot", uid=0)
+    with pytest.raises(Exception, match="no domain named ghost"):
+        controller.request("ghost", "stop", uid=0)
+
+
+async def test_a_domain_lost_while_away_is_reported_and_started_at_once(
+        tmp_path: Path, driver: MemoryDriver) -> None:
+    await started(tmp_path, driver)
+    driver.running.clear()  # the host lost it while no controller ran
+    again = make_controller(tmp_path, driver)
+    await again.reattach_all()
+    assert events(again)[-1] == ("stopped", "failed", "external")
+    again.on_snapshot(snapshot(domain()))
+    await again.reconcile("vm")
+    assert "vm" in driver.running and again.crash.failures("vm") == 0
+
+
+async def test_an_adopted_domain_keeps_its_reason_and_emits_nothing(
+        tmp_path: Path, driver: MemoryDriver) -> None:
+    controller = await started(tmp_path, driver, domain(state="paused"))
+    before = len(events(controller))
+    record = controller.registry.get("vm")
+    assert record is not None and record.runtime is not None
+    driver.adoptable["vm"] = Live(State.PAUSED, Reason.STARTING_UP, pid=record.runtime.pid,
+                                  record=record.runtime)
+    again = make_controller(tmp_path, driver)
+    await again.reattach_all()
+    again.on_snapshot(snapshot(domain(state="paused")))
+    await again.reconcile("vm")
+    status = again.statuses.read("vm")
+    assert status is not None and (status.state, status.reason) == (State.PAUSED, Reason.USER)
+    assert len(events(again)) == before
+
+
+async def test_an_api_stop_survives_a_controller_restart(tmp_path: Path,
+                                                         driver: MemoryDriver) -> None:
+    controller = await started(tmp_path, driver)
+    controller.request("vm", "stop", uid=7)
+    await converge(controller)
+    again = make_controller(tmp_path, driver)
+    await again.reattach_all()
+    again.on_snapshot(snapshot(domain()))
+    await converge(again)
+    assert "vm" not in driver.running
+    status = again.statuses.read("vm")
+    assert status is not None and status.desired is not None
+    assert status.desired.value == "shutoff"
+    overridden = status.condition(ConditionType.OVERRIDDEN)
+    assert overridden is not None and "uid 7" in overridden.message
+    third = make_controller(tmp_path, driver)  # the manifest changed while it was down
+    await third.reattach_all()
+    third.on_snapshot(snapshot(domain(memory="96Mi")))
+    await converge(third)
+    assert "vm" in driver.running
+
+
+async def test_the_crash_loop_count_survives_a_controller_restart(
+        tmp_path: Path, driver: MemoryDriver) -> None:
+    controller = make_controller(tmp_path, driver, domain())
+    driver.fail_start = DriverError("vm", "start", "qemu said no")
+    await controller.reconcile("vm")
+    assert controller.crash.failures("vm") == 1
+    again = make_controller(tmp_path, driver)
+    await again.reattach_all()
+    assert again.crash.failures("vm") == 1
+    again.on_snapshot(snapshot(domain()))
+    await again.reconcile("vm")  # the restored count allows a try now; it fails again
+    assert again.crash.failures("vm") == 2

@@ -1,0 +1,278 @@
+"""Metrics scraped over real HTTP on 127.0.0.1 port 0 and parsed with prometheus_client's parser."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.service.metrics import DomainSample, Metrics, MetricsServer, parse_addr
+from reconcilers.model import DriverName, Reason, State
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+WEB = DomainSample("web-1", DriverName.QEMU, State.RUNNING, Reason.BOOTED, 2, 1)
+DB = DomainSample("db", DriverName.LXC, State.SHUTOFF, Reason.FAILED, 0, 3)
+
+
+class World:
+    """The daemon's side: what the callbacks return, changed by the tests between scrapes."""
+
+    def __init__(self) -> None:
+        self.domains = [WEB, DB]
+        self.depth = 0
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def served(world: World) -> Iterator[tuple[Metrics, MetricsServer]]:
+    metrics = Metrics(lambda: world.domains, lambda: world.depth)
+    server = metrics.serve("127.0.0.1:0")
+    yield metrics, server
+    server.close()
+
+
+def scrape(server: MetricsServer) -> Series:
+    with urllib.request.urlopen(server.url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    return parse(text)
+
+
+def parse(text: str) -> Series:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(series: Series, name: str, **labels: str) -> float | None:
+    return series.get((name, tuple(sorted(labels.items()))))
+
+
+def names_with(series: Series, name: str) -> list[dict[str, str]]:
+    return [dict(labels) for (n, labels) in series if n == name]
+
+
+def test_domain_series_follow_the_snapshot_and_vanish_with_the_domain(
+        served: tuple[Metrics, MetricsServer], world: World) -> None:
+    _, server = served
+    first = scrape(server)
+    assert value(first, "domctl_domain_state", domain="web-1", driver="qemu", state="running",
+                 reason="booted") == 1
+    assert value(first, "domctl_domain_state", domain="db", driver="lxc", state="shutoff",
+                 reason="failed") == 1
+    assert value(first, "domctl_domain_restarts_total", domain="web-1") == 2
+    assert value(first, "domctl_domain_start_failures_total", domain="db") == 3
+
+    world.domains = [WEB]
+    second = scrape(server)
+    for name in ("domctl_domain_state", "domctl_domain_restarts_total",
+                 "domctl_domain_start_failures_total"):
+        assert [labels["domain"] for labels in names_with(second, name)] == ["web-1"]
+    assert value(second, "domctl_domains", driver="lxc", state="shutoff") == 0
+
+
+def test_domains_by_state_has_every_state_of_every_driver(
+        served: tuple[Metrics, MetricsServer], world: World) -> None:
+    _, server = served
+    world.domains = [WEB, DomainSample("web-2", DriverName.QEMU, State.RUNNING, Reason.UNPAUSED,
+                                       0, 0)]
+    series = scrape(server)
+    counts = {(labels["driver"], labels["state"]): value(series, "domctl_domains", **labels)
+              for labels in names_with(series, "domctl_domains")}
+    assert set(counts) == {(d.value, s.value) for d in DriverName for s in State}
+    assert counts["qemu", "running"] == 2
+    assert sum(v or 0 for v in counts.values()) == 2
+
+
+def test_state_change_replaces_the_series(served: tuple[Metrics, MetricsServer],
+                                          world: World) -> None:
+    _, server = served
+    scrape(server)
+    world.domains = [DomainSample("web-1", DriverName.QEMU, State.PAUSED, Reason.USER, 2, 1)]
+    assert names_with(scrape(server), "domctl_domain_state") == [
+        {"domain": "web-1", "driver": "qemu", "state": "paused", "reason": "user"}]
+
+
+def test_queue_depth_is_read_at_scrape(served: tuple[Metrics, MetricsServer],
+                                       world: World) -> None:
+    _, server = served
+    assert value(scrape(server), "domctl_workqueue_depth") == 0
+    world.depth = 7
+    assert value(scrape(server), "domctl_workqueue_depth") == 7
+
+
+def test_reconcile_histogram_counts_by_result(served: tuple[Metrics, MetricsServer]) -> None:
+    metrics, server = served
+    assert value(scrape(server), "domctl_reconcile_duration_seconds_count", result="error") == 0
+    metrics.observe_reconcile(0.003, "ok")
+    metrics.observe_reconcile(0.2, "ok")
+    metrics.observe_reconcile(12.0, "error")
+    series = scrape(server)
+    count = "domctl_reconcile_duration_seconds_count"
+    assert value(series, count, result="ok") == 2
+    assert value(series, count, result="error") == 1
+    assert value(series, count, result="requeue") == 0
+    assert value(series, "domctl_reconcile_duration_seconds_bucket", result="ok", le="0.005") == 1
+    assert value(series, "domctl_reconcile_duration_seconds_bucket", result="ok", le="0.25") == 2
+    assert value(series, "domctl_reconcile_duration_seconds_sum", result="error") == 12.0
+    with pytest.raises(ValueError):
+        metrics.observe_reconcile(1.0, "maybe")
+
+
+def test_events_counter_starts_at_zero_and_skips_markers(
+        served: tuple[Metrics, MetricsServer]) -> None:
+    metrics, server = served
+    assert value(scrape(server), "domctl_events_total", event="crashed", detail="panicked") == 0
+    metrics.event({"domain": "web-1", "event": "started", "detail": "booted", "state": "running"})
+    metrics.event({"domain": "db", "event": "started", "detail": "booted"})
+    metrics.event({"domain": "db", "event": "stopped", "detail": "failed"})
+    metrics.event({"marker": "dropped", "message": "subscriber fell behind"})
+    series = scrape(server)
+    assert value(series, "domctl_events_total", event="started", detail="booted") == 2
+    assert value(series, "domctl_events_total", event="stopped", detail="failed") == 1
+    assert value(series, "domctl_events_total", event="stopped", detail="crashed") == 0
+
+
+def test_every_family_has_help_text(served: tuple[Metrics, MetricsServer]) -> None:
+    _, server = served
+    with urllib.request.urlopen(server.url, timeout=10) as response:
+        families = list(text_string_to_metric_families(response.read().decode()))
+    names = {f.name for f in families}
+    assert {"domctl_domains", "domctl_domain_state", "domctl_domain_restarts",
+            "domctl_domain_start_failures", "domctl_reconcile_duration_seconds",
+            "domctl_workqueue_depth", "domctl_events"} <= names
+    assert all(f.documentation for f in families)
+
+
+def test_instances_do_not_share_a_registry(world: World) -> None:
+    one = Metrics(lambda: world.domains, lambda: 0)
+    two = Metrics(lambda: [], lambda: 0)
+    one.observe_reconcile(1.0, "ok")
+    assert value(parse(generate_latest(two.registry).decode()),
+                 "domctl_reconcile_duration_seconds_count", result="ok") == 0
+
+
+async def test_callbacks_run_on_the_loop_when_given(world: World) -> None:
+    loop = asyncio.get_running_loop()
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    def domains() -> list[DomainSample]:
+        seen.append(asyncio.get_running_loop())  # raises off the loop
+        return world.domains
+
+    metrics = Metrics(domains, lambda: world.depth, loop=loop)
+    server = metrics.serve("127.0.0.1:0")
+    try:
+        series = await asyncio.to_thread(scrape, server)
+    finally:
+        server.close()
+    assert seen == [loop]
+    assert value(series, "domctl_domain_restarts_total", domain="web-1") == 2
+    # Collected from the loop's own thread (no deadlock): called directly.
+    assert b"domctl_domain_state" in generate_latest(metrics.registry)
+
+
+async def test_a_blocked_loop_fails_the_scrape_instead_of_hanging(world: World) -> None:
+    metrics = Metrics(lambda: world.domains, lambda: 0, loop=asyncio.get_running_loop(),
+                      snapshot_timeout=0.2)
+    server = metrics.serve("127.0.0.1:0")
+    try:
+        # A synchronous call on the loop's thread: the loop cannot answer the scrape meanwhile.
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(server.url, timeout=10)
+        assert raised.value.code == 500
+        await asyncio.sleep(0)  # the late read runs now and finds the scrape gone: no error
+        assert value(await asyncio.to_thread(scrape, server), "domctl_workqueue_depth") == 0
+    finally:
+        server.close()
+
+
+def test_close_releases_the_port(world: World) -> None:
+    metrics = Metrics(lambda: world.domains, lambda: 0)
+    server = metrics.serve("127.0.0.1:0")
+    port = server.port
+    server.close()
+    again = metrics.serve(f"127.0.0.1:{port}")
+    assert again.port == port
+    again.close()
+
+
+def test_ipv6_loopback(world: World) -> None:
+    metrics = Metrics(lambda: world.domains, lambda: 0)
+    try:
+        server = metrics.serve("[::1]:0")
+    except OSError as err:
+        pytest.skip(f"no IPv6 loopback here: {err}")
+    try:
+        assert server.host == "::1"
+        assert server.url == f"http://[::1]:{server.port}/metrics"
+        assert value(scrape(server), "domctl_workqueue_depth") == 0
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(("addr", "expected"), [
+    ("127.0.0.1:9100", ("127.0.0.1", 9100)),
+    (":9100", ("127.0.0.1", 9100)),
+    ("[::1]:9100", ("::1", 9100)),
+    ("[::]:9100", ("::", 9100)),
+    ("0.0.0.0:9100", ("0.0.0.0", 9100)),
+    ("localhost:0", ("localhost", 0)),
+    ("metrics.example.org:65535", ("metrics.example.org", 65535)),
+])
+def test_parse_addr(addr: str, expected: tuple[str, int]) -> None:
+    assert parse_addr(addr) == expected
+
+
+@pytest.mark.parametrize(("addr", "message"), [
+    ("9100", "no port"),
+    ("", "no port"),
+    ("localhost", "no port"),
+    ("127.0.0.1:", "port ''"),
+    ("127.0.0.1:http", "port 'http'"),
+    ("127.0.0.1:65536", "port '65536'"),
+    ("127.0.0.1:-1", "port '-1'"),
+    ("127.0.0.1:٩١", "port"),  # Arabic-Indic digits are str.isdigit() but not a port
+    ("::1:9100", "in brackets"),
+    ("[::1:9100", "bracketed IPv6"),
+    ("[127.0.0.1]:9100", "bracketed IPv6"),
+    ("bad host:9100", "not a host name"),
+])
+def test_bad_addr_names_the_value(addr: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as raised:
+        parse_addr(addr)
+    assert repr(addr) in str(raised.value)
+
+
+def test_serve_reports_bad_addr_and_unresolvable_host() -> None:
+    metrics = Metrics(lambda: [], lambda: 0)
+    with pytest.raises(ValueError, match="'nope'"):
+        metrics.serve("nope")
+    with pytest.raises(ValueError, match="cannot resolve"):
+        metrics.serve("no-such-host.invalid:0")
+
+
+def test_port_in_use_is_an_oserror_naming_the_address(world: World) -> None:
+    metrics = Metrics(lambda: [], lambda: 0)
+    server = metrics.serve("127.0.0.1:0")
+    try:
+        with pytest.raises(OSError, match=f"127.0.0.1:{server.port}"):
+            metrics.serve(f"127.0.0.1:{server.port}")
+    finally:
+        server.close()
+
+
+def test_constructing_does_not_call_the_callbacks() -> None:
+    def boom() -> list[DomainSample]:
+        raise AssertionError("called before any scrape")
+
+    Metrics(boom, lambda: int(boom() == []))  # registering must use describe(), not collect()

@@ -1,0 +1,359 @@
+"""ManifestSource with real file operations and a real watchdog observer.
+
+Each writer (editor atomic save, vim, `sed -i`, `git checkout`, ansible, a half-written file)
+must end in the right snapshot, and no snapshot delivered on the way may lack a domain whose file
+was only being rewritten: a transient removal reaching the caller would stop a VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from controller.manifests import source as source_module
+from controller.manifests.loader import load_text
+from controller.manifests.source import ManifestSource, Snapshot, SourceSettings
+from reconcilers.model import Domain
+
+FAST = SourceSettings(debounce=0.3, resync=30.0)
+
+
+def manifest(name: str, memory: str = "64Mi") -> str:
+    return ("apiVersion: domctl/v1\nkind: Domain\n"
+            f"metadata: {{name: {name}}}\n"
+            f"spec: {{driver: qemu, memory: {memory}, qemu: {{machine: pc, accel: tcg}}}}\n")
+
+
+def generation(name: str, memory: str = "64Mi") -> str:
+    return load_text(manifest(name, memory), "expected.yaml")[0].generation
+
+
+class Collector:
+    """on_change for the tests: records every snapshot and wakes waiters."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[Snapshot] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, snapshot: Snapshot) -> None:
+        self.snapshots.append(snapshot)
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[Snapshot], bool]) -> Snapshot:
+        async with asyncio.timeout(10):
+            while not (self.snapshots and predicate(self.snapshots[-1])):
+                self._changed.clear()
+                await self._changed.wait()
+        return self.snapshots[-1]
+
+    def since(self, index: int) -> list[Snapshot]:
+        return self.snapshots[index:]
+
+
+def gens(snapshot: Snapshot) -> dict[str, str]:
+    return {name: d.generation for name, d in snapshot.domains.items()}
+
+
+@pytest.fixture
+def manifests(tmp_path: Path) -> Path:
+    directory = tmp_path / "manifests"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def collector() -> Collector:
+    return Collector()
+
+
+async def started(directory: Path, collector: Collector,
+                  settings: SourceSettings = FAST) -> ManifestSource:
+    src = ManifestSource(directory, collector, settings)
+    await src.start()
+    return src
+
+
+@pytest.fixture
+async def web1(manifests: Path, collector: Collector) -> AsyncIterator[ManifestSource]:
+    """A directory holding a.yaml (web-1) and b.yaml (web-2), watched."""
+    (manifests / "a.yaml").write_text(manifest("web-1"))
+    (manifests / "b.yaml").write_text(manifest("web-2"))
+    src = await started(manifests, collector)
+    assert gens(collector.snapshots[-1]) == {"web-1": generation("web-1"),
+                                             "web-2": generation("web-2")}
+    yield src
+    await src.stop()
+
+
+def step() -> None:
+    """The pause between two steps of a writer: the loop (and the observer) run meanwhile."""
+    time.sleep(0.03)
+
+
+async def assert_rewrite(manifests: Path, collector: Collector,
+                         rewrite: Callable[[], None]) -> None:
+    """Rewrite a.yaml to 128Mi in a thread; web-1 and web-2 must be in every snapshot on the way."""
+    start = len(collector.snapshots)
+    await asyncio.to_thread(rewrite)
+    want = {"web-1": generation("web-1", "128Mi"), "web-2": generation("web-2")}
+    final = await collector.wait_for(lambda s: gens(s) == want)
+    assert not final.problems and not final.conflicts and final.readable
+    for snapshot in collector.since(start):
+        assert {"web-1", "web-2"} <= snapshot.domains.keys(), "a transient removal leaked"
+
+
+async def test_editor_atomic_save(web1: ManifestSource, manifests: Path,
+                                  collector: Collector) -> None:
+    def save() -> None:
+        tmp = manifests / ".a.yaml.tmp"
+        tmp.write_text(manifest("web-1", "128Mi"))
+        step()
+        os.replace(tmp, manifests / "a.yaml")
+
+    await assert_rewrite(manifests, collector, save)
+
+
+async def test_vim_backup_and_rename(web1: ManifestSource, manifests: Path,
+                                     collector: Collector) -> None:
+    def vim_save() -> None:
+        os.rename(manifests / "a.yaml", manifests / "a.yaml~")
+        step()  # a.yaml is missing now: only the debounce keeps web-1 from being dropped
+        (manifests / "a.yaml").write_text(manifest("web-1", "128Mi"))
+        step()
+        os.unlink(manifests / "a.yaml~")
+
+    await assert_rewrite(manifests, collector, vim_save)
+
+
+async def test_sed_in_place(web1: ManifestSource, manifests: Path, collector: Collector) -> None:
+    def sed() -> None:
+        subprocess.run(["sed", "-i", "s/64Mi/128Mi/", str(manifests / "a.yaml")], check=True)
+
+    await assert_rewrite(manifests, collector, sed)
+
+
+async def test_ansible_temp_file_is_never_read(web1: ManifestSource, manifests: Path,
+                                               collector: Collector,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[str] = []
+    real_load = source_module.load_file
+
+    def recording_load(path: str) -> list[Domain]:
+        read.append(os.path.basename(path))
+        return real_load(path)
+
+    monkeypatch.setattr(source_module, "load_file", recording_load)
+    tmp = manifests / ".ansible_tmpk2j4x9a.yaml"
+    tmp.write_text(manifest("web-1", "128Mi")[:60])  # half-written, and named *.yaml
+    await web1.rescan()  # a scan while the temp file sits there
+
+    def finish() -> None:
+        with tmp.open("w") as f:
+            f.write(manifest("web-1", "128Mi"))
+        step()
+        os.replace(tmp, manifests / "a.yaml")
+
+    await assert_rewrite(manifests, collector, finish)
+    assert read and all(not name.startswith(".") for name in read)
+    assert not any(s.problems for s in collector.snapshots)
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+async def test_git_checkout_of_another_branch(tmp_path: Path, collector: Collector) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "test@example.org")
+    git(repo, "config", "user.name", "Test")
+    (repo / "a.yaml").write_text(manifest("web-1"))
+    (repo / "b.yaml").write_text(manifest("web-2"))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "main")
+    git(repo, "checkout", "-q", "-b", "other")
+    (repo / "a.yaml").write_text(manifest("web-1", "128Mi"))
+    git(repo, "rm", "-q", "b.yaml")
+    (repo / "c.yaml").write_text(manifest("web-3"))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "other")
+    git(repo, "checkout", "-q", "main")
+
+    # a debounce far longer than a checkout lasts: the deleted-then-created a.yaml is never seen
+    src = await started(repo, collector, SourceSettings(debounce=0.5, resync=30.0))
+    try:
+        assert gens(collector.snapshots[-1]) == {"web-1": generation("web-1"),
+                                                 "web-2": generation("web-2")}
+        start = len(collector.snapshots)
+        await asyncio.to_thread(git, repo, "checkout", "-q", "other")
+        want = {"web-1": generation("web-1", "128Mi"), "web-3": generation("web-3")}
+        await collector.wait_for(lambda s: gens(s) == want)
+        assert all("web-1" in s.domains for s in collector.since(start))
+    finally:
+        await src.stop()
+
+
+async def test_half_written_file_keeps_its_names_until_completed(
+        web1: ManifestSource, manifests: Path, collector: Collector) -> None:
+    path = manifests / "a.yaml"
+    text = manifest("web-1", "128Mi")
+    with path.open("w") as f:
+        f.write(text[:text.index("memory")])  # `spec: {driver: qemu, ` : an unclosed mapping
+        f.flush()
+        first = await collector.wait_for(lambda s: str(path) in s.problems)
+        assert first.names_by_file[str(path)] == frozenset({"web-1"})
+        assert "web-1" not in first.domains and "web-2" in first.domains
+        assert first.problems[str(path)][0].file == str(path)
+        f.write(text[text.index("memory"):])
+    done = await collector.wait_for(lambda s: "web-1" in s.domains)
+    assert gens(done)["web-1"] == generation("web-1", "128Mi")
+    assert not done.problems and not done.names_by_file
+
+
+async def test_conflicting_names_are_both_refused(manifests: Path, collector: Collector) -> None:
+    (manifests / "a.yaml").write_text(manifest("web-1"))
+    (manifests / "b.yml").write_text(manifest("web-1", "128Mi"))
+    (manifests / "notes.txt").write_text("not a manifest")
+    src = await started(manifests, collector)
+    try:
+        snapshot = collector.snapshots[-1]
+        assert not snapshot.domains and not snapshot.problems
+        assert len(snapshot.conflicts["web-1"]) == 2
+        (manifests / "b.yml").unlink()
+        await collector.wait_for(lambda s: gens(s) == {"web-1": generation("web-1")})
+    finally:
+        await src.stop()
+
+
+async def test_unchanged_files_are_not_parsed_again(web1: ManifestSource,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(source_module, "load_file", lambda p: calls.append(p) or [])
+    snapshot = await web1.rescan()
+    assert calls == [] and set(snapshot.domains) == {"web-1", "web-2"}
+
+
+async def test_file_vanishing_before_it_is_read_is_simply_absent(
+        manifests: Path, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    (manifests / "a.yaml").write_text(manifest("web-1"))
+    (manifests / "b.yaml").write_text(manifest("web-2"))
+    real_load = source_module.load_file
+
+    def delete_then_load(path: str) -> list[Domain]:
+        if path.endswith("b.yaml"):
+            os.unlink(path)  # removed between the listing and the open: a real ENOENT
+        return real_load(path)
+
+    monkeypatch.setattr(source_module, "load_file", delete_then_load)
+    src = await started(manifests, collector)
+    try:
+        snapshot = collector.snapshots[0]
+        assert set(snapshot.domains) == {"web-1"} and not snapshot.problems and snapshot.readable
+    finally:
+        await src.stop()
+
+
+async def test_configmap_symlink_swap(manifests: Path, collector: Collector) -> None:
+    old, new = manifests / "..2024_01", manifests / "..2024_02"
+    old.mkdir()
+    (old / "a.yaml").write_text(manifest("web-1"))
+    (manifests / "..data").symlink_to(old.name)
+    (manifests / "a.yaml").symlink_to("..data/a.yaml")
+    src = await started(manifests, collector)
+    try:
+        assert gens(collector.snapshots[-1]) == {"web-1": generation("web-1")}
+        start = len(collector.snapshots)
+        new.mkdir()
+        (new / "a.yaml").write_text(manifest("web-1", "128Mi"))
+        (manifests / "..data_tmp").symlink_to(new.name)
+        os.replace(manifests / "..data_tmp", manifests / "..data")
+        shutil.rmtree(old)
+        await collector.wait_for(lambda s: gens(s) == {"web-1": generation("web-1", "128Mi")})
+        assert all("web-1" in s.domains for s in collector.since(start))
+    finally:
+        await src.stop()
+
+
+class CountingObserver(source_module.Observer):  # type: ignore[misc,valid-type]
+    """The real observer, with every instance recorded so a test can see the watch re-created."""
+
+    made: list[CountingObserver] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        CountingObserver.made.append(self)
+
+
+@pytest.fixture
+def observers(monkeypatch: pytest.MonkeyPatch) -> list[CountingObserver]:
+    CountingObserver.made = []
+    monkeypatch.setattr(source_module, "Observer", CountingObserver)
+    return CountingObserver.made
+
+
+def watching(observer: CountingObserver, directory: Path) -> bool:
+    return (observer.is_alive() and bool(observer.emitters)
+            and all(e.is_alive() and e.watch.path == str(directory) for e in observer.emitters))
+
+
+async def test_directory_removed_then_recreated(manifests: Path, collector: Collector,
+                                                observers: list[CountingObserver]) -> None:
+    (manifests / "a.yaml").write_text(manifest("web-1"))
+    src = await started(manifests, collector, SourceSettings(debounce=0.05, resync=0.1))
+    try:
+        shutil.rmtree(manifests)
+        gone = await collector.wait_for(lambda s: not s.readable)
+        assert not gone.domains  # the caller, seeing readable=False, prunes nothing
+        assert not observers[0].is_alive() or not all(e.is_alive() for e in observers[0].emitters)
+        manifests.mkdir()
+        (manifests / "b.yaml").write_text(manifest("web-2"))
+        await collector.wait_for(lambda s: s.readable and set(s.domains) == {"web-2"})
+        assert len(observers) == 2 and watching(observers[1], manifests)
+    finally:
+        await src.stop()
+    assert not any(o.is_alive() for o in observers)
+
+
+async def test_replaced_directory_is_watched_again(tmp_path: Path, manifests: Path,
+                                                  collector: Collector,
+                                                  observers: list[CountingObserver]) -> None:
+    (manifests / "a.yaml").write_text(manifest("web-1"))
+    src = await started(manifests, collector, SourceSettings(debounce=0.05, resync=0.1))
+    try:
+        replacement = tmp_path / "replacement"
+        replacement.mkdir()
+        (replacement / "b.yaml").write_text(manifest("web-2"))
+        os.rename(manifests, tmp_path / "old")  # the old watch follows the moved inode
+        os.rename(replacement, manifests)
+        async with asyncio.timeout(10):
+            while len(observers) < 2:
+                await asyncio.sleep(0.05)
+        assert not observers[0].is_alive() and watching(observers[1], manifests)
+        (manifests / "c.yaml").write_text(manifest("web-3"))
+        await collector.wait_for(lambda s: set(s.domains) == {"web-2", "web-3"})
+    finally:
+        await src.stop()
+
+
+async def test_dead_observer_is_recreated(manifests: Path, collector: Collector,
+                                          observers: list[CountingObserver]) -> None:
+    src = await started(manifests, collector, SourceSettings(debounce=0.05, resync=0.1))
+    try:
+        await asyncio.to_thread(lambda: (observers[0].stop(), observers[0].join()))
+        async with asyncio.timeout(10):
+            while len(observers) < 2:
+                await asyncio.sleep(0.05)
+        assert watching(observers[1], manifests)
+        (manifests / "a.yaml").write_text(manifest("web-1"))
+        await collector.wait_for(lambda s: set(s.domains) == {"web-1"})
+    finally:
+        await src.stop()
