@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from controller import schema
-from controller.errors import ManifestError
-from controller.manifest import load_text
-from controller.semantic import check
+from controller.manifests import schema
+from controller.manifests.errors import ManifestError
+from controller.manifests.loader import load_text
+from controller.manifests.semantic import check
 
 LOCATED = re.compile(r"^m\.yaml:\d+:\d+: \S+: .+")
 SETTINGS = settings(max_examples=20, deadline=None,
