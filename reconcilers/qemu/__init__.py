@@ -3,8 +3,9 @@
 The controller uses QemuDriver (the Driver protocol of reconcilers/driver.py) and QemuSettings;
 the modules behind them are private to the driver: capabilities (probe), hostcheck
 (validation), escape + argv (command line), layout + process (files, launch), cgroups,
-pinning, monitor (the only qemu.qmp user), events (classification), adopt (identity),
-runtime (per-domain state), changes (live vs restart).
+pinning, monitor (the only qemu.qmp user), commands (one typed method per QMP command),
+events (classification), adopt (identity), runtime (per-domain state), changes (live vs
+restart).
 """
 
 from reconcilers.qemu.driver import QemuDriver

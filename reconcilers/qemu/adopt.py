@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from reconcilers.driver import RuntimeRecord
 from reconcilers.identity import boot_id, cmdline, is_alive, proc_starttime
 from reconcilers.model import DriverName, Lifecycle, LifecycleAction
+from reconcilers.qemu.commands import QmpCommands
 from reconcilers.qemu.monitor import Monitor, MonitorError
 
 _LIFECYCLE_KEYS = ("on_poweroff", "on_reboot", "on_crash")
@@ -69,8 +70,8 @@ async def prove(record: RuntimeRecord, monitor: Monitor) -> None:
         raise IdentityProblem(problem)
     try:
         await monitor.connect_path(record.extra.get("qmp", ""))
-        name = (await monitor.execute("query-name")).get("name")
-        uuid = (await monitor.execute("query-uuid")).get("UUID")
+        qmp = QmpCommands(monitor)
+        name, uuid = await qmp.query_name(), await qmp.query_uuid()
     except MonitorError as exc:
         raise IdentityProblem(f"no QMP handshake on the recorded socket: {exc}") from exc
     if (name, uuid) != (record.name, record.uuid):

@@ -30,6 +30,7 @@ import structlog
 
 from reconcilers.driver import Capabilities
 from reconcilers.model import Accel, DriverName
+from reconcilers.qemu.commands import QmpCommands
 from reconcilers.qemu.monitor import Monitor, MonitorError
 
 KVM_DEVICE = Path("/dev/kvm")
@@ -140,26 +141,22 @@ async def probe(binary: str, mtime_ns: int) -> QemuCaps:
 
 
 async def _probe_base(binary: str, mtime_ns: int) -> QemuCaps:
-    async with _probe_process(binary, "tcg") as monitor:
-        version = (await monitor.execute("query-version"))["qemu"]
+    async with _probe_process(binary, "tcg") as qmp:
+        version = await qmp.query_version()
         machines: dict[str, int] = {}
         default = ""
-        for machine in await monitor.execute("query-machines"):
-            for alias in (machine["name"], machine.get("alias")):
+        for machine in await qmp.query_machines():
+            for alias in (machine.name, machine.alias):
                 if alias:
-                    machines[alias] = int(machine.get("cpu-max", 1))
-            if machine.get("is-default"):
-                default = machine["name"]
-        devices = await monitor.execute("qom-list-types",
-                                        {"implements": "device", "abstract": False})
-        accels = await monitor.execute("qom-list-types", {"implements": "accel"})
+                    machines[alias] = machine.cpu_max
+            if machine.is_default:
+                default = machine.name
+        devices = await qmp.qom_list_types("device")
+        accels = await qmp.qom_list_types("accel")
     return QemuCaps(
-        binary=binary, mtime_ns=mtime_ns,
-        version=f"{version['major']}.{version['minor']}.{version['micro']}",
-        machines=machines, default_machine=default,
-        devices=frozenset(d["name"] for d in devices),
-        accels=frozenset(a["name"].removesuffix("-accel") for a in accels
-                         if a["name"].endswith("-accel")))
+        binary=binary, mtime_ns=mtime_ns, version=str(version),
+        machines=machines, default_machine=default, devices=frozenset(devices),
+        accels=frozenset(a.removesuffix("-accel") for a in accels if a.endswith("-accel")))
 
 
 async def _kvm_usable(binary: str, accels: frozenset[str]) -> tuple[bool, str]:
@@ -170,17 +167,17 @@ async def _kvm_usable(binary: str, accels: frozenset[str]) -> tuple[bool, str]:
     if PVM_MODULE.exists():
         return False, "host kvm is the nested PVM flavour (kvm_pvm): guest kernels do not boot"
     try:
-        async with _probe_process(binary, "kvm") as monitor:
-            status = await monitor.execute("query-kvm")
+        async with _probe_process(binary, "kvm") as qmp:
+            kvm = await qmp.query_kvm()
     except (MonitorError, OSError, TimeoutError) as exc:
         return False, f"qemu could not initialise kvm: {exc}"
-    if not status.get("enabled"):
+    if not kvm.enabled:
         return False, "qemu started but reports kvm disabled"
     return True, ""
 
 
 @contextlib.asynccontextmanager
-async def _probe_process(binary: str, accel: str) -> AsyncIterator[Monitor]:
+async def _probe_process(binary: str, accel: str) -> AsyncIterator[QmpCommands]:
     """A `-machine none` qemu with a QMP socket, killed when the block ends."""
     with tempfile.TemporaryDirectory(prefix="domctl-probe-") as tmp:
         socket = Path(tmp) / "qmp"
@@ -192,7 +189,7 @@ async def _probe_process(binary: str, accel: str) -> AsyncIterator[Monitor]:
         monitor = Monitor("probe", timeout=PROBE_TIMEOUT)
         try:
             await _connect_when_ready(monitor, socket, process)
-            yield monitor
+            yield QmpCommands(monitor)
         finally:
             await monitor.close()
             with contextlib.suppress(ProcessLookupError):

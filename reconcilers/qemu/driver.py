@@ -21,7 +21,7 @@ import dataclasses
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -47,6 +47,15 @@ from reconcilers.qemu.runtime import Running
 SETTLE_TIMEOUT = 10.0  # seconds SIGKILL may take to end the process
 
 log = structlog.get_logger(__name__)
+
+
+@contextlib.contextmanager
+def _failing_as(tracked: Running, operation: str) -> Iterator[None]:
+    """A failed QMP command of `operation` as the DriverError the reconciler handles."""
+    try:
+        yield
+    except MonitorError as exc:
+        raise DriverError(tracked.record.name, operation, exc.message) from exc
 
 
 class QemuDriver:
@@ -117,7 +126,7 @@ class QemuDriver:
             await self._prepare(tracked, spec)
             if not paused:
                 tracked.run.state, tracked.run.reason = State.RUNNING, Reason.BOOTED
-                await tracked.monitor.execute("cont")
+                await tracked.qmp.cont()
             else:
                 tracked.run.reason = Reason.USER
         except (CgroupError, MonitorError, pinning.PinningError, OSError) as exc:
@@ -164,9 +173,9 @@ class QemuDriver:
         tracked.cgroup.attach(tracked.record.pid)
         tracked.cgroup.write(limits(spec, tracked.cgroup.version))
         await tracked.monitor.connect(tracked.files.qmp)
-        await pinning.apply(tracked.monitor, tracked.record.pid, spec.cputune)
+        await pinning.apply(tracked.qmp, tracked.record.pid, spec.cputune)
         if spec.current_memory is not None and spec.current_memory != spec.memory:
-            await tracked.monitor.execute("balloon", {"value": spec.current_memory})
+            await tracked.qmp.balloon(spec.current_memory)
 
     def _confine(self, tracked: Running, spec: DomainSpec) -> None:
         """The domain's own cgroup; as a user without one (libvirt's session mode), none:
@@ -199,24 +208,19 @@ class QemuDriver:
             raise DriverError(name, operation, "not running under this controller")
         return tracked
 
-    async def _command(self, tracked: Running, operation: str, command: str,
-                       arguments: Mapping[str, object] | None = None) -> Any:
-        try:
-            return await tracked.monitor.execute(command, arguments)
-        except MonitorError as exc:
-            raise DriverError(tracked.record.name, operation, exc.message) from exc
-
     async def suspend(self, name: str) -> None:
         tracked = self._require(name, "suspend")
         tracked.run.intent = Intent.SUSPEND
-        await self._command(tracked, "suspend", "stop")
+        with _failing_as(tracked, "suspend"):
+            await tracked.qmp.stop()
         tracked.run.state, tracked.run.reason, tracked.run.intent = (State.PAUSED, Reason.USER,
                                                                      Intent.NONE)
 
     async def resume(self, name: str) -> None:
         tracked = self._require(name, "resume")
         tracked.run.intent = Intent.RESUME
-        await self._command(tracked, "resume", "cont")
+        with _failing_as(tracked, "resume"):
+            await tracked.qmp.cont()
         tracked.run.state, tracked.run.reason, tracked.run.intent = (State.RUNNING,
                                                                      Reason.UNPAUSED, Intent.NONE)
 
@@ -235,9 +239,10 @@ class QemuDriver:
         tracked.run.intent = Intent.SHUTDOWN
         try:
             if tracked.run.guest_stop is not GuestStop.NONE:
-                await tracked.monitor.quit()  # already powered off and preserved
+                await tracked.qmp.quit()  # already powered off and preserved
             else:
-                await self._command(tracked, "shutdown", "system_powerdown")
+                with _failing_as(tracked, "shutdown"):
+                    await tracked.qmp.system_powerdown()
         except DriverError:
             if not tracked.gone:
                 raise
@@ -289,7 +294,7 @@ class QemuDriver:
 
     async def _quit(self, tracked: Running) -> None:
         """A destroy-type lifecycle action: QMP quit, then signals if qemu does not go."""
-        await tracked.monitor.quit()
+        await tracked.qmp.quit()
         if not await tracked.watch.wait(self._settings.kill_grace):
             log.warning("qemu ignored quit; killing it", domain=tracked.record.name)
             await self._end(tracked, "quit")
@@ -297,8 +302,8 @@ class QemuDriver:
     async def _reset(self, tracked: Running) -> None:
         """A restart-type lifecycle action, in the same process (libvirt's fake reboot)."""
         try:
-            await tracked.monitor.execute("system_reset")
-            await tracked.monitor.execute("cont")
+            await tracked.qmp.system_reset()
+            await tracked.qmp.cont()
         except MonitorError as exc:
             log.warning("in-place restart failed", domain=tracked.record.name, error=exc.message)
 
@@ -338,11 +343,11 @@ class QemuDriver:
                                     "or adopted by this controller; it is left alone")
             return Live(State.SHUTOFF, self._last_stop.get(name, Reason.UNKNOWN))
         try:
-            status = await tracked.monitor.execute("query-status")
+            status = await tracked.qmp.query_status()
         except MonitorError as exc:
             return Live(tracked.run.state, tracked.run.reason, pid=tracked.record.pid,
                         record=tracked.record, message=f"monitor: {exc.message}")
-        state, reason = from_status(str(status.get("status")), tracked.run)
+        state, reason = from_status(status.status, tracked.run)
         return Live(state, reason, pid=tracked.record.pid, record=tracked.record,
                     message=tracked.note)
 
@@ -390,15 +395,15 @@ class QemuDriver:
             await asyncio.to_thread(tracked.cgroup.write,
                                     {k: v for k, v in after.items() if before.get(k) != v})
             if changed & {"cputune.vcpupin", "cputune.emulatorpin"}:
-                await pinning.apply(tracked.monitor, tracked.record.pid, new.cputune)
+                await pinning.apply(tracked.qmp, tracked.record.pid, new.cputune)
         except (CgroupError, pinning.PinningError, MonitorError) as exc:
             raise DriverError(name, "apply_live", str(exc)) from exc
-        if "current_memory" in changed:
-            await self._command(tracked, "apply_live", "balloon",
-                                {"value": new.current_memory or new.memory})
-        if "lifecycle.on_reboot" in changed:
-            reboot = "reset" if new.lifecycle.on_reboot is LifecycleAction.RESTART else "shutdown"
-            await self._command(tracked, "apply_live", "set-action", {"reboot": reboot})
+        with _failing_as(tracked, "apply_live"):
+            if "current_memory" in changed:
+                await tracked.qmp.balloon(new.current_memory or new.memory)
+            if "lifecycle.on_reboot" in changed:
+                await tracked.qmp.set_action(
+                    "reset" if new.lifecycle.on_reboot is LifecycleAction.RESTART else "shutdown")
         tracked.lifecycle = new.lifecycle
         log.info("live changes applied", domain=name, fields=sorted(changed))
 

@@ -1,8 +1,9 @@
 """The QMP connection of one qemu domain: the only module that imports qemu.qmp.
 
 Used by QemuDriver (one Monitor per running domain) and by capabilities.py (a short-lived
-Monitor on a `-machine none` probe process). Every call has a timeout; qemu.qmp's errors are
-translated into MonitorError here and never leave this module raw.
+Monitor on a `-machine none` probe process); commands go through commands.py, which names
+each one and types its reply. Every call has a timeout; qemu.qmp's errors are translated into
+MonitorError here and never leave this module raw.
 
 Events go straight from qemu.qmp's reader to a callback: the library's default listener, whose
 history grows without bound (libraries.md §2), is muted, and our listener keeps no history and
@@ -86,11 +87,6 @@ class Monitor:
             raise MonitorError(command, f"no reply within {timeout or self.timeout} s") from exc
         except (QMPError, OSError, EOFError) as exc:
             raise MonitorError(command, str(exc) or type(exc).__name__) from exc
-
-    async def quit(self) -> None:
-        """Ask qemu to exit; a connection lost during `quit` means it did (libraries.md §2)."""
-        with contextlib.suppress(MonitorError):
-            await self.execute("quit")
 
     async def close(self) -> None:
         """Disconnect; qemu keeps running. Safe to call twice and after qemu died."""

@@ -14,23 +14,22 @@ import psutil
 
 from reconcilers.model import CpuTune
 from reconcilers.qemu.hostcheck import parse_cpuset
-from reconcilers.qemu.monitor import Monitor
+from reconcilers.qemu.commands import QmpCommands
 
 
 class PinningError(Exception):
     """A thread's affinity could not be set; the message names the thread."""
 
 
-async def vcpu_threads(monitor: Monitor) -> dict[int, int]:
+async def vcpu_threads(qmp: QmpCommands) -> dict[int, int]:
     """vCPU index → host thread id."""
-    return {int(cpu["cpu-index"]): int(cpu["thread-id"])
-            for cpu in await monitor.execute("query-cpus-fast")}
+    return {cpu.index: cpu.thread_id for cpu in await qmp.query_cpus_fast()}
 
 
-async def apply(monitor: Monitor, pid: int, tune: CpuTune) -> None:
+async def apply(qmp: QmpCommands, pid: int, tune: CpuTune) -> None:
     if not tune.vcpupin and tune.emulatorpin is None:
         return
-    vcpus = await vcpu_threads(monitor)
+    vcpus = await vcpu_threads(qmp)
     all_cpus = set(range(os.cpu_count() or 1))
     emulator = parse_cpuset(tune.emulatorpin) if tune.emulatorpin else all_cpus
     try:

@@ -21,6 +21,7 @@ from reconcilers.identity import ExitWatch
 from reconcilers.model import Lifecycle
 from reconcilers.qemu import process
 from reconcilers.qemu.cgroups import DomainCgroup
+from reconcilers.qemu.commands import QmpCommands
 from reconcilers.qemu.events import RunState
 from reconcilers.qemu.layout import DomainFiles
 from reconcilers.qemu.monitor import Monitor
@@ -44,6 +45,11 @@ class Running:
     watch: ExitWatch
     exit_task: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def qmp(self) -> QmpCommands:
+        """The domain's QMP commands, over `monitor`."""
+        return QmpCommands(self.monitor)
 
     @property
     def gone(self) -> bool:

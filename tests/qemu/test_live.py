@@ -57,7 +57,7 @@ async def test_cpu_shares_pinning_and_balloon_applied_live(qemu_env: QemuEnv, lo
     after = tracked.cgroup.path(shares_key).read_text().strip()
     assert (before, after) == (("512", "2048") if shares_key.startswith("cpu/") else
                                (before, str(1 + (2048 - 2) * 9999 // 262142)))
-    vcpu0 = (await vcpu_threads(tracked.monitor))[0]
+    vcpu0 = (await vcpu_threads(tracked.qmp))[0]
     assert os.sched_getaffinity(vcpu0) == {0}
     balloon = await tracked.monitor.execute("query-balloon")
     assert balloon["actual"] > 0  # the device answers; the guest has no driver to shrink it

@@ -1,0 +1,157 @@
+"""The QMP commands domctl sends, one typed method each (Incus' `qmp/commands.go` is the model).
+
+Used by QemuDriver, capabilities.py, adopt.py and pinning.py instead of command strings: each
+command's name and arguments are spelt once, here, and each reply is parsed into a small
+frozen dataclass, so a misspelt command or a reply of another shape fails in one place that
+tests drive against a scripted fake QMP server.
+
+It wraps a Monitor (the only importer of qemu.qmp) and adds nothing else: no state, no
+decisions, no retries. Every failure is the Monitor's MonitorError, also a reply that does not
+have the shape QMP documents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from reconcilers.qemu.monitor import Monitor, MonitorError
+
+T = TypeVar("T")
+RebootAction = Literal["reset", "shutdown"]  # `set-action reboot=...`
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    """`query-status`: qemu's run state (running, paused, shutdown, guest-panicked, ...)."""
+
+    status: str
+    running: bool
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """One vCPU of `query-cpus-fast`: its index and the host thread that runs it."""
+
+    index: int
+    thread_id: int
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """One machine type of `query-machines`."""
+
+    name: str
+    alias: str | None
+    cpu_max: int
+    is_default: bool
+
+
+@dataclass(frozen=True)
+class QemuVersion:
+    """`query-version`; `str()` gives "7.2.0"."""
+
+    major: int
+    minor: int
+    micro: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.micro}"
+
+
+@dataclass(frozen=True)
+class KvmInfo:
+    """`query-kvm`: whether KVM is compiled in (present) and in use (enabled)."""
+
+    enabled: bool
+    present: bool
+
+
+def _optional_name(reply: Any) -> str | None:
+    name = reply.get("name")
+    return None if name is None else str(name)
+
+
+class QmpCommands:
+    """The typed commands, over one connected Monitor."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    async def _run(self, command: str, arguments: Mapping[str, object] | None = None) -> None:
+        await self.monitor.execute(command, arguments)
+
+    async def _query(self, command: str, parse: Callable[[Any], T],
+                     arguments: Mapping[str, object] | None = None) -> T:
+        reply = await self.monitor.execute(command, arguments)
+        try:
+            return parse(reply)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MonitorError(command, f"unexpected reply {reply!r}") from exc
+
+    # --- run control -------------------------------------------------------------------------
+
+    async def cont(self) -> None:
+        await self._run("cont")
+
+    async def stop(self) -> None:
+        await self._run("stop")
+
+    async def system_powerdown(self) -> None:
+        """Press the ACPI power button; the guest decides what to do."""
+        await self._run("system_powerdown")
+
+    async def system_reset(self) -> None:
+        await self._run("system_reset")
+
+    async def quit(self) -> None:
+        """Ask qemu to exit; a connection lost during `quit` means it did (libraries.md §2)."""
+        with contextlib.suppress(MonitorError):
+            await self._run("quit")
+
+    async def query_status(self) -> VmStatus:
+        return await self._query("query-status", lambda r: VmStatus(str(r["status"]),
+                                                                   bool(r["running"])))
+
+    # --- live changes ------------------------------------------------------------------------
+
+    async def balloon(self, value: int) -> None:
+        """Ask the guest's balloon driver for a memory size of `value` bytes."""
+        await self._run("balloon", {"value": value})
+
+    async def set_action(self, reboot: RebootAction) -> None:
+        """What a guest reboot does from now on: reset in place, or stop the guest."""
+        await self._run("set-action", {"reboot": reboot})
+
+    async def query_cpus_fast(self) -> list[CpuInfo]:
+        return await self._query("query-cpus-fast", lambda r: [
+            CpuInfo(int(cpu["cpu-index"]), int(cpu["thread-id"])) for cpu in r])
+
+    # --- identity and capabilities -----------------------------------------------------------
+
+    async def query_name(self) -> str | None:
+        """The `-name guest=` of the process; None when it has none."""
+        return await self._query("query-name", _optional_name)
+
+    async def query_uuid(self) -> str:
+        return await self._query("query-uuid", lambda r: str(r["UUID"]))
+
+    async def query_version(self) -> QemuVersion:
+        return await self._query("query-version", lambda r: QemuVersion(
+            int(r["qemu"]["major"]), int(r["qemu"]["minor"]), int(r["qemu"]["micro"])))
+
+    async def query_machines(self) -> list[MachineInfo]:
+        return await self._query("query-machines", lambda r: [
+            MachineInfo(str(m["name"]), m.get("alias"), int(m.get("cpu-max", 1)),
+                        bool(m.get("is-default", False))) for m in r])
+
+    async def qom_list_types(self, implements: str, abstract: bool = False) -> list[str]:
+        """The names of the QOM types implementing `implements` (abstract ones if asked)."""
+        return await self._query("qom-list-types", lambda r: [str(t["name"]) for t in r],
+                                 {"implements": implements, "abstract": abstract})
+
+    async def query_kvm(self) -> KvmInfo:
+        return await self._query("query-kvm", lambda r: KvmInfo(bool(r["enabled"]),
+                                                               bool(r["present"])))
