@@ -1,6 +1,14 @@
-"""The README's test command and CI's must be the same command, word for word."""
+"""The README's commands and its flag table must say what the code does."""
 
+from __future__ import annotations
+
+import re
 from pathlib import Path
+
+import click
+
+from controller.paths import default_paths
+from controller.service.command import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -10,3 +18,28 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     readme_lines = (ROOT / "README.md").read_text().splitlines()
     assert ci_command in readme_lines
     assert ci_command.endswith("-m pytest")
+
+
+def test_the_run_flag_table_shows_every_flag_with_its_default() -> None:
+    """Defaults come from the settings tree (controller/settings.py) through `run`'s options."""
+    names = {flag: param.name for param in run.params if isinstance(param, click.Option)
+             for flag in param.opts}
+    values = run.make_context("run", []).params  # every option at its default; nothing runs
+    root = default_paths(0, {})
+    seen: list[str] = []
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if not line.startswith("| `--"):
+            continue
+        flags_cell, default_cell = line.split(" | ")[:2]
+        flags = re.findall(r"`(--[a-z-]+)", flags_cell)
+        for flag, shown in zip(flags, default_cell.split(", "), strict=True):
+            seen.append(flag)
+            default = values[names[flag]]
+            if shown == "off":
+                assert default is None, flag
+            elif shown.startswith("`"):  # a directory: "`root default` / `user default`"
+                field = flag.removeprefix("--").replace("-", "_")
+                assert shown.split("`")[1] == str(getattr(root, field)), flag
+            else:
+                assert float(shown) == default, flag
+    assert sorted(seen) == sorted(names)

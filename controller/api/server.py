@@ -21,8 +21,7 @@ backend as a `Caller`. Error types: BadRequest, PermissionDenied, NotFound, Busy
 Failed, Internal. A bad client or a failing backend call never stops the server.
 
 Public surface:
-    ApiSettings(max_request, request_timeout, log_poll, close_timeout)
-    ApiServer(backend, rw_path, ro_path, settings): async start(), async close()
+    ApiServer(backend, rw_path, ro_path, settings: ApiSettings): async start(), async close()
     Backend (protocol the daemon implements), EventSubscription (protocol), Caller
     (READ_OPS, WRITE_OPS, ACTIONS: controller/protocol.py)
 """
@@ -46,6 +45,7 @@ import structlog
 
 from controller.api import logtail
 from controller.protocol import ACTIONS, READ_OPS, STREAM_OPS, WRITE_OPS
+from controller.settings import ApiSettings
 from controller.state.status import NoSuchDomain
 from reconcilers.errors import BusyError, DomctlError, NotSupportedError
 
@@ -61,18 +61,6 @@ _ARGS: dict[str, dict[str, tuple[type, bool]]] = {
     **{action: {"name": (str, True)} for action in (*ACTIONS, "console")},
     "prune": {"confirm": (bool, True)},
 }
-
-
-@dataclass(frozen=True)
-class ApiSettings:
-    max_request: int = 65536
-    """Bytes a request line may have (without its newline); longer: "request too large"."""
-    request_timeout: float = 10.0
-    """Seconds a client has to send its complete request line."""
-    log_poll: float = 0.25
-    """Seconds between polls of a followed log file."""
-    close_timeout: float = 5.0
-    """Seconds `close()` lets unfinished requests run before cancelling them."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The `domctl` commands that talk to a running controller over its API socket (DESIGN §8).
 
-`cli.py` calls `register(main)` once. Besides adding the commands, `register` adds the global
+`cli/main.py` calls `register(main)` once. Besides adding the commands, `register` adds the global
 `--socket PATH` option (envvar DOMCTL_SOCKET) to the group, so it goes before the subcommand:
 `domctl --socket /run/domctl/domctl-ro.sock get`. The group's own callback does not know that
 option, so `register` wraps the callback to drop `socket` from its keyword arguments; commands
@@ -35,7 +35,7 @@ from click.shell_completion import CompletionItem
 
 from controller.cli import console as consoles
 from controller.cli.client import ApiError, Client, socket_path
-from controller.service.config import default_paths
+from controller.paths import default_paths
 from controller.protocol import headline
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -13,8 +13,8 @@ here sleeps, enqueues or touches a domain: it is bookkeeping over an injected cl
   1 → 10–15 s, 2 → 40–60 s, 3 → 90–135 s, 4 → 160–240 s, 5+ → 300 s.
 
 Public surface:
-    BackoffSettings(base, cap), ErrorBackoff(settings).when(name) / failures(name) / forget(name)
-    CrashLoopSettings(min_interval, cap, stable_after)
+    BackoffSettings, CrashLoopSettings: controller/settings.py
+    ErrorBackoff(settings).when(name) / failures(name) / forget(name)
     CrashLoopBackoff(settings, clock, uniform).failed(name) -> delay; running(name); restore(name, failures);
         failures(name); retry_at(name); remaining(name); forget(name)
     crash_loop_delay(n, settings, uniform) -> float
@@ -26,15 +26,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from controller.settings import BackoffSettings, CrashLoopSettings
+
 Uniform = Callable[[float, float], float]  # random.uniform's signature: a value in [lo, hi]
-
-
-@dataclass(frozen=True)
-class BackoffSettings:
-    base: float = 0.5
-    """Seconds before the first retry after an error; doubles with every further error."""
-    cap: float = 300.0
-    """The longest delay, in seconds."""
 
 
 class ErrorBackoff:
@@ -55,16 +49,6 @@ class ErrorBackoff:
 
     def forget(self, name: str) -> None:
         self._failures.pop(name, None)
-
-
-@dataclass(frozen=True)
-class CrashLoopSettings:
-    min_interval: float = 10.0
-    """Lower bound of the base interval, in seconds (KubeVirt: 10)."""
-    cap: float = 300.0
-    """The longest delay, in seconds (KubeVirt: 300); also sets the interval (cap / 30)."""
-    stable_after: float = 60.0
-    """Seconds of continuous running after which the failure count resets."""
 
 
 def crash_loop_delay(failures: int, settings: CrashLoopSettings, uniform: Uniform) -> float:

@@ -18,7 +18,7 @@ Never touches a domain and never reads the file system: it is bookkeeping over t
 with an injected clock (monotonic seconds).
 
 Public surface:
-    PruneSettings(grace=3.0, guard_min=2), Entry, DesiredStore(clock, settings)
+    Entry, DesiredStore(clock, settings)
     DesiredStore.apply(snapshot) -> set[str], seed(names), desired(name), entry(name),
         names(), removal_in(name), held(), confirm_prune() -> list[str], forget(name)
 """
@@ -32,17 +32,10 @@ import structlog
 
 from controller.manifests.errors import Problem
 from controller.manifests.source import Snapshot
+from controller.settings import PruneSettings
 from reconcilers.model import Domain
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class PruneSettings:
-    grace: float = 3.0
-    """Seconds a domain whose manifest vanished is kept before it is shut down and undefined."""
-    guard_min: int = 2
-    """A snapshot removing more than half of the domains holds pruning only above this many."""
 
 
 @dataclass

@@ -24,7 +24,7 @@ DRBD device it allocates) lives outside the manifest, so waiting for a manifest 
 be wrong; the start counts as a crash-loop failure and is retried with that backoff.
 
 Public surface:
-    HookOp, HookSettings(hooks_dir, timeout=30.0), HookResult, HookError
+    HookOp, HookResult, HookError
     HookRunner(settings).run(driver, name, op, spec, extra="-") -> list[HookResult]
 
 Never hold a domain's job or any other lock while a hook runs (a hook may call `domctl`, as
@@ -43,6 +43,7 @@ from pathlib import Path
 
 import structlog
 
+from controller.settings import HookSettings
 from reconcilers.errors import TransientError
 from reconcilers.model import to_plain
 
@@ -66,14 +67,6 @@ class HookOp(str, enum.Enum):
 
 
 _ABORTING = frozenset({HookOp.PREPARE, HookOp.START})
-
-
-@dataclass(frozen=True)
-class HookSettings:
-    hooks_dir: Path | None = None
-    """Directory holding `qemu`, `lxc`, `qemu.d/`, `lxc.d/`; None or missing: no hooks."""
-    timeout: float = 30.0
-    """Seconds each script may run before its process group is killed (counts as failure)."""
 
 
 @dataclass(frozen=True)

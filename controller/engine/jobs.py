@@ -17,7 +17,7 @@ The reconciler wraps every driver call that changes a domain in a job:
   since <time>" (libvirt: 30 s, "cannot acquire state change lock").
 
 Public surface:
-    JobKind, JobSettings(wait_limit=30.0), JobInfo(kind, owner, since, interruptible)
+    JobKind, JobInfo(kind, owner, since, interruptible)
     Jobs(settings, wall_clock=time.time).acquire(name, kind, owner, interruptible=False)
     Jobs.current(name) -> JobInfo | None          # for status and `describe`
     JobInterrupted(domain, kind)
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from controller.engine.clock import rfc3339
+from controller.settings import JobSettings
 from reconcilers.errors import BusyError, TransientError
 
 log = structlog.get_logger(__name__)
@@ -49,12 +50,6 @@ class JobKind(str, enum.Enum):
     MODIFY = "modify"
     SUSPEND = "suspend"
     DESTROY = "destroy"
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    wait_limit: float = 30.0
-    """Seconds a job may wait for the domain's lock before failing with BusyError."""
 
 
 @dataclass(frozen=True)

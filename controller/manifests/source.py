@@ -39,6 +39,7 @@ from watchdog.observers.api import BaseObserver
 
 from controller.manifests.errors import ManifestError, Problem
 from controller.manifests.loader import is_manifest_name, load_file, name_conflicts
+from controller.settings import SourceSettings
 from reconcilers.model import Domain
 
 log = structlog.get_logger(__name__)
@@ -50,12 +51,6 @@ _EVENTS = [FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileClosedEvent
 
 _FileKey = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size
 _Loaded = list[Domain] | ManifestError
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    debounce: float = 0.3  # seconds of quiet after the last event before a rescan
-    resync: float = 30.0  # seconds between full rescans, events or not
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`domctl run`: the controller process — wiring, the single-instance lock, signals, shutdown.
+"""The controller process behind `domctl run`: wiring, the single-instance lock, signals, shutdown.
 
 Order at start (DESIGN §7, libvirt's reconnect): take the flock on the state dir (one
 controller per state dir), open the stores, build the drivers, re-attach every recorded domain
@@ -11,9 +11,11 @@ work, passes in progress get `stop_timeout` seconds to finish, the drivers drop 
 connections (qemu and LXC keep running in their own sessions), the lock is released. A second
 signal during that wait exits at once.
 
+The settings tree (controller/settings.py) comes in whole, built by `domctl run`
+(service/command.py); each part gets its own branch of it.
+
 Public surface:
-    DaemonSettings(paths, controller, resync, debounce, hook_timeout, qemu)
-    Daemon(settings).run() -> None (async; returns when stopped)
+    Daemon(settings: Settings).run() -> None (async; returns when stopped)
 """
 
 from __future__ import annotations
@@ -21,43 +23,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from dataclasses import dataclass, field
 
 import structlog
 
-from controller.service import sdnotify
-from controller.api.server import ApiServer
 from controller.api.backend import ControllerBackend
-from controller.service.config import Paths
-from controller.engine.controller import Controller, ControllerSettings
+from controller.api.server import ApiServer
+from controller.engine.controller import Controller
+from controller.engine.hooks import HookRunner
+from controller.manifests.source import ManifestSource
+from controller.paths import Paths
+from controller.service import sdnotify
+from controller.service.metrics import Metrics, MetricsServer
+from controller.settings import Settings
 from controller.state.events import AuditLog, EventBus
 from controller.state.fsutil import InstanceLock
-from controller.engine.hooks import HookRunner, HookSettings
-from controller.service.metrics import Metrics, MetricsServer
 from controller.state.registry import Registry
-from controller.manifests.source import ManifestSource, SourceSettings
 from controller.state.status import StatusStore
 from reconcilers.driver import Driver, DriverContext, RuntimeEvent
 from reconcilers.lxc import LxcDriver
 from reconcilers.model import DriverName
-from reconcilers.qemu import QemuDriver, QemuSettings
+from reconcilers.qemu import QemuDriver
 
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class DaemonSettings:
-    paths: Paths
-    controller: ControllerSettings = ControllerSettings()
-    resync: float = 30.0
-    debounce: float = 0.3
-    hook_timeout: float = 30.0
-    qemu: QemuSettings = field(default_factory=QemuSettings)
-    metrics: str | None = None  # HOST:PORT of the Prometheus listener; None: off
-
-
 class Daemon:
-    def __init__(self, settings: DaemonSettings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # helpers that end with the daemon
@@ -89,24 +80,22 @@ class Daemon:
         controller = Controller(
             drivers=drivers, registry=Registry(paths.state_dir),
             statuses=StatusStore(paths.state_dir), events=events, audit=audit,
-            hooks=HookRunner(HookSettings(paths.hooks_dir, self.settings.hook_timeout)),
-            settings=self.settings.controller)
-        source = ManifestSource(paths.manifests, controller.on_snapshot,
-                                SourceSettings(debounce=self.settings.debounce,
-                                               resync=self.settings.resync))
+            hooks=HookRunner(self.settings.hooks), settings=self.settings.engine)
+        source = ManifestSource(paths.manifests, controller.on_snapshot, self.settings.source)
         with self._signals():
             try:
                 await self._probe(drivers)
                 await controller.reattach_all()
                 await source.start()
                 workers = asyncio.create_task(controller.workers())
-                api = ApiServer(ControllerBackend(controller, paths),
+                api = ApiServer(ControllerBackend(controller, paths,
+                                                  self.settings.api.act_timeout),
                                 paths.runtime_dir / "domctl.sock",
-                                paths.runtime_dir / "domctl-ro.sock")
+                                paths.runtime_dir / "domctl-ro.sock", self.settings.api)
                 await api.start()
                 metrics = self._metrics(controller, events)
                 log.info("controller running", manifests=str(paths.manifests),
-                         state_dir=str(paths.state_dir), workers=self.settings.controller.workers,
+                         state_dir=str(paths.state_dir), workers=self.settings.engine.workers,
                          socket=str(paths.runtime_dir / "domctl.sock"))
                 self._tasks |= {asyncio.create_task(self._notify_ready(controller)),
                                 asyncio.create_task(_watchdog())}
@@ -129,10 +118,11 @@ class Daemon:
 
     def _metrics(self, controller: Controller, events: EventBus) -> MetricsServer | None:
         """The Prometheus listener of `--metrics`, fed by the controller and the event bus."""
-        if self.settings.metrics is None:
+        address = self.settings.metrics.address
+        if address is None:
             return None
         metrics = Metrics(controller.samples, lambda: len(controller.queue),
-                          loop=asyncio.get_running_loop())
+                          loop=asyncio.get_running_loop(), settings=self.settings.metrics)
         controller.on_pass = lambda _name, seconds, result: metrics.observe_reconcile(seconds,
                                                                                        result)
         subscription = events.subscribe()
@@ -142,7 +132,7 @@ class Daemon:
                 metrics.event(record)
 
         self._tasks.add(asyncio.create_task(count_events()))
-        server = metrics.serve(self.settings.metrics)
+        server = metrics.serve(address)
         log.info("metrics listening", url=server.url)
         return server
 
@@ -171,7 +161,7 @@ class Daemon:
         """Give passes in progress time to finish; then cancel them."""
         try:
             await asyncio.wait_for(asyncio.shield(workers),
-                                   self.settings.controller.stop_timeout)
+                                   self.settings.engine.stop_timeout)
         except TimeoutError:
             log.warning("passes still running at shutdown; cancelling them")
             workers.cancel()

@@ -8,8 +8,8 @@ Per-domain series are never kept in labelled metric objects: a collector builds 
 time from the `domains` snapshot callback, so a removed domain's series simply stop being
 exposed (prometheus/client_python#182, #1047). The callbacks are read on the event loop when
 `loop` is given (the scrape runs in the HTTP server's thread, and the daemon's dicts must not be
-iterated while the loop changes them); a loop that does not answer within `snapshot_timeout`
-fails the scrape, which Prometheus records as `up == 0`.
+iterated while the loop changes them); a loop that does not answer within the settings'
+`snapshot_timeout` fails the scrape, which Prometheus records as `up == 0`.
 
 Series (every help text is in the exposition):
     domctl_domains{driver,state}                     gauge, every State of every driver, 0 too
@@ -30,7 +30,7 @@ a free port (tests); the handle reports it.
 Public surface:
     DomainSample(name, driver, state, reason, restarts, start_failures)
     ReconcileResult.OK | ERROR | REQUEUE
-    Metrics(domains, queue_depth, loop=None, snapshot_timeout=5.0): registry,
+    Metrics(domains, queue_depth, loop=None, settings=MetricsSettings()): registry,
         observe_reconcile(seconds, result), event(record), serve(addr) -> MetricsServer
     MetricsServer: host, port, url, close()
     parse_addr(addr) -> (host, port)
@@ -55,6 +55,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from controller.settings import MetricsSettings
 from reconcilers.model import DETAILS_BY_EVENT, DriverName, Reason, State
 
 log = structlog.get_logger(__name__)
@@ -132,11 +133,11 @@ class Metrics:
     def __init__(self, domains: Callable[[], Iterable[DomainSample]],
                  queue_depth: Callable[[], int],
                  loop: asyncio.AbstractEventLoop | None = None,
-                 snapshot_timeout: float = 5.0) -> None:
+                 settings: MetricsSettings = MetricsSettings()) -> None:
         """`domains` and `queue_depth` are called at every scrape, on `loop` when given
         (otherwise in the HTTP thread, and then they must be thread-safe)."""
         self._domains, self._queue_depth = domains, queue_depth
-        self._loop, self._snapshot_timeout = loop, snapshot_timeout
+        self._loop, self._snapshot_timeout = loop, settings.snapshot_timeout
         self.registry = CollectorRegistry()
         self.registry.register(_DomainCollector(self._snapshot))
         self._reconcile = Histogram(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.engine.backoff import (BackoffSettings, CrashLoopBackoff, CrashLoopSettings,
-                                ErrorBackoff, crash_loop_delay)
+from controller.engine.backoff import CrashLoopBackoff, ErrorBackoff, crash_loop_delay
 from controller.engine.clock import ManualClock
+from controller.settings import BackoffSettings, CrashLoopSettings
 
 
 def no_jitter(lo: float, hi: float) -> float:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from controller.engine.desired import DesiredStore, PruneSettings
+from controller.engine.desired import DesiredStore
 from controller.manifests.errors import Problem
 from controller.manifests.source import Snapshot
+from controller.settings import PruneSettings
 from reconcilers.model import Domain
 
 from .domains import domain

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.engine.hooks import HookError, HookOp, HookRunner, HookSettings
+from controller.engine.hooks import HookError, HookOp, HookRunner
+from controller.settings import HookSettings
 from reconcilers.errors import TransientError
 from reconcilers.model import DomainSpec, DriverName
 

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from controller.engine.jobs import JobInfo, JobInterrupted, JobKind, Jobs, JobSettings
+from controller.engine.jobs import JobInfo, JobInterrupted, JobKind, Jobs
+from controller.settings import JobSettings
 from reconcilers.errors import BusyError, TransientError
 
 WALL = 1764000000.0  # 2025-11-24T16:00:00Z

@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.service.metrics import DomainSample, Metrics, MetricsServer, parse_addr
+from controller.settings import MetricsSettings
 from reconcilers.model import DriverName, Reason, State
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -183,7 +184,7 @@ async def test_callbacks_run_on_the_loop_when_given(world: World) -> None:
 
 async def test_a_blocked_loop_fails_the_scrape_instead_of_hanging(world: World) -> None:
     metrics = Metrics(lambda: world.domains, lambda: 0, loop=asyncio.get_running_loop(),
-                      snapshot_timeout=0.2)
+                      settings=MetricsSettings(snapshot_timeout=0.2))
     server = metrics.serve("127.0.0.1:0")
     try:
         # A synchronous call on the loop's thread: the loop cannot answer the scrape meanwhile.

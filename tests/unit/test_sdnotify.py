@@ -56,7 +56,8 @@ def abstract_listener() -> Iterator[Listener]:
 
 @pytest.fixture(params=["path", "abstract"])
 def listener(request: pytest.FixtureRequest) -> Listener:
-    return request.getfixturevalue(f"{request.param}_listener")
+    found: Listener = request.getfixturevalue(f"{request.param}_listener")
+    return found
 
 
 def test_notify_sends_one_datagram(listener: Listener) -> None:

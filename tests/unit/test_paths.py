@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from controller.service.config import default_paths
+from controller.paths import default_paths
 
 
 def test_root_defaults_are_the_system_places() -> None:

@@ -1,0 +1,112 @@
+"""`domctl run` and the `domctl` console script: the CLI's command group plus the controller.
+
+The CLI (controller/cli/) must not import the daemon's layers, not even inside a function
+(import-linter reads those imports too), so the command that starts the controller lives here,
+with the console script's entry point (pyproject [project.scripts]): `main()` adds `run` to the
+CLI's group and runs it. The daemon, and with it the engine and both drivers, is imported
+inside `run` only, so `domctl get` loads none of them.
+
+`run` turns its flags into the settings tree (controller/settings.py), once. Every flag's
+default is read from that tree, so `--help`, the README's flag table and the daemon cannot
+disagree; `--resync` sets both the rescan period and the engine's re-check of domains stalled
+by host validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from controller.cli.main import main as cli
+from controller.paths import Paths, default_paths
+from controller.service import logconfig
+from controller.settings import (CrashLoopSettings, EngineSettings, HookSettings,
+                                 MetricsSettings, PruneSettings, Settings, SourceSettings)
+from controller.state.fsutil import LockHeldError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The defaults the flags show and fall back to: the tree's own.
+_ENGINE, _SOURCE, _HOOKS = EngineSettings(), SourceSettings(), HookSettings()
+
+
+def _dir_option(flag: str, what: str) -> Callable[[F], F]:
+    return click.option(flag, type=click.Path(file_okay=False, path_type=Path),
+                        help=f"{what} [default: as root /etc, /var/lib, /run, /var/log under "
+                             "domctl; as a user the XDG directories]")
+
+
+@click.command()
+@_dir_option("--manifests", "Directory of Domain manifests to watch.")
+@_dir_option("--state-dir", "Status, events, audit log, domain records, driver data.")
+@_dir_option("--runtime-dir", "API sockets, QMP sockets and pidfiles.")
+@_dir_option("--log-dir", "One <name>.log per domain (argv, serial/console output).")
+@_dir_option("--hooks-dir", "Hook scripts: qemu, lxc, qemu.d/*, lxc.d/*.")
+@click.option("--resync", type=click.FloatRange(min=1), default=_SOURCE.resync,
+              show_default=True, help="Seconds between full rescans of the manifests directory "
+                                      "(and re-checks of hosts a domain could not start on).")
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=_ENGINE.workers,
+              show_default=True,
+              help="Domains reconciled in parallel (never two passes on one domain).")
+@click.option("--removal-grace", type=click.FloatRange(min=0), default=_ENGINE.prune.grace,
+              show_default=True,
+              help="Seconds a domain whose manifest vanished is kept before it is removed.")
+@click.option("--restart-backoff", type=click.FloatRange(min=0),
+              default=_ENGINE.crash_loop.min_interval, show_default=True,
+              help="Crash-loop backoff base: n-th failure waits base×n² (plus up to half of it "
+                   "at random).")
+@click.option("--restart-backoff-max", type=click.FloatRange(min=0),
+              default=_ENGINE.crash_loop.cap, show_default=True,
+              help="Longest crash-loop backoff, seconds.")
+@click.option("--metrics", "metrics_addr", metavar="HOST:PORT",
+              help="Serve Prometheus metrics on this address (off by default; ':9100' means "
+                   "127.0.0.1:9100, write 0.0.0.0:9100 for every interface).")
+@click.option("--hook-timeout", type=click.FloatRange(min=1), default=_HOOKS.timeout,
+              show_default=True,
+              help="Seconds each hook script may run before it is killed (counts as failed).")
+@click.option("--stable-after", type=click.FloatRange(min=0),
+              default=_ENGINE.crash_loop.stable_after, show_default=True,
+              help="Seconds of running after which the failure count resets.")
+def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None,
+        log_dir: Path | None, hooks_dir: Path | None, resync: float, workers: int,
+        removal_grace: float, restart_backoff: float, restart_backoff_max: float,
+        metrics_addr: str | None, hook_timeout: float, stable_after: float) -> None:
+    """Run the controller in the foreground until SIGTERM/SIGINT (domains keep running)."""
+    logconfig.configure(click.get_current_context().find_root().params["log_level"])
+    from controller.service.daemon import Daemon  # the engine and the drivers load only here
+
+    paths = _paths(manifests=manifests, state_dir=state_dir, runtime_dir=runtime_dir,
+                   log_dir=log_dir, hooks_dir=hooks_dir)
+    engine = EngineSettings(
+        workers=workers, prune=PruneSettings(grace=removal_grace),
+        crash_loop=CrashLoopSettings(min_interval=restart_backoff, cap=restart_backoff_max,
+                                     stable_after=stable_after),
+        revalidate=resync)
+    settings = Settings(paths=paths, engine=engine, source=SourceSettings(resync=resync),
+                        hooks=HookSettings(hooks_dir=paths.hooks_dir, timeout=hook_timeout),
+                        metrics=MetricsSettings(address=metrics_addr))
+    try:
+        asyncio.run(Daemon(settings).run())
+    except (LockHeldError, ValueError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+
+
+def _paths(**given: Path | None) -> Paths:
+    """The directories given as flags, the defaults for this user for the others."""
+    defaults = default_paths(os.geteuid(), os.environ)
+    return dataclasses.replace(defaults, **{key: value for key, value in given.items()
+                                            if value is not None})
+
+
+def main() -> None:
+    """The `domctl` console script: the CLI's commands, and `run`."""
+    cli.add_command(run)
+    cli()

@@ -1,0 +1,187 @@
+"""The controller's one settings tree: every tunable, its unit, its default and why it is there.
+
+kopf's OperatorSettings is the model: nested frozen dataclasses, a docstring on every field.
+`domctl run` (controller/service/command.py) builds one `Settings` from its flags and hands it
+to the daemon, which passes each branch down to the part that uses it (`engine` to the
+Controller, `source` to the ManifestSource, ...); no module keeps settings of its own or reads
+them from anywhere else. Each default is written here once: the flags of `domctl run` take
+their defaults from these classes, and a setting two parts share (the resync period) is passed
+to both from that one flag.
+
+Times are in seconds, sizes in bytes. The tree:
+
+    Settings
+        paths: Paths                        controller/paths.py
+        engine: EngineSettings              workers, stop_timeout, revalidate
+            prune: PruneSettings            grace, guard_min
+            crash_loop: CrashLoopSettings   min_interval, cap, stable_after
+            errors: BackoffSettings         base, cap
+            jobs: JobSettings               wait_limit
+        source: SourceSettings              debounce, resync
+        hooks: HookSettings                 hooks_dir, timeout
+        api: ApiSettings                    max_request, request_timeout, log_poll,
+                                            close_timeout, act_timeout
+        metrics: MetricsSettings            address, snapshot_timeout
+        qemu: QemuSettings                  reconcilers/qemu/layout.py (the driver's own)
+
+A leaf: it imports the standard library and `controller.paths`, and the qemu driver's settings
+class only when a `Settings` is built: that package imports the whole driver, which a module
+using one branch, or `domctl get` (whose entry point imports this tree), must not load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controller.paths import Paths
+
+if TYPE_CHECKING:
+    from reconcilers.qemu.layout import QemuSettings
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """When a domain whose manifest is gone is stopped and undefined (engine/desired.py)."""
+
+    grace: float = 3.0
+    """Seconds a domain whose manifest vanished is kept before it is shut down and undefined:
+    rides out an editor's save or a `git checkout` that briefly removes the file."""
+    guard_min: int = 2
+    """A snapshot removing more than half of the domains holds pruning (until `domctl prune
+    --confirm`) only when it removes more than this many: losing 2 of 3 is not a disaster."""
+
+
+@dataclass(frozen=True)
+class CrashLoopSettings:
+    """KubeVirt's crash-loop backoff for a domain that keeps stopping (engine/backoff.py)."""
+
+    min_interval: float = 10.0
+    """Lower bound of the base interval, in seconds (KubeVirt: 10); the n-th failure waits
+    interval × n² plus up to half of that again."""
+    cap: float = 300.0
+    """The longest delay, in seconds (KubeVirt: 300); also sets the interval (cap / 30)."""
+    stable_after: float = 60.0
+    """Seconds of continuous running after which the failure count resets: a domain that ran
+    this long was healthy, and its next crash starts the backoff over."""
+
+
+@dataclass(frozen=True)
+class BackoffSettings:
+    """client-go's per-item exponential backoff after a failed pass (engine/backoff.py)."""
+
+    base: float = 0.5
+    """Seconds before the first retry after an error; doubles with every further error."""
+    cap: float = 300.0
+    """The longest delay, in seconds, so a long-failing domain is still retried regularly."""
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """libvirt's per-domain jobs (engine/jobs.py)."""
+
+    wait_limit: float = 30.0
+    """Seconds a job may wait for the domain's lock before failing with "busy running <job>
+    since <time>" (libvirt's 30 s "cannot acquire state change lock")."""
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """The manifests-directory watcher (manifests/source.py)."""
+
+    debounce: float = 0.3
+    """Seconds of quiet after the last inotify event before a rescan, so the transient
+    states of an editor save or a `git checkout` are never seen."""
+    resync: float = 30.0
+    """Seconds between full rescans, events or not: covers lost events, a dead observer
+    thread and a replaced directory (`domctl run --resync`)."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The controller loop: workers, the desired store, backoffs and jobs (engine/)."""
+
+    workers: int = 4
+    """Domains reconciled in parallel; never two passes on one domain (`--workers`)."""
+    prune: PruneSettings = PruneSettings()
+    """Removal of domains whose manifests are gone."""
+    crash_loop: CrashLoopSettings = CrashLoopSettings()
+    """Restarts of domains that keep stopping or failing to start."""
+    errors: BackoffSettings = BackoffSettings()
+    """Retries of passes that raised a transient error."""
+    jobs: JobSettings = JobSettings()
+    """The per-domain job lock."""
+    stop_timeout: float = 20.0
+    """Seconds SIGTERM waits for passes in progress before cancelling them (domains keep
+    running either way; a cancelled pass is redone by the next controller)."""
+    revalidate: float = SourceSettings.resync
+    """Seconds between re-checks of a domain stalled by host validation (a missing image,
+    unusable kvm), so fixing the host needs no manifest edit. The resync period: `domctl run`
+    sets both from --resync."""
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    """Hook scripts with libvirt's contract (engine/hooks.py)."""
+
+    hooks_dir: Path | None = None
+    """Directory holding `qemu`, `lxc`, `qemu.d/`, `lxc.d/`; None or missing: no hooks.
+    `domctl run` sets it to `Paths.hooks_dir`."""
+    timeout: float = 30.0
+    """Seconds each script may run before its process group is killed (counts as a failure,
+    which for `prepare`/`start` aborts the start)."""
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The API's Unix sockets (api/server.py) and what they wait for (api/backend.py)."""
+
+    max_request: int = 65536
+    """Bytes a request line may have (without its newline); longer: "request too large"."""
+    request_timeout: float = 10.0
+    """Seconds a client has to send its complete request line, so a stuck client cannot hold
+    a connection open."""
+    log_poll: float = 0.25
+    """Seconds between polls of a followed log file (`domctl logs -f`)."""
+    close_timeout: float = 5.0
+    """Seconds `close()` lets unfinished requests run at shutdown before cancelling them."""
+    act_timeout: float = 30.0
+    """Seconds an imperative action (`domctl stop NAME`, ...) waits, plus the domain's
+    shutdownTimeout, for the domain to reach its state before answering "still under way"."""
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus listener (service/metrics.py)."""
+
+    address: str | None = None
+    """HOST:PORT to serve /metrics on; None: no listener (`--metrics`; off by default)."""
+    snapshot_timeout: float = 5.0
+    """Seconds a scrape waits for the event loop to hand over the domains; longer fails the
+    scrape (Prometheus records `up == 0`) instead of blocking the HTTP thread."""
+
+
+def _qemu_settings() -> QemuSettings:
+    from reconcilers.qemu.layout import QemuSettings  # imports the driver: only for a Settings
+    return QemuSettings()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `domctl run` is told, built once from its flags."""
+
+    paths: Paths
+    """The directories: manifests, state, runtime, logs, hooks (per-user defaults)."""
+    engine: EngineSettings = EngineSettings()
+    """The controller loop."""
+    source: SourceSettings = SourceSettings()
+    """The manifests-directory watcher."""
+    hooks: HookSettings = HookSettings()
+    """Hook scripts."""
+    api: ApiSettings = ApiSettings()
+    """The API sockets."""
+    metrics: MetricsSettings = MetricsSettings()
+    """The Prometheus listener."""
+    qemu: QemuSettings = field(default_factory=_qemu_settings)
+    """How the qemu driver runs qemu: binary, cgroup parent, VNC ports, QMP timeouts."""
