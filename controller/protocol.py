@@ -8,6 +8,7 @@ docstring. Plain data and pure functions only: no I/O, no imports from the rest 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,3 +36,14 @@ def headline(document: Mapping[str, Any]) -> str:
         if condition and condition.get("status") == status and condition.get("message"):
             return " ".join(str(condition["message"]).split())
     return ""
+
+
+def rfc3339(wall_seconds: float) -> str:
+    """`1764000000.5` → `2025-11-24T16:00:00.500Z`: the form of every time stamp domctl writes."""
+    stamp = datetime.datetime.fromtimestamp(wall_seconds, tz=datetime.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(stamp: str) -> float:
+    """The inverse of rfc3339: wall-clock seconds; ValueError for a malformed stamp."""
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -40,8 +40,19 @@ updatePolicy Restart → RESTART (running; graceful) or DESTROY then START_PAUSE
 paused guest cannot shut down); live ones → APPLY_LIVE; restart-only ones with updatePolicy
 Live → NOTHING (the caller shows them as PendingRestart via diff.pending_restart).
 
-A terminal error under the current manifest (History.stalled) turns every acting plan into
-REPORT until the manifest changes. REPORT means: leave the domain, set a condition with the
+Around the table, the inputs that are not the manifest (all in History, never bent by the
+caller):
+- A manifest removed but inside its grace period, or held by the mass-prune guard
+  (`removal_in`): NOTHING, reconciled again when the grace period ends.
+- An API request in force (`override`, made under the current epoch): the domain is driven
+  to the state the request asks for (API_STATES), and every acting plan is the API's (cause
+  `api`). `start`/`restart` are explicit starts: a stop or a stall from before the request
+  does not hold the start back, and the start is immediate (no backoff). `restart` brings the
+  domain down first, then follows the manifest's state.
+- A terminal error under the current manifest (History.stalled) turns every acting plan into
+  REPORT until the manifest changes; a host-validation stall (a missing file, no kvm) lets
+  the start through, since a start validates the host before anything else (schedule()
+  brings such a domain back every `revalidate` seconds). REPORT means: leave the domain, set a condition with the
 reason; NOTHING means converged or waiting. Plans that start a multi-pass sequence (resume then
 shutdown, destroy then start, shutdown then undefine) carry requeue_after=0.
 """
@@ -50,7 +61,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from reconcilers.diff import Apply, Change, Classification, classify_changes
 from reconcilers.driver import Live
@@ -82,6 +93,40 @@ FIRST_TRIGGER: Mapping[Action, Trigger] = {
 }
 
 
+class ApiAction(str, enum.Enum):
+    """An imperative request through the API (`domctl stop NAME`, ...)."""
+
+    START = "start"
+    STOP = "stop"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    RESTART = "restart"  # down first, then the manifest's state with an explicit start
+    DESTROY = "destroy"  # at once (the engine interrupts a graceful shutdown), then held off
+
+
+# The state each request drives the domain to while it is in force (restart: see decide()).
+API_STATES: Mapping[ApiAction, DesiredState] = {
+    ApiAction.START: DesiredState.RUNNING, ApiAction.RESUME: DesiredState.RUNNING,
+    ApiAction.STOP: DesiredState.SHUTOFF, ApiAction.SUSPEND: DesiredState.PAUSED,
+    ApiAction.RESTART: DesiredState.SHUTOFF, ApiAction.DESTROY: DesiredState.SHUTOFF,
+}
+_EXPLICIT_STARTS = frozenset({ApiAction.START, ApiAction.RESTART})
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """An API request: in force while the manifest epoch it was made under holds."""
+
+    action: ApiAction
+    uid: int  # who asked (SO_PEERCRED)
+    epoch: int  # History.epoch when it was made
+    at: float  # wall-clock seconds of the request
+
+    def describe(self) -> str:
+        return (f"{self.action.value} through the API by uid {self.uid}; honoured until the "
+                "manifest changes")
+
+
 @dataclass(frozen=True)
 class LastStop:
     """How the domain last reached shutoff (recorded by the caller at every stop)."""
@@ -89,6 +134,7 @@ class LastStop:
     reason: Reason  # the shutoff reason
     cause: Cause  # who caused it
     epoch: int  # History.epoch when it happened
+    at: float = 0.0  # wall-clock seconds of the stop
 
 
 @dataclass(frozen=True)
@@ -97,6 +143,8 @@ class Stalled:
 
     message: str
     epoch: int  # History.epoch when it was raised
+    at: float = 0.0  # wall-clock seconds when it was raised
+    host: bool = False  # a host validation error: re-checked by every start
 
 
 @dataclass(frozen=True)
@@ -104,6 +152,7 @@ class History:
     """What the controller remembers about one domain, beyond its desired spec and live state."""
 
     now: float  # the caller's clock, the one backoff_until is on
+    wall: float = 0.0  # wall-clock seconds, the clock of every `at`
     epoch: int = 0
     """Counts changes of the desired spec (edits, reverts, removal, re-adding): a content hash
     cannot order events, as a revert brings an old generation back."""
@@ -114,6 +163,10 @@ class History:
     live_spec: DomainSpec | None = None  # the spec the running domain has (None: not running)
     classification: Classification = field(default_factory=dict)
     """The driver's classify(live_spec, desired spec)."""
+    override: ApiRequest | None = None  # the last API request (in force under its epoch)
+    removal_in: float | None = None
+    """Seconds until a vanished manifest's domain is removed (inf: held by the prune guard);
+    None while a manifest declares it."""
 
 
 @dataclass(frozen=True)
@@ -139,13 +192,83 @@ _LEFT_OFF = "; left off until the manifest changes"
 
 def decide(desired: Domain | None, live: Live, history: History) -> Plan:
     """What to do now; `desired` None means the manifest is gone (its grace period over)."""
+    if history.removal_in is not None and history.removal_in > 0 and desired is not None:
+        return _removal_wait(history.removal_in)
+    request = _in_force(history)
+    if request is not None and desired is not None:
+        desired = _requested(desired, live, request)
     plan = _plan(desired, live, history)
-    stalled = history.stalled
-    if (stalled is not None and stalled.epoch == history.epoch
-            and plan.action not in (Action.NOTHING, Action.REPORT)):
-        return _report(f"stalled: {stalled.message}; no {plan.action.value} until the manifest "
-                       "changes")
+    if plan.action not in (Action.NOTHING, Action.REPORT):
+        if request is not None and desired is not None:
+            plan = _by_request(plan, request, live)
+        return _unless_stalled(plan, history, request)
     return plan
+
+
+def _by_request(plan: Plan, request: ApiRequest, live: Live) -> Plan:
+    """A plan made for an API request is the API's; the start that completes a restart is
+    the controller's (libvirt: the domain restarts itself), counted as a restart."""
+    if request.action is ApiAction.RESTART and live.state is State.SHUTOFF:
+        return replace(plan, cause=Cause.CONTROLLER,
+                       reason=f"{plan.reason} (completing a {request.describe()})")
+    return replace(plan, cause=Cause.API, reason=f"{plan.reason} ({request.describe()})")
+
+
+def _removal_wait(removal_in: float) -> Plan:
+    if removal_in == float("inf"):
+        return Plan(Action.NOTHING, Cause.CONTROLLER, "manifest removed; removal held until "
+                    "`domctl prune --confirm`")
+    return Plan(Action.NOTHING, Cause.CONTROLLER,
+                f"manifest removed; undefined in {removal_in:.1f} s unless it comes back",
+                requeue_after=removal_in)
+
+
+def _in_force(history: History) -> ApiRequest | None:
+    """The API request in force: one made under the current manifest epoch."""
+    request = history.override
+    return request if request is not None and request.epoch == history.epoch else None
+
+
+def _requested(desired: Domain, live: Live, request: ApiRequest) -> Domain:
+    """The manifest's domain with the state the request drives it to. A restart asks for
+    shutoff until the domain is down, then for the manifest's state."""
+    if request.action is ApiAction.RESTART and live.state is State.SHUTOFF:
+        return desired
+    return replace(desired, spec=replace(desired.spec, state=API_STATES[request.action]))
+
+
+def _explicit_start(history: History, request: ApiRequest | None) -> float | None:
+    """Up to when stops and stalls are overruled by an explicit start in force: those before
+    a `domctl start`; every one while a `restart` is in force (its own shutdown included;
+    the engine ends a restart request with the start it asks for)."""
+    if request is None or request.action not in _EXPLICIT_STARTS:
+        return None
+    return float("inf") if request.action is ApiAction.RESTART else request.at
+
+
+def _stop_holds(history: History) -> LastStop | None:
+    """The last stop, if it happened under the current manifest and no explicit start was
+    asked for since: then the restart rules (and the backoff) decide whether to start."""
+    stop = history.last_stop
+    if stop is None or stop.epoch != history.epoch:
+        return None
+    explicit = _explicit_start(history, _in_force(history))
+    return None if explicit is not None and explicit >= stop.at else stop
+
+
+def _unless_stalled(plan: Plan, history: History, request: ApiRequest | None) -> Plan:
+    """A terminal error under the current manifest blocks every action until the manifest
+    changes or an explicit start comes after it; a host stall is re-tried periodically."""
+    stalled = history.stalled
+    if stalled is None or stalled.epoch != history.epoch:
+        return plan
+    explicit = _explicit_start(history, request)
+    if explicit is not None and explicit >= stalled.at:
+        return plan
+    if stalled.host:  # the host may have been fixed: the start validates it first
+        return replace(plan, reason=f"{plan.reason}; re-checking the host ({stalled.message})")
+    return _report(f"stalled: {stalled.message}; no {plan.action.value} until the manifest "
+                   "changes")
 
 
 def _plan(desired: Domain | None, live: Live, history: History) -> Plan:
@@ -230,8 +353,8 @@ def _paths(changes: tuple[Change, ...]) -> str:
 
 
 def _start(spec: DomainSpec, live: Live, history: History, start: Action) -> Plan:
-    stop = history.last_stop
-    if stop is None or stop.epoch != history.epoch:
+    stop = _stop_holds(history)
+    if stop is None:
         return Plan(start, Cause.MANIFEST,
                     f"desired {spec.state.value}: {_observed(live)}; starting")
     restart, why = _restart_verdict(spec, stop)

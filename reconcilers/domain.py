@@ -1,12 +1,12 @@
 """One reconcile pass of one domain: observe → decide → execute, under the domain's job lock.
 
-The controller's worker (controller/engine/controller.py) calls `DomainReconciler.run_pass(name,
+The engine's worker (controller/engine/controller.py) calls `DomainReconciler.run_pass(name,
 desired, driver, history)` for a name it took off the work queue, having built the History
-(epoch, last stop, backoff, live spec) from its own books; it gets back an `Outcome` that says
+(epoch, last stop, API request, stall, backoff, removal, live spec) from its ledger; it gets back an `Outcome` that says
 what was observed, what was decided and what happened, and does the bookkeeping (registry,
 status, backoff, requeue). This module owns the order of operations of each plan:
 
-    start:     validate → hooks prepare, start → driver.start (job modify) → started/booted
+    start:     validate (a refusal is no attempt) → hooks prepare, start → driver.start (job modify) → started/booted
                [+ suspended/paused] → hook started
     suspend:   driver.suspend (job suspend) → suspended/paused
     resume:    driver.resume (job modify) → resumed/unpaused
@@ -21,58 +21,32 @@ Events of the controller's own operations (started, suspended, resumed) are emit
 events of stops come from the driver (DriverContext.on_event), which the controller attributes
 to the plan's cause through `acting(name)`. Every action goes to the audit log with who asked.
 
-Ports: the job lock, hook runner, event bus and audit log live in controller/ (which this
-layer must not import), so they are passed in as the small protocols below, which the
-controller's classes satisfy. Hooks never run while the job is held (a hook may call domctl).
+Ports (reconcilers/ports.py): the job lock, hook runner, event bus and audit log live in
+controller/ (which this layer must not import), so they are passed in as small protocols.
+Hooks never run while the job is held (a hook may call domctl). The events of the
+controller's own operations are the state machine's (statemachine.transition), never spelled
+here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from reconcilers.decide import Action, History, Plan, decide
+from reconcilers.decide import FIRST_TRIGGER, Action, History, Plan, decide
 from reconcilers.diff import Apply, classify_changes, live_after_apply
 from reconcilers.driver import Driver, Live, RuntimeRecord
 from reconcilers.errors import DomctlError
 from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
-                               State)
+                               Reason, State)
+from reconcilers.ports import HookOp, JobKind, Ports
+from reconcilers.statemachine import transition
 
 log = structlog.get_logger(__name__)
-
-
-class JobPort(Protocol):
-    def acquire(self, name: str, kind: str, owner: str,
-                interruptible: bool = False) -> AbstractAsyncContextManager[None]: ...
-
-
-class HookPort(Protocol):
-    async def run(self, driver: str, name: str, op: str, spec: object,
-                  extra: str = "-") -> object: ...
-
-
-class EventPort(Protocol):
-    def emit(self, domain: str, event: EventType, detail: EventDetail, state: State,
-             reason: Any, cause: Cause, cause_detail: dict[str, Any] | None = None,
-             message: str = "") -> object: ...
-
-
-class AuditPort(Protocol):
-    def record(self, domain: str, action: str, cause: Cause,
-               cause_detail: dict[str, Any] | None = None, message: str = "") -> object: ...
-
-
-@dataclass(frozen=True)
-class Ports:
-    jobs: JobPort
-    hooks: HookPort
-    events: EventPort
-    audit: AuditPort
 
 
 @dataclass(frozen=True)
@@ -117,7 +91,7 @@ class DomainReconciler:
         previous = self._acting.get(name)
         self._acting[name] = Acting(Action.DESTROY, cause, detail)
         try:
-            async with self.ports.jobs.acquire(name, "destroy", owner):
+            async with self.ports.jobs.acquire(name, JobKind.DESTROY, owner):
                 await self.drivers[driver_name].destroy(name)
         finally:
             if previous is not None:
@@ -125,17 +99,25 @@ class DomainReconciler:
             else:
                 self._acting.pop(name, None)
 
-    async def observe(self, driver: DriverName, name: str) -> Live:
-        return await self.drivers[driver].observe(name)
+    async def reattach(self, name: str, runtime: RuntimeRecord) -> Live | None:
+        """Adopt a domain recorded as running (the driver proves its identity); None when it
+        is gone. A process that cannot be proven ours, or a driver that cannot tell, is
+        reported in nostate and never touched."""
+        try:
+            live = await self.drivers[runtime.driver].reattach(runtime)
+        except DomctlError as err:  # e.g. the driver's tools are gone: never touch it blindly
+            log.error("cannot re-attach; domain left alone", domain=name, error=str(err))
+            return Live(State.NOSTATE, Reason.UNKNOWN, message=str(err))
+        if live is not None and live.state is State.NOSTATE:
+            log.warning("recorded process not adopted; left alone", domain=name,
+                        why=live.message)
+        return live
 
     async def run_pass(self, name: str, desired: Domain | None, driver_name: DriverName,
-                       history: History, cause_detail: Mapping[str, Any],
-                       adjust: Callable[[Live, Plan], Plan] | None = None) -> Outcome:
+                       history: History) -> Outcome:
         """Observe, decide and execute once; never raises a DomctlError (it is in the Outcome).
 
-        `desired` must carry its uuid (the controller fills a generated one in); `cause_detail`
-        is recorded with the plan's events ({"generation": ...} for the manifest, {"uid": ...}
-        for the API). `adjust` may replace the decided plan (an imperative API request).
+        `desired` must carry its uuid (the controller fills a generated one in).
         """
         driver = self.drivers[driver_name]
         live = await driver.observe(name)
@@ -143,13 +125,18 @@ class DomainReconciler:
             history = dataclasses.replace(
                 history, classification=driver.classify(history.live_spec, desired.spec))
         plan = decide(desired, live, history)
-        if adjust is not None:
-            plan = adjust(live, plan)
         log.debug("plan", domain=name, state=live.state.value, reason=live.reason.value,
                   action=plan.action.value, why=plan.reason)
         if plan.action in (Action.NOTHING, Action.REPORT):
             return Outcome(live, plan, live_spec=history.live_spec)
-        detail = dict(cause_detail) if plan.cause in (Cause.MANIFEST, Cause.API) else {}
+        if plan.action in (Action.START, Action.START_PAUSED):
+            assert desired is not None
+            try:  # before anything is recorded: a refused start is no attempt
+                await driver.validate(desired)
+            except DomctlError as err:
+                log.warning("start refused", domain=name, error=str(err))
+                return Outcome(live, plan, after=live, error=err)
+        detail = cause_detail(plan, desired, history)
         self.ports.audit.record(name, plan.action.value, plan.cause, detail, plan.reason)
         log.info("acting", domain=name, action=plan.action.value, cause=plan.cause.value,
                  why=plan.reason)
@@ -179,7 +166,7 @@ class DomainReconciler:
             self.ports.events.emit(name, EventType.UNDEFINED, EventDetail.REMOVED, live.state,
                                    live.reason, plan.cause, detail)
             return Outcome(live, plan, after=live)
-        await self._change(name, driver, plan, _shutdown_timeout(desired, history), detail)
+        await self._change(name, driver, live, plan, _shutdown_timeout(desired, history), detail)
         after = await driver.observe(name)
         kept = history.live_spec if after.state is not State.SHUTOFF else None
         return Outcome(live, plan, after=after, live_spec=kept)
@@ -187,62 +174,68 @@ class DomainReconciler:
     async def _start(self, desired: Domain, driver: Driver, live: Live, plan: Plan,
                      detail: dict[str, Any]) -> Outcome:
         name, paused = desired.name, plan.action is Action.START_PAUSED
-        await driver.validate(desired)
-        for op in ("prepare", "start"):
-            await self.ports.hooks.run(driver.name.value, name, op, desired.spec)
-        async with self.ports.jobs.acquire(name, "modify", self.owner):
+        move = transition(live.state, FIRST_TRIGGER[plan.action])
+        for op in (HookOp.PREPARE, HookOp.START):
+            await self.ports.hooks.run(driver.name, name, op, desired.spec)
+        async with self.ports.jobs.acquire(name, JobKind.MODIFY, self.owner):
             after = await driver.start(desired, paused)
-        self.ports.events.emit(name, EventType.STARTED, EventDetail.BOOTED, after.state,
-                               after.reason, plan.cause, detail, after.message)
-        if paused:
-            self.ports.events.emit(name, EventType.SUSPENDED, EventDetail.PAUSED, after.state,
-                                   after.reason, plan.cause, detail)
-        await self.ports.hooks.run(driver.name.value, name, "started", desired.spec)
+        for index, (event, event_detail) in enumerate(move.events):
+            self.ports.events.emit(name, event, event_detail, after.state, after.reason,
+                                   plan.cause, detail, after.message if index == 0 else "")
+        await self.ports.hooks.run(driver.name, name, HookOp.STARTED, desired.spec)
         return Outcome(live, plan, after=after, started=after.record, live_spec=desired.spec)
 
     async def _apply_live(self, desired: Domain, driver: Driver, live: Live, plan: Plan,
                           history: History) -> Outcome:
         name, old = desired.name, history.live_spec
         assert old is not None
-        async with self.ports.jobs.acquire(name, "modify", self.owner):
+        async with self.ports.jobs.acquire(name, JobKind.MODIFY, self.owner):
             await driver.apply_live(name, old, desired.spec)
         applied = tuple(c for c in classify_changes(old, desired.spec, history.classification)
                         if c.apply is not Apply.RESTART)
         new_live = live_after_apply(old, desired.spec, applied)
         return Outcome(live, plan, after=await driver.observe(name), live_spec=new_live)
 
-    async def _change(self, name: str, driver: Driver, plan: Plan, timeout: float,
+    async def _change(self, name: str, driver: Driver, live: Live, plan: Plan, timeout: float,
                       detail: dict[str, Any]) -> None:
         """suspend, resume, shutdown (→ destroy on timeout), restart's shutdown, destroy."""
         jobs, action = self.ports.jobs, plan.action
         if action in (Action.SUSPEND, Action.RESUME):
-            job, operation, event = _PAUSE_OPS[action]
-            async with jobs.acquire(name, job, self.owner):
-                await getattr(driver, operation)(name)
+            move = transition(live.state, FIRST_TRIGGER[action])
+            if action is Action.SUSPEND:
+                async with jobs.acquire(name, JobKind.SUSPEND, self.owner):
+                    await driver.suspend(name)
+            else:
+                async with jobs.acquire(name, JobKind.MODIFY, self.owner):
+                    await driver.resume(name)
             after = await driver.observe(name)
-            self.ports.events.emit(name, *event, after.state, after.reason, plan.cause, detail)
+            for event, event_detail in move.events:
+                self.ports.events.emit(name, event, event_detail, after.state, after.reason,
+                                       plan.cause, detail)
         elif action in (Action.SHUTDOWN, Action.RESTART):
-            async with jobs.acquire(name, "modify", self.owner, interruptible=True):
+            async with jobs.acquire(name, JobKind.MODIFY, self.owner, interruptible=True):
                 stopped = await driver.shutdown(name, timeout)
             if not stopped:
                 log.info("guest ignored the shutdown request; destroying", domain=name,
                          timeout=timeout)
                 self.ports.audit.record(name, "destroy", plan.cause, detail,
                                         f"shutdownTimeout {timeout:g} s passed")
-                async with jobs.acquire(name, "destroy", self.owner):
+                async with jobs.acquire(name, JobKind.DESTROY, self.owner):
                     await driver.destroy(name)
         elif action is Action.DESTROY:
-            async with jobs.acquire(name, "destroy", self.owner):
+            async with jobs.acquire(name, JobKind.DESTROY, self.owner):
                 await driver.destroy(name)
         else:  # pragma: no cover - every acting Action is handled above
             raise AssertionError(f"unhandled action {action}")
 
 
-# action → (job kind, driver operation, the event it emits)
-_PAUSE_OPS: Mapping[Action, tuple[str, str, tuple[EventType, EventDetail]]] = {
-    Action.SUSPEND: ("suspend", "suspend", (EventType.SUSPENDED, EventDetail.PAUSED)),
-    Action.RESUME: ("modify", "resume", (EventType.RESUMED, EventDetail.UNPAUSED)),
-}
+def cause_detail(plan: Plan, desired: Domain | None, history: History) -> dict[str, Any]:
+    """What is recorded with the plan's events: the manifest's generation, or who asked."""
+    if plan.cause is Cause.API and history.override is not None:
+        return {"uid": history.override.uid}
+    if plan.cause is Cause.MANIFEST and desired is not None:
+        return {"generation": desired.generation}
+    return {}
 
 
 def _shutdown_timeout(desired: Domain | None, history: History) -> float:

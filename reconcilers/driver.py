@@ -16,13 +16,14 @@ Rules every driver keeps:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
                                Reason, State)
+from reconcilers.statemachine import Trigger, walk
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,6 @@ class RuntimeRecord:
     pid: int
     boot_id: str
     starttime: int
-    started_at: float  # wall-clock time of the start, for `since` and AGE
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -163,16 +163,15 @@ class Driver(Protocol):
         ...
 
 
-def stopped_event(reason: Reason) -> tuple[EventType, EventDetail]:
-    """The libvirt `stopped` event for a domain reaching shutoff with `reason`.
+def runtime_event(name: str, source: State, triggers: Sequence[Trigger], cause: Cause,
+                  message: str) -> RuntimeEvent:
+    """What a driver reports for what it saw: `triggers` taken from `source` in the state
+    machine, whose rows give the state, reason and libvirt events (drivers spell none).
 
-    A process that vanished without the guest asking (shutoff/crashed) is libvirt's
-    stopped/failed ("host emulator failed"), as DESIGN §4 says.
+    Raises TransitionError for a move the table does not allow; each driver's tests take every
+    input of its event table through here (tests/reconcile/test_driver_events.py).
     """
-    detail = {
-        Reason.SHUTDOWN: EventDetail.SHUTDOWN,
-        Reason.DESTROYED: EventDetail.DESTROYED,
-        Reason.DAEMON: EventDetail.DESTROYED,
-        Reason.SAVED: EventDetail.SAVED,
-    }.get(reason, EventDetail.FAILED)
-    return (EventType.STOPPED, detail)
+    steps = walk(source, triggers)
+    return RuntimeEvent(name=name, state=steps[-1].target, reason=steps[-1].reason,
+                        events=tuple(event for step in steps for event in step.events),
+                        cause=cause, message=message)

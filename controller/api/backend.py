@@ -19,13 +19,13 @@ from typing import Any
 import structlog
 
 from controller.api.server import Caller
-from controller.service.config import Paths
+from controller.paths import Paths
 from controller.engine.controller import Controller
-from controller.engine.overrides import API_ACTIONS
 from controller.state.events import Subscription
 from controller.protocol import headline
 from controller.state.status import STATES_MEETING, NoSuchDomain
 from reconcilers.diff import Apply, classify_changes
+from reconcilers.decide import API_STATES, ApiAction
 from reconcilers.model import Cause, DesiredState
 
 log = structlog.get_logger(__name__)
@@ -34,7 +34,7 @@ _POLL = 0.2  # seconds between status reads while `act` waits
 
 
 class ControllerBackend:
-    def __init__(self, controller: Controller, paths: Paths, act_timeout: float = 30.0) -> None:
+    def __init__(self, controller: Controller, paths: Paths, act_timeout: float) -> None:
         self._controller = controller
         self._paths = paths
         self._act_timeout = act_timeout
@@ -102,7 +102,8 @@ class ControllerBackend:
             await controller.destroy(name, caller.uid)
         else:
             controller.request(name, action, caller.uid)
-        target = DesiredState.RUNNING if action == "restart" else API_ACTIONS[action]
+        target = (DesiredState.RUNNING if action == ApiAction.RESTART.value
+                  else API_STATES[ApiAction(action)])
         done = await self._wait(name, target, before.pid if before else None,
                                 restart=action == "restart",
                                 timeout=self._act_timeout + self._shutdown_timeout(name))

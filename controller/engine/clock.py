@@ -1,4 +1,4 @@
-"""Time for the controller's machinery: one injectable clock, and RFC 3339 time stamps.
+"""Time for the controller's machinery: one injectable clock (RFC 3339 stamps are in protocol.py).
 
 The work queue (delayed requeue) and the backoff tracker read time only through `Clock`, so
 tests drive them with `ManualClock.advance()` and assert exact sequences without sleeping.
@@ -7,7 +7,6 @@ tests drive them with `ManualClock.advance()` and assert exact sequences without
 Public surface:
     Clock (protocol): now() -> float; call_later(delay, callback) -> Timer
     LoopClock(), ManualClock(start=0.0).advance(seconds)
-    rfc3339(wall_seconds) -> str  (UTC, millisecond precision, "Z" suffix)
 
 Never reads the wall clock for durations: monotonic time only; wall time is for display.
 """
@@ -15,7 +14,6 @@ Never reads the wall clock for durations: monotonic time only; wall time is for 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import heapq
 import itertools
 from collections.abc import Callable
@@ -77,9 +75,3 @@ class ManualClock:
             if not timer.cancelled:
                 callback()
         self._now = target
-
-
-def rfc3339(wall_seconds: float) -> str:
-    """`1764000000.5` → `2025-11-24T16:00:00.500Z`: the form of every time stamp domctl writes."""
-    stamp = datetime.datetime.fromtimestamp(wall_seconds, tz=datetime.UTC)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -34,7 +34,6 @@ libvirt warns), and never let a hook's output reach a shell or a qemu/LXC option
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import os
 import signal
@@ -45,25 +44,12 @@ import structlog
 
 from controller.settings import HookSettings
 from reconcilers.errors import TransientError
-from reconcilers.model import to_plain
+from reconcilers.model import DriverName, to_plain
+from reconcilers.ports import HookOp
 
 log = structlog.get_logger(__name__)
 
 _STDERR_TAIL = 2000  # characters of a failing hook's stderr kept in its error message
-
-
-class HookOp(str, enum.Enum):
-    PREPARE = "prepare"
-    START = "start"
-    STARTED = "started"
-    STOPPED = "stopped"
-    RELEASE = "release"
-    RECONNECT = "reconnect"
-
-    @property
-    def subop(self) -> str:
-        """libvirt's `$3`: "end" for the ops that follow a stop, "begin" for the rest."""
-        return "end" if self in (HookOp.STOPPED, HookOp.RELEASE) else "begin"
 
 
 _ABORTING = frozenset({HookOp.PREPARE, HookOp.START})
@@ -99,25 +85,24 @@ class HookRunner:
     def __init__(self, settings: HookSettings) -> None:
         self._settings = settings
 
-    def scripts(self, driver: str) -> list[Path]:
+    def scripts(self, driver: DriverName) -> list[Path]:
         """The scripts a call for `driver` runs, in order."""
         if self._settings.hooks_dir is None:
             return []
-        main = self._settings.hooks_dir / driver
-        extra_dir = self._settings.hooks_dir / f"{driver}.d"
+        main = self._settings.hooks_dir / driver.value
+        extra_dir = self._settings.hooks_dir / f"{driver.value}.d"
         found = [main] if _is_executable_file(main) else []
         if extra_dir.is_dir():
             found += [p for p in sorted(extra_dir.iterdir()) if _is_executable_file(p)]
         return found
 
-    async def run(self, driver: str, name: str, op: HookOp | str, spec: object,
+    async def run(self, driver: DriverName, name: str, op: HookOp, spec: object,
                   extra: str = "-") -> list[HookResult]:
         """Run every hook for `op`; `spec` is any model object (to_plain'd to JSON for stdin).
 
-        `driver` is the DriverName value ("qemu", "lxc"); `extra` is `$4` (the shutoff reason
+        `extra` is `$4` (the shutoff reason
         for `release`). Raises HookError when a `prepare` or `start` hook fails.
         """
-        op = HookOp(op)  # the reconciler passes the plain value (it cannot import us)
         scripts = self.scripts(driver)
         if not scripts:
             return []

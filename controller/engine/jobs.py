@@ -31,25 +31,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import structlog
 
-from controller.engine.clock import rfc3339
+from controller.protocol import rfc3339
 from controller.settings import JobSettings
 from reconcilers.errors import BusyError, TransientError
+from reconcilers.ports import JobKind
 
 log = structlog.get_logger(__name__)
-
-
-class JobKind(str, enum.Enum):
-    QUERY = "query"
-    MODIFY = "modify"
-    SUSPEND = "suspend"
-    DESTROY = "destroy"
 
 
 @dataclass(frozen=True)
@@ -99,9 +92,8 @@ class Jobs:
         return slot.holder.info if slot and slot.holder else None
 
     @contextlib.asynccontextmanager
-    async def acquire(self, name: str, kind: JobKind | str, owner: str,
+    async def acquire(self, name: str, kind: JobKind, owner: str,
                       interruptible: bool = False) -> AsyncIterator[None]:
-        kind = JobKind(kind)  # the reconciler passes the plain value (it cannot import us)
         if kind is JobKind.QUERY:
             yield
             return

@@ -1,10 +1,13 @@
 """The status document of one domain, built from what one reconcile pass knows (DESIGN §6).
 
-Called by the controller at the end of every pass (and when a domain is waiting out its
-removal grace period) with a `Facts`: the desired entry, the observed state, the plan and its
-error, the pending restart-only changes, backoff and bookkeeping. A pure function: the
-controller writes the result with StatusStore; conditions keep their lastTransitionTime while
-their status holds (status.set_condition).
+The status projection, in one place: `StatusProjector.project()` is called by the engine at
+the end of every pass with what the pass saw and did; it reads the domain's ledger record,
+works out what to show (the reason recorded before a re-attach while the driver only knows
+"unknown", the pending restart-only changes), records in the ledger what must survive a
+restart (the state seen and since when, the conditions with their transition times), and
+writes the document with StatusStore. The document is an output: nothing reads it back.
+`build_status(Facts)` is the pure part; conditions keep their lastTransitionTime while their
+status holds (status.set_condition).
 
 Conditions:
     Ready           the observed state is the desired one (running/blocked ↔ running)
@@ -20,16 +23,21 @@ Conditions:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from controller.engine.clock import rfc3339
-from controller.engine.desired import Entry
+from controller.engine.desired import DesiredStore, Entry
+from controller.engine.ledger import Ledger
+from controller.manifests.errors import Problem
+from controller.protocol import rfc3339
 from controller.state.status import (STATES_MEETING, Condition, ConditionStatus, ConditionType,
-                               DomainStatus, PendingChange, set_condition)
-from reconcilers.decide import Plan
-from reconcilers.diff import Change
-from reconcilers.driver import Live
-from reconcilers.model import DesiredState, Domain, DriverName, State
+                                     DomainStatus, PendingChange, StatusStore, set_condition)
+from reconcilers.decide import API_STATES, ApiRequest, Plan
+from reconcilers.diff import Apply, Change, classify_changes, pending_restart
+from reconcilers.driver import Driver, Live
+from reconcilers.errors import DomctlError
+from reconcilers.model import DesiredState, Domain, DriverName, Reason, State
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
 
@@ -56,7 +64,7 @@ class Facts:
     host_problem: bool = False  # the stall is a host validation error (re-checked)
     revalidate: float = 30.0
     removal_in: float = float("inf")
-    previous: DomainStatus | None = None
+    conditions: tuple[Condition, ...] = ()  # as last projected
     now: float = 0.0  # wall-clock seconds
     override: str | None = None  # an API request in force, described
     override_state: DesiredState | None = None  # the state it asks for (Ready compares to it)
@@ -64,7 +72,7 @@ class Facts:
 
 def build_status(facts: Facts) -> DomainStatus:
     desired = facts.desired
-    conditions = facts.previous.conditions if facts.previous is not None else ()
+    conditions = facts.conditions
     for condition in (_ready(facts), _synced(facts), _pending(facts), _manifest_valid(facts),
                       _stalled(facts), _overridden(facts)):
         conditions = set_condition(conditions, condition, facts.now)
@@ -143,7 +151,7 @@ def _manifest_valid(facts: Facts) -> Condition:
     return Condition(ConditionType.MANIFEST_VALID, T, "Valid", where)
 
 
-def _problems(problems: list, what: str) -> str:
+def _problems(problems: list[Problem], what: str) -> str:
     return "; ".join(str(p) for p in problems) + f" ({what})"
 
 
@@ -166,3 +174,94 @@ def _overridden(facts: Facts) -> Condition:
     if facts.override is None:
         return Condition(ConditionType.OVERRIDDEN, F, "FollowsManifest")
     return Condition(ConditionType.OVERRIDDEN, T, "ApiRequest", facts.override)
+
+
+# Reasons a driver reports for a domain it just adopted and knows no history of.
+_VAGUE = frozenset({Reason.UNKNOWN, Reason.STARTING_UP})
+
+
+@dataclass(frozen=True)
+class PassView:
+    """What one pass saw and did, for its status."""
+
+    name: str
+    driver: DriverName
+    desired: Domain | None
+    live: Live
+    plan: Plan | None = None
+    error: DomctlError | None = None
+
+
+class StatusProjector:
+    def __init__(self, ledger: Ledger, store: DesiredStore, statuses: StatusStore,
+                 drivers: Mapping[DriverName, Driver], wall: Callable[[], float],
+                 revalidate: float) -> None:
+        self._ledger = ledger
+        self._store = store
+        self._statuses = statuses
+        self._drivers = drivers
+        self._wall = wall
+        self._revalidate = revalidate
+
+    def project(self, view: PassView, backoff_until: float | None) -> DomainStatus | None:
+        """Write `view.name`'s status document; `backoff_until` is wall-clock seconds."""
+        name, now = view.name, self._wall()
+        record = self._ledger.get(name)
+        if record is None:
+            return None
+        live = self._shown(name, view.live)
+        since = now if record.state is not live.state else record.since
+        failures = self._ledger.crash.failures(name)
+        pending, live_left = self._pending(view)
+        request = _in_force(record.override, record.epoch)
+        stalled = record.stalled if record.stalled and record.stalled.epoch == record.epoch \
+            else None
+        status = build_status(Facts(
+            name=name, uuid=record.uuid, driver=view.driver, desired=view.desired,
+            entry=self._store.entry(name), live=live, plan=view.plan,
+            error=str(view.error) if view.error is not None else None, pending=pending,
+            live_changes_left=live_left, restarts=record.restarts,
+            id=record.id if record.runtime is not None else None,
+            observed_generation=record.observed_generation, since=since, failures=failures,
+            backoff_until=backoff_until if live.state is not State.RUNNING else None,
+            stalled=stalled.message if stalled is not None else None,
+            host_problem=stalled is not None and stalled.host, revalidate=self._revalidate,
+            removal_in=self._store.removal_in(name), conditions=record.conditions, now=now,
+            override=request.describe() if request is not None else None,
+            override_state=API_STATES[request.action] if request is not None else None))
+        self._ledger.update(name, state=live.state, reason=live.reason, since=since,
+                            failures=failures, conditions=status.conditions)
+        self._statuses.write(status)
+        return status
+
+    def _shown(self, name: str, live: Live) -> Live:
+        """The live state as shown: a shutoff of unknown reason shows the last stop's reason;
+        an adopted domain keeps the reason recorded before the re-attach while the driver
+        only knows it vaguely, until its state changes."""
+        record = self._ledger.get(name)
+        stop = record.last_stop if record is not None else None
+        if (live.state, live.reason) == (State.SHUTOFF, Reason.UNKNOWN) and stop is not None:
+            live = dataclasses.replace(live, reason=stop.reason)
+        adopted = self._ledger.adopted.get(name)
+        if adopted is not None:
+            if live.state is adopted[0] and live.reason in _VAGUE:
+                live = dataclasses.replace(live, reason=adopted[1])
+            else:
+                del self._ledger.adopted[name]
+        return live
+
+    def _pending(self, view: PassView) -> tuple[tuple[Change, ...], bool]:
+        """Restart-only changes waiting for a start, and whether live ones are left."""
+        record = self._ledger.get(view.name)
+        live_spec = record.live_spec if record is not None else None
+        if view.desired is None or live_spec is None:
+            return (), False
+        classify = self._drivers[view.driver].classify
+        pending = pending_restart(view.desired.spec, live_spec, classify)
+        live_left = any(c.apply is Apply.LIVE for c in classify_changes(
+            live_spec, view.desired.spec, classify(live_spec, view.desired.spec)))
+        return pending, live_left
+
+
+def _in_force(request: ApiRequest | None, epoch: int) -> ApiRequest | None:
+    return request if request is not None and request.epoch == epoch else None

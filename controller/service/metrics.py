@@ -55,6 +55,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from controller.engine.ledger import DomainSample
 from controller.settings import MetricsSettings
 from reconcilers.model import DETAILS_BY_EVENT, DriverName, Reason, State
 
@@ -63,20 +64,6 @@ log = structlog.get_logger(__name__)
 # A pass is mostly milliseconds; a start or a graceful shutdown inside it takes seconds to minutes.
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                      120.0, 300.0)
-
-
-@dataclass(frozen=True)
-class DomainSample:
-    """What the metrics show of one domain, taken from the daemon's state at scrape time."""
-
-    name: str
-    driver: DriverName
-    state: State
-    reason: Reason
-    restarts: int
-    """Restarts done by the controller since the domain was defined (status `restarts`)."""
-    start_failures: int
-    """Starts that failed since the domain was defined."""
 
 
 class ReconcileResult(str, enum.Enum):

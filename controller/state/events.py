@@ -32,14 +32,14 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from controller.engine.clock import rfc3339
+from controller.protocol import rfc3339
 from reconcilers.model import (DETAILS_BY_EVENT, REASONS_BY_STATE, Cause, EventDetail,
                                EventType, Reason, State)
 
@@ -171,7 +171,7 @@ class EventBus:
         self._subscribers: list[Subscription] = []
 
     def emit(self, domain: str, event: EventType, detail: EventDetail, state: State,
-             reason: Reason, cause: Cause, cause_detail: dict[str, Any] | None = None,
+             reason: Reason, cause: Cause, cause_detail: Mapping[str, Any] | None = None,
              message: str = "") -> Record:
         """Record one lifecycle event; raises ValueError for a pair libvirt does not have."""
         if detail not in DETAILS_BY_EVENT[event]:
@@ -217,7 +217,7 @@ class AuditLog:
         self._log = _JsonLines(state_dir / "audit.jsonl", settings.max_bytes)
 
     def record(self, domain: str, action: str, cause: Cause,
-               cause_detail: dict[str, Any] | None = None, message: str = "") -> Record:
+               cause_detail: Mapping[str, Any] | None = None, message: str = "") -> Record:
         """`action` is the plan step ("start", "shutdown", ...); `cause_detail` who asked:
         {"generation": ...} for the manifest, {"uid": ...} for the API."""
         record: Record = {

@@ -1,206 +1,95 @@
-"""The per-domain record the controller keeps across its own restarts, and the JSON plumbing.
+"""The per-domain record the engine keeps across its own restarts: the persisted ledger.
 
-One file per domain, `<state_dir>/domains/<name>.json`, written atomically (fsutil): the
-domain's UUID (from the manifest, or generated once and kept until the domain is undefined),
-its small integer id (libvirt's domain id: the smallest free positive integer, unique among the
-recorded domains, reused only after `release_id`), the RuntimeRecord of its running process
-(what re-attach proves identity with), the live spec it was started with, its restart count and
-its last stop (reason, cause, wall-clock epoch seconds).
+One file per domain, `<state_dir>/domains/<name>.json`, written atomically. It holds what the
+engine knows of a domain beyond its manifest and its live state, so that a controller restart
+changes nothing: the uuid (from the manifest, or generated once and kept), the small integer
+id (libvirt's domain id: the smallest free positive integer, reused only after release), the
+RuntimeRecord of its running process (what re-attach proves identity with), the live spec it
+runs with, restart and failure counts, the manifest epoch and generation, the last stop, the
+API request and the stall in force, the state last seen and since when, and the conditions
+with their transition times. The status document (controller/state/status.py) is built from
+this record; it is an output, never read back.
 
-The reconciler and the daemon's start-up re-attach call `Registry`; `controller/state/status.py`
-reuses `JsonDir` and `from_plain`. A corrupt or unreadable file is logged and skipped, never
-raised: a bad state file must not stop the controller (atomic writes make it rare).
-Never deletes a record except by `remove` (the domain was undefined), never reads manifests.
+Called by the engine's ledger (controller/engine/ledger.py) only. A corrupt or unreadable
+file is logged and skipped, never raised. Records written before version 2 are upgraded on
+load (the fields that re-attach needs are kept; epochs start at 0 under the generation of the
+old status document). Never deletes a record except by `remove` (the domain was undefined).
 
 Public surface:
-    from_plain(cls, data): rebuild a frozen dataclass (or enum, tuple, Optional, ...) of the
-        model from its `to_plain` form, guided by the dataclass field types
-    JsonDir(directory): path(name), write(name, obj), read(name), names(), remove(name)
-    LastStop(reason, cause, epoch, generation), ApiOverride(action, uid, generation, at),
-    DomainRecord(name, uuid, driver, id, runtime, live_spec, restarts, last_stop, override,
-        failures)
+    DomainRecord(...), RECORD_VERSION
     Registry(state_dir): load_all(), get(name), save(record), remove(name),
         uuid_for(name, manifest_uuid), allocate_id(name), release_id(name)
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import enum
-import functools
 import itertools
-import json
-import types
 import uuid as uuidlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 import structlog
 
-from controller.state.fsutil import atomic_write_json, fsync_dir
+from controller.state.jsondir import JsonDir, from_plain
+from controller.state.status import Condition
+from reconcilers.decide import ApiRequest, LastStop, Stalled
 from reconcilers.driver import RuntimeRecord
-from reconcilers.model import Cause, DomainSpec, DriverName, Reason, to_plain
+from reconcilers.model import DomainSpec, DriverName, Reason, State, to_plain
 
-T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
-_SCALARS = (str, int, float, bool)
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
-
-
-def from_plain(tp: Any, data: Any) -> Any:
-    """The inverse of `model.to_plain` for the type `tp`; TypeError/ValueError on a mismatch."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return data
-    if origin in (Union, types.UnionType):
-        return _from_optional(tp, data)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _from_dataclass(tp, data)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(data)
-    if origin is tuple:
-        return _from_tuple(get_args(tp), data)
-    if origin in (Mapping, dict):
-        key_type, value_type = get_args(tp)
-        _expect(data, dict, tp)
-        return {from_plain(key_type, k): from_plain(value_type, v) for k, v in data.items()}
-    if tp is float and isinstance(data, int) and not isinstance(data, bool):
-        return float(data)
-    if tp in _SCALARS:
-        _expect(data, tp, tp)
-        if tp is not bool and isinstance(data, bool):
-            raise TypeError(f"expected {tp.__name__}, got bool")
-        return data
-    raise TypeError(f"from_plain: unsupported type {tp!r}")
-
-
-def _from_optional(tp: Any, data: Any) -> Any:
-    if data is None and type(None) in get_args(tp):
-        return None
-    options = [arg for arg in get_args(tp) if arg is not type(None)]
-    if len(options) != 1:
-        raise TypeError(f"from_plain: ambiguous union {tp!r}")
-    return from_plain(options[0], data)
-
-
-def _from_dataclass(cls: type, data: Any) -> Any:
-    _expect(data, dict, cls)
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = set(data) - set(names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
-    return cls(**{name: from_plain(hints[name], data[name]) for name in names if name in data})
-
-
-def _from_tuple(args: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
-    _expect(data, list, tuple)
-    if len(args) == 2 and args[1] is Ellipsis:
-        return tuple(from_plain(args[0], item) for item in data)
-    if len(args) != len(data):
-        raise ValueError(f"expected {len(args)} items, got {len(data)}")
-    return tuple(from_plain(arg, item) for arg, item in zip(args, data, strict=True))
-
-
-def _expect(data: Any, kind: type, tp: Any) -> None:
-    if not isinstance(data, kind):
-        raise TypeError(f"expected {kind.__name__} for {tp!r}, got {type(data).__name__}")
-
-
-class JsonDir:
-    """A directory of `<name>.json` documents, one per domain, written atomically."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def path(self, name: str) -> Path:
-        if not name or "/" in name or name.startswith(".") or "\0" in name:
-            raise ValueError(f"not a domain name usable as a file name: {name!r}")
-        return self.directory / f"{name}.json"
-
-    def write(self, name: str, obj: Any) -> None:
-        path = self.path(name)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, obj)
-
-    def read(self, name: str) -> Any | None:
-        """The parsed document; None when missing or unreadable (the latter is logged)."""
-        path = self.path(name)
-        try:
-            return json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("state file unreadable, skipped", path=str(path), error=str(exc))
-            return None
-
-    def read_as(self, tp: type[T], name: str) -> T | None:
-        """The document rebuilt as `tp`; None when missing, unreadable or malformed (logged)."""
-        data = self.read(name)
-        if data is None:
-            return None
-        try:
-            result: T = from_plain(tp, data)
-        except (TypeError, ValueError) as exc:
-            log.warning("state file invalid, skipped", path=str(self.path(name)), error=str(exc))
-            return None
-        return result
-
-    def names(self) -> list[str]:
-        """Names with a document, sorted; temp files (`.x.json.*.tmp`) are not documents."""
-        if not self.directory.is_dir():
-            return []
-        return sorted(p.stem for p in self.directory.glob("*.json")
-                      if not p.name.startswith("."))
-
-    def remove(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path(name).unlink()
-            fsync_dir(self.directory)
-
-
-@dataclass(frozen=True)
-class LastStop:
-    reason: Reason
-    cause: Cause
-    epoch: float  # wall-clock seconds of the stop
-    generation: str | None = None
-    """The manifest generation the domain had when it stopped: after a controller restart, a
-    stop under an unchanged manifest still counts for the restart policy (a guest power-off
-    stays respected), while a manifest changed meanwhile allows a fresh start."""
-
-
-@dataclass(frozen=True)
-class ApiOverride:
-    """An imperative API request in force (domctl stop, ...), kept across controller restarts
-    while the manifest generation it was made under is unchanged."""
-
-    action: str
-    uid: int
-    generation: str | None
-    at: float  # wall-clock seconds of the request
+RECORD_VERSION = 2
 
 
 @dataclass(frozen=True)
 class DomainRecord:
     name: str
     uuid: str
-    driver: DriverName | None = None  # known once the domain was first started
+    version: int = RECORD_VERSION
+    driver: DriverName | None = None  # the manifest's, or the one running the domain
     id: int | None = None  # libvirt's domain id while it holds one
     runtime: RuntimeRecord | None = None  # the running process, for re-attach
-    live_spec: DomainSpec | None = None  # the spec the running domain was started with
+    live_spec: DomainSpec | None = None  # the spec the running domain has
     restarts: int = 0
+    failures: int = 0  # consecutive failed runs (crash-loop backoff)
+    epoch: int = 0
+    """Counts changes of the desired spec (edits, reverts, removal): decide() compares the
+    epochs of stops, requests and stalls with it."""
+    generation: str | None = None  # of the desired spec the epoch belongs to
+    observed_generation: str | None = None  # the last generation a pass fully applied
     last_stop: LastStop | None = None
-    override: ApiOverride | None = None
-    failures: int = 0  # consecutive failed runs (crash-loop backoff), kept across restarts
+    override: ApiRequest | None = None
+    stalled: Stalled | None = None
+    state: State | None = None  # the state and reason last seen
+    reason: Reason | None = None
+    since: float | None = None  # wall-clock seconds of the last change of state
+    conditions: tuple[Condition, ...] = ()  # as last projected, with their transition times
+
+
+def upgrade(data: dict[str, Any], status: dict[str, Any] | None) -> dict[str, Any]:
+    """A version-1 record (and its status document) in version 2's form."""
+    generation = status.get("generation") if status else None
+    out = {k: v for k, v in data.items() if k not in ("last_stop", "override")}
+    out["version"] = RECORD_VERSION
+    if isinstance(out.get("runtime"), dict):
+        out["runtime"] = {k: v for k, v in out["runtime"].items() if k != "started_at"}
+    out["epoch"], out["generation"] = 0, generation
+    stop, request = data.get("last_stop"), data.get("override")
+    if isinstance(stop, dict):  # v1: epoch was the wall time, generation the manifest's
+        out["last_stop"] = {"reason": stop["reason"], "cause": stop["cause"],
+                            "epoch": 0 if stop.get("generation") == generation else -1,
+                            "at": stop.get("epoch", 0.0)}
+    if isinstance(request, dict):
+        out["override"] = {"action": request["action"], "uid": request["uid"],
+                           "epoch": 0 if request.get("generation") == generation else -1,
+                           "at": request.get("at", 0.0)}
+    if status:
+        out["observed_generation"] = status.get("observedGeneration")
+        out["state"], out["reason"] = status.get("state"), status.get("reason")
+        out["conditions"] = status.get("conditions") or []
+    return out
 
 
 class Registry:
@@ -208,6 +97,7 @@ class Registry:
 
     def __init__(self, state_dir: Path) -> None:
         self._files = JsonDir(state_dir / "domains")
+        self._old_statuses = JsonDir(state_dir / "status")  # read only to upgrade v1 records
         self._records: dict[str, DomainRecord] | None = None
 
     def load_all(self) -> dict[str, DomainRecord]:
@@ -221,8 +111,16 @@ class Registry:
         return dict(records)
 
     def _load(self, name: str) -> DomainRecord | None:
-        record = self._files.read_as(DomainRecord, name)
-        if record is None:
+        data = self._files.read(name)
+        if not isinstance(data, dict):
+            return None
+        if "version" not in data:
+            data = upgrade(data, self._old_statuses.read(name))
+            log.info("domain record upgraded", domain=name, version=RECORD_VERSION)
+        try:
+            record: DomainRecord = from_plain(DomainRecord, data)
+        except (TypeError, ValueError, KeyError) as exc:
+            log.warning("domain record invalid, skipped", domain=name, error=str(exc))
             return None
         if record.name != name:
             log.warning("domain record names another domain, skipped", domain=name,
@@ -235,6 +133,9 @@ class Registry:
             self.load_all()
         assert self._records is not None
         return self._records
+
+    def names(self) -> list[str]:
+        return sorted(self._all())
 
     def get(self, name: str) -> DomainRecord | None:
         return self._all().get(name)

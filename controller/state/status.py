@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 
-from controller.engine.clock import rfc3339
-from controller.state.registry import JsonDir
+from controller.protocol import rfc3339
+from controller.state.jsondir import JsonDir
 from reconcilers.diff import Apply, Change
 from reconcilers.errors import TerminalError
 from reconcilers.model import DesiredState, DriverName, Reason, State, to_plain

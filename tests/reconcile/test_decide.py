@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcilers.decide import (FIRST_TRIGGER, Action, History, LastStop, Plan, Stalled, decide)
+from reconcilers.decide import (FIRST_TRIGGER, Action, ApiAction, ApiRequest, History, LastStop,
+                               Plan, Stalled, decide)
 from reconcilers.driver import ChangeKind, Live
 from reconcilers.model import (Cause, DesiredState, Domain, DomainSpec, DriverName, Lifecycle,
                                LifecycleAction, Metadata, QemuSpec, Reason, RestartPolicy,
@@ -32,8 +33,12 @@ def domain(state: DesiredState = DesiredState.RUNNING, **changes: Any) -> Domain
 RUN, PAUSE, OFF = DesiredState.RUNNING, DesiredState.PAUSED, DesiredState.SHUTOFF
 
 
-def stop(reason: Reason, cause: Cause, epoch: int = 1) -> LastStop:
-    return LastStop(reason, cause, epoch)
+def stop(reason: Reason, cause: Cause, epoch: int = 1, at: float = 500.0) -> LastStop:
+    return LastStop(reason, cause, epoch, at)
+
+
+def api(action: ApiAction, epoch: int = 1, at: float = 600.0) -> ApiRequest:
+    return ApiRequest(action, 1000, epoch, at)
 
 
 def history(**fields: Any) -> History:
@@ -242,6 +247,78 @@ ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
                         (A.DESTROY, C.MANIFEST, "manifest removed", 0.0)),
     "removed-shutoff-undefine": (None, (S.SHUTOFF, R.SHUTDOWN), history(),
                                  (A.UNDEFINE, C.MANIFEST, "disk images are kept", None)),
+    # removal grace period and the mass-prune guard
+    "removal-grace-waits": (domain(), (S.RUNNING, R.BOOTED), history(removal_in=2.5),
+                            (A.NOTHING, C.CONTROLLER, "undefined in 2.5 s", 2.5)),
+    "removal-held-waits-for-confirm": (domain(), (S.RUNNING, R.BOOTED),
+                                       history(removal_in=float("inf")),
+                                       (A.NOTHING, C.CONTROLLER, "prune --confirm", None)),
+    "removal-due-is-no-wait": (None, (S.RUNNING, R.BOOTED), history(removal_in=0.0),
+                               (A.SHUTDOWN, C.MANIFEST, "manifest removed", 0.0)),
+    # API requests in force (made under the current epoch)
+    "api-stop": (domain(), (S.RUNNING, R.BOOTED), history(override=api(ApiAction.STOP)),
+                 (A.SHUTDOWN, C.API, "stop through the API by uid 1000", None)),
+    "api-stop-done": (domain(), (S.SHUTOFF, R.SHUTDOWN),
+                      history(override=api(ApiAction.STOP),
+                              last_stop=stop(R.SHUTDOWN, C.API, at=700.0)),
+                      (A.NOTHING, C.CONTROLLER, "as desired", None)),
+    "api-destroy-holds-off": (domain(), (S.SHUTOFF, R.DESTROYED),
+                              history(override=api(ApiAction.DESTROY),
+                                      last_stop=stop(R.DESTROYED, C.API, at=700.0)),
+                              (A.NOTHING, C.CONTROLLER, "as desired", None)),
+    "api-suspend": (domain(), (S.RUNNING, R.BOOTED), history(override=api(ApiAction.SUSPEND)),
+                    (A.SUSPEND, C.API, "suspend through the API", None)),
+    "api-resume-of-manifest-pause": (domain(PAUSE), (S.PAUSED, R.USER),
+                                     history(override=api(ApiAction.RESUME)),
+                                     (A.RESUME, C.API, "resume through the API", None)),
+    "api-request-of-an-older-epoch-is-lifted": (
+        domain(), (S.SHUTOFF, R.SHUTDOWN),
+        history(epoch=2, override=api(ApiAction.STOP, epoch=1),
+                last_stop=stop(R.SHUTDOWN, C.API, epoch=1)),
+        (A.START, C.MANIFEST, "starting", None)),
+    "api-start-after-api-stop": (domain(), (S.SHUTOFF, R.DESTROYED),
+                                 history(override=api(ApiAction.START, at=800.0),
+                                         last_stop=stop(R.DESTROYED, C.API, at=700.0)),
+                                 (A.START, C.API, "start through the API", None)),
+    "api-start-ignores-backoff-of-earlier-failures": (
+        domain(), (S.SHUTOFF, R.CRASHED),
+        history(override=api(ApiAction.START, at=800.0), failures=4, backoff_until=NOW + 100,
+                last_stop=stop(R.CRASHED, C.GUEST, at=700.0)),
+        (A.START, C.API, "starting", None)),
+    "api-start-then-crash-follows-the-policy": (
+        domain(), (S.SHUTOFF, R.CRASHED),
+        history(override=api(ApiAction.START, at=600.0), failures=2, backoff_until=NOW + 20,
+                last_stop=stop(R.CRASHED, C.GUEST, at=700.0)),
+        (A.NOTHING, C.CONTROLLER, "crash-loop backoff after 2 failures", 20.0)),
+    "api-start-overrules-an-earlier-stall": (
+        domain(), (S.SHUTOFF, R.FAILED),
+        history(override=api(ApiAction.START, at=800.0),
+                stalled=Stalled("not supported", epoch=1, at=700.0)),
+        (A.START, C.API, "starting", None)),
+    "api-start-before-a-stall-does-not-overrule-it": (
+        domain(), (S.SHUTOFF, R.FAILED),
+        history(override=api(ApiAction.START, at=600.0),
+                stalled=Stalled("not supported", epoch=1, at=700.0)),
+        (A.REPORT, C.CONTROLLER, "stalled: not supported", None)),
+    "api-restart-brings-it-down": (domain(), (S.RUNNING, R.BOOTED),
+                                   history(override=api(ApiAction.RESTART)),
+                                   (A.SHUTDOWN, C.API, "restart through the API", None)),
+    "api-restart-paused-resumes-first": (domain(), (S.PAUSED, R.USER),
+                                         history(override=api(ApiAction.RESTART)),
+                                         (A.RESUME, C.API, "shut down gracefully", 0.0)),
+    "api-restart-down-starts-per-manifest": (
+        domain(PAUSE), (S.SHUTOFF, R.SHUTDOWN),
+        history(override=api(ApiAction.RESTART), last_stop=stop(R.SHUTDOWN, C.API, at=700.0)),
+        (A.START_PAUSED, C.CONTROLLER, "completing a restart through the API", None)),
+    "api-restart-with-manifest-shutoff-stays-off": (
+        domain(OFF), (S.SHUTOFF, R.SHUTDOWN),
+        history(override=api(ApiAction.RESTART), last_stop=stop(R.SHUTDOWN, C.API, at=700.0)),
+        (A.NOTHING, C.CONTROLLER, "as desired", None)),
+    # a host-validation stall lets the start through: it validates the host first
+    "host-stall-rechecks-on-start": (domain(), (S.SHUTOFF, R.UNKNOWN),
+                                     history(stalled=Stalled("spec.qemu.kernel: missing",
+                                                             epoch=1, host=True)),
+                                     (A.START, C.MANIFEST, "re-checking the host", None)),
     # terminal errors
     "stalled-blocks-start": (domain(), (S.SHUTOFF, R.FAILED),
                              history(last_stop=stop(R.FAILED, C.CONTROLLER),

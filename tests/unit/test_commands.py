@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 
 from controller.api.server import Caller
 from controller.cli import commands
-from controller.engine.clock import rfc3339
+from controller.protocol import rfc3339
 from controller.settings import ApiSettings
 from reconcilers.errors import BusyError
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State

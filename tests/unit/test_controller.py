@@ -12,7 +12,8 @@ from types import MappingProxyType
 
 import pytest
 
-from controller.engine.controller import Controller, ControllerSettings
+from controller.engine.controller import Controller
+from controller.settings import EngineSettings
 from controller.state.events import AuditLog, EventBus
 from controller.engine.hooks import HookRunner, HookSettings
 from controller.state.registry import Registry
@@ -52,7 +53,7 @@ class MemoryDriver:
             raise self.fail_start
         self.next_pid += 1
         record = RuntimeRecord(domain.name, DriverName.QEMU, domain.metadata.uuid or "",
-                               self.next_pid, "boot", 1, 0.0)
+                               self.next_pid, "boot", 1)
         state, reason = (State.PAUSED, Reason.USER) if paused else (State.RUNNING, Reason.BOOTED)
         live = Live(state, reason, pid=self.next_pid, record=record)
         self.running[domain.name] = live
@@ -112,7 +113,7 @@ def make_controller(tmp_path: Path, driver: MemoryDriver, *domains: Domain) -> C
     controller = Controller(
         drivers={DriverName.QEMU: driver}, registry=Registry(tmp_path),
         statuses=StatusStore(tmp_path), events=EventBus(tmp_path), audit=AuditLog(tmp_path),
-        hooks=HookRunner(HookSettings(None)), settings=ControllerSettings(workers=1))
+        hooks=HookRunner(HookSettings(None)), settings=EngineSettings(workers=1))
     driver.on_event = controller.on_runtime_event
     if domains:
         controller.on_snapshot(snapshot(*domains))

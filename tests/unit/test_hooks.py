@@ -32,9 +32,9 @@ SPEC = DomainSpec(driver=DriverName.QEMU, vcpus=2)
 
 
 async def test_missing_hooks_dir_means_no_hooks(tmp_path: Path) -> None:
-    assert await HookRunner(HookSettings(None)).run("qemu", "web", HookOp.START, SPEC) == []
+    assert await HookRunner(HookSettings(None)).run(DriverName.QEMU, "web", HookOp.START, SPEC) == []
     runner = HookRunner(HookSettings(tmp_path / "absent"))
-    assert await runner.run("qemu", "web", HookOp.PREPARE, SPEC) == []
+    assert await runner.run(DriverName.QEMU, "web", HookOp.PREPARE, SPEC) == []
 
 
 async def test_main_script_then_d_scripts_alphabetically_with_args_and_stdin(
@@ -46,7 +46,7 @@ async def test_main_script_then_d_scripts_alphabetically_with_args_and_stdin(
     write_script(hooks / "qemu.d" / "30-not-executable", recorder(log, "no"), executable=False)
     write_script(hooks / "lxc", recorder(log, "lxc"))  # another driver's hook: not run
     runner = HookRunner(HookSettings(hooks))
-    results = await runner.run("qemu", "web", HookOp.RELEASE, SPEC, extra="shutdown")
+    results = await runner.run(DriverName.QEMU, "web", HookOp.RELEASE, SPEC, extra="shutdown")
     assert [r.script.name for r in results] == ["qemu", "10-first", "20-second"]
     assert all(r.ok for r in results)
     text = log.read_text().splitlines()
@@ -63,7 +63,7 @@ async def test_main_script_then_d_scripts_alphabetically_with_args_and_stdin(
 async def test_subop_per_op(tmp_path: Path, op: HookOp, subop: str) -> None:
     log = tmp_path / "calls.log"
     write_script(tmp_path / "hooks" / "lxc", f'echo "$*" > {log}\n')
-    await HookRunner(HookSettings(tmp_path / "hooks")).run("lxc", "ct", op, SPEC)
+    await HookRunner(HookSettings(tmp_path / "hooks")).run(DriverName.LXC, "ct", op, SPEC)
     assert log.read_text() == f"ct {op.value} {subop} -\n"
 
 
@@ -74,7 +74,7 @@ async def test_failing_prepare_or_start_raises_with_stderr_and_stops(
     write_script(hooks / "qemu", 'echo "bridge br0 is missing" >&2\nexit 3\n')
     write_script(hooks / "qemu.d" / "10-after", recorder(log, "after"))
     with pytest.raises(HookError) as caught:
-        await HookRunner(HookSettings(hooks)).run("qemu", "web", op, SPEC)
+        await HookRunner(HookSettings(hooks)).run(DriverName.QEMU, "web", op, SPEC)
     err = caught.value
     assert isinstance(err, TransientError)
     assert err.result.returncode == 3 and err.op is op
@@ -86,7 +86,7 @@ async def test_failures_of_other_ops_are_reported_not_raised(tmp_path: Path) -> 
     hooks, log = tmp_path / "hooks", tmp_path / "calls.log"
     write_script(hooks / "qemu", "echo oops >&2\nexit 1\n")
     write_script(hooks / "qemu.d" / "10-after", recorder(log, "after"))
-    results = await HookRunner(HookSettings(hooks)).run("qemu", "web", HookOp.STOPPED, SPEC)
+    results = await HookRunner(HookSettings(hooks)).run(DriverName.QEMU, "web", HookOp.STOPPED, SPEC)
     assert [(r.returncode, r.stderr) for r in results] == [(1, "oops\n"), (0, "")]
     assert log.read_text().startswith("after web stopped end -")
 
@@ -98,7 +98,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     runner = HookRunner(HookSettings(hooks, timeout=1.5))  # room for sh to write the pidfile
     async with asyncio.timeout(10):
         with pytest.raises(HookError, match="timed out") as caught:
-            await runner.run("qemu", "web", HookOp.START, SPEC)
+            await runner.run(DriverName.QEMU, "web", HookOp.START, SPEC)
     assert caught.value.result.returncode is None
     child = int(pidfile.read_text())
     async with asyncio.timeout(10):
@@ -110,7 +110,7 @@ async def test_timeout_of_a_non_aborting_op_is_logged_only(tmp_path: Path) -> No
     write_script(tmp_path / "hooks" / "qemu", "exec sleep 600\n")
     runner = HookRunner(HookSettings(tmp_path / "hooks", timeout=0.2))
     async with asyncio.timeout(10):
-        results = await runner.run("qemu", "web", HookOp.RECONNECT, SPEC)
+        results = await runner.run(DriverName.QEMU, "web", HookOp.RECONNECT, SPEC)
     assert [r.returncode for r in results] == [None]
     assert not results[0].ok and "timed out" in results[0].describe()
 
@@ -120,7 +120,7 @@ async def test_cancelled_run_leaves_no_hook_process(tmp_path: Path) -> None:
     write_script(hooks / "qemu", f"echo $$ > {pidfile}\nexec sleep 600\n")
     runner = HookRunner(HookSettings(hooks))
     async with asyncio.timeout(10):
-        task = asyncio.create_task(runner.run("qemu", "web", HookOp.STARTED, SPEC))
+        task = asyncio.create_task(runner.run(DriverName.QEMU, "web", HookOp.STARTED, SPEC))
         while not pidfile.exists() or not pidfile.read_text().strip():
             await asyncio.sleep(0.01)
         task.cancel()

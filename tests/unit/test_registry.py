@@ -10,12 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.state.registry import DomainRecord, JsonDir, LastStop, Registry, from_plain
+from controller.state.jsondir import JsonDir, from_plain
+from controller.state.registry import DomainRecord, Registry
+from reconcilers.decide import LastStop
 from reconcilers.driver import RuntimeRecord
 from reconcilers.model import (Accel, Cause, CpuTopology, CpuTune, DesiredState, Disk, DiskBus,
                                DiskCache, DiskFormat, DomainSpec, DriverName, Lifecycle,
                                LifecycleAction, LxcSpec, Metadata, Mount, Nic, QemuSpec, Reason,
-                               RestartPolicy, SerialMode, UpdatePolicy, VcpuPin, Vnc, Watchdog,
+                               RestartPolicy, SerialMode, State, UpdatePolicy, VcpuPin, Vnc,
+                               Watchdog,
                                WatchdogAction, WatchdogModel, to_plain)
 
 MiB = 1024 * 1024
@@ -43,7 +46,7 @@ LXC_SPEC = DomainSpec(
                 env=(("A", "1"), ("PATH", "/bin:/usr/bin")),
                 mounts=(Mount("/data", "/mnt/data"), Mount("/etc/ro", "/mnt/ro", readonly=True))))
 RECORD = RuntimeRecord(name="web-1", driver=DriverName.QEMU, uuid=str(uuid.uuid4()), pid=4242,
-                       boot_id="b0a7", starttime=123456, started_at=1764000000.5,
+                       boot_id="b0a7", starttime=123456,
                        extra={"qmp": "/run/domctl/web-1.qmp", "pidfile": "/run/domctl/web-1.pid"})
 
 
@@ -108,7 +111,7 @@ def test_from_plain_rejects_what_does_not_fit(data: dict[str, object]) -> None:
 def test_full_record_persists_across_a_new_registry(tmp_path: Path) -> None:
     record = DomainRecord(name="web-1", uuid=RECORD.uuid, id=3, runtime=RECORD,
                           live_spec=QEMU_SPEC, restarts=2,
-                          last_stop=LastStop(Reason.CRASHED, Cause.EXTERNAL, 1764000001.25))
+                          last_stop=LastStop(Reason.CRASHED, Cause.EXTERNAL, 1, 1764000001.25))
     Registry(tmp_path).save(record)
     assert (tmp_path / "domains" / "web-1.json").is_file()
     assert Registry(tmp_path).load_all() == {"web-1": record}
@@ -175,3 +178,26 @@ def test_json_dir_refuses_names_that_escape_it(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             files.path(bad)
     assert files.names() == [] and JsonDir(tmp_path / "missing").names() == []
+
+
+def test_a_version_1_record_is_upgraded_keeping_what_reattach_needs(tmp_path: Path) -> None:
+    """A record written before the ledger (no version; `started_at` in the runtime record;
+    last stop and API request keyed by generation) still re-attaches its domain."""
+    runtime = {k: v for k, v in to_plain(RECORD).items()}
+    runtime["started_at"] = 1764000000.0
+    old = {"name": "web-1", "uuid": RECORD.uuid, "driver": "qemu", "id": 2, "runtime": runtime,
+           "restarts": 1, "failures": 2,
+           "last_stop": {"reason": "crashed", "cause": "guest", "epoch": 1764000001.0,
+                         "generation": "g1"},
+           "override": {"action": "stop", "uid": 0, "generation": "g0", "at": 1764000002.0}}
+    JsonDir(tmp_path / "domains").write("web-1", old)
+    JsonDir(tmp_path / "status").write("web-1", {"generation": "g1", "state": "running",
+                                                 "reason": "booted", "conditions": []})
+    record = Registry(tmp_path).get("web-1")
+    assert record is not None
+    assert record.runtime is not None and record.runtime.pid == RECORD.pid
+    assert (record.id, record.restarts, record.failures) == (2, 1, 2)
+    assert (record.epoch, record.generation) == (0, "g1")
+    assert record.last_stop == LastStop(Reason.CRASHED, Cause.GUEST, 0, 1764000001.0)
+    assert record.override is not None and record.override.epoch == -1  # another generation
+    assert (record.state, record.reason) == (State.RUNNING, Reason.BOOTED)

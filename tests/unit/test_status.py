@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.engine.clock import rfc3339
+from controller.protocol import rfc3339
 from controller.state.status import (Condition, ConditionStatus, ConditionType, DomainStatus,
                                NoSuchDomain, PendingChange, StatusStore, set_condition)
 from reconcilers.diff import Apply, Change

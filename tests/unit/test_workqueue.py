@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from controller.engine.clock import ManualClock, rfc3339
+from controller.engine.clock import ManualClock
+from controller.protocol import rfc3339
 from controller.engine.workqueue import ShutDown, WorkQueue
 
 
