@@ -8,7 +8,9 @@ events (DESIGN §4) it emits, in order. The cause (who) is not part of a row: th
 taken whether the manifest, the API or the guest asked, and the caller records the cause.
 
 Called by the reconciler's executor (reconcilers/domain.py) to check an operation against the
-observed state and to emit its events, and by tests of decide.py to check that every plan is an
+observed state and to emit its events (`transition(source, trigger).events`), by both drivers,
+whose event tables name a trigger and take state, reason and events from here
+(`reconcilers.driver.runtime_event`), and by tests of decide.py to check that every plan is an
 allowed move. Pure data and lookups: it never performs an operation, and never allows anything
 from `nostate` (a process whose identity is unproven is never touched).
 
@@ -17,8 +19,15 @@ Deliberate choices, where libvirt leaves room:
   guest finishes: `shutdown/finished` for a shutdown we asked for, `shutdown/guest` for a guest
   powering off on its own, `shutdown/host` for a stop signal from outside; each then
   `stopped/shutdown`.
-- Destroying a `crashed` domain ends in `shutoff/crashed` with `stopped/crashed` (libvirt's
-  on_crash=destroy); any other destroy in `shutoff/destroyed`, `stopped/destroyed`.
+- Destroying a `crashed` domain ends in `shutoff/crashed` with `stopped/crashed`, libvirt's
+  onCrash=destroy, whoever destroys it (the driver's own onCrash action, the controller's
+  destroy for onCrash, a manifest or API stop of a preserved crash): a driver cannot tell those
+  apart, and the stop stays the crash it was for the restart policy. Any other destroy ends
+  in `shutoff/destroyed`, `stopped/destroyed`.
+- A qemu guest that powers off keeps its stopped process (`-no-shutdown`): `guest-halt` is
+  `paused/shutdown` with `shutdown/guest`, for onPoweroff/onReboot preserve; an in-place
+  restart is `reset`, `running/booted` with `started/booted` (also LXC's restart of a
+  container whose init rebooted). A driver reports such a sequence as one event: `walk`.
 - A process that vanishes is `shutoff/crashed` with `stopped/failed` (DESIGN §4); one found gone
   when re-attaching after a controller restart is `shutoff/unknown`: nobody saw how it ended.
 - Guest power-management suspend and wake-up have no events in DESIGN §4's vocabulary, so those
@@ -28,7 +37,7 @@ Deliberate choices, where libvirt leaves room:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from reconcilers.errors import DomctlError
@@ -52,6 +61,8 @@ class Trigger(str, enum.Enum):
     PROCESS_EXIT = "process-exit"  # the process vanished without a shutdown
     PROCESS_LOST = "process-lost"  # found gone when re-attaching after a controller restart
     PANIC = "panic"
+    GUEST_HALT = "guest-halt"  # the guest powered off and its stopped process stays (preserve)
+    RESET = "reset"  # the guest boots again in the same process or container
     IOERROR = "ioerror"  # paused by the hypervisor on an I/O error
     WATCHDOG = "watchdog"  # paused by the guest's watchdog
     EXTERNAL_PAUSE = "external-pause"  # paused by someone else (a QMP STOP we did not send)
@@ -118,6 +129,10 @@ _ROWS: tuple[tuple[frozenset[State], Trigger, State, Reason, tuple[Event, ...]],
     (LIVE_STATES, Trigger.PROCESS_LOST, State.SHUTOFF, Reason.UNKNOWN, (_STOPPED_FAILED,)),
     (UP_STATES, Trigger.PANIC, State.CRASHED, Reason.PANICKED,
      ((EventType.CRASHED, EventDetail.PANICKED),)),
+    (UP_STATES, Trigger.GUEST_HALT, State.PAUSED, Reason.SHUTDOWN,
+     ((EventType.SHUTDOWN, EventDetail.GUEST),)),
+    (UP_STATES | {State.PAUSED, State.CRASHED}, Trigger.RESET, State.RUNNING, Reason.BOOTED,
+     (_STARTED,)),
     (UP_STATES, Trigger.IOERROR, State.PAUSED, Reason.IOERROR,
      ((EventType.SUSPENDED, EventDetail.IOERROR),)),
     (UP_STATES, Trigger.WATCHDOG, State.PAUSED, Reason.WATCHDOG,
@@ -151,6 +166,16 @@ def transition(source: State, trigger: Trigger) -> Transition:
         return TRANSITIONS[(source, trigger)]
     except KeyError:
         raise TransitionError(source, trigger) from None
+
+
+def walk(source: State, triggers: Sequence[Trigger]) -> tuple[Transition, ...]:
+    """The rows `triggers` take one after another from `source`, e.g. a guest that panicked and
+    was reset in place: (PANIC, RESET) from running. TransitionError at the first one not
+    allowed, so a driver reports nothing the table does not allow."""
+    steps: list[Transition] = []
+    for trigger in triggers:
+        steps.append(transition(steps[-1].target if steps else source, trigger))
+    return tuple(steps)
 
 
 def sources_of(trigger: Trigger) -> frozenset[State]:

@@ -16,24 +16,23 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from reconcilers.driver import (Capabilities, ChangeKind, Console, DriverContext, Live,
-                                RuntimeEvent, RuntimeRecord)
+                                RuntimeRecord)
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import ExitWatch, boot_id, proc_starttime, same_process
 from reconcilers.lxc import changes, host, rootfs, settle
 from reconcilers.lxc.config import (NAME_RE, ConfigPaths, ConfigValueError, HostFacts,
                                     cgroup_limits, render_config)
-from reconcilers.lxc.exits import InitFate, Intent, exit_event, init_fate
+from reconcilers.lxc.exits import InitFate, Intent, exit_event, init_fate, reboot_event
 from reconcilers.lxc.files import ContainerFiles
 from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
-from reconcilers.model import (BUSYBOX_ROOTFS, REASONS_BY_STATE, Cause, Domain, DomainSpec,
-                               DriverName, EventDetail, EventType, Reason, State)
+from reconcilers.model import (BUSYBOX_ROOTFS, REASONS_BY_STATE, Domain, DomainSpec, DriverName,
+                               Reason, State)
 
 FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
 SETTLE_TIMEOUT = 10.0  # seconds to wait for LXC's monitor to record init's fate
@@ -187,7 +186,7 @@ class LxcDriver:
         assert domain.metadata.uuid is not None
         record = RuntimeRecord(name=name, driver=DriverName.LXC, uuid=domain.metadata.uuid,
                                pid=info.pid, boot_id=boot_id(), starttime=starttime,
-                               started_at=time.time(), extra={"lxcpath": str(self._lxcpath)})
+                               extra={"lxcpath": str(self._lxcpath)})
         self._last_stop.pop(name, None)
         return self._watch(record, Reason.BOOTED)
 
@@ -231,13 +230,10 @@ class LxcDriver:
             return False
         pid, starttime = found
         self._files.reset_lxc_log(name)  # the next exit must not read this reboot's line
-        record = dataclasses.replace(tracked.record, pid=pid, starttime=starttime,
-                                     started_at=time.time())
+        record = dataclasses.replace(tracked.record, pid=pid, starttime=starttime)
         self._watch(record, Reason.BOOTED)
         log.info("container rebooted by its init; watching the new init", domain=name, pid=pid)
-        self._ctx.on_event(RuntimeEvent(name=name, state=State.RUNNING, reason=Reason.BOOTED,
-                                        events=((EventType.STARTED, EventDetail.BOOTED),),
-                                        cause=Cause.GUEST, message="init rebooted the container"))
+        self._ctx.on_event(reboot_event(name))
         return True
 
     async def suspend(self, name: str) -> None:

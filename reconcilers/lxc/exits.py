@@ -4,6 +4,11 @@ Called by LxcDriver when the pidfd on init fires (and the container reached STOP
 says *that* init exited, not how; LXC's monitor reaps init and logs its fate at DEBUG level in
 the container's lxc.log ("... is halting", "Killed(9) - ... init exited"), so the driver reads
 that log. Never guesses "shutdown" for an exit nobody can explain: that is reported as crashed.
+
+Each outcome names a state-machine trigger; the state, reason and libvirt events come from
+reconcilers/statemachine.py. The exit is taken from `running` (`shutdown` while our halt
+request is under way): a frozen init cannot exit on its own, and a destroy ends a frozen and a
+running container alike.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import enum
 import re
 from dataclasses import dataclass
 
-from reconcilers.driver import RuntimeEvent, stopped_event
-from reconcilers.model import Cause, EventDetail, EventType, Reason, State
+from reconcilers.driver import RuntimeEvent, runtime_event
+from reconcilers.model import Cause, State
+from reconcilers.statemachine import Trigger
 
 
 class Intent(str, enum.Enum):
@@ -60,22 +66,22 @@ def init_fate(lxc_log: str) -> Fate:
 
 def exit_event(name: str, intent: Intent, fate: Fate) -> RuntimeEvent:
     """The state, reason and libvirt events for a stopped container."""
+    source = State.SHUTDOWN if intent is Intent.SHUTDOWN else State.RUNNING
     if intent is Intent.DESTROY:
-        return _stopped(name, Reason.DESTROYED, Cause.CONTROLLER, "destroyed by domctl")
+        return runtime_event(name, source, (Trigger.DESTROY,), Cause.CONTROLLER,
+                             "destroyed by domctl")
     if intent is Intent.SHUTDOWN and fate.fate in (InitFate.HALTED, InitFate.EXITED):
         # a custom init may simply exit on its halt signal: that is the clean shutdown we asked
-        return _stopped(name, Reason.SHUTDOWN, Cause.CONTROLLER,
-                        "shut down at domctl's request", EventDetail.FINISHED)
+        return runtime_event(name, source, (Trigger.GUEST_POWEROFF,), Cause.CONTROLLER,
+                             "shut down at domctl's request")
     if fate.fate is InitFate.HALTED:
-        return _stopped(name, Reason.SHUTDOWN, Cause.GUEST, fate.detail, EventDetail.GUEST)
-    return _stopped(name, Reason.CRASHED, Cause.EXTERNAL if fate.fate is InitFate.KILLED
-                    else Cause.GUEST, fate.detail)
+        return runtime_event(name, source, (Trigger.GUEST_POWEROFF,), Cause.GUEST, fate.detail)
+    return runtime_event(name, source, (Trigger.PROCESS_EXIT,),
+                         Cause.EXTERNAL if fate.fate is InitFate.KILLED else Cause.GUEST,
+                         fate.detail)
 
 
-def _stopped(name: str, reason: Reason, cause: Cause, message: str,
-             shutdown: EventDetail | None = None) -> RuntimeEvent:
-    events = [stopped_event(reason)]
-    if shutdown is not None:
-        events.insert(0, (EventType.SHUTDOWN, shutdown))
-    return RuntimeEvent(name=name, state=State.SHUTOFF, reason=reason, events=tuple(events),
-                        cause=cause, message=message)
+def reboot_event(name: str) -> RuntimeEvent:
+    """LXC started the container again after its init asked for a reboot."""
+    return runtime_event(name, State.RUNNING, (Trigger.RESET,), Cause.GUEST,
+                         "init rebooted the container")

@@ -20,8 +20,7 @@ import contextlib
 import dataclasses
 import os
 import signal
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -39,23 +38,15 @@ from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps
 from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, Unconfined, limits, tuning_fields
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from_status, on_event,
-                                     on_exit)
+                                     missed_stop, on_exit, settle)
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
 from reconcilers.qemu.monitor import Monitor, MonitorError
 from reconcilers.qemu.runtime import Running
+from reconcilers.statemachine import LIVE_STATES, Trigger, transition
 
 SETTLE_TIMEOUT = 10.0  # seconds SIGKILL may take to end the process
 
 log = structlog.get_logger(__name__)
-
-
-@contextlib.contextmanager
-def _failing_as(tracked: Running, operation: str) -> Iterator[None]:
-    """A failed QMP command of `operation` as the DriverError the reconciler handles."""
-    try:
-        yield
-    except MonitorError as exc:
-        raise DriverError(tracked.record.name, operation, exc.message) from exc
 
 
 class QemuDriver:
@@ -124,11 +115,10 @@ class QemuDriver:
         tracked = self._new_tracked(domain, pid, files, note)
         try:
             await self._prepare(tracked, spec)
+            started = transition(State.SHUTOFF, Trigger.START_PAUSED if paused else Trigger.START)
+            tracked.run.state, tracked.run.reason = started.target, started.reason
             if not paused:
-                tracked.run.state, tracked.run.reason = State.RUNNING, Reason.BOOTED
                 await tracked.qmp.cont()
-            else:
-                tracked.run.reason = Reason.USER
         except (CgroupError, MonitorError, pinning.PinningError, OSError) as exc:
             message = process.qemu_error(files.stderr) or str(exc)
             await self._abort(tracked, message)
@@ -147,7 +137,7 @@ class QemuDriver:
                              domain.spec.lifecycle)
         record = RuntimeRecord(name=name, driver=DriverName.QEMU, uuid=domain.metadata.uuid,
                                pid=pid, boot_id=boot_id(), starttime=proc_starttime(pid) or 0,
-                               started_at=time.time(), extra=extra)
+                               extra=extra)
         self._last_stop.pop(name, None)
         return self._track(record, domain.spec.lifecycle, self._monitor(name),
                            RunState(State.PAUSED, Reason.STARTING_UP))
@@ -211,18 +201,16 @@ class QemuDriver:
     async def suspend(self, name: str) -> None:
         tracked = self._require(name, "suspend")
         tracked.run.intent = Intent.SUSPEND
-        with _failing_as(tracked, "suspend"):
+        with tracked.failing_as("suspend"):
             await tracked.qmp.stop()
-        tracked.run.state, tracked.run.reason, tracked.run.intent = (State.PAUSED, Reason.USER,
-                                                                     Intent.NONE)
+        settle(tracked.run, Trigger.SUSPEND)
 
     async def resume(self, name: str) -> None:
         tracked = self._require(name, "resume")
         tracked.run.intent = Intent.RESUME
-        with _failing_as(tracked, "resume"):
+        with tracked.failing_as("resume"):
             await tracked.qmp.cont()
-        tracked.run.state, tracked.run.reason, tracked.run.intent = (State.RUNNING,
-                                                                     Reason.UNPAUSED, Intent.NONE)
+        settle(tracked.run, Trigger.RESUME)
 
     def _untracked(self, name: str, operation: str) -> None:
         """Nothing to do for a domain that is not running; refuse one that runs unadopted."""
@@ -241,7 +229,7 @@ class QemuDriver:
             if tracked.run.guest_stop is not GuestStop.NONE:
                 await tracked.qmp.quit()  # already powered off and preserved
             else:
-                with _failing_as(tracked, "shutdown"):
+                with tracked.failing_as("shutdown"):
                     await tracked.qmp.system_powerdown()
         except DriverError:
             if not tracked.gone:
@@ -366,19 +354,14 @@ class QemuDriver:
         tracked = self._track(record, lifecycle_from_extra(record.extra), monitor,
                               RunState(State.RUNNING, Reason.UNKNOWN))
         live = await self.observe(name)
-        tracked.run.state, tracked.run.reason = live.state, live.reason
-        self._finish_missed_stop(name, live)
+        missed = missed_stop(live.state, live.reason)
+        if missed is not None:  # replayed on the running state it had: its action applies now
+            self._on_qmp(name, *missed)
+        elif live.state in LIVE_STATES:
+            tracked.run.state, tracked.run.reason = live.state, live.reason
         process.log_line(tracked.files, f"re-attached to pid {record.pid}")
         log.info("domain adopted", domain=name, pid=record.pid, state=live.state.value)
         return live
-
-    def _finish_missed_stop(self, name: str, live: Live) -> None:
-        """A guest that powered off or panicked while no controller ran: apply its lifecycle
-        action now, as libvirt's reconnect finishes a shutdown it finds half done."""
-        if (live.state, live.reason) == (State.PAUSED, Reason.SHUTDOWN):
-            self._on_qmp(name, "SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
-        elif live.state is State.CRASHED:
-            self._on_qmp(name, "GUEST_PANICKED", {"action": "pause"})
 
     # --- changes ----------------------------------------------------------------------------
 
@@ -398,7 +381,7 @@ class QemuDriver:
                 await pinning.apply(tracked.qmp, tracked.record.pid, new.cputune)
         except (CgroupError, pinning.PinningError, MonitorError) as exc:
             raise DriverError(name, "apply_live", str(exc)) from exc
-        with _failing_as(tracked, "apply_live"):
+        with tracked.failing_as("apply_live"):
             if "current_memory" in changed:
                 await tracked.qmp.balloon(new.current_memory or new.memory)
             if "lifecycle.on_reboot" in changed:

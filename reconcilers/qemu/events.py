@@ -3,22 +3,28 @@
 Called by QemuDriver for every QMP event of a domain and once when its process exits. The
 driver keeps one RunState per domain; `on_event` updates it and returns a Reaction: the
 RuntimeEvent to report (if any) and what the driver must do next (quit qemu, reset it).
+Each outcome names state-machine triggers taken from the state the driver last learnt; the
+state, reason and libvirt events come from reconcilers/statemachine.py. A QMP event that no
+row allows from that state (a STOP of a guest already paused) changes nothing and reports
+nothing: observe() reads the truth from qemu anyway.
 
 Lifecycle, with `-no-shutdown` and `-action reboot=reset|shutdown,panic=pause` (argv.py):
 - guest power-off: SHUTDOWN{guest, guest-shutdown} + STOP. on_poweroff destroy (or any
-  shutdown we asked for) → QUIT, the exit becomes shutoff/shutdown with shutdown/guest (or
-  shutdown/finished when we asked) and stopped/shutdown. restart → RESET: system_reset + cont,
-  running/booted, started/booted. preserve → the process stays: paused/shutdown.
-- guest reboot: on_reboot restart is qemu's own reset (RESET events, no state change);
+  shutdown we asked for) → QUIT, the exit is guest-poweroff: shutoff/shutdown with
+  shutdown/guest (shutdown/finished when we asked) and stopped/shutdown. restart → RESET:
+  system_reset + cont, guest-halt then reset: running/booted, shutdown/guest + started/booted.
+  preserve → guest-halt, the process stays: paused/shutdown, shutdown/guest.
+- guest reboot: on_reboot restart is qemu's own reset (QMP RESET events, no state change);
   destroy/preserve make qemu send SHUTDOWN{guest, guest-reset} and the power-off rules apply
   with the on_reboot action.
 - guest panic: GUEST_PANICKED (+ STOP) → crashed/panicked, crashed/panicked; then on_crash
-  destroy → QUIT (exit: shutoff/crashed, stopped/crashed), restart → RESET, preserve → stays.
+  destroy → QUIT (exit: shutoff/crashed, stopped/crashed, as any destroy of a crashed domain),
+  restart → RESET (panic then reset: running/booted), preserve → stays.
 - STOP after WATCHDOG{pause} or BLOCK_IO_ERROR{stop} → paused/watchdog or paused/ioerror; any
   other STOP or RESUME we did not ask for → paused/unknown or running/unpaused, cause external.
-- process exit: destroyed by us → shutoff/destroyed; a start we aborted → shutoff/failed;
-  after a guest stop we acted on → as above; anything else (kill -9, a qemu crash) →
-  shutoff/crashed, stopped/failed.
+- process exit: destroyed by us → shutoff/destroyed (shutoff/crashed when it had crashed); a
+  start we aborted → shutoff/failed; after a guest stop we acted on → as above; anything else
+  (kill -9, a qemu crash, the process of a preserved guest) → shutoff/crashed, stopped/failed.
 
 It never talks to qemu and never reads the clock: the driver does both.
 """
@@ -30,9 +36,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconcilers.driver import RuntimeEvent, stopped_event
-from reconcilers.model import (Cause, EventDetail, EventType, Lifecycle, LifecycleAction, Reason,
-                               State)
+from reconcilers.driver import RuntimeEvent, runtime_event
+from reconcilers.model import Cause, Lifecycle, LifecycleAction, Reason, State
+from reconcilers.statemachine import Trigger, TransitionError, allowed, transition
 
 
 class Intent(str, enum.Enum):
@@ -69,7 +75,7 @@ class RunState:
     reason: Reason
     intent: Intent = Intent.NONE
     guest_stop: GuestStop = GuestStop.NONE
-    pause_cause: Reason | None = None  # set by WATCHDOG/BLOCK_IO_ERROR, used by the next STOP
+    pause_cause: Trigger | None = None  # the next STOP's, set by WATCHDOG and BLOCK_IO_ERROR
 
 
 @dataclass(frozen=True)
@@ -101,28 +107,51 @@ def from_status(status: str, run: RunState) -> tuple[State, Reason]:
     return state, reason
 
 
-def _event(name: str, run: RunState, events: tuple[tuple[EventType, EventDetail], ...],
-           cause: Cause, message: str) -> RuntimeEvent:
-    return RuntimeEvent(name=name, state=run.state, reason=run.reason, events=events,
-                        cause=cause, message=message)
+_DESTROY_ACTIONS = frozenset({LifecycleAction.DESTROY, LifecycleAction.COREDUMP_DESTROY})
+_RESTART_ACTIONS = frozenset({LifecycleAction.RESTART, LifecycleAction.COREDUMP_RESTART})
+
+
+def _move(name: str, run: RunState, triggers: tuple[Trigger, ...], cause: Cause,
+          message: str) -> RuntimeEvent | None:
+    """Take `triggers` from the recorded state and report them; None (and no change) when the
+    table does not allow them from there."""
+    try:
+        event = runtime_event(name, run.state, triggers, cause, message)
+    except TransitionError:
+        return None
+    run.state, run.reason = event.state, event.reason
+    return event
+
+
+def settle(run: RunState, trigger: Trigger) -> None:
+    """Record one of the driver's own operations that qemu carried out (suspend, resume): its
+    row's state and reason, no event (the reconciler reports its own operations' events)."""
+    if allowed(run.state, trigger):
+        move = transition(run.state, trigger)
+        run.state, run.reason = move.target, move.reason
+    run.intent = Intent.NONE
 
 
 def on_event(name: str, event: str, data: Mapping[str, Any], run: RunState,
              lifecycle: Lifecycle) -> Reaction:
     """Update `run` for one QMP event; what to report and do next."""
+    if event == "GUEST_PANICKED" or (event == "SHUTDOWN" and data.get("guest")
+                                     and data.get("reason") == "guest-panic"):
+        if run.guest_stop is GuestStop.PANIC:
+            return Reaction()  # qemu may report one panic twice
+        run.guest_stop = GuestStop.PANIC
+        return _lifecycle(name, run, Trigger.PANIC, lifecycle.on_crash)
     if event == "SHUTDOWN" and data.get("guest"):
-        return _guest_shutdown(name, str(data.get("reason", "")), run, lifecycle)
-    if event == "GUEST_PANICKED":
-        run.guest_stop, run.state, run.reason = GuestStop.PANIC, State.CRASHED, Reason.PANICKED
-        reaction = _lifecycle(name, run, lifecycle.on_crash)
-        panicked = _event(name, run, ((EventType.CRASHED, EventDetail.PANICKED),), Cause.GUEST,
-                          f"guest panicked (qemu action {data.get('action', '?')})")
-        return Reaction(panicked if reaction.follow_up is not FollowUp.RESET else reaction.event,
-                        reaction.follow_up)
+        reboot = data.get("reason") == "guest-reset"
+        run.guest_stop = GuestStop.REBOOT if reboot else GuestStop.POWEROFF
+        if run.intent is Intent.SHUTDOWN:
+            return Reaction(follow_up=FollowUp.QUIT)  # the exit reports shutdown/finished
+        return _lifecycle(name, run, Trigger.GUEST_HALT,
+                          lifecycle.on_reboot if reboot else lifecycle.on_poweroff)
     if event == "WATCHDOG" and data.get("action") == "pause":
-        run.pause_cause = Reason.WATCHDOG
+        run.pause_cause = Trigger.WATCHDOG
     elif event == "BLOCK_IO_ERROR" and data.get("action") == "stop":
-        run.pause_cause = Reason.IOERROR
+        run.pause_cause = Trigger.IOERROR
     elif event == "STOP":
         return _stop(name, run)
     elif event == "RESUME":
@@ -130,95 +159,78 @@ def on_event(name: str, event: str, data: Mapping[str, Any], run: RunState,
     return Reaction()
 
 
-def _guest_shutdown(name: str, reason: str, run: RunState, lifecycle: Lifecycle) -> Reaction:
-    if reason == "guest-panic":
-        run.guest_stop = GuestStop.PANIC
-        return _lifecycle(name, run, lifecycle.on_crash)
-    run.guest_stop = GuestStop.REBOOT if reason == "guest-reset" else GuestStop.POWEROFF
-    if run.intent is Intent.SHUTDOWN:
-        return Reaction(follow_up=FollowUp.QUIT)
-    action = lifecycle.on_reboot if run.guest_stop is GuestStop.REBOOT else lifecycle.on_poweroff
-    return _lifecycle(name, run, action)
-
-
-def _lifecycle(name: str, run: RunState, action: LifecycleAction) -> Reaction:
-    """Carry out a lifecycle action for a guest that stopped (power-off, reboot or panic)."""
-    if action in (LifecycleAction.DESTROY, LifecycleAction.COREDUMP_DESTROY):
-        return Reaction(follow_up=FollowUp.QUIT)  # the exit is reported by `on_exit`
-    panic = run.guest_stop is GuestStop.PANIC
-    what = "panicked" if panic else "stopped"
-    guest_event = (EventType.CRASHED, EventDetail.PANICKED) if panic else (EventType.SHUTDOWN,
-                                                                           EventDetail.GUEST)
-    if action in (LifecycleAction.RESTART, LifecycleAction.COREDUMP_RESTART):
+def _lifecycle(name: str, run: RunState, trigger: Trigger, action: LifecycleAction) -> Reaction:
+    """Carry out a lifecycle action for a guest that stopped: PANIC or GUEST_HALT."""
+    what = {GuestStop.PANIC: "panicked", GuestStop.REBOOT: "rebooted"}.get(run.guest_stop,
+                                                                           "powered off")
+    if action in _DESTROY_ACTIONS:
+        # a panic is reported now; a power-off with the exit, as guest-poweroff
+        panicked = (_move(name, run, (trigger,), Cause.GUEST, f"guest {what}; destroying it")
+                    if trigger is Trigger.PANIC else None)
+        return Reaction(panicked, FollowUp.QUIT)
+    if action in _RESTART_ACTIONS:
         # guest_stop stays set until the RESUME of the reset's `cont`: the STOP still to come
         # belongs to this stop, not to a pause
-        run.state, run.reason = State.RUNNING, Reason.BOOTED
-        return Reaction(_event(name, run, (guest_event, (EventType.STARTED, EventDetail.BOOTED)),
-                               Cause.GUEST, f"guest {what}; restarted in place"),
-                        FollowUp.RESET)
-    if not panic:  # preserve: the stopped guest stays for inspection
-        run.state, run.reason = State.PAUSED, Reason.SHUTDOWN
-    return Reaction(_event(name, run, (guest_event,), Cause.GUEST,
-                           f"guest {what}; preserved"))
+        return Reaction(_move(name, run, (trigger, Trigger.RESET), Cause.GUEST,
+                              f"guest {what}; restarted in place"), FollowUp.RESET)
+    return Reaction(_move(name, run, (trigger,), Cause.GUEST, f"guest {what}; preserved"))
 
 
 def _stop(name: str, run: RunState) -> Reaction:
-    if run.guest_stop is not GuestStop.NONE or run.state in (State.CRASHED, State.PAUSED):
-        return Reaction()  # follows a guest shutdown or panic, or a pause already accounted for
-    cause_reason, run.pause_cause = run.pause_cause, None
-    run.state = State.PAUSED
+    if run.guest_stop is not GuestStop.NONE or run.intent in (Intent.SHUTDOWN, Intent.DESTROY):
+        return Reaction()  # part of a guest's stop, or of an end we asked for
+    guest_cause, run.pause_cause = run.pause_cause, None
     if run.intent is Intent.SUSPEND:
-        run.intent, run.reason = Intent.NONE, Reason.USER
+        settle(run, Trigger.SUSPEND)
         return Reaction()
-    if run.intent in (Intent.SHUTDOWN, Intent.DESTROY):
-        return Reaction()
-    run.reason = cause_reason or Reason.UNKNOWN
-    detail = {Reason.WATCHDOG: EventDetail.WATCHDOG,
-              Reason.IOERROR: EventDetail.IOERROR}.get(run.reason, EventDetail.PAUSED)
-    cause = Cause.GUEST if cause_reason else Cause.EXTERNAL
-    return Reaction(_event(name, run, ((EventType.SUSPENDED, detail),), cause,
-                           f"paused ({run.reason.value}) without a request from domctl"))
+    trigger = guest_cause or Trigger.EXTERNAL_PAUSE
+    return Reaction(_move(name, run, (trigger,), Cause.GUEST if guest_cause else Cause.EXTERNAL,
+                          f"paused without a request from domctl ({trigger.value})"))
 
 
 def _resume(name: str, run: RunState) -> Reaction:
-    asked, was_running = run.intent is Intent.RESUME, run.state is State.RUNNING
-    if asked:
-        run.intent = Intent.NONE
-    if was_running:  # the `cont` of a start or an in-place restart: already accounted for
+    if run.state is State.RUNNING:  # the `cont` of a start or an in-place restart: reported
         run.guest_stop = GuestStop.NONE
+        if run.intent is Intent.RESUME:
+            run.intent = Intent.NONE
         return Reaction()
-    run.state, run.reason = State.RUNNING, Reason.UNPAUSED
-    if asked:
+    if run.intent is Intent.RESUME:
+        settle(run, Trigger.RESUME)
         return Reaction()
-    return Reaction(_event(name, run, ((EventType.RESUMED, EventDetail.UNPAUSED),),
-                           Cause.EXTERNAL, "resumed without a request from domctl"))
+    return Reaction(_move(name, run, (Trigger.RESUME,), Cause.EXTERNAL,
+                          "resumed without a request from domctl"))
+
+
+def missed_stop(state: State, reason: Reason) -> tuple[str, dict[str, Any]] | None:
+    """The QMP event of a guest found powered off or panicked when re-attaching, for the driver
+    to replay on the running state it had, so its lifecycle action is applied now (libvirt's
+    reconnect finishes a shutdown it finds half done); None when it stopped for no guest."""
+    if (state, reason) == (State.PAUSED, Reason.SHUTDOWN):
+        return "SHUTDOWN", {"guest": True, "reason": "guest-shutdown"}
+    if state is State.CRASHED:
+        return "GUEST_PANICKED", {"action": "pause"}
+    return None
 
 
 def on_exit(name: str, run: RunState, qemu_message: str = "") -> RuntimeEvent:
     """The shutoff state and events for the end of the qemu process."""
-    if run.intent is Intent.DESTROY:
-        return _stopped(name, Reason.DESTROYED, Cause.CONTROLLER, "destroyed by domctl",
-                        (stopped_event(Reason.DESTROYED),))
     if run.intent is Intent.ABORT:
-        return _stopped(name, Reason.FAILED, Cause.CONTROLLER, "start failed; qemu killed",
-                        (stopped_event(Reason.FAILED),))
-    if run.guest_stop is GuestStop.PANIC:
-        return _stopped(name, Reason.CRASHED, Cause.GUEST, "guest panicked; destroyed (on_crash)",
-                        ((EventType.STOPPED, EventDetail.CRASHED),))
-    if run.guest_stop is not GuestStop.NONE:
-        asked = run.intent is Intent.SHUTDOWN
+        return runtime_event(name, State.SHUTOFF, (Trigger.START_FAILED,), Cause.CONTROLLER,
+                             "start failed; qemu killed")
+    if run.intent is Intent.DESTROY:
+        return runtime_event(name, run.state, (Trigger.DESTROY,), Cause.CONTROLLER,
+                             "destroyed by domctl")
+    if run.state is State.CRASHED:  # onCrash destroy's quit
+        return runtime_event(name, State.CRASHED, (Trigger.DESTROY,), Cause.GUEST,
+                             "guest panicked; destroyed (onCrash)")
+    if run.guest_stop in (GuestStop.POWEROFF, GuestStop.REBOOT):
         what = "rebooted" if run.guest_stop is GuestStop.REBOOT else "powered off"
-        return _stopped(name, Reason.SHUTDOWN, Cause.CONTROLLER if asked else Cause.GUEST,
-                        "shut down at domctl's request" if asked else f"guest {what}",
-                        ((EventType.SHUTDOWN, EventDetail.FINISHED if asked else EventDetail.GUEST),
-                         stopped_event(Reason.SHUTDOWN)))
+        if run.intent is Intent.SHUTDOWN:
+            return runtime_event(name, State.SHUTDOWN, (Trigger.GUEST_POWEROFF,),
+                                 Cause.CONTROLLER, "shut down at domctl's request")
+        if allowed(run.state, Trigger.GUEST_POWEROFF):  # not a preserved guest, ended later
+            return runtime_event(name, run.state, (Trigger.GUEST_POWEROFF,), Cause.GUEST,
+                                 f"guest {what}")
     message = "qemu exited without a guest shutdown (killed or crashed)"
-    return _stopped(name, Reason.CRASHED, Cause.EXTERNAL,
-                    f"{message}: {qemu_message}" if qemu_message else message,
-                    (stopped_event(Reason.CRASHED),))
-
-
-def _stopped(name: str, reason: Reason, cause: Cause, message: str,
-             events: tuple[tuple[EventType, EventDetail], ...]) -> RuntimeEvent:
-    return RuntimeEvent(name=name, state=State.SHUTOFF, reason=reason, events=events,
-                        cause=cause, message=message)
+    return runtime_event(name, run.state, (Trigger.PROCESS_EXIT,), Cause.EXTERNAL,
+                         f"{message}: {qemu_message}" if qemu_message else message)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from reconcilers.driver import RuntimeRecord
+from reconcilers.errors import DriverError
 from reconcilers.identity import ExitWatch
 from reconcilers.model import Lifecycle
 from reconcilers.qemu import process
@@ -24,7 +25,7 @@ from reconcilers.qemu.cgroups import DomainCgroup
 from reconcilers.qemu.commands import QmpCommands
 from reconcilers.qemu.events import RunState
 from reconcilers.qemu.layout import DomainFiles
-from reconcilers.qemu.monitor import Monitor
+from reconcilers.qemu.monitor import Monitor, MonitorError
 
 SETTLE_TIMEOUT = 10.0  # seconds to wait for an exit to be seen and classified
 
@@ -50,6 +51,14 @@ class Running:
     def qmp(self) -> QmpCommands:
         """The domain's QMP commands, over `monitor`."""
         return QmpCommands(self.monitor)
+
+    @contextlib.contextmanager
+    def failing_as(self, operation: str) -> Iterator[None]:
+        """A failed QMP command of `operation` as the DriverError the reconciler handles."""
+        try:
+            yield
+        except MonitorError as exc:
+            raise DriverError(self.record.name, operation, exc.message) from exc
 
     @property
     def gone(self) -> bool:

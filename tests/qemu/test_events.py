@@ -9,8 +9,8 @@ import pytest
 
 from reconcilers.model import (Cause, EventDetail, EventType, Lifecycle, LifecycleAction, Reason,
                                State)
-from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from_status, on_event,
-                                     on_exit)
+from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from_status,
+                                     missed_stop, on_event, on_exit)
 
 D, R, P = LifecycleAction.DESTROY, LifecycleAction.RESTART, LifecycleAction.PRESERVE
 QmpEvent = tuple[str, dict[str, Any]]
@@ -69,6 +69,23 @@ def test_event_table(qmp: list[tuple[str, dict[str, Any]]], lifecycle: Lifecycle
     assert [r.event.events for r in reactions if r.event is not None] == events
 
 
+def test_a_panic_reported_twice_is_one_panic() -> None:
+    panic_shutdown = ("SHUTDOWN", {"guest": True, "reason": "guest-panic"})
+    run, reactions = play([PANIC, panic_shutdown, STOP], Lifecycle(on_crash=D))
+    assert [r.follow_up for r in reactions] == [FollowUp.QUIT, FollowUp.NONE, FollowUp.NONE]
+    assert [r.event.events for r in reactions if r.event] == [
+        ((EventType.CRASHED, EventDetail.PANICKED),)]
+    assert on_exit("vm", run).events == CRASHED
+
+
+def test_events_no_row_allows_change_nothing() -> None:
+    """A STOP or RESUME of a guest that panicked and was kept: no pause, no resume."""
+    run, reactions = play([PANIC, STOP, RESUME], Lifecycle(on_crash=P))
+    assert (run.state, run.reason) == (State.CRASHED, Reason.PANICKED)
+    assert [r.event.events for r in reactions if r.event] == [
+        ((EventType.CRASHED, EventDetail.PANICKED),)]
+
+
 def test_our_own_suspend_and_resume_report_nothing() -> None:
     run = RunState(State.RUNNING, Reason.BOOTED, intent=Intent.SUSPEND)
     _, reactions = play([STOP], run=run)
@@ -90,25 +107,33 @@ def test_shutdown_we_asked_for_always_quits_and_finishes() -> None:
                             (EventType.STOPPED, EventDetail.SHUTDOWN))
 
 
-@pytest.mark.parametrize("intent,guest_stop,reason,events,cause", [
-    (Intent.DESTROY, GuestStop.NONE, Reason.DESTROYED,
-     ((EventType.STOPPED, EventDetail.DESTROYED),), Cause.CONTROLLER),
-    (Intent.NONE, GuestStop.POWEROFF, Reason.SHUTDOWN,
-     ((EventType.SHUTDOWN, EventDetail.GUEST), (EventType.STOPPED, EventDetail.SHUTDOWN)),
-     Cause.GUEST),
-    (Intent.NONE, GuestStop.REBOOT, Reason.SHUTDOWN,
-     ((EventType.SHUTDOWN, EventDetail.GUEST), (EventType.STOPPED, EventDetail.SHUTDOWN)),
-     Cause.GUEST),
-    (Intent.NONE, GuestStop.PANIC, Reason.CRASHED, ((EventType.STOPPED, EventDetail.CRASHED),),
-     Cause.GUEST),
-    (Intent.NONE, GuestStop.NONE, Reason.CRASHED, ((EventType.STOPPED, EventDetail.FAILED),),
-     Cause.EXTERNAL),
-    (Intent.SUSPEND, GuestStop.NONE, Reason.CRASHED, ((EventType.STOPPED, EventDetail.FAILED),),
-     Cause.EXTERNAL),
+DESTROYED = ((EventType.STOPPED, EventDetail.DESTROYED),)
+CRASHED = ((EventType.STOPPED, EventDetail.CRASHED),)
+FAILED = ((EventType.STOPPED, EventDetail.FAILED),)
+GUEST_OFF = ((EventType.SHUTDOWN, EventDetail.GUEST), (EventType.STOPPED, EventDetail.SHUTDOWN))
+
+
+@pytest.mark.parametrize("state,intent,guest_stop,reason,events,cause", [
+    (State.RUNNING, Intent.DESTROY, GuestStop.NONE, Reason.DESTROYED, DESTROYED,
+     Cause.CONTROLLER),
+    (State.PAUSED, Intent.DESTROY, GuestStop.POWEROFF, Reason.DESTROYED, DESTROYED,
+     Cause.CONTROLLER),  # a preserved power-off, destroyed
+    (State.CRASHED, Intent.DESTROY, GuestStop.PANIC, Reason.CRASHED, CRASHED,
+     Cause.CONTROLLER),  # a preserved crash, destroyed: libvirt's onCrash=destroy
+    (State.RUNNING, Intent.NONE, GuestStop.POWEROFF, Reason.SHUTDOWN, GUEST_OFF, Cause.GUEST),
+    (State.RUNNING, Intent.NONE, GuestStop.REBOOT, Reason.SHUTDOWN, GUEST_OFF, Cause.GUEST),
+    (State.CRASHED, Intent.NONE, GuestStop.PANIC, Reason.CRASHED, CRASHED, Cause.GUEST),
+    (State.RUNNING, Intent.NONE, GuestStop.PANIC, Reason.CRASHED, FAILED,
+     Cause.EXTERNAL),  # gone during an in-place restart after a panic
+    (State.PAUSED, Intent.NONE, GuestStop.POWEROFF, Reason.CRASHED, FAILED,
+     Cause.EXTERNAL),  # the process of a preserved power-off, killed later
+    (State.RUNNING, Intent.NONE, GuestStop.NONE, Reason.CRASHED, FAILED, Cause.EXTERNAL),
+    (State.RUNNING, Intent.SUSPEND, GuestStop.NONE, Reason.CRASHED, FAILED, Cause.EXTERNAL),
+    (State.PAUSED, Intent.ABORT, GuestStop.NONE, Reason.FAILED, FAILED, Cause.CONTROLLER),
 ])
-def test_exit_table(intent: Intent, guest_stop: GuestStop, reason: Reason, events: Any,
-                    cause: Cause) -> None:
-    run = RunState(State.RUNNING, Reason.BOOTED, intent=intent, guest_stop=guest_stop)
+def test_exit_table(state: State, intent: Intent, guest_stop: GuestStop, reason: Reason,
+                    events: Any, cause: Cause) -> None:
+    run = RunState(state, Reason.UNKNOWN, intent=intent, guest_stop=guest_stop)
     event = on_exit("vm", run, "qemu: boom")
     assert (event.state, event.reason, event.events, event.cause) == (State.SHUTOFF, reason,
                                                                       events, cause)
@@ -132,3 +157,14 @@ def test_exit_table(intent: Intent, guest_stop: GuestStop, reason: Reason, event
 ])
 def test_status_table(status: str, run: RunState, expected: tuple[State, Reason]) -> None:
     assert from_status(status, run) == expected
+
+
+@pytest.mark.parametrize("state,reason,replayed", [
+    (State.PAUSED, Reason.SHUTDOWN, SHUTDOWN_OFF),
+    (State.CRASHED, Reason.PANICKED, PANIC),
+    (State.PAUSED, Reason.USER, None),
+    (State.RUNNING, Reason.UNKNOWN, None),
+])
+def test_a_stop_missed_while_away_is_replayed(state: State, reason: Reason,
+                                              replayed: QmpEvent | None) -> None:
+    assert missed_stop(state, reason) == replayed

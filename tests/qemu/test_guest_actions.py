@@ -49,7 +49,8 @@ async def test_panic_with_on_crash_preserve(qemu_env: QemuEnv, panic_image: Path
     live = await driver.observe("t-keep")
     assert (live.state, live.reason) == (State.CRASHED, Reason.PANICKED)
     await driver.destroy("t-keep")
-    assert qemu_env.events[-1].reason is Reason.DESTROYED
+    assert (qemu_env.events[-1].reason, qemu_env.events[-1].events) == (  # a crash destroyed
+        Reason.CRASHED, ((EventType.STOPPED, EventDetail.CRASHED),))
 
 
 async def test_panic_with_on_crash_restart_resets_in_place(

@@ -6,12 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcilers.driver import stopped_event
 from reconcilers.model import DETAILS_BY_EVENT, REASONS_BY_STATE, EventDetail, EventType
 from reconcilers.model import Reason as R
 from reconcilers.model import State as S
 from reconcilers.statemachine import (LIVE_STATES, TRANSITIONS, Trigger, TransitionError,
-                                      allowed, sources_of, transition)
+                                      allowed, sources_of, transition, walk)
 
 T = Trigger
 E = EventType
@@ -44,6 +43,10 @@ ALLOWED = [
     (S.CRASHED, T.PROCESS_EXIT, S.SHUTOFF, R.CRASHED, [(E.STOPPED, D.FAILED)]),
     (S.PAUSED, T.PROCESS_LOST, S.SHUTOFF, R.UNKNOWN, [(E.STOPPED, D.FAILED)]),
     (S.RUNNING, T.PANIC, S.CRASHED, R.PANICKED, [(E.CRASHED, D.PANICKED)]),
+    (S.RUNNING, T.GUEST_HALT, S.PAUSED, R.SHUTDOWN, [(E.SHUTDOWN, D.GUEST)]),
+    (S.RUNNING, T.RESET, S.RUNNING, R.BOOTED, [(E.STARTED, D.BOOTED)]),
+    (S.PAUSED, T.RESET, S.RUNNING, R.BOOTED, [(E.STARTED, D.BOOTED)]),
+    (S.CRASHED, T.RESET, S.RUNNING, R.BOOTED, [(E.STARTED, D.BOOTED)]),
     (S.RUNNING, T.IOERROR, S.PAUSED, R.IOERROR, [(E.SUSPENDED, D.IOERROR)]),
     (S.RUNNING, T.WATCHDOG, S.PAUSED, R.WATCHDOG, [(E.SUSPENDED, D.WATCHDOG)]),
     (S.RUNNING, T.EXTERNAL_PAUSE, S.PAUSED, R.UNKNOWN, [(E.SUSPENDED, D.PAUSED)]),
@@ -57,6 +60,8 @@ REFUSED = [
     (S.CRASHED, T.SHUTDOWN), (S.SHUTOFF, T.DESTROY), (S.PAUSED, T.PANIC),
     (S.PAUSED, T.GUEST_POWEROFF), (S.CRASHED, T.RESUME),
     (S.NOSTATE, T.DESTROY), (S.NOSTATE, T.SHUTDOWN), (S.NOSTATE, T.START),
+    (S.PAUSED, T.GUEST_HALT), (S.CRASHED, T.GUEST_HALT), (S.SHUTOFF, T.RESET),
+    (S.SHUTDOWN, T.RESET),
 ]
 
 
@@ -97,10 +102,38 @@ def test_every_row_speaks_libvirts_vocabulary(key: tuple[S, T]) -> None:
 
 
 @pytest.mark.parametrize("trigger", [T.PROCESS_EXIT, T.PROCESS_LOST, T.START_FAILED])
-def test_unexplained_stops_agree_with_the_drivers_stopped_event(trigger: T) -> None:
+def test_unexplained_stops_are_stopped_failed(trigger: T) -> None:
+    """libvirt's "host emulator failed", as DESIGN §4 says."""
     for source in sources_of(trigger):
-        move = transition(source, trigger)
-        assert move.events[-1] == stopped_event(move.reason)
+        assert transition(source, trigger).events[-1] == (E.STOPPED, D.FAILED)
+
+
+def test_destroying_a_crashed_domain_keeps_the_crash() -> None:
+    """libvirt's onCrash=destroy, whoever destroys it; any other destroy is `destroyed`."""
+    for source in sources_of(T.DESTROY):
+        move = transition(source, T.DESTROY)
+        crashed = source is S.CRASHED
+        assert (move.target, move.reason) == (S.SHUTOFF, R.CRASHED if crashed else R.DESTROYED)
+        assert move.events == ((E.STOPPED, D.CRASHED if crashed else D.DESTROYED),)
+
+
+def test_the_controllers_own_operations_emit_libvirts_events() -> None:
+    """What the reconciler's executor emits for its start, start paused, suspend and resume."""
+    assert transition(S.SHUTOFF, T.START).events == ((E.STARTED, D.BOOTED),)
+    assert transition(S.SHUTOFF, T.START_PAUSED).events == ((E.STARTED, D.BOOTED),
+                                                            (E.SUSPENDED, D.PAUSED))
+    assert transition(S.RUNNING, T.SUSPEND).events == ((E.SUSPENDED, D.PAUSED),)
+    assert transition(S.PAUSED, T.RESUME).events == ((E.RESUMED, D.UNPAUSED),)
+
+
+def test_walk_takes_each_row_from_the_previous_target() -> None:
+    panicked, reset = walk(S.RUNNING, (T.PANIC, T.RESET))
+    assert (panicked.source, panicked.target, reset.source, reset.target) == (
+        S.RUNNING, S.CRASHED, S.CRASHED, S.RUNNING)
+    assert walk(S.PAUSED, ()) == ()
+    with pytest.raises(TransitionError) as caught:
+        walk(S.RUNNING, (T.GUEST_HALT, T.GUEST_POWEROFF))  # a halted guest cannot power off
+    assert (caught.value.source, caught.value.trigger) == (S.PAUSED, T.GUEST_POWEROFF)
 
 
 def test_every_stop_from_a_live_state_is_possible() -> None:
