@@ -2,14 +2,13 @@
 
     .venv/bin/python bench/bench_pass.py [--rounds N] [--domains N]
 
-A converged domain is re-checked on every resync and every driver hint: observe, decide
-"nothing", rebuild its status document and write it if it changed. The subject is `Controller.reconcile` for N
-converged domains (a driver that answers `observe` from memory, so only the controller's own
-work is measured); the baseline is `atomic_write_json` of the same status documents (temp file,
-fsync, rename, fsync dir), what every pass cost when each rewrote its status. Both run
-interleaved in one process, best of several rounds, and the ratio is printed: below 1 means a
-converged pass is cheaper than one state write (nothing is rewritten); it grows if a pass
-starts doing work it should not.
+A converged domain is re-checked on every resync and every driver hint: observe, decide "nothing",
+rebuild its status document and write it if it changed. The subject is `Controller.reconcile` for N
+converged domains (a driver that answers `observe` from memory, so only the controller's own work is
+measured); the baseline is `atomic_write_json` of the same status documents (temp file, fsync,
+rename, fsync dir), what every pass cost when each rewrote its status. Both run interleaved in one
+process, best of several rounds, and the ratio is printed: below 1 means a converged pass is cheaper
+than one state write (nothing is rewritten); it grows if a pass starts doing work it should not.
 """
 
 from __future__ import annotations
@@ -21,14 +20,14 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
-from controller.service import logconfig
 from controller.engine.controller import Controller, ControllerSettings
-from controller.state.events import AuditLog, EventBus
-from controller.state.fsutil import atomic_write_json
 from controller.engine.hooks import HookRunner, HookSettings
 from controller.manifests.loader import load_text
-from controller.state.registry import Registry
 from controller.manifests.source import Snapshot
+from controller.service import logconfig
+from controller.state.events import AuditLog, EventBus
+from controller.state.fsutil import atomic_write_json
+from controller.state.registry import Registry
 from controller.state.status import StatusStore
 from reconcilers.driver import Capabilities, ChangeKind, Live, RuntimeRecord
 from reconcilers.model import Domain, DomainSpec, DriverName, Reason, State

@@ -52,9 +52,11 @@ caller):
 - A terminal error under the current manifest (History.stalled) turns every acting plan into
   REPORT until the manifest changes; a host-validation stall (a missing file, no kvm) lets
   the start through, since a start validates the host before anything else (schedule()
-  brings such a domain back every `revalidate` seconds). REPORT means: leave the domain, set a condition with the
-reason; NOTHING means converged or waiting. Plans that start a multi-pass sequence (resume then
-shutdown, destroy then start, shutdown then undefine) carry requeue_after=0.
+  brings such a domain back every `revalidate` seconds).
+
+REPORT means: leave the domain, set a condition with the reason; NOTHING means converged or
+waiting. Plans that start a multi-pass sequence (resume then shutdown, destroy then start,
+shutdown then undefine) carry requeue_after=0.
 """
 
 from __future__ import annotations
@@ -65,8 +67,17 @@ from dataclasses import dataclass, field, replace
 
 from reconcilers.diff import Apply, Change, Classification, classify_changes
 from reconcilers.driver import Live
-from reconcilers.model import (Cause, DesiredState, Domain, DomainSpec, LifecycleAction, Reason,
-                               RestartPolicy, State, UpdatePolicy)
+from reconcilers.model import (
+    Cause,
+    DesiredState,
+    Domain,
+    DomainSpec,
+    LifecycleAction,
+    Reason,
+    RestartPolicy,
+    State,
+    UpdatePolicy,
+)
 from reconcilers.statemachine import UP_STATES, Trigger
 
 

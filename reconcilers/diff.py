@@ -79,7 +79,7 @@ def _walk(path: str, old: Any, new: Any) -> Iterator[FieldChange]:
         for key in dict.fromkeys([*old, *new]):  # ordered union, should a mapping ever differ
             yield from _walk(f"{path}.{key}" if path else key, old.get(key), new.get(key))
     elif _records_of_one_length(old, new):
-        for i, (before, after) in enumerate(zip(old, new)):
+        for i, (before, after) in enumerate(zip(old, new, strict=True)):
             yield from _walk(f"{path}[{i}]", before, after)
     else:
         yield FieldChange(path, old, new)

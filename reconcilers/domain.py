@@ -1,13 +1,13 @@
 """One reconcile pass of one domain: observe → decide → execute, under the domain's job lock.
 
 The engine's worker (controller/engine/controller.py) calls `DomainReconciler.run_pass(name,
-desired, driver, history)` for a name it took off the work queue, having built the History
-(epoch, last stop, API request, stall, backoff, removal, live spec) from its ledger; it gets back an `Outcome` that says
-what was observed, what was decided and what happened, and does the bookkeeping (registry,
-status, backoff, requeue). This module owns the order of operations of each plan:
+desired, driver, history)` for a name it took off the work queue, having built the History (epoch,
+last stop, API request, stall, backoff, removal, live spec) from its ledger; it gets back an
+`Outcome` that says what was observed, what was decided and what happened, and does the bookkeeping
+(registry, status, backoff, requeue). This module owns the order of operations of each plan:
 
-    start:     validate (a refusal is no attempt) → hooks prepare, start → driver.start (job modify) → started/booted
-               [+ suspended/paused] → hook started
+    start:     validate (a refusal is no attempt) → hooks prepare, start →
+               driver.start (job modify) → started/booted [+ suspended/paused] → hook started
     suspend:   driver.suspend (job suspend) → suspended/paused
     resume:    driver.resume (job modify) → resumed/unpaused
     shutdown:  driver.shutdown(shutdownTimeout) (job modify, interruptible by a destroy)
@@ -41,8 +41,16 @@ from reconcilers.decide import FIRST_TRIGGER, Action, History, Plan, decide
 from reconcilers.diff import Apply, classify_changes, live_after_apply
 from reconcilers.driver import Driver, Live, RuntimeRecord
 from reconcilers.errors import DomctlError
-from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
-                               Reason, State)
+from reconcilers.model import (
+    Cause,
+    Domain,
+    DomainSpec,
+    DriverName,
+    EventDetail,
+    EventType,
+    Reason,
+    State,
+)
 from reconcilers.ports import HookOp, JobKind, Ports
 from reconcilers.statemachine import transition
 
@@ -121,7 +129,8 @@ class DomainReconciler:
         """
         driver = self.drivers[driver_name]
         live = await driver.observe(name)
-        if desired is not None and history.live_spec is not None and live.state is not State.SHUTOFF:
+        if (desired is not None and history.live_spec is not None
+                and live.state is not State.SHUTOFF):
             history = dataclasses.replace(
                 history, classification=driver.classify(history.live_spec, desired.spec))
         plan = decide(desired, live, history)

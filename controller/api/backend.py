@@ -1,13 +1,14 @@
-"""The API's view of a running controller: the Backend the socket server (controller/api/server.py) calls.
+"""The API's view of a running controller: the Backend the socket server
+(controller/api/server.py) calls.
 
 Reads come from the status documents, the event log and the controller's in-memory books;
 writes (`act`, `prune`) go through `Controller.request` / `Controller.prune_confirm`, so an
 imperative action is carried out by the same reconcile pass as everything else, under the
 domain's job lock, and recorded with cause `api` and the caller's uid.
 
-`act` waits (30 s plus the domain's shutdownTimeout) until the status shows the result, like `virsh start` returns once the
-domain runs; a request that cannot finish in time still stands, and its progress is visible
-with `domctl get` / `domctl wait`.
+`act` waits (30 s plus the domain's shutdownTimeout) until the status shows the result, like `virsh
+start` returns once the domain runs; a request that cannot finish in time still stands, and its
+progress is visible with `domctl get` / `domctl wait`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from typing import Any
 import structlog
 
 from controller.api.server import Caller
-from controller.paths import Paths
 from controller.engine.controller import Controller
-from controller.state.events import Subscription
+from controller.paths import Paths
 from controller.protocol import headline
+from controller.state.events import Subscription
 from controller.state.status import STATES_MEETING, NoSuchDomain
-from reconcilers.diff import Apply, classify_changes
 from reconcilers.decide import API_STATES, ApiAction
+from reconcilers.diff import Apply, classify_changes
 from reconcilers.model import Cause, DesiredState
 
 log = structlog.get_logger(__name__)

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import structlog
 
 from controller.api import logtail
-from controller.protocol import ACTIONS, READ_OPS, STREAM_OPS, WRITE_OPS
+from controller.protocol import ACTIONS, STREAM_OPS, WRITE_OPS
 from controller.settings import ApiSettings
 from controller.state.status import NoSuchDomain
 from reconcilers.errors import BusyError, DomctlError, NotSupportedError
@@ -204,7 +204,7 @@ class ApiServer:
             await self._serve(_Conn(reader, writer), _peer(writer, read_only))
         except (ConnectionError, OSError) as err:
             log.debug("api client went away", error=str(err))
-        except Exception:  # noqa: BLE001 - one broken connection must never stop the server
+        except Exception:
             log.exception("api connection failed unexpectedly; serving the others")
         finally:
             self._tasks.discard(task)
@@ -226,7 +226,7 @@ class ApiServer:
                 stream = self._open_stream(op, args)
             else:
                 reply = _encode({"ok": True, "result": await self._call(op, args, caller)})
-        except Exception as err:  # noqa: BLE001 - every failure becomes an error reply
+        except Exception as err:
             error = _error(err)
             request_log.info("api request refused", error=error["type"], message=error["message"])
             reply = _encode({"ok": False, "error": error})
@@ -282,7 +282,8 @@ class ApiServer:
             path = self._backend.log_path(args["name"])
             lines = args.get("lines", 100)
             if follow:
-                return _Stream(_as_items(logtail.follow_lines(path, lines, self._settings.log_poll)))
+                return _Stream(
+                    _as_items(logtail.follow_lines(path, lines, self._settings.log_poll)))
             return _Stream(_as_items(_aiter(logtail.last_lines(path, lines))))
         name = args.get("name")
         subscription = self._backend.subscribe(name) if follow else None
@@ -342,7 +343,8 @@ def _parse(line: bytes) -> tuple[str, dict[str, Any]]:
     except ValueError as err:
         raise _Refused("BadRequest", f"malformed JSON: {err}") from None
     if not isinstance(request, dict):
-        raise _Refused("BadRequest", "the request must be a JSON object {\"op\": ..., \"args\": {...}}")
+        raise _Refused("BadRequest",
+                       "the request must be a JSON object {\"op\": ..., \"args\": {...}}")
     op, args = request.get("op"), request.get("args", {})
     if not isinstance(op, str) or op not in _ARGS:
         raise _Refused("BadRequest", f"unknown op {op!r}; known: {', '.join(sorted(_ARGS))}")

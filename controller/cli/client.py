@@ -1,4 +1,5 @@
-"""The synchronous client of the controller's API (controller/api/server.py), used by `domctl` commands.
+"""The synchronous client of the controller's API (controller/api/server.py), used by `domctl`
+commands.
 
 One connection per request, plain blocking sockets: a CLI command makes one call (or polls
 a few), so there is nothing to gain from asyncio here. Error replies become `ApiError(type,
@@ -13,6 +14,7 @@ Public surface:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -94,10 +96,9 @@ class Client:
             sock.close()
             raise DaemonNotRunning(self.path, err) from None
         request = {"op": op, "args": {k: v for k, v in args.items() if v is not None}}
-        try:
+        # the daemon may refuse early ("request too large"); its reply is still readable
+        with contextlib.suppress(OSError):
             sock.sendall(json.dumps(request).encode() + b"\n")
-        except OSError:
-            pass  # the daemon refused early ("request too large"); its reply is still readable
         return sock
 
     def _read(self, reader: BinaryIO) -> dict[str, Any]:

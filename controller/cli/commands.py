@@ -104,7 +104,7 @@ def _complete_names(ctx: click.Context, param: click.Parameter,
     try:
         documents = Client(_socket(ctx), timeout=2.0).call("get")
         names = [str(doc["name"]) for doc in documents]
-    except Exception:  # noqa: BLE001 - completion must never print into the user's shell
+    except Exception:
         return []
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
@@ -159,7 +159,7 @@ def _cell(value: Any) -> str:
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    return ["   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+    return ["   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in [headers, *rows]]
 
 

@@ -15,8 +15,8 @@ here sleeps, enqueues or touches a domain: it is bookkeeping over an injected cl
 Public surface:
     BackoffSettings, CrashLoopSettings: controller/settings.py
     ErrorBackoff(settings).when(name) / failures(name) / forget(name)
-    CrashLoopBackoff(settings, clock, uniform).failed(name) -> delay; running(name); restore(name, failures);
-        failures(name); retry_at(name); remaining(name); forget(name)
+    CrashLoopBackoff(settings, clock, uniform).failed(name) -> delay; running(name);
+        restore(name, failures); failures(name); retry_at(name); remaining(name); forget(name)
     crash_loop_delay(n, settings, uniform) -> float
 """
 

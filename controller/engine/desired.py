@@ -1,7 +1,7 @@
 """The desired store: the last valid spec of every domain, and what keeps a domain from pruning.
 
-The controller feeds it every `Snapshot` of the manifests directory (controller/manifests/source.py) and
-reads, per name, what the reconciler should aim for (`desired(name)`) and what the status must
+The controller feeds it every `Snapshot` of the manifests directory (controller/manifests/source.py)
+and reads, per name, what the reconciler should aim for (`desired(name)`) and what the status must
 say about the manifest (`entry(name)`). DESIGN §3 and §5:
 
 - A valid document replaces the domain's spec; its file and generation come with it.

@@ -34,6 +34,7 @@ libvirt warns), and never let a hook's output reach a shell or a qemu/LXC option
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -145,7 +146,5 @@ def _is_executable_file(path: Path) -> bool:
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone with all its children
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # already gone with all its children

@@ -13,14 +13,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.manifests import normalise
-
-from controller.manifests import schema
-
-from controller.manifests import semantic
+from controller.manifests import normalise, schema, semantic
 from controller.manifests.errors import ManifestError, Problem, format_path
-from controller.manifests.yamlsource import (Document, YamlSyntaxError, implicit_type_hint,
-                                   locate, parse)
+from controller.manifests.yamlsource import (
+    Document,
+    YamlSyntaxError,
+    implicit_type_hint,
+    locate,
+    parse,
+)
 from reconcilers.model import Domain, SourceRef
 
 
@@ -60,9 +61,11 @@ def load_file(path: str | os.PathLike[str]) -> list[Domain]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ManifestError([Problem(str(path), 1, 1, "(file)", f"not UTF-8 text: {err}")]) from None
+        problem = Problem(str(path), 1, 1, "(file)", f"not UTF-8 text: {err}")
+        raise ManifestError([problem]) from None
     except OSError as err:
-        raise ManifestError([Problem(str(path), 1, 1, "(file)", err.strerror or str(err))]) from None
+        problem = Problem(str(path), 1, 1, "(file)", err.strerror or str(err))
+        raise ManifestError([problem]) from None
     return load_text(text, str(path))
 
 
@@ -98,7 +101,8 @@ def _build(document: Document, filename: str) -> Domain:
 
 @dataclass
 class LoadResult:
-    """The outcome of loading many files: the valid domains and every problem, conflicts included."""
+    """The outcome of loading many files: the valid domains and every problem, conflicts
+    included."""
 
     domains: list[Domain] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)

@@ -1,9 +1,9 @@
 """Turn one schema-valid manifest document into the typed, defaulted model of reconcilers/model.py.
 
-Called by controller/manifests/loader.py only after JSON Schema validation passed, so every value here
-already has the right type and shape. Defaults are filled here, not by the schema, so the stored
-(normalised) spec is what gets diffed and hashed: `memory: 1Gi` and `memory: 1024` are the same
-generation. Never raises for schema-valid input.
+Called by controller/manifests/loader.py only after JSON Schema validation passed, so every value
+here already has the right type and shape. Defaults are filled here, not by the schema, so the
+stored (normalised) spec is what gets diffed and hashed: `memory: 1Gi` and `memory: 1024` are the
+same generation. Never raises for schema-valid input.
 """
 
 from __future__ import annotations
@@ -12,11 +12,34 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from reconcilers.model import (Accel, CpuTopology, CpuTune, DesiredState, Disk, DiskBus,
-                               DiskCache, DiskFormat, DomainSpec, DriverName, Lifecycle,
-                               LifecycleAction, LxcSpec, Metadata, Mount, Nic, NicMode, QemuSpec,
-                               RestartPolicy, SerialMode, UpdatePolicy, VcpuPin, Vnc, Watchdog,
-                               WatchdogAction, WatchdogModel)
+from reconcilers.model import (
+    Accel,
+    CpuTopology,
+    CpuTune,
+    DesiredState,
+    Disk,
+    DiskBus,
+    DiskCache,
+    DiskFormat,
+    DomainSpec,
+    DriverName,
+    Lifecycle,
+    LifecycleAction,
+    LxcSpec,
+    Metadata,
+    Mount,
+    Nic,
+    NicMode,
+    QemuSpec,
+    RestartPolicy,
+    SerialMode,
+    UpdatePolicy,
+    VcpuPin,
+    Vnc,
+    Watchdog,
+    WatchdogAction,
+    WatchdogModel,
+)
 
 MIB = 1024 * 1024
 _SIZE_UNITS = {"Ki": 1024, "Mi": MIB, "Gi": 1024 * MIB, "Ti": 1024 * 1024 * MIB}

@@ -46,7 +46,8 @@ def _max_vcpus(spec: Raw) -> int:
 def _vcpus(spec: Raw) -> Iterator[Finding]:
     vcpus = spec.get("vcpus", 1)
     if _max_vcpus(spec) < vcpus:
-        yield ("spec", "maxVcpus"), f"maxVcpus ({spec['maxVcpus']}) must be at least vcpus ({vcpus})"
+        yield (("spec", "maxVcpus"),
+               f"maxVcpus ({spec['maxVcpus']}) must be at least vcpus ({vcpus})")
     cpu = spec.get("cpu", {})
     if all(k in cpu for k in ("sockets", "cores", "threads")):
         product = cpu["sockets"] * cpu["cores"] * cpu["threads"]
@@ -70,7 +71,8 @@ def _vcpupin(spec: Raw) -> Iterator[Finding]:
 
 def _qemu_lifecycle(spec: Raw) -> Iterator[Finding]:
     lifecycle = spec.get("lifecycle", {})
-    if lifecycle.get("onPoweroff") == "restart" and lifecycle.get("onReboot", "restart") == "destroy":
+    if (lifecycle.get("onPoweroff") == "restart"
+            and lifecycle.get("onReboot", "restart") == "destroy"):
         yield (("spec", "lifecycle", "onPoweroff"),
                "qemu cannot combine onPoweroff: restart with onReboot: destroy (as in libvirt)")
 

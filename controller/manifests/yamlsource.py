@@ -1,9 +1,9 @@
 """Strict YAML: parse a file once into located nodes, then into plain data.
 
-Called by controller/manifests/loader.py. PyYAML accepts duplicate keys silently (the last wins), so a
-manifest with `memory:` twice would run with a value the author may not have meant; here every
-duplicate is an error at the second key. Each document keeps its node tree so that any error
-found later (schema, semantics) can be pointed at a line and column.
+Called by controller/manifests/loader.py. PyYAML accepts duplicate keys silently (the last wins), so
+a manifest with `memory:` twice would run with a value the author may not have meant; here every
+duplicate is an error at the second key. Each document keeps its node tree so that any error found
+later (schema, semantics) can be pointed at a line and column.
 
 Never builds objects from YAML tags (safe loader only), never reads the file itself.
 """

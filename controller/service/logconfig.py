@@ -1,4 +1,5 @@
-"""structlog configured once per process: JSON lines when stderr is not a terminal, colours when it is.
+"""structlog configured once per process: JSON lines when stderr is not a terminal, colours when
+it is.
 
 Called by the CLI before anything logs. Libraries that use stdlib logging (qemu.qmp, asyncio,
 watchdog) go through the same renderer, so a log file never mixes plain and JSON lines.

@@ -20,7 +20,8 @@ the end of iteration; emit never waits for a reader.
 Public surface:
     EventSettings(max_bytes, subscriber_queue)
     EventBus(state_dir, settings, wall_clock=time.time): emit(...) -> dict,
-        subscribe(name_filter=None) -> Subscription, recent(name | None, n=10) -> list[dict], close()
+        subscribe(name_filter=None) -> Subscription, recent(name | None, n=10) -> list[dict],
+        close()
     Subscription: async iterator of records; close()
     AuditLog(state_dir, settings, wall_clock=time.time): record(...) -> dict, close()
 """
@@ -40,8 +41,15 @@ from typing import Any
 import structlog
 
 from controller.protocol import rfc3339
-from reconcilers.model import (DETAILS_BY_EVENT, REASONS_BY_STATE, Cause, EventDetail,
-                               EventType, Reason, State)
+from reconcilers.model import (
+    DETAILS_BY_EVENT,
+    REASONS_BY_STATE,
+    Cause,
+    EventDetail,
+    EventType,
+    Reason,
+    State,
+)
 
 log = structlog.get_logger(__name__)
 

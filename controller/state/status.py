@@ -11,7 +11,8 @@ Never decides anything: it records what the reconciler observed; an unreadable s
 logged and treated as absent, never raised.
 
 Public surface:
-    ConditionType (Ready, Synced, PendingRestart, ManifestValid, Stalled, Overridden), ConditionStatus
+    ConditionType (Ready, Synced, PendingRestart, ManifestValid, Stalled, Overridden),
+    ConditionStatus
     Condition(type, status, reason, message, lastTransitionTime)
     set_condition(conditions, new, now) -> tuple[Condition, ...]
     PendingChange(field, old, new, apply); PendingChange.from_change(Change)
@@ -30,13 +31,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-
 from controller.protocol import rfc3339
 from controller.state.jsondir import JsonDir
 from reconcilers.diff import Apply, Change
 from reconcilers.errors import TerminalError
 from reconcilers.model import DesiredState, DriverName, Reason, State, to_plain
-
 
 _CAMEL_WORD = re.compile(r"[A-Z][A-Za-z0-9]*")
 
