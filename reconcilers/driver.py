@@ -21,8 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
-                               Reason, State)
+from reconcilers.model import (
+    Cause,
+    Domain,
+    DomainSpec,
+    DriverName,
+    EventDetail,
+    EventType,
+    Reason,
+    State,
+)
 from reconcilers.statemachine import Trigger, walk
 
 

@@ -82,7 +82,7 @@ def _tail(file: BinaryIO, end: int, n: int) -> list[str]:
 
 def _open(path: Path) -> BinaryIO | None:
     try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller
+        return open(path, "rb")
     except FileNotFoundError:
         return None
 

@@ -31,8 +31,16 @@ from controller.engine.desired import DesiredStore, Entry
 from controller.engine.ledger import Ledger
 from controller.manifests.errors import Problem
 from controller.protocol import rfc3339
-from controller.state.status import (STATES_MEETING, Condition, ConditionStatus, ConditionType,
-                                     DomainStatus, PendingChange, StatusStore, set_condition)
+from controller.state.status import (
+    STATES_MEETING,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    DomainStatus,
+    PendingChange,
+    StatusStore,
+    set_condition,
+)
 from reconcilers.decide import API_STATES, ApiRequest, Plan
 from reconcilers.diff import Apply, Change, classify_changes, pending_restart
 from reconcilers.driver import Driver, Live

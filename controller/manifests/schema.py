@@ -120,7 +120,7 @@ def _value_message(error: ValidationError) -> str:
         return "must not list the same item twice"
     if kind == "oneOf":
         return f"{_show(value)} is not {_describe_alternatives(error)}"
-    return error.message
+    return str(error.message)
 
 
 def _forbidden_field(path: tuple[PathElem, ...]) -> SchemaFinding:

@@ -27,8 +27,15 @@ import click
 from controller.cli.main import main as cli
 from controller.paths import Paths, default_paths
 from controller.service import logconfig
-from controller.settings import (CrashLoopSettings, EngineSettings, HookSettings,
-                                 MetricsSettings, PruneSettings, Settings, SourceSettings)
+from controller.settings import (
+    CrashLoopSettings,
+    EngineSettings,
+    HookSettings,
+    MetricsSettings,
+    PruneSettings,
+    Settings,
+    SourceSettings,
+)
 from controller.state.fsutil import LockHeldError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -45,7 +45,6 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -57,7 +56,7 @@ from prometheus_client.registry import Collector
 
 from controller.engine.ledger import DomainSample
 from controller.settings import MetricsSettings
-from reconcilers.model import DETAILS_BY_EVENT, DriverName, Reason, State
+from reconcilers.model import DETAILS_BY_EVENT, DriverName, State
 
 log = structlog.get_logger(__name__)
 
@@ -179,7 +178,7 @@ class Metrics:
             if future.set_running_or_notify_cancel():  # False: the scrape already gave up
                 try:
                     future.set_result(self._read())
-                except Exception as err:  # noqa: BLE001 - handed to the scraping thread
+                except Exception as err:
                     future.set_exception(err)
 
         loop.call_soon_threadsafe(read)
