@@ -21,18 +21,30 @@ from pathlib import Path
 
 import structlog
 
-from reconcilers.driver import (Capabilities, ChangeKind, Console, DriverContext, Live,
-                                RuntimeRecord)
+from reconcilers.driver import Capabilities, ChangeKind, Console, DriverContext, Live, RuntimeRecord
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import ExitWatch, boot_id, proc_starttime, same_process
 from reconcilers.lxc import changes, host, rootfs, settle
-from reconcilers.lxc.config import (NAME_RE, ConfigPaths, ConfigValueError, HostFacts,
-                                    cgroup_limits, render_config)
+from reconcilers.lxc.config import (
+    NAME_RE,
+    ConfigPaths,
+    ConfigValueError,
+    HostFacts,
+    cgroup_limits,
+    render_config,
+)
 from reconcilers.lxc.exits import InitFate, Intent, exit_event, init_fate, reboot_event
 from reconcilers.lxc.files import ContainerFiles
 from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
-from reconcilers.model import (BUSYBOX_ROOTFS, REASONS_BY_STATE, Domain, DomainSpec, DriverName,
-                               Reason, State)
+from reconcilers.model import (
+    BUSYBOX_ROOTFS,
+    REASONS_BY_STATE,
+    Domain,
+    DomainSpec,
+    DriverName,
+    Reason,
+    State,
+)
 
 FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
 SETTLE_TIMEOUT = 10.0  # seconds to wait for LXC's monitor to record init's fate

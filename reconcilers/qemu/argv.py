@@ -23,8 +23,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reconcilers.model import (Accel, Disk, DiskBus, DiskCache, Domain, LifecycleAction,
-                               SerialMode, WatchdogModel)
+from reconcilers.model import (
+    Accel,
+    Disk,
+    DiskBus,
+    DiskCache,
+    Domain,
+    LifecycleAction,
+    SerialMode,
+    WatchdogModel,
+)
 from reconcilers.qemu import escape
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.layout import DomainFiles

@@ -9,8 +9,8 @@ takes effect at the next start.
 
 from __future__ import annotations
 
-from reconcilers.driver import ChangeKind
 from reconcilers.diff import classify_leaves
+from reconcilers.driver import ChangeKind
 from reconcilers.model import DomainSpec
 
 LIVE_FIELDS = frozenset({

@@ -25,20 +25,37 @@ from typing import Any
 
 import structlog
 
-from reconcilers.driver import (Capabilities, ChangeKind, Console, DriverContext, Live,
-                                RuntimeRecord)
+from reconcilers.driver import Capabilities, ChangeKind, Console, DriverContext, Live, RuntimeRecord
 from reconcilers.errors import DriverError, HostValidationError, TerminalError
 from reconcilers.identity import ExitWatch, boot_id, proc_starttime
-from reconcilers.model import (Accel, Domain, DomainSpec, DriverName, Lifecycle, LifecycleAction,
-                               Reason, SerialMode, State)
+from reconcilers.model import (
+    Accel,
+    Domain,
+    DomainSpec,
+    DriverName,
+    Lifecycle,
+    LifecycleAction,
+    Reason,
+    SerialMode,
+    State,
+)
 from reconcilers.qemu import changes, hostcheck, pinning, process
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps
-from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, Unconfined, limits, tuning_fields
+from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, limits, tuning_fields
 from reconcilers.qemu.escape import ValueRefused
-from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from_status, on_event,
-                                     missed_stop, on_exit, settle)
+from reconcilers.qemu.events import (
+    FollowUp,
+    GuestStop,
+    Intent,
+    RunState,
+    from_status,
+    missed_stop,
+    on_event,
+    on_exit,
+    settle,
+)
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
 from reconcilers.qemu.monitor import Monitor, MonitorError
 from reconcilers.qemu.runtime import Running
@@ -159,27 +176,13 @@ class QemuDriver:
 
     async def _prepare(self, tracked: Running, spec: DomainSpec) -> None:
         """Steps between launch and `cont`: cgroup, QMP, pinning, balloon."""
-        self._confine(tracked, spec)
+        tracked.confine(spec, self._settings.cgroup_parent)
         tracked.cgroup.attach(tracked.record.pid)
         tracked.cgroup.write(limits(spec, tracked.cgroup.version))
         await tracked.monitor.connect(tracked.files.qmp)
         await pinning.apply(tracked.qmp, tracked.record.pid, spec.cputune)
         if spec.current_memory is not None and spec.current_memory != spec.memory:
             await tracked.qmp.balloon(spec.current_memory)
-
-    def _confine(self, tracked: Running, spec: DomainSpec) -> None:
-        """The domain's own cgroup; as a user without one (libvirt's session mode), none:
-        the domain runs, its memory and pids limits unenforced (CPU tuning, which needs one,
-        is refused by validation, naming the field)."""
-        try:
-            tracked.cgroup.create()
-        except CgroupError as exc:
-            if os.geteuid() == 0 or tuning_fields(spec):
-                raise
-            log.warning("no cgroup of its own (run as a user): limits not enforced",
-                        domain=tracked.record.name, error=str(exc))
-            tracked.cgroup = Unconfined(tracked.record.name, self._settings.cgroup_parent)
-            tracked.note += "; no cgroup (rootless): limits not enforced"
 
     async def _abort(self, tracked: Running, message: str) -> None:
         """Undo a half-done start: kill the process we just launched, drop its cgroup."""

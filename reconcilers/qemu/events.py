@@ -38,7 +38,7 @@ from typing import Any
 
 from reconcilers.driver import RuntimeEvent, runtime_event
 from reconcilers.model import Cause, Lifecycle, LifecycleAction, Reason, State
-from reconcilers.statemachine import Trigger, TransitionError, allowed, transition
+from reconcilers.statemachine import TransitionError, Trigger, allowed, transition
 
 
 class Intent(str, enum.Enum):

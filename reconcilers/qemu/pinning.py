@@ -13,8 +13,8 @@ import os
 import psutil
 
 from reconcilers.model import CpuTune
-from reconcilers.qemu.hostcheck import parse_cpuset
 from reconcilers.qemu.commands import QmpCommands
+from reconcilers.qemu.hostcheck import parse_cpuset
 
 
 class PinningError(Exception):

@@ -3,13 +3,14 @@
 Owned by QemuDriver: one Running per domain it started or adopted. `release()` frees what a
 process that is gone leaves behind (QMP connection, follow-up tasks, cgroup, runtime files);
 `let_go()` drops only our side (watch, tasks, QMP) and leaves the process running, for
-`close()`. It never signals a process.
+`close()`; `confine()` gives a starting domain its cgroup. It never signals a process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,9 @@ import structlog
 from reconcilers.driver import RuntimeRecord
 from reconcilers.errors import DriverError
 from reconcilers.identity import ExitWatch
-from reconcilers.model import Lifecycle
+from reconcilers.model import DomainSpec, Lifecycle
 from reconcilers.qemu import process
-from reconcilers.qemu.cgroups import DomainCgroup
+from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, Unconfined, tuning_fields
 from reconcilers.qemu.commands import QmpCommands
 from reconcilers.qemu.events import RunState
 from reconcilers.qemu.layout import DomainFiles
@@ -51,6 +52,20 @@ class Running:
     def qmp(self) -> QmpCommands:
         """The domain's QMP commands, over `monitor`."""
         return QmpCommands(self.monitor)
+
+    def confine(self, spec: DomainSpec, cgroup_parent: str) -> None:
+        """The domain's own cgroup; as a user without one (libvirt's session mode), none:
+        the domain runs, its memory and pids limits unenforced (CPU tuning, which needs one,
+        is refused by validation, naming the field)."""
+        try:
+            self.cgroup.create()
+        except CgroupError as exc:
+            if os.geteuid() == 0 or tuning_fields(spec):
+                raise
+            log.warning("no cgroup of its own (run as a user): limits not enforced",
+                        domain=self.record.name, error=str(exc))
+            self.cgroup = Unconfined(self.record.name, cgroup_parent)
+            self.note += "; no cgroup (rootless): limits not enforced"
 
     @contextlib.contextmanager
     def failing_as(self, operation: str) -> Iterator[None]:

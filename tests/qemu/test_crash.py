@@ -12,8 +12,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 from reconcilers.identity import is_alive
-from reconcilers.model import (Cause, Domain, EventDetail, EventType, Lifecycle, LifecycleAction,
-                               Reason, State)
+from reconcilers.model import (
+    Cause,
+    Domain,
+    EventDetail,
+    EventType,
+    Lifecycle,
+    LifecycleAction,
+    Reason,
+    State,
+)
 from reconcilers.statemachine import Trigger, transition
 
 if TYPE_CHECKING:

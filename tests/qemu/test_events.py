@@ -7,10 +7,25 @@ from typing import Any
 
 import pytest
 
-from reconcilers.model import (Cause, EventDetail, EventType, Lifecycle, LifecycleAction, Reason,
-                               State)
-from reconcilers.qemu.events import (FollowUp, GuestStop, Intent, RunState, from_status,
-                                     missed_stop, on_event, on_exit)
+from reconcilers.model import (
+    Cause,
+    EventDetail,
+    EventType,
+    Lifecycle,
+    LifecycleAction,
+    Reason,
+    State,
+)
+from reconcilers.qemu.events import (
+    FollowUp,
+    GuestStop,
+    Intent,
+    RunState,
+    from_status,
+    missed_stop,
+    on_event,
+    on_exit,
+)
 
 D, R, P = LifecycleAction.DESTROY, LifecycleAction.RESTART, LifecycleAction.PRESERVE
 QmpEvent = tuple[str, dict[str, Any]]

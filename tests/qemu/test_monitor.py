@@ -14,8 +14,14 @@ from typing import Any
 
 import pytest
 
-from reconcilers.qemu.commands import (CpuInfo, KvmInfo, MachineInfo, QemuVersion, QmpCommands,
-                                       VmStatus)
+from reconcilers.qemu.commands import (
+    CpuInfo,
+    KvmInfo,
+    MachineInfo,
+    QemuVersion,
+    QmpCommands,
+    VmStatus,
+)
 from reconcilers.qemu.monitor import Monitor, MonitorError
 
 GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": ""},

@@ -18,8 +18,15 @@ import pytest
 from reconcilers.driver import RuntimeEvent
 from reconcilers.lxc.exits import Fate, InitFate, exit_event, reboot_event
 from reconcilers.lxc.exits import Intent as LxcIntent
-from reconcilers.model import (Cause, EventDetail, EventType, Lifecycle, LifecycleAction, Reason,
-                               State)
+from reconcilers.model import (
+    Cause,
+    EventDetail,
+    EventType,
+    Lifecycle,
+    LifecycleAction,
+    Reason,
+    State,
+)
 from reconcilers.qemu.events import GuestStop, Intent, RunState, on_event, on_exit
 from reconcilers.statemachine import LIVE_STATES, TRANSITIONS, Trigger
 

@@ -9,8 +9,16 @@ from hypothesis import strategies as st
 from reconcilers.model import DETAILS_BY_EVENT, REASONS_BY_STATE, EventDetail, EventType
 from reconcilers.model import Reason as R
 from reconcilers.model import State as S
-from reconcilers.statemachine import (LIVE_STATES, TRANSITIONS, Trigger, TransitionError,
-                                      allowed, sources_of, transition, walk)
+from reconcilers.statemachine import (
+    LIVE_STATES,
+    TRANSITIONS,
+    TransitionError,
+    Trigger,
+    allowed,
+    sources_of,
+    transition,
+    walk,
+)
 
 T = Trigger
 E = EventType
