@@ -1,5 +1,6 @@
-"""Shared by the API tests: a fake daemon serving a dict of status documents, and an ApiServer
-run on its own event loop in a thread (for the synchronous client and CliRunner)."""
+"""The one fake behind the API: DocsBackend, a daemon serving a dict of status documents, and
+ThreadedServer, a real ApiServer run on its own event loop in a thread (for the synchronous
+client and CliRunner). Used by tests/unit's API, client and command tests."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from controller.api.server import ApiServer, ApiSettings
+from controller.api.server import ApiServer
+from controller.settings import ApiSettings
 from controller.state.events import EventBus
 from controller.state.status import NoSuchDomain
 
 
 class DocsBackend:
     """The daemon's read side over `docs` (status documents by name): events from a real
-    EventBus, logs as <name>.log in `directory`. Test files add act/prune/diff as they need."""
+    EventBus, logs as <name>.log in `directory`; `subscribed` is set at the first subscription.
+    Test files add act/prune/diff as they need."""
 
     JOB: ClassVar[dict[str, Any] | None] = None
     MESSAGE: ClassVar[str] = ""
@@ -25,6 +28,7 @@ class DocsBackend:
         self.bus = EventBus(directory)
         self.directory = directory
         self.docs = docs
+        self.subscribed = threading.Event()
 
     def _known(self, name: str) -> None:
         if name not in self.docs:
@@ -45,6 +49,7 @@ class DocsBackend:
         return self.bus.recent(name or "web-1", n)
 
     def subscribe(self, name: str | None) -> Any:
+        self.subscribed.set()
         return self.bus.subscribe(name)
 
     def log_path(self, name: str) -> Path:
