@@ -6,8 +6,8 @@ compares two normalised specs field by field. It never touches a container.
 
 from __future__ import annotations
 
-from reconcilers.driver import ChangeKind
 from reconcilers.diff import classify_leaves
+from reconcilers.driver import ChangeKind
 from reconcilers.model import DomainSpec
 
 # cgroup limits, rewritten in place by apply_live
