@@ -115,12 +115,13 @@ class Ledger:
 
     def record_start(self, name: str, driver: DriverName, runtime: RuntimeRecord,
                      live_spec: DomainSpec | None, restart: bool) -> None:
+        """A domain started: it holds an id and runs `live_spec`; a stall is over."""
         domain_id = self.registry.allocate_id(name)
         record = self.registry.get(name)
         assert record is not None
         self.registry.save(dataclasses.replace(
             record, driver=driver, id=domain_id, runtime=runtime, live_spec=live_spec,
-            restarts=record.restarts + (1 if restart else 0)))
+            restarts=record.restarts + (1 if restart else 0), stalled=None))
 
     def record_stop(self, name: str, reason: Reason, cause: Cause,
                     counts: bool) -> DomainRecord | None:

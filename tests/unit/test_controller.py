@@ -167,6 +167,10 @@ async def test_a_host_validation_error_stalls_until_the_host_is_fixed(
     driver.invalid = None  # the operator put the kernel in place: no manifest edit needed
     await controller.reconcile("vm")
     assert "vm" in driver.running
+    status = controller.statuses.read("vm")
+    assert status is not None
+    stalled = status.condition(ConditionType.STALLED)
+    assert stalled is not None and stalled.status.value == "False"
 
 
 async def test_a_terminal_error_stalls_until_the_manifest_changes(
