@@ -7,9 +7,13 @@ reports: its status files, events.jsonl and audit.jsonl. They never assert on ti
 has a generous timeout and fails with the last status of the domain and the tail of the
 controller's stderr.
 
-The finalizer runs also when a test fails: it stops the controller (SIGTERM, then SIGKILL),
-kills every qemu whose pidfile is in `<runtime>/qemu/` and whose command line names the runtime
-dir, stops and destroys every LXC container under `<state>/lxc`, and removes the qemu driver's
+Manifests are tests/support/domains.py's domains (`apply(domain(...))`), with the daemon tier's
+SLEEPER init for containers that should ignore a graceful shutdown.
+
+While a Controller lives, the leak guard leaves what runs under its directories alone (it may
+outlive the test that started it, as a module's daemon does). `cleanup()` runs also when a test
+fails: it stops the controller (SIGTERM, then SIGKILL) and sweeps (tests/support/cleanup.py)
+every qemu of its runtime dir, every LXC container under `<state>/lxc`, and the qemu driver's
 cgroups of this controller's domain names only (the cgroup parent `domctl.qemu` is shared with
 anything else running on the host; `domctl run` has no option for another one).
 """
@@ -19,25 +23,30 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from reconcilers.identity import cmdline, is_alive
+from reconcilers.model import Domain, LxcSpec
+from tests.support import leaks
+from tests.support.cleanup import qemu_pidfiles, scratch_dir, sweep
+from tests.support.domains import manifest
+from tests.support.waiting import wait_until
+
 DOMCTL = Path(sys.executable).parent / "domctl"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "domctl.qemu"  # QemuSettings.cgroup_parent's default; `run` cannot change it
-MiB = 1024 * 1024
+SLEEPER = LxcSpec(init=("/bin/sh", "-c", "exec sleep infinity"))  # init ignores SIGPWR
+LEFT_ALONE = ("nothing", "report")  # the plans of a pass that does not touch the domain
 T = TypeVar("T")
 
 RUN_OPTIONS = ("--resync", "2", "--removal-grace", "1", "--restart-backoff", "0.5",
@@ -51,35 +60,23 @@ def unique(prefix: str) -> str:
 
 def alive(pid: int | None) -> bool:
     """A live process (a zombie waiting for the slow PID 1 to reap it is not)."""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
+    return pid is not None and is_alive(pid)
 
 
 def proc_cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
+    return cmdline(pid) or []
 
 
-def condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    """The condition `type_` of a status document (None if absent)."""
-    for cond in (status or {}).get("conditions") or ():
-        if cond.get("type") == type_:
-            return cond
-    return None
+def condition(status: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The condition `type_` of a status document ({} if absent)."""
+    conditions: list[dict[str, Any]] = (status or {}).get("conditions") or []
+    return next((cond for cond in conditions if cond.get("type") == type_), {})
 
 
 def is_condition(status: dict[str, Any] | None, type_: str, value: str,
                  reason: str | None = None) -> bool:
     cond = condition(status, type_)
-    return (cond is not None and cond.get("status") == value
-            and (reason is None or cond.get("reason") == reason))
+    return cond.get("status") == value and (reason is None or cond.get("reason") == reason)
 
 
 # --- running as an unprivileged user ---------------------------------------------------------
@@ -114,39 +111,6 @@ def nobody_command(*args: str, home: str = "/nonexistent") -> tuple[list[str], d
     return [*argv, *args], env
 
 
-# --- manifests, as YAML text a user would write -----------------------------------------------
-
-def _manifest(name: str, driver: str, state: str, memory: str, shutdown_timeout: str,
-              body: str) -> str:
-    return f"""\
-apiVersion: domctl/v1
-kind: Domain
-metadata:
-  name: {name}
-spec:
-  driver: {driver}
-  state: {state}
-  memory: {memory}
-  shutdownTimeout: {shutdown_timeout}
-{body}"""
-
-
-def qemu_manifest(name: str, *, state: str = "running", memory: str = "64Mi",
-                  shutdown_timeout: str = "2s", extra: str = "") -> str:
-    """A diskless tcg `pc` VM: its firmware runs forever and ignores ACPI. `extra` lines go
-    into spec; the qemu section comes last, so lines appended to the text extend it."""
-    return _manifest(name, "qemu", state, memory, shutdown_timeout,
-                     f"{extra}  qemu:\n    machine: pc\n    accel: tcg\n")
-
-
-def lxc_manifest(name: str, *, state: str = "running", memory: str = "64Mi",
-                 shutdown_timeout: str = "2s",
-                 init: str = '["/bin/sh", "-c", "exec sleep infinity"]') -> str:
-    """A container on the built-in busybox rootfs whose init sleeps (and ignores SIGPWR)."""
-    return _manifest(name, "lxc", state, memory, shutdown_timeout,
-                     f"  lxc:\n    rootfs: busybox\n    init: {init}\n")
-
-
 # --- the controller process -------------------------------------------------------------------
 
 class Controller:
@@ -160,12 +124,14 @@ class Controller:
         self.hooks = base / "hooks"
         for directory in (self.manifests, self.hooks):
             directory.mkdir(parents=True, exist_ok=True)
-        self.runtime = Path(tempfile.mkdtemp(prefix="dt-"))
+        self.runtime = scratch_dir("d")
         self.stderr_path = base / "controller.stderr"
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.names: set[str] = set()  # every domain name handed out (for cgroup cleanup)
-        self._stderr_offset = 0
+        self._lines: list[dict[str, Any]] = []  # stderr's JSON lines, of every run
+        self._read, self._run_start = 0, 0  # bytes of stderr parsed; first line of this run
+        leaks.hold(self.base, self.runtime)
 
     # names and manifests
 
@@ -182,6 +148,10 @@ class Controller:
         os.rename(tmp, path)
         return path
 
+    def apply(self, domain: Domain) -> Path:
+        """Write `<name>.yaml` declaring `domain`."""
+        return self.write_manifest(f"{domain.name}.yaml", manifest(domain))
+
     def remove_manifest(self, filename: str) -> None:
         (self.manifests / filename).unlink()
 
@@ -192,7 +162,9 @@ class Controller:
         return self.runtime / "domctl.sock"
 
     def argv(self) -> list[str]:
-        return [str(DOMCTL), "run", "--manifests", str(self.manifests),
+        """At debug level: a pass logs its `plan` and a rescan `manifests scanned`, the proof
+        that something was considered and nothing done."""
+        return [str(DOMCTL), "--log-level", "debug", "run", "--manifests", str(self.manifests),
                 "--state-dir", str(self.state), "--runtime-dir", str(self.runtime),
                 "--log-dir", str(self.logs), "--hooks-dir", str(self.hooks),
                 *RUN_OPTIONS, *self.extra_args]
@@ -203,22 +175,21 @@ class Controller:
     def start(self, timeout: float = 60.0) -> None:
         """Start `domctl run` and wait until it logs "controller running"."""
         assert not self.running(), "controller already running"
-        self._stderr_offset = (self.stderr_path.stat().st_size
-                               if self.stderr_path.exists() else 0)
+        self._lines += self._new_lines()  # the last run has exited: all its lines are there
+        self._run_start = len(self._lines)
         with open(self.stderr_path, "ab") as stderr:
             # own session: a ^C of pytest must not reach it (the finalizer stops it)
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=stderr,
                                          start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(line.get("event") == "controller running" for line in self.log_lines()):
-                return
-            if self.proc.poll() is not None:
-                pytest.fail(f"controller exited with {self.proc.returncode} before it was "
-                            f"running\n{self.stderr_tail()}")
-            time.sleep(0.1)
-        pytest.fail(f"controller not running after {timeout} s\n{self.stderr_tail()}")
+        wait_until(lambda: any(line.get("event") == "controller running"
+                               for line in self.log_lines()),
+                   "the controller to log `controller running`", timeout=timeout, interval=0.1,
+                   explain=self.stderr_tail, abort=self._exited)
+
+    def _exited(self) -> str:
+        code = self.proc.poll() if self.proc is not None else None
+        return "" if code is None else f"the controller exited with {code}"
 
     def kill(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         """Send `sig` and wait for the exit; the exit code (negative: killed by a signal)."""
@@ -254,14 +225,21 @@ class Controller:
 
     # what it reports
 
-    def log_lines(self, since_start: bool = True) -> list[dict[str, Any]]:
-        """The controller's stderr JSON lines (of the current run by default)."""
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The controller's stderr JSON lines of the current run."""
+        self._lines += self._new_lines()
+        return self._lines[self._run_start:]
+
+    def _new_lines(self) -> list[dict[str, Any]]:
+        """The complete lines written since the last read (parsed once: debug logs are long)."""
         try:
             with open(self.stderr_path, "rb") as f:
-                f.seek(self._stderr_offset if since_start else 0)
+                f.seek(self._read)
                 data = f.read()
         except FileNotFoundError:
             return []
+        data = data[:data.rfind(b"\n") + 1]
+        self._read += len(data)
         lines = []
         for raw in data.splitlines():
             with contextlib.suppress(ValueError):
@@ -269,6 +247,35 @@ class Controller:
                 if isinstance(record, dict):
                     lines.append(record)
         return lines
+
+    def logged(self, event: str, after: int = 0, **fields: Any) -> list[dict[str, Any]]:
+        """This run's log lines `event` with `fields`, from line `after` on."""
+        return [line for line in self.log_lines()[after:] if line.get("event") == event
+                and all(line.get(key) == value for key, value in fields.items())]
+
+    def last_acted(self, name: str) -> int:
+        """The index just past this run's last `plan` line of `name` that acted (0: none)."""
+        lines = self.log_lines()
+        return next((i + 1 for i in range(len(lines) - 1, -1, -1)
+                     if lines[i].get("event") == "plan" and lines[i].get("domain") == name
+                     and lines[i].get("action") not in LEFT_ALONE), 0)
+
+    def wait_left_alone(self, names: Collection[str], after: int, rescans: int = 2) -> None:
+        """Wait for the proof that the controller considered each of `names` after log line
+        `after` and left it alone: a pass of each that decided nothing (its `plan` line), then
+        `rescans` rescans of the manifests directory. Fails at once if one of them acted."""
+        def proven() -> bool:
+            plans = [(i, line) for i, line in enumerate(self.log_lines()) if i >= after
+                     and line.get("event") == "plan" and line.get("domain") in names]
+            acted = [line for _, line in plans if line.get("action") not in LEFT_ALONE]
+            assert not acted, f"the controller acted after line {after}: {acted}"
+            first: dict[str, int] = {}
+            for i, line in plans:
+                first.setdefault(line["domain"], i)
+            return (len(first) == len(names)
+                    and len(self.logged("manifests scanned", max(first.values()))) >= rescans)
+        self.wait_for(proven, f"a pass that leaves {sorted(names)} alone, then {rescans} "
+                              "rescans", next(iter(names)))
 
     def stderr_tail(self, n: int = 40) -> str:
         try:
@@ -282,7 +289,8 @@ class Controller:
         path = self.state / "status" / f"{name}.json"
         for _ in range(5):  # written by rename, so never torn; retry anyway on a bad read
             try:
-                return json.loads(path.read_text())
+                document: dict[str, Any] = json.loads(path.read_text())
+                return document
             except FileNotFoundError:
                 return None
             except ValueError:
@@ -316,7 +324,7 @@ class Controller:
 
     # waiting
 
-    def wait_for(self, predicate: Callable[[], T], what: str, name: str | None = None,
+    def wait_for(self, predicate: Callable[[], T | None], what: str, name: str | None = None,
                  timeout: float = 30.0, need_running: bool = True) -> T:
         """Poll `predicate` every 0.1 s until it returns something truthy, and return that.
 
@@ -324,17 +332,9 @@ class Controller:
         `timeout` passes, or at once when the controller exited (unless `need_running` is
         False).
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if need_running and not self.running():
-                self._fail(f"controller exited ({self.proc and self.proc.returncode}) while "
-                           f"waiting for {what}", name)
-            if time.monotonic() > deadline:
-                self._fail(f"timed out after {timeout} s waiting for {what}", name)
-            time.sleep(0.1)
+        return wait_until(predicate, what, timeout=timeout, interval=0.1,
+                          explain=lambda: self._context(name),
+                          abort=self._exited if need_running else lambda: "")
 
     def wait_status(self, name: str, what: str, predicate: Callable[[dict[str, Any]], bool],
                     timeout: float = 30.0) -> dict[str, Any]:
@@ -377,8 +377,9 @@ class Controller:
         assert events.index(stopped) < events.index(started), events
         return again
 
-    def _fail(self, message: str, name: str | None) -> None:
-        parts = [message]
+    def _context(self, name: str | None) -> str:
+        """The last status and the events of `name`, and the controller's stderr tail."""
+        parts = []
         if name is not None:
             parts.append(f"last status of {name}: "
                          f"{json.dumps(self.status(name), indent=1, sort_keys=True)}")
@@ -386,7 +387,7 @@ class Controller:
                 f"{e.get('event')}/{e.get('detail')} {e.get('state')}/{e.get('reason')} "
                 f"cause={e.get('cause')} {e.get('message', '')}" for e in self.events(name)))
         parts.append(self.stderr_tail())
-        pytest.fail("\n".join(parts))
+        return "\n".join(parts)
 
     # clean-up
 
@@ -394,55 +395,11 @@ class Controller:
         """Stop the controller and remove everything it started; never raises."""
         with contextlib.suppress(Exception):
             self.stop()
-        qemu_names = self._kill_qemus()
-        self._destroy_containers()
-        self._remove_cgroups(self.names | qemu_names)
-        shutil.rmtree(self.runtime, ignore_errors=True)
-
-    def _kill_qemus(self) -> set[str]:
-        names = set()
-        for pidfile in (self.runtime / "qemu").glob("*.pid"):
-            names.add(pidfile.stem)
-            try:
-                pid = int(pidfile.read_text().strip())
-            except (OSError, ValueError):
-                continue
-            if alive(pid) and any(str(self.runtime) in arg for arg in proc_cmdline(pid)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        return names
-
-    def _destroy_containers(self) -> None:
-        lxcpath = self.state / "lxc"
-        if not lxcpath.is_dir() or shutil.which("lxc-stop") is None:
-            return
-        for container in sorted(lxcpath.iterdir()):
-            if not (container / "config").is_file():
-                continue
-            for tool in ("lxc-stop", "lxc-destroy"):
-                extra = ["-k"] if tool == "lxc-stop" else []
-                with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    subprocess.run([tool, "-P", str(lxcpath), "-n", container.name, *extra],
-                                   capture_output=True, timeout=30, check=False)
-
-    @staticmethod
-    def _remove_cgroups(names: set[str]) -> None:
-        """rmdir `<hierarchy>/domctl.qemu/<name>` of our names; retried while the killed qemus
-        wait for PID 1 to reap them."""
-        dirs = [base / CGROUP_PARENT / name for name in names
-                for base in (CGROUP_ROOT, *CGROUP_ROOT.iterdir())] if CGROUP_ROOT.is_dir() else []
-        for _ in range(50):
-            left = []
-            for directory in dirs:
-                if directory.is_dir():
-                    try:
-                        directory.rmdir()
-                    except OSError:
-                        left.append(directory)
-            if not left:
-                return
-            dirs = left
-            time.sleep(0.1)
+        names = self.names | set(qemu_pidfiles(self.runtime))
+        sweep(runtime_dir=self.runtime, lxcpath=self.state / "lxc",
+              cgroups=[f"{CGROUP_PARENT}/{name}" for name in sorted(names)],
+              remove=[self.runtime])
+        leaks.release(self.base, self.runtime)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pty
 import select
@@ -12,17 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DOMCTL, Controller, lxc_manifest, qemu_manifest
+from reconcilers.model import LxcSpec, SerialMode
+from tests.support.domains import TCG_PC, domain
+from tests.support.qemu import boot_sector
+
+from .conftest import DOMCTL, Controller
 
 # A boot sector that echoes every byte received on COM1 (polling the line status register).
 ECHO_CODE = bytes.fromhex("BAF803" "B068EE" "B069EE"  # print "hi"
                           "BAFD03" "EC" "A801" "74F8"  # wait for a received byte
                           "BAF803" "EC" "EE" "EBF1")  # read it, send it back, loop
-
-
-def boot_sector(path: Path) -> Path:
-    path.write_bytes(ECHO_CODE + bytes(510 - len(ECHO_CODE)) + b"\x55\xaa")
-    return path
 
 
 def read_until(stream: int, wanted: bytes, timeout: float) -> bytes:
@@ -42,10 +42,9 @@ def read_until(stream: int, wanted: bytes, timeout: float) -> bytes:
 def test_console_relays_a_serial_socket_both_ways(controller: Controller,
                                                   tmp_path: Path) -> None:
     name = controller.name("echo")
-    image = boot_sector(tmp_path / "echo.img")
-    # the qemu section ends the manifest: more lines of it add the serial socket and disk
-    controller.write_manifest(f"{name}.yaml", qemu_manifest(name) + (
-        f"    serial: socket\n    disks: [{{name: boot, source: {image}, bus: ide}}]\n"))
+    image = boot_sector(tmp_path / "echo.img", ECHO_CODE)
+    socket_serial = dataclasses.replace(TCG_PC, serial=SerialMode.SOCKET)
+    controller.apply(domain(name, image=image, qemu=socket_serial))
     controller.wait_state(name, "running")
     proc = subprocess.Popen([str(DOMCTL), "--socket", str(controller.socket), "console", name],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -66,8 +65,7 @@ def test_console_relays_a_serial_socket_both_ways(controller: Controller,
 @pytest.mark.qemu
 def test_console_of_a_log_serial_says_where_the_output_is(controller: Controller) -> None:
     name = controller.name("logserial")
-    controller.write_manifest(f"{name}.yaml",
-                              qemu_manifest(name, state="shutoff") + "    serial: log\n")
+    controller.apply(domain(name, state="shutoff"))  # serial: log, the default
     controller.wait_state(name, "shutoff")
     result = controller.domctl("console", name)
     assert result.returncode == 1
@@ -78,9 +76,9 @@ def test_console_of_a_log_serial_says_where_the_output_is(controller: Controller
 def test_console_of_a_container_is_lxc_console(controller: Controller) -> None:
     """`domctl console` becomes lxc-console on the container's /dev/console (it needs a tty)."""
     name = controller.name("conct")
-    controller.write_manifest(f"{name}.yaml", lxc_manifest(name, init=(
-        '["/bin/sh", "-c", "while read l; do echo got-$l; done </dev/console >/dev/console 2>&1;'
-        ' exec sleep infinity"]')))
+    controller.apply(domain(name, "lxc", lxc=LxcSpec(init=(
+        "/bin/sh", "-c", "while read l; do echo got-$l; done </dev/console >/dev/console 2>&1;"
+        " exec sleep infinity"))))
     controller.wait_state(name, "running")
     pid, terminal = pty.fork()
     if pid == 0:  # the child: the CLI on a pseudo-terminal, as a user would run it

@@ -7,7 +7,9 @@ import signal
 
 import pytest
 
-from .conftest import Controller, alive, is_condition, lxc_manifest, proc_cmdline
+from tests.support.domains import domain
+
+from .conftest import SLEEPER, Controller, alive, is_condition, proc_cmdline
 
 pytestmark = pytest.mark.lxc
 
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.lxc
 def test_container_runs_and_is_restarted_after_its_init_is_killed(
         controller: Controller) -> None:
     name = controller.name("ct")
-    controller.write_manifest(f"{name}.yaml", lxc_manifest(name))
+    controller.apply(domain(name, "lxc", lxc=SLEEPER))
     running = controller.wait_state(name, "running", "booted", timeout=60)
     assert running["driver"] == "lxc"
     assert is_condition(running, "Ready", "True")

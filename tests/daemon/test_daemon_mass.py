@@ -10,33 +10,36 @@ them are shut down and undefined.
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import pytest
 
-from .conftest import Controller, alive, condition, is_condition, lxc_manifest, qemu_manifest
+from tests.support.domains import domain
+
+from .conftest import SLEEPER, Controller, alive, condition, is_condition
 
 pytestmark = [pytest.mark.qemu, pytest.mark.lxc]
 
 CONTAINERS, VMS = 14, 6
-HOLD_OBSERVED = 5.0  # seconds the held removals are watched: grace (1 s) + 2 rescans (2 s)
 
 
 def test_twenty_domains_converge_and_mass_removal_is_held_until_confirmed(
         controller: Controller) -> None:
     names = ([controller.name(f"m-ct{i}") for i in range(CONTAINERS)]
              + [controller.name(f"m-vm{i}") for i in range(VMS)])
-    texts = {name: (lxc_manifest(name) if "-ct" in name
-                    else qemu_manifest(name, memory="32Mi")) for name in names}
-    for name in names:
-        controller.write_manifest(f"{name}.yaml", texts[name])
+    domains = [domain(name, "lxc", lxc=SLEEPER) if "-ct" in name
+               else domain(name, memory="32Mi") for name in names]
+    for each in domains:
+        controller.apply(each)
 
-    def all_running() -> dict[str, dict] | None:
-        statuses = {n: controller.status(n) for n in names}
-        if all(s is not None and s["state"] == "running" and is_condition(s, "Ready", "True")
-               for s in statuses.values()):
-            return statuses  # type: ignore[return-value]
-        return None
+    def statuses() -> dict[str, dict[str, Any]]:
+        return {n: s for n in names if (s := controller.status(n)) is not None}
+
+    def all_running() -> dict[str, dict[str, Any]] | None:
+        now = statuses()
+        return now if len(now) == len(names) and all(
+            s["state"] == "running" and is_condition(s, "Ready", "True")
+            for s in now.values()) else None
 
     running = controller.wait_for(all_running, f"all {len(names)} domains running",
                                   timeout=180)
@@ -48,20 +51,21 @@ def test_twenty_domains_converge_and_mass_removal_is_held_until_confirmed(
     got = controller.domctl("get")
     assert got.returncode == 0 and all(n in got.stdout for n in names), got
 
+    removed = len(controller.log_lines())
     for name in names:  # `rm *.yaml`: one rescan sees them all gone
         controller.remove_manifest(f"{name}.yaml")
 
-    def all_held() -> dict[str, dict] | None:
-        statuses = {n: controller.status(n) for n in names}
-        if all(is_condition(s, "ManifestValid", "False", "PruneHeld")
-               for s in statuses.values()):
-            return statuses  # type: ignore[return-value]
-        return None
+    def all_held() -> dict[str, dict[str, Any]] | None:
+        now = statuses()
+        return now if len(now) == len(names) and all(
+            is_condition(s, "ManifestValid", "False", "PruneHeld") for s in now.values()) else None
 
     held = controller.wait_for(all_held, "every removal held (PruneHeld)", timeout=60)
     assert "prune --confirm" in condition(held[names[0]], "ManifestValid")["message"]
-    time.sleep(HOLD_OBSERVED)  # the grace period and two rescans pass: nothing may be pruned
-    still = {n: controller.status(n) for n in names}
+    # each was considered after the removal and left alone, and two rescans (2 s apart, past
+    # the 1 s grace) changed nothing
+    controller.wait_left_alone(names, after=removed)
+    still = statuses()
     for name in names:
         assert is_condition(still[name], "ManifestValid", "False", "PruneHeld"), still[name]
         assert still[name]["state"] == "running" and still[name]["pid"] == pids[name]

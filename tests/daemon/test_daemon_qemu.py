@@ -14,24 +14,25 @@ import re
 import signal
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .conftest import (Controller, alive, condition, controller_on, is_condition,
-                       qemu_manifest)
+from tests.support.domains import domain, manifest
+
+from .conftest import Controller, alive, condition, controller_on, is_condition
 
 pytestmark = pytest.mark.qemu
 
 
-def pairs(events: list[dict]) -> list[tuple[str, str]]:
+def pairs(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(e["event"], e["detail"]) for e in events]
 
 
-def start_vm(ctl: Controller, prefix: str, **manifest: str) -> tuple[str, str, dict]:
+def start_vm(ctl: Controller, prefix: str, **fields: Any) -> tuple[str, str, dict[str, Any]]:
     """Drop a manifest; wait until the domain runs. (name, file name, status)."""
     name = ctl.name(prefix)
-    filename = f"{name}.yaml"
-    ctl.write_manifest(filename, qemu_manifest(name, **manifest))
+    filename = ctl.apply(domain(name, **fields)).name
     status = ctl.wait_state(name, "running", "booted")
     return name, filename, status
 
@@ -49,7 +50,7 @@ def test_added_manifest_boots_the_vm(controller: Controller) -> None:
     shown = json.loads(got.stdout)
     assert (shown["name"], shown["state"], shown["pid"]) == (name, "running", status["pid"])
     events = controller.wait_for(
-        lambda: (ev := controller.events(name)) and ("started", "booted") in pairs(ev) and ev,
+        lambda: ev if ("started", "booted") in pairs(ev := controller.events(name)) else None,
         "started event", name)
     assert pairs(events)[:2] == [("defined", "added"), ("started", "booted")], events
     assert [e["cause"] for e in events[:2]] == ["manifest", "manifest"]
@@ -59,9 +60,9 @@ def test_added_manifest_boots_the_vm(controller: Controller) -> None:
 
 
 def test_pause_and_resume_through_the_manifest(controller: Controller) -> None:
-    name, filename, running = start_vm(controller, "pause")
+    name, _, running = start_vm(controller, "pause")
     before = len(controller.events(name))
-    controller.write_manifest(filename, qemu_manifest(name, state="paused"))
+    controller.apply(domain(name, state="paused"))
     paused = controller.wait_state(name, "paused", "user")
     assert paused["pid"] == running["pid"] and alive(paused["pid"])
     assert paused["desired"] == "paused"
@@ -71,7 +72,7 @@ def test_pause_and_resume_through_the_manifest(controller: Controller) -> None:
     assert suspended["causeDetail"]["generation"] == paused["generation"]
 
     before = len(controller.events(name))
-    controller.write_manifest(filename, qemu_manifest(name, state="running"))
+    controller.apply(domain(name, state="running"))
     resumed_status = controller.wait_state(name, "running", "unpaused")
     assert resumed_status["pid"] == running["pid"]
     resumed = controller.wait_event(name, "resumed", "unpaused", after=before)
@@ -82,20 +83,20 @@ def test_pause_and_resume_through_the_manifest(controller: Controller) -> None:
 def test_resume_by_a_manifest_edit_is_caused_by_the_manifest(controller: Controller) -> None:
     """DESIGN §4: every event records who caused it. Editing `state: paused` back to `running`
     is the manifest's doing, like the suspend before it, not a drift correction."""
-    name, filename, _ = start_vm(controller, "cause")
-    controller.write_manifest(filename, qemu_manifest(name, state="paused"))
+    name, _, _ = start_vm(controller, "cause")
+    controller.apply(domain(name, state="paused"))
     controller.wait_state(name, "paused", "user")
     before = len(controller.events(name))
-    controller.write_manifest(filename, qemu_manifest(name, state="running"))
+    controller.apply(domain(name, state="running"))
     resumed = controller.wait_event(name, "resumed", "unpaused", after=before)
     assert resumed["cause"] == "manifest", resumed
 
 
 def test_shutoff_destroys_a_guest_that_ignores_acpi(controller: Controller) -> None:
-    name, filename, running = start_vm(controller, "off")
+    name, _, running = start_vm(controller, "off")
     pid = running["pid"]
     before = len(controller.events(name))
-    controller.write_manifest(filename, qemu_manifest(name, state="shutoff"))
+    controller.apply(domain(name, state="shutoff"))
     status = controller.wait_state(name, "shutoff", "destroyed")
     assert status["desired"] == "shutoff"
     assert status["pid"] is None and status["id"] is None, status
@@ -169,7 +170,7 @@ exit 0
 """)
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     try:
-        controller.write_manifest(f"{name}.yaml", qemu_manifest(name))
+        controller.apply(domain(name))
         first = controller.wait_status(
             name, "Stalled/BackingOff",
             lambda s: is_condition(s, "Stalled", "True", "BackingOff"))
@@ -177,14 +178,14 @@ exit 0
         assert first["pid"] is None
         assert first["backoffUntil"] is not None
 
-        def failures(status: dict) -> int:
+        def failures(status: dict[str, Any]) -> int:
             match = re.match(r"(\d+) consecutive failure", condition(status, "Stalled")["message"])
             assert match, status
             return int(match.group(1))
 
         seen = [first]  # every status sampled until the third failure
 
-        def third_failure(status: dict) -> bool:
+        def third_failure(status: dict[str, Any]) -> bool:
             seen.append(status)
             return (is_condition(status, "Stalled", "True", "BackingOff")
                     and failures(status) >= 3)
@@ -215,7 +216,7 @@ exit 0
 def test_invalid_edit_keeps_the_domain_running(controller: Controller) -> None:
     name, filename, running = start_vm(controller, "bad")
     pid = running["pid"]
-    text = qemu_manifest(name).replace("memory: 64Mi", "memory: lots")
+    text = manifest(domain(name)).replace("memory: 64Mi", "memory: lots")
     line = text.splitlines().index("  memory: lots") + 1
     controller.write_manifest(filename, text)
     invalid = controller.wait_status(name, "ManifestValid False",
@@ -226,7 +227,7 @@ def test_invalid_edit_keeps_the_domain_running(controller: Controller) -> None:
     assert invalid["state"] == "running" and invalid["pid"] == pid, invalid
     assert alive(pid)
 
-    controller.write_manifest(filename, qemu_manifest(name))
+    controller.apply(domain(name))
     valid = controller.wait_status(name, "ManifestValid True",
                                    lambda s: is_condition(s, "ManifestValid", "True"))
     assert valid["state"] == "running" and valid["pid"] == pid, valid

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Controller, alive, is_condition, lxc_manifest, qemu_manifest
+from tests.support.domains import domain
+
+from .conftest import SLEEPER, Controller, alive, is_condition
 
 pytestmark = [pytest.mark.qemu, pytest.mark.lxc]
 
@@ -51,19 +53,18 @@ def calls(controller: Controller, name: str) -> list[str]:
 
 def wait_call(controller: Controller, name: str, call: str, after: int = 0) -> list[str]:
     """The hook calls of `name` once one at index `after` or later starts with `call`."""
-    return controller.wait_for(
-        lambda: (lines := calls(controller, name)) and any(
-            line.startswith(call + " ") for line in lines[after:]) and lines,
-        f"hook call {call!r} of {name}", name)
+    def made() -> list[str] | None:
+        lines = calls(controller, name)
+        return lines if any(line.startswith(call + " ") for line in lines[after:]) else None
+    return controller.wait_for(made, f"hook call {call!r} of {name}", name)
 
 
 def test_hooks_over_a_start_stop_cycle_and_a_reattach(controller: Controller) -> None:
     name = controller.name("hook")
-    filename = f"{name}.yaml"
     memory = f"memory={64 * 1024 * 1024}"
-    controller.write_manifest(filename, qemu_manifest(name))
+    controller.apply(domain(name))
     controller.wait_state(name, "running", "booted")
-    controller.write_manifest(filename, qemu_manifest(name, state="shutoff"))
+    controller.apply(domain(name, state="shutoff"))
     controller.wait_state(name, "shutoff", "destroyed")
     lines = wait_call(controller, name, f"{name} release end")
     assert [line.rsplit(" ", 1)[0] for line in lines] == [
@@ -71,7 +72,7 @@ def test_hooks_over_a_start_stop_cycle_and_a_reattach(controller: Controller) ->
         f"{name} stopped end -", f"{name} release end destroyed"], lines
     assert all(line.endswith(" " + memory) for line in lines), lines
 
-    controller.write_manifest(filename, qemu_manifest(name))
+    controller.apply(domain(name))
     pid = controller.wait_state(name, "running", "booted")["pid"]
     before = len(wait_call(controller, name, f"{name} started begin", after=len(lines)))
     controller.restart()
@@ -92,9 +93,10 @@ def _first_pass_done(controller: Controller) -> bool:
 def test_controller_killed_and_restarted_adopts_every_domain(controller: Controller) -> None:
     vm, ct = controller.name("adopt-vm"), controller.name("adopt-ct")
     off = controller.name("adopt-off")
-    controller.write_manifest(f"{vm}.yaml", qemu_manifest(vm))
-    controller.write_manifest(f"{ct}.yaml", lxc_manifest(ct))
-    controller.write_manifest(f"{off}.yaml", qemu_manifest(off, state="shutoff"))
+    # manifests without a uuid: the one generated at the start must be kept and proven again
+    controller.apply(domain(vm, uuid=None))
+    controller.apply(domain(ct, "lxc", lxc=SLEEPER, uuid=None))
+    controller.apply(domain(off, state="shutoff", uuid=None))
     before = {name: controller.wait_state(name, "running", "booted", timeout=60)
               for name in (vm, ct)}
     before[off] = controller.wait_status(off, "shutoff and Ready",
@@ -128,10 +130,10 @@ def test_paused_domains_keep_their_reason_across_a_controller_restart(
     """DESIGN §4/§7: started paused is paused/user, and a re-attach changes nothing: neither the
     state nor its reason. Also a domain suspended after it ran."""
     born, later = controller.name("paused-born"), controller.name("paused-later")
-    controller.write_manifest(f"{born}.yaml", qemu_manifest(born, state="paused"))
-    controller.write_manifest(f"{later}.yaml", qemu_manifest(later))
+    controller.apply(domain(born, state="paused"))
+    controller.apply(domain(later))
     controller.wait_state(later, "running", "booted")
-    controller.write_manifest(f"{later}.yaml", qemu_manifest(later, state="paused"))
+    controller.apply(domain(later, state="paused"))
     before = {name: controller.wait_state(name, "paused", "user") for name in (born, later)}
     events_before = len(controller.events())
 
@@ -153,7 +155,7 @@ def test_domain_killed_while_the_controller_was_away_is_restarted(
         controller: Controller) -> None:
     name = controller.name("away")
     (controller.hooks / f"{name}.slow-release").touch()
-    controller.write_manifest(f"{name}.yaml", qemu_manifest(name))
+    controller.apply(domain(name))
     pid = controller.wait_state(name, "running", "booted")["pid"]
     hooks_before = len(wait_call(controller, name, f"{name} started begin"))
     events_before = len(controller.events(name))
@@ -173,7 +175,7 @@ def test_release_hook_ends_before_the_restart_prepares(controller: Controller) -
     concurrently with, the `prepare` of the next start (it would free what that allocated)."""
     name = controller.name("slowrel")
     (controller.hooks / f"{name}.slow-release").touch()
-    controller.write_manifest(f"{name}.yaml", qemu_manifest(name))
+    controller.apply(domain(name))
     pid = controller.wait_state(name, "running", "booted")["pid"]
     before = len(wait_call(controller, name, f"{name} started begin"))
     os.kill(pid, signal.SIGKILL)
@@ -188,8 +190,8 @@ def test_release_hook_ends_before_the_restart_prepares(controller: Controller) -
 
 def test_sigterm_leaves_every_domain_running(controller: Controller) -> None:
     vm, ct = controller.name("term-vm"), controller.name("term-ct")
-    controller.write_manifest(f"{vm}.yaml", qemu_manifest(vm))
-    controller.write_manifest(f"{ct}.yaml", lxc_manifest(ct))
+    controller.apply(domain(vm))
+    controller.apply(domain(ct, "lxc", lxc=SLEEPER))
     for name in (vm, ct):
         controller.wait_state(name, "running", "booted", timeout=60)
     statuses = {n: controller.status(n) for n in controller.names}

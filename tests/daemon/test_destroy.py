@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import Controller, alive, qemu_manifest
+from tests.support.domains import domain
+
+from .conftest import Controller, alive
 
 
 @pytest.mark.qemu
 def test_destroy_cuts_a_graceful_shutdown_short(controller: Controller) -> None:
     name = controller.name("cut")
-    controller.write_manifest(f"{name}.yaml", qemu_manifest(name, shutdown_timeout="300s"))
+    controller.apply(domain(name, shutdown_timeout="300s"))
     pid = controller.wait_state(name, "running")["pid"]
     # the firmware ignores ACPI: this shutdown would wait the whole 300 s before destroying
-    controller.write_manifest(f"{name}.yaml", qemu_manifest(name, state="shutoff",
-                                                            shutdown_timeout="300s"))
+    controller.apply(domain(name, state="shutoff", shutdown_timeout="300s"))
     controller.wait_status(name, "the graceful shutdown to begin",
                            lambda s: any(a["action"] == "shutdown" and a["domain"] == name
                                          for a in controller.audit(name)))

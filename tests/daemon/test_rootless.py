@@ -5,40 +5,44 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .conftest import NOBODY, alive, nobody_command, qemu_manifest, unique
+from reconcilers.model import CpuTune, Domain
+from tests.support.cleanup import scratch_dir, sweep
+from tests.support.domains import domain, manifest
+from tests.support.waiting import wait_until
+
+from .conftest import NOBODY, alive, nobody_command, unique
 
 
-def wait_for_file_json(path: Path, predicate: object, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    last: dict = {}
-    while time.monotonic() < deadline:
+def wait_for_file_json(path: Path, predicate: Callable[[dict[str, Any]], bool]
+                       ) -> dict[str, Any]:
+    """The first JSON document in `path` that satisfies `predicate`."""
+    def check() -> dict[str, Any] | None:
         with contextlib.suppress(OSError, ValueError):
-            last = json.loads(path.read_text())
-            if predicate(last):  # type: ignore[operator]
-                return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out; last {path.name}: {last}")
+            document: dict[str, Any] = json.loads(path.read_text())
+            return document if predicate(document) else None
+        return None
+    return wait_until(check, f"{path.name} to match", timeout=30.0, interval=0.1,
+                      explain=lambda: f"{path.name}: " + (path.read_text() if path.exists()
+                                                          else "(none)"))
 
 
 @contextlib.contextmanager
-def user_controller(name: str, manifest: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def user_controller(declared: Domain) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """`domctl run` as uid 65534 on a fresh home holding one manifest; yields the process and
-    the domain's status file; stops it and removes the home afterwards."""
-    home = Path(tempfile.mkdtemp(prefix="dt-user-"))
-    os.chmod(home, 0o755)
+    the domain's status file; stops it and sweeps its qemus and the home afterwards."""
+    name = declared.name
+    home = scratch_dir("user", mode=0o755)
     manifests = home / ".config" / "domctl" / "manifests"
     manifests.mkdir(parents=True)
-    (manifests / f"{name}.yaml").write_text(manifest)
+    (manifests / f"{name}.yaml").write_text(manifest(declared))
     for path in (home, *home.rglob("*")):
         os.chown(path, NOBODY, NOBODY)
     argv, env = nobody_command("run", "--resync", "2", home=str(home))
@@ -56,16 +60,13 @@ def user_controller(name: str, manifest: str) -> Iterator[tuple[subprocess.Popen
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
-        for pidfile in (home / "run").glob("domctl/qemu/*.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        shutil.rmtree(home, ignore_errors=True)
+        sweep(runtime_dir=home / "run" / "domctl", remove=[home])
 
 
 @pytest.mark.qemu
 def test_a_user_runs_qemu_domains_without_cgroups() -> None:
     name = unique("user-vm")
-    with user_controller(name, qemu_manifest(name)) as (daemon, status_file):
+    with user_controller(domain(name)) as (daemon, status_file):
         status = wait_for_file_json(status_file, lambda s: s["state"] == "running")
         pid = status["pid"]
         assert alive(pid) and os.stat(f"/proc/{pid}").st_uid == NOBODY
@@ -79,8 +80,7 @@ def test_a_user_runs_qemu_domains_without_cgroups() -> None:
 @pytest.mark.qemu
 def test_a_user_cannot_ask_for_cpu_tuning_without_a_cgroup() -> None:
     name = unique("user-tuned")
-    manifest = qemu_manifest(name, extra="  cputune: {shares: 512}\n")
-    with user_controller(name, manifest) as (_, status_file):
+    with user_controller(domain(name, cputune=CpuTune(shares=512))) as (_, status_file):
         status = wait_for_file_json(
             status_file, lambda s: any(c["type"] == "Stalled" and c["reason"] == "HostValidation"
                                        for c in s["conditions"]))

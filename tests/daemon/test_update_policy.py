@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import Controller, condition, proc_cmdline, qemu_manifest
+from reconcilers.model import UpdatePolicy
+from tests.support.domains import domain
+
+from .conftest import Controller, condition, proc_cmdline
 
 
 def smp(pid: int) -> str:
@@ -15,19 +18,16 @@ def smp(pid: int) -> str:
 @pytest.mark.qemu
 def test_update_policy_restart_restarts_for_a_restart_only_change(controller: Controller) -> None:
     name = controller.name("upd")
-    policy = "  updatePolicy: Restart\n"
-    controller.write_manifest(f"{name}.yaml", qemu_manifest(name, extra=policy))
+    controller.apply(domain(name, update_policy=UpdatePolicy.RESTART))
     first = controller.wait_state(name, "running")
     assert smp(first["pid"]).startswith("1")
-    controller.write_manifest(f"{name}.yaml",
-                              qemu_manifest(name, extra=policy + "  vcpus: 2\n"))
+    controller.apply(domain(name, update_policy=UpdatePolicy.RESTART, vcpus=2))
     after = controller.wait_status(name, "restarted with the new spec",
                                    lambda s: s["state"] == "running" and s["pid"] != first["pid"]
                                    and s["observedGeneration"] == s["generation"], timeout=60)
     assert smp(after["pid"]).startswith("2")
     assert after["restarts"] == 1 and after["pending"] == []
-    pending = condition(after, "PendingRestart")
-    assert pending is not None and pending["status"] == "False"
+    assert condition(after, "PendingRestart").get("status") == "False"
     steps = [(e["event"], e["detail"], e["cause"]) for e in controller.events(name)
              if e["event"] in ("stopped", "started")]
     assert steps == [("started", "booted", "manifest"), ("stopped", "destroyed", "manifest"),
@@ -37,15 +37,14 @@ def test_update_policy_restart_restarts_for_a_restart_only_change(controller: Co
 @pytest.mark.qemu
 def test_update_policy_live_leaves_restart_only_changes_pending(controller: Controller) -> None:
     name = controller.name("updlive")
-    controller.write_manifest(f"{name}.yaml", qemu_manifest(name))
+    controller.apply(domain(name))
     first = controller.wait_state(name, "running")
-    controller.write_manifest(f"{name}.yaml", qemu_manifest(name, extra="  vcpus: 2\n"))
+    controller.apply(domain(name, vcpus=2))
     status = controller.wait_status(
-        name, "PendingRestart", lambda s: (condition(s, "PendingRestart") or {}).get("status")
-        == "True")
+        name, "PendingRestart", lambda s: condition(s, "PendingRestart").get("status") == "True")
     assert status["pid"] == first["pid"] and [p["field"] for p in status["pending"]] == ["vcpus"]
-    controller.write_manifest(f"{name}.yaml", qemu_manifest(name))  # the revert clears it
+    controller.apply(domain(name))  # the revert clears it
     status = controller.wait_status(
-        name, "no PendingRestart", lambda s: (condition(s, "PendingRestart") or {}).get("status")
-        == "False")
+        name, "no PendingRestart",
+        lambda s: condition(s, "PendingRestart").get("status") == "False")
     assert status["pid"] == first["pid"] and status["pending"] == []

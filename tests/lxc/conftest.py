@@ -1,5 +1,5 @@
-"""Fixtures for the lxc driver tests: one busybox rootfs and lxcpath per session, a fresh driver
-per test, and a finalizer that kills and removes every container a test created."""
+"""Fixtures for the lxc driver tests: one busybox LxcHost per session (tests/support/lxc.py), a
+fresh driver per test, and a sweep of every container a test named, also when it failed."""
 
 from __future__ import annotations
 
@@ -8,28 +8,22 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from reconcilers.driver import DriverContext, RuntimeEvent
-from reconcilers.lxc import rootfs
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcTools
-
-from .support import Host
+from tests.support.lxc import LxcHost
 
 
 @pytest.fixture(scope="session")
-def lxc_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    base = tmp_path_factory.mktemp("lxc")
-    host = Host(state_dir=base / "state", log_dir=base / "log")
-    rootfs.busybox_rootfs(host.state_dir / "lxc-rootfs")  # built once, cached for the session
-    yield host
+def lxc_session(tmp_path_factory: pytest.TempPathFactory) -> LxcHost:
+    return LxcHost.with_busybox(tmp_path_factory.mktemp("lxc"))
 
 
 @pytest.fixture
-def lxc_host(lxc_session: Host) -> Iterator[Host]:
-    """The session host; the containers named during this test are destroyed afterwards."""
+def lxc_host(lxc_session: LxcHost) -> Iterator[LxcHost]:
+    """The session host; the containers named during this test are removed afterwards."""
     first = len(lxc_session.names)
     yield lxc_session
-    for name in lxc_session.names[first:]:
-        lxc_session.remove(name)
+    lxc_session.sweep(lxc_session.names[first:])
 
 
 @pytest.fixture
@@ -38,9 +32,8 @@ def events() -> list[RuntimeEvent]:
 
 
 @pytest.fixture
-def context(lxc_host: Host, events: list[RuntimeEvent]) -> DriverContext:
-    return DriverContext(runtime_dir=lxc_host.state_dir / "run", state_dir=lxc_host.state_dir,
-                         log_dir=lxc_host.log_dir, on_event=events.append)
+def context(lxc_host: LxcHost, events: list[RuntimeEvent]) -> DriverContext:
+    return lxc_host.context(events.append)
 
 
 @pytest.fixture
@@ -51,5 +44,5 @@ async def driver(context: DriverContext) -> AsyncIterator[LxcDriver]:
 
 
 @pytest.fixture
-def tools(lxc_host: Host) -> LxcTools:
+def tools(lxc_host: LxcHost) -> LxcTools:
     return LxcTools(lxc_host.lxcpath)

@@ -7,10 +7,9 @@ import dataclasses
 from reconcilers.driver import ChangeKind
 from reconcilers.lxc.changes import classify
 from reconcilers.model import CpuTune, DesiredState, LxcSpec, Mount
+from tests.support.domains import MiB, domain
 
-from .support import MiB, make_domain
-
-BASE = make_domain("c", memory=64 * MiB).spec
+BASE = domain("c", "lxc").spec
 
 
 def test_nothing_changed() -> None:

@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from reconcilers.lxc.config import (CgroupVersion, ConfigPaths, ConfigValueError, HostFacts,
-                                    render_config, shares_to_weight)
-from reconcilers.model import BUSYBOX_ROOTFS, Domain, Mount
-
-from .support import make_domain
-from .manifests import load_manifest
+from reconcilers.lxc.config import (
+    CgroupVersion,
+    ConfigPaths,
+    ConfigValueError,
+    HostFacts,
+    render_config,
+    shares_to_weight,
+)
+from reconcilers.model import BUSYBOX_ROOTFS, Domain, LxcSpec, Mount
+from tests.support.domains import domain, load
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "lxc"
 REGEN = os.environ.get("DOMCTL_REGEN_GOLDEN") == "1"
@@ -24,21 +28,22 @@ HOSTS = {  # each variant also flips AppArmor, so both branches are golden too
 }
 
 
-def paths_for(domain: Domain) -> ConfigPaths:
-    assert domain.spec.lxc is not None
-    rootfs = domain.spec.lxc.rootfs
+def paths_for(container: Domain) -> ConfigPaths:
+    assert container.spec.lxc is not None
+    rootfs = container.spec.lxc.rootfs
     if rootfs == BUSYBOX_ROOTFS:
         rootfs = "/var/lib/domctl/lxc-rootfs/busybox-0123456789abcdef"
-    return ConfigPaths(rootfs=rootfs, delta=f"/var/lib/domctl/lxc/{domain.name}/delta",
-                       console_log=f"/var/log/domctl/{domain.name}.log",
-                       lxc_log=f"/var/lib/domctl/lxc/{domain.name}/lxc.log")
+    name = container.name
+    return ConfigPaths(rootfs=rootfs, delta=f"/var/lib/domctl/lxc/{name}/delta",
+                       console_log=f"/var/log/domctl/{name}.log",
+                       lxc_log=f"/var/lib/domctl/lxc/{name}/lxc.log")
 
 
 @pytest.mark.parametrize("variant", sorted(HOSTS))
 @pytest.mark.parametrize("manifest", sorted(p.name for p in GOLDEN.glob("*.yaml")))
 def test_golden(manifest: str, variant: str) -> None:
-    domain = load_manifest(GOLDEN / manifest)
-    rendered = render_config(domain, HOSTS[variant], paths_for(domain))
+    container = load(GOLDEN / manifest)
+    rendered = render_config(container, HOSTS[variant], paths_for(container))
     expected = GOLDEN / f"{manifest.removesuffix('.yaml')}.{variant}.conf"
     if REGEN:
         expected.write_text(rendered)
@@ -63,29 +68,38 @@ def parse_like_lxc(text: str) -> list[tuple[str, str]]:
 HOSTILE = "x\nlxc.cap.drop =\nlxc.mount.entry = / host none bind 0 0"
 
 
-@pytest.mark.parametrize("domain, field", [
-    (make_domain("evil", env=(("A", HOSTILE),)), "spec.lxc.env.A"),
-    (make_domain("evil", init=("/sbin/init", HOSTILE)), "spec.lxc.init[1]"),
-    (make_domain("evil", mounts=(Mount("/srv", "/x\rlxc.y = z"),)), "spec.lxc.mounts[0].target"),
-    (make_domain("evil", mounts=(Mount("/srv", "/../../etc"),)), "spec.lxc.mounts[0].target"),
-    (make_domain("evil", rootfs_dir="/srv/r\nlxc.init.cmd = /evil"), "spec.lxc.rootfs"),
-    (make_domain("evil", env=(("A=B", "c"),)), "spec.lxc.env.A=B"),
-    (make_domain("evil\nlxc.x = y"), "metadata.name"),
+@pytest.mark.parametrize("lxc, field", [
+    (LxcSpec(env=(("A", HOSTILE),)), "spec.lxc.env.A"),
+    (LxcSpec(init=("/sbin/init", HOSTILE)), "spec.lxc.init[1]"),
+    (LxcSpec(mounts=(Mount("/srv", "/x\rlxc.y = z"),)), "spec.lxc.mounts[0].target"),
+    (LxcSpec(mounts=(Mount("/srv", "/../../etc"),)), "spec.lxc.mounts[0].target"),
+    (LxcSpec(rootfs="/srv/r\nlxc.init.cmd = /evil"), "spec.lxc.rootfs"),
+    (LxcSpec(env=(("A=B", "c"),)), "spec.lxc.env.A=B"),
 ])
-def test_newlines_and_bad_names_are_refused(domain: Domain, field: str) -> None:
+def test_newlines_are_refused(lxc: LxcSpec, field: str) -> None:
+    evil = domain("evil", "lxc", lxc=lxc)
     with pytest.raises(ConfigValueError) as refused:
-        render_config(domain, HOSTS["v1"], paths_for(domain))
+        render_config(evil, HOSTS["v1"], paths_for(evil))
     assert refused.value.field == field
+
+
+def test_a_bad_name_is_refused() -> None:
+    evil = domain("evil\nlxc.x = y", "lxc")
+    with pytest.raises(ConfigValueError) as refused:
+        render_config(evil, HOSTS["v1"], paths_for(evil))
+    assert refused.value.field == "metadata.name"
 
 
 def test_equals_signs_and_quotes_stay_inside_their_value() -> None:
     sneaky = {"A": "1 = lxc.cap.drop = ", "B": '"quoted"', "C": " padded ", "D": "x=y=z"}
-    domain = make_domain("sneaky", env=tuple(sorted(sneaky.items())),
-                         init=("/bin/sh", "-c", "echo lxc.apparmor.profile = unconfined"),
-                         mounts=(Mount("/srv/a b", "/mnt/c = d", readonly=True),))
-    plain = make_domain("sneaky")
+    sneaky_container = domain("sneaky", "lxc", lxc=LxcSpec(
+        env=tuple(sorted(sneaky.items())),
+        init=("/bin/sh", "-c", "echo lxc.apparmor.profile = unconfined"),
+        mounts=(Mount("/srv/a b", "/mnt/c = d", readonly=True),)))
+    plain = domain("sneaky", "lxc")
     for host in HOSTS.values():
-        entries = parse_like_lxc(render_config(domain, host, paths_for(domain)))
+        entries = parse_like_lxc(render_config(sneaky_container, host,
+                                               paths_for(sneaky_container)))
         baseline = parse_like_lxc(render_config(plain, host, paths_for(plain)))
         keys = [key for key, _ in entries]
         # exactly the plain config's keys plus one environment line per variable and one mount
@@ -100,8 +114,8 @@ def test_equals_signs_and_quotes_stay_inside_their_value() -> None:
 
 
 def test_init_without_blanks_is_written_for_humans() -> None:
-    domain = make_domain("plain", init=("/bin/busybox", "init"))
-    text = render_config(domain, HOSTS["v1"], paths_for(domain))
+    plain = domain("plain", "lxc", lxc=LxcSpec(init=("/bin/busybox", "init")))
+    text = render_config(plain, HOSTS["v1"], paths_for(plain))
     assert re.search(r"^lxc\.init\.cmd = /bin/busybox init$", text, re.MULTILINE)
 
 

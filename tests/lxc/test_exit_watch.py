@@ -10,20 +10,21 @@ import pytest
 from reconcilers.driver import RuntimeEvent
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcTools
-from reconcilers.model import Cause, EventDetail, EventType, Reason, State
-
-from .support import Host, make_domain, wait_for
+from reconcilers.model import Cause, EventDetail, EventType, LxcSpec, Reason, State
+from tests.support.domains import domain
+from tests.support.lxc import LxcHost
+from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.lxc
 
 
-async def test_init_killed_from_outside_is_crashed(driver: LxcDriver, lxc_host: Host,
+async def test_init_killed_from_outside_is_crashed(driver: LxcDriver, lxc_host: LxcHost,
                                                    events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("crash")
-    live = await driver.start(make_domain(name), paused=False)
+    live = await driver.start(domain(name, "lxc"), paused=False)
     assert live.pid
     os.kill(live.pid, signal.SIGKILL)
-    await wait_for(lambda: bool(events))  # reported by the pidfd watch, no polling by the test
+    await async_wait_until(lambda: events, "the exit")  # reported by the pidfd watch
     event = events[0]
     assert (event.state, event.reason, event.cause) == (State.SHUTOFF, Reason.CRASHED,
                                                         Cause.EXTERNAL)
@@ -32,36 +33,36 @@ async def test_init_killed_from_outside_is_crashed(driver: LxcDriver, lxc_host: 
     assert (await driver.observe(name)).reason is Reason.CRASHED
 
 
-async def test_guest_poweroff_is_a_clean_shutdown(driver: LxcDriver, lxc_host: Host,
+async def test_guest_poweroff_is_a_clean_shutdown(driver: LxcDriver, lxc_host: LxcHost,
                                                   tools: LxcTools,
                                                   events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("poweroff")
-    await driver.start(make_domain(name), paused=False)
+    await driver.start(domain(name, "lxc"), paused=False)
     await tools.attach(name, ["/bin/poweroff"])
-    await wait_for(lambda: bool(events))
+    await async_wait_until(lambda: events, "a runtime event")
     assert (events[0].reason, events[0].cause) == (Reason.SHUTDOWN, Cause.GUEST)
     assert events[0].events[0] == (EventType.SHUTDOWN, EventDetail.GUEST)
 
 
-async def test_init_that_exits_by_itself_is_crashed(driver: LxcDriver, lxc_host: Host,
+async def test_init_that_exits_by_itself_is_crashed(driver: LxcDriver, lxc_host: LxcHost,
                                                     events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("exit")
-    await driver.start(make_domain(name, init=("/bin/sh", "-c", "sleep 0.5; exit 3")),
-                       paused=False)
-    await wait_for(lambda: bool(events))
+    init = ("/bin/sh", "-c", "sleep 0.5; exit 3")
+    await driver.start(domain(name, "lxc", lxc=LxcSpec(init=init)), paused=False)
+    await async_wait_until(lambda: events, "a runtime event")
     assert events[0].reason is Reason.CRASHED
 
 
-async def test_guest_reboot_is_followed(driver: LxcDriver, lxc_host: Host, tools: LxcTools,
+async def test_guest_reboot_is_followed(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools,
                                         events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("reboot")
-    first = await driver.start(make_domain(name), paused=False)
+    first = await driver.start(domain(name, "lxc"), paused=False)
     await tools.attach(name, ["/bin/reboot"])
-    await wait_for(lambda: bool(events))  # LXC starts a new init; the driver watches it
+    await async_wait_until(lambda: events, "the reboot")  # LXC starts a new init; it is watched
     assert events[0].events == ((EventType.STARTED, EventDetail.BOOTED),)
     live = await driver.observe(name)
     assert (live.state, live.reason) == (State.RUNNING, Reason.BOOTED)
     assert live.pid != first.pid and live.record and live.record.pid == live.pid
     os.kill(live.pid, signal.SIGKILL)
-    await wait_for(lambda: len(events) == 2)
+    await async_wait_until(lambda: len(events) == 2, "a second runtime event")
     assert events[1].reason is Reason.CRASHED

@@ -13,9 +13,8 @@ from reconcilers.lxc import host, rootfs
 from reconcilers.lxc.config import CgroupVersion
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.host import apparmor_enabled, cgroup_version
-from reconcilers.model import CpuTune, Domain, DriverName, Mount, VcpuPin
-
-from .support import make_domain
+from reconcilers.model import CpuTune, Domain, DriverName, LxcSpec, Mount, VcpuPin
+from tests.support.domains import domain
 
 
 def test_cgroup_version(tmp_path: Path) -> None:
@@ -62,11 +61,12 @@ def offline_driver(tmp_path: Path) -> LxcDriver:
 
 
 @pytest.mark.parametrize("domain, field", [
-    (make_domain("v", rootfs_dir="/no/such/rootfs"), "spec.lxc.rootfs"),
-    (make_domain("v", rootfs_dir="/", init=("/no/such/init",)), "spec.lxc.init"),
-    (make_domain("v", mounts=(Mount("/no/such/source", "/mnt"),)), "spec.lxc.mounts[0].source"),
-    (make_domain("v", cputune=CpuTune(vcpupin=(VcpuPin(0, "0"),))), "spec.cputune"),
-    (make_domain("v", env=(("BAD", "a\nb"),)), "spec.lxc.env.BAD"),
+    (domain("v", "lxc", lxc=LxcSpec(rootfs="/no/such/rootfs")), "spec.lxc.rootfs"),
+    (domain("v", "lxc", lxc=LxcSpec(rootfs="/", init=("/no/such/init",))), "spec.lxc.init"),
+    (domain("v", "lxc", lxc=LxcSpec(mounts=(Mount("/no/such/source", "/mnt"),))),
+     "spec.lxc.mounts[0].source"),
+    (domain("v", "lxc", cputune=CpuTune(vcpupin=(VcpuPin(0, "0"),))), "spec.cputune"),
+    (domain("v", "lxc", lxc=LxcSpec(env=(("BAD", "a\nb"),))), "spec.lxc.env.BAD"),
 ])
 async def test_validate_names_the_field(offline_driver: LxcDriver, domain: Domain,
                                         field: str) -> None:

@@ -13,17 +13,17 @@ from reconcilers.errors import DriverError
 from reconcilers.lxc import driver as lxc_driver
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcState, LxcTools
-from reconcilers.model import EventDetail, EventType, Mount, Reason, State
-
-from .support import Host, make_domain
+from reconcilers.model import EventDetail, EventType, LxcSpec, Mount, Reason, State
+from tests.support.domains import domain
+from tests.support.lxc import LxcHost
 
 pytestmark = pytest.mark.lxc
 
 
-async def test_start_observe_destroy(driver: LxcDriver, lxc_host: Host, tools: LxcTools,
+async def test_start_observe_destroy(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools,
                                      events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("start")
-    live = await driver.start(make_domain(name), paused=False)
+    live = await driver.start(domain(name, "lxc"), paused=False)
     assert (live.state, live.reason) == (State.RUNNING, Reason.BOOTED)
     assert live.pid and live.record and live.record.pid == live.pid
     await driver.destroy(name)
@@ -33,10 +33,10 @@ async def test_start_observe_destroy(driver: LxcDriver, lxc_host: Host, tools: L
     assert [e.events for e in events] == [((EventType.STOPPED, EventDetail.DESTROYED),)]
 
 
-async def test_start_paused_suspend_resume(driver: LxcDriver, lxc_host: Host, tools: LxcTools
+async def test_start_paused_suspend_resume(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools
                                            ) -> None:
     name = lxc_host.name("pause")
-    live = await driver.start(make_domain(name), paused=True)
+    live = await driver.start(domain(name, "lxc"), paused=True)
     assert (live.state, live.reason) == (State.PAUSED, Reason.USER)
     assert (await tools.info(name)).state is LxcState.FROZEN
     await driver.resume(name)
@@ -49,10 +49,10 @@ async def test_start_paused_suspend_resume(driver: LxcDriver, lxc_host: Host, to
     assert (live.state, live.reason) == (State.RUNNING, Reason.UNKNOWN)
 
 
-async def test_shutdown_clean_halt(driver: LxcDriver, lxc_host: Host,
+async def test_shutdown_clean_halt(driver: LxcDriver, lxc_host: LxcHost,
                                    events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("halt")
-    await driver.start(make_domain(name), paused=False)
+    await driver.start(domain(name, "lxc"), paused=False)
     assert await driver.shutdown(name, timeout=10) is True
     live = await driver.observe(name)
     assert (live.state, live.reason) == (State.SHUTOFF, Reason.SHUTDOWN)
@@ -62,19 +62,19 @@ async def test_shutdown_clean_halt(driver: LxcDriver, lxc_host: Host,
     assert "domctl busybox: up" in console and "domctl busybox: halting" in console
 
 
-async def test_shutdown_of_a_paused_container(driver: LxcDriver, lxc_host: Host) -> None:
+async def test_shutdown_of_a_paused_container(driver: LxcDriver, lxc_host: LxcHost) -> None:
     name = lxc_host.name("halt-paused")
-    await driver.start(make_domain(name), paused=True)
+    await driver.start(domain(name, "lxc"), paused=True)
     assert await driver.shutdown(name, timeout=10) is True
     assert (await driver.observe(name)).reason is Reason.SHUTDOWN
 
 
-async def test_shutdown_ignored_returns_false(driver: LxcDriver, lxc_host: Host, tools: LxcTools,
+async def test_shutdown_ignored_returns_false(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools,
                                               events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("deaf")
     # a shell as init has no SIGPWR handler, so the kernel drops the halt signal
-    await driver.start(make_domain(name, init=("/bin/sh", "-c", "while :; do sleep 1; done")),
-                       paused=False)
+    deaf = LxcSpec(init=("/bin/sh", "-c", "while :; do sleep 1; done"))
+    await driver.start(domain(name, "lxc", lxc=deaf), paused=False)
     assert await driver.shutdown(name, timeout=1) is False
     assert (await tools.info(name)).state is LxcState.RUNNING
     assert (await driver.observe(name)).state is State.RUNNING
@@ -82,26 +82,27 @@ async def test_shutdown_ignored_returns_false(driver: LxcDriver, lxc_host: Host,
     assert events[-1].reason is Reason.DESTROYED
 
 
-async def test_destroy_a_paused_container(driver: LxcDriver, lxc_host: Host) -> None:
+async def test_destroy_a_paused_container(driver: LxcDriver, lxc_host: LxcHost) -> None:
     name = lxc_host.name("kill-paused")
-    await driver.start(make_domain(name), paused=True)
+    await driver.start(domain(name, "lxc"), paused=True)
     await driver.destroy(name)
     assert (await driver.observe(name)).reason is Reason.DESTROYED
 
 
-async def test_failed_start_quotes_lxc(driver: LxcDriver, lxc_host: Host) -> None:
+async def test_failed_start_quotes_lxc(driver: LxcDriver, lxc_host: LxcHost) -> None:
     name = lxc_host.name("noinit")
     with pytest.raises(DriverError) as failure:
-        await driver.start(make_domain(name, init=("/no/such/init",)), paused=False)
+        await driver.start(domain(name, "lxc", lxc=LxcSpec(init=("/no/such/init",))),
+                           paused=False)
     assert "LXC log:" in str(failure.value)
     assert (await driver.observe(name)).state is State.SHUTOFF
 
 
-async def test_unknown_container_is_never_touched(driver: LxcDriver, lxc_host: Host,
+async def test_unknown_container_is_never_touched(driver: LxcDriver, lxc_host: LxcHost,
                                                   tools: LxcTools, context: DriverContext
                                                   ) -> None:
     name = lxc_host.name("foreign")
-    await driver.start(make_domain(name), paused=False)
+    await driver.start(domain(name, "lxc"), paused=False)
     stranger = LxcDriver(context)  # a second controller that never adopted it
     assert (await stranger.observe(name)).state is State.NOSTATE
     with pytest.raises(DriverError, match="refusing"):
@@ -109,7 +110,7 @@ async def test_unknown_container_is_never_touched(driver: LxcDriver, lxc_host: H
     assert (await tools.info(name)).state is LxcState.RUNNING
 
 
-async def test_lxc_reads_env_mounts_and_argv_exactly(driver: LxcDriver, lxc_host: Host,
+async def test_lxc_reads_env_mounts_and_argv_exactly(driver: LxcDriver, lxc_host: LxcHost,
                                                      tools: LxcTools, tmp_path: Path) -> None:
     name = lxc_host.name("exact")
     shared = tmp_path / "my files"
@@ -117,8 +118,8 @@ async def test_lxc_reads_env_mounts_and_argv_exactly(driver: LxcDriver, lxc_host
     (shared / "hello").write_text("from the host\n")
     env = (("EQ", "a=b = c"), ("PAD", " padded "), ("QUOTE", '"kept"'))
     init = ("/bin/sh", "-c", "trap 'exit 0' PWR; while :; do sleep 1; done")
-    await driver.start(make_domain(name, init=init, env=env,
-                                   mounts=(Mount(str(shared), "/mnt/my files", readonly=True),)),
+    mounts = (Mount(str(shared), "/mnt/my files", readonly=True),)
+    await driver.start(domain(name, "lxc", lxc=LxcSpec(init=init, env=env, mounts=mounts)),
                        paused=False)
     environ = (await tools.attach(name, ["/bin/cat", "/proc/1/environ"])).stdout.split("\0")
     for key, value in env:
@@ -134,11 +135,11 @@ async def test_lxc_reads_env_mounts_and_argv_exactly(driver: LxcDriver, lxc_host
     assert await driver.shutdown(name, timeout=5) is True  # init's own SIGPWR trap exits 0
 
 
-async def test_freeze_that_hangs_is_undone(driver: LxcDriver, lxc_host: Host, tools: LxcTools,
+async def test_freeze_that_hangs_is_undone(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools,
                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     name = lxc_host.name("stuck")
-    await driver.start(make_domain(name), paused=False)
+    await driver.start(domain(name, "lxc"), paused=False)
     # an lxc-freeze that freezes for real and then never returns, like a cgroup stuck FREEZING
     real = shutil.which("lxc-freeze")
     fake = tmp_path / "bin" / "lxc-freeze"
@@ -153,13 +154,13 @@ async def test_freeze_that_hangs_is_undone(driver: LxcDriver, lxc_host: Host, to
     assert (await driver.observe(name)).state is State.RUNNING
 
 
-async def test_user_rootfs_directory(driver: LxcDriver, lxc_host: Host, tools: LxcTools,
+async def test_user_rootfs_directory(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools,
                                      tmp_path: Path) -> None:
     name = lxc_host.name("userfs")
     (cached,) = (lxc_host.state_dir / "lxc-rootfs").glob("busybox-*")
     tree = tmp_path / "rootfs"
     shutil.copytree(cached, tree, symlinks=True)
-    await driver.start(make_domain(name, rootfs_dir=str(tree)), paused=False)
+    await driver.start(domain(name, "lxc", lxc=LxcSpec(rootfs=str(tree))), paused=False)
     await tools.attach(name, ["/bin/touch", "/written-inside"])
     assert (tree / "written-inside").exists()  # a user rootfs is used in place, no overlay
     assert await driver.shutdown(name, timeout=10) is True

@@ -11,8 +11,8 @@ from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.host import cgroup_version
 from reconcilers.lxc.tools import LxcTools
 from reconcilers.model import CpuTune
-
-from .support import Host, MiB, make_domain
+from tests.support.domains import MiB, domain
+from tests.support.lxc import LxcHost
 
 pytestmark = pytest.mark.lxc
 
@@ -20,15 +20,15 @@ V1 = cgroup_version() is CgroupVersion.V1
 MEMORY_KEY = "memory.limit_in_bytes" if V1 else "memory.max"
 
 
-async def test_memory_and_cpu_change_live(driver: LxcDriver, lxc_host: Host, tools: LxcTools
-                                          ) -> None:
+async def test_memory_and_cpu_change_live(driver: LxcDriver, lxc_host: LxcHost,
+                                          tools: LxcTools) -> None:
     name = lxc_host.name("limits")
-    domain = make_domain(name, memory=64 * MiB, cputune=CpuTune(shares=512))
-    await driver.start(domain, paused=False)
+    container = domain(name, "lxc", cputune=CpuTune(shares=512))
+    await driver.start(container, paused=False)
     assert int(await tools.get_cgroup(name, MEMORY_KEY)) == 64 * MiB
-    new = dataclasses.replace(domain.spec, memory=96 * MiB,
+    new = dataclasses.replace(container.spec, memory=96 * MiB,
                               cputune=CpuTune(shares=2048, quota=50000, period=100000))
-    await driver.apply_live(name, domain.spec, new)
+    await driver.apply_live(name, container.spec, new)
     assert int(await tools.get_cgroup(name, MEMORY_KEY)) == 96 * MiB
     # what the container itself sees in its cgroup file
     inside = await tools.attach(name, ["/bin/cat", f"/sys/fs/cgroup/memory/{MEMORY_KEY}"]

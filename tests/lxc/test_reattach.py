@@ -14,8 +14,9 @@ from reconcilers.errors import DriverError
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.tools import LxcState, LxcTools
 from reconcilers.model import Reason, State
-
-from .support import Host, make_domain, wait_for
+from tests.support.domains import domain
+from tests.support.lxc import LxcHost
+from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.lxc
 
@@ -30,14 +31,14 @@ async def successor(context: DriverContext) -> AsyncIterator[LxcDriver]:
 
 async def orphan(driver: LxcDriver, name: str, paused: bool = False) -> RuntimeRecord:
     """Start a container, then let its controller go away (the container keeps running)."""
-    live = await driver.start(make_domain(name), paused=paused)
+    live = await driver.start(domain(name, "lxc"), paused=paused)
     assert live.record is not None
     await driver.close()
     return live.record
 
 
 async def test_fresh_driver_adopts_from_record(driver: LxcDriver, successor: LxcDriver,
-                                               lxc_host: Host, events: list[RuntimeEvent]
+                                               lxc_host: LxcHost, events: list[RuntimeEvent]
                                                ) -> None:
     record = await orphan(driver, lxc_host.name("adopt"))
     adopted = await successor.reattach(record)
@@ -45,12 +46,12 @@ async def test_fresh_driver_adopts_from_record(driver: LxcDriver, successor: Lxc
     assert (adopted.state, adopted.pid, adopted.record) == (State.RUNNING, record.pid, record)
     # the successor watches the adopted init: a kill from outside is reported as a crash
     os.kill(record.pid, signal.SIGKILL)
-    await wait_for(lambda: bool(events))
+    await async_wait_until(lambda: events, "a runtime event")
     assert events[0].reason is Reason.CRASHED
 
 
 async def test_adopts_a_paused_container(driver: LxcDriver, successor: LxcDriver,
-                                         lxc_host: Host) -> None:
+                                         lxc_host: LxcHost) -> None:
     name = lxc_host.name("adopt-paused")
     adopted = await successor.reattach(await orphan(driver, name, paused=True))
     assert adopted is not None and adopted.state is State.PAUSED
@@ -61,7 +62,7 @@ async def test_adopts_a_paused_container(driver: LxcDriver, successor: LxcDriver
 
 
 async def test_refuses_other_start_time_and_leaves_it_running(
-        driver: LxcDriver, successor: LxcDriver, lxc_host: Host, tools: LxcTools) -> None:
+        driver: LxcDriver, successor: LxcDriver, lxc_host: LxcHost, tools: LxcTools) -> None:
     name = lxc_host.name("impostor")
     record = await orphan(driver, name)
     refused = await successor.reattach(dataclasses.replace(record,
@@ -77,9 +78,9 @@ async def test_refuses_other_start_time_and_leaves_it_running(
 
 
 async def test_gone_container_is_none(driver: LxcDriver, successor: LxcDriver,
-                                      lxc_host: Host) -> None:
+                                      lxc_host: LxcHost) -> None:
     name = lxc_host.name("gone")
-    live = await driver.start(make_domain(name), paused=False)
+    live = await driver.start(domain(name, "lxc"), paused=False)
     assert live.record is not None
     await driver.destroy(name)
     assert await successor.reattach(live.record) is None

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from reconcilers.model import (Accel, Disk, Domain, DomainSpec, DriverName, Metadata, Nic,
-                               QemuSpec, SourceRef, Vnc)
+from reconcilers.model import Accel, Disk, Domain, Nic, QemuSpec, Vnc
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.layout import domain_files
+from tests.support.domains import domain
 
 CASES = ("minimal", "full", "pc-ide-pty", "commas")
 LONE = {"-kernel", "-initrd", "-append", "-bios", "-pidfile", "-uuid", "-D"}  # not key=value parsed
@@ -121,9 +121,7 @@ def baseline() -> Domain:
     qemu = QemuSpec(firmware="bios", kernel="kernel", initrd="initrd", cmdline="cmdline",
                     cdrom="cdrom", disks=(Disk(name="disk", source="source"),), nics=(Nic(),),
                     vnc=Vnc(listen="listen", password="password"))
-    return Domain(metadata=Metadata(name="base", uuid="6f1c1b0e-3c1f-4f7a-9a53-2d3c4b5a6978"),
-                  spec=DomainSpec(driver=DriverName.QEMU, memory=64 << 20, qemu=qemu),
-                  source=SourceRef("base.yaml", 1))
+    return domain("base", qemu=qemu)
 
 
 @pytest.mark.parametrize("field", STRING_FIELDS)

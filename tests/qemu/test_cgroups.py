@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconcilers.model import CpuTune, DomainSpec, DriverName
-from reconcilers.qemu.cgroups import (MEMORY_OVERHEAD, PIDS_MAX, CgroupVersion, DomainCgroup,
-                                      limits, shares_to_weight)
+from reconcilers.model import CpuTune
+from reconcilers.qemu.cgroups import (
+    MEMORY_OVERHEAD,
+    PIDS_MAX,
+    CgroupVersion,
+    DomainCgroup,
+    limits,
+    shares_to_weight,
+)
+from tests.support.domains import domain
 
-SPEC = DomainSpec(driver=DriverName.QEMU, memory=128 << 20,
-                  cputune=CpuTune(shares=2048, quota=50000, period=100000))
+SPEC = domain(memory="128Mi", cputune=CpuTune(shares=2048, quota=50000, period=100000)).spec
 
 
 def test_v1_limits() -> None:
@@ -28,7 +34,7 @@ def test_v2_limits() -> None:
     assert limits(SPEC, CgroupVersion.V2) == {
         "/memory.max": str((128 << 20) + MEMORY_OVERHEAD), "/pids.max": str(PIDS_MAX),
         "/cpu.weight": "79", "/cpu.max": "50000 100000"}
-    unlimited = DomainSpec(driver=DriverName.QEMU, cputune=CpuTune(quota=-1))
+    unlimited = domain(cputune=CpuTune(quota=-1)).spec
     assert limits(unlimited, CgroupVersion.V2)["/cpu.max"] == "max 100000"
     assert (shares_to_weight(2), shares_to_weight(1024), shares_to_weight(262144)) == (1, 39,
                                                                                        10000)

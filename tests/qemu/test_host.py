@@ -6,21 +6,35 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from reconcilers.errors import HostValidationError
-from reconcilers.model import (Accel, CpuTune, Disk, DiskBus, Domain, Lifecycle, LifecycleAction,
-                               Nic, VcpuPin, Watchdog, WatchdogAction)
+from reconcilers.model import (
+    Accel,
+    CpuTune,
+    Disk,
+    DiskBus,
+    Domain,
+    Lifecycle,
+    LifecycleAction,
+    Nic,
+    VcpuPin,
+    Watchdog,
+    WatchdogAction,
+)
 from reconcilers.qemu import hostcheck
-from reconcilers.qemu.capabilities import (PVM_MODULE, AccelError, CapabilityCache, QemuCaps,
-                                           choose_accel)
+from reconcilers.qemu.capabilities import (
+    PVM_MODULE,
+    AccelError,
+    CapabilityCache,
+    QemuCaps,
+    choose_accel,
+)
+from tests.support.domains import TCG_PC, domain
+from tests.support.qemu import QemuEnv
 
-if TYPE_CHECKING:
-    from tests.qemu.conftest import QemuEnv
-
-Guest = Callable[..., Domain]
 CAPS = QemuCaps(binary="qemu", mtime_ns=1, version="7.2.0", machines={"pc": 255, "q35": 288},
                 default_machine="pc", devices=frozenset({"virtio-net-pci", "i6300esb", "ib700"}),
                 accels=frozenset({"tcg", "kvm"}), kvm_usable=False, kvm_message="no kvm here")
@@ -113,24 +127,23 @@ CASES: list[tuple[str, Callable[[Domain, Path], Domain]]] = [
 
 @pytest.mark.parametrize("field,mutate", CASES)
 def test_host_validation_names_the_field(field: str, mutate: Callable[[Domain, Path], Domain],
-                                         loop_image: Path, make_guest: Guest,
-                                         tmp_path: Path) -> None:
-    domain = mutate(make_guest("t-check", loop_image), tmp_path)
+                                         loop_image: Path, tmp_path: Path) -> None:
+    mutated = mutate(domain("t-check", image=loop_image), tmp_path)
     with pytest.raises(HostValidationError) as caught:
-        hostcheck.validate(domain, CAPS)
+        hostcheck.validate(mutated, CAPS)
     assert caught.value.field == field
     assert caught.value.domain == "t-check"
 
 
-def test_valid_spec_passes_with_its_accel_note(loop_image: Path, make_guest: Guest) -> None:
-    assert hostcheck.validate(make_guest("t-ok", loop_image), CAPS) == (Accel.TCG, "accel tcg")
+def test_valid_spec_passes_with_its_accel_note(loop_image: Path) -> None:
+    assert hostcheck.validate(domain("t-ok", image=loop_image), CAPS) == (Accel.TCG, "accel tcg")
 
 
 @pytest.mark.qemu
-async def test_driver_validate_refuses_unsafe_values(qemu_env: QemuEnv, loop_image: Path,
-                                                     make_guest: Guest) -> None:
-    domain = qemu_field(make_guest("t-evil", loop_image), disks=(
-        Disk(name="boot\n-device x", source=str(loop_image), bus=DiskBus.IDE),))
+async def test_driver_validate_refuses_unsafe_values(qemu_env: QemuEnv,
+                                                     loop_image: Path) -> None:
+    evil = domain("t-evil", qemu=dataclasses.replace(TCG_PC, disks=(
+        Disk(name="boot\n-device x", source=str(loop_image), bus=DiskBus.IDE),)))
     with pytest.raises(HostValidationError) as caught:
-        await qemu_env.driver().validate(domain)
+        await qemu_env.driver().validate(evil)
     assert caught.value.field == "spec.qemu.disks[0].name"

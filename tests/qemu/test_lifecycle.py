@@ -6,40 +6,46 @@ import dataclasses
 import os
 import signal
 import socket
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
-from reconcilers.identity import is_alive
 from reconcilers.errors import DriverError
+from reconcilers.identity import is_alive
+from reconcilers.model import (
+    Cause,
+    Disk,
+    DiskBus,
+    DiskFormat,
+    EventDetail,
+    EventType,
+    Lifecycle,
+    LifecycleAction,
+    Reason,
+    SerialMode,
+    State,
+    Vnc,
+    Watchdog,
+)
 from reconcilers.qemu import process
 from reconcilers.qemu.driver import QemuDriver
-from reconcilers.model import (Cause, Disk, DiskBus, DiskFormat, Domain, EventDetail, EventType,
-                               Lifecycle, LifecycleAction, Reason, SerialMode, State, Vnc,
-                               Watchdog)
-
-if TYPE_CHECKING:
-    from tests.qemu.conftest import QemuEnv
-
-Guest = Callable[..., Domain]
+from tests.support.domains import TCG_PC, domain
+from tests.support.qemu import QemuEnv
 
 pytestmark = pytest.mark.qemu
 
 
-async def test_start_running_then_destroy(qemu_env: QemuEnv, loop_image: Path,
-        make_guest: Guest) -> None:
+async def test_start_running_then_destroy(qemu_env: QemuEnv, loop_image: Path) -> None:
     runtime = qemu_env.context.runtime_dir / "qemu"
     runtime.mkdir(parents=True)
     (runtime / "t-run.pid").write_text("999999\n")  # left by a crashed run
     (runtime / "t-run.qmp").write_text("")  # a stale socket path
     driver = qemu_env.driver()
-    live = await driver.start(make_guest("t-run", loop_image), paused=False)
+    live = await driver.start(domain("t-run", image=loop_image), paused=False)
     assert (live.state, live.reason) == (State.RUNNING, Reason.BOOTED)
     assert live.pid is not None and is_alive(live.pid)
     assert "accel tcg" in live.message
-    cgroup = driver._tracked["t-run"].cgroup  # noqa: SLF001
+    cgroup = driver._tracked["t-run"].cgroup
     assert all(d.is_dir() for d in cgroup.directories.values())
     assert qemu_env.settings.cgroup_parent in Path(f"/proc/{live.pid}/cgroup").read_text()
     assert os.getsid(live.pid) not in (os.getsid(0), 0)  # its own session
@@ -53,10 +59,9 @@ async def test_start_running_then_destroy(qemu_env: QemuEnv, loop_image: Path,
     assert event.cause is Cause.CONTROLLER
 
 
-async def test_start_paused_suspend_resume(qemu_env: QemuEnv, loop_image: Path,
-        make_guest: Guest) -> None:
+async def test_start_paused_suspend_resume(qemu_env: QemuEnv, loop_image: Path) -> None:
     driver = qemu_env.driver()
-    live = await driver.start(make_guest("t-pause", loop_image), paused=True)
+    live = await driver.start(domain("t-pause", image=loop_image), paused=True)
     assert (live.state, live.reason) == (State.PAUSED, Reason.USER)
     await driver.resume("t-pause")
     assert (await driver.observe("t-pause")).state is State.RUNNING
@@ -69,10 +74,9 @@ async def test_start_paused_suspend_resume(qemu_env: QemuEnv, loop_image: Path,
     assert qemu_env.events == []  # our own operations are not reported as runtime events
 
 
-async def test_guest_poweroff(qemu_env: QemuEnv, poweroff_image: Path,
-        make_guest: Guest) -> None:
+async def test_guest_poweroff(qemu_env: QemuEnv, poweroff_image: Path) -> None:
     driver = qemu_env.driver()
-    await driver.start(make_guest("t-off", poweroff_image), paused=False)
+    await driver.start(domain("t-off", image=poweroff_image), paused=False)
     event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     assert event.reason is Reason.SHUTDOWN
     assert event.events == ((EventType.SHUTDOWN, EventDetail.GUEST),
@@ -82,10 +86,9 @@ async def test_guest_poweroff(qemu_env: QemuEnv, poweroff_image: Path,
     assert (live.state, live.reason) == (State.SHUTOFF, Reason.SHUTDOWN)
 
 
-async def test_shutdown_ignored_then_destroy(qemu_env: QemuEnv, loop_image: Path,
-                                             make_guest: Guest) -> None:
+async def test_shutdown_ignored_then_destroy(qemu_env: QemuEnv, loop_image: Path) -> None:
     driver = qemu_env.driver()
-    live = await driver.start(make_guest("t-deaf", loop_image), paused=False)
+    live = await driver.start(domain("t-deaf", image=loop_image), paused=False)
     assert await driver.shutdown("t-deaf", timeout=1.0) is False
     assert live.pid is not None and is_alive(live.pid)
     assert (await driver.observe("t-deaf")).state is State.RUNNING
@@ -97,12 +100,11 @@ async def test_shutdown_ignored_then_destroy(qemu_env: QemuEnv, loop_image: Path
 @pytest.mark.parametrize("sig,said", [(signal.SIGKILL, ""),
                                       (signal.SIGTERM, "terminating on signal 15")])
 async def test_kill_from_outside_is_a_crash(qemu_env: QemuEnv, loop_image: Path,
-                                            make_guest: Guest, sig: signal.Signals,
-                                            said: str) -> None:
+                                            sig: signal.Signals, said: str) -> None:
     driver = qemu_env.driver()
-    live = await driver.start(make_guest("t-kill", loop_image), paused=False)
+    live = await driver.start(domain("t-kill", image=loop_image), paused=False)
     assert live.pid is not None
-    cgroup = driver._tracked["t-kill"].cgroup  # noqa: SLF001
+    cgroup = driver._tracked["t-kill"].cgroup
     os.kill(live.pid, sig)
     event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     assert event.reason is Reason.CRASHED
@@ -114,28 +116,24 @@ async def test_kill_from_outside_is_a_crash(qemu_env: QemuEnv, loop_image: Path,
     assert not any(d.exists() for d in cgroup.directories.values())
 
 
-async def test_failed_start_reports_qemus_message(qemu_env: QemuEnv, loop_image: Path,
-                                                  make_guest: Guest, tmp_path: Path) -> None:
+async def test_failed_start_reports_qemus_message(qemu_env: QemuEnv, tmp_path: Path) -> None:
     bad = tmp_path / "not-qcow2.img"
     bad.write_bytes(b"\0" * 512)
-    domain = make_guest("t-bad", loop_image)
-    assert domain.spec.qemu is not None
-    qemu = dataclasses.replace(domain.spec.qemu, disks=(
-        Disk(name="boot", source=str(bad), format=DiskFormat.QCOW2, bus=DiskBus.IDE),))
-    domain = dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
+    qcow2 = Disk(name="boot", source=str(bad), format=DiskFormat.QCOW2, bus=DiskBus.IDE)
+    vm = domain("t-bad", qemu=dataclasses.replace(TCG_PC, disks=(qcow2,)))
     driver = qemu_env.driver()
     with pytest.raises(DriverError) as caught:
-        await driver.start(domain, paused=False)
+        await driver.start(vm, paused=False)
     assert "Image is not in qcow2 format" in caught.value.message  # qemu's own words
     assert (await driver.observe("t-bad")).state is State.SHUTOFF
 
 
 async def test_poweroff_with_restart_action_restarts_in_place(
-        qemu_env: QemuEnv, poweroff_image: Path, make_guest: Guest) -> None:
+        qemu_env: QemuEnv, poweroff_image: Path) -> None:
     driver = qemu_env.driver()
-    domain = make_guest("t-again", poweroff_image,
-                        lifecycle=Lifecycle(on_poweroff=LifecycleAction.RESTART))
-    live = await driver.start(domain, paused=False)
+    vm = domain("t-again", image=poweroff_image,
+                lifecycle=Lifecycle(on_poweroff=LifecycleAction.RESTART))
+    live = await driver.start(vm, paused=False)
     restarted = (EventType.STARTED, EventDetail.BOOTED)
     await qemu_env.wait_event(lambda e: restarted in e.events)
     assert (await driver.observe("t-again")).pid == live.pid  # same process, guest reset
@@ -145,35 +143,30 @@ async def test_poweroff_with_restart_action_restarts_in_place(
 
 
 @pytest.mark.parametrize("machine", ["pc", "q35"])
-async def test_rich_domain_starts(qemu_env: QemuEnv, loop_image: Path, make_guest: Guest,
+async def test_rich_domain_starts(qemu_env: QemuEnv, loop_image: Path,
                                   tmp_path: Path, machine: str) -> None:
     data, logs, iso = tmp_path / "data,disk.raw", tmp_path / "logs.raw", tmp_path / "cd.iso"
     for image in (data, logs, iso):
         image.write_bytes(bytes(1 << 20))
-    domain = make_guest("t-rich", loop_image)
-    assert domain.spec.qemu is not None
     qemu = dataclasses.replace(
-        domain.spec.qemu, machine=machine, serial=SerialMode.SOCKET, vnc=Vnc(password="pw"),
+        TCG_PC, machine=machine, serial=SerialMode.SOCKET, vnc=Vnc(password="pw"),
         guest_agent=True, panic=True, watchdog=Watchdog(), cdrom=str(iso),
-        disks=domain.spec.qemu.disks + (Disk(name="data,1", source=str(data),
-                                             bus=DiskBus.SATA),
-                                        Disk(name="scsi", source=str(logs), bus=DiskBus.SCSI,
-                                             readonly=True)))
-    domain = dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
+        disks=(Disk(name="data,1", source=str(data), bus=DiskBus.SATA),
+               Disk(name="scsi", source=str(logs), bus=DiskBus.SCSI, readonly=True)))
     driver = qemu_env.driver()
-    live = await driver.start(domain, paused=True)
+    live = await driver.start(domain("t-rich", image=loop_image, qemu=qemu), paused=True)
     assert live.state is State.PAUSED
-    files = driver._tracked["t-rich"].files  # noqa: SLF001
+    files = driver._tracked["t-rich"].files
     assert files.serial.exists() and files.agent.exists()
     assert "starting: " in files.log.read_text()
     await driver.destroy("t-rich")
     assert not files.qmp.exists() and not files.pidfile.exists()
 
 
-async def test_serial_output_goes_to_the_domain_log(qemu_env: QemuEnv, make_guest: Guest,
+async def test_serial_output_goes_to_the_domain_log(qemu_env: QemuEnv,
                                                    hello_image: Path) -> None:
     driver = qemu_env.driver()
-    await driver.start(make_guest("t-serial", hello_image), paused=False)
+    await driver.start(domain("t-serial", image=hello_image), paused=False)
     await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     log = (Path(qemu_env.context.log_dir) / "t-serial.log").read_text()
     assert "domctl: starting: " in log and "-name guest=t-serial" in log
@@ -195,13 +188,13 @@ def test_vnc_auto_port_skips_a_busy_one() -> None:
 
 
 async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
-        qemu_env: QemuEnv, loop_image: Path, make_guest: Guest) -> None:
+        qemu_env: QemuEnv, loop_image: Path) -> None:
     # "cpu.shares" is a file at the root of the cpu hierarchy: the cgroup cannot be created
     settings = dataclasses.replace(qemu_env.settings, cgroup_parent="cpu.shares")
     driver = QemuDriver(qemu_env.context, settings)
     qemu_env.drivers.append(driver)
     with pytest.raises(DriverError, match="cgroup"):
-        await driver.start(make_guest("t-abort", loop_image), paused=False)
+        await driver.start(domain("t-abort", image=loop_image), paused=False)
     event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     assert (event.reason, event.events) == (Reason.FAILED,
                                             ((EventType.STOPPED, EventDetail.FAILED),))
@@ -211,7 +204,7 @@ async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
 
 
 async def test_vnc_port_taken_by_a_racing_start_is_retried(
-        qemu_env: QemuEnv, loop_image: Path, make_guest: Guest,
+        qemu_env: QemuEnv, loop_image: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     real = process.free_vnc_port
     with socket.socket() as busy:
@@ -224,12 +217,9 @@ async def test_vnc_port_taken_by_a_racing_start_is_retried(
             return next(answers, None) or real(listen, first, last)
 
         monkeypatch.setattr(process, "free_vnc_port", racing)
-        domain = make_guest("t-vnc", loop_image)
-        assert domain.spec.qemu is not None
-        qemu = dataclasses.replace(domain.spec.qemu, vnc=Vnc())
-        domain = dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
+        vm = domain("t-vnc", image=loop_image, qemu=dataclasses.replace(TCG_PC, vnc=Vnc()))
         driver = qemu_env.driver()
-        await driver.start(domain, paused=True)
+        await driver.start(vm, paused=True)
         log = (Path(qemu_env.context.log_dir) / "t-vnc.log").read_text()
         assert f"VNC port {taken} was taken meanwhile" in log
         await driver.destroy("t-vnc")

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from reconcilers.driver import ChangeKind
 from reconcilers.errors import DriverError
-from reconcilers.model import CpuTune, Domain, Lifecycle, LifecycleAction, VcpuPin
+from reconcilers.model import CpuTune, Lifecycle, LifecycleAction, QemuSpec, VcpuPin
 from reconcilers.qemu.changes import classify
 from reconcilers.qemu.pinning import vcpu_threads
-
-if TYPE_CHECKING:
-    from tests.qemu.conftest import QemuEnv
-
-Guest = Callable[..., Domain]
+from tests.support.domains import domain
+from tests.support.qemu import QemuEnv
 
 
 def test_classification() -> None:
-    from reconcilers.model import DomainSpec, DriverName, QemuSpec
-    old = DomainSpec(driver=DriverName.QEMU, qemu=QemuSpec())
+    old = domain(qemu=QemuSpec()).spec
     new = dataclasses.replace(old, current_memory=256 << 20, vcpus=2,
                               cputune=CpuTune(shares=2048, vcpupin=(VcpuPin(0, "0"),)),
                               lifecycle=Lifecycle(on_reboot=LifecycleAction.DESTROY),
@@ -38,22 +32,22 @@ def test_classification() -> None:
 
 
 @pytest.mark.qemu
-async def test_cpu_shares_pinning_and_balloon_applied_live(qemu_env: QemuEnv, loop_image: Path,
-                                                            make_guest: Guest) -> None:
+async def test_cpu_shares_pinning_and_balloon_applied_live(qemu_env: QemuEnv,
+                                                            loop_image: Path) -> None:
     driver = qemu_env.driver()
-    domain = make_guest("t-live", loop_image, cputune=CpuTune(shares=512))
-    await driver.start(domain, paused=False)
-    tracked = driver._tracked["t-live"]  # noqa: SLF001
+    vm = domain("t-live", image=loop_image, cputune=CpuTune(shares=512))
+    await driver.start(vm, paused=False)
+    tracked = driver._tracked["t-live"]
     shares_key = "cpu/cpu.shares" if tracked.cgroup.version.value == "v1" else "/cpu.weight"
     before = tracked.cgroup.path(shares_key).read_text().strip()
     memory_key = ("memory/memory.limit_in_bytes" if shares_key.startswith("cpu/")
                   else "/memory.max")
     memory_limit = tracked.cgroup.path(memory_key).read_text()
-    new = dataclasses.replace(domain.spec, memory=256 << 20, current_memory=32 << 20,
+    new = dataclasses.replace(vm.spec, memory=256 << 20, current_memory=32 << 20,
                               cputune=CpuTune(
         shares=2048, vcpupin=(VcpuPin(vcpu=0, cpuset="0"),)),
         lifecycle=Lifecycle(on_reboot=LifecycleAction.DESTROY))
-    await driver.apply_live("t-live", domain.spec, new)
+    await driver.apply_live("t-live", vm.spec, new)
     after = tracked.cgroup.path(shares_key).read_text().strip()
     assert (before, after) == (("512", "2048") if shares_key.startswith("cpu/") else
                                (before, str(1 + (2048 - 2) * 9999 // 262142)))
@@ -64,4 +58,4 @@ async def test_cpu_shares_pinning_and_balloon_applied_live(qemu_env: QemuEnv, lo
     assert tracked.lifecycle.on_reboot is LifecycleAction.DESTROY
     assert tracked.cgroup.path(memory_key).read_text() == memory_limit  # memory: restart-only
     with pytest.raises(DriverError, match="already running"):
-        await driver.start(domain, paused=False)
+        await driver.start(vm, paused=False)

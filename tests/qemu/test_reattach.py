@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from reconcilers.errors import DriverError
 from reconcilers.identity import is_alive
-from reconcilers.model import (Domain, EventDetail, EventType, Lifecycle, LifecycleAction,
-                               Reason, State)
-
-if TYPE_CHECKING:
-    from tests.qemu.conftest import QemuEnv
+from reconcilers.model import EventDetail, EventType, Lifecycle, LifecycleAction, Reason, State
+from tests.support.domains import domain
+from tests.support.qemu import QemuEnv
 
 pytestmark = pytest.mark.qemu
-Guest = Callable[..., Domain]
 
 
-async def test_fresh_driver_adopts_and_events_flow(qemu_env: QemuEnv, poweroff_image: Path,
-                                                   make_guest: Guest) -> None:
+async def test_fresh_driver_adopts_and_events_flow(qemu_env: QemuEnv,
+                                                   poweroff_image: Path) -> None:
     first = qemu_env.driver()
-    live = await first.start(make_guest("t-adopt", poweroff_image), paused=True)
+    live = await first.start(domain("t-adopt", image=poweroff_image), paused=True)
     assert live.record is not None and live.pid is not None
     await first.close()  # the controller goes away; qemu stays
     assert is_alive(live.pid)
@@ -41,9 +36,9 @@ async def test_fresh_driver_adopts_and_events_flow(qemu_env: QemuEnv, poweroff_i
 
 
 async def test_refuses_a_different_start_time_and_leaves_it_alone(
-        qemu_env: QemuEnv, loop_image: Path, make_guest: Guest) -> None:
+        qemu_env: QemuEnv, loop_image: Path) -> None:
     first = qemu_env.driver()
-    live = await first.start(make_guest("t-other", loop_image), paused=False)
+    live = await first.start(domain("t-other", image=loop_image), paused=False)
     assert live.record is not None and live.pid is not None
     await first.close()
     forged = dataclasses.replace(live.record, starttime=live.record.starttime + 1)
@@ -64,10 +59,9 @@ async def test_refuses_a_different_start_time_and_leaves_it_alone(
     assert await second.reattach(live.record) is None  # gone
 
 
-async def test_close_leaves_domains_running(qemu_env: QemuEnv, loop_image: Path,
-                                            make_guest: Guest) -> None:
+async def test_close_leaves_domains_running(qemu_env: QemuEnv, loop_image: Path) -> None:
     driver = qemu_env.driver()
-    live = await driver.start(make_guest("t-close", loop_image), paused=False)
+    live = await driver.start(domain("t-close", image=loop_image), paused=False)
     await driver.close()
     assert live.pid is not None and is_alive(live.pid)
     qemu_env.pids.add(live.pid)  # the fixture kills it
@@ -75,7 +69,7 @@ async def test_close_leaves_domains_running(qemu_env: QemuEnv, loop_image: Path,
     seen = await fresh.observe("t-close")
     assert (seen.state, seen.pid) == (State.NOSTATE, live.pid)
     with pytest.raises(DriverError, match="already runs"):
-        await fresh.start(make_guest("t-close", loop_image), paused=False)
+        await fresh.start(domain("t-close", image=loop_image), paused=False)
     for refused in (fresh.destroy("t-close"), fresh.shutdown("t-close", 1.0)):
         with pytest.raises(DriverError, match="refusing"):
             await refused
@@ -83,10 +77,10 @@ async def test_close_leaves_domains_running(qemu_env: QemuEnv, loop_image: Path,
 
 
 async def test_power_off_missed_while_away_is_finished_on_reattach(
-        qemu_env: QemuEnv, poweroff_image: Path, make_guest: Guest) -> None:
+        qemu_env: QemuEnv, poweroff_image: Path) -> None:
     first = qemu_env.driver()
     preserve = Lifecycle(on_poweroff=LifecycleAction.PRESERVE)
-    live = await first.start(make_guest("t-missed", poweroff_image, lifecycle=preserve),
+    live = await first.start(domain("t-missed", image=poweroff_image, lifecycle=preserve),
                              paused=False)
     event = await qemu_env.wait_event(lambda e: e.state is State.PAUSED)
     assert (event.reason, event.events) == (Reason.SHUTDOWN,

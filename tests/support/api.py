@@ -10,16 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from controller.api.server import ApiServer
+from controller.api.server import ApiServer, Caller
 from controller.settings import ApiSettings
 from controller.state.events import EventBus
 from controller.state.status import NoSuchDomain
+from reconcilers.errors import NotSupportedError
 
 
 class DocsBackend:
-    """The daemon's read side over `docs` (status documents by name): events from a real
-    EventBus, logs as <name>.log in `directory`; `subscribed` is set at the first subscription.
-    Test files add act/prune/diff as they need."""
+    """The daemon over `docs` (status documents by name): events from a real EventBus, logs as
+    <name>.log in `directory`; `subscribed` is set at the first subscription. Changes succeed
+    and do nothing; test files override act/prune/diff as they need."""
 
     JOB: ClassVar[dict[str, Any] | None] = None
     MESSAGE: ClassVar[str] = ""
@@ -56,18 +57,31 @@ class DocsBackend:
         self._known(name)
         return self.directory / f"{name}.log"
 
+    def diff(self, name: str | None) -> list[dict[str, Any]]:
+        return [{"name": doc["name"], "changes": []} for doc in self.get(name)]
+
+    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+        self._known(name)
+        return {"message": f"{name}: {action} requested"}
+
+    def console(self, name: str) -> dict[str, Any]:
+        raise NotSupportedError("fake", "console")
+
+    def prune(self, caller: Caller) -> dict[str, Any]:
+        return {"message": "nothing to prune"}
+
 
 class ThreadedServer:
     """An ApiServer on its own event loop in a thread, as the daemon runs it; a context manager
-    that starts it, and at the end closes the server and the backend's bus. The backend is any
-    fake with a `bus` (an EventBus) and enough of the daemon for the test."""
+    that starts it, and at the end closes the server and the backend's bus. `backend` is a
+    DocsBackend of the test's own kind (Any: tests read their subclass's attributes)."""
 
     def __init__(self, backend: Any, directory: Path, settings: ApiSettings) -> None:
         self.backend = backend
         self.rw, self.ro = directory / "domctl.sock", directory / "domctl-ro.sock"
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server = ApiServer(backend, self.rw, self.ro, settings)  # type: ignore[arg-type]
+        self.server = ApiServer(backend, self.rw, self.ro, settings)
 
     def run(self, function: Callable[[], Any]) -> Any:
         """Call `function` on the server's loop; its result."""

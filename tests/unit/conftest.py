@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.cleanup import scratch_dir
 
 
 @pytest.fixture
 def sockdir() -> Iterator[Path]:
     """A directory for the API sockets: short (sun_path has 108 bytes) and world-traversable,
     unlike pytest's tmp_path."""
-    with tempfile.TemporaryDirectory(prefix="dctl") as directory:
-        os.chmod(directory, 0o755)
-        yield Path(directory)
+    directory = scratch_dir("api", mode=0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,22 +1,12 @@
-"""Domains for the controller's unit tests, loaded from manifest text like the real ones."""
+"""The unit tests' domain(): tests/support/domains.py's builder, as a manifest without a uuid
+(the controller generates one), for the modules that still import it from here."""
 
 from __future__ import annotations
 
-from controller.manifests.loader import load_text
 from reconcilers.model import Domain
-
-DOC = """apiVersion: domctl/v1
-kind: Domain
-metadata: {{name: {name}}}
-spec:
-  driver: qemu
-  state: {state}
-  memory: {memory}
-  qemu: {{machine: pc, accel: tcg}}
-"""
+from tests.support.domains import domain as build
 
 
 def domain(name: str = "vm", state: str = "running", memory: str = "64Mi") -> Domain:
-    """A tcg qemu domain from `/m/<name>.yaml`."""
-    [loaded] = load_text(DOC.format(name=name, state=state, memory=memory), f"/m/{name}.yaml")
-    return loaded
+    """A tcg qemu domain."""
+    return build(name, state=state, memory=memory, uuid=None)

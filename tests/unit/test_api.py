@@ -21,13 +21,14 @@ import structlog
 from structlog.testing import capture_logs
 
 from controller.api import server as api
-from controller.api.server import ApiServer, ApiSettings, Caller
+from controller.api.server import ApiServer, Caller
 from controller.protocol import ACTIONS, WRITE_OPS
+from controller.settings import ApiSettings
 from controller.state.events import EventBus, Subscription
 from reconcilers.errors import BusyError, DriverError, NotSupportedError
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State
-
-from .apisupport import DocsBackend
+from tests.support.api import DocsBackend
+from tests.support.waiting import async_wait_until
 
 FAST = ApiSettings(request_timeout=0.3, log_poll=0.02, close_timeout=1.0)
 
@@ -340,9 +341,7 @@ async def test_events_follow_sends_recent_then_live_and_closes_on_disconnect(
     assert await stream.items(1) == [live]
     [subscription] = served.backend.subscriptions
     await stream.close()
-    async with asyncio.timeout(5):
-        while not subscription.closed:
-            await asyncio.sleep(0.01)
+    await async_wait_until(lambda: subscription.closed, "the server to close the subscription")
 
 
 async def test_close_ends_every_stream_and_removes_the_sockets(served: Served) -> None:

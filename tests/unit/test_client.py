@@ -16,40 +16,21 @@ from typing import Any
 
 import pytest
 
-from controller.api.server import ApiSettings, Caller
+from controller.api.server import Caller
 from controller.cli.client import ApiError, Client, DaemonNotRunning, socket_path
-from controller.state.events import EventBus
-from controller.state.status import NoSuchDomain
+from controller.settings import ApiSettings
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State
-
-from .apisupport import ThreadedServer
+from tests.support.api import DocsBackend, ThreadedServer
 
 NOBODY = 65534
 SETTINGS = ApiSettings(request_timeout=1.0, log_poll=0.02)
 
 
-class Backend:
+class Backend(DocsBackend):
     """Just enough of the daemon for the client: one domain, real events, a log file."""
 
     def __init__(self, directory: Path) -> None:
-        self.bus = EventBus(directory)
-        self.directory = directory
-        self.subscribed = threading.Event()
-
-    def get(self, name: str | None) -> list[dict[str, Any]]:
-        if name not in (None, "web-1"):
-            raise NoSuchDomain(str(name))
-        return [{"name": "web-1", "state": "running"}]
-
-    def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
-        return self.bus.recent("web-1", n)
-
-    def subscribe(self, name: str | None) -> Any:
-        self.subscribed.set()
-        return self.bus.subscribe(name)
-
-    def log_path(self, name: str) -> Path:
-        return self.directory / "web-1.log"
+        super().__init__(directory, {"web-1": {"name": "web-1", "state": "running"}})
 
     async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
         return {"message": f"{action} by uid {caller.uid}"}
@@ -69,7 +50,8 @@ def emit(server: ThreadedServer, message: str) -> dict[str, Any]:
 
 def test_call_returns_the_result(server: ThreadedServer) -> None:
     assert Client(server.rw).call("get") == [{"name": "web-1", "state": "running"}]
-    assert Client(server.rw).call("start", name="web-1") == {"message": f"start by uid {os.getuid()}"}
+    started = Client(server.rw).call("start", name="web-1")
+    assert started == {"message": f"start by uid {os.getuid()}"}
     assert Client(server.ro).call("ping")["readOnly"] is True
 
 
@@ -159,7 +141,7 @@ def as_nobody(function: Callable[[], Any]) -> Any:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
             result = json.dumps(function()).encode()
-        except BaseException as err:  # noqa: BLE001
+        except BaseException as err:
             result = json.dumps({"child error": repr(err)}).encode()
         os.write(write, result)
         os._exit(0)

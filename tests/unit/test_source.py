@@ -18,40 +18,38 @@ from pathlib import Path
 import pytest
 
 from controller.manifests import source as source_module
-from controller.manifests.loader import load_text
 from controller.manifests.source import ManifestSource, Snapshot, SourceSettings
 from reconcilers.model import Domain
+from tests.support import domains
+from tests.support.waiting import async_wait_until
 
 FAST = SourceSettings(debounce=0.3, resync=30.0)
 
 
 def manifest(name: str, memory: str = "64Mi") -> str:
-    return ("apiVersion: domctl/v1\nkind: Domain\n"
-            f"metadata: {{name: {name}}}\n"
-            f"spec: {{driver: qemu, memory: {memory}, qemu: {{machine: pc, accel: tcg}}}}\n")
+    return domains.manifest(domains.domain(name, memory=memory, uuid=None))
 
 
 def generation(name: str, memory: str = "64Mi") -> str:
-    return load_text(manifest(name, memory), "expected.yaml")[0].generation
+    return domains.domain(name, memory=memory, uuid=None).generation
 
 
 class Collector:
-    """on_change for the tests: records every snapshot and wakes waiters."""
+    """on_change for the tests: records every snapshot."""
 
     def __init__(self) -> None:
         self.snapshots: list[Snapshot] = []
-        self._changed = asyncio.Event()
 
     def __call__(self, snapshot: Snapshot) -> None:
         self.snapshots.append(snapshot)
-        self._changed.set()
 
     async def wait_for(self, predicate: Callable[[Snapshot], bool]) -> Snapshot:
-        async with asyncio.timeout(10):
-            while not (self.snapshots and predicate(self.snapshots[-1])):
-                self._changed.clear()
-                await self._changed.wait()
-        return self.snapshots[-1]
+        """The latest snapshot, once it satisfies `predicate`."""
+        def latest() -> Snapshot | None:
+            last = self.snapshots[-1] if self.snapshots else None
+            return last if last is not None and predicate(last) else None
+        return await async_wait_until(latest, "a matching snapshot", explain=lambda: (
+            f"last snapshot: {self.snapshots[-1] if self.snapshots else None}"))
 
     def since(self, index: int) -> list[Snapshot]:
         return self.snapshots[index:]
@@ -206,14 +204,15 @@ async def test_half_written_file_keeps_its_names_until_completed(
         web1: ManifestSource, manifests: Path, collector: Collector) -> None:
     path = manifests / "a.yaml"
     text = manifest("web-1", "128Mi")
+    cut = text.index("memory:") + len("memory:")
     with path.open("w") as f:
-        f.write(text[:text.index("memory")])  # `spec: {driver: qemu, ` : an unclosed mapping
+        f.write(text[:cut])  # ends in `memory:`, with no value yet
         f.flush()
         first = await collector.wait_for(lambda s: str(path) in s.problems)
         assert first.names_by_file[str(path)] == frozenset({"web-1"})
         assert "web-1" not in first.domains and "web-2" in first.domains
         assert first.problems[str(path)][0].file == str(path)
-        f.write(text[text.index("memory"):])
+        f.write(text[cut:])
     done = await collector.wait_for(lambda s: "web-1" in s.domains)
     assert gens(done)["web-1"] == generation("web-1", "128Mi")
     assert not done.problems and not done.names_by_file
@@ -334,9 +333,7 @@ async def test_replaced_directory_is_watched_again(tmp_path: Path, manifests: Pa
         (replacement / "b.yaml").write_text(manifest("web-2"))
         os.rename(manifests, tmp_path / "old")  # the old watch follows the moved inode
         os.rename(replacement, manifests)
-        async with asyncio.timeout(10):
-            while len(observers) < 2:
-                await asyncio.sleep(0.05)
+        await async_wait_until(lambda: len(observers) >= 2, "a second observer")
         assert not observers[0].is_alive() and watching(observers[1], manifests)
         (manifests / "c.yaml").write_text(manifest("web-3"))
         await collector.wait_for(lambda s: set(s.domains) == {"web-2", "web-3"})
@@ -349,9 +346,7 @@ async def test_dead_observer_is_recreated(manifests: Path, collector: Collector,
     src = await started(manifests, collector, SourceSettings(debounce=0.05, resync=0.1))
     try:
         await asyncio.to_thread(lambda: (observers[0].stop(), observers[0].join()))
-        async with asyncio.timeout(10):
-            while len(observers) < 2:
-                await asyncio.sleep(0.05)
+        await async_wait_until(lambda: len(observers) >= 2, "a second observer")
         assert watching(observers[1], manifests)
         (manifests / "a.yaml").write_text(manifest("web-1"))
         await collector.wait_for(lambda s: set(s.domains) == {"web-1"})
