@@ -1,0 +1,164 @@
+"""MemoryDriver: the Driver protocol over a dictionary, for engine tests that need no processes.
+
+Its domains move only by the rows of reconcilers/statemachine.py, and it keeps the real drivers'
+rules: a domain outlives the driver (it lives in a MemoryHost, as a process outlives the
+controller), a fresh driver sees it as `nostate` until it re-attaches the record, and nothing it
+did not start or adopt is touched. tests/contract runs it through the same contract tests as
+the qemu and LXC drivers. Knobs for engine tests: `fail_start`, `invalid`, `host.deaf`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from reconcilers.diff import classify_leaves
+from reconcilers.driver import Capabilities, ChangeKind, Console, Live, RuntimeEvent, RuntimeRecord
+from reconcilers.errors import DriverError, HostValidationError
+from reconcilers.model import Cause, Domain, DomainSpec, DriverName, Reason, State
+from reconcilers.statemachine import Transition, Trigger, transition
+
+LIVE_FIELDS = frozenset({
+    "current_memory", "cputune.shares", "cputune.quota", "cputune.period", "cputune.vcpupin",
+    "cputune.emulatorpin", "lifecycle.on_poweroff", "lifecycle.on_reboot", "lifecycle.on_crash",
+    "state", "restart_policy", "update_policy", "shutdown_timeout",
+})
+
+
+@dataclass
+class MemoryHost:
+    """What outlives a MemoryDriver: the domains that run, by name, and the pids handed out."""
+
+    running: dict[str, Live] = field(default_factory=dict)
+    deaf: set[str] = field(default_factory=set)  # guests that ignore a shutdown request
+    next_pid: int = 1000
+
+
+def _ignore(event: RuntimeEvent) -> None:
+    del event
+
+
+class MemoryDriver:
+    """Domains in a MemoryHost; `fail_start` and `invalid` make the next start raise them."""
+
+    def __init__(self, host: MemoryHost | None = None,
+                 on_event: Callable[[RuntimeEvent], None] = _ignore,
+                 name: DriverName = DriverName.QEMU) -> None:
+        self.name = name
+        self.host = host or MemoryHost()
+        self.on_event = on_event
+        self.fail_start: Exception | None = None
+        self.invalid: HostValidationError | None = None
+        self._ours: set[str] = set()  # started or adopted by this driver
+        self._last_stop: dict[str, Reason] = {}
+
+    @property
+    def running(self) -> dict[str, Live]:
+        return self.host.running
+
+    async def capabilities(self) -> Capabilities:
+        return Capabilities(self.name, True, version="memory")
+
+    async def validate(self, domain: Domain) -> None:
+        if self.invalid is not None:
+            raise self.invalid
+
+    async def start(self, domain: Domain, paused: bool) -> Live:
+        await self.validate(domain)
+        name = domain.name
+        if self.fail_start is not None:
+            raise self.fail_start
+        if name in self.running:
+            raise DriverError(name, "start", "already running")
+        if domain.metadata.uuid is None:
+            raise DriverError(name, "start", "metadata.uuid must be set before a start")
+        self.host.next_pid += 1
+        record = RuntimeRecord(name=name, driver=self.name, uuid=domain.metadata.uuid,
+                               pid=self.host.next_pid, boot_id="memory", starttime=1)
+        started = transition(State.SHUTOFF, Trigger.START_PAUSED if paused else Trigger.START)
+        self.running[name] = Live(started.target, started.reason, pid=record.pid, record=record)
+        self._ours.add(name)
+        return self.running[name]
+
+    def _move(self, name: str, operation: str,
+              triggers: Sequence[Trigger]) -> list[Transition]:
+        """Take `triggers` one after another from the domain's state (a stop removes it)."""
+        if name not in self._ours or name not in self.running:
+            raise DriverError(name, operation, "not running under this driver")
+        live, steps = self.running[name], []
+        for trigger in triggers:
+            steps.append(transition(live.state, trigger))
+            live = Live(steps[-1].target, steps[-1].reason, pid=live.pid, record=live.record)
+        if live.state is State.SHUTOFF:
+            del self.running[name]
+            self._ours.discard(name)
+            self._last_stop[name] = live.reason
+        else:
+            self.running[name] = live
+        return steps
+
+    async def suspend(self, name: str) -> None:
+        self._move(name, "suspend", [Trigger.SUSPEND])
+
+    async def resume(self, name: str) -> None:
+        self._move(name, "resume", [Trigger.RESUME])
+
+    async def shutdown(self, name: str, timeout: float) -> bool:
+        if not self._unknown_is_off(name, "shutdown"):
+            return True
+        if name in self.host.deaf:
+            await asyncio.sleep(timeout)
+            return False
+        self._stop(name, "shutdown", [Trigger.SHUTDOWN, Trigger.GUEST_POWEROFF], "shut down")
+        return True
+
+    async def destroy(self, name: str) -> None:
+        if self._unknown_is_off(name, "destroy"):
+            self._stop(name, "destroy", [Trigger.DESTROY], "destroyed")
+
+    def _unknown_is_off(self, name: str, operation: str) -> bool:
+        """True for a domain of ours; False for one that does not run; refuses a stranger."""
+        if name in self._ours:
+            return True
+        if name in self.running:
+            raise DriverError(name, operation, "runs, but was not started or adopted by this "
+                                               "driver; refusing to touch it")
+        return False
+
+    def _stop(self, name: str, operation: str, triggers: Sequence[Trigger], message: str) -> None:
+        steps = self._move(name, operation, triggers)
+        self.on_event(RuntimeEvent(name, steps[-1].target, steps[-1].reason,
+                                   tuple(event for step in steps for event in step.events),
+                                   Cause.CONTROLLER, message))
+
+    async def observe(self, name: str) -> Live:
+        live = self.running.get(name)
+        if live is None:
+            return Live(State.SHUTOFF, self._last_stop.get(name, Reason.UNKNOWN))
+        if name not in self._ours:
+            return Live(State.NOSTATE, Reason.UNKNOWN, pid=live.pid,
+                        message="runs, but was not started or adopted by this driver")
+        return live
+
+    async def reattach(self, record: RuntimeRecord) -> Live | None:
+        live = self.running.get(record.name)
+        if live is None:
+            return None
+        if live.record != record:
+            return Live(State.NOSTATE, Reason.UNKNOWN, pid=live.pid,
+                        message=f"the record does not match pid {live.pid}")
+        self._ours.add(record.name)
+        return live
+
+    def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
+        return classify_leaves(old, new, LIVE_FIELDS)
+
+    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
+        self._move(name, "apply_live", [])
+
+    def console(self, name: str, spec: DomainSpec) -> Console:
+        return Console()
+
+    async def close(self) -> None:
+        self._ours.clear()
