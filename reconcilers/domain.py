@@ -37,10 +37,11 @@ from typing import Any
 
 import structlog
 
-from reconcilers.decide import FIRST_TRIGGER, Action, History, Plan, decide
+from reconcilers.decide import FIRST_TRIGGER, Action, Plan, decide
 from reconcilers.diff import Apply, classify_changes, live_after_apply
 from reconcilers.driver import Driver, Live, RuntimeRecord
 from reconcilers.errors import DomctlError
+from reconcilers.history import History
 from reconcilers.model import (
     Cause,
     Domain,

@@ -25,8 +25,8 @@ from controller.paths import Paths
 from controller.protocol import headline
 from controller.state.events import Subscription
 from controller.state.status import STATES_MEETING, NoSuchDomain
-from reconcilers.decide import API_STATES, ApiAction
 from reconcilers.diff import Apply, classify_changes
+from reconcilers.history import API_STATES, ApiAction
 from reconcilers.model import Cause, DesiredState
 
 log = structlog.get_logger(__name__)

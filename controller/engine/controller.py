@@ -45,10 +45,11 @@ from controller.settings import EngineSettings
 from controller.state.events import AuditLog, EventBus
 from controller.state.registry import DomainRecord, Registry
 from controller.state.status import StatusStore
-from reconcilers.decide import Action, ApiAction, ApiRequest, LastStop
+from reconcilers.decide import Action
 from reconcilers.domain import DomainReconciler, Outcome
 from reconcilers.driver import Driver, RuntimeEvent
 from reconcilers.errors import HostValidationError, TerminalError
+from reconcilers.history import ApiAction, ApiRequest, LastStop
 from reconcilers.model import Cause, Domain, DriverName, EventDetail, EventType, Reason, State
 from reconcilers.ports import HookOp, Ports
 

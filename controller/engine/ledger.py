@@ -21,8 +21,8 @@ from typing import Any
 
 from controller.engine.backoff import CrashLoopBackoff
 from controller.state.registry import DomainRecord, Registry
-from reconcilers.decide import ApiRequest, History, LastStop, Stalled
 from reconcilers.driver import RuntimeRecord
+from reconcilers.history import ApiRequest, History, LastStop, Stalled
 from reconcilers.model import Cause, Domain, DomainSpec, DriverName, Reason, State
 
 

@@ -19,8 +19,8 @@ import structlog
 from controller.engine.ledger import Ledger
 from controller.state.events import AuditLog
 from controller.state.status import NoSuchDomain
-from reconcilers.decide import ApiAction, ApiRequest
 from reconcilers.errors import TerminalError
+from reconcilers.history import ApiAction, ApiRequest
 from reconcilers.model import Cause, State
 
 log = structlog.get_logger(__name__)

@@ -41,10 +41,11 @@ from controller.state.status import (
     StatusStore,
     set_condition,
 )
-from reconcilers.decide import API_STATES, ApiRequest, Plan
+from reconcilers.decide import Plan
 from reconcilers.diff import Apply, Change, classify_changes, pending_restart
 from reconcilers.driver import Driver, Live
 from reconcilers.errors import DomctlError
+from reconcilers.history import API_STATES
 from reconcilers.model import DesiredState, Domain, DriverName, Reason, State
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
@@ -221,7 +222,8 @@ class StatusProjector:
         since = now if record.state is not live.state else record.since
         failures = self._ledger.crash.failures(name)
         pending, live_left = self._pending(view)
-        request = _in_force(record.override, record.epoch)
+        request = record.override if record.override and record.override.in_force(
+            record.epoch) else None
         stalled = record.stalled if record.stalled and record.stalled.epoch == record.epoch \
             else None
         status = build_status(Facts(
@@ -270,6 +272,3 @@ class StatusProjector:
             live_spec, view.desired.spec, classify(live_spec, view.desired.spec)))
         return pending, live_left
 
-
-def _in_force(request: ApiRequest | None, epoch: int) -> ApiRequest | None:
-    return request if request is not None and request.epoch == epoch else None

@@ -34,8 +34,8 @@ import structlog
 
 from controller.state.jsondir import JsonDir, from_plain
 from controller.state.status import Condition
-from reconcilers.decide import ApiRequest, LastStop, Stalled
 from reconcilers.driver import RuntimeRecord
+from reconcilers.history import ApiRequest, LastStop, Stalled
 from reconcilers.model import DomainSpec, DriverName, Reason, State, to_plain
 
 log = structlog.get_logger(__name__)

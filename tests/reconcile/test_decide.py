@@ -9,12 +9,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcilers.decide import (FIRST_TRIGGER, Action, ApiAction, ApiRequest, History, LastStop,
-                               Plan, Stalled, decide)
+from reconcilers.decide import FIRST_TRIGGER, Action, Plan, decide
 from reconcilers.driver import ChangeKind, Live
-from reconcilers.model import (Cause, DesiredState, Domain, DomainSpec, DriverName, Lifecycle,
-                               LifecycleAction, Metadata, QemuSpec, Reason, RestartPolicy,
-                               SourceRef, State, UpdatePolicy)
+from reconcilers.history import ApiAction, ApiRequest, History, LastStop, Stalled
+from reconcilers.model import (
+    Cause,
+    DesiredState,
+    Domain,
+    DomainSpec,
+    DriverName,
+    Lifecycle,
+    LifecycleAction,
+    Metadata,
+    QemuSpec,
+    Reason,
+    RestartPolicy,
+    SourceRef,
+    State,
+    UpdatePolicy,
+)
 from reconcilers.statemachine import allowed
 
 A, C, R, S = Action, Cause, Reason, State

@@ -12,14 +12,39 @@ from hypothesis import strategies as st
 
 from controller.state.jsondir import JsonDir, from_plain
 from controller.state.registry import DomainRecord, Registry
-from reconcilers.decide import LastStop
 from reconcilers.driver import RuntimeRecord
-from reconcilers.model import (Accel, Cause, CpuTopology, CpuTune, DesiredState, Disk, DiskBus,
-                               DiskCache, DiskFormat, DomainSpec, DriverName, Lifecycle,
-                               LifecycleAction, LxcSpec, Metadata, Mount, Nic, QemuSpec, Reason,
-                               RestartPolicy, SerialMode, State, UpdatePolicy, VcpuPin, Vnc,
-                               Watchdog,
-                               WatchdogAction, WatchdogModel, to_plain)
+from reconcilers.history import LastStop
+from reconcilers.model import (
+    Accel,
+    Cause,
+    CpuTopology,
+    CpuTune,
+    DesiredState,
+    Disk,
+    DiskBus,
+    DiskCache,
+    DiskFormat,
+    DomainSpec,
+    DriverName,
+    Lifecycle,
+    LifecycleAction,
+    LxcSpec,
+    Metadata,
+    Mount,
+    Nic,
+    QemuSpec,
+    Reason,
+    RestartPolicy,
+    SerialMode,
+    State,
+    UpdatePolicy,
+    VcpuPin,
+    Vnc,
+    Watchdog,
+    WatchdogAction,
+    WatchdogModel,
+    to_plain,
+)
 
 MiB = 1024 * 1024
 

@@ -1,0 +1,96 @@
+"""What decide() reads about a domain besides its manifest and its live state.
+
+The engine's ledger (controller/engine/ledger.py) records these facts as they happen and
+hands them to `reconcilers.decide.decide()` as one `History`; the status projection reads the
+same records. Plain frozen data: what the facts *mean* is decided only in decide.py.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from reconcilers.diff import Classification
+from reconcilers.model import Cause, DesiredState, DomainSpec, Reason
+
+
+class ApiAction(str, enum.Enum):
+    """An imperative request through the API (`domctl stop NAME`, ...)."""
+
+    START = "start"
+    STOP = "stop"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    RESTART = "restart"  # down first, then the manifest's state with an explicit start
+    DESTROY = "destroy"  # at once (the engine interrupts a graceful shutdown), then held off
+
+
+# The state each request drives the domain to while it is in force (restart: see decide()).
+API_STATES: Mapping[ApiAction, DesiredState] = {
+    ApiAction.START: DesiredState.RUNNING, ApiAction.RESUME: DesiredState.RUNNING,
+    ApiAction.STOP: DesiredState.SHUTOFF, ApiAction.SUSPEND: DesiredState.PAUSED,
+    ApiAction.RESTART: DesiredState.SHUTOFF, ApiAction.DESTROY: DesiredState.SHUTOFF,
+}
+EXPLICIT_STARTS = frozenset({ApiAction.START, ApiAction.RESTART})
+"""Requests that overrule an earlier stop or stall (decide() compares their times)."""
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """An API request: in force while the manifest epoch it was made under holds."""
+
+    action: ApiAction
+    uid: int  # who asked (SO_PEERCRED)
+    epoch: int  # History.epoch when it was made
+    at: float  # wall-clock seconds of the request
+
+    def describe(self) -> str:
+        return (f"{self.action.value} through the API by uid {self.uid}; honoured until the "
+                "manifest changes")
+
+    def in_force(self, epoch: int) -> bool:
+        """A request holds while the manifest epoch it was made under is the current one."""
+        return self.epoch == epoch
+
+
+@dataclass(frozen=True)
+class LastStop:
+    """How the domain last reached shutoff (recorded by the caller at every stop)."""
+
+    reason: Reason  # the shutoff reason
+    cause: Cause  # who caused it
+    epoch: int  # History.epoch when it happened
+    at: float = 0.0  # wall-clock seconds of the stop
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """A terminal error (errors.TerminalError): no retry until the manifest changes."""
+
+    message: str
+    epoch: int  # History.epoch when it was raised
+    at: float = 0.0  # wall-clock seconds when it was raised
+    host: bool = False  # a host validation error: re-checked by every start
+
+
+@dataclass(frozen=True)
+class History:
+    """What the controller remembers about one domain, beyond its desired spec and live state."""
+
+    now: float  # the caller's clock, the one backoff_until is on
+    wall: float = 0.0  # wall-clock seconds, the clock of every `at`
+    epoch: int = 0
+    """Counts changes of the desired spec (edits, reverts, removal, re-adding): a content hash
+    cannot order events, as a revert brings an old generation back."""
+    last_stop: LastStop | None = None
+    failures: int = 0  # consecutive failures counted by the crash-loop backoff (for messages)
+    backoff_until: float | None = None  # no restart before this time
+    stalled: Stalled | None = None
+    live_spec: DomainSpec | None = None  # the spec the running domain has (None: not running)
+    classification: Classification = field(default_factory=dict)
+    """The driver's classify(live_spec, desired spec)."""
+    override: ApiRequest | None = None  # the last API request (in force under its epoch)
+    removal_in: float | None = None
+    """Seconds until a vanished manifest's domain is removed (inf: held by the prune guard);
+    None while a manifest declares it."""
