@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
-from controller.engine.controller import Controller, ControllerSettings
-from controller.engine.hooks import HookRunner, HookSettings
+from controller.engine.controller import Controller
+from controller.engine.hooks import HookRunner
 from controller.manifests.loader import load_text
 from controller.manifests.source import Snapshot
 from controller.service import logconfig
+from controller.settings import EngineSettings, HookSettings
 from controller.state.events import AuditLog, EventBus
 from controller.state.fsutil import atomic_write_json
 from controller.state.registry import Registry
@@ -58,7 +59,7 @@ class Started:
 
     async def start(self, domain: Domain, paused: bool) -> Live:
         record = RuntimeRecord(domain.name, DriverName.QEMU, domain.metadata.uuid or "", 1,
-                               "boot", 1, 0.0)
+                               "boot", 1)
         self.live[domain.name] = Live(State.RUNNING, Reason.BOOTED, pid=1, record=record)
         return self.live[domain.name]
 
@@ -75,7 +76,7 @@ async def converged(state_dir: Path, count: int) -> tuple[Controller, list[str]]
         drivers={DriverName.QEMU: Started()},  # type: ignore[dict-item]
         registry=Registry(state_dir), statuses=StatusStore(state_dir),
         events=EventBus(state_dir), audit=AuditLog(state_dir),
-        hooks=HookRunner(HookSettings(None)), settings=ControllerSettings(workers=1))
+        hooks=HookRunner(None, HookSettings()), settings=EngineSettings(workers=1))
     names = [f"vm-{i}" for i in range(count)]
     domains = {n: d for n in names for d in load_text(MANIFEST.format(name=n), f"{n}.yaml")}
     controller.on_snapshot(Snapshot(domains=MappingProxyType(domains)))

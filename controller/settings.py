@@ -18,7 +18,8 @@ Times are in seconds, sizes in bytes. The tree:
             errors: BackoffSettings         base, cap
             jobs: JobSettings               wait_limit
         source: SourceSettings              debounce, resync
-        hooks: HookSettings                 hooks_dir, timeout
+        hooks: HookSettings                 timeout
+        events: EventSettings               max_bytes, subscriber_queue
         api: ApiSettings                    max_request, request_timeout, log_poll,
                                             close_timeout, act_timeout
         metrics: MetricsSettings            address, snapshot_timeout
@@ -32,7 +33,6 @@ using one branch, or `domctl get` (whose entry point imports this tree), must no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller.paths import Paths
@@ -125,9 +125,6 @@ class EngineSettings:
 class HookSettings:
     """Hook scripts with libvirt's contract (engine/hooks.py)."""
 
-    hooks_dir: Path | None = None
-    """Directory holding `qemu`, `lxc`, `qemu.d/`, `lxc.d/`; None or missing: no hooks.
-    `domctl run` sets it to `Paths.hooks_dir`."""
     timeout: float = 30.0
     """Seconds each script may run before its process group is killed (counts as a failure,
     which for `prepare`/`start` aborts the start)."""
@@ -162,6 +159,18 @@ class MetricsSettings:
     scrape (Prometheus records `up == 0`) instead of blocking the HTTP thread."""
 
 
+@dataclass(frozen=True)
+class EventSettings:
+    """The event log and the audit log (state/events.py)."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    """Size in bytes past which events.jsonl / audit.jsonl is rotated to `.1` (one old file
+    is kept): bounded disk use on a host that runs for years."""
+    subscriber_queue: int = 1000
+    """Records a live subscriber (`domctl events --follow`) may fall behind before it is
+    dropped: a stuck client must not grow the daemon's memory."""
+
+
 def _qemu_settings() -> QemuSettings:
     from reconcilers.qemu.layout import QemuSettings  # imports the driver: only for a Settings
     return QemuSettings()
@@ -178,7 +187,9 @@ class Settings:
     source: SourceSettings = SourceSettings()
     """The manifests-directory watcher."""
     hooks: HookSettings = HookSettings()
-    """Hook scripts."""
+    """Hook scripts (their directory is `paths.hooks_dir`)."""
+    events: EventSettings = EventSettings()
+    """The event and audit logs."""
     api: ApiSettings = ApiSettings()
     """The API sockets."""
     metrics: MetricsSettings = MetricsSettings()

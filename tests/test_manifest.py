@@ -88,7 +88,8 @@ def test_merge_key_overrides_are_not_duplicates() -> None:
 
 def test_path_as_name_is_refused() -> None:
     message = one_problem(GOOD.replace("name: web-1", "name: ../../etc/passwd"))
-    assert message.startswith("m.yaml:4:3: metadata.name: \"../../etc/passwd\" is not a domain name")
+    assert message.startswith(
+        "m.yaml:4:3: metadata.name: \"../../etc/passwd\" is not a domain name")
 
 
 def test_yaml_syntax_error_is_located() -> None:

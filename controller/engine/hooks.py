@@ -83,15 +83,16 @@ class HookError(TransientError):
 
 
 class HookRunner:
-    def __init__(self, settings: HookSettings) -> None:
+    def __init__(self, hooks_dir: Path | None, settings: HookSettings) -> None:
+        self._hooks_dir = hooks_dir  # None or missing: no hooks
         self._settings = settings
 
     def scripts(self, driver: DriverName) -> list[Path]:
         """The scripts a call for `driver` runs, in order."""
-        if self._settings.hooks_dir is None:
+        if self._hooks_dir is None:
             return []
-        main = self._settings.hooks_dir / driver.value
-        extra_dir = self._settings.hooks_dir / f"{driver.value}.d"
+        main = self._hooks_dir / driver.value
+        extra_dir = self._hooks_dir / f"{driver.value}.d"
         found = [main] if _is_executable_file(main) else []
         if extra_dir.is_dir():
             found += [p for p in sorted(extra_dir.iterdir()) if _is_executable_file(p)]

@@ -97,7 +97,7 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
                                      stable_after=stable_after),
         revalidate=resync)
     settings = Settings(paths=paths, engine=engine, source=SourceSettings(resync=resync),
-                        hooks=HookSettings(hooks_dir=paths.hooks_dir, timeout=hook_timeout),
+                        hooks=HookSettings(timeout=hook_timeout),
                         metrics=MetricsSettings(address=metrics_addr))
     try:
         asyncio.run(Daemon(settings).run())

@@ -67,7 +67,8 @@ class Daemon:
             log.info("controller stopped; domains left running")
 
     async def _run_locked(self, paths: Paths) -> None:
-        events, audit = EventBus(paths.state_dir), AuditLog(paths.state_dir)
+        events = EventBus(paths.state_dir, self.settings.events)
+        audit = AuditLog(paths.state_dir, self.settings.events)
         controller: Controller | None = None
 
         def on_event(event: RuntimeEvent) -> None:
@@ -80,7 +81,7 @@ class Daemon:
         controller = Controller(
             drivers=drivers, registry=Registry(paths.state_dir),
             statuses=StatusStore(paths.state_dir), events=events, audit=audit,
-            hooks=HookRunner(self.settings.hooks), settings=self.settings.engine)
+            hooks=HookRunner(paths.hooks_dir, self.settings.hooks), settings=self.settings.engine)
         source = ManifestSource(paths.manifests, controller.on_snapshot, self.settings.source)
         with self._signals():
             try:

@@ -18,7 +18,7 @@ dropped: it receives what was queued, then one marker record `{"marker": "droppe
 the end of iteration; emit never waits for a reader.
 
 Public surface:
-    EventSettings(max_bytes, subscriber_queue)
+    (EventSettings: controller/settings.py)
     EventBus(state_dir, settings, wall_clock=time.time): emit(...) -> dict,
         subscribe(name_filter=None) -> Subscription, recent(name | None, n=10) -> list[dict],
         close()
@@ -34,13 +34,13 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from controller.protocol import rfc3339
+from controller.settings import EventSettings
 from reconcilers.model import (
     DETAILS_BY_EVENT,
     REASONS_BY_STATE,
@@ -54,14 +54,6 @@ from reconcilers.model import (
 log = structlog.get_logger(__name__)
 
 Record = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class EventSettings:
-    max_bytes: int = 10 * 1024 * 1024
-    """Size past which events.jsonl / audit.jsonl is rotated to `.1` (one old file is kept)."""
-    subscriber_queue: int = 1000
-    """Records a live subscriber may fall behind before it is dropped."""
 
 
 class _JsonLines:

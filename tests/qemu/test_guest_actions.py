@@ -9,8 +9,19 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from reconcilers.model import (Cause, Domain, EventDetail, EventType, Lifecycle, LifecycleAction,
-                               Reason, State, Watchdog, WatchdogAction, WatchdogModel)
+from reconcilers.model import (
+    Cause,
+    Domain,
+    EventDetail,
+    EventType,
+    Lifecycle,
+    LifecycleAction,
+    Reason,
+    State,
+    Watchdog,
+    WatchdogAction,
+    WatchdogModel,
+)
 
 if TYPE_CHECKING:
     from tests.qemu.conftest import QemuEnv
@@ -81,7 +92,7 @@ async def test_reboot_with_on_reboot_restart_keeps_running(
         qemu_env: QemuEnv, reboot_image: Path, make_guest: Guest) -> None:
     driver = qemu_env.driver()
     live = await driver.start(make_guest("t-loop", reboot_image), paused=False)
-    stats = await driver._tracked["t-loop"].monitor.execute("query-status")  # noqa: SLF001
+    stats = await driver._tracked["t-loop"].monitor.execute("query-status")
     assert stats["status"] == "running"
     seen = await driver.observe("t-loop")
     assert (seen.state, seen.pid) == (State.RUNNING, live.pid)  # qemu resets in place

@@ -9,12 +9,34 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcilers.diff import (Apply, Change, FieldChange, classify_changes, field_diff,
-                              live_after_apply, pending_restart)
+from reconcilers.diff import (
+    Apply,
+    Change,
+    FieldChange,
+    classify_changes,
+    field_diff,
+    live_after_apply,
+    pending_restart,
+)
 from reconcilers.driver import ChangeKind
-from reconcilers.model import (CpuTune, DesiredState, Disk, DiskCache, DomainSpec, DriverName,
-                               Lifecycle, LifecycleAction, LxcSpec, Mount, QemuSpec,
-                               RestartPolicy, UpdatePolicy, VcpuPin, Vnc, to_plain)
+from reconcilers.model import (
+    CpuTune,
+    DesiredState,
+    Disk,
+    DiskCache,
+    DomainSpec,
+    DriverName,
+    Lifecycle,
+    LifecycleAction,
+    LxcSpec,
+    Mount,
+    QemuSpec,
+    RestartPolicy,
+    UpdatePolicy,
+    VcpuPin,
+    Vnc,
+    to_plain,
+)
 
 LIVE, RESTART = ChangeKind.LIVE, ChangeKind.RESTART
 MiB = 1024 * 1024

@@ -6,9 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconcilers.model import DETAILS_BY_EVENT, REASONS_BY_STATE, EventDetail, EventType
-from reconcilers.model import Reason as R
-from reconcilers.model import State as S
+from reconcilers.model import (
+    DETAILS_BY_EVENT,
+    REASONS_BY_STATE,
+    EventDetail,
+    EventType,
+    Reason,
+    State,
+)
 from reconcilers.statemachine import (
     LIVE_STATES,
     TRANSITIONS,
@@ -19,6 +24,8 @@ from reconcilers.statemachine import (
     transition,
     walk,
 )
+
+R, S = Reason, State
 
 T = Trigger
 E = EventType
@@ -75,7 +82,7 @@ REFUSED = [
 
 @pytest.mark.parametrize(("source", "trigger", "target", "reason", "events"), ALLOWED,
                          ids=[f"{r[0].value}-{r[1].value}" for r in ALLOWED])
-def test_allowed_transition(source: S, trigger: T, target: S, reason: R,
+def test_allowed_transition(source: State, trigger: T, target: State, reason: Reason,
                             events: list[tuple[E, D]]) -> None:
     move = transition(source, trigger)
     assert (move.target, move.reason, list(move.events)) == (target, reason, events)
@@ -84,7 +91,7 @@ def test_allowed_transition(source: S, trigger: T, target: S, reason: R,
 
 @pytest.mark.parametrize(("source", "trigger"), REFUSED,
                          ids=[f"{s.value}-{t.value}" for s, t in REFUSED])
-def test_refused_transition(source: S, trigger: T) -> None:
+def test_refused_transition(source: State, trigger: T) -> None:
     assert not allowed(source, trigger)
     with pytest.raises(TransitionError) as caught:
         transition(source, trigger)
@@ -102,7 +109,7 @@ def test_nothing_is_allowed_from_nostate() -> None:
 
 
 @pytest.mark.parametrize("key", sorted(TRANSITIONS, key=str), ids=str)
-def test_every_row_speaks_libvirts_vocabulary(key: tuple[S, T]) -> None:
+def test_every_row_speaks_libvirts_vocabulary(key: tuple[State, T]) -> None:
     move = TRANSITIONS[key]
     assert move.reason in REASONS_BY_STATE[move.target]
     for event, detail in move.events:
@@ -150,5 +157,5 @@ def test_every_stop_from_a_live_state_is_possible() -> None:
 
 
 @given(st.sampled_from(S), st.sampled_from(T))
-def test_lookup_is_total(source: S, trigger: T) -> None:
+def test_lookup_is_total(source: State, trigger: T) -> None:
     assert allowed(source, trigger) == (source in sources_of(trigger))

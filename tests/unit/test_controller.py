@@ -13,94 +13,23 @@ from types import MappingProxyType
 import pytest
 
 from controller.engine.controller import Controller
-from controller.settings import EngineSettings
-from controller.state.events import AuditLog, EventBus
-from controller.engine.hooks import HookRunner, HookSettings
-from controller.state.registry import Registry
+from controller.engine.hooks import HookRunner
 from controller.manifests.source import Snapshot
+from controller.settings import EngineSettings, HookSettings
+from controller.state.events import AuditLog, EventBus
+from controller.state.registry import Registry
 from controller.state.status import ConditionType, StatusStore
-from reconcilers.driver import (Capabilities, ChangeKind, Console, Live, RuntimeEvent,
-                                RuntimeRecord)
+from reconcilers.driver import Live
 from reconcilers.errors import DriverError, HostValidationError, NotSupportedError
-from reconcilers.model import (Cause, Domain, DomainSpec, DriverName, EventDetail, EventType,
-                               Reason, State)
+from reconcilers.model import (
+    Domain,
+    DriverName,
+    Reason,
+    State,
+)
+from tests.support.memory import MemoryDriver
 
 from .domains import domain
-
-
-class MemoryDriver:
-    """Domains as dictionary entries; `fail_start` makes the next start raise it."""
-
-    name = DriverName.QEMU
-
-    def __init__(self) -> None:
-        self.running: dict[str, Live] = {}
-        self.fail_start: Exception | None = None
-        self.invalid: HostValidationError | None = None
-        self.next_pid = 1000
-        self.on_event = lambda event: None
-        self.adoptable: dict[str, Live | None] = {}
-
-    async def capabilities(self) -> Capabilities:
-        return Capabilities(DriverName.QEMU, True)
-
-    async def validate(self, domain: Domain) -> None:
-        if self.invalid is not None:
-            raise self.invalid
-
-    async def start(self, domain: Domain, paused: bool) -> Live:
-        if self.fail_start is not None:
-            raise self.fail_start
-        self.next_pid += 1
-        record = RuntimeRecord(domain.name, DriverName.QEMU, domain.metadata.uuid or "",
-                               self.next_pid, "boot", 1)
-        state, reason = (State.PAUSED, Reason.USER) if paused else (State.RUNNING, Reason.BOOTED)
-        live = Live(state, reason, pid=self.next_pid, record=record)
-        self.running[domain.name] = live
-        return live
-
-    def _set(self, name: str, state: State, reason: Reason) -> None:
-        old = self.running[name]
-        self.running[name] = Live(state, reason, pid=old.pid, record=old.record)
-
-    async def suspend(self, name: str) -> None:
-        self._set(name, State.PAUSED, Reason.USER)
-
-    async def resume(self, name: str) -> None:
-        self._set(name, State.RUNNING, Reason.UNPAUSED)
-
-    async def shutdown(self, name: str, timeout: float) -> bool:
-        self.stop(name, Reason.SHUTDOWN, Cause.CONTROLLER)
-        return True
-
-    async def destroy(self, name: str) -> None:
-        self.stop(name, Reason.DESTROYED, Cause.CONTROLLER)
-
-    def stop(self, name: str, reason: Reason, cause: Cause) -> None:
-        self.running.pop(name)
-        self.on_event(RuntimeEvent(name, State.SHUTOFF, reason,
-                                   ((EventType.STOPPED, EventDetail.FAILED),), cause))
-
-    async def observe(self, name: str) -> Live:
-        return self.running.get(name, Live(State.SHUTOFF, Reason.UNKNOWN))
-
-    async def reattach(self, record: RuntimeRecord) -> Live | None:
-        live = self.adoptable.get(record.name)
-        if live is not None:
-            self.running[record.name] = live
-        return live
-
-    def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
-        return {}
-
-    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
-        pass
-
-    def console(self, name: str, spec: DomainSpec) -> Console:
-        return Console()
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -113,7 +42,7 @@ def make_controller(tmp_path: Path, driver: MemoryDriver, *domains: Domain) -> C
     controller = Controller(
         drivers={DriverName.QEMU: driver}, registry=Registry(tmp_path),
         statuses=StatusStore(tmp_path), events=EventBus(tmp_path), audit=AuditLog(tmp_path),
-        hooks=HookRunner(HookSettings(None)), settings=EngineSettings(workers=1))
+        hooks=HookRunner(None, HookSettings()), settings=EngineSettings(workers=1))
     driver.on_event = controller.on_runtime_event
     if domains:
         controller.on_snapshot(snapshot(*domains))
@@ -256,7 +185,7 @@ async def test_an_adopted_domain_keeps_its_reason_and_emits_nothing(
     before = len(events(controller))
     record = controller.registry.get("vm")
     assert record is not None and record.runtime is not None
-    driver.adoptable["vm"] = Live(State.PAUSED, Reason.STARTING_UP, pid=record.runtime.pid,
+    driver.running["vm"] = Live(State.PAUSED, Reason.STARTING_UP, pid=record.runtime.pid,
                                   record=record.runtime)
     again = make_controller(tmp_path, driver)
     await again.reattach_all()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.state.events import AuditLog, EventBus, EventSettings
+from controller.settings import EventSettings
+from controller.state.events import AuditLog, EventBus
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State
 
 WALL = 1764000000.0

@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from controller.state.fsutil import (InstanceLock, LockHeldError, atomic_write_bytes,
-                               atomic_write_json, atomic_write_text)
+from controller.state.fsutil import (
+    InstanceLock,
+    LockHeldError,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 HOLDER = """
 import fcntl, os, sys

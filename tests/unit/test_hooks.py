@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.engine.hooks import HookError, HookOp, HookRunner
+from controller.engine.hooks import HookError, HookRunner
 from controller.settings import HookSettings
 from reconcilers.errors import TransientError
 from reconcilers.model import DomainSpec, DriverName
+from reconcilers.ports import HookOp
 
 
 def write_script(path: Path, body: str, executable: bool = True) -> Path:
@@ -32,8 +33,9 @@ SPEC = DomainSpec(driver=DriverName.QEMU, vcpus=2)
 
 
 async def test_missing_hooks_dir_means_no_hooks(tmp_path: Path) -> None:
-    assert await HookRunner(HookSettings(None)).run(DriverName.QEMU, "web", HookOp.START, SPEC) == []
-    runner = HookRunner(HookSettings(tmp_path / "absent"))
+    no_dir = HookRunner(None, HookSettings())
+    assert await no_dir.run(DriverName.QEMU, "web", HookOp.START, SPEC) == []
+    runner = HookRunner(tmp_path / "absent", HookSettings())
     assert await runner.run(DriverName.QEMU, "web", HookOp.PREPARE, SPEC) == []
 
 
@@ -45,7 +47,7 @@ async def test_main_script_then_d_scripts_alphabetically_with_args_and_stdin(
     write_script(hooks / "qemu.d" / "10-first", recorder(log, "first"))
     write_script(hooks / "qemu.d" / "30-not-executable", recorder(log, "no"), executable=False)
     write_script(hooks / "lxc", recorder(log, "lxc"))  # another driver's hook: not run
-    runner = HookRunner(HookSettings(hooks))
+    runner = HookRunner(hooks, HookSettings())
     results = await runner.run(DriverName.QEMU, "web", HookOp.RELEASE, SPEC, extra="shutdown")
     assert [r.script.name for r in results] == ["qemu", "10-first", "20-second"]
     assert all(r.ok for r in results)
@@ -63,7 +65,7 @@ async def test_main_script_then_d_scripts_alphabetically_with_args_and_stdin(
 async def test_subop_per_op(tmp_path: Path, op: HookOp, subop: str) -> None:
     log = tmp_path / "calls.log"
     write_script(tmp_path / "hooks" / "lxc", f'echo "$*" > {log}\n')
-    await HookRunner(HookSettings(tmp_path / "hooks")).run(DriverName.LXC, "ct", op, SPEC)
+    await HookRunner(tmp_path / "hooks", HookSettings()).run(DriverName.LXC, "ct", op, SPEC)
     assert log.read_text() == f"ct {op.value} {subop} -\n"
 
 
@@ -74,7 +76,7 @@ async def test_failing_prepare_or_start_raises_with_stderr_and_stops(
     write_script(hooks / "qemu", 'echo "bridge br0 is missing" >&2\nexit 3\n')
     write_script(hooks / "qemu.d" / "10-after", recorder(log, "after"))
     with pytest.raises(HookError) as caught:
-        await HookRunner(HookSettings(hooks)).run(DriverName.QEMU, "web", op, SPEC)
+        await HookRunner(hooks, HookSettings()).run(DriverName.QEMU, "web", op, SPEC)
     err = caught.value
     assert isinstance(err, TransientError)
     assert err.result.returncode == 3 and err.op is op
@@ -86,7 +88,8 @@ async def test_failures_of_other_ops_are_reported_not_raised(tmp_path: Path) -> 
     hooks, log = tmp_path / "hooks", tmp_path / "calls.log"
     write_script(hooks / "qemu", "echo oops >&2\nexit 1\n")
     write_script(hooks / "qemu.d" / "10-after", recorder(log, "after"))
-    results = await HookRunner(HookSettings(hooks)).run(DriverName.QEMU, "web", HookOp.STOPPED, SPEC)
+    runner = HookRunner(hooks, HookSettings())
+    results = await runner.run(DriverName.QEMU, "web", HookOp.STOPPED, SPEC)
     assert [(r.returncode, r.stderr) for r in results] == [(1, "oops\n"), (0, "")]
     assert log.read_text().startswith("after web stopped end -")
 
@@ -95,7 +98,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     hooks, pidfile = tmp_path / "hooks", tmp_path / "child.pid"
     # The hook leaves a background child behind: it must die with the hook.
     write_script(hooks / "qemu", f"sleep 600 &\necho $! > {pidfile}\nwait\n")
-    runner = HookRunner(HookSettings(hooks, timeout=1.5))  # room for sh to write the pidfile
+    runner = HookRunner(hooks, HookSettings(timeout=1.5))  # room for sh to write the pidfile
     async with asyncio.timeout(10):
         with pytest.raises(HookError, match="timed out") as caught:
             await runner.run(DriverName.QEMU, "web", HookOp.START, SPEC)
@@ -108,7 +111,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 async def test_timeout_of_a_non_aborting_op_is_logged_only(tmp_path: Path) -> None:
     write_script(tmp_path / "hooks" / "qemu", "exec sleep 600\n")
-    runner = HookRunner(HookSettings(tmp_path / "hooks", timeout=0.2))
+    runner = HookRunner(tmp_path / "hooks", HookSettings(timeout=0.2))
     async with asyncio.timeout(10):
         results = await runner.run(DriverName.QEMU, "web", HookOp.RECONNECT, SPEC)
     assert [r.returncode for r in results] == [None]
@@ -118,7 +121,7 @@ async def test_timeout_of_a_non_aborting_op_is_logged_only(tmp_path: Path) -> No
 async def test_cancelled_run_leaves_no_hook_process(tmp_path: Path) -> None:
     hooks, pidfile = tmp_path / "hooks", tmp_path / "hook.pid"
     write_script(hooks / "qemu", f"echo $$ > {pidfile}\nexec sleep 600\n")
-    runner = HookRunner(HookSettings(hooks))
+    runner = HookRunner(hooks, HookSettings())
     async with asyncio.timeout(10):
         task = asyncio.create_task(runner.run(DriverName.QEMU, "web", HookOp.STARTED, SPEC))
         while not pidfile.exists() or not pidfile.read_text().strip():

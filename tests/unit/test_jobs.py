@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
-from controller.engine.jobs import JobInfo, JobInterrupted, JobKind, Jobs
+from controller.engine.jobs import JobInfo, JobInterrupted, Jobs
 from controller.settings import JobSettings
 from reconcilers.errors import BusyError, TransientError
+from reconcilers.ports import JobKind
 
 WALL = 1764000000.0  # 2025-11-24T16:00:00Z
 
@@ -128,10 +130,8 @@ async def test_holder_that_swallows_the_interrupt_leaks_no_cancel() -> None:
     async def stubborn() -> int:
         async with jobs.acquire("web", JobKind.MODIFY, owner="shutdown", interruptible=True):
             entered.set()
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                pass  # e.g. a driver cleaning up and returning normally
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)  # e.g. a driver cleaning up and returning normally
         await asyncio.sleep(0)  # would raise if our cancel were still pending
         return asyncio.current_task().cancelling()  # type: ignore[union-attr]
 

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.service.metrics import DomainSample, Metrics, MetricsServer, parse_addr
+from controller.engine.ledger import DomainSample
+from controller.service.metrics import Metrics, MetricsServer, parse_addr
 from controller.settings import MetricsSettings
 from reconcilers.model import DriverName, Reason, State
 

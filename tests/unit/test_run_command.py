@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import click
 import pytest
@@ -12,14 +13,19 @@ from click.testing import CliRunner
 
 from controller.cli.main import main as cli
 from controller.service import command, daemon, logconfig
-from controller.settings import (CrashLoopSettings, EngineSettings, HookSettings, PruneSettings,
-                                 Settings, SourceSettings)
+from controller.settings import (
+    CrashLoopSettings,
+    EngineSettings,
+    PruneSettings,
+    Settings,
+    SourceSettings,
+)
 
 
 class FakeDaemon:
     """Stands in for the daemon: keeps the settings `run` built, runs nothing."""
 
-    built: list[Settings] = []
+    built: ClassVar[list[Settings]] = []
 
     def __init__(self, settings: Settings) -> None:
         self.built.append(settings)
@@ -50,8 +56,7 @@ def test_without_flags_the_tree_has_its_defaults(group: click.Group, tmp_path: P
     settings = run(group, tmp_path)
     assert settings.engine == EngineSettings()
     assert settings.source == SourceSettings()
-    assert settings.hooks == HookSettings(hooks_dir=tmp_path / "hooks-dir")
-    assert settings.hooks.hooks_dir == settings.paths.hooks_dir
+    assert settings.paths.hooks_dir == tmp_path / "hooks-dir"
     assert settings.metrics.address is None
     assert settings.paths.state_dir == tmp_path / "state-dir"
 

@@ -14,11 +14,15 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from watchdog.observers import Observer
 
+from controller.manifests import loader
 from controller.manifests import source as source_module
-from controller.manifests.source import ManifestSource, Snapshot, SourceSettings
+from controller.manifests.source import ManifestSource, Snapshot
+from controller.settings import SourceSettings
 from reconcilers.model import Domain
 from tests.support import domains
 from tests.support.waiting import async_wait_until
@@ -141,7 +145,7 @@ async def test_ansible_temp_file_is_never_read(web1: ManifestSource, manifests: 
                                                collector: Collector,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     read: list[str] = []
-    real_load = source_module.load_file
+    real_load = loader.load_file
 
     def recording_load(path: str) -> list[Domain]:
         read.append(os.path.basename(path))
@@ -236,7 +240,11 @@ async def test_conflicting_names_are_both_refused(manifests: Path, collector: Co
 async def test_unchanged_files_are_not_parsed_again(web1: ManifestSource,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(source_module, "load_file", lambda p: calls.append(p) or [])
+    def counting_load(path: str) -> list[Domain]:
+        calls.append(path)
+        return []
+
+    monkeypatch.setattr(source_module, "load_file", counting_load)
     snapshot = await web1.rescan()
     assert calls == [] and set(snapshot.domains) == {"web-1", "web-2"}
 
@@ -245,7 +253,7 @@ async def test_file_vanishing_before_it_is_read_is_simply_absent(
         manifests: Path, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
     (manifests / "a.yaml").write_text(manifest("web-1"))
     (manifests / "b.yaml").write_text(manifest("web-2"))
-    real_load = source_module.load_file
+    real_load = loader.load_file
 
     def delete_then_load(path: str) -> list[Domain]:
         if path.endswith("b.yaml"):
@@ -282,10 +290,10 @@ async def test_configmap_symlink_swap(manifests: Path, collector: Collector) -> 
         await src.stop()
 
 
-class CountingObserver(source_module.Observer):  # type: ignore[misc,valid-type]
+class CountingObserver(Observer):  # type: ignore[misc,valid-type]
     """The real observer, with every instance recorded so a test can see the watch re-created."""
 
-    made: list[CountingObserver] = []
+    made: ClassVar[list[CountingObserver]] = []
 
     def __init__(self) -> None:
         super().__init__()

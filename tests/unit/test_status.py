@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from controller.protocol import rfc3339
-from controller.state.status import (Condition, ConditionStatus, ConditionType, DomainStatus,
-                               NoSuchDomain, PendingChange, StatusStore, set_condition)
+from controller.state.status import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    DomainStatus,
+    NoSuchDomain,
+    PendingChange,
+    StatusStore,
+    set_condition,
+)
 from reconcilers.diff import Apply, Change
 from reconcilers.model import DesiredState, DriverName, Reason, State
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from controller.engine.clock import ManualClock
-from controller.protocol import rfc3339
 from controller.engine.workqueue import ShutDown, WorkQueue
+from controller.protocol import rfc3339
 
 
 async def drain(queue: WorkQueue) -> list[str]:
