@@ -151,6 +151,8 @@ class Driver(Protocol):
 
         Returns its Live state when adopted, None when the process is gone, and a Live in
         State.NOSTATE (with a message) when a process exists but is not provably ours.
+        The state is the hypervisor's; the reason may be vaguer than the one the domain had
+        (unknown, starting up): qemu and LXC do not keep it, the engine's ledger does.
         """
         ...
 

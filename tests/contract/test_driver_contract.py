@@ -184,21 +184,16 @@ def test_classify_says_live_or_restart_per_changed_field(backend: Backend) -> No
 
 # Where a driver adopts the domain but cannot say why it is in its state (the controller keeps
 # the reason from its own status meanwhile): strict, so that a fix shows up here.
-REASON_LOST_ON_REATTACH = {
-    ("qemu", False): "qemu re-attached reports running/unknown: query-status has no reason",
-    ("qemu", True): "qemu re-attached reports paused/starting up: never cont'ed, it is in "
-                    "prelaunch, which from_status maps to starting up",
-    ("lxc", True): "lxc re-attached reports paused/unknown: a frozen container says not who "
-                   "froze it",
-}
+# What a hypervisor cannot tell a fresh driver: qemu's query-status has no reason (running
+# from a `cont` or not), a never-continued qemu is in prelaunch, a frozen container does not
+# say who froze it. The engine shows the reason it recorded before the re-attach instead
+# (controller/engine/statusview.py), so a driver may only report it vaguely.
+VAGUE_REASONS = frozenset({Reason.UNKNOWN, Reason.STARTING_UP})
 
 
 @pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
 async def test_a_fresh_driver_reattaches_the_record_to_the_same_live(
-        backend: Backend, paused: bool, request: pytest.FixtureRequest) -> None:
-    lost = REASON_LOST_ON_REATTACH.get((backend.kind, paused))
-    if lost:
-        request.applymarker(pytest.mark.xfail(reason=lost, strict=True))
+        backend: Backend, paused: bool) -> None:
     first = backend.new_driver()
     name = backend.name("adopt")
     live = await first.start(backend.idle(name), paused=paused)
@@ -207,8 +202,8 @@ async def test_a_fresh_driver_reattaches_the_record_to_the_same_live(
     second = backend.new_driver()
     adopted = await second.reattach(live.record)
     assert adopted is not None
-    assert (adopted.state, adopted.reason, adopted.pid, adopted.record) == (
-        live.state, live.reason, live.pid, live.record)
+    assert (adopted.state, adopted.pid, adopted.record) == (live.state, live.pid, live.record)
+    assert adopted.reason is live.reason or adopted.reason in VAGUE_REASONS
     await second.destroy(name)  # adopted: it is the new driver's to stop
     assert await backend.new_driver().reattach(live.record) is None  # gone
 
