@@ -63,8 +63,9 @@ def panic_image(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def reboot_image(tmp_path: Path) -> Path:
-    """Resets the machine through the keyboard controller (mov al,0xfe; out 0x64,al; hlt)."""
-    return boot_sector(tmp_path / "reboot.img", bytes.fromhex("B0FEE664F4"))
+    """Writes byte 0x01 to COM1 at every boot, then resets the machine through the keyboard
+    controller (mov dx,0x3f8; mov al,1; out dx,al; mov al,0xfe; out 0x64,al; hlt)."""
+    return boot_sector(tmp_path / "reboot.img", bytes.fromhex("BAF803B001EEB0FEE664F4"))
 
 
 @pytest.fixture

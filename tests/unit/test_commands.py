@@ -195,7 +195,7 @@ def test_events_text_lines(cli: click.Group, server: ThreadedServer) -> None:
 def test_events_follow_prints_live_events_until_the_server_ends(cli: click.Group,
                                                                  server: ThreadedServer) -> None:
     def emit_then_close() -> None:
-        time.sleep(0.2)
+        assert server.backend.subscribed.wait(10), "events --follow never subscribed"
         emit(server, "db", "live one")
         server.close()
 
