@@ -35,7 +35,7 @@ from controller.engine.clock import Clock, LoopClock
 from controller.engine.desired import DesiredStore
 from controller.engine.hooks import HookRunner
 from controller.engine.jobs import Jobs
-from controller.engine.ledger import DomainSample, Ledger
+from controller.engine.ledger import Ledger
 from controller.engine.requests import Requests, parse_action
 from controller.engine.schedule import Ending, Facts, Next, PassResult, Timing, schedule
 from controller.engine.statusview import PassView, StatusProjector
@@ -144,19 +144,6 @@ class Controller:
             return  # not running: the request alone keeps it off
         await self.reconciler.destroy_now(name, record.runtime.driver, Cause.API, {"uid": uid},
                                           owner=f"api:uid={uid}")
-
-    def samples(self) -> list[DomainSample]:
-        """Every domain's state for the metrics collector (read at scrape time)."""
-        result = []
-        for name in self.registry.names():
-            record = self.ledger.get(name)
-            if record is None or record.state is None or record.driver is None:
-                continue
-            result.append(DomainSample(
-                name=name, driver=record.driver, state=record.state,
-                reason=record.reason or Reason.UNKNOWN, restarts=record.restarts,
-                start_failures=self.ledger.start_failures.get(name, 0)))
-        return result
 
     def idle(self) -> bool:
         """Nothing queued or being reconciled (the first full pass is over once this holds)."""

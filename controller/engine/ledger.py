@@ -74,6 +74,19 @@ class Ledger:
             stalled=record.stalled, live_spec=record.live_spec, override=record.override,
             removal_in=removal_in)
 
+    def samples(self) -> list[DomainSample]:
+        """Every domain's state for the metrics collector (read at scrape time)."""
+        result = []
+        for name in self.registry.names():
+            record = self.registry.get(name)
+            if record is None or record.state is None or record.driver is None:
+                continue
+            result.append(DomainSample(
+                name=name, driver=record.driver, state=record.state,
+                reason=record.reason or Reason.UNKNOWN, restarts=record.restarts,
+                start_failures=self.start_failures.get(name, 0)))
+        return result
+
     # --- recording -------------------------------------------------------------------------
 
     def update(self, name: str, **changes: Any) -> DomainRecord | None:

@@ -122,7 +122,7 @@ class Daemon:
         address = self.settings.metrics.address
         if address is None:
             return None
-        metrics = Metrics(controller.samples, lambda: len(controller.queue),
+        metrics = Metrics(controller.ledger.samples, lambda: len(controller.queue),
                           loop=asyncio.get_running_loop(), settings=self.settings.metrics)
         controller.on_pass = lambda _name, seconds, result: metrics.observe_reconcile(seconds,
                                                                                        result)
