@@ -61,3 +61,6 @@ def _no_leaks(request: pytest.FixtureRequest,
     if found:
         pytest.fail("left running by this test (killed now):\n  "
                     + "\n  ".join(leak.what for leak in found), pytrace=False)
+
+
+pytest_plugins = ["tests.support.guest"]  # the session fixture `guest_build`

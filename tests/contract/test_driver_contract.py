@@ -3,13 +3,16 @@ engine tests use, and the real qemu and LXC drivers it stands in for.
 
 Each test runs once per backend: `memory` (tests/support/memory.py), `qemu` (a diskless tcg
 `pc` guest: its firmware idles and ignores ACPI) and `lxc` (a busybox container). A fresh
-driver on the same host is what a controller restart gives the next controller.
+driver on the same host is what a controller restart gives the next controller. The one qemu
+guest that obeys a shutdown request is the real Linux guest of tests/support/guest.py, booted
+only by the tests marked `guest`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,9 @@ from reconcilers.model import (
     Reason,
     State,
 )
+from reconcilers.qemu.layout import domain_files
 from tests.support.domains import domain
+from tests.support.guest import GuestBuild, async_wait_ready, guest_domain
 from tests.support.lxc import LxcHost
 from tests.support.memory import MemoryDriver, MemoryHost
 from tests.support.qemu import qemu_env
@@ -48,6 +53,18 @@ class Backend:
     idle: Callable[[str], Domain]  # a guest that runs until stopped
     deaf: Callable[[str], Domain]  # one that ignores a shutdown request
     obliging: Callable[[str], Domain] | None  # one that obeys it (None: this host has none)
+    ready: Callable[[str], Awaitable[None]]  # until the started `obliging` guest would obey
+
+
+async def at_once(name: str) -> None:
+    """Ready at once: the guest answers a shutdown request as soon as it is started."""
+
+
+BACKENDS = ["memory", pytest.param("qemu", marks=pytest.mark.qemu),
+            pytest.param("lxc", marks=pytest.mark.lxc)]
+# The same backends where qemu boots the real guest (its parametrization replaces the fixture's)
+WITH_GUEST = ["memory", pytest.param("qemu", marks=[pytest.mark.qemu, pytest.mark.guest]),
+              pytest.param("lxc", marks=pytest.mark.lxc)]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +72,7 @@ def busybox_host(tmp_path_factory: pytest.TempPathFactory) -> LxcHost:
     return LxcHost.with_busybox(tmp_path_factory.mktemp("contract-lxc"))
 
 
-@pytest.fixture(params=["memory", pytest.param("qemu", marks=pytest.mark.qemu),
-                        pytest.param("lxc", marks=pytest.mark.lxc)])
+@pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     events: list[RuntimeEvent] = []
     if request.param == "memory":
@@ -67,11 +83,19 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             return domain(name)
 
         yield Backend("memory", lambda: MemoryDriver(host, events.append), events,
-                      lambda prefix: f"c-{prefix}", domain, deaf_guest, domain)
+                      lambda prefix: f"c-{prefix}", domain, deaf_guest, domain, at_once)
     elif request.param == "qemu":
+        obliging: Callable[[str], Domain] | None = None
+        if request.node.get_closest_marker("guest") is not None:
+            guest: GuestBuild = request.getfixturevalue("guest_build")
+            obliging = functools.partial(guest_domain, guest=guest)
         async with qemu_env(tmp_path) as env:
+            async def booted(name: str) -> None:
+                ctx = env.context
+                await async_wait_ready(domain_files(ctx.runtime_dir, ctx.log_dir, name).log)
+
             yield Backend("qemu", env.driver, env.events, lambda prefix: f"c-{prefix}",
-                          domain, domain, None)
+                          domain, domain, obliging, booted)
     else:
         lxc: LxcHost = request.getfixturevalue("busybox_host")
         drivers: list[LxcDriver] = []
@@ -85,7 +109,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             yield Backend("lxc", new_driver, events, lxc.name,
                           lambda name: domain(name, "lxc"),
                           lambda name: domain(name, "lxc", lxc=SLEEPER),
-                          lambda name: domain(name, "lxc"))
+                          lambda name: domain(name, "lxc"), at_once)
         finally:
             for driver in drivers:
                 await driver.close()
@@ -152,12 +176,14 @@ async def test_shutdown_of_a_guest_that_ignores_it_gives_up_after_the_timeout(
     assert (await driver.observe(name)).reason is Reason.DESTROYED
 
 
+@pytest.mark.parametrize("backend", WITH_GUEST, indirect=True)
 async def test_shutdown_of_a_guest_that_obeys_is_a_clean_stop(backend: Backend) -> None:
     if backend.obliging is None:
-        pytest.skip(f"no {backend.kind} guest here answers a shutdown request (no OS for ACPI)")
+        pytest.skip(f"no {backend.kind} guest here answers a shutdown request")
     driver = backend.new_driver()
     name = backend.name("obey")
     await driver.start(backend.obliging(name), paused=False)
+    await backend.ready(name)
     assert await driver.shutdown(name, timeout=10) is True
     seen = await driver.observe(name)
     assert (seen.state, seen.reason) == (State.SHUTOFF, Reason.SHUTDOWN)
