@@ -3,7 +3,8 @@
 The daemon builds one `ApiServer` over its `Backend` and starts it once the controller runs;
 `close()` at shutdown ends every stream with `{"end": true}` and removes both socket files.
 
-One request per connection: the client sends `{"op": "<op>", "args": {...}}` and a newline.
+One request per connection: the client sends `{"op": "<op>", "args": {...}}` and a newline
+(read and checked by parsing.py before anything reaches the backend).
 
     {"ok": true, "result": <json>}                          then close
     {"ok": false, "error": {"type": "<Type>", "message": "<text>"}}   then close
@@ -44,23 +45,13 @@ from typing import Any, Protocol
 import structlog
 
 from controller.api import logtail
-from controller.protocol import ACTIONS, STREAM_OPS, WRITE_OPS
+from controller.api.parsing import Refused, parse, read_request
+from controller.protocol import STREAM_OPS, WRITE_OPS
 from controller.settings import ApiSettings
 from controller.state.status import NoSuchDomain
 from reconcilers.errors import BusyError, DomctlError, NotSupportedError
 
 log = structlog.get_logger(__name__)
-
-
-# op -> {argument: (type, required)}; anything else in "args" is a BadRequest.
-_ARGS: dict[str, dict[str, tuple[type, bool]]] = {
-    "ping": {}, "get": {"name": (str, False)}, "describe": {"name": (str, True)},
-    "diff": {"name": (str, False)},
-    "events": {"name": (str, False), "follow": (bool, False), "n": (int, False)},
-    "logs": {"name": (str, True), "follow": (bool, False), "lines": (int, False)},
-    **{action: {"name": (str, True)} for action in (*ACTIONS, "console")},
-    "prune": {"confirm": (bool, True)},
-}
 
 
 @dataclass(frozen=True)
@@ -123,15 +114,6 @@ class Backend(Protocol):
     def prune(self, caller: Caller) -> dict[str, Any]:
         """Confirm the held pruning of removed manifests; at least {"message": str}."""
         ...
-
-
-class _Refused(Exception):
-    """A request the server refuses before reaching the backend."""
-
-    def __init__(self, type_: str, message: str) -> None:
-        self.type = type_
-        self.message = message
-        super().__init__(message)
 
 
 @dataclass
@@ -217,7 +199,7 @@ class ApiServer:
         request_log = log.bind(uid=caller.uid, pid=caller.pid,
                                socket="ro" if caller.read_only else "rw")
         try:
-            op, args = _parse(await self._read_request(conn.reader))
+            op, args = parse(await read_request(conn.reader, self._settings))
             request_log = request_log.bind(op=op, **({"domain": args["name"]}
                                                      if args.get("name") else {}))
             request_log.info("api request")
@@ -235,26 +217,11 @@ class ApiServer:
         else:
             await self._pump(conn, stream)
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> bytes:
-        timeout = self._settings.request_timeout
-        try:
-            line = await asyncio.wait_for(reader.readuntil(b"\n"), timeout)
-        except asyncio.LimitOverrunError:
-            raise _Refused("BadRequest", "request too large (limit "
-                           f"{self._settings.max_request} bytes)") from None
-        except asyncio.IncompleteReadError as err:
-            line = err.partial  # EOF ends the line too (`printf ... | nc -U`)
-        except TimeoutError:
-            raise _Refused("BadRequest", f"no complete request line within {timeout:g} s") from None
-        if not line.strip():
-            raise _Refused("BadRequest", "empty request")
-        return line
-
     def _check_allowed(self, op: str, caller: Caller) -> None:
         if caller.read_only and op in WRITE_OPS:
             who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
-            raise _Refused("PermissionDenied", f"the read-only socket cannot run '{op}'; use "
-                           f"{self._paths[False]} (as {who})")
+            raise Refused("PermissionDenied", f"the read-only socket cannot run '{op}'; use "
+                          f"{self._paths[False]} (as {who})")
 
     async def _call(self, op: str, args: dict[str, Any], caller: Caller) -> Any:
         backend = self._backend
@@ -270,7 +237,7 @@ class ApiServer:
             return backend.console(args["name"])
         if op == "prune":
             if args["confirm"] is not True:
-                raise _Refused("BadRequest", "prune needs \"confirm\": true")
+                raise Refused("BadRequest", "prune needs \"confirm\": true")
             return backend.prune(caller)
         return await backend.act(args["name"], op, caller)
 
@@ -337,45 +304,8 @@ def _peer(writer: asyncio.StreamWriter, read_only: bool) -> Caller:
     return Caller(pid=pid, uid=uid, gid=gid, read_only=read_only)
 
 
-def _parse(line: bytes) -> tuple[str, dict[str, Any]]:
-    try:
-        request = json.loads(line)
-    except ValueError as err:
-        raise _Refused("BadRequest", f"malformed JSON: {err}") from None
-    if not isinstance(request, dict):
-        raise _Refused("BadRequest",
-                       "the request must be a JSON object {\"op\": ..., \"args\": {...}}")
-    op, args = request.get("op"), request.get("args", {})
-    if not isinstance(op, str) or op not in _ARGS:
-        raise _Refused("BadRequest", f"unknown op {op!r}; known: {', '.join(sorted(_ARGS))}")
-    if not isinstance(args, dict):
-        raise _Refused("BadRequest", f"'args' of {op} must be an object")
-    return op, _check_args(op, args)
-
-
-def _check_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
-    spec = _ARGS[op]
-    unknown = sorted(set(args) - set(spec))
-    if unknown:
-        raise _Refused("BadRequest", f"{op} has no argument {unknown[0]!r}")
-    checked = {key: value for key, value in args.items() if value is not None}
-    for key, (type_, required) in spec.items():
-        if key not in checked:
-            if required:
-                raise _Refused("BadRequest", f"{op} needs the argument {key!r}")
-            continue
-        value = checked[key]
-        # bool is an int in Python, not in the protocol.
-        if not isinstance(value, type_) or (type_ is int and isinstance(value, bool)):
-            raise _Refused("BadRequest", f"{op}: {key!r} must be a {type_.__name__}")
-        if (isinstance(value, int) and value < 0) or (isinstance(value, str) and not value):
-            raise _Refused("BadRequest", f"{op}: {key!r} must not be "
-                           f"{'negative' if type_ is int else 'empty'}")
-    return checked
-
-
 def _error(err: BaseException | None) -> dict[str, str]:
-    if isinstance(err, _Refused):
+    if isinstance(err, Refused):
         return {"type": err.type, "message": err.message}
     for class_, type_ in ((NoSuchDomain, "NotFound"), (BusyError, "Busy"),
                           (NotSupportedError, "NotSupported"), (DomctlError, "Failed")):

@@ -2,9 +2,9 @@
 
 Constructed once by the controller with a DriverContext; the reconciler calls its operations
 under the domain's job lock. Containers run detached (`lxc-start -d`): their monitors are LXC's
-own processes, so they outlive this driver and the controller. Init's exit is seen through a
-pidfd (identity.ExitWatch), classified from what we asked and what LXC logged (exits.py), and
-reported through DriverContext.on_event.
+own processes, so they outlive this driver and the controller. The containers it holds are kept
+by tracking.py, which sees init's exit through a pidfd (identity.ExitWatch), classifies it from
+what we asked and what LXC logged (exits.py), and reports it through DriverContext.on_event.
 
 It never touches a container it cannot prove it started (name, init pid, boot id and the
 kernel start time must agree), never loads liblxc, and close() leaves every container running.
@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from reconcilers.driver import Capabilities, ChangeKind, Console, DriverContext, Live, RuntimeRecord
 from reconcilers.errors import DriverError, HostValidationError
-from reconcilers.identity import ExitWatch, boot_id, proc_starttime, same_process
-from reconcilers.lxc import changes, host, rootfs, settle
+from reconcilers.identity import boot_id, proc_starttime, same_process
+from reconcilers.lxc import changes, host, rootfs
 from reconcilers.lxc.config import (
     NAME_RE,
     ConfigPaths,
@@ -33,9 +31,10 @@ from reconcilers.lxc.config import (
     cgroup_limits,
     render_config,
 )
-from reconcilers.lxc.exits import InitFate, Intent, exit_event, init_fate, reboot_event
+from reconcilers.lxc.exits import Intent
 from reconcilers.lxc.files import ContainerFiles
 from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
+from reconcilers.lxc.tracking import SETTLE_TIMEOUT, Tracked, Tracker
 from reconcilers.model import (
     BUSYBOX_ROOTFS,
     REASONS_BY_STATE,
@@ -47,7 +46,6 @@ from reconcilers.model import (
 )
 
 FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
-SETTLE_TIMEOUT = 10.0  # seconds to wait for LXC's monitor to record init's fate
 _LXC_STATE = {
     LxcState.RUNNING: State.RUNNING, LxcState.THAWED: State.RUNNING,
     LxcState.FROZEN: State.PAUSED, LxcState.FREEZING: State.PAUSED,
@@ -58,31 +56,18 @@ _LXC_STATE = {
 log = structlog.get_logger(__name__)
 
 
-@dataclass
-class _Tracked:
-    """A container this driver started or adopted, with what it last did to it."""
-
-    record: RuntimeRecord
-    watch: ExitWatch
-    reason: Reason  # the reason of our last transition: booted, unpaused, user (paused)
-    intent: Intent = Intent.NONE
-    exit_task: asyncio.Task[None] | None = field(default=None)
-
-
 class LxcDriver:
     """LXC containers driven with lxc-start/-info/-freeze/-unfreeze/-stop/-cgroup."""
 
     name = DriverName.LXC
 
     def __init__(self, context: DriverContext) -> None:
-        self._ctx = context
         self._files = ContainerFiles(context.state_dir, context.log_dir)
         self._lxcpath = self._files.lxcpath
         self._tools = LxcTools(self._lxcpath)
         self._facts: HostFacts | None = None  # probed at first use
         self._caps: Capabilities | None = None
-        self._tracked: dict[str, _Tracked] = {}
-        self._last_stop: dict[str, Reason] = {}
+        self._tracked = Tracker(self._tools, self._files, context.on_event)
 
     # --- probing and validation -----------------------------------------------------------
 
@@ -158,7 +143,7 @@ class LxcDriver:
             raise DriverError(name, "start", "a container of this name is already running")
         previous = self._tracked.get(name)
         if previous is not None:
-            await self._settled(previous)  # its exit is classified before its log is emptied
+            await self._tracked.settled(previous)  # its exit classified before its log is emptied
         await self._write_config(domain)
         try:
             await self._tools.start(name, domain.spec.lxc.init)
@@ -188,7 +173,7 @@ class LxcDriver:
         text = self._render(domain, rootfs_dir)
         self._files.write_config(domain.name, text, domain.spec.lxc.init)
 
-    async def _track_started(self, domain: Domain) -> _Tracked:
+    async def _track_started(self, domain: Domain) -> Tracked:
         name = domain.name
         info = await self._tools.info(name)
         starttime = proc_starttime(info.pid) if info.pid else None
@@ -199,54 +184,8 @@ class LxcDriver:
         record = RuntimeRecord(name=name, driver=DriverName.LXC, uuid=domain.metadata.uuid,
                                pid=info.pid, boot_id=boot_id(), starttime=starttime,
                                extra={"lxcpath": str(self._lxcpath)})
-        self._last_stop.pop(name, None)
-        return self._watch(record, Reason.BOOTED)
-
-    def _watch(self, record: RuntimeRecord, reason: Reason) -> _Tracked:
-        previous = self._tracked.get(record.name)
-        if previous is not None:
-            previous.watch.cancel()
-        watch = ExitWatch(record.pid, lambda: self._init_exited(record))
-        tracked = _Tracked(record=record, watch=watch, reason=reason)
-        self._tracked[record.name] = tracked
-        return tracked
-
-    def _init_exited(self, record: RuntimeRecord) -> None:
-        tracked = self._tracked.get(record.name)
-        if tracked is not None and tracked.record is record:
-            tracked.exit_task = asyncio.get_running_loop().create_task(
-                self._classify_exit(tracked))
-
-    async def _classify_exit(self, tracked: _Tracked) -> None:
-        name = tracked.record.name
-        try:
-            fate = await settle.await_fate(self._tools, self._files, name, SETTLE_TIMEOUT)
-        except (TimeoutError, DriverError):
-            fate = init_fate(self._files.read_lxc_log(name))
-        if fate.fate is InitFate.REBOOTED and await self._follow_reboot(tracked):
-            return
-        event = exit_event(name, tracked.intent, fate)
-        if self._tracked.get(name) is tracked:
-            del self._tracked[name]
-        await asyncio.to_thread(host.remove_empty_cgroups, name)
-        self._last_stop[name] = event.reason
-        log.info("container stopped", domain=name, reason=event.reason.value,
-                 cause=event.cause.value, detail=event.message)
-        self._ctx.on_event(event)
-
-    async def _follow_reboot(self, tracked: _Tracked) -> bool:
-        """LXC restarts a container whose init asked for a reboot: watch the new init."""
-        name = tracked.record.name
-        found = await settle.rebooted_init(self._tools, name, tracked.record.pid, SETTLE_TIMEOUT)
-        if found is None:
-            return False
-        pid, starttime = found
-        self._files.reset_lxc_log(name)  # the next exit must not read this reboot's line
-        record = dataclasses.replace(tracked.record, pid=pid, starttime=starttime)
-        self._watch(record, Reason.BOOTED)
-        log.info("container rebooted by its init; watching the new init", domain=name, pid=pid)
-        self._ctx.on_event(reboot_event(name))
-        return True
+        self._tracked.last_stops.pop(name, None)
+        return self._tracked.watch(record, Reason.BOOTED)
 
     async def suspend(self, name: str) -> None:
         tracked = self._require(name, "suspend")
@@ -281,7 +220,7 @@ class LxcDriver:
             tracked.intent = Intent.NONE  # still running: a later halt is the guest's own doing
             log.info("shutdown timed out; container still running", domain=name, timeout=timeout)
             return False
-        await self._settled(tracked)
+        await self._tracked.settled(tracked)
         return True
 
     async def destroy(self, name: str) -> None:
@@ -297,7 +236,7 @@ class LxcDriver:
                 raise
         if not await tracked.watch.wait(SETTLE_TIMEOUT):
             raise DriverError(name, "destroy", "init still alive after lxc-stop -k")
-        await self._settled(tracked)
+        await self._tracked.settled(tracked)
 
     async def _not_running(self, name: str, operation: str) -> bool:
         """True for a container that is not running; refuses one that is not ours."""
@@ -306,22 +245,11 @@ class LxcDriver:
         raise DriverError(name, operation, "container runs but was not started or adopted by "
                                            "this controller; refusing to touch it")
 
-    def _require(self, name: str, operation: str) -> _Tracked:
+    def _require(self, name: str, operation: str) -> Tracked:
         tracked = self._tracked.get(name)
         if tracked is None:
             raise DriverError(name, operation, "not running under this controller")
         return tracked
-
-    async def _settled(self, tracked: _Tracked) -> None:
-        """Wait until the exit of `tracked` has been classified and reported."""
-        # the pidfd callback creates exit_task in the same step that sets `exited`
-        if not await tracked.watch.wait(SETTLE_TIMEOUT) or tracked.exit_task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(tracked.exit_task), SETTLE_TIMEOUT * 2)
-        except TimeoutError:
-            log.warning("exit not classified in time; reporting shutoff/unknown",
-                        domain=tracked.record.name)
 
     # --- observation and adoption -----------------------------------------------------------
 
@@ -331,17 +259,17 @@ class LxcDriver:
         gone = info.state is LxcState.STOPPED
         if tracked is not None and (gone or tracked.watch.exited.is_set()):
             # init is gone: report what became of it (stopped, or rebooted with a new init)
-            await self._settled(tracked)
+            await self._tracked.settled(tracked)
             info, tracked = await self._tools.info(name), self._tracked.get(name)
         if info.state is LxcState.STOPPED:
-            return Live(State.SHUTOFF, self._last_stop.get(name, Reason.UNKNOWN))
+            return Live(State.SHUTOFF, self._tracked.last_stops.get(name, Reason.UNKNOWN))
         if tracked is None or tracked.record.pid != info.pid:
             return Live(State.NOSTATE, Reason.UNKNOWN, pid=info.pid,
                         message="an LXC container of this name runs, but this controller did "
                                 "not start or adopt it; it is left alone")
         return self._live(tracked, info)
 
-    def _live(self, tracked: _Tracked, info: Info) -> Live:
+    def _live(self, tracked: Tracked, info: Info) -> Live:
         state = _LXC_STATE[info.state]
         halting = tracked.intent is Intent.SHUTDOWN
         if state is State.SHUTDOWN or (state is State.RUNNING and halting):
@@ -366,7 +294,7 @@ class LxcDriver:
             log.warning("not adopting container", domain=name, why=problem)
             return Live(State.NOSTATE, Reason.UNKNOWN, pid=info.pid, message=problem)
         paused = info.state is LxcState.FROZEN
-        tracked = self._watch(record, Reason.UNKNOWN if paused else Reason.BOOTED)
+        tracked = self._tracked.watch(record, Reason.UNKNOWN if paused else Reason.BOOTED)
         log.info("container adopted", domain=name, pid=record.pid, paused=paused)
         return self._live(tracked, info)
 
@@ -401,8 +329,4 @@ class LxcDriver:
         return Console(argv=("lxc-console", "-P", str(self._lxcpath), "-n", name, "-t", "0"))
 
     async def close(self) -> None:
-        for tracked in self._tracked.values():
-            tracked.watch.cancel()
-            if tracked.exit_task is not None:
-                tracked.exit_task.cancel()
-        self._tracked.clear()
+        self._tracked.close()

@@ -1,9 +1,10 @@
 """Why a container's init exited: a pure classification of what LXC logged and what we asked.
 
-Called by LxcDriver when the pidfd on init fires (and the container reached STOPPED). A pidfd
-says *that* init exited, not how; LXC's monitor reaps init and logs its fate at DEBUG level in
-the container's lxc.log ("... is halting", "Killed(9) - ... init exited"), so the driver reads
-that log. Never guesses "shutdown" for an exit nobody can explain: that is reported as crashed.
+Called by LxcDriver's Tracker (tracking.py) when the pidfd on init fires (and the container
+reached STOPPED). A pidfd says *that* init exited, not how; LXC's monitor reaps init and logs
+its fate at DEBUG level in the container's lxc.log ("... is halting", "Killed(9) - ... init
+exited"), so the driver reads that log. Never guesses "shutdown" for an exit nobody can explain:
+that is reported as crashed.
 
 Each outcome names a state-machine trigger; the state, reason and libvirt events come from
 reconcilers/statemachine.py. The exit is taken from `running` (`shutdown` while our halt

@@ -1,9 +1,9 @@
 """The moments right after a container's init exits: waiting for LXC to record what happened.
 
-Used by LxcDriver once the pidfd on init has fired (the exit itself is never polled for). LXC's
-monitor reaps init, logs its fate, then either tears the container down (STOPPED) or, when init
-asked for a reboot, starts a new init. These helpers wait, briefly and with a deadline, for
-that record; they never act on the container.
+Used by LxcDriver's Tracker (tracking.py) once the pidfd on init has fired (the exit itself is
+never polled for). LXC's monitor reaps init, logs its fate, then either tears the container
+down (STOPPED) or, when init asked for a reboot, starts a new init. These helpers wait, briefly
+and with a deadline, for that record; they never act on the container.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The controller uses QemuDriver (the Driver protocol of reconcilers/driver.py) an
 the modules behind them are private to the driver: capabilities (probe), hostcheck
 (validation), escape + argv (command line), layout + process (files, launch), cgroups,
 pinning, monitor (the only qemu.qmp user), commands (one typed method per QMP command),
-events (classification), adopt (identity), runtime (per-domain state), changes (live vs
-restart).
+events (classification), tracking (the domains held, their events and exits), adopt
+(identity), runtime (per-domain state), changes (live vs restart).
 """
 
 from reconcilers.qemu.driver import QemuDriver

@@ -6,8 +6,9 @@ cgroup, so it outlives this driver and the controller; `close()` leaves it runni
 `reattach()` adopts it again after proving its identity (pid, boot id, kernel start time,
 name and uuid in its command line, and QMP's own query-name/query-uuid).
 
-QMP events and the pidfd exit are classified by events.py and reported through
-DriverContext.on_event; restart- and destroy-type lifecycle actions are carried out here.
+The domains it holds are kept by tracking.py, which also meets what they do on their own: QMP
+events and the pidfd exit, classified by events.py and reported through DriverContext.on_event,
+and restart- and destroy-type lifecycle actions.
 
 It never kills a process it has not proven to be its own, and never blocks the event loop
 for long (cgroup removal, which may wait for the kernel, runs in a thread).
@@ -20,20 +21,17 @@ import contextlib
 import dataclasses
 import os
 import signal
-from collections.abc import Mapping
-from typing import Any
 
 import structlog
 
 from reconcilers.driver import Capabilities, ChangeKind, Console, DriverContext, Live, RuntimeRecord
 from reconcilers.errors import DriverError, HostValidationError, TerminalError
-from reconcilers.identity import ExitWatch, boot_id, proc_starttime
+from reconcilers.identity import boot_id, proc_starttime
 from reconcilers.model import (
     Accel,
     Domain,
     DomainSpec,
     DriverName,
-    Lifecycle,
     LifecycleAction,
     Reason,
     SerialMode,
@@ -45,23 +43,12 @@ from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps
 from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, limits, tuning_fields
 from reconcilers.qemu.escape import ValueRefused
-from reconcilers.qemu.events import (
-    FollowUp,
-    GuestStop,
-    Intent,
-    RunState,
-    from_status,
-    missed_stop,
-    on_event,
-    on_exit,
-    settle,
-)
+from reconcilers.qemu.events import GuestStop, Intent, RunState, from_status, missed_stop, settle
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
-from reconcilers.qemu.monitor import Monitor, MonitorError
+from reconcilers.qemu.monitor import MonitorError
 from reconcilers.qemu.runtime import Running
+from reconcilers.qemu.tracking import Tracker
 from reconcilers.statemachine import LIVE_STATES, Trigger, transition
-
-SETTLE_TIMEOUT = 10.0  # seconds SIGKILL may take to end the process
 
 log = structlog.get_logger(__name__)
 
@@ -75,8 +62,7 @@ class QemuDriver:
         self._ctx = context
         self._settings = settings or QemuSettings()
         self._caps = CapabilityCache(context.state_dir / "qemu" / "capabilities.json")
-        self._tracked: dict[str, Running] = {}
-        self._last_stop: dict[str, Reason] = {}
+        self._tracked = Tracker(self._settings, context.on_event)
 
     # --- probing and validation ------------------------------------------------------------
 
@@ -127,7 +113,7 @@ class QemuDriver:
             pid = await process.launch_domain(domain, caps.binary, accel, files, self._settings)
         except process.LaunchError as exc:
             log.warning("qemu failed to start", domain=name, error=exc.message)
-            self._last_stop[name] = Reason.FAILED
+            self._tracked.last_stops[name] = Reason.FAILED
             raise DriverError(name, "start", exc.message) from exc
         tracked = self._new_tracked(domain, pid, files, note)
         try:
@@ -155,24 +141,9 @@ class QemuDriver:
         record = RuntimeRecord(name=name, driver=DriverName.QEMU, uuid=domain.metadata.uuid,
                                pid=pid, boot_id=boot_id(), starttime=proc_starttime(pid) or 0,
                                extra=extra)
-        self._last_stop.pop(name, None)
-        return self._track(record, domain.spec.lifecycle, self._monitor(name),
-                           RunState(State.PAUSED, Reason.STARTING_UP))
-
-    def _monitor(self, name: str) -> Monitor:
-        return Monitor(name, lambda e, d: self._on_qmp(name, e, d), self._settings.monitor_timeout)
-
-    def _track(self, record: RuntimeRecord, lifecycle: Lifecycle, monitor: Monitor,
-               run: RunState) -> Running:
-        """Hold a started or adopted domain, its exit watched from this moment on."""
-        name = record.name
-        tracked = Running(record=record, lifecycle=lifecycle, files=self._files(name),
-                          monitor=monitor, run=run, note=record.extra.get("accel", ""),
-                          cgroup=DomainCgroup(name, record.extra.get(
-                              "cgroup_parent", self._settings.cgroup_parent)),
-                          watch=ExitWatch(record.pid, lambda: self._exited(record)))
-        self._tracked[name] = tracked
-        return tracked
+        self._tracked.last_stops.pop(name, None)
+        return self._tracked.track(record, domain.spec.lifecycle, self._tracked.monitor(name),
+                                   RunState(State.PAUSED, Reason.STARTING_UP), files)
 
     async def _prepare(self, tracked: Running, spec: DomainSpec) -> None:
         """Steps between launch and `cont`: cgroup, QMP, pinning, balloon."""
@@ -190,7 +161,7 @@ class QemuDriver:
         with contextlib.suppress(ProcessLookupError):
             os.kill(tracked.record.pid, signal.SIGKILL)
         await tracked.settled()
-        self._last_stop[tracked.record.name] = Reason.FAILED
+        self._tracked.last_stops[tracked.record.name] = Reason.FAILED
         log.warning("start aborted", domain=tracked.record.name, error=message)
 
     # --- control ----------------------------------------------------------------------------
@@ -250,74 +221,7 @@ class QemuDriver:
             self._untracked(name, "destroy")
             return
         tracked.run.intent = Intent.DESTROY
-        await self._end(tracked, "destroy")
-
-    async def _end(self, tracked: Running, operation: str) -> None:
-        """SIGTERM the (proven) process, SIGKILL after the grace period, wait for the report."""
-        name = tracked.record.name
-        for sig, wait in ((signal.SIGTERM, self._settings.kill_grace),
-                          (signal.SIGKILL, SETTLE_TIMEOUT)):
-            if tracked.gone:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(tracked.record.pid, sig)  # pid proven ours: the pidfd has not fired
-            if await tracked.watch.wait(wait):
-                break
-        else:
-            raise DriverError(name, operation, f"pid {tracked.record.pid} survived SIGKILL")
-        await tracked.settled()
-
-    # --- events and exits -------------------------------------------------------------------
-
-    def _on_qmp(self, name: str, event: str, data: Mapping[str, Any]) -> None:
-        tracked = self._tracked.get(name)
-        if tracked is None:
-            return
-        reaction = on_event(name, event, data, tracked.run, tracked.lifecycle)
-        log.debug("qmp event", domain=name, qmp_event=event, data=dict(data),
-                  state=tracked.run.state.value, follow_up=reaction.follow_up.value)
-        if reaction.event is not None:
-            self._ctx.on_event(reaction.event)
-        if reaction.follow_up is FollowUp.QUIT:
-            tracked.spawn(self._quit(tracked))
-        elif reaction.follow_up is FollowUp.RESET:
-            tracked.spawn(self._reset(tracked))
-
-    async def _quit(self, tracked: Running) -> None:
-        """A destroy-type lifecycle action: QMP quit, then signals if qemu does not go."""
-        await tracked.qmp.quit()
-        if not await tracked.watch.wait(self._settings.kill_grace):
-            log.warning("qemu ignored quit; killing it", domain=tracked.record.name)
-            await self._end(tracked, "quit")
-
-    async def _reset(self, tracked: Running) -> None:
-        """A restart-type lifecycle action, in the same process (libvirt's fake reboot)."""
-        try:
-            await tracked.qmp.system_reset()
-            await tracked.qmp.cont()
-        except MonitorError as exc:
-            log.warning("in-place restart failed", domain=tracked.record.name, error=exc.message)
-
-    def _exited(self, record: RuntimeRecord) -> None:
-        tracked = self._tracked.get(record.name)
-        if tracked is not None and tracked.record is record:
-            tracked.exit_task = asyncio.get_running_loop().create_task(self._finish(tracked))
-
-    async def _release(self, tracked: Running) -> None:
-        if self._tracked.get(tracked.record.name) is tracked:
-            del self._tracked[tracked.record.name]
-        await tracked.release()
-
-    async def _finish(self, tracked: Running) -> None:
-        name = tracked.record.name
-        last_words = process.qemu_error(tracked.files.stderr)  # read before release removes it
-        await self._release(tracked)
-        event = on_exit(name, tracked.run, last_words)
-        self._last_stop[name] = event.reason
-        process.log_line(tracked.files, f"stopped: {event.reason.value}: {event.message}")
-        log.info("domain stopped", domain=name, reason=event.reason.value,
-                 cause=event.cause.value, detail=event.message)
-        self._ctx.on_event(event)
+        await self._tracked.end(tracked, "destroy")
 
     # --- observation and adoption -----------------------------------------------------------
 
@@ -332,7 +236,7 @@ class QemuDriver:
                 return Live(State.NOSTATE, Reason.UNKNOWN, pid=stray,
                             message=f"qemu pid {stray} runs for this domain but was not started "
                                     "or adopted by this controller; it is left alone")
-            return Live(State.SHUTOFF, self._last_stop.get(name, Reason.UNKNOWN))
+            return Live(State.SHUTOFF, self._tracked.last_stops.get(name, Reason.UNKNOWN))
         try:
             status = await tracked.qmp.query_status()
         except MonitorError as exc:
@@ -344,7 +248,7 @@ class QemuDriver:
 
     async def reattach(self, record: RuntimeRecord) -> Live | None:
         name = record.name
-        monitor = self._monitor(name)
+        monitor = self._tracked.monitor(name)
         try:
             await prove(record, monitor)
         except IdentityProblem as problem:
@@ -354,12 +258,12 @@ class QemuDriver:
                 return None
             log.warning("not adopting process", domain=name, pid=record.pid, why=problem.message)
             return Live(State.NOSTATE, Reason.UNKNOWN, pid=record.pid, message=problem.message)
-        tracked = self._track(record, lifecycle_from_extra(record.extra), monitor,
-                              RunState(State.RUNNING, Reason.UNKNOWN))
+        tracked = self._tracked.track(record, lifecycle_from_extra(record.extra), monitor,
+                                      RunState(State.RUNNING, Reason.UNKNOWN), self._files(name))
         live = await self.observe(name)
         missed = missed_stop(live.state, live.reason)
         if missed is not None:  # replayed on the running state it had: its action applies now
-            self._on_qmp(name, *missed)
+            self._tracked.on_qmp(name, *missed)
         elif live.state in LIVE_STATES:
             tracked.run.state, tracked.run.reason = live.state, live.reason
         process.log_line(tracked.files, f"re-attached to pid {record.pid}")
@@ -404,7 +308,5 @@ class QemuDriver:
         return Console(socket=str(self._files(name).serial))
 
     async def close(self) -> None:
-        for tracked in self._tracked.values():
-            await tracked.let_go()
-        self._tracked.clear()
+        await self._tracked.close()
 

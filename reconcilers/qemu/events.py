@@ -1,7 +1,7 @@
 """What QMP events and process exits mean in libvirt's vocabulary: pure functions, tested as tables.
 
-Called by QemuDriver for every QMP event of a domain and once when its process exits. The
-driver keeps one RunState per domain; `on_event` updates it and returns a Reaction: the
+Called by QemuDriver's Tracker (tracking.py) for every QMP event and once when the process
+exits. The driver keeps one RunState per domain; `on_event` updates it and returns a Reaction: the
 RuntimeEvent to report (if any) and what the driver must do next (quit qemu, reset it).
 Each outcome names state-machine triggers taken from the state the driver last learnt; the
 state, reason and libvirt events come from reconcilers/statemachine.py. A QMP event that no

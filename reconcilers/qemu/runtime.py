@@ -1,9 +1,9 @@
 """What the qemu driver holds for one running domain, and how it lets go of it.
 
-Owned by QemuDriver: one Running per domain it started or adopted. `release()` frees what a
-process that is gone leaves behind (QMP connection, follow-up tasks, cgroup, runtime files);
-`let_go()` drops only our side (watch, tasks, QMP) and leaves the process running, for
-`close()`; `confine()` gives a starting domain its cgroup. It never signals a process.
+Held by QemuDriver's Tracker (tracking.py): one Running per domain it started or adopted.
+`release()` frees what a process that is gone leaves behind (QMP connection, follow-up tasks,
+cgroup, runtime files); `let_go()` drops only our side (watch, tasks, QMP) and leaves the process
+running, for `close()`; `confine()` gives a starting domain its cgroup. It never signals a process.
 """
 
 from __future__ import annotations
