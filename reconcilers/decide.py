@@ -149,11 +149,15 @@ def decide(desired: Domain | None, live: Live, history: History) -> Plan:
 
 
 def _by_request(plan: Plan, request: ApiRequest, live: Live) -> Plan:
-    """A plan made for an API request is the API's; the start that completes a restart is
-    the controller's (libvirt: the domain restarts itself), counted as a restart."""
+    """A plan that carries out an API request is the API's. What the controller does on its
+    own while a request is in force (a restart after a crash, drift correction, onCrash) stays
+    the controller's, counted as a restart; so is the start that completes a restart (libvirt:
+    the domain restarts itself)."""
     if request.action is ApiAction.RESTART and live.state is State.SHUTOFF:
         return replace(plan, cause=Cause.CONTROLLER,
                        reason=f"{plan.reason} (completing a {request.describe()})")
+    if plan.cause is not Cause.MANIFEST:
+        return plan
     return replace(plan, cause=Cause.API, reason=f"{plan.reason} ({request.describe()})")
 
 
