@@ -12,7 +12,7 @@ Times are in seconds, sizes in bytes. The tree:
 
     Settings
         paths: Paths                        controller/paths.py
-        engine: EngineSettings              workers, stop_timeout, revalidate
+        engine: EngineSettings              workers, stop_timeout, resync
             prune: PruneSettings            grace, guard_min
             crash_loop: CrashLoopSettings   min_interval, cap, stable_after
             errors: BackoffSettings         base, cap
@@ -115,10 +115,12 @@ class EngineSettings:
     stop_timeout: float = 20.0
     """Seconds SIGTERM waits for passes in progress before cancelling them (domains keep
     running either way; a cancelled pass is redone by the next controller)."""
-    revalidate: float = SourceSettings.resync
-    """Seconds between re-checks of a domain stalled by host validation (a missing image,
-    unusable kvm), so fixing the host needs no manifest edit. The resync period: `domctl run`
-    sets both from --resync."""
+    resync: float = SourceSettings.resync
+    """Seconds after which a domain nothing happened to is reconciled again: a converged
+    domain is re-observed (drift that raises no event, such as a container frozen by someone
+    else, is corrected) and a domain stalled by host validation (a missing image, unusable
+    kvm) is re-checked, so fixing the host needs no manifest edit. `domctl run` sets it and
+    the directory rescan from --resync."""
 
 
 @dataclass(frozen=True)

@@ -82,11 +82,11 @@ class Controller:
         self.ledger = Ledger(self.registry, self.crash, self.wall)
         self.requests = Requests(self.ledger, self.audit, self.wall)
         self.projector = StatusProjector(self.ledger, self.store, self.statuses, self.drivers,
-                                         self.wall, self.settings.revalidate)
+                                         self.wall, self.settings.resync)
         self.reconciler = DomainReconciler(
             self.drivers, Ports(jobs=self.jobs, hooks=self.hooks, events=self.events,
                                 audit=self.audit))
-        self._timing = Timing(self.settings.revalidate, self.settings.crash_loop.stable_after)
+        self._timing = Timing(self.settings.resync, self.settings.crash_loop.stable_after)
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_hooks: dict[str, asyncio.Task[Any]] = {}  # `stopped`+`release` in flight
         self._orphan_problems: set[str] = set()

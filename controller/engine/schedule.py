@@ -8,15 +8,17 @@ never reads a clock or a file.
 
 | pass ended with                      | next pass                                          |
 |--------------------------------------|----------------------------------------------------|
-| success                              | the plan's requeue_after (None: the next event)    |
+| success                              | the plan's requeue_after, else after `resync` s:   |
+|                                      | a converged domain is re-observed (silent drift)   |
 | a failed start (transient)           | when the crash-loop backoff allows the next start  |
-| a host validation error (terminal)   | after `revalidate` s: the host may be fixed        |
+| a host validation error (terminal)   | after `resync` s: the host may be fixed            |
 | any other terminal error             | none: the manifest must change                     |
 | any other transient error, a crash   | the per-name error backoff's delay                 |
 | ... and the domain runs after failures | at the latest after `stable_after` s, to reset   |
 |                                      | the crash-loop count once it proved stable         |
 
-The result word ("ok", "error", "requeue") is for the reconcile-duration metric.
+The result word ("ok", "error", "requeue") is for the reconcile-duration metric: "requeue"
+only when the plan asked to come back (a periodic re-observation is "ok").
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class Facts:
 class Timing:
     """The settings schedule() reads (seconds)."""
 
-    revalidate: float
+    resync: float
     stable_after: float
 
 
@@ -66,10 +68,11 @@ class Next:
 
 
 def schedule(facts: Facts, timing: Timing) -> Next:
+    asked = facts.ending is Ending.OK and facts.requeue_after is not None
     delay = {
-        Ending.OK: facts.requeue_after,
+        Ending.OK: facts.requeue_after if asked else timing.resync,
         Ending.FAILED_START: facts.crash_remaining,
-        Ending.HOST: timing.revalidate,
+        Ending.HOST: timing.resync,
         Ending.TERMINAL: None,
         Ending.ERROR: facts.error_delay,
     }[facts.ending]
@@ -77,4 +80,4 @@ def schedule(facts: Facts, timing: Timing) -> Next:
         delay = timing.stable_after if delay is None else min(delay, timing.stable_after)
     if facts.ending is not Ending.OK:
         return Next(delay, PassResult.ERROR)
-    return Next(delay, PassResult.OK if delay is None else PassResult.REQUEUE)
+    return Next(delay, PassResult.REQUEUE if asked else PassResult.OK)

@@ -71,7 +71,7 @@ class Facts:
     backoff_until: float | None = None  # wall-clock seconds
     stalled: str | None = None
     host_problem: bool = False  # the stall is a host validation error (re-checked)
-    revalidate: float = 30.0
+    resync: float = 30.0
     removal_in: float = float("inf")
     conditions: tuple[Condition, ...] = ()  # as last projected
     now: float = 0.0  # wall-clock seconds
@@ -167,7 +167,7 @@ def _problems(problems: list[Problem], what: str) -> str:
 def _stalled(facts: Facts) -> Condition:
     if facts.stalled is not None and facts.host_problem:
         return Condition(ConditionType.STALLED, T, "HostValidation",
-                         f"{facts.stalled}; re-checked every {facts.revalidate:g} s and on "
+                         f"{facts.stalled}; re-checked every {facts.resync:g} s and on "
                          "every manifest change")
     if facts.stalled is not None:
         return Condition(ConditionType.STALLED, T, "Terminal",
@@ -204,13 +204,13 @@ class PassView:
 class StatusProjector:
     def __init__(self, ledger: Ledger, store: DesiredStore, statuses: StatusStore,
                  drivers: Mapping[DriverName, Driver], wall: Callable[[], float],
-                 revalidate: float) -> None:
+                 resync: float) -> None:
         self._ledger = ledger
         self._store = store
         self._statuses = statuses
         self._drivers = drivers
         self._wall = wall
-        self._revalidate = revalidate
+        self._resync = resync
 
     def project(self, view: PassView, backoff_until: float | None) -> DomainStatus | None:
         """Write `view.name`'s status document; `backoff_until` is wall-clock seconds."""
@@ -235,7 +235,7 @@ class StatusProjector:
             observed_generation=record.observed_generation, since=since, failures=failures,
             backoff_until=backoff_until if live.state is not State.RUNNING else None,
             stalled=stalled.message if stalled is not None else None,
-            host_problem=stalled is not None and stalled.host, revalidate=self._revalidate,
+            host_problem=stalled is not None and stalled.host, resync=self._resync,
             removal_in=self._store.removal_in(name), conditions=record.conditions, now=now,
             override=request.describe() if request is not None else None,
             override_state=API_STATES[request.action] if request is not None else None))

@@ -95,7 +95,7 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
         workers=workers, prune=PruneSettings(grace=removal_grace),
         crash_loop=CrashLoopSettings(min_interval=restart_backoff, cap=restart_backoff_max,
                                      stable_after=stable_after),
-        revalidate=resync)
+        resync=resync)
     settings = Settings(paths=paths, engine=engine, source=SourceSettings(resync=resync),
                         hooks=HookSettings(timeout=hook_timeout),
                         metrics=MetricsSettings(address=metrics_addr))

@@ -65,7 +65,7 @@ def test_each_flag_lands_in_its_field(group: click.Group, tmp_path: Path) -> Non
     settings = run(group, tmp_path, "--resync", "2", "--workers", "7", "--removal-grace", "1.5",
                    "--restart-backoff", "4", "--restart-backoff-max", "40",
                    "--stable-after", "9", "--hook-timeout", "5", "--metrics", ":9100")
-    assert settings.source.resync == settings.engine.revalidate == 2.0
+    assert settings.source.resync == settings.engine.resync == 2.0
     assert settings.engine.workers == 7
     assert settings.engine.prune == PruneSettings(grace=1.5)
     assert settings.engine.crash_loop == CrashLoopSettings(min_interval=4, cap=40,

@@ -32,8 +32,8 @@ def test_every_field_of_every_settings_class_has_a_docstring() -> None:
     assert undocumented == []
 
 
-def test_the_revalidate_period_is_the_resync_period() -> None:
-    assert EngineSettings().revalidate == SourceSettings().resync
+def test_the_engine_resyncs_with_the_directory() -> None:
+    assert EngineSettings().resync == SourceSettings().resync
 
 
 def test_a_built_tree_holds_every_branch(tmp_path: Path) -> None:
