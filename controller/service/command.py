@@ -59,6 +59,10 @@ def _dir_option(flag: str, what: str) -> Callable[[F], F]:
 @click.option("--resync", type=click.FloatRange(min=1), default=_SOURCE.resync,
               show_default=True, help="Seconds between full rescans of the manifests directory "
                                       "(and re-checks of hosts a domain could not start on).")
+@click.option("--max-manifest-bytes", type=click.IntRange(min=1024),
+              default=_SOURCE.max_manifest_bytes, show_default=True,
+              help="Bytes one manifest file may have; a bigger file is refused unread, as "
+                   "invalid.")
 @click.option("--workers", type=click.IntRange(min=1, max=64), default=_ENGINE.workers,
               show_default=True,
               help="Domains reconciled in parallel (never two passes on one domain).")
@@ -82,7 +86,8 @@ def _dir_option(flag: str, what: str) -> Callable[[F], F]:
               default=_ENGINE.crash_loop.stable_after, show_default=True,
               help="Seconds of running after which the failure count resets.")
 def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None,
-        log_dir: Path | None, hooks_dir: Path | None, resync: float, workers: int,
+        log_dir: Path | None, hooks_dir: Path | None, resync: float,
+        max_manifest_bytes: int, workers: int,
         removal_grace: float, restart_backoff: float, restart_backoff_max: float,
         metrics_addr: str | None, hook_timeout: float, stable_after: float) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT (domains keep running)."""
@@ -96,7 +101,8 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
         crash_loop=CrashLoopSettings(min_interval=restart_backoff, cap=restart_backoff_max,
                                      stable_after=stable_after),
         resync=resync)
-    settings = Settings(paths=paths, engine=engine, source=SourceSettings(resync=resync),
+    source = SourceSettings(resync=resync, max_manifest_bytes=max_manifest_bytes)
+    settings = Settings(paths=paths, engine=engine, source=source,
                         hooks=HookSettings(timeout=hook_timeout),
                         metrics=MetricsSettings(address=metrics_addr))
     try:
@@ -107,9 +113,12 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
 
 
 def _paths(**given: Path | None) -> Paths:
-    """The directories given as flags, the defaults for this user for the others."""
+    """The directories given as flags, the defaults for this user for the others, all made
+    absolute: the controller's working directory must not decide where a domain's files are
+    (a restart from another directory would not find them, and LXC needs absolute paths)."""
     defaults = default_paths(os.geteuid(), os.environ)
-    return dataclasses.replace(defaults, **{key: value for key, value in given.items()
+    return dataclasses.replace(defaults, **{key: value.absolute()
+                                            for key, value in given.items()
                                             if value is not None})
 
 

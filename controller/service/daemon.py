@@ -59,10 +59,17 @@ class Daemon:
     async def run(self) -> None:
         paths = self.settings.paths
         paths.ensure()
+        # one controller per state dir, and per runtime dir (its sockets, QMP sockets, pidfiles)
         lock = InstanceLock.acquire(paths.state_dir / "domctl.lock")
+        try:
+            runtime_lock = InstanceLock.acquire(paths.runtime_dir / "domctl.lock")
+        except BaseException:
+            lock.release()
+            raise
         try:
             await self._run_locked(paths)
         finally:
+            runtime_lock.release()
             lock.release()
             log.info("controller stopped; domains left running")
 

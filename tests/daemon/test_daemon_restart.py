@@ -234,3 +234,19 @@ def test_a_second_controller_on_the_same_state_dir_is_refused(controller: Contro
     assert f"locked by pid {controller.proc.pid}" in second.stderr
     assert controller.running()
     assert controller.domctl("get").returncode == 0
+
+
+def test_a_second_controller_on_the_same_runtime_dir_is_refused(
+        controller: Controller, tmp_path: Path) -> None:
+    """Another state dir but the same runtime dir would bind over the first controller's API
+    sockets and remove them on exit: refused, naming the runtime dir's lock and its holder."""
+    assert controller.proc is not None
+    argv = controller.argv()
+    argv[argv.index("--state-dir") + 1] = str(tmp_path / "other-state")
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert second.returncode == 1, second
+    assert f"{controller.runtime / 'domctl.lock'} is locked by pid {controller.proc.pid}" \
+        in second.stderr
+    assert controller.running()
+    assert (controller.runtime / "domctl.sock").exists()
+    assert controller.domctl("get").returncode == 0

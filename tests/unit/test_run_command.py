@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,14 @@ def test_the_console_script_module_loads_no_daemon_code() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     assert done.stdout.strip() == "[]"
+
+
+def test_relative_directories_are_made_absolute(group: click.Group, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The working directory must not decide where a domain's files are: a restart from
+    another directory would not find them."""
+    monkeypatch.chdir(tmp_path)
+    settings = run(group, tmp_path, "--state-dir", "rel-state", "--runtime-dir", "rel-run")
+    assert settings.paths.state_dir == tmp_path / "rel-state"
+    assert settings.paths.runtime_dir == tmp_path / "rel-run"
+    assert all(path.is_absolute() for path in dataclasses.astuple(settings.paths))
