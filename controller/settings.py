@@ -17,7 +17,7 @@ Times are in seconds, sizes in bytes. The tree:
             crash_loop: CrashLoopSettings   min_interval, cap, stable_after
             errors: BackoffSettings         base, cap
             jobs: JobSettings               wait_limit
-        source: SourceSettings              debounce, resync
+        source: SourceSettings              debounce, resync, recheck, max_manifest_bytes
         hooks: HookSettings                 timeout
         events: EventSettings               max_bytes, subscriber_queue
         api: ApiSettings                    max_request, request_timeout, log_poll,
@@ -49,8 +49,11 @@ class PruneSettings:
     """Seconds a domain whose manifest vanished is kept before it is shut down and undefined:
     rides out an editor's save or a `git checkout` that briefly removes the file."""
     guard_min: int = 2
-    """A snapshot removing more than half of the domains holds pruning (until `domctl prune
-    --confirm`) only when it removes more than this many: losing 2 of 3 is not a disaster."""
+    """Removals of more than half of the domains hold pruning (until `domctl prune
+    --confirm`) only when they are more than this many: losing 2 of 3 is not a disaster."""
+    window: float = 60.0
+    """Seconds over which removals are counted for that guard: manifests deleted one a second
+    (an Ansible loop) are held like manifests deleted by one rescan."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,14 @@ class SourceSettings:
     resync: float = 30.0
     """Seconds between full rescans, events or not: covers lost events, a dead observer
     thread and a replaced directory (`domctl run --resync`)."""
+    recheck: float = 1.0
+    """Seconds after which a manifest file that vanished or became empty (holds no document)
+    is read again before its domains count as removed: an in-place rewrite (truncate, then
+    write) caught half-done is never taken as a removal."""
+    max_manifest_bytes: int = 1024 * 1024
+    """Bytes one manifest file may have (`domctl run --max-manifest-bytes`, also the limit of
+    `domctl validate`): a bigger file is refused unread, as invalid, so one huge or hostile
+    file cannot stall the loading of the others (a 1 MiB file of 7000 domains loads in ~2 s)."""
 
 
 @dataclass(frozen=True)

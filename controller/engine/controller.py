@@ -154,7 +154,7 @@ class Controller:
     async def reattach_all(self) -> None:
         """Adopt every domain recorded as running; restart none. Runs before any pass."""
         records = self.registry.load_all()
-        self.store.seed(records)
+        self.store.seed({name: record.desired for name, record in records.items()})
         for name, record in sorted(records.items()):
             self.crash.restore(name, record.failures)
             runtime = record.runtime

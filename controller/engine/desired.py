@@ -5,27 +5,29 @@ and reads, per name, what the reconciler should aim for (`desired(name)`) and wh
 say about the manifest (`entry(name)`). DESIGN §3 and §5:
 
 - A valid document replaces the domain's spec; its file and generation come with it.
-- A name in an invalid file (by the names that file declared when it was last valid) or in a
-  name conflict keeps its last valid spec; the problems are reported (ManifestValid=False).
+- A name in an invalid file (by the names that file declared when it was last valid, or, after
+  a controller restart, by the file its last valid spec came from) or in a name conflict
+  keeps its last valid spec; the problems are reported (ManifestValid=False). A removal is
+  only ever a file that is gone or holds no document of that name.
 - A name that disappeared is kept for `grace` seconds (an editor save, a `git checkout` of
   another branch), then its desired spec becomes None: the reconciler stops and undefines it.
 - A snapshot of a missing or unreadable directory prunes nothing.
-- If one snapshot would remove more than half of the known domains, and more than
-  `guard_min` of them, the removals are held and reported until `confirm_prune()`
-  (`domctl prune --confirm`) or until the manifests come back.
+- If the removals of the last `window` seconds are more than half of the known domains, and
+  more than `guard_min` of them, those still pending are held and reported until
+  `confirm_prune()` (`domctl prune --confirm`) or until the manifests come back.
 
 Never touches a domain and never reads the file system: it is bookkeeping over the snapshots,
 with an injected clock (monotonic seconds).
 
 Public surface:
     Entry, DesiredStore(clock, settings)
-    DesiredStore.apply(snapshot) -> set[str], seed(names), desired(name), entry(name),
+    DesiredStore.apply(snapshot) -> set[str], seed(last_valid), desired(name), entry(name),
         names(), removal_in(name), held(), confirm_prune() -> list[str], forget(name)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -55,18 +57,20 @@ class DesiredStore:
         self._clock = clock
         self._settings = settings
         self._entries: dict[str, Entry] = {}
+        self._removed_at: dict[str, float] = {}  # names gone within the window, and when
 
-    def seed(self, names: Iterable[str]) -> None:
-        """Names known from the registry (domains from an earlier run), before the first scan."""
-        for name in names:
-            self._entries.setdefault(name, Entry())
+    def seed(self, last_valid: Mapping[str, Domain | None]) -> None:
+        """Domains known from an earlier run, with their last valid spec, before the first
+        scan: a manifest that is invalid when the controller starts keeps its domain on it."""
+        for name, domain in last_valid.items():
+            self._entries.setdefault(name, Entry(domain=domain))
 
     def apply(self, snapshot: Snapshot) -> set[str]:
         """Take a new snapshot; the names whose desired view changed."""
         if not snapshot.readable:
             return set()
         changed: set[str] = set()
-        declared = self._declared(snapshot)
+        declared = self._declared(snapshot) | self._kept_by_invalid_files(snapshot)
         for name, entry in self._entries.items():
             if name not in declared and entry.missing_since is None:
                 changed.add(name)
@@ -76,9 +80,10 @@ class DesiredStore:
             entry = self._entries.setdefault(name, Entry())
             before = (entry.domain, entry.problems, entry.conflicts, entry.missing_since)
             entry.domain = snapshot.domains.get(name, entry.domain)
-            entry.problems = self._file_problems(snapshot, name)
+            entry.problems = self._file_problems(snapshot, name, entry.domain)
             entry.conflicts = list(snapshot.conflicts.get(name, []))
             entry.missing_since, entry.held = None, False
+            self._removed_at.pop(name, None)
             if before != (entry.domain, entry.problems, entry.conflicts, entry.missing_since):
                 changed.add(name)
         return changed
@@ -90,21 +95,37 @@ class DesiredStore:
             names |= file_names
         return names
 
+    def _kept_by_invalid_files(self, snapshot: Snapshot) -> set[str]:
+        """Names whose last valid spec came from a file that is still there but invalid, and
+        of which the source knows no names (it has not seen the file valid since it started)."""
+        return {name for name, entry in self._entries.items()
+                if entry.domain is not None and entry.domain.source.file in snapshot.problems
+                and not snapshot.names_by_file.get(entry.domain.source.file)}
+
     @staticmethod
-    def _file_problems(snapshot: Snapshot, name: str) -> list[Problem]:
-        return [problem for path, names in snapshot.names_by_file.items() if name in names
-                for problem in snapshot.problems.get(path, [])]
+    def _file_problems(snapshot: Snapshot, name: str, domain: Domain | None) -> list[Problem]:
+        files = {path for path, names in snapshot.names_by_file.items() if name in names}
+        if domain is not None and not snapshot.names_by_file.get(domain.source.file):
+            files.add(domain.source.file)
+        return [problem for path in sorted(files) for problem in snapshot.problems.get(path, [])]
 
     def _mark_missing(self, names: set[str]) -> None:
         now = self._clock()
-        total = len(self._entries)
-        hold = len(names) > self._settings.guard_min and len(names) > total / 2
-        if hold:
-            log.warning("mass removal held: run `domctl prune --confirm` to remove them",
-                        removing=len(names), of=total, domains=sorted(names))
         for name in names:
-            entry = self._entries[name]
-            entry.missing_since, entry.held = now, hold
+            self._entries[name].missing_since = now
+            self._removed_at[name] = now
+        self._removed_at = {n: t for n, t in self._removed_at.items()
+                            if now - t <= self._settings.window}
+        recent = set(self._removed_at)
+        total = len(set(self._entries) | recent)
+        if len(recent) > self._settings.guard_min and len(recent) > total / 2:
+            pending = sorted(n for n in recent if n in self._entries
+                             and self._entries[n].missing_since is not None)
+            log.warning("mass removal held: run `domctl prune --confirm` to remove them",
+                        removing=len(recent), of=total, within=self._settings.window,
+                        domains=pending)
+            for name in pending:
+                self._entries[name].held = True
 
     def desired(self, name: str) -> Domain | None:
         """The spec to reconcile towards; None once the domain is to be removed."""
@@ -138,6 +159,7 @@ class DesiredStore:
         for name in released:
             entry = self._entries[name]
             entry.held, entry.missing_since = False, past
+            self._removed_at.pop(name, None)  # confirmed: no longer counts for the guard
         return released
 
     def forget(self, name: str) -> None:

@@ -106,6 +106,7 @@ class Ledger:
         record = self.registry.get(name)
         if record is not None and record.runtime is None:
             self.update(name, driver=desired.spec.driver)
+        self.update(name, desired=desired)  # survives a restart with the manifest invalid
         if desired.metadata.uuid is not None:
             return desired
         return dataclasses.replace(desired,

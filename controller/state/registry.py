@@ -36,7 +36,7 @@ from controller.state.jsondir import JsonDir, from_plain
 from controller.state.status import Condition
 from reconcilers.driver import RuntimeRecord
 from reconcilers.history import ApiRequest, LastStop, Stalled
-from reconcilers.model import DomainSpec, DriverName, Reason, State, to_plain
+from reconcilers.model import Domain, DomainSpec, DriverName, Reason, State, to_plain
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,7 @@ class DomainRecord:
     uuid: str
     version: int = RECORD_VERSION
     driver: DriverName | None = None  # the manifest's, or the one running the domain
+    desired: Domain | None = None  # the last valid manifest document (DesiredStore.seed)
     id: int | None = None  # libvirt's domain id while it holds one
     runtime: RuntimeRecord | None = None  # the running process, for re-attach
     live_spec: DomainSpec | None = None  # the spec the running domain has

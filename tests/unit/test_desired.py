@@ -138,8 +138,60 @@ def test_held_removals_are_released_when_the_manifests_come_back() -> None:
 def test_seeded_names_without_a_manifest_are_removed_after_the_grace_period() -> None:
     clock = Clock()
     s = store(clock, grace=3.0)
-    s.seed(["old"])
+    s.seed({"old": None})
     assert s.apply(snapshot(domain("a"))) == {"old", "a"}
     assert s.removal_in("old") == 3.0
     s.forget("old")
     assert s.names() == ["a"]
+
+
+def test_after_a_restart_an_invalid_manifest_keeps_its_domain_on_the_last_valid_spec() -> None:
+    """The source has never seen the file valid (it just started): the seeded last valid spec
+    names its file, which is still there but invalid, so the domain is not removed."""
+    clock, web = Clock(), domain("web-1")
+    s = store(clock)
+    s.seed({"web-1": web})
+    changed = s.apply(snapshot(invalid={web.source.file: frozenset()}))
+    assert changed == {"web-1"}
+    clock.now += 60
+    assert s.desired("web-1") == web
+    entry = s.entry("web-1")
+    assert entry is not None and entry.missing_since is None
+    assert [p.field for p in entry.problems] == ["spec.memory"]
+
+
+def test_after_a_restart_a_file_that_is_gone_still_removes_its_domain() -> None:
+    clock, web = Clock(), domain("web-1")
+    s = store(clock)
+    s.seed({"web-1": web})
+    s.apply(snapshot(invalid={"/m/other.yaml": frozenset()}))
+    clock.now += 3
+    assert s.desired("web-1") is None
+
+
+def test_removals_one_a_second_are_held_like_one_rescan() -> None:
+    """An Ansible loop deleting one manifest a second: the guard counts the window."""
+    clock = Clock()
+    names = [f"web-{i}" for i in range(5)]
+    s = DesiredStore(clock, PruneSettings(grace=3.0, window=60.0))
+    s.apply(snapshot(*(domain(n) for n in names)))
+    for gone in range(1, 4):  # removes web-0, then web-1, then web-2, a second apart
+        s.apply(snapshot(*(domain(n) for n in names[gone:])))
+        clock.now += 1
+    assert s.held() == ["web-0", "web-1", "web-2"]
+    clock.now += 600
+    assert all(s.desired(n) is not None for n in names[:3])
+    assert s.confirm_prune() == ["web-0", "web-1", "web-2"]
+    assert all(s.desired(n) is None for n in names[:3])
+
+
+def test_removals_spread_wider_than_the_window_are_not_held() -> None:
+    clock = Clock()
+    names = [f"web-{i}" for i in range(5)]
+    s = DesiredStore(clock, PruneSettings(grace=3.0, window=10.0))
+    s.apply(snapshot(*(domain(n) for n in names)))
+    for gone in range(1, 4):
+        s.apply(snapshot(*(domain(n) for n in names[gone:])))
+        clock.now += 11
+        s.forget(names[gone - 1])  # undefined after its grace period
+    assert s.held() == []
