@@ -7,16 +7,45 @@
 
 A Problem always renders as `FILE:LINE:COLUMN: FIELD: MESSAGE`, the form `domctl validate`,
 the ManifestValid condition and the logs all use, so an editor or CI log can jump to it.
+
+A message quotes a value through `quote()`, which keeps a short prefix of it: a manifest may hold
+a value of megabytes, and the message lands in the status file, the log and the API. A Problem
+also caps its field and message, whatever built them.
 """
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from reconcilers.errors import DomctlError, TerminalError
 
-__all__ = ["DomctlError", "ManifestError", "Problem", "format_path"]
+__all__ = ["DomctlError", "ManifestError", "Problem", "format_path", "quote", "shorten"]
+
+QUOTE_CHARS = 60
+"""Characters of a value a message quotes; the rest is replaced by its length."""
+FIELD_CHARS = 200
+MESSAGE_CHARS = 1000
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = QUOTE_CHARS
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+_REPR.maxlevel = 3
+
+
+def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` itself, or its first `limit` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def quote(value: object) -> str:
+    """A value as a message quotes it: `'abc'` for a string, at most a short prefix of it."""
+    if isinstance(value, str):
+        return repr(shorten(value)) if len(value) > QUOTE_CHARS else repr(value)
+    return shorten(_REPR.repr(value))
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -26,8 +55,9 @@ def format_path(path: Sequence[str | int]) -> str:
         if isinstance(elem, int):
             out += f"[{elem}]"
         else:
-            out += f".{elem}" if out else str(elem)
-    return out or "(document)"
+            name = shorten(str(elem))  # a key may be as long as a value
+            out += f".{name}" if out else name
+    return shorten(out, FIELD_CHARS) or "(document)"
 
 
 @dataclass(frozen=True)
@@ -37,6 +67,11 @@ class Problem:
     column: int
     field: str  # dotted path such as spec.qemu.disks[0].format, or "(yaml)" for syntax errors
     message: str
+
+    def __post_init__(self) -> None:
+        """Whatever built the message, a Problem never carries a value whole."""
+        object.__setattr__(self, "field", shorten(self.field, FIELD_CHARS))
+        object.__setattr__(self, "message", shorten(self.message, MESSAGE_CHARS))
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}: {self.field}: {self.message}"

@@ -3,18 +3,21 @@
 Called by `domctl validate` and by the manifest source of the daemon. Every error, whatever
 stage finds it, becomes a located Problem (`FILE:LINE:COLUMN: FIELD: MESSAGE`); a file with any
 problem yields no domains at all, so a half-valid file never starts half of what it declares.
-Never touches a running domain, never reads anything but the files it is given.
+Never touches a running domain, never reads anything but the files it is given, and of those
+only regular files (a FIFO would block the read for ever, a device never end), never more than
+`max_bytes` of one (`SourceSettings.max_manifest_bytes`): a bigger file is refused unread.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.manifests import normalise, schema, semantic
-from controller.manifests.errors import ManifestError, Problem, format_path
+from controller.manifests.errors import ManifestError, Problem, format_path, shorten
 from controller.manifests.yamlsource import (
     Document,
     YamlSyntaxError,
@@ -22,6 +25,7 @@ from controller.manifests.yamlsource import (
     locate,
     parse,
 )
+from controller.settings import SourceSettings
 from reconcilers.model import Domain, SourceRef
 
 
@@ -57,16 +61,70 @@ def load_text(text: str, filename: str) -> list[Domain]:
     return domains
 
 
-def load_file(path: str | os.PathLike[str]) -> list[Domain]:
+MAX_BYTES = SourceSettings.max_manifest_bytes
+
+
+def load_file(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> list[Domain]:
+    """Every domain declared in the regular file `path` of at most `max_bytes` bytes."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = read_manifest(path, max_bytes)
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        problem = Problem(str(path), 1, 1, "(file)", f"not UTF-8 text: {err}")
+        problem = Problem(str(path), 1, 1, "(file)",
+                          f"not UTF-8 text: invalid byte at offset {err.start}")
         raise ManifestError([problem]) from None
     except OSError as err:
         problem = Problem(str(path), 1, 1, "(file)", err.strerror or str(err))
         raise ManifestError([problem]) from None
     return load_text(text, str(path))
+
+
+def read_manifest(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, or ManifestError (OSError passes).
+
+    The file is checked before it is opened (a device is never opened), opened non-blocking
+    (a FIFO swapped in meanwhile cannot block the open) and checked again once open; the read
+    stops at `max_bytes` + 1, so a file growing meanwhile is refused too.
+    """
+    def refuse(message: str) -> ManifestError:
+        return ManifestError([Problem(str(path), 1, 1, "(file)", message)])
+
+    def check(st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"not a regular file ({_kind(st.st_mode)}): only regular files are "
+                         "read as manifests")
+        if st.st_size > max_bytes:
+            raise refuse(_too_big(f"{st.st_size} bytes", max_bytes))
+
+    check(os.stat(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        check(os.fstat(fd))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(max_bytes + 1 - size, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise refuse(_too_big(f"more than {max_bytes} bytes (it grew)", max_bytes))
+    return b"".join(chunks)
+
+
+def _too_big(size: str, max_bytes: int) -> str:
+    return (f"{size}: larger than the limit of {max_bytes} bytes for one manifest "
+            "file (`domctl run --max-manifest-bytes`)")
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def _document_problems(document: Document, filename: str) -> Iterator[Problem]:
@@ -88,14 +146,26 @@ def _document_problems(document: Document, filename: str) -> Iterator[Problem]:
     for finding in schema_findings:
         yield problem(finding.path, finding.message, finding.value_path)
     if not schema_findings:
-        for path, message in semantic.check(document.data):
+        try:
+            found = semantic.check(document.data)
+        except (ValueError, OverflowError) as err:  # a number Python will not convert
+            yield problem((), f"a value is out of range: {shorten(str(err), 200)}", False)
+            return
+        for path, message in found:
             yield problem(path, message, False)
 
 
 def _build(document: Document, filename: str) -> Domain:
     data = document.data
     assert isinstance(data, Mapping)
-    return Domain(metadata=normalise.metadata(data["metadata"]), spec=normalise.spec(data["spec"]),
+    try:
+        metadata, spec = normalise.metadata(data["metadata"]), normalise.spec(data["spec"])
+    except (ValueError, OverflowError) as err:
+        where = document.node.start_mark
+        message = f"a value is out of range: {shorten(str(err), 200)}"
+        raise ManifestError([Problem(filename, where.line + 1, where.column + 1, "(document)",
+                                     message)]) from None
+    return Domain(metadata=metadata, spec=spec,
                   source=SourceRef(filename, document.node.start_mark.line + 1, document.index))
 
 
@@ -110,21 +180,26 @@ class LoadResult:
 
 
 def manifest_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Files named explicitly are taken as they are; directories are filtered by name."""
+    """Files named explicitly are taken as they are; directories are filtered by name.
+
+    A directory's entries that are not directories are all taken, FIFOs and devices too:
+    load_file refuses those with a problem, which a silent skip would hide.
+    """
     for path in map(Path, paths):
         if path.is_dir():
             yield from sorted(p for p in path.iterdir()
-                              if p.is_file() and is_manifest_name(p.name))
+                              if not p.is_dir() and is_manifest_name(p.name))
         else:
             yield path
 
 
-def load_paths(paths: Iterable[str | os.PathLike[str]]) -> LoadResult:
+def load_paths(paths: Iterable[str | os.PathLike[str]],
+               max_bytes: int = MAX_BYTES) -> LoadResult:
     result = LoadResult()
     for path in manifest_files(paths):
         result.files += 1
         try:
-            result.domains.extend(load_file(path))
+            result.domains.extend(load_file(path, max_bytes))
         except ManifestError as err:
             result.problems.extend(err.problems)
     conflicts = name_conflicts(result.domains)
@@ -152,5 +227,6 @@ def name_conflicts(domains: Iterable[Domain]) -> list[Problem]:
     return problems
 
 
-__all__ = ["LoadResult", "ManifestError", "Problem", "is_manifest_name", "load_file",
-           "load_paths", "load_text", "manifest_files", "name_conflicts"]
+__all__ = ["MAX_BYTES", "LoadResult", "ManifestError", "Problem", "is_manifest_name",
+           "load_file", "load_paths", "load_text", "manifest_files", "name_conflicts",
+           "read_manifest"]

@@ -19,6 +19,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from controller.manifests.errors import quote, shorten
+
 PathElem = str | int
 
 
@@ -64,7 +66,8 @@ def _explain(error: ValidationError) -> Iterator[SchemaFinding]:
                 yield SchemaFinding(path + (name,), "required field is missing", False)
     elif kind == "propertyNames":
         yield SchemaFinding(path + (str(error.instance),),
-                            f"key {error.instance!r} is not {_title(error, 'a valid key')}", False)
+                            f"key {quote(error.instance)} is not {_title(error, 'a valid key')}",
+                            False)
     elif kind == "not" and error.validator_value == {}:
         yield _forbidden_field(path)
     elif kind in ("allOf", "if", "then") and error.context:
@@ -79,10 +82,12 @@ def _unknown_fields(error: ValidationError, path: tuple[PathElem, ...]) -> Itera
     for name in error.instance:
         if name in known:
             continue
-        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+        # difflib is quadratic in the name's length: a long name is close to no known field
+        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6) \
+            if len(str(name)) <= 64 else []
         hint = f"; did you mean '{close[0]}'?" if close else \
             f"; known fields here: {', '.join(known)}" if known else ""
-        yield SchemaFinding(path + (name,), f"unknown field '{name}'{hint}", False)
+        yield SchemaFinding(path + (name,), f"unknown field {quote(str(name))}{hint}", False)
 
 
 def _title(error: ValidationError, default: str) -> str:
@@ -92,7 +97,10 @@ def _title(error: ValidationError, default: str) -> str:
 
 
 def _show(value: object) -> str:
-    return json.dumps(value) if isinstance(value, (str, bool)) or value is None else repr(value)
+    """A value as the messages quote it: JSON for a string, at most a short prefix of it."""
+    if isinstance(value, str):
+        return json.dumps(shorten(value))
+    return json.dumps(value) if isinstance(value, bool) or value is None else quote(value)
 
 
 def _value_message(error: ValidationError) -> str:
@@ -120,7 +128,7 @@ def _value_message(error: ValidationError) -> str:
         return "must not list the same item twice"
     if kind == "oneOf":
         return f"{_show(value)} is not {_describe_alternatives(error)}"
-    return str(error.message)
+    return shorten(str(error.message), 200)  # jsonschema's own quotes the instance whole
 
 
 def _forbidden_field(path: tuple[PathElem, ...]) -> SchemaFinding:

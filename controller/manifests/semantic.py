@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from controller.manifests.errors import quote, shorten
 from controller.manifests.normalise import MIB, parse_size
 
 Path = tuple[str | int, ...]
@@ -35,8 +36,8 @@ def _memory(spec: Raw) -> Iterator[Finding]:
         yield ("spec", "memory"), "qemu needs a whole number of MiB"
     if "currentMemory" in spec and parse_size(spec["currentMemory"]) > memory:
         yield (("spec", "currentMemory"),
-               f"currentMemory ({spec['currentMemory']}) must not exceed memory "
-               f"({spec.get('memory', 512)})")
+               f"currentMemory ({shorten(str(spec['currentMemory']))}) must not exceed memory "
+               f"({shorten(str(spec.get('memory', 512)))})")
 
 
 def _max_vcpus(spec: Raw) -> int:
@@ -111,6 +112,6 @@ def _unique(items: list[Raw], key: str, path: Path, what: str) -> Iterator[Findi
     for i, item in enumerate(items):
         value = item.get(key)
         if value in first:
-            yield path + (i, key), f"{what} {value!r} is already used by entry {first[value]}"
+            yield path + (i, key), f"{what} {quote(value)} is already used by entry {first[value]}"
         else:
             first[value] = i

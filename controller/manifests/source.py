@@ -9,6 +9,17 @@ states of an editor save, `sed -i` or `git checkout` (a file briefly missing or 
 seen; a full rescan also runs every `resync` seconds, which covers lost events (queue overflow),
 a dead observer thread and a deleted or replaced directory (the watch is then re-created).
 
+A file that vanished or became empty (holds no document) while it declared domains is not taken
+as their removal at once: the snapshot keeps its last result and the file is read again after
+`recheck` seconds; only if it is still gone or empty then do its domains drop out. An in-place
+rewrite (`truncate`, then `write`, as `>` in a shell or many editors do) read between the two
+steps therefore never reaches the caller as a removal.
+
+Loading runs in an executor thread, one scan at a time, and each file is bounded (regular files
+only, at most `max_manifest_bytes`, limited nesting and aliases: loader.py and yamlsource.py),
+so a huge or hostile file neither blocks the loop (the API, the domains' passes) nor holds up
+the other files' changes for long.
+
 A Snapshot carries the valid, non-conflicting domains; the problems of invalid files with, for
 each, the names it declared at its last valid load (so the caller keeps those domains on their
 last valid spec with ManifestValid=False); name conflicts; and `readable`, False when the
@@ -24,6 +35,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +103,9 @@ class ManifestSource:
         self._settings = settings or SourceSettings()
         self._cache: dict[str, tuple[_FileKey, _Loaded]] = {}
         self._last_names: dict[str, frozenset[str]] = {}
+        self._shown: dict[str, _Loaded] = {}  # what the last snapshot took from each file
+        self._suspects: dict[str, float] = {}  # file → when it was first seen gone or empty
+        self._recheck: asyncio.TimerHandle | None = None
         self._observer: BaseObserver | None = None
         self._watched: tuple[int, int] | None = None  # st_dev, st_ino of the watched directory
         self._scan_lock = asyncio.Lock()
@@ -108,8 +123,9 @@ class ManifestSource:
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._debounce is not None:
-            self._debounce.cancel()
+        for timer in (self._debounce, self._recheck):
+            if timer is not None:
+                timer.cancel()
         tasks = [*self._tasks, *([self._resync_task] if self._resync_task else [])]
         for task in tasks:
             task.cancel()
@@ -119,7 +135,12 @@ class ManifestSource:
     async def rescan(self) -> Snapshot:
         """Re-list and load the directory now; the snapshot goes to on_change and is returned."""
         async with self._scan_lock:
-            snapshot = await asyncio.get_running_loop().run_in_executor(None, self._scan)
+            loop = asyncio.get_running_loop()
+            snapshot, recheck = await loop.run_in_executor(None, self._scan)
+            if recheck and not self._stopped:
+                if self._recheck is not None:
+                    self._recheck.cancel()
+                self._recheck = loop.call_later(self._settings.recheck, self._poke)
             log.debug("manifests scanned", directory=str(self.directory),
                       domains=len(snapshot.domains), invalid=len(snapshot.problems),
                       conflicts=len(snapshot.conflicts), readable=snapshot.readable)
@@ -199,21 +220,46 @@ class ManifestSource:
 
     # -- the scan, run in an executor thread, one at a time (scan lock) --------------------------
 
-    def _scan(self) -> Snapshot:
+    def _scan(self) -> tuple[Snapshot, bool]:
+        """The snapshot, and whether a file must be read again (a suspected removal)."""
         try:
             with os.scandir(self.directory) as entries:
+                # not only regular files: a FIFO or device named *.yaml is reported, not skipped
                 paths = sorted(str(self.directory / e.name) for e in entries
-                               if is_manifest_name(e.name) and e.is_file())
+                               if is_manifest_name(e.name) and not e.is_dir())
         except OSError as err:
             log.warning("manifests directory unreadable: nothing will be pruned",
                         directory=str(self.directory), error=str(err))
-            return Snapshot(readable=False)
+            return Snapshot(readable=False), False
         loaded = {path: result for path in paths if (result := self._load(path)) is not None}
+        recheck = self._hold_suspects(loaded)
+        self._shown = dict(loaded)
         for stale in self._cache.keys() - loaded.keys():
             del self._cache[stale]
         self._last_names = {path: names for path, names in self._last_names.items()
                             if path in loaded}
-        return self._assemble(loaded)
+        return self._assemble(loaded), recheck
+
+    def _hold_suspects(self, loaded: dict[str, _Loaded]) -> bool:
+        """Keep the last result of a file that declared domains and is now gone or empty,
+        until it has been so for `recheck` seconds; True while any file is held."""
+        now, held = time.monotonic(), False
+        for path, previous in self._shown.items():
+            current = loaded.get(path)
+            if not self._last_names.get(path) or (current is not None and current != []):
+                self._suspects.pop(path, None)
+                continue
+            since = self._suspects.setdefault(path, now)
+            if now - since < self._settings.recheck:
+                loaded[path] = previous
+                held = True
+                log.info("manifest file gone or empty: read again before its domains count "
+                         "as removed", file=path, names=sorted(self._last_names[path]))
+            else:
+                del self._suspects[path]
+        for path in self._suspects.keys() - self._shown.keys():
+            del self._suspects[path]
+        return held
 
     def _load(self, path: str) -> _Loaded | None:
         """A file's domains or its error, from the cache while unchanged; None if it vanished."""
@@ -226,7 +272,7 @@ class ManifestSource:
         if cached is not None and cached[0] == key:
             return cached[1]
         try:
-            result: _Loaded = load_file(path)
+            result: _Loaded = load_file(path, self._settings.max_manifest_bytes)
         except ManifestError as err:
             if _vanished(path):
                 return None

@@ -5,6 +5,14 @@ a manifest with `memory:` twice would run with a value the author may not have m
 duplicate is an error at the second key. Each document keeps its node tree so that any error found
 later (schema, semantics) can be pointed at a line and column.
 
+Hostile input is bounded before any node tree is built: a first pass over the parser's events
+(a flat loop, no recursion) refuses a document nested deeper than MAX_DEPTH, one with more than
+MAX_ALIASES aliases, an alias inside its own anchor (a cycle), and one whose size with every alias
+expanded would exceed MAX_NODES; the expanded size is counted from each anchor's size, never by
+expanding. Only then are nodes composed and constructed, and the duplicate-key walk visits each
+node once, whatever the number of aliases pointing at it. The byte size of a file is bounded by
+the caller (loader.py). Values are quoted in messages by errors.quote(): a short prefix only.
+
 Never builds objects from YAML tags (safe loader only), never reads the file itself.
 """
 
@@ -14,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import yaml
+
+from controller.manifests.errors import quote
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is ~3x faster
 
@@ -28,6 +38,15 @@ _IMPLICIT_NON_STRING = {
 }
 
 PathElem = str | int
+
+MAX_DEPTH = 50
+"""Nesting of mappings and sequences a document may have: a manifest needs under 10, and every
+level costs a few frames of Python's recursion limit (1000) in the constructor and the checks."""
+MAX_ALIASES = 100
+"""Aliases (`*name`, merge keys included) a document may use."""
+MAX_NODES = 20_000
+"""Nodes a document may have with every alias expanded (a domain has about a hundred): an
+alias bomb of a few lines would expand to billions."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,7 @@ def _mark_position(mark: yaml.Mark | None) -> Position:
 
 def parse(text: str) -> list[Document]:
     """All non-empty documents of `text`; raises YamlSyntaxError with located problems."""
+    _check_bounds(text)
     loader = _BaseLoader(text)
     documents: list[Document] = []
     try:
@@ -75,26 +95,104 @@ def parse(text: str) -> list[Document]:
             if node is None:
                 index += 1
                 continue
-            duplicates = list(_duplicate_keys(node, ()))
+            duplicates = list(_duplicate_keys(node, (), set()))
             if duplicates:
                 raise YamlSyntaxError(duplicates)
-            documents.append(Document(index, node, loader.construct_document(node)))
+            documents.append(Document(index, node, _construct(loader, node)))
             index += 1
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = err.problem or err.context or "invalid YAML"
         if err.context and err.problem:
             problem = f"{err.problem} ({err.context})"
-        raise YamlSyntaxError([YamlProblem((), _mark_position(mark), problem)]) from None
+        raise YamlSyntaxError([YamlProblem((), _mark_position(mark), _short(problem))]) from None
     except yaml.YAMLError as err:
-        raise YamlSyntaxError([YamlProblem((), Position(1, 1), str(err))]) from None
+        raise YamlSyntaxError([YamlProblem((), Position(1, 1), _short(str(err)))]) from None
     finally:
         loader.dispose()
     return documents
 
 
-def _duplicate_keys(node: yaml.Node, path: tuple[PathElem, ...]) -> Iterator[YamlProblem]:
-    """Walk the raw node tree (before merge keys are expanded, so `<<:` overrides stay legal)."""
+def _short(message: str) -> str:
+    """PyYAML's own messages may quote a token (an alias name, a tag) whole."""
+    return message if len(message) <= 200 else message[:200] + "…"
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node) -> object:
+    """The document's data; a scalar Python cannot convert (an integer of more than 4300
+    digits, the 31st of February) is a located problem, not a ValueError out of the loader."""
+    try:
+        return loader.construct_document(node)
+    except (ValueError, OverflowError) as err:
+        message = f"a value cannot be read: {_short(str(err))}"
+        raise YamlSyntaxError([YamlProblem((), _mark_position(node.start_mark),
+                                           message)]) from None
+
+
+def _check_bounds(text: str) -> None:
+    """Refuse deep nesting, many aliases, cycles and alias bombs from the event stream alone."""
+    loader = _BaseLoader(text)
+    try:
+        depth = aliases = expanded = 0
+        open_anchors: set[str] = set()
+        sizes: dict[str, int] = {}  # anchor → its expanded size, once its node is complete
+        starts: list[tuple[str | None, int]] = []  # open collections: anchor, expanded at start
+        while loader.check_event():
+            event = loader.get_event()
+            problem = None
+            if isinstance(event, yaml.DocumentStartEvent):
+                aliases = expanded = 0
+                sizes.clear()
+            elif isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                expanded += 1
+                starts.append((event.anchor, expanded - 1))
+                if event.anchor is not None:
+                    open_anchors.add(event.anchor)
+                if depth > MAX_DEPTH:
+                    problem = f"nested more than {MAX_DEPTH} levels deep"
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+                anchor, before = starts.pop()
+                if anchor is not None:
+                    open_anchors.discard(anchor)
+                    sizes[anchor] = expanded - before
+            elif isinstance(event, yaml.ScalarEvent):
+                expanded += 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if event.anchor in open_anchors:
+                    problem = f"alias {quote(event.anchor)} refers to a node that contains it " \
+                              "(a recursive structure)"
+                elif aliases > MAX_ALIASES:
+                    problem = f"more than {MAX_ALIASES} aliases in one document"
+                elif event.anchor is not None:  # an unknown anchor: composing reports it
+                    expanded += sizes.get(event.anchor, 1)
+            if problem is None and expanded > MAX_NODES:
+                problem = f"more than {MAX_NODES} values with every alias expanded " \
+                          "(too large, or an alias bomb)"
+            if problem is not None:
+                raise YamlSyntaxError([YamlProblem((), _mark_position(event.start_mark),
+                                                   problem)])
+    except yaml.MarkedYAMLError:
+        return  # a syntax error: parse() reports it with its position
+    except yaml.YAMLError:
+        return
+    finally:
+        loader.dispose()
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple[PathElem, ...],
+                    visited: set[int]) -> Iterator[YamlProblem]:
+    """Walk the raw node tree (before merge keys are expanded, so `<<:` overrides stay legal).
+
+    A node reached again through an alias is not walked again: its keys were checked once.
+    """
+    if id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -103,12 +201,13 @@ def _duplicate_keys(node: yaml.Node, path: tuple[PathElem, ...]) -> Iterator[Yam
             key = str(key_node.value)
             if key in seen:
                 yield YamlProblem(path + (key,), _mark_position(key_node.start_mark),
-                                  f"duplicate key '{key}' (YAML would silently keep only the last)")
+                                  f"duplicate key {quote(key)} (YAML would silently keep only "
+                                  "the last)")
             seen.add(key)
-            yield from _duplicate_keys(value_node, path + (key,))
+            yield from _duplicate_keys(value_node, path + (key,), visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, path + (i,))
+            yield from _duplicate_keys(item, path + (i,), visited)
 
 
 @dataclass(frozen=True)
@@ -166,5 +265,5 @@ def implicit_type_hint(node: yaml.Node) -> str | None:
     kind = _IMPLICIT_NON_STRING.get(node.tag)
     if kind is None:
         return None
-    return f"unquoted {node.value!r} is read as {kind} in YAML; quote it ('{node.value}') " \
-           "if you mean the string"
+    shown = quote(node.value)
+    return f"unquoted {shown} is read as {kind} in YAML; quote it ({shown}) if you mean the string"

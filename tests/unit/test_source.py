@@ -147,9 +147,9 @@ async def test_ansible_temp_file_is_never_read(web1: ManifestSource, manifests: 
     read: list[str] = []
     real_load = loader.load_file
 
-    def recording_load(path: str) -> list[Domain]:
+    def recording_load(path: str, max_bytes: int) -> list[Domain]:
         read.append(os.path.basename(path))
-        return real_load(path)
+        return real_load(path, max_bytes)
 
     monkeypatch.setattr(source_module, "load_file", recording_load)
     tmp = manifests / ".ansible_tmpk2j4x9a.yaml"
@@ -240,7 +240,7 @@ async def test_conflicting_names_are_both_refused(manifests: Path, collector: Co
 async def test_unchanged_files_are_not_parsed_again(web1: ManifestSource,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    def counting_load(path: str) -> list[Domain]:
+    def counting_load(path: str, max_bytes: int) -> list[Domain]:
         calls.append(path)
         return []
 
@@ -255,10 +255,10 @@ async def test_file_vanishing_before_it_is_read_is_simply_absent(
     (manifests / "b.yaml").write_text(manifest("web-2"))
     real_load = loader.load_file
 
-    def delete_then_load(path: str) -> list[Domain]:
+    def delete_then_load(path: str, max_bytes: int) -> list[Domain]:
         if path.endswith("b.yaml"):
             os.unlink(path)  # removed between the listing and the open: a real ENOENT
-        return real_load(path)
+        return real_load(path, max_bytes)
 
     monkeypatch.setattr(source_module, "load_file", delete_then_load)
     src = await started(manifests, collector)
@@ -359,4 +359,105 @@ async def test_dead_observer_is_recreated(manifests: Path, collector: Collector,
         (manifests / "a.yaml").write_text(manifest("web-1"))
         await collector.wait_for(lambda s: set(s.domains) == {"web-1"})
     finally:
+        await src.stop()
+
+
+RECHECK = SourceSettings(debounce=0.3, resync=30.0, recheck=0.5)
+
+
+async def test_in_place_rewrite_read_while_empty_is_not_a_removal(
+        manifests: Path, collector: Collector) -> None:
+    """`>` in a shell: truncate, then write. A scan between the two keeps web-1 as it was."""
+    path = manifests / "a.yaml"
+    path.write_text(manifest("web-1"))
+    src = await started(manifests, collector, RECHECK)
+    try:
+        start = len(collector.snapshots)
+        with path.open("w") as f:  # truncated now
+            empty = await src.rescan()  # a scan that sees the file empty
+            assert gens(empty) == {"web-1": generation("web-1")}
+            f.write(manifest("web-1", "128Mi"))
+        await collector.wait_for(lambda s: gens(s) == {"web-1": generation("web-1", "128Mi")})
+        assert all("web-1" in s.domains for s in collector.since(start))
+    finally:
+        await src.stop()
+
+
+@pytest.mark.parametrize("how", ["unlink", "truncate"])
+async def test_a_file_gone_or_empty_counts_as_removed_once_read_again(
+        manifests: Path, collector: Collector, how: str) -> None:
+    (manifests / "a.yaml").write_text(manifest("web-1"))
+    (manifests / "b.yaml").write_text(manifest("web-2"))
+    src = await started(manifests, collector, RECHECK)
+    try:
+        if how == "unlink":
+            (manifests / "a.yaml").unlink()
+        else:
+            (manifests / "a.yaml").write_text("")
+        held = await src.rescan()
+        assert set(held.domains) == {"web-1", "web-2"}  # not yet: it is read again first
+        start = len(collector.snapshots)
+        gone = await collector.wait_for(lambda s: set(s.domains) == {"web-2"})
+        assert not gone.problems and not gone.names_by_file
+        assert len(collector.since(start)) >= 1  # the re-check delivered it, unprompted
+    finally:
+        await src.stop()
+
+
+async def test_a_fifo_and_an_oversized_file_are_problems(manifests: Path,
+                                                         collector: Collector) -> None:
+    os.mkfifo(manifests / "pipe.yaml")  # no writer: an ordinary open would block the scan
+    (manifests / "big.yaml").write_text(manifest("web-2") + "#" * 4096)
+    (manifests / "a.yaml").write_text(manifest("web-1"))
+    src = await started(manifests, collector,
+                        SourceSettings(debounce=0.3, resync=30.0, max_manifest_bytes=2048))
+    try:
+        snapshot = collector.snapshots[-1]
+        assert set(snapshot.domains) == {"web-1"}
+        [fifo] = snapshot.problems[str(manifests / "pipe.yaml")]
+        assert "not a regular file (a FIFO)" in fifo.message
+        [big] = snapshot.problems[str(manifests / "big.yaml")]
+        assert "larger than the limit of 2048 bytes" in big.message
+    finally:
+        await src.stop()
+
+
+async def test_loading_never_blocks_the_loop(manifests: Path, collector: Collector,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile file is loaded while the loop keeps running: a heartbeat task ticks during
+    the load (the load waits for a tick it could never see if it ran on the loop)."""
+    (manifests / "a.yaml").write_text(manifest("web-1"))
+    bomb = 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 12))
+    (manifests / "bomb.yaml").write_text(bomb)
+    ticks: list[int] = []
+    saw_tick: dict[str, bool] = {}
+    real_load = loader.load_file
+
+    def load_then_wait_for_a_tick(path: str, max_bytes: int) -> list[Domain]:
+        try:
+            return real_load(path, max_bytes)
+        finally:
+            before = len(ticks)
+            deadline = time.monotonic() + 10
+            while len(ticks) == before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            saw_tick[os.path.basename(path)] = len(ticks) > before
+
+    async def heartbeat() -> None:
+        while True:
+            ticks.append(len(ticks))
+            await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(source_module, "load_file", load_then_wait_for_a_tick)
+    beating = asyncio.create_task(heartbeat())
+    src = await started(manifests, collector)
+    try:
+        snapshot = collector.snapshots[-1]
+        assert saw_tick == {"a.yaml": True, "bomb.yaml": True}
+        assert set(snapshot.domains) == {"web-1"}
+        [problem] = snapshot.problems[str(manifests / "bomb.yaml")]
+        assert "alias bomb" in problem.message
+    finally:
+        beating.cancel()
         await src.stop()
