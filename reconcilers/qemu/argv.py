@@ -1,8 +1,9 @@
 """The qemu command line of a domain: a pure function of the spec, tested with golden files.
 
 Called by process.py at launch (and by the golden tests). Every manifest string goes through
-escape.py (commas doubled, control characters and option-like values refused), so nothing in
-a manifest can add an option. Devices get libvirt-style ids (`virtio-disk0`, `serial0`, ...)
+escape.py (commas doubled, control characters and option-like values refused, and commas and
+blanks refused in -initrd, which qemu splits into multiboot modules), so nothing in a manifest
+can add an option or another file. Devices get libvirt-style ids (`virtio-disk0`, `serial0`, ...)
 and explicit PCI slots, so a guest sees the same hardware on every start.
 
 Lifecycle mapping (libvirt's on_poweroff/on_reboot/on_crash, notes A.5), in qemu terms:
@@ -145,7 +146,9 @@ def _firmware(domain: Domain) -> list[str]:
                                 ("-initrd", qemu.initrd, "initrd"),
                                 ("-append", qemu.cmdline, "cmdline")):
         if value is not None:
-            argv += [option, escape.lone(value, f"spec.qemu.{name}")]
+            # -initrd is split by qemu itself (multiboot modules); the others are taken whole
+            check = escape.module_list if option == "-initrd" else escape.lone
+            argv += [option, check(value, f"spec.qemu.{name}")]
     return argv
 
 

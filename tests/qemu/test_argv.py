@@ -21,7 +21,9 @@ from reconcilers.qemu.layout import domain_files
 from tests.support.domains import domain
 
 CASES = ("minimal", "full", "pc-ide-pty", "commas")
-LONE = {"-kernel", "-initrd", "-append", "-bios", "-pidfile", "-uuid", "-D"}  # not key=value parsed
+LONE = {"-kernel", "-append", "-bios", "-pidfile", "-uuid", "-D"}  # not key=value parsed
+# split by qemu into files at single commas, each file's arguments after a blank (multiboot)
+MODULE_LISTS = {"-initrd"}
 
 
 def render(domain: Domain) -> list[str]:
@@ -71,7 +73,10 @@ def structure(argv: list[str]) -> list[tuple[str, Any]]:
         option = argv[i]
         assert option.startswith("-"), f"argument {option!r} is not an option"
         value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else None
-        if option in LONE or value is None:
+        if option in MODULE_LISTS and value is not None:
+            modules = keyval_keys(value.replace("=", ""))  # one entry per file qemu would open
+            shape.append((option, [(len(modules), any(" " in m for m in value.split(",")))]))
+        elif option in LONE or value is None:
             shape.append((option, None))
         else:
             shape.append((option, keyval_keys(value)))
@@ -113,7 +118,7 @@ STRING_FIELDS = ("metadata.name", "spec.cpu.model", "spec.qemu.machine", "spec.q
                  "spec.qemu.cdrom", "spec.qemu.disks[0].name", "spec.qemu.disks[0].source",
                  "spec.qemu.nics[0].model", "spec.qemu.vnc.listen", "spec.qemu.vnc.password")
 PAYLOADS = ("a,b", "x,id=evil", "a=b", "x,,y", ",", "=", "p,-S", "-daemonize", "-S,x=y",
-            "x\n-device evil", "x\rX", "x\0y", "x\ty")
+            "x\n-device evil", "x\rX", "x\0y", "x\ty", "/boot/a /etc/shadow", "/a,/etc/shadow")
 
 
 def baseline() -> Domain:
@@ -134,7 +139,7 @@ def test_no_value_adds_an_option(field: str) -> None:
         except ValueRefused as refused:
             assert refused.field == field
             continue
-        assert any(c in payload for c in ",=") or payload.startswith("-"), payload
+        assert any(c in payload for c in ", =") or payload.startswith("-"), payload
         assert not any(ord(c) < 32 for c in "".join(argv)), (field, payload)
         assert structure(argv) == expected, (field, payload)
 
