@@ -6,8 +6,10 @@ variants can be rendered anywhere.
 
 It must never let a manifest value add a config line: LXC's config format has no escape for a
 newline, so values containing control characters are refused (ConfigValueError naming the
-field); values with leading/trailing blanks or quotes are quoted the way LXC's parser strips
-them; mount paths use fstab's octal escapes, which LXC's getmntent decodes.
+field); a whole value (`dir:` or `overlay:` prefix included) with leading/trailing blanks or a
+leading quote is quoted the way LXC's parser strips it (`lxc-info -c KEY` reads back the
+validated value: tests/lxc/test_config.py); mount paths use fstab's octal escapes, which LXC's
+getmntent decodes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from reconcilers.model import BUSYBOX_ROOTFS, Domain, DomainSpec, Mount
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_QUOTE_CHARS = 60
 # fstab escapes, decoded by getmntent(3) when LXC reads lxc.mount.entry (control characters,
 # which fstab could escape too, are refused before this)
 _FSTAB_ESCAPES = {" ": "\\040", "\\": "\\134"}
@@ -104,7 +107,8 @@ def render_config(domain: Domain, host: HostFacts, paths: ConfigPaths) -> str:
 
 def _entries(domain: Domain, host: HostFacts, paths: ConfigPaths) -> Iterator[tuple[str, str]]:
     if not NAME_RE.fullmatch(domain.name):
-        raise ConfigValueError("metadata.name", f"{domain.name!r} is not a valid domain name")
+        raise ConfigValueError("metadata.name",
+                               f"{_quote(domain.name)} is not a valid domain name")
     lxc = domain.spec.lxc
     if lxc is None:
         raise ConfigValueError("spec.lxc", "missing for an lxc domain")
@@ -113,9 +117,10 @@ def _entries(domain: Domain, host: HostFacts, paths: ConfigPaths) -> Iterator[tu
     if builtin:
         # the cached rootfs is shared by every busybox container: each writes to its own overlay
         lower, upper = _overlay_part(paths.rootfs), _overlay_part(paths.delta)
-        yield "lxc.rootfs.path", f"overlay:{lower}:{upper}"
+        yield "lxc.rootfs.path", _value("state_dir", f"overlay:{lower}:{upper}")
     else:
-        yield "lxc.rootfs.path", "dir:" + _value("spec.lxc.rootfs", paths.rootfs)
+        # quoted as a whole when needed: LXC strips quotes around the value, not its parts
+        yield "lxc.rootfs.path", _value("spec.lxc.rootfs", "dir:" + paths.rootfs)
     yield from _init_cmd(lxc.init)
     yield "lxc.signal.halt", HALT_SIGNAL
     yield "lxc.net.0.type", "empty"
@@ -162,6 +167,13 @@ def _init_cmd(argv: tuple[str, ...]) -> Iterator[tuple[str, str]]:
     yield "lxc.init.cmd", " ".join(argv)
 
 
+def _quote(value: str) -> str:
+    """`repr(value)`, of at most a short prefix: a manifest value may be megabytes long."""
+    if len(value) <= _QUOTE_CHARS:
+        return repr(value)
+    return f"{value[:_QUOTE_CHARS]!r}… ({len(value)} characters)"
+
+
 def _value(field: str, value: str) -> str:
     """A config value LXC reads back unchanged, or ConfigValueError."""
     if _CONTROL.search(value):
@@ -174,8 +186,8 @@ def _value(field: str, value: str) -> str:
 
 def _overlay_part(path: str) -> str:
     if ":" in path:
-        raise ConfigValueError("state_dir", f"{path!r}: an overlay path cannot contain ':'")
-    return _value("state_dir", path)
+        raise ConfigValueError("state_dir", f"{_quote(path)}: an overlay path cannot contain ':'")
+    return path
 
 
 def _mount_entry(field: str, mount: Mount, kind: str) -> str:

@@ -3,8 +3,11 @@ proof that no manifest value can add or alter a config line."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -122,3 +125,50 @@ def test_init_without_blanks_is_written_for_humans() -> None:
 @pytest.mark.parametrize("shares, weight", [(2, 1), (1024, 39), (262144, 10000), (1, 1)])
 def test_shares_to_weight(shares: int, weight: int) -> None:
     assert shares_to_weight(shares) == weight
+
+
+def lxc_info_values(lxcpath: Path, name: str, key: str) -> list[str]:
+    """The values LXC itself read for `key` from the container's config (`lxc-info -c`)."""
+    out = subprocess.run(["lxc-info", "-P", str(lxcpath), "-n", name, "-c", key],
+                         check=True, capture_output=True, text=True).stdout
+    assert out.startswith(f"{key} = "), out
+    lines = out.removeprefix(f"{key} = ").split("\n")
+    while lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _fstab_decode(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\134", "\\")
+
+
+@pytest.mark.skipif(shutil.which("lxc-info") is None, reason="LXC is not installed")
+@pytest.mark.parametrize("rootfs", ["/srv/root fs ", "/srv/it's \"here\"", BUSYBOX_ROOTFS])
+def test_lxc_reads_back_exactly_the_validated_values(tmp_path: Path, rootfs: str) -> None:
+    """Blanks at either end, quotes, `=` and backslashes: LXC's own parser (lxc-info -c KEY)
+    reads back each value as the manifest (or the driver's paths) gave it."""
+    env = {"A": " padded ", "B": '"quoted"', "C": "x = y", "D": "'single' ", "E": "back\\slash"}
+    container = domain("readback", "lxc", lxc=LxcSpec(
+        rootfs=rootfs, env=tuple(sorted(env.items())),
+        mounts=(Mount("/srv/a b \\c", "/mnt/d = e ", readonly=True),)))
+    base = tmp_path / " state dir "
+    paths = ConfigPaths(rootfs=rootfs if rootfs != BUSYBOX_ROOTFS else f"{base}/rootfs ",
+                        delta=f"{base}/delta ", console_log=f"{base}/console log ",
+                        lxc_log=f"{base}/lxc.log ")
+    base.mkdir()
+    lxcpath = tmp_path / "lxcpath"
+    (lxcpath / container.name).mkdir(parents=True)
+    for host in HOSTS.values():
+        (lxcpath / container.name / "config").write_text(render_config(container, host, paths))
+        read = functools.partial(lxc_info_values, lxcpath, container.name)
+        want_rootfs = paths.rootfs if rootfs != BUSYBOX_ROOTFS else \
+            f"{paths.rootfs}:{paths.delta}"  # lxc-info shows the path without dir:/overlay:
+        assert read("lxc.rootfs.path") == [want_rootfs]
+        assert read("lxc.environment") == [f"{k}={v}" for k, v in sorted(env.items())]
+        assert read("lxc.console.logfile") == [paths.console_log]
+        assert read("lxc.log.file") == [paths.lxc_log]
+        assert read("lxc.uts.name") == [container.name]
+        [entry] = read("lxc.mount.entry")
+        fields = entry.split(" ")
+        assert [_fstab_decode(f) for f in fields[:2]] == ["/srv/a b \\c", "mnt/d = e "]
+        assert fields[2:] == ["none", "bind,ro,create=dir", "0", "0"]
