@@ -13,6 +13,14 @@ crash loses at most the line being written; a file about to pass `max_bytes` is 
 `<file>.1` (replacing the previous one) and started afresh. A write error is logged and the
 event still reaches subscribers: losing a log line must never stop the controller.
 
+Crash-only start-up (issue 11 point 3): a file whose last line is torn (a crash mid-write, a
+full disk) is reported and the next record starts on a new line, so the torn line is the only
+one lost and every record written after it reads back; readers skip a line that is not a JSON
+object. A log path that cannot be a log (a directory, a symlink, a FIFO, unopenable) is moved
+aside (fsutil.quarantine) and a fresh file started; if even that fails the controller runs
+without the file (records still reach subscribers; each lost write is logged). A reader never
+loads more than the last `max_bytes` of a file, however large a planted one is.
+
 Subscribers get their own bounded queue. One that falls `subscriber_queue` events behind is
 dropped: it receives what was queued, then one marker record `{"marker": "dropped", ...}`, then
 the end of iteration; emit never waits for a reader.
@@ -29,8 +37,10 @@ Public surface:
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -41,6 +51,7 @@ import structlog
 
 from controller.protocol import rfc3339
 from controller.settings import EventSettings
+from controller.state.fsutil import quarantine
 from reconcilers.model import (
     DETAILS_BY_EVENT,
     REASONS_BY_STATE,
@@ -63,18 +74,55 @@ class _JsonLines:
         self.path = path
         self.rotated = path.with_name(path.name + ".1")
         self._max_bytes = max_bytes
-        self._file = open(path, "ab")  # noqa: SIM115 - held open for the daemon's lifetime
-        self._size = os.fstat(self._file.fileno()).st_size
+        self._fd: int | None = None
+        self._size = 0
+        self._new_line = False  # the file does not end with a newline: start a line first
+        self._open()
+
+    def _open(self) -> None:
+        """Open (creating) the log for appending; a path that cannot be one is moved aside."""
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+            except OSError as err:
+                why = "a symlink" if err.errno == errno.ELOOP else err.strerror or str(err)
+                if err.errno in (errno.EINTR, errno.EMFILE, errno.ENFILE, errno.ENOMEM) \
+                        or quarantine(self.path, f"log file unusable: {why}") is None:
+                    break
+                continue
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                if quarantine(self.path, "log file is not a regular file") is None:
+                    break
+                continue
+            self._fd, self._size = fd, st.st_size
+            self._new_line = self._size > 0 and os.pread(fd, 1, self._size - 1) != b"\n"
+            if self._new_line:
+                log.warning("log file's last line is torn; it is skipped and new records start "
+                            "on a new line", path=str(self.path))
+            return
+        log.error("log file cannot be opened; running without it (records still reach "
+                  "subscribers)", path=str(self.path))
 
     def append(self, record: Record) -> None:
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         try:
             if self._size > 0 and self._size + len(data) > self._max_bytes:
                 self._rotate_or_grow()
-            self._file.write(data)
-            self._file.flush()
-            self._size += len(data)
+            if self._fd is None:
+                raise OSError(errno.EBADF, "log file not open")
+            if self._new_line:
+                data = b"\n" + data
+            written = os.write(self._fd, data)
+            self._size += written
+            if written < len(data):  # a full disk mid-line: the next record starts afresh
+                self._new_line = True
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+            self._new_line = False
         except OSError as err:
+            self._new_line = True  # whatever reached the file, the next record gets a new line
             log.error("could not append to log file; record dropped, continuing",
                       path=str(self.path), error=str(err))
 
@@ -86,30 +134,50 @@ class _JsonLines:
             log.error("could not rotate log file; appending past the limit", path=str(self.path),
                       error=str(err))
             return
-        self._file.close()
-        self._file = open(self.path, "ab")  # noqa: SIM115
-        self._size = 0
+        self.close()
+        self._size, self._new_line = 0, False
+        self._open()
 
     def tail(self, domain: str | None, n: int) -> list[Record]:
         """The last `n` records of `domain` (None: of all), oldest first, across the rotated
-        file too."""
+        file too; lines that are no JSON object (torn by a crash, garbage) are skipped."""
         last: deque[Record] = deque(maxlen=n)
         for path in (self.rotated, self.path):
-            try:
-                lines = path.read_bytes().splitlines()
-            except FileNotFoundError:
-                continue
-            for line in lines:
+            for line in self._last_lines(path):
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue  # a line torn by a crash
                 if isinstance(record, dict) and domain in (None, record.get("domain")):
                     last.append(record)
         return list(last)
 
+    def _last_lines(self, path: Path) -> list[bytes]:
+        """The complete lines in the last `max_bytes` of `path` ([] if it cannot be read)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            log.warning("log file unreadable; skipped", path=str(path), error=str(err))
+            return []
+        try:
+            size = os.fstat(fd).st_size
+            start = max(0, size - self._max_bytes)
+            data = os.pread(fd, size - start, start) if stat.S_ISREG(os.fstat(fd).st_mode) \
+                else b""
+        except OSError as err:
+            log.warning("log file unreadable; skipped", path=str(path), error=str(err))
+            return []
+        finally:
+            os.close(fd)
+        lines = data.split(b"\n")
+        return lines[1:] if start > 0 else lines  # the first may be the end of a cut line
+
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 _END = object()

@@ -7,8 +7,12 @@ Conditions follow Kubernetes: `set_condition` moves `lastTransitionTime` only wh
 condition's status changes, so a message or reason update keeps the time of the transition.
 
 Field names are the document's camelCase keys, so `to_dict()` is the plain form as is.
-Never decides anything: it records what the reconciler observed; an unreadable status file is
-logged and treated as absent, never raised.
+Never decides anything: it records what the reconciler observed. The engine never reads a
+status document back; the API does (`read`), and the registry checks every one at start-up
+(`check_all`) and reads one to rebuild a damaged record. A status file that is unreadable, of
+the wrong shape or semantically impossible (a name not its file's, a `since` or transition time
+that is no RFC 3339 stamp, a pid <= 0) is quarantined (jsondir) and treated as absent, never
+raised: the next pass of its domain writes it afresh.
 
 Public surface:
     ConditionType (Ready, Synced, PendingRestart, ManifestValid, Stalled, Overridden),
@@ -17,7 +21,9 @@ Public surface:
     set_condition(conditions, new, now) -> tuple[Condition, ...]
     PendingChange(field, old, new, apply); PendingChange.from_change(Change)
     DomainStatus(...).to_dict(), .condition(type)
-    StatusStore(state_dir): write(status), read(name), names(), remove(name), get_document(name)
+    StatusStore(state_dir): write(status), read(name), names(), remove(name), get_document(name),
+        check_all()
+    check_status(status, name)
     STATES_MEETING
     NoSuchDomain(name)
 """
@@ -31,8 +37,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from controller.protocol import rfc3339
-from controller.state.jsondir import JsonDir
+from controller.protocol import parse_rfc3339, rfc3339
+from controller.state.jsondir import Damaged, JsonDir
 from reconcilers.diff import Apply, Change
 from reconcilers.errors import TerminalError
 from reconcilers.model import DesiredState, DriverName, Reason, State, to_plain
@@ -133,6 +139,27 @@ STATES_MEETING: Mapping[DesiredState, frozenset[State]] = {
     DesiredState.SHUTOFF: frozenset({State.SHUTOFF}),
 }
 
+def check_status(status: DomainStatus, name: str) -> None:
+    """ValueError for a document no pass of ours writes (from_plain only checks the types)."""
+    if status.name != name:
+        raise ValueError(f"names domain {status.name!r}, not {name!r}")
+    for field, stamp in (("since", status.since), ("backoffUntil", status.backoffUntil),
+                         *((f"conditions[{c.type.value}].lastTransitionTime",
+                            c.lastTransitionTime or None) for c in status.conditions)):
+        if stamp is not None:
+            try:
+                parse_rfc3339(stamp)
+            except (ValueError, OverflowError):
+                raise ValueError(f"{field} is not an RFC 3339 time: {stamp[:40]!r}") from None
+    for field, value in (("pid", status.pid), ("id", status.id)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{field} must be positive, got {value}")
+    if status.restarts < 0:
+        raise ValueError(f"restarts must not be negative, got {status.restarts}")
+    if len({c.type for c in status.conditions}) != len(status.conditions):
+        raise ValueError("a condition type appears twice")
+
+
 class NoSuchDomain(TerminalError):
     """`domctl get` of a name with no status document (exit 1)."""
 
@@ -156,13 +183,22 @@ class StatusStore:
         self._known[status.name] = status
 
     def read(self, name: str) -> DomainStatus | None:
-        """The domain's status; None when there is none or it is unreadable (logged)."""
+        """The domain's status; None when there is none or it is damaged (quarantined)."""
         known = self._known.get(name)
         if known is None:
-            known = self._files.read_as(DomainStatus, name)
+            try:
+                known = self._files.read_as(DomainStatus, name,
+                                            lambda status: check_status(status, name))
+            except Damaged:
+                return None
             if known is not None:
                 self._known[name] = known
         return known
+
+    def check_all(self) -> list[str]:
+        """Read every document once, so that a damaged one is reported and moved aside at
+        start-up rather than when someone asks; the names of the good ones."""
+        return [name for name in self.names() if self.read(name) is not None]
 
     def names(self) -> list[str]:
         return self._files.names()

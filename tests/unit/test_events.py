@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,76 @@ def test_torn_last_line_is_skipped_by_recent(tmp_path: Path) -> None:
     bus = EventBus(tmp_path)
     assert [r["message"] for r in bus.recent("web-1")] == ["whole"]
     bus.close()
+
+
+def test_records_after_a_torn_last_line_are_not_lost(tmp_path: Path) -> None:
+    """Issue 11: the next record starts on a new line instead of gluing onto the torn one."""
+    bus = EventBus(tmp_path)
+    started(bus, "web-1", "whole")
+    bus.close()
+    with open(tmp_path / "events.jsonl", "a") as f:
+        f.write('{"domain": "web-1", "ev')
+    bus = EventBus(tmp_path)
+    started(bus, "web-1", "after")
+    started(bus, "web-1", "and after")
+    bus.close()
+    raw = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert raw[1] == '{"domain": "web-1", "ev'
+    assert [json.loads(line)["message"] for line in (raw[0], *raw[2:])] == [
+        "whole", "after", "and after"]
+    assert [r["message"] for r in EventBus(tmp_path).recent("web-1")] == [
+        "whole", "after", "and after"]
+
+
+def test_garbage_lines_are_skipped_by_recent(tmp_path: Path) -> None:
+    (tmp_path / "events.jsonl").write_bytes(
+        b'\xff\xfe\x00garbage\n[1, 2]\n"text"\n' + b"[" * 100_000 + b"\n")
+    bus = EventBus(tmp_path)
+    started(bus, "web-1", "fine")
+    assert [r["message"] for r in bus.recent(None)] == ["fine"]
+    bus.close()
+
+
+@pytest.mark.parametrize("plant", ["directory", "symlink", "fifo"])
+def test_a_log_path_that_is_no_file_is_moved_aside(tmp_path: Path, plant: str) -> None:
+    path = tmp_path / "events.jsonl"
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me\n")
+    if plant == "directory":
+        path.mkdir()
+    elif plant == "symlink":
+        path.symlink_to(target)
+    else:
+        os.mkfifo(path)
+    bus = EventBus(tmp_path)  # a FIFO must not block here
+    started(bus, "web-1", "logged")
+    bus.close()
+    assert [r["message"] for r in lines(path)] == ["logged"]
+    assert len(list(tmp_path.glob("events.jsonl.corrupt-*"))) == 1
+    assert target.read_text() == "keep me\n"  # a symlink's target is never written
+
+
+def test_a_log_that_cannot_be_opened_or_moved_only_loses_its_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.mkdir()
+    monkeypatch.setattr("controller.state.events.quarantine", lambda *_: None)
+    audit = AuditLog(tmp_path)
+    record = audit.record("web-1", "start", Cause.MANIFEST)  # dropped, but no exception
+    assert record["action"] == "start" and audit.recent("web-1") == []
+    audit.close()
+
+
+def test_a_huge_log_is_read_only_in_its_last_max_bytes_and_rotated(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    with open(path, "wb") as f:
+        f.truncate(64 * 1024 ** 3)  # sparse: reading it whole would take 64 GiB
+    bus = EventBus(tmp_path, EventSettings(max_bytes=4096))
+    assert bus.recent(None) == []
+    started(bus, "web-1", "new")  # past max_bytes: the planted file is rotated away
+    assert [r["message"] for r in bus.recent("web-1")] == ["new"]
+    bus.close()
+    assert path.stat().st_size < 4096
 
 
 async def test_subscribers_get_live_records_filtered_by_name(tmp_path: Path) -> None:

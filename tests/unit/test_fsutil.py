@@ -12,10 +12,13 @@ import pytest
 
 from controller.state.fsutil import (
     InstanceLock,
+    LockFileError,
     LockHeldError,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    is_quarantined,
+    quarantine,
 )
 
 HOLDER = """
@@ -107,3 +110,98 @@ def test_lock_held_by_this_process_refuses_a_second_child(tmp_path: Path) -> Non
             InstanceLock.acquire(lock_path)  # flock is per open file: even this process conflicts
     finally:
         second.release()
+
+
+def test_quarantine_renames_aside_and_never_overwrites(tmp_path: Path) -> None:
+    bad = tmp_path / "x.json"
+    first, second = [], []
+    bad.write_text("one")
+    first.append(quarantine(bad, "test"))
+    bad.write_text("two")
+    second.append(quarantine(bad, "test"))
+    assert first[0] is not None and second[0] is not None and first[0] != second[0]
+    assert first[0].read_text() == "one" and second[0].read_text() == "two"
+    assert is_quarantined(first[0]) and not bad.exists()
+    assert quarantine(bad, "gone") is None
+
+
+@pytest.mark.parametrize("plant", ["directory", "symlink", "fifo", "garbage", "dangling"])
+def test_a_bad_lock_path_is_moved_aside_and_a_fresh_file_locked(tmp_path: Path,
+                                                                 plant: str) -> None:
+    lock_path = tmp_path / "domctl.lock"
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me")
+    if plant == "directory":
+        lock_path.mkdir()
+    elif plant == "symlink":
+        lock_path.symlink_to(target)
+    elif plant == "dangling":
+        lock_path.symlink_to(tmp_path / "nowhere")
+    elif plant == "fifo":
+        os.mkfifo(lock_path)
+    else:
+        lock_path.write_bytes(bytes(range(256)) * 1000)
+    lock = InstanceLock.acquire(lock_path)
+    try:
+        assert lock_path.is_file() and not lock_path.is_symlink()
+        assert lock_path.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(LockHeldError) as caught:
+            InstanceLock.acquire(lock_path)
+        assert caught.value.pid == os.getpid()
+    finally:
+        lock.release()
+    assert target.read_text() == "keep me"  # never truncated through a symlink
+    assert not (tmp_path / "nowhere").exists()
+    moved = list(tmp_path.glob("domctl.lock.corrupt-*"))
+    assert len(moved) == (0 if plant == "garbage" else 1)
+
+
+def test_an_unwritable_lock_file_is_locked_read_only(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a user, a lock file someone else owns (as root: an immutable one) is still a lock."""
+    lock_path = tmp_path / "domctl.lock"
+    lock_path.write_text("12345\n")
+    real_open = os.open
+
+    def no_write(path: str, flags: int, *args: int) -> int:
+        if flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_write)
+    lock = InstanceLock.acquire(lock_path)
+    try:
+        monkeypatch.setattr(os, "open", real_open)
+        child = subprocess.run([sys.executable, "-c", HOLDER, str(lock_path)], input="",
+                               capture_output=True, text=True, timeout=30)
+        assert child.returncode != 0 and "BlockingIOError" in child.stderr
+    finally:
+        lock.release()
+    assert lock_path.read_text() == "12345\n"
+
+
+def test_an_unopenable_lock_file_is_moved_aside(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    lock_path = tmp_path / "domctl.lock"
+    lock_path.write_text("x")
+    unreadable = {lock_path.stat().st_ino}
+    real_open = os.open
+
+    def refuse(path: str, flags: int, *args: int) -> int:
+        if os.path.exists(path) and os.stat(path).st_ino in unreadable:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse)
+    lock = InstanceLock.acquire(lock_path)
+    lock.release()
+    assert len(list(tmp_path.glob("domctl.lock.corrupt-*"))) == 1
+
+
+def test_a_lock_that_can_neither_be_used_nor_moved_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lock_path = tmp_path / "domctl.lock"
+    lock_path.symlink_to(tmp_path / "nowhere")
+    monkeypatch.setattr("controller.state.fsutil.quarantine", lambda *_: None)
+    with pytest.raises(LockFileError, match=r"domctl\.lock"):
+        InstanceLock.acquire(lock_path)

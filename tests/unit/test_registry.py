@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.state.jsondir import JsonDir, from_plain
-from controller.state.registry import DomainRecord, Registry
+from controller.state.registry import UNREADABLE, DomainRecord, Registry
+from controller.state.status import DomainStatus, StatusStore
 from reconcilers.driver import RuntimeRecord
-from reconcilers.history import LastStop
+from reconcilers.history import LastStop, Stalled
 from reconcilers.model import (
     Accel,
     Cause,
@@ -183,18 +184,136 @@ def test_remove_forgets_the_uuid(tmp_path: Path) -> None:
     reg.remove("never-there")  # no error
 
 
-def test_corrupt_and_foreign_files_are_skipped(tmp_path: Path) -> None:
+def quarantined(directory: Path, filename: str) -> list[Path]:
+    """What fsutil.quarantine moved aside for `filename` in `directory`."""
+    return sorted(directory.glob(f"{filename}.corrupt-*"))
+
+
+def test_damaged_files_are_moved_aside_and_rebuilt_stalled(tmp_path: Path) -> None:
+    """Crash-only start-up: no damaged record is fatal; each is moved aside and a record is
+    rebuilt that holds starts (a process of the domain may still run)."""
     reg = Registry(tmp_path)
     reg.allocate_id("good")
     domains = tmp_path / "domains"
     (domains / "torn.json").write_text('{"name": "torn", "uu')
     (domains / "wrong.json").write_text('{"name": "wrong", "uuid": 7}')
     (domains / "other.json").write_text(json.dumps({"name": "good", "uuid": "x"}))
+    (domains / "list.json").write_text("[1, 2]")
+    (domains / "binary.json").write_bytes(bytes(range(256)) * 4)
+    (domains / "nan.json").write_text(f'{{"name": "nan", "uuid": "{RECORD.uuid}", '
+                                      '"version": 2, "since": NaN}')
+    (domains / "deep.json").write_text("[" * 100_000)
+    (domains / "dir.json").mkdir()
+    (domains / "link.json").symlink_to(domains / "good.json")
     (domains / ".good.json.abc.tmp").write_text("{")
-    again = Registry(tmp_path)
-    assert list(again.load_all()) == ["good"]
-    assert again.allocate_id("torn") == 2  # a fresh record replaces the corrupt one
-    assert Registry(tmp_path).get("torn") is not None
+    again = Registry(tmp_path, wall=lambda: 1764000000.0)
+    records = again.load_all()
+    damaged = ["binary", "deep", "dir", "link", "list", "nan", "other", "torn", "wrong"]
+    assert sorted(records) == sorted(["good", *damaged])
+    assert sorted(again.quarantined) == damaged
+    for name in damaged:
+        assert len(quarantined(domains, f"{name}.json")) == 1, name
+        record = records[name]
+        assert record.runtime is None and record.stalled is not None
+        assert record.stalled.message.startswith(UNREADABLE)
+        assert f"domctl start {name}" in record.stalled.message
+        assert record.stalled.epoch == record.epoch + 1 and record.generation is None
+        assert Registry(tmp_path).get(name) == record  # rebuilt records are saved
+    assert records["good"].id == 1 and (domains / ".good.json.abc.tmp").exists()
+    assert records["other"].uuid != "x"  # nothing is taken from a foreign record
+    assert again.allocate_id("torn") == 2
+    assert list(Registry(tmp_path).load_all()) == sorted(records)  # nothing damaged now
+
+
+@pytest.mark.parametrize("runtime_change", [
+    {"pid": -1}, {"pid": 0}, {"starttime": -5}, {"name": "web-2"}, {"boot_id": ""},
+    {"pid": "4242"}, {"pid": True}, {"extra": {"qmp": 7}}])
+def test_an_impossible_runtime_record_is_quarantined_and_stalls(
+        tmp_path: Path, runtime_change: dict[str, object]) -> None:
+    """The `pid: -1` that kept `domctl run` from starting (issue 11): the record is moved
+    aside, the rest of it is kept, and the domain is held until someone checks."""
+    record = DomainRecord(name="web-1", uuid=RECORD.uuid, id=3, runtime=RECORD,
+                          live_spec=QEMU_SPEC, restarts=2, epoch=4, generation="g4")
+    plain = to_plain(record)
+    plain["runtime"].update(runtime_change)
+    JsonDir(tmp_path / "domains").write("web-1", plain)
+    reg = Registry(tmp_path, wall=lambda: 1764000000.0)
+    rebuilt = reg.get("web-1")
+    assert rebuilt is not None
+    assert len(quarantined(tmp_path / "domains", "web-1.json")) == 1
+    assert (rebuilt.uuid, rebuilt.id, rebuilt.restarts, rebuilt.live_spec) == (
+        RECORD.uuid, 3, 2, QEMU_SPEC)
+    assert rebuilt.runtime is None and rebuilt.generation is None and rebuilt.epoch == 4
+    assert rebuilt.stalled == Stalled(rebuilt.stalled.message if rebuilt.stalled else "", 5,
+                                      1764000000.0)
+    assert "web-1" in reg.quarantined
+
+
+@pytest.mark.parametrize("change", [
+    {"since": -1.0}, {"since": "yesterday"}, {"id": 0}, {"restarts": -1}, {"epoch": -2},
+    {"version": 3}, {"uuid": "not-a-uuid"}, {"surprise": 1},
+    {"last_stop": {"reason": "crashed", "cause": "guest", "epoch": 1, "at": -3.0}},
+    {"conditions": [{"type": "Ready", "status": "True", "reason": "no way"}]}])
+def test_a_record_wrong_elsewhere_keeps_a_valid_runtime_for_reattach(
+        tmp_path: Path, change: dict[str, object]) -> None:
+    """A valid runtime record is kept (re-attach still proves the process): no stall."""
+    plain = to_plain(DomainRecord(name="web-1", uuid=RECORD.uuid, runtime=RECORD, epoch=2))
+    plain.update(change)
+    JsonDir(tmp_path / "domains").write("web-1", plain)
+    rebuilt = Registry(tmp_path).get("web-1")
+    assert rebuilt is not None and rebuilt.runtime == RECORD and rebuilt.stalled is None
+    assert rebuilt.name == "web-1"
+    assert len(quarantined(tmp_path / "domains", "web-1.json")) == 1
+
+
+def test_a_damaged_record_of_a_stopped_domain_is_rebuilt_without_a_stall(tmp_path: Path
+                                                                         ) -> None:
+    """The old document says no process ran and the status agrees: nothing to hold."""
+    plain = to_plain(DomainRecord(name="db", uuid=RECORD.uuid, epoch=1))
+    plain["since"] = "garbage"
+    JsonDir(tmp_path / "domains").write("db", plain)
+    rebuilt = Registry(tmp_path).get("db")
+    assert rebuilt is not None and rebuilt.stalled is None and rebuilt.uuid == RECORD.uuid
+
+
+def test_a_rebuilt_record_takes_uuid_and_driver_from_the_status(tmp_path: Path) -> None:
+    (tmp_path / "domains").mkdir()
+    (tmp_path / "domains" / "web-1.json").write_bytes(b"\x00" * 64)
+    status = DomainStatus(name="web-1", uuid=RECORD.uuid, driver=DriverName.LXC,
+                          desired=DesiredState.RUNNING, state=State.RUNNING,
+                          reason=Reason.BOOTED, pid=77)
+    StatusStore(tmp_path).write(status)
+    rebuilt = Registry(tmp_path).get("web-1")
+    assert rebuilt is not None and rebuilt.stalled is not None
+    assert (rebuilt.uuid, rebuilt.driver) == (RECORD.uuid, DriverName.LXC)
+
+
+def test_a_huge_record_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "domains").mkdir()
+    with open(tmp_path / "domains" / "big.json", "wb") as f:
+        f.truncate(64 * 1024 ** 3)  # sparse: 64 GiB that must never be read into memory
+    record = Registry(tmp_path).get("big")
+    assert record is not None and record.stalled is not None
+    assert "larger than" in record.stalled.message
+
+
+def test_damaged_status_documents_are_moved_aside_at_load(tmp_path: Path) -> None:
+    """The engine never reads status documents back; load_all (start-up) checks them, so a
+    damaged one is reported then, and the next pass writes it afresh."""
+    (tmp_path / "status").mkdir()
+    (tmp_path / "status" / "bad.json").write_text('{"name": "bad"')
+    Registry(tmp_path).load_all()
+    assert len(quarantined(tmp_path / "status", "bad.json")) == 1
+    assert not (tmp_path / "status" / "bad.json").exists()
+
+
+def test_a_state_directory_that_is_a_file_is_moved_aside(tmp_path: Path) -> None:
+    (tmp_path / "domains").write_text("not a directory")
+    reg = Registry(tmp_path)
+    assert reg.load_all() == {}
+    reg.allocate_id("web-1")
+    assert Registry(tmp_path).get("web-1") is not None
+    assert len(quarantined(tmp_path, "domains")) == 1
 
 
 def test_json_dir_refuses_names_that_escape_it(tmp_path: Path) -> None:
@@ -226,3 +345,11 @@ def test_a_version_1_record_is_upgraded_keeping_what_reattach_needs(tmp_path: Pa
     assert record.last_stop == LastStop(Reason.CRASHED, Cause.GUEST, 0, 1764000001.0)
     assert record.override is not None and record.override.epoch == -1  # another generation
     assert (record.state, record.reason) == (State.RUNNING, Reason.BOOTED)
+
+
+def test_a_version_1_record_that_cannot_be_upgraded_is_rebuilt(tmp_path: Path) -> None:
+    JsonDir(tmp_path / "domains").write("web-1", {"name": "web-1", "uuid": RECORD.uuid,
+                                                  "last_stop": {"cause": "guest"}})
+    JsonDir(tmp_path / "status").write("web-1", ["not", "a", "status"])
+    record = Registry(tmp_path).get("web-1")
+    assert record is not None and record.stalled is not None and record.uuid == RECORD.uuid

@@ -144,3 +144,37 @@ def test_an_unchanged_status_is_not_rewritten(tmp_path: Path) -> None:
     assert path.stat().st_ino != first
     assert json.loads(path.read_text())["restarts"] == 2
     assert StatusStore(tmp_path).read("web-1") == replace(status, restarts=2)
+
+
+@pytest.mark.parametrize("change", [
+    {"since": "not a time"}, {"since": "2025-13-45T99:00:00Z"}, {"backoffUntil": "soon"},
+    {"name": "other"}, {"pid": -1}, {"id": 0}, {"restarts": -3}, {"state": "melting"},
+    {"conditions": [{"type": "Ready", "status": "True", "reason": "Ok",
+                     "lastTransitionTime": "yesterday"}]}])
+def test_an_impossible_status_is_moved_aside_and_rewritten(tmp_path: Path,
+                                                          change: dict[str, object]) -> None:
+    """Issue 11: a malformed `since` is reported and quarantined, never raised."""
+    document = {**sample_status().to_dict(), **change}
+    directory = tmp_path / "status"
+    directory.mkdir()
+    (directory / "web-1.json").write_text(json.dumps(document))
+    store = StatusStore(tmp_path)
+    assert store.check_all() == []
+    assert store.read("web-1") is None
+    assert len(list(directory.glob("web-1.json.corrupt-*"))) == 1
+    with pytest.raises(NoSuchDomain):
+        store.get_document("web-1")
+    store.write(sample_status())  # the next pass writes it afresh
+    assert StatusStore(tmp_path).read("web-1") == sample_status()
+
+
+def test_a_directory_or_binary_status_is_moved_aside(tmp_path: Path) -> None:
+    directory = tmp_path / "status"
+    (directory / "dir.json").mkdir(parents=True)
+    (directory / "bin.json").write_bytes(bytes(range(256)))
+    store = StatusStore(tmp_path)
+    assert store.check_all() == []
+    assert sorted(p.name.split(".corrupt-")[0] for p in directory.iterdir()) == [
+        "bin.json", "dir.json"]
+    store.write(replace(sample_status(), name="dir"))
+    assert store.names() == ["dir"]
