@@ -6,8 +6,9 @@ last stop, API request, stall, backoff, removal, live spec) from its ledger; it 
 `Outcome` that says what was observed, what was decided and what happened, and does the bookkeeping
 (registry, status, backoff, requeue). This module owns the order of operations of each plan:
 
-    start:     validate (a refusal is no attempt) → hooks prepare, start →
-               driver.start (job modify) → started/booted [+ suspended/paused] → hook started
+    start:     validate, no stray of the name in any driver (a refusal is no attempt) →
+               hooks prepare, start → the intent and its token recorded (job modify) →
+               driver.start(token) → started/booted [+ suspended/paused] → hook started
     suspend:   driver.suspend (job suspend) → suspended/paused
     resume:    driver.resume (job modify) → resumed/unpaused
     shutdown:  driver.shutdown(shutdownTimeout) (job modify, interruptible by a destroy)
@@ -40,7 +41,7 @@ import structlog
 from reconcilers.decide import FIRST_TRIGGER, Action, Plan, decide
 from reconcilers.diff import Apply, classify_changes, live_after_apply
 from reconcilers.driver import Driver, Live, RuntimeRecord
-from reconcilers.errors import DomctlError
+from reconcilers.errors import DomctlError, HostValidationError
 from reconcilers.history import History
 from reconcilers.model import (
     Cause,
@@ -108,6 +109,15 @@ class DomainReconciler:
             else:
                 self._acting.pop(name, None)
 
+    async def recover(self, driver: DriverName, domain: Domain, token: str) -> Live | None:
+        """Adopt what an unrecorded start spawned (Driver.recover); None when nothing of it
+        runs. A driver that cannot tell is logged and leaves the intent to the stray check."""
+        try:
+            return await self.drivers[driver].recover(domain, token)
+        except DomctlError as err:
+            log.error("cannot recover an unfinished start", domain=domain.name, error=str(err))
+            return None
+
     async def reattach(self, name: str, runtime: RuntimeRecord) -> Live | None:
         """Adopt a domain recorded as running (the driver proves its identity); None when it
         is gone. A process that cannot be proven ours, or a driver that cannot tell, is
@@ -143,6 +153,7 @@ class DomainReconciler:
             assert desired is not None
             try:  # before anything is recorded: a refused start is no attempt
                 await driver.validate(desired)
+                await self._no_strays(name)
             except DomctlError as err:
                 log.warning("start refused", domain=name, error=str(err))
                 return Outcome(live, plan, after=live, error=err)
@@ -188,12 +199,23 @@ class DomainReconciler:
         for op in (HookOp.PREPARE, HookOp.START):
             await self.ports.hooks.run(driver.name, name, op, desired.spec)
         async with self.ports.jobs.acquire(name, JobKind.MODIFY, self.owner):
-            after = await driver.start(desired, paused)
+            token = self.ports.intents.begin(name, driver.name)  # durable before the spawn
+            after = await driver.start(desired, paused, token)
         for index, (event, event_detail) in enumerate(move.events):
             self.ports.events.emit(name, event, event_detail, after.state, after.reason,
                                    plan.cause, detail, after.message if index == 0 else "")
         await self.ports.hooks.run(driver.name, name, HookOp.STARTED, desired.spec)
         return Outcome(live, plan, after=after, started=after.record, live_spec=desired.spec)
+
+    async def _no_strays(self, name: str) -> None:
+        """A name never runs twice: any process of it that no driver started or adopted, in
+        any driver, holds the start back (a host problem: re-checked every resync)."""
+        found = [stray for driver in self.drivers.values() for stray in await driver.strays(name)]
+        if found:
+            raise HostValidationError(
+                name, "metadata.name", f"{', '.join(found)} already runs under this name "
+                "without a record of this controller; not starting another (stop it, or "
+                "restart domctl so that it can adopt what it started)")
 
     async def _apply_live(self, desired: Domain, driver: Driver, live: Live, plan: Plan,
                           history: History) -> Outcome:

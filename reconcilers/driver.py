@@ -126,8 +126,10 @@ class Driver(Protocol):
         """Raise HostValidationError naming the field if this host cannot run the spec."""
         ...
 
-    async def start(self, domain: Domain, paused: bool) -> Live:
-        """Start the domain (metadata.uuid is always set); return its live state."""
+    async def start(self, domain: Domain, paused: bool, token: str) -> Live:
+        """Start the domain (metadata.uuid is always set); return its live state. `token`,
+        which the engine recorded before the call, goes into the spawned process's
+        environment (identity.START_TOKEN_ENV), for `recover`."""
         ...
 
     async def suspend(self, name: str) -> None: ...
@@ -154,6 +156,21 @@ class Driver(Protocol):
         The state is the hypervisor's; the reason may be vaguer than the one the domain had
         (unknown, starting up): qemu and LXC do not keep it, the engine's ledger does.
         """
+        ...
+
+    async def recover(self, domain: Domain, token: str) -> Live | None:
+        """Adopt what start `token` spawned when the controller died before recording it.
+
+        The process is found by what the driver puts in its command line and proven by the
+        token in its environment. None when there is none; one that is provably this start's
+        but cannot be adopted is stopped (it was never recorded, so it is nobody else's).
+        """
+        ...
+
+    async def strays(self, name: str) -> tuple[str, ...]:
+        """Processes of this domain name that this driver neither started nor adopted,
+        described ("qemu pid 123"): the engine refuses any start while one exists, in any
+        driver, so a name never runs twice."""
         ...
 
     def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:

@@ -5,6 +5,11 @@ A process is ours only when the boot id, the kernel's start time of the process 
 command line all agree with what we recorded when we started it. Exits are seen through a
 pidfd, which becomes readable when the process exits, before it is reaped, so a zombie left
 to a slow PID 1 never looks alive.
+
+Write-ahead starts: the engine records a per-start token before a driver spawns anything, and
+the driver hands it to the process in its environment (START_TOKEN_ENV). A controller killed
+between the spawn and the record finds the process again by its command line (`find`) and
+proves it is the start it recorded by the token (`start_token`).
 """
 
 from __future__ import annotations
@@ -48,6 +53,27 @@ def cmdline(pid: int) -> list[str] | None:
         return psutil.Process(pid).cmdline()
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return None
+
+
+START_TOKEN_ENV = "DOMCTL_START_TOKEN"
+
+
+def start_token(pid: int) -> str | None:
+    """The start token in the process's environment, if it has one we may read."""
+    try:
+        return psutil.Process(pid).environ().get(START_TOKEN_ENV)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return None
+
+
+def find(matches: Callable[[list[str]], bool]) -> list[int]:
+    """The pids of live processes whose command line `matches` (a scan of /proc)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        argv = proc.info.get("cmdline") or []
+        if argv and matches(argv) and is_alive(proc.info["pid"]):
+            found.append(proc.info["pid"])
+    return sorted(found)
 
 
 def same_process(pid: int, recorded_boot_id: str, recorded_starttime: int) -> bool:

@@ -63,6 +63,13 @@ class AuditPort(Protocol):
                cause_detail: Mapping[str, Any] | None = None, message: str = "") -> object: ...
 
 
+class IntentPort(Protocol):
+    def begin(self, name: str, driver: DriverName) -> str:
+        """Record durably that a start of `name` is about to spawn; its token. Raises
+        (nothing is spawned) when the record cannot be written."""
+        ...
+
+
 @dataclass(frozen=True)
 class Ports:
     """The engine's services a pass uses, handed to DomainReconciler once."""
@@ -71,3 +78,4 @@ class Ports:
     hooks: HookPort
     events: EventPort
     audit: AuditPort
+    intents: IntentPort

@@ -23,6 +23,7 @@ Every driver event is only a hint to requeue the name: the pass re-reads everyth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -85,7 +86,7 @@ class Controller:
                                          self.wall, self.settings.resync)
         self.reconciler = DomainReconciler(
             self.drivers, Ports(jobs=self.jobs, hooks=self.hooks, events=self.events,
-                                audit=self.audit))
+                                audit=self.audit, intents=self.ledger))
         self._timing = Timing(self.settings.resync, self.settings.crash_loop.stable_after)
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_hooks: dict[str, asyncio.Task[Any]] = {}  # `stopped`+`release` in flight
@@ -156,7 +157,11 @@ class Controller:
         records = self.registry.load_all()
         self.store.seed({name: record.desired for name, record in records.items()})
         for name, record in sorted(records.items()):
+            self.queue.add(name)  # every domain found is reconciled once, changed or not
             self.crash.restore(name, record.failures)
+            if record.starting is not None and record.runtime is None:
+                await self._recover(record)
+                continue
             runtime = record.runtime
             if runtime is None:
                 continue
@@ -173,6 +178,27 @@ class Controller:
                 self._spawn(self.hooks.run(runtime.driver, name, HookOp.RECONNECT,
                                            record.live_spec or {}))
                 log.info("re-attached", domain=name, pid=live.pid, state=live.state.value)
+
+    async def _recover(self, record: DomainRecord) -> None:
+        """A start whose intent was recorded but not its outcome (the controller died in
+        between): adopt what it spawned, proven by its token, or forget the intent."""
+        name, intent = record.name, record.starting
+        assert intent is not None
+        domain = record.desired
+        live = None
+        if domain is not None:
+            domain = dataclasses.replace(
+                domain, metadata=dataclasses.replace(domain.metadata, uuid=record.uuid))
+            live = await self.reconciler.recover(intent.driver, domain, intent.token)
+        if live is None or live.record is None:
+            log.info("unfinished start left nothing running", domain=name)
+            self.ledger.end_start(name)
+            return
+        assert domain is not None
+        self.ledger.record_start(name, intent.driver, live.record, domain.spec, restart=False)
+        self.events.emit(name, EventType.STARTED, EventDetail.BOOTED, live.state, live.reason,
+                         Cause.CONTROLLER, {}, "recovered after the controller died mid-start")
+        log.warning("unfinished start recovered", domain=name, pid=live.pid)
 
     # --- workers -----------------------------------------------------------------------------
 
@@ -215,6 +241,7 @@ class Controller:
 
     async def reconcile(self, name: str) -> PassResult:
         """One pass for `name`."""
+        self.registry.flush()  # records whose write failed (a full disk) are retried
         record = self.ledger.get(name)
         desired = self.store.desired(name)
         driver = _driver_of(desired, record)
@@ -269,6 +296,8 @@ class Controller:
                                      restart=plan.cause is Cause.CONTROLLER or restart_request)
         elif outcome.live_spec is not None:
             self.ledger.update(name, live_spec=outcome.live_spec)
+        if plan.action in _STARTS and outcome.started is None:
+            self.ledger.end_start(name)  # the driver left nothing running behind
         if plan.action in _STARTS and restart_request:
             self.ledger.set_request(name, None)  # a restart request ends with its start
         record = self.ledger.get(name)

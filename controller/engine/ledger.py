@@ -15,13 +15,15 @@ Called by the engine loop (controller/engine/controller.py), its API requests
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from controller.engine.backoff import CrashLoopBackoff
-from controller.state.registry import DomainRecord, Registry
+from controller.state.registry import DomainRecord, Registry, StartIntent
 from reconcilers.driver import RuntimeRecord
+from reconcilers.errors import TransientError
 from reconcilers.history import ApiRequest, History, LastStop, Stalled
 from reconcilers.model import Cause, Domain, DomainSpec, DriverName, Reason, State
 
@@ -127,6 +129,22 @@ class Ledger:
         """Hold (or drop) an API request; decide() honours it while its epoch is current."""
         self.update(name, override=request)
 
+    def begin(self, name: str, driver: DriverName) -> str:
+        """The write-ahead intent of a start (reconcilers.ports.IntentPort): recorded on disk
+        before the driver spawns anything, or the start is refused (TransientError)."""
+        record = self.registry.get(name)
+        assert record is not None, "define() runs before a start"
+        token = secrets.token_hex(8)
+        intent = StartIntent(token, driver, self._wall())
+        if not self.registry.save(dataclasses.replace(record, starting=intent)):
+            raise TransientError(f"{name}: the start intent cannot be written to the state "
+                                 "dir; not starting (retried)")
+        return token
+
+    def end_start(self, name: str) -> None:
+        """A start that spawned nothing lasting (it failed, its process was killed)."""
+        self.update(name, starting=None)
+
     def record_start(self, name: str, driver: DriverName, runtime: RuntimeRecord,
                      live_spec: DomainSpec | None, restart: bool) -> None:
         """A domain started: it holds an id and runs `live_spec`; a stall is over."""
@@ -135,7 +153,7 @@ class Ledger:
         assert record is not None
         self.registry.save(dataclasses.replace(
             record, driver=driver, id=domain_id, runtime=runtime, live_spec=live_spec,
-            restarts=record.restarts + (1 if restart else 0), stalled=None))
+            restarts=record.restarts + (1 if restart else 0), stalled=None, starting=None))
 
     def record_stop(self, name: str, reason: Reason, cause: Cause,
                     counts: bool) -> DomainRecord | None:

@@ -69,6 +69,9 @@ def _dir_option(flag: str, what: str) -> Callable[[F], F]:
 @click.option("--removal-grace", type=click.FloatRange(min=0), default=_ENGINE.prune.grace,
               show_default=True,
               help="Seconds a domain whose manifest vanished is kept before it is removed.")
+@click.option("--prune-window", type=click.FloatRange(min=0), default=_ENGINE.prune.window,
+              show_default=True,
+              help="Seconds over which removals count for the mass-removal guard.")
 @click.option("--restart-backoff", type=click.FloatRange(min=0),
               default=_ENGINE.crash_loop.min_interval, show_default=True,
               help="Crash-loop backoff base: n-th failure waits base×n² (plus up to half of it "
@@ -88,7 +91,8 @@ def _dir_option(flag: str, what: str) -> Callable[[F], F]:
 def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None,
         log_dir: Path | None, hooks_dir: Path | None, resync: float,
         max_manifest_bytes: int, workers: int,
-        removal_grace: float, restart_backoff: float, restart_backoff_max: float,
+        removal_grace: float, prune_window: float, restart_backoff: float,
+        restart_backoff_max: float,
         metrics_addr: str | None, hook_timeout: float, stable_after: float) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT (domains keep running)."""
     logconfig.configure(click.get_current_context().find_root().params["log_level"])
@@ -97,7 +101,7 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
     paths = _paths(manifests=manifests, state_dir=state_dir, runtime_dir=runtime_dir,
                    log_dir=log_dir, hooks_dir=hooks_dir)
     engine = EngineSettings(
-        workers=workers, prune=PruneSettings(grace=removal_grace),
+        workers=workers, prune=PruneSettings(grace=removal_grace, window=prune_window),
         crash_loop=CrashLoopSettings(min_interval=restart_backoff, cap=restart_backoff_max,
                                      stable_after=stable_after),
         resync=resync)

@@ -21,7 +21,7 @@ import structlog
 
 from reconcilers.driver import Capabilities, ChangeKind, Console, DriverContext, Live, RuntimeRecord
 from reconcilers.errors import DriverError, HostValidationError
-from reconcilers.identity import boot_id, proc_starttime, same_process
+from reconcilers.identity import boot_id, proc_starttime, same_process, start_token
 from reconcilers.lxc import changes, host, rootfs
 from reconcilers.lxc.config import (
     NAME_RE,
@@ -134,7 +134,7 @@ class LxcDriver:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, domain: Domain, paused: bool) -> Live:
+    async def start(self, domain: Domain, paused: bool, token: str) -> Live:
         name = domain.name
         bound = log.bind(domain=name)
         await self.validate(domain)
@@ -146,7 +146,7 @@ class LxcDriver:
             await self._tracked.settled(previous)  # its exit classified before its log is emptied
         await self._write_config(domain)
         try:
-            await self._tools.start(name, domain.spec.lxc.init)
+            await self._tools.start(name, domain.spec.lxc.init, token)
         except DriverError as exc:
             await asyncio.to_thread(host.remove_empty_cgroups, name)
             raise DriverError(name, "start",
@@ -186,6 +186,27 @@ class LxcDriver:
                                extra={"lxcpath": str(self._lxcpath)})
         self._tracked.last_stops.pop(name, None)
         return self._tracked.watch(record, Reason.BOOTED)
+
+    async def recover(self, domain: Domain, token: str) -> Live | None:
+        """Adopt the container that start `token` launched (the controller died before
+        recording it): its LXC monitor carries the token in its environment. None when no
+        such container runs."""
+        name = domain.name
+        if not any(start_token(pid) == token for pid in self._tools.monitor_pids(name)):
+            return None
+        if (await self._tools.info(name)).state is LxcState.STOPPED:
+            return None
+        tracked = await self._track_started(domain)
+        log.warning("unrecorded start recovered", domain=name, pid=tracked.record.pid)
+        return await self.observe(name)
+
+    async def strays(self, name: str) -> tuple[str, ...]:
+        if name in self._tracked:
+            return ()
+        info = await self._tools.info(name)
+        if info.state is LxcState.STOPPED:
+            return ()
+        return (f"lxc container {name} ({info.state.value.lower()}, init pid {info.pid})",)
 
     async def suspend(self, name: str) -> None:
         tracked = self._require(name, "suspend")

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconcilers.errors import DriverError
+from reconcilers.identity import START_TOKEN_ENV, find
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -53,10 +55,11 @@ class LxcTools:
         self.lxcpath = lxcpath
 
     async def run(self, tool: str, name: str, args: Sequence[str] = (), *,
-                  timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> Result:
+                  timeout: float = DEFAULT_TIMEOUT, check: bool = True,
+                  env: Mapping[str, str] | None = None) -> Result:
         """Run `tool -P lxcpath -n name args...`; DriverError on failure or timeout."""
         return await execute([tool, "-P", str(self.lxcpath), "-n", name, *args], name,
-                             timeout=timeout, check=check)
+                             timeout=timeout, check=check, env=env)
 
     async def info(self, name: str) -> Info:
         """State and init pid; STOPPED for a container that is not defined at all."""
@@ -76,9 +79,16 @@ class LxcTools:
                 pid = int(value.strip())
         return Info(state, pid)
 
-    async def start(self, name: str, argv: Sequence[str]) -> None:
-        """lxc-start -d with the exact init argv (no shell, no word splitting)."""
-        await self.run("lxc-start", name, ["-d", "--", *argv])
+    async def start(self, name: str, argv: Sequence[str], token: str) -> None:
+        """lxc-start -d with the exact init argv (no shell, no word splitting); the engine's
+        start token goes into its environment, which the container's monitor keeps."""
+        await self.run("lxc-start", name, ["-d", "--", *argv],
+                       env={**os.environ, START_TOKEN_ENV: token})
+
+    def monitor_pids(self, name: str) -> list[int]:
+        """The LXC monitor processes of container `name` on this lxcpath."""
+        title = f"[lxc monitor] {self.lxcpath} {name}"  # LXC rewrites its argv to this
+        return find(lambda argv: " ".join(argv).strip() == title)
 
     async def freeze(self, name: str, timeout: float) -> None:
         await self.run("lxc-freeze", name, timeout=timeout)
@@ -117,13 +127,13 @@ class LxcTools:
 
 
 async def execute(argv: Sequence[str], name: str, *, timeout: float = DEFAULT_TIMEOUT,
-                  check: bool = True) -> Result:
+                  check: bool = True, env: Mapping[str, str] | None = None) -> Result:
     """Run one LXC tool in its own session; DriverError (for domain `name`) on failure."""
     tool = argv[0]
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, env=env)
     except OSError as exc:
         raise DriverError(name, tool, f"cannot run {tool}: {exc.strerror}") from exc
     try:

@@ -26,7 +26,7 @@ import structlog
 
 from reconcilers.driver import Capabilities, ChangeKind, Console, DriverContext, Live, RuntimeRecord
 from reconcilers.errors import DriverError, HostValidationError, TerminalError
-from reconcilers.identity import boot_id, proc_starttime
+from reconcilers.identity import boot_id, proc_starttime, start_token
 from reconcilers.model import (
     Accel,
     Domain,
@@ -95,7 +95,7 @@ class QemuDriver:
 
     # --- start -----------------------------------------------------------------------------
 
-    async def start(self, domain: Domain, paused: bool) -> Live:
+    async def start(self, domain: Domain, paused: bool, token: str) -> Live:
         name, spec = domain.name, domain.spec
         caps, accel, note = await self._checked(domain)
         previous = self._tracked.get(name)
@@ -105,12 +105,14 @@ class QemuDriver:
             await previous.settled()  # its exit is reported before the new run begins
         assert spec.qemu is not None and domain.metadata.uuid is not None
         files = self._files(name)
-        stray = process.running_pid(files)
-        if stray is not None:
+        strays = process.running_pids(files)
+        if strays:
             raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
-                                             f"{stray} but is not adopted; not starting another")
+                                             f"{strays[0]} but is not adopted; not starting "
+                                             "another")
         try:
-            pid = await process.launch_domain(domain, caps.binary, accel, files, self._settings)
+            pid = await process.launch_domain(domain, caps.binary, accel, files, self._settings,
+                                              token)
         except process.LaunchError as exc:
             log.warning("qemu failed to start", domain=name, error=exc.message)
             self._tracked.last_stops[name] = Reason.FAILED
@@ -188,8 +190,9 @@ class QemuDriver:
 
     def _untracked(self, name: str, operation: str) -> None:
         """Nothing to do for a domain that is not running; refuse one that runs unadopted."""
-        stray = process.running_pid(self._files(name))
-        if stray is not None:
+        strays = process.running_pids(self._files(name))
+        if strays:
+            stray = strays[0]
             raise DriverError(name, operation, f"qemu pid {stray} was not started or adopted by "
                                                "this controller; refusing to touch it")
 
@@ -231,8 +234,9 @@ class QemuDriver:
             await tracked.settled()
             tracked = self._tracked.get(name)
         if tracked is None:
-            stray = process.running_pid(self._files(name))
-            if stray is not None:
+            strays = process.running_pids(self._files(name))
+            if strays:
+                stray = strays[0]
                 return Live(State.NOSTATE, Reason.UNKNOWN, pid=stray,
                             message=f"qemu pid {stray} runs for this domain but was not started "
                                     "or adopted by this controller; it is left alone")
@@ -269,6 +273,32 @@ class QemuDriver:
         process.log_line(tracked.files, f"re-attached to pid {record.pid}")
         log.info("domain adopted", domain=name, pid=record.pid, state=live.state.value)
         return live
+
+    async def recover(self, domain: Domain, token: str) -> Live | None:
+        """Adopt the qemu that start `token` spawned, found by its argv and proven by the
+        token in its environment (the controller died before recording it). One that cannot
+        be adopted (its monitor does not answer) is killed: provably this start's, never
+        recorded, so no guest of anyone else's. None when there is none."""
+        name, files = domain.name, self._files(domain.name)
+        for pid in process.running_pids(files):
+            if start_token(pid) != token:
+                continue
+            tracked = self._new_tracked(domain, pid, files, "recovered after a controller crash")
+            try:
+                await self._prepare(tracked, domain.spec)
+            except (CgroupError, MonitorError, pinning.PinningError, OSError) as exc:
+                await self._abort(tracked, f"recovered start not adoptable: {exc}")
+                return None
+            process.log_line(files, f"recovered pid {pid} of an unrecorded start")
+            log.warning("unrecorded start recovered", domain=name, pid=pid)
+            return await self.observe(name)
+        return None
+
+    async def strays(self, name: str) -> tuple[str, ...]:
+        tracked = self._tracked.get(name)
+        mine = tracked.record.pid if tracked is not None and not tracked.gone else None
+        return tuple(f"qemu pid {pid}" for pid in process.running_pids(self._files(name))
+                     if pid != mine)
 
     # --- changes ----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from reconcilers.identity import cmdline, is_alive
+from reconcilers.identity import START_TOKEN_ENV, find
 from reconcilers.model import Accel, Domain, Vnc
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.layout import DomainFiles, QemuSettings
@@ -38,7 +38,7 @@ _PORT_TAKEN = "Failed to find an available port"
 
 
 async def launch_domain(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
-                        settings: QemuSettings) -> int:
+                        settings: QemuSettings, token: str) -> int:
     """Build the argv and launch; an auto VNC port taken between our check and qemu's bind
     (another start racing for it) is retried with the next free port."""
     vnc = domain.spec.qemu.vnc if domain.spec.qemu else None
@@ -47,7 +47,7 @@ async def launch_domain(domain: Domain, binary: str, accel: Accel, files: Domain
     while True:
         argv = build_argv(domain, binary, accel, files, port)
         try:
-            return await launch(argv, files, settings.start_timeout, secrets)
+            return await launch(argv, files, settings.start_timeout, secrets, token)
         except LaunchError as exc:
             if port is None or _PORT_TAKEN not in exc.message or attempt == VNC_ATTEMPTS:
                 raise
@@ -74,10 +74,12 @@ def log_line(files: DomainFiles, text: str) -> None:
 
 
 async def launch(argv: list[str], files: DomainFiles, timeout: float,
-                 secrets: Mapping[Path, str]) -> int:
+                 secrets: Mapping[Path, str], token: str) -> int:
     """Start qemu (daemonizing, stopped at -S) and return the daemon's pid.
 
-    `secrets` are written (0600) after the stale files are gone, for qemu to read at start.
+    `secrets` are written (0600) after the stale files are gone, for qemu to read at start;
+    `token` (the engine's write-ahead start token) goes into qemu's environment, so a
+    controller that dies before recording the pid can prove the process is this start's.
     """
     files.prepare()
     remove_stale(files)
@@ -88,7 +90,7 @@ async def launch(argv: list[str], files: DomainFiles, timeout: float,
     with files.log.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True)
+            start_new_session=True, env={**os.environ, START_TOKEN_ENV: token})
     try:
         code = await asyncio.wait_for(process.wait(), timeout)
     except TimeoutError:
@@ -104,15 +106,14 @@ async def launch(argv: list[str], files: DomainFiles, timeout: float,
         raise LaunchError(f"qemu started but its pidfile is unusable: {exc}") from exc
 
 
-def running_pid(files: DomainFiles) -> int | None:
-    """The pid of a live qemu for this domain per its pidfile (our runtime dir in its argv)."""
-    try:
-        pid = int(files.pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    argv = cmdline(pid) or []
-    ours = f"guest={files.name}," in " ".join(argv) and any(str(files.qmp) in a for a in argv)
-    return pid if ours and is_alive(pid) else None
+def running_pids(files: DomainFiles) -> list[int]:
+    """The live qemu processes of this domain: `-name guest=NAME` and this runtime dir's QMP
+    socket in their argv. A scan of /proc, not the pidfile: with the runtime dir removed (or
+    the pidfile never written) a running qemu must still be found, never started twice."""
+    def ours(argv: list[str]) -> bool:
+        return (f"guest={files.name}," in " ".join(argv)
+                and any(str(files.qmp) in arg for arg in argv))
+    return find(ours)
 
 
 def qemu_error(path: Path, offset: int = 0) -> str:

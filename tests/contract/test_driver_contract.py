@@ -119,7 +119,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 async def test_a_started_domain_is_observed_running(backend: Backend) -> None:
     driver = backend.new_driver()
     guest = backend.idle(backend.name("run"))
-    live = await driver.start(guest, paused=False)
+    live = await driver.start(guest, paused=False, token="test")
     assert (live.state, live.reason) == (State.RUNNING, Reason.BOOTED)
     assert live.pid is not None and live.record is not None
     assert (live.record.name, live.record.uuid, live.record.pid, live.record.driver) == (
@@ -132,7 +132,7 @@ async def test_a_started_domain_is_observed_running(backend: Backend) -> None:
 async def test_a_domain_started_paused_is_paused_by_the_user(backend: Backend) -> None:
     driver = backend.new_driver()
     guest = backend.idle(backend.name("paused"))
-    live = await driver.start(guest, paused=True)
+    live = await driver.start(guest, paused=True, token="test")
     assert (live.state, live.reason) == (State.PAUSED, Reason.USER)
     seen = await driver.observe(guest.name)
     assert (seen.state, seen.reason, seen.pid) == (State.PAUSED, Reason.USER, live.pid)
@@ -142,7 +142,7 @@ async def test_suspend_and_resume_and_our_own_operations_report_nothing(backend:
                                                                          ) -> None:
     driver = backend.new_driver()
     name = backend.name("pause")
-    await driver.start(backend.idle(name), paused=False)
+    await driver.start(backend.idle(name), paused=False, token="test")
     await driver.suspend(name)
     seen = await driver.observe(name)
     assert (seen.state, seen.reason) == (State.PAUSED, Reason.USER)
@@ -155,7 +155,7 @@ async def test_suspend_and_resume_and_our_own_operations_report_nothing(backend:
 async def test_destroy_shuts_it_off_and_reports_the_stop(backend: Backend) -> None:
     driver = backend.new_driver()
     name = backend.name("destroy")
-    await driver.start(backend.idle(name), paused=False)
+    await driver.start(backend.idle(name), paused=False, token="test")
     await driver.destroy(name)
     seen = await driver.observe(name)
     assert (seen.state, seen.reason, seen.pid) == (State.SHUTOFF, Reason.DESTROYED, None)
@@ -169,7 +169,7 @@ async def test_shutdown_of_a_guest_that_ignores_it_gives_up_after_the_timeout(
         backend: Backend) -> None:
     driver = backend.new_driver()
     name = backend.name("deaf")
-    await driver.start(backend.deaf(name), paused=False)
+    await driver.start(backend.deaf(name), paused=False, token="test")
     assert await driver.shutdown(name, timeout=0.5) is False
     assert (await driver.observe(name)).state is State.RUNNING
     await driver.destroy(name)  # what the reconciler does next
@@ -182,7 +182,7 @@ async def test_shutdown_of_a_guest_that_obeys_is_a_clean_stop(backend: Backend) 
         pytest.skip(f"no {backend.kind} guest here answers a shutdown request")
     driver = backend.new_driver()
     name = backend.name("obey")
-    await driver.start(backend.obliging(name), paused=False)
+    await driver.start(backend.obliging(name), paused=False, token="test")
     await backend.ready(name)
     assert await driver.shutdown(name, timeout=10) is True
     seen = await driver.observe(name)
@@ -222,7 +222,7 @@ async def test_a_fresh_driver_reattaches_the_record_to_the_same_live(
         backend: Backend, paused: bool) -> None:
     first = backend.new_driver()
     name = backend.name("adopt")
-    live = await first.start(backend.idle(name), paused=paused)
+    live = await first.start(backend.idle(name), paused=paused, token="test")
     assert live.record is not None
     await first.close()
     second = backend.new_driver()
@@ -238,7 +238,7 @@ async def test_close_leaves_the_domain_running_and_untouchable_by_a_stranger(
         backend: Backend) -> None:
     driver = backend.new_driver()
     name = backend.name("close")
-    live = await driver.start(backend.idle(name), paused=False)
+    live = await driver.start(backend.idle(name), paused=False, token="test")
     await driver.close()
     stranger = backend.new_driver()  # no record handed over: the domain is not its to touch
     seen = await stranger.observe(name)

@@ -49,7 +49,9 @@ SLEEPER = LxcSpec(init=("/bin/sh", "-c", "exec sleep infinity"))  # init ignores
 LEFT_ALONE = ("nothing", "report")  # the plans of a pass that does not touch the domain
 T = TypeVar("T")
 
-RUN_OPTIONS = ("--resync", "2", "--removal-grace", "1", "--restart-backoff", "0.5",
+# --prune-window 0: these tests add and remove domains all the time; the window is unit-tested
+RUN_OPTIONS = ("--resync", "2", "--removal-grace", "1", "--prune-window", "0",
+               "--restart-backoff", "0.5",
                "--restart-backoff-max", "3", "--stable-after", "5")
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lxc
 async def test_init_killed_from_outside_is_crashed(driver: LxcDriver, lxc_host: LxcHost,
                                                    events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("crash")
-    live = await driver.start(domain(name, "lxc"), paused=False)
+    live = await driver.start(domain(name, "lxc"), paused=False, token="test")
     assert live.pid
     os.kill(live.pid, signal.SIGKILL)
     await async_wait_until(lambda: events, "the exit")  # reported by the pidfd watch
@@ -37,7 +37,7 @@ async def test_guest_poweroff_is_a_clean_shutdown(driver: LxcDriver, lxc_host: L
                                                   tools: LxcTools,
                                                   events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("poweroff")
-    await driver.start(domain(name, "lxc"), paused=False)
+    await driver.start(domain(name, "lxc"), paused=False, token="test")
     await tools.attach(name, ["/bin/poweroff"])
     await async_wait_until(lambda: events, "a runtime event")
     assert (events[0].reason, events[0].cause) == (Reason.SHUTDOWN, Cause.GUEST)
@@ -48,7 +48,7 @@ async def test_init_that_exits_by_itself_is_crashed(driver: LxcDriver, lxc_host:
                                                     events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("exit")
     init = ("/bin/sh", "-c", "sleep 0.5; exit 3")
-    await driver.start(domain(name, "lxc", lxc=LxcSpec(init=init)), paused=False)
+    await driver.start(domain(name, "lxc", lxc=LxcSpec(init=init)), paused=False, token="test")
     await async_wait_until(lambda: events, "a runtime event")
     assert events[0].reason is Reason.CRASHED
 
@@ -56,7 +56,7 @@ async def test_init_that_exits_by_itself_is_crashed(driver: LxcDriver, lxc_host:
 async def test_guest_reboot_is_followed(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools,
                                         events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("reboot")
-    first = await driver.start(domain(name, "lxc"), paused=False)
+    first = await driver.start(domain(name, "lxc"), paused=False, token="test")
     await tools.attach(name, ["/bin/reboot"])
     await async_wait_until(lambda: events, "the reboot")  # LXC starts a new init; it is watched
     assert events[0].events == ((EventType.STARTED, EventDetail.BOOTED),)

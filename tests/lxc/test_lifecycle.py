@@ -23,7 +23,7 @@ pytestmark = pytest.mark.lxc
 async def test_start_observe_destroy(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools,
                                      events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("start")
-    live = await driver.start(domain(name, "lxc"), paused=False)
+    live = await driver.start(domain(name, "lxc"), paused=False, token="test")
     assert (live.state, live.reason) == (State.RUNNING, Reason.BOOTED)
     assert live.pid and live.record and live.record.pid == live.pid
     await driver.destroy(name)
@@ -36,7 +36,7 @@ async def test_start_observe_destroy(driver: LxcDriver, lxc_host: LxcHost, tools
 async def test_start_paused_suspend_resume(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools
                                            ) -> None:
     name = lxc_host.name("pause")
-    live = await driver.start(domain(name, "lxc"), paused=True)
+    live = await driver.start(domain(name, "lxc"), paused=True, token="test")
     assert (live.state, live.reason) == (State.PAUSED, Reason.USER)
     assert (await tools.info(name)).state is LxcState.FROZEN
     await driver.resume(name)
@@ -52,7 +52,7 @@ async def test_start_paused_suspend_resume(driver: LxcDriver, lxc_host: LxcHost,
 async def test_shutdown_clean_halt(driver: LxcDriver, lxc_host: LxcHost,
                                    events: list[RuntimeEvent]) -> None:
     name = lxc_host.name("halt")
-    await driver.start(domain(name, "lxc"), paused=False)
+    await driver.start(domain(name, "lxc"), paused=False, token="test")
     assert await driver.shutdown(name, timeout=10) is True
     live = await driver.observe(name)
     assert (live.state, live.reason) == (State.SHUTOFF, Reason.SHUTDOWN)
@@ -64,7 +64,7 @@ async def test_shutdown_clean_halt(driver: LxcDriver, lxc_host: LxcHost,
 
 async def test_shutdown_of_a_paused_container(driver: LxcDriver, lxc_host: LxcHost) -> None:
     name = lxc_host.name("halt-paused")
-    await driver.start(domain(name, "lxc"), paused=True)
+    await driver.start(domain(name, "lxc"), paused=True, token="test")
     assert await driver.shutdown(name, timeout=10) is True
     assert (await driver.observe(name)).reason is Reason.SHUTDOWN
 
@@ -74,7 +74,7 @@ async def test_shutdown_ignored_returns_false(driver: LxcDriver, lxc_host: LxcHo
     name = lxc_host.name("deaf")
     # a shell as init has no SIGPWR handler, so the kernel drops the halt signal
     deaf = LxcSpec(init=("/bin/sh", "-c", "while :; do sleep 1; done"))
-    await driver.start(domain(name, "lxc", lxc=deaf), paused=False)
+    await driver.start(domain(name, "lxc", lxc=deaf), paused=False, token="test")
     assert await driver.shutdown(name, timeout=1) is False
     assert (await tools.info(name)).state is LxcState.RUNNING
     assert (await driver.observe(name)).state is State.RUNNING
@@ -84,7 +84,7 @@ async def test_shutdown_ignored_returns_false(driver: LxcDriver, lxc_host: LxcHo
 
 async def test_destroy_a_paused_container(driver: LxcDriver, lxc_host: LxcHost) -> None:
     name = lxc_host.name("kill-paused")
-    await driver.start(domain(name, "lxc"), paused=True)
+    await driver.start(domain(name, "lxc"), paused=True, token="test")
     await driver.destroy(name)
     assert (await driver.observe(name)).reason is Reason.DESTROYED
 
@@ -93,7 +93,7 @@ async def test_failed_start_quotes_lxc(driver: LxcDriver, lxc_host: LxcHost) -> 
     name = lxc_host.name("noinit")
     with pytest.raises(DriverError) as failure:
         await driver.start(domain(name, "lxc", lxc=LxcSpec(init=("/no/such/init",))),
-                           paused=False)
+                           paused=False, token="test")
     assert "LXC log:" in str(failure.value)
     assert (await driver.observe(name)).state is State.SHUTOFF
 
@@ -102,7 +102,7 @@ async def test_unknown_container_is_never_touched(driver: LxcDriver, lxc_host: L
                                                   tools: LxcTools, context: DriverContext
                                                   ) -> None:
     name = lxc_host.name("foreign")
-    await driver.start(domain(name, "lxc"), paused=False)
+    await driver.start(domain(name, "lxc"), paused=False, token="test")
     stranger = LxcDriver(context)  # a second controller that never adopted it
     assert (await stranger.observe(name)).state is State.NOSTATE
     with pytest.raises(DriverError, match="refusing"):
@@ -120,7 +120,7 @@ async def test_lxc_reads_env_mounts_and_argv_exactly(driver: LxcDriver, lxc_host
     init = ("/bin/sh", "-c", "trap 'exit 0' PWR; while :; do sleep 1; done")
     mounts = (Mount(str(shared), "/mnt/my files", readonly=True),)
     await driver.start(domain(name, "lxc", lxc=LxcSpec(init=init, env=env, mounts=mounts)),
-                       paused=False)
+                       paused=False, token="test")
     environ = (await tools.attach(name, ["/bin/cat", "/proc/1/environ"])).stdout.split("\0")
     for key, value in env:
         assert f"{key}={value}" in environ
@@ -139,7 +139,7 @@ async def test_freeze_that_hangs_is_undone(driver: LxcDriver, lxc_host: LxcHost,
                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     name = lxc_host.name("stuck")
-    await driver.start(domain(name, "lxc"), paused=False)
+    await driver.start(domain(name, "lxc"), paused=False, token="test")
     # an lxc-freeze that freezes for real and then never returns, like a cgroup stuck FREEZING
     real = shutil.which("lxc-freeze")
     fake = tmp_path / "bin" / "lxc-freeze"
@@ -160,7 +160,8 @@ async def test_user_rootfs_directory(driver: LxcDriver, lxc_host: LxcHost, tools
     (cached,) = (lxc_host.state_dir / "lxc-rootfs").glob("busybox-*")
     tree = tmp_path / "rootfs"
     shutil.copytree(cached, tree, symlinks=True)
-    await driver.start(domain(name, "lxc", lxc=LxcSpec(rootfs=str(tree))), paused=False)
+    await driver.start(domain(name, "lxc", lxc=LxcSpec(rootfs=str(tree))),
+            paused=False, token="test")
     await tools.attach(name, ["/bin/touch", "/written-inside"])
     assert (tree / "written-inside").exists()  # a user rootfs is used in place, no overlay
     assert await driver.shutdown(name, timeout=10) is True

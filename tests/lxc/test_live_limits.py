@@ -24,7 +24,7 @@ async def test_memory_and_cpu_change_live(driver: LxcDriver, lxc_host: LxcHost,
                                           tools: LxcTools) -> None:
     name = lxc_host.name("limits")
     container = domain(name, "lxc", cputune=CpuTune(shares=512))
-    await driver.start(container, paused=False)
+    await driver.start(container, paused=False, token="test")
     assert int(await tools.get_cgroup(name, MEMORY_KEY)) == 64 * MiB
     new = dataclasses.replace(container.spec, memory=96 * MiB,
                               cputune=CpuTune(shares=2048, quota=50000, period=100000))

@@ -31,7 +31,7 @@ async def successor(context: DriverContext) -> AsyncIterator[LxcDriver]:
 
 async def orphan(driver: LxcDriver, name: str, paused: bool = False) -> RuntimeRecord:
     """Start a container, then let its controller go away (the container keeps running)."""
-    live = await driver.start(domain(name, "lxc"), paused=paused)
+    live = await driver.start(domain(name, "lxc"), paused=paused, token="test")
     assert live.record is not None
     await driver.close()
     return live.record
@@ -80,7 +80,26 @@ async def test_refuses_other_start_time_and_leaves_it_running(
 async def test_gone_container_is_none(driver: LxcDriver, successor: LxcDriver,
                                       lxc_host: LxcHost) -> None:
     name = lxc_host.name("gone")
-    live = await driver.start(domain(name, "lxc"), paused=False)
+    live = await driver.start(domain(name, "lxc"), paused=False, token="test")
     assert live.record is not None
     await driver.destroy(name)
     assert await successor.reattach(live.record) is None
+
+
+async def test_an_unrecorded_start_is_recovered_by_its_token_and_is_a_stray_till_then(
+        driver: LxcDriver, successor: LxcDriver, lxc_host: LxcHost) -> None:
+    """The controller died between lxc-start and the record: the next one finds the
+    container by the start token its LXC monitor carries; a wrong token adopts nothing."""
+    name = lxc_host.name("recover")
+    vm = domain(name, "lxc")
+    live = await driver.start(vm, paused=False, token="t-123")
+    assert live.record is not None
+    await driver.close()
+    assert await successor.strays(name) != ()  # not adopted: any start is refused
+    assert await successor.recover(vm, "another-start") is None
+    recovered = await successor.recover(vm, "t-123")
+    assert recovered is not None and recovered.record is not None
+    assert (recovered.state, recovered.pid) == (State.RUNNING, live.record.pid)
+    assert await successor.strays(name) == ()  # adopted now
+    await successor.destroy(name)
+    assert (await successor.observe(name)).state is State.SHUTOFF

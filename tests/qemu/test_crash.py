@@ -41,7 +41,8 @@ def panicking(make_guest: Callable[..., Domain], name: str, image: Path) -> Doma
 async def test_a_crash_found_on_reattach_is_reported_and_destroyed_as_a_crash(
         qemu_env: QemuEnv, panic_image: Path, make_guest: Callable[..., Domain]) -> None:
     first = qemu_env.driver()
-    live = await first.start(panicking(make_guest, "t-wreck", panic_image), paused=False)
+    live = await first.start(panicking(make_guest, "t-wreck", panic_image),
+            paused=False, token="test")
     await qemu_env.wait_event(lambda e: e.events == PANICKED)
     assert live.record is not None and live.pid is not None
     await first.close()

@@ -41,7 +41,8 @@ def with_panic_device(domain: Domain) -> Domain:
 async def test_panic_with_on_crash_destroy(qemu_env: QemuEnv, panic_image: Path,
                                            make_guest: Guest) -> None:
     driver = qemu_env.driver()
-    await driver.start(with_panic_device(make_guest("t-panic", panic_image)), paused=False)
+    await driver.start(with_panic_device(make_guest("t-panic", panic_image)),
+            paused=False, token="test")
     stopped = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     assert qemu_env.events[0].events == (PANICKED,)
     assert (qemu_env.events[0].state, qemu_env.events[0].cause) == (State.CRASHED, Cause.GUEST)
@@ -56,7 +57,7 @@ async def test_panic_with_on_crash_preserve(qemu_env: QemuEnv, panic_image: Path
     driver = qemu_env.driver()
     domain = make_guest("t-keep", panic_image,
                         lifecycle=Lifecycle(on_crash=LifecycleAction.PRESERVE))
-    await driver.start(with_panic_device(domain), paused=False)
+    await driver.start(with_panic_device(domain), paused=False, token="test")
     await qemu_env.wait_event(lambda e: PANICKED in e.events)
     live = await driver.observe("t-keep")
     assert (live.state, live.reason) == (State.CRASHED, Reason.PANICKED)
@@ -70,7 +71,7 @@ async def test_panic_with_on_crash_restart_resets_in_place(
     driver = qemu_env.driver()
     domain = make_guest("t-phoenix", panic_image,
                         lifecycle=Lifecycle(on_crash=LifecycleAction.RESTART))
-    live = await driver.start(with_panic_device(domain), paused=False)
+    live = await driver.start(with_panic_device(domain), paused=False, token="test")
     event = await qemu_env.wait_event(lambda e: PANICKED in e.events)
     assert event.events == (PANICKED, (EventType.STARTED, EventDetail.BOOTED))
     assert (await driver.observe("t-phoenix")).pid == live.pid
@@ -83,7 +84,7 @@ async def test_reboot_with_on_reboot_destroy(qemu_env: QemuEnv, reboot_image: Pa
     driver = qemu_env.driver()
     domain = make_guest("t-reboot", reboot_image,
                         lifecycle=Lifecycle(on_reboot=LifecycleAction.DESTROY))
-    await driver.start(domain, paused=False)
+    await driver.start(domain, paused=False, token="test")
     stopped = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     assert (stopped.reason, stopped.cause) == (Reason.SHUTDOWN, Cause.GUEST)
     assert "rebooted" in stopped.message
@@ -92,7 +93,7 @@ async def test_reboot_with_on_reboot_destroy(qemu_env: QemuEnv, reboot_image: Pa
 async def test_reboot_with_on_reboot_restart_keeps_running(
         qemu_env: QemuEnv, reboot_image: Path, make_guest: Guest) -> None:
     driver = qemu_env.driver()
-    live = await driver.start(make_guest("t-loop", reboot_image), paused=False)
+    live = await driver.start(make_guest("t-loop", reboot_image), paused=False, token="test")
     log = qemu_env.context.log_dir / "t-loop.log"
     await async_wait_until(lambda: log.read_bytes().count(b"\x01") >= 3,
                            "the guest booted three times (two resets)",
@@ -111,7 +112,7 @@ async def test_watchdog_pause_is_paused_watchdog(qemu_env: QemuEnv, watchdog_ima
         model=WatchdogModel.IB700, action=WatchdogAction.PAUSE))
     domain = dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=qemu))
     driver = qemu_env.driver()
-    await driver.start(domain, paused=False)
+    await driver.start(domain, paused=False, token="test")
     event = await qemu_env.wait_event(lambda e: e.state is State.PAUSED)
     assert (event.reason, event.events, event.cause) == (
         Reason.WATCHDOG, ((EventType.SUSPENDED, EventDetail.WATCHDOG),), Cause.GUEST)

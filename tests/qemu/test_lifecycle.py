@@ -41,7 +41,7 @@ async def test_start_running_then_destroy(qemu_env: QemuEnv, loop_image: Path) -
     (runtime / "t-run.pid").write_text("999999\n")  # left by a crashed run
     (runtime / "t-run.qmp").write_text("")  # a stale socket path
     driver = qemu_env.driver()
-    live = await driver.start(domain("t-run", image=loop_image), paused=False)
+    live = await driver.start(domain("t-run", image=loop_image), paused=False, token="test")
     assert (live.state, live.reason) == (State.RUNNING, Reason.BOOTED)
     assert live.pid is not None and is_alive(live.pid)
     assert "accel tcg" in live.message
@@ -61,7 +61,7 @@ async def test_start_running_then_destroy(qemu_env: QemuEnv, loop_image: Path) -
 
 async def test_start_paused_suspend_resume(qemu_env: QemuEnv, loop_image: Path) -> None:
     driver = qemu_env.driver()
-    live = await driver.start(domain("t-pause", image=loop_image), paused=True)
+    live = await driver.start(domain("t-pause", image=loop_image), paused=True, token="test")
     assert (live.state, live.reason) == (State.PAUSED, Reason.USER)
     await driver.resume("t-pause")
     assert (await driver.observe("t-pause")).state is State.RUNNING
@@ -76,7 +76,7 @@ async def test_start_paused_suspend_resume(qemu_env: QemuEnv, loop_image: Path) 
 
 async def test_guest_poweroff(qemu_env: QemuEnv, poweroff_image: Path) -> None:
     driver = qemu_env.driver()
-    await driver.start(domain("t-off", image=poweroff_image), paused=False)
+    await driver.start(domain("t-off", image=poweroff_image), paused=False, token="test")
     event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     assert event.reason is Reason.SHUTDOWN
     assert event.events == ((EventType.SHUTDOWN, EventDetail.GUEST),
@@ -88,7 +88,7 @@ async def test_guest_poweroff(qemu_env: QemuEnv, poweroff_image: Path) -> None:
 
 async def test_shutdown_ignored_then_destroy(qemu_env: QemuEnv, loop_image: Path) -> None:
     driver = qemu_env.driver()
-    live = await driver.start(domain("t-deaf", image=loop_image), paused=False)
+    live = await driver.start(domain("t-deaf", image=loop_image), paused=False, token="test")
     assert await driver.shutdown("t-deaf", timeout=1.0) is False
     assert live.pid is not None and is_alive(live.pid)
     assert (await driver.observe("t-deaf")).state is State.RUNNING
@@ -102,7 +102,7 @@ async def test_shutdown_ignored_then_destroy(qemu_env: QemuEnv, loop_image: Path
 async def test_kill_from_outside_is_a_crash(qemu_env: QemuEnv, loop_image: Path,
                                             sig: signal.Signals, said: str) -> None:
     driver = qemu_env.driver()
-    live = await driver.start(domain("t-kill", image=loop_image), paused=False)
+    live = await driver.start(domain("t-kill", image=loop_image), paused=False, token="test")
     assert live.pid is not None
     cgroup = driver._tracked["t-kill"].cgroup
     os.kill(live.pid, sig)
@@ -123,7 +123,7 @@ async def test_failed_start_reports_qemus_message(qemu_env: QemuEnv, tmp_path: P
     vm = domain("t-bad", qemu=dataclasses.replace(TCG_PC, disks=(qcow2,)))
     driver = qemu_env.driver()
     with pytest.raises(DriverError) as caught:
-        await driver.start(vm, paused=False)
+        await driver.start(vm, paused=False, token="test")
     assert "Image is not in qcow2 format" in caught.value.message  # qemu's own words
     assert (await driver.observe("t-bad")).state is State.SHUTOFF
 
@@ -133,7 +133,7 @@ async def test_poweroff_with_restart_action_restarts_in_place(
     driver = qemu_env.driver()
     vm = domain("t-again", image=poweroff_image,
                 lifecycle=Lifecycle(on_poweroff=LifecycleAction.RESTART))
-    live = await driver.start(vm, paused=False)
+    live = await driver.start(vm, paused=False, token="test")
     restarted = (EventType.STARTED, EventDetail.BOOTED)
     await qemu_env.wait_event(lambda e: restarted in e.events)
     assert (await driver.observe("t-again")).pid == live.pid  # same process, guest reset
@@ -154,7 +154,8 @@ async def test_rich_domain_starts(qemu_env: QemuEnv, loop_image: Path,
         disks=(Disk(name="data,1", source=str(data), bus=DiskBus.SATA),
                Disk(name="scsi", source=str(logs), bus=DiskBus.SCSI, readonly=True)))
     driver = qemu_env.driver()
-    live = await driver.start(domain("t-rich", image=loop_image, qemu=qemu), paused=True)
+    live = await driver.start(domain("t-rich", image=loop_image, qemu=qemu),
+            paused=True, token="test")
     assert live.state is State.PAUSED
     files = driver._tracked["t-rich"].files
     assert files.serial.exists() and files.agent.exists()
@@ -166,7 +167,7 @@ async def test_rich_domain_starts(qemu_env: QemuEnv, loop_image: Path,
 async def test_serial_output_goes_to_the_domain_log(qemu_env: QemuEnv,
                                                    hello_image: Path) -> None:
     driver = qemu_env.driver()
-    await driver.start(domain("t-serial", image=hello_image), paused=False)
+    await driver.start(domain("t-serial", image=hello_image), paused=False, token="test")
     await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     log = (Path(qemu_env.context.log_dir) / "t-serial.log").read_text()
     assert "domctl: starting: " in log and "-name guest=t-serial" in log
@@ -194,7 +195,7 @@ async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
     driver = QemuDriver(qemu_env.context, settings)
     qemu_env.drivers.append(driver)
     with pytest.raises(DriverError, match="cgroup"):
-        await driver.start(domain("t-abort", image=loop_image), paused=False)
+        await driver.start(domain("t-abort", image=loop_image), paused=False, token="test")
     event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     assert (event.reason, event.events) == (Reason.FAILED,
                                             ((EventType.STOPPED, EventDetail.FAILED),))
@@ -219,7 +220,7 @@ async def test_vnc_port_taken_by_a_racing_start_is_retried(
         monkeypatch.setattr(process, "free_vnc_port", racing)
         vm = domain("t-vnc", image=loop_image, qemu=dataclasses.replace(TCG_PC, vnc=Vnc()))
         driver = qemu_env.driver()
-        await driver.start(vm, paused=True)
+        await driver.start(vm, paused=True, token="test")
         log = (Path(qemu_env.context.log_dir) / "t-vnc.log").read_text()
         assert f"VNC port {taken} was taken meanwhile" in log
         await driver.destroy("t-vnc")

@@ -36,7 +36,7 @@ async def test_cpu_shares_pinning_and_balloon_applied_live(qemu_env: QemuEnv,
                                                             loop_image: Path) -> None:
     driver = qemu_env.driver()
     vm = domain("t-live", image=loop_image, cputune=CpuTune(shares=512))
-    await driver.start(vm, paused=False)
+    await driver.start(vm, paused=False, token="test")
     tracked = driver._tracked["t-live"]
     shares_key = "cpu/cpu.shares" if tracked.cgroup.version.value == "v1" else "/cpu.weight"
     before = tracked.cgroup.path(shares_key).read_text().strip()
@@ -58,4 +58,4 @@ async def test_cpu_shares_pinning_and_balloon_applied_live(qemu_env: QemuEnv,
     assert tracked.lifecycle.on_reboot is LifecycleAction.DESTROY
     assert tracked.cgroup.path(memory_key).read_text() == memory_limit  # memory: restart-only
     with pytest.raises(DriverError, match="already running"):
-        await driver.start(vm, paused=False)
+        await driver.start(vm, paused=False, token="test")

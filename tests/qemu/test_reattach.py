@@ -19,7 +19,7 @@ pytestmark = pytest.mark.qemu
 async def test_fresh_driver_adopts_and_events_flow(qemu_env: QemuEnv,
                                                    poweroff_image: Path) -> None:
     first = qemu_env.driver()
-    live = await first.start(domain("t-adopt", image=poweroff_image), paused=True)
+    live = await first.start(domain("t-adopt", image=poweroff_image), paused=True, token="test")
     assert live.record is not None and live.pid is not None
     await first.close()  # the controller goes away; qemu stays
     assert is_alive(live.pid)
@@ -38,7 +38,7 @@ async def test_fresh_driver_adopts_and_events_flow(qemu_env: QemuEnv,
 async def test_refuses_a_different_start_time_and_leaves_it_alone(
         qemu_env: QemuEnv, loop_image: Path) -> None:
     first = qemu_env.driver()
-    live = await first.start(domain("t-other", image=loop_image), paused=False)
+    live = await first.start(domain("t-other", image=loop_image), paused=False, token="test")
     assert live.record is not None and live.pid is not None
     await first.close()
     forged = dataclasses.replace(live.record, starttime=live.record.starttime + 1)
@@ -61,7 +61,7 @@ async def test_refuses_a_different_start_time_and_leaves_it_alone(
 
 async def test_close_leaves_domains_running(qemu_env: QemuEnv, loop_image: Path) -> None:
     driver = qemu_env.driver()
-    live = await driver.start(domain("t-close", image=loop_image), paused=False)
+    live = await driver.start(domain("t-close", image=loop_image), paused=False, token="test")
     await driver.close()
     assert live.pid is not None and is_alive(live.pid)
     qemu_env.pids.add(live.pid)  # the fixture kills it
@@ -69,7 +69,7 @@ async def test_close_leaves_domains_running(qemu_env: QemuEnv, loop_image: Path)
     seen = await fresh.observe("t-close")
     assert (seen.state, seen.pid) == (State.NOSTATE, live.pid)
     with pytest.raises(DriverError, match="already runs"):
-        await fresh.start(domain("t-close", image=loop_image), paused=False)
+        await fresh.start(domain("t-close", image=loop_image), paused=False, token="test")
     for refused in (fresh.destroy("t-close"), fresh.shutdown("t-close", 1.0)):
         with pytest.raises(DriverError, match="refusing"):
             await refused
@@ -81,7 +81,7 @@ async def test_power_off_missed_while_away_is_finished_on_reattach(
     first = qemu_env.driver()
     preserve = Lifecycle(on_poweroff=LifecycleAction.PRESERVE)
     live = await first.start(domain("t-missed", image=poweroff_image, lifecycle=preserve),
-                             paused=False)
+                             paused=False, token="test")
     event = await qemu_env.wait_event(lambda e: e.state is State.PAUSED)
     assert (event.reason, event.events) == (Reason.SHUTDOWN,
                                             ((EventType.SHUTDOWN, EventDetail.GUEST),))

@@ -33,6 +33,7 @@ class MemoryHost:
     running: dict[str, Live] = field(default_factory=dict)
     deaf: set[str] = field(default_factory=set)  # guests that ignore a shutdown request
     next_pid: int = 1000
+    tokens: dict[str, str] = field(default_factory=dict)  # the start token each domain got
 
 
 def _ignore(event: RuntimeEvent) -> None:
@@ -64,7 +65,7 @@ class MemoryDriver:
         if self.invalid is not None:
             raise self.invalid
 
-    async def start(self, domain: Domain, paused: bool) -> Live:
+    async def start(self, domain: Domain, paused: bool, token: str) -> Live:
         await self.validate(domain)
         name = domain.name
         if self.fail_start is not None:
@@ -78,6 +79,7 @@ class MemoryDriver:
                                pid=self.host.next_pid, boot_id="memory", starttime=1)
         started = transition(State.SHUTOFF, Trigger.START_PAUSED if paused else Trigger.START)
         self.running[name] = Live(started.target, started.reason, pid=record.pid, record=record)
+        self.host.tokens[name] = token
         self._ours.add(name)
         return self.running[name]
 
@@ -150,6 +152,19 @@ class MemoryDriver:
                         message=f"the record does not match pid {live.pid}")
         self._ours.add(record.name)
         return live
+
+    async def recover(self, domain: Domain, token: str) -> Live | None:
+        live = self.running.get(domain.name)
+        if live is None or self.host.tokens.get(domain.name) != token:
+            return None
+        self._ours.add(domain.name)
+        return live
+
+    async def strays(self, name: str) -> tuple[str, ...]:
+        live = self.running.get(name)
+        if live is None or name in self._ours:
+            return ()
+        return (f"memory pid {live.pid}",)
 
     def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
         return classify_leaves(old, new, LIVE_FIELDS)

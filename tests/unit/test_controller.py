@@ -24,9 +24,11 @@ from reconcilers.errors import DriverError, HostValidationError, NotSupportedErr
 from reconcilers.model import (
     Domain,
     DriverName,
+    LxcSpec,
     Reason,
     State,
 )
+from tests.support.domains import domain as build
 from tests.support.memory import MemoryDriver
 
 from .domains import domain
@@ -230,3 +232,24 @@ async def test_the_crash_loop_count_survives_a_controller_restart(
     again.on_snapshot(snapshot(domain()))
     await again.reconcile("vm")  # the restored count allows a try now; it fails again
     assert again.crash.failures("vm") == 2
+
+
+async def test_a_name_never_runs_twice_across_drivers(tmp_path: Path) -> None:
+    """A qemu of this name runs that no driver adopted (its record was lost): a manifest
+    that now says lxc must not start a container beside it."""
+    qemu, lxc = MemoryDriver(), MemoryDriver(name=DriverName.LXC)
+    await qemu.start(build("vm"), paused=False, token="lost")
+    await qemu.close()  # a later controller: the qemu runs, unadopted
+    controller = Controller(
+        drivers={DriverName.QEMU: MemoryDriver(qemu.host), DriverName.LXC: lxc},
+        registry=Registry(tmp_path), statuses=StatusStore(tmp_path), events=EventBus(tmp_path),
+        audit=AuditLog(tmp_path), hooks=HookRunner(None, HookSettings()),
+        settings=EngineSettings(workers=1))
+    controller.on_snapshot(snapshot(build("vm", "lxc", lxc=LxcSpec())))
+    await converge(controller)
+    assert "vm" not in lxc.running
+    status = controller.statuses.read("vm")
+    assert status is not None
+    stalled = status.condition(ConditionType.STALLED)
+    assert stalled is not None and stalled.reason == "HostValidation"
+    assert "memory pid" in stalled.message and "not starting another" in stalled.message

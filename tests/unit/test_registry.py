@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -353,3 +354,25 @@ def test_a_version_1_record_that_cannot_be_upgraded_is_rebuilt(tmp_path: Path) -
     JsonDir(tmp_path / "status").write("web-1", ["not", "a", "status"])
     record = Registry(tmp_path).get("web-1")
     assert record is not None and record.stalled is not None and record.uuid == RECORD.uuid
+
+
+def test_a_record_write_that_fails_is_kept_and_retried_until_it_succeeds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full state dir during a start must not lose the record: it stays in memory, is
+    reported, and `flush` writes it once the disk has room again."""
+    registry = Registry(tmp_path)
+    registry.uuid_for("web-1", None)
+    record = registry.get("web-1")
+    assert record is not None
+    real_write = JsonDir.write
+
+    def full(self: JsonDir, name: str, obj: object) -> None:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(JsonDir, "write", full)
+    started = dataclasses.replace(record, runtime=RECORD, id=1)
+    assert registry.save(started) is False
+    assert registry.get("web-1") == started  # kept in memory for this controller
+    assert registry.flush() == ["web-1"]  # still full
+    monkeypatch.setattr(JsonDir, "write", real_write)
+    assert registry.flush() == []
+    assert Registry(tmp_path).get("web-1") == started  # a later controller reads it
