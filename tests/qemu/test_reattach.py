@@ -94,3 +94,37 @@ async def test_power_off_missed_while_away_is_finished_on_reattach(
     event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     assert event.reason is Reason.SHUTDOWN
     assert live.pid is not None and not is_alive(live.pid)
+
+
+async def test_recover_adopts_by_token_and_stops_an_unadoptable_one(
+        qemu_env: QemuEnv, loop_image: Path) -> None:
+    """The rule for a process that is provably ours but cannot be adopted: the start token
+    proves it is the unrecorded start; with its QMP socket gone it cannot be driven, so it is
+    killed (never a guest of anyone else's). A wrong token adopts nothing and kills nothing."""
+    vm = domain("t-recover", image=loop_image)
+    first = qemu_env.driver()
+    live = await first.start(vm, paused=False, token="start-1")
+    assert live.pid is not None
+    await first.close()
+    second = qemu_env.driver()
+    assert await second.strays(vm.name) == (f"qemu pid {live.pid}",)
+    assert await second.recover(vm, "start-0") is None and is_alive(live.pid)
+    files = second._files(vm.name)
+    files.qmp.unlink()  # cannot be driven any more
+    assert await second.recover(vm, "start-1") is None
+    assert not is_alive(live.pid)
+    assert await second.strays(vm.name) == ()
+
+
+async def test_recover_adopts_the_unrecorded_start(qemu_env: QemuEnv, loop_image: Path) -> None:
+    vm = domain("t-recover2", image=loop_image)
+    first = qemu_env.driver()
+    live = await first.start(vm, paused=True, token="start-2")
+    await first.close()
+    second = qemu_env.driver()
+    recovered = await second.recover(vm, "start-2")
+    assert recovered is not None and recovered.record is not None
+    assert (recovered.state, recovered.pid) == (State.PAUSED, live.pid)
+    assert await second.strays(vm.name) == ()
+    await second.destroy(vm.name)
+    assert not is_alive(live.pid or 0)
