@@ -18,7 +18,9 @@ RO_SOCKET = "domctl-ro.sock"
 """The read-only socket's file name in the runtime dir (mode 0666): reads only."""
 
 ACTIONS = ("start", "stop", "suspend", "resume", "restart", "destroy")
-READ_OPS = frozenset({"ping", "get", "describe", "events", "diff", "logs"})
+# `wait` rescans the manifests directory (a read of the disk, no change) and answers with the
+# generation the controller now holds for the name; the client then polls `get`.
+READ_OPS = frozenset({"ping", "get", "describe", "events", "diff", "logs", "wait"})
 WRITE_OPS = frozenset({*ACTIONS, "prune", "console"})  # a console is interactive access
 STREAM_OPS = frozenset({"events", "logs"})
 

@@ -9,25 +9,35 @@ domain's job lock, and recorded with cause `api` and the caller's uid.
 `act` waits (30 s plus the domain's shutdownTimeout) until the status shows the result, like `virsh
 start` returns once the domain runs; a request that cannot finish in time still stands, and its
 progress is visible with `domctl get` / `domctl wait`.
+
+`wait` makes `domctl wait` exact (kstatus's observedGeneration): it has the manifests directory
+re-read now (the daemon passes ManifestSource.rescan) and answers with the generation the
+desired store then holds for the name, computed with the uuid the ledger gives the domain, so
+it is the generation the status will show; the CLI waits for observedGeneration to reach it
+before it looks at the state or a condition. An invalid manifest is refused at once: the file
+declaring the name, or, for a name no valid manifest ever declared, a file named `NAME.yaml`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from controller.api.parsing import Refused
 from controller.api.server import Caller
 from controller.engine.controller import Controller
+from controller.manifests.source import Snapshot
 from controller.paths import Paths
 from controller.protocol import headline
 from controller.state.events import Subscription
 from controller.state.status import STATES_MEETING, NoSuchDomain
 from reconcilers.diff import Apply, classify_changes
 from reconcilers.history import API_STATES, ApiAction
-from reconcilers.model import Cause, DesiredState
+from reconcilers.model import Cause, DesiredState, spec_generation
 
 log = structlog.get_logger(__name__)
 
@@ -35,10 +45,12 @@ _POLL = 0.2  # seconds between status reads while `act` waits
 
 
 class ControllerBackend:
-    def __init__(self, controller: Controller, paths: Paths, act_timeout: float) -> None:
+    def __init__(self, controller: Controller, paths: Paths, act_timeout: float,
+                 rescan: Callable[[], Awaitable[Snapshot]] | None = None) -> None:
         self._controller = controller
         self._paths = paths
         self._act_timeout = act_timeout
+        self._rescan = rescan
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -93,6 +105,29 @@ class ControllerBackend:
             raise NoSuchDomain(name)
         console = self._controller.drivers[spec.driver].console(name, spec)
         return {"socket": console.socket, "argv": list(console.argv)}
+
+    async def wait(self, name: str) -> dict[str, Any]:
+        """The generation `domctl wait` waits for: the manifest as it is on disk now."""
+        snapshot = await self._rescan() if self._rescan is not None else None
+        entry = self._controller.store.entry(name)
+        problems = [*entry.problems, *entry.conflicts] if entry is not None else []
+        if entry is None and snapshot is not None:  # a file never valid: named after NAME?
+            problems = [p for path, found in snapshot.problems.items()
+                        if Path(path).stem == name for p in found]
+        if problems:
+            raise Refused("Invalid", "; ".join(str(p) for p in problems))
+        if entry is not None and entry.missing_since is not None:
+            raise Refused("NotFound", f"no manifest declares {name} any more: it is being "
+                          "removed")
+        domain = entry.domain if entry is not None else None
+        record = self._controller.registry.get(name)
+        uuid = (domain.metadata.uuid if domain is not None and domain.metadata.uuid
+                else record.uuid if record is not None else None)
+        if domain is None or uuid is None:
+            # not declared yet, or never reconciled (its uuid is made by its first pass, which
+            # sees this manifest or a later one): the first generation it shows will do
+            return {"name": name, "generation": None}
+        return {"name": name, "generation": spec_generation(domain.spec, uuid)}
 
     # --- writes --------------------------------------------------------------------------------
 

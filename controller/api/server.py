@@ -19,7 +19,8 @@ read ops and refuses the write ops with `PermissionDenied`. Each socket is bound
 temporary name, given its mode, then renamed over the final path (replacing a stale file), so it
 is never reachable with looser permissions. The peer's pid, uid and gid (SO_PEERCRED) reach the
 backend as a `Caller`. Error types: BadRequest, PermissionDenied, NotFound, Busy, NotSupported,
-Failed, Internal. A bad client or a failing backend call never stops the server.
+Invalid (`wait` on an invalid manifest), Failed, Internal. A bad client or a failing backend
+call never stops the server.
 
 Public surface:
     ApiServer(backend, rw_path, ro_path, settings: ApiSettings): async start(), async close()
@@ -109,6 +110,13 @@ class Backend(Protocol):
 
     def console(self, name: str) -> dict[str, Any]:
         """{"socket": path, "argv": []} for a socket to relay, or {"argv": [...]} to run."""
+        ...
+
+    async def wait(self, name: str) -> dict[str, Any]:
+        """Re-read the manifests directory now; {"name": name, "generation": G | None}: the
+        generation a status must show as observedGeneration before `domctl wait` may look at
+        its conditions (None: no manifest declares the name yet). An invalid manifest raises
+        Refused("Invalid", its problems)."""
         ...
 
     def prune(self, caller: Caller) -> dict[str, Any]:
@@ -235,6 +243,8 @@ class ApiServer:
             return backend.diff(args.get("name"))
         if op == "console":
             return backend.console(args["name"])
+        if op == "wait":
+            return await backend.wait(args["name"])
         if op == "prune":
             if args["confirm"] is not True:
                 raise Refused("BadRequest", "prune needs \"confirm\": true")

@@ -42,6 +42,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 Document = dict[str, Any]
 
 WAIT_POLL = 0.2  # seconds between two `get`s of `domctl wait`
+WAIT_REFRESH = 1.0  # at least this long between two `wait` requests of one `domctl wait`
 ACTION_REPLY_TIMEOUT = 3600.0  # a safety net only: the controller answers within its own bound
 GET_COLUMNS = ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE", "MESSAGE"]
 EVENT_KEYS = ("time", "domain", "event", "detail", "state", "reason", "cause", "message")
@@ -265,26 +266,73 @@ def _wait_condition(ctx: click.Context, param: click.Parameter,
               metavar="SECONDS", help="Exit 1 when they pass first.")
 @_reports_errors
 def wait(name: str, for_: tuple[str, Callable[[Document], bool]], timeout: float) -> None:
-    """Wait until NAME reaches a state or a condition (kubectl wait); a domain that does not
-    exist yet is waited for too."""
+    """Wait until the controller has seen NAME's manifest as it is on disk now, then until NAME
+    reaches a state or a condition (kubectl wait); an invalid manifest fails at once, a domain
+    that does not exist yet is waited for too."""
     text, met = for_
     deadline = time.monotonic() + timeout
-    while not _met(name, met, max(deadline - time.monotonic(), 1.0)):
+    target = _WaitTarget(name, max(timeout, 1.0))
+    while True:
+        document = _status_of(name, max(deadline - time.monotonic(), 1.0))
+        if document is not None and target.observed(document) and met(document):
+            break
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            _fail(f"timed out waiting for {name}: {text}")
+            _fail(f"timed out waiting for {name}: {text}{target.why(document)}")
         time.sleep(min(WAIT_POLL, remaining))
     click.echo(f"{name}: {text}")
 
 
-def _met(name: str, met: Callable[[Document], bool], timeout: float) -> bool:
+class _WaitTarget:
+    """The generation `wait` waits for: the controller re-reads the manifests for the request
+    and names the generation it then holds (None: no manifest declares NAME yet, so the first
+    generation its status shows). Generations are content hashes, not counters: when the
+    status settles on another generation than the target, the manifest may have changed
+    again since, so the target is asked for again (at most every WAIT_REFRESH seconds)."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self._name, self._timeout = name, timeout
+        self._asked = 0.0
+        self.generation = self._ask()
+
+    def _ask(self) -> str | None:
+        self._asked = time.monotonic()
+        generation = _client(self._timeout).call("wait", name=self._name).get("generation")
+        return str(generation) if generation is not None else None
+
+    def observed(self, document: Document) -> bool:
+        if self._matches(document):
+            return True
+        settled = document.get("observedGeneration") == document.get("generation")
+        if settled and time.monotonic() - self._asked >= WAIT_REFRESH:
+            self.generation = self._ask()
+        return False
+
+    def _matches(self, document: Document) -> bool:
+        observed, current = document.get("observedGeneration"), document.get("generation")
+        if observed is None or current is None:
+            return False
+        return bool(observed == (self.generation or current))
+
+    def why(self, document: Document | None) -> str:
+        if document is None:
+            return "; no such domain yet"
+        if not self._matches(document):
+            wanted = self.generation or document.get("generation")
+            return (f"; generation {wanted} not observed yet (observedGeneration "
+                    f"{document.get('observedGeneration')})")
+        message = headline(document)
+        return f"; {message}" if message else ""
+
+
+def _status_of(name: str, timeout: float) -> Document | None:
     try:
         documents = _client(timeout).call("get", name=name)
     except ApiError as err:
         if err.type == "NotFound":
-            return False
+            return None
         raise
-    return bool(documents) and met(documents[0])
+    return cast(Document, documents[0]) if documents else None
 
 
 @click.command()

@@ -311,7 +311,7 @@ class Controller:
             failures=self.crash.failures(name), crash_remaining=self.crash.remaining(name),
             error_delay=self.error_backoff.when(name) if ending is Ending.ERROR else 0.0),
             self._timing)
-        if error is None and desired is not None and plan.action is not Action.APPLY_LIVE:
+        if desired is not None:  # acted on, whatever came of it: Synced tells (kstatus)
             self.ledger.update(name, observed_generation=desired.generation)
         self.projector.project(PassView(name, driver, desired, live, plan, error),
                                self._backoff_until(name))

@@ -97,7 +97,7 @@ class Daemon:
                 await source.start()
                 workers = asyncio.create_task(controller.workers())
                 api = ApiServer(ControllerBackend(controller, paths,
-                                                  self.settings.api.act_timeout),
+                                                  self.settings.api.act_timeout, source.rescan),
                                 paths.runtime_dir / "domctl.sock",
                                 paths.runtime_dir / "domctl-ro.sock", self.settings.api)
                 await api.start()

@@ -88,7 +88,7 @@ class DomainRecord:
     """Counts changes of the desired spec (edits, reverts, removal): decide() compares the
     epochs of stops, requests and stalls with it."""
     generation: str | None = None  # of the desired spec the epoch belongs to
-    observed_generation: str | None = None  # the last generation a pass fully applied
+    observed_generation: str | None = None  # the last generation a pass acted on
     last_stop: LastStop | None = None
     override: ApiRequest | None = None
     stalled: Stalled | None = None

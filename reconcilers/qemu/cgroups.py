@@ -68,6 +68,22 @@ def limits(spec: DomainSpec, version: CgroupVersion) -> dict[str, str]:
     return values
 
 
+# What a cgroup holds when a limit is not set: written when a live change unsets a limit (the
+# kernel's defaults for a new cgroup; cpu.max's period is 100 ms).
+UNSET = {"cpu/cpu.shares": "1024", "cpu/cpu.cfs_quota_us": "-1",
+         "cpu/cpu.cfs_period_us": "100000", "/cpu.weight": "100", "/cpu.max": "max 100000"}
+
+
+def live_writes(old: DomainSpec, new: DomainSpec, version: CgroupVersion) -> dict[str, str]:
+    """The files to write to move a running domain's cgroup from `old`'s limits to `new`'s: the
+    changed values, and the default of every limit `new` no longer sets (an unset
+    cputune.shares goes back to 1024 / weight 100, not stays at the old value)."""
+    before, after = limits(old, version), limits(new, version)
+    writes = {key: value for key, value in after.items() if before.get(key) != value}
+    writes.update({key: UNSET[key] for key in before.keys() - after.keys() if key in UNSET})
+    return writes
+
+
 class DomainCgroup:
     """The cgroup directories of one domain."""
 

@@ -41,7 +41,14 @@ from reconcilers.qemu import changes, hostcheck, pinning, process
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps
-from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, limits, tuning_fields
+from reconcilers.qemu.cgroups import (
+    CgroupError,
+    DomainCgroup,
+    Unconfined,
+    limits,
+    live_writes,
+    tuning_fields,
+)
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.events import GuestStop, Intent, RunState, from_status, missed_stop, settle
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
@@ -308,12 +315,15 @@ class QemuDriver:
     async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
         tracked = self._require(name, "apply_live")
         changed = {k for k, v in changes.classify(old, new).items() if v is ChangeKind.LIVE}
+        untuned = [f for f in tuning_fields(new) if f.removeprefix("spec.") in changed]
+        if untuned and isinstance(tracked.cgroup, Unconfined):  # said, not silently dropped
+            raise HostValidationError(name, untuned[0], "needs a cgroup domctl may create: run "
+                                      "domctl as root, or delegate a cgroup hierarchy")
         try:
-            before = limits(old, tracked.cgroup.version)
             # memory is restart-only: the running guest keeps its size, so does its limit
-            after = limits(dataclasses.replace(new, memory=old.memory), tracked.cgroup.version)
-            await asyncio.to_thread(tracked.cgroup.write,
-                                    {k: v for k, v in after.items() if before.get(k) != v})
+            writes = live_writes(old, dataclasses.replace(new, memory=old.memory),
+                                 tracked.cgroup.version)
+            await asyncio.to_thread(tracked.cgroup.write, writes)
             if changed & {"cputune.vcpupin", "cputune.emulatorpin"}:
                 await pinning.apply(tracked.qmp, tracked.record.pid, new.cputune)
         except (CgroupError, pinning.PinningError, MonitorError) as exc:

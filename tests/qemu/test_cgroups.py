@@ -16,6 +16,7 @@ from reconcilers.qemu.cgroups import (
     CgroupVersion,
     DomainCgroup,
     limits,
+    live_writes,
     shares_to_weight,
 )
 from tests.support.domains import domain
@@ -63,3 +64,26 @@ def test_v1_layout(tmp_path: Path) -> None:
                                   for c in ("cpu", "memory", "pids")}
     assert not any(d.exists() for d in cgroup.directories.values())
     assert cgroup.remove()  # nothing to remove is success
+
+
+def test_live_writes_change_and_unset_shares_on_v1_and_v2(tmp_path: Path) -> None:
+    plain = domain(memory="128Mi").spec
+    shared = domain(memory="128Mi", cputune=CpuTune(shares=512)).spec
+    assert live_writes(plain, shared, CgroupVersion.V1) == {"cpu/cpu.shares": "512"}
+    assert live_writes(shared, plain, CgroupVersion.V1) == {"cpu/cpu.shares": "1024"}
+    assert live_writes(plain, shared, CgroupVersion.V2) == {"/cpu.weight": "20"}
+    assert live_writes(shared, plain, CgroupVersion.V2) == {"/cpu.weight": "100"}
+    assert live_writes(SPEC, plain, CgroupVersion.V2) == {"/cpu.weight": "100",
+                                                          "/cpu.max": "max 100000"}
+    assert live_writes(SPEC, plain, CgroupVersion.V1) == {
+        "cpu/cpu.shares": "1024", "cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}
+    assert live_writes(shared, shared, CgroupVersion.V1) == {}
+    # written through the v2 layout of a stand-in tree, as QemuDriver.apply_live does
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids")
+    cgroup = DomainCgroup("vm", "domctl.qemu", root=tmp_path)
+    cgroup.create()
+    cgroup.write(limits(shared, cgroup.version))
+    weight = tmp_path / "domctl.qemu" / "vm" / "cpu.weight"
+    assert weight.read_text() == "20"
+    cgroup.write(live_writes(shared, plain, cgroup.version))
+    assert weight.read_text() == "100"

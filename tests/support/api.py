@@ -70,6 +70,11 @@ class DocsBackend:
     def prune(self, caller: Caller) -> dict[str, Any]:
         return {"message": "nothing to prune"}
 
+    async def wait(self, name: str) -> dict[str, Any]:
+        """The generation of the document as it is now (None: no such document yet)."""
+        document = self.docs.get(name)
+        return {"name": name, "generation": document.get("generation") if document else None}
+
 
 class ThreadedServer:
     """An ApiServer on its own event loop in a thread, as the daemon runs it; a context manager

@@ -21,6 +21,7 @@ import yaml
 from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
+from controller.api.parsing import Refused
 from controller.api.server import Caller
 from controller.cli import commands
 from controller.protocol import rfc3339
@@ -226,7 +227,8 @@ def test_wait_times_out_with_exit_1(cli: click.Group, server: ThreadedServer) ->
     result = run(cli, server, "wait", "db", "--for", "condition=Ready", "--timeout", "0.5")
     assert 0.5 <= time.monotonic() - started < 3
     assert result.exit_code == 1
-    assert result.stderr == "error: timed out waiting for db: condition=Ready\n"
+    assert result.stderr == ("error: timed out waiting for db: condition=Ready; start failed: "
+                             "could not open disk\n")
 
 
 def test_wait_for_a_domain_that_appears_later(cli: click.Group, server: ThreadedServer) -> None:
@@ -235,6 +237,73 @@ def test_wait_for_a_domain_that_appears_later(cli: click.Group, server: Threaded
     result = run(cli, server, "wait", "new", "--for", "state=running", "--timeout", "5")
     timer.join()
     assert result.exit_code == 0, result.output
+
+
+class EditedBackend(Backend):
+    """web-1's manifest was just edited: the controller holds `on_disk`, its status still
+    shows the old generation (Ready) until the test lets a pass project the new one."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.on_disk: list[str] = ["4b1c"]
+        self.asked = 0
+
+    async def wait(self, name: str) -> dict[str, Any]:
+        self.asked += 1
+        if name == "bad":
+            raise Refused("Invalid", "bad.yaml:3:3: spec.memory: 'lots' is not a size")
+        return {"name": name, "generation": self.on_disk[0]}
+
+
+@pytest.fixture
+def edited(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
+    with ThreadedServer(EditedBackend(tmp_path), sockdir, ApiSettings()) as running:
+        yield running
+
+
+def test_wait_waits_for_the_generation_on_disk_when_called(cli: click.Group,
+                                                           edited: ThreadedServer) -> None:
+    docs = edited.backend.docs
+    timer = threading.Timer(0.6, lambda: docs.update({"web-1": status(
+        "web-1", generation="4b1c", observedGeneration="4b1c")}))
+    started = time.monotonic()
+    timer.start()
+    result = run(cli, edited, "wait", "web-1", "--for", "condition=Ready", "--timeout", "10")
+    timer.join()
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started >= 0.6, "Ready of the old generation was taken"
+
+
+def test_wait_times_out_naming_the_generation_not_observed(cli: click.Group,
+                                                           edited: ThreadedServer) -> None:
+    result = run(cli, edited, "wait", "web-1", "--for", "state=running", "--timeout", "0.5")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: timed out waiting for web-1: state=running; generation "
+                             "4b1c not observed yet (observedGeneration 3f2a)\n")
+
+
+def test_wait_follows_a_manifest_changed_again(cli: click.Group, edited: ThreadedServer) -> None:
+    backend = edited.backend
+
+    def edited_again() -> None:  # a later edit: the status settles on a third generation
+        backend.on_disk[0] = "5d2e"
+        backend.docs["web-1"] = status("web-1", generation="5d2e", observedGeneration="5d2e")
+
+    timer = threading.Timer(0.3, edited_again)
+    timer.start()
+    result = run(cli, edited, "wait", "web-1", "--for", "condition=Ready", "--timeout", "10")
+    timer.join()
+    assert result.exit_code == 0, result.output
+    assert backend.asked >= 2
+
+
+def test_wait_fails_at_once_on_an_invalid_manifest(cli: click.Group,
+                                                    edited: ThreadedServer) -> None:
+    started = time.monotonic()
+    result = run(cli, edited, "wait", "bad", "--for", "condition=Ready", "--timeout", "30")
+    assert time.monotonic() - started < 5
+    assert result.exit_code == 1
+    assert result.stderr == "error: bad.yaml:3:3: spec.memory: 'lots' is not a size\n"
 
 
 def test_wait_refuses_a_bad_for(cli: click.Group, server: ThreadedServer) -> None:
