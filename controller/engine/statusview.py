@@ -106,8 +106,10 @@ def _ready(facts: Facts) -> Condition:
         return Condition(ConditionType.READY, F, "Removing",
                          f"manifest removed; {_observed(live)}")
     want = facts.override_state or desired.spec.state
-    if live.state in STATES_MEETING[want]:
-        return Condition(ConditionType.READY, T, "StateMatches", _observed(live))
+    if live.state in STATES_MEETING[want]:  # a driver's warning (kvm under PVM) is kept
+        _, marker, warning = live.message.partition("warning: ")
+        return Condition(ConditionType.READY, T, "StateMatches", _observed(live)
+                         + (f"; {marker}{warning}" if marker else ""))
     why = facts.plan.reason if facts.plan is not None else ""
     message = f"desired {want.value}, observed {_observed(live)}" + (f": {why}" if why else "")
     if live.message and live.state is State.NOSTATE:

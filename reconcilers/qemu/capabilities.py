@@ -8,7 +8,10 @@ initialises (`-accel kvm`, `query-kvm`). The result is kept in memory and in
 
 KVM is called usable only when /dev/kvm opens read-write, qemu initialises it, and the kernel's
 KVM is not the nested PVM flavour (module `kvm_pvm`): under PVM qemu and firmware start, but a
-real guest kernel does not boot (notes/test-guests.md), so `accel: auto` must not pick it.
+real guest kernel does not boot (notes/test-guests.md), so `accel: auto` must not pick it. When
+qemu does initialise KVM there, `kvm_pvm` is set: an explicit `accel: kvm` runs (libvirt and
+qemu run firmware-only guests under PVM), with PVM_WARNING in its note (Live.message, and so the
+Ready condition's message and the `started` event's).
 
 It never starts a guest and never raises from `probe`: a broken binary yields a QemuCaps with
 `error` set, so the driver is disabled with a message instead of crashing the controller.
@@ -35,6 +38,8 @@ from reconcilers.qemu.monitor import Monitor, MonitorError
 
 KVM_DEVICE = Path("/dev/kvm")
 PVM_MODULE = Path("/sys/module/kvm_pvm")
+PVM_WARNING = ("warning: host kvm is the nested PVM flavour (kvm_pvm): guest kernels may not "
+               "boot here; firmware runs")
 PROBE_TIMEOUT = 10.0
 
 log = structlog.get_logger(__name__)
@@ -51,6 +56,7 @@ class QemuCaps:
     accels: frozenset[str] = frozenset()  # compiled in: "kvm", "tcg"
     kvm_usable: bool = False
     kvm_message: str = ""  # why KVM is not usable
+    kvm_pvm: bool | None = None  # KVM initialises but is nested PVM (None: an older cache)
     error: str = ""  # why the binary cannot be used at all
 
     def summary(self) -> Capabilities:
@@ -82,6 +88,8 @@ class AccelError(Exception):
 def choose_accel(requested: Accel, caps: QemuCaps) -> tuple[Accel, str]:
     """The accelerator to run with and a note for Live.message (`accel tcg (kvm unusable: ...)`)."""
     if requested is Accel.KVM:
+        if caps.kvm_pvm:
+            return Accel.KVM, f"accel kvm; {PVM_WARNING}"
         if not caps.kvm_usable:
             raise AccelError(f"kvm is not usable on this host: {caps.kvm_message}")
         return Accel.KVM, "accel kvm"
@@ -119,7 +127,8 @@ class CapabilityCache:
             caps = QemuCaps.from_json(self._file.read_text())
         except (OSError, ValueError, TypeError, KeyError):
             return None
-        return caps if (caps.binary, caps.mtime_ns) == key else None
+        fresh = caps.kvm_pvm is not None  # probed before kvm_pvm existed: probe again
+        return caps if (caps.binary, caps.mtime_ns) == key and fresh else None
 
     def _store(self, caps: QemuCaps) -> None:
         self._file.parent.mkdir(parents=True, exist_ok=True)
@@ -135,9 +144,11 @@ async def probe(binary: str, mtime_ns: int) -> QemuCaps:
     except (MonitorError, OSError, TimeoutError) as exc:
         log.warning("qemu probe failed; qemu driver disabled", binary=binary, error=str(exc))
         return QemuCaps(binary=binary, mtime_ns=mtime_ns, error=f"probe failed: {exc}")
-    usable, message = await _kvm_usable(binary, base.accels)
-    log.info("qemu probed", binary=binary, version=base.version, kvm=usable, why=message)
-    return QemuCaps(**{**asdict(base), "kvm_usable": usable, "kvm_message": message})
+    usable, message, pvm = await _kvm_usable(binary, base.accels)
+    log.info("qemu probed", binary=binary, version=base.version, kvm=usable, pvm=pvm,
+             why=message)
+    return QemuCaps(**{**asdict(base), "kvm_usable": usable, "kvm_message": message,
+                       "kvm_pvm": pvm})
 
 
 async def _probe_base(binary: str, mtime_ns: int) -> QemuCaps:
@@ -159,21 +170,23 @@ async def _probe_base(binary: str, mtime_ns: int) -> QemuCaps:
         accels=frozenset(a.removesuffix("-accel") for a in accels if a.endswith("-accel")))
 
 
-async def _kvm_usable(binary: str, accels: frozenset[str]) -> tuple[bool, str]:
+async def _kvm_usable(binary: str, accels: frozenset[str]) -> tuple[bool, str, bool]:
+    """(usable for `accel: auto`, why not, KVM initialises but is the nested PVM flavour)."""
     if "kvm" not in accels:
-        return False, "this qemu was built without kvm"
+        return False, "this qemu was built without kvm", False
     if not os.access(KVM_DEVICE, os.R_OK | os.W_OK):
-        return False, f"{KVM_DEVICE} missing or not read-write for this user"
-    if PVM_MODULE.exists():
-        return False, "host kvm is the nested PVM flavour (kvm_pvm): guest kernels do not boot"
+        return False, f"{KVM_DEVICE} missing or not read-write for this user", False
     try:
         async with _probe_process(binary, "kvm") as qmp:
             kvm = await qmp.query_kvm()
     except (MonitorError, OSError, TimeoutError) as exc:
-        return False, f"qemu could not initialise kvm: {exc}"
+        return False, f"qemu could not initialise kvm: {exc}", False
     if not kvm.enabled:
-        return False, "qemu started but reports kvm disabled"
-    return True, ""
+        return False, "qemu started but reports kvm disabled", False
+    if PVM_MODULE.exists():
+        return False, ("host kvm is the nested PVM flavour (kvm_pvm): guest kernels do not "
+                       "boot (`accel: kvm` runs with a warning)"), True
+    return True, "", False
 
 
 @contextlib.asynccontextmanager

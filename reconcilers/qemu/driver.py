@@ -105,6 +105,11 @@ class QemuDriver:
     async def start(self, domain: Domain, paused: bool, token: str) -> Live:
         name, spec = domain.name, domain.spec
         caps, accel, note = await self._checked(domain)
+        if accel is Accel.KVM and caps.kvm_pvm and spec.cpu.model is None:
+            # PVM's KVM refuses `-cpu host`'s MSRs (qemu aborts setting IA32_ARCH_CAPABILITIES):
+            # an explicit `accel: kvm` there runs the model tcg would, qemu64
+            domain = dataclasses.replace(domain, spec=dataclasses.replace(
+                spec, cpu=dataclasses.replace(spec.cpu, model="qemu64")))
         previous = self._tracked.get(name)
         if previous is not None:
             if not previous.gone:

@@ -20,6 +20,7 @@ from reconcilers.model import (
     Lifecycle,
     LifecycleAction,
     Nic,
+    State,
     VcpuPin,
     Watchdog,
     WatchdogAction,
@@ -27,6 +28,7 @@ from reconcilers.model import (
 from reconcilers.qemu import hostcheck
 from reconcilers.qemu.capabilities import (
     PVM_MODULE,
+    PVM_WARNING,
     AccelError,
     CapabilityCache,
     QemuCaps,
@@ -48,7 +50,7 @@ async def test_probe_real_binary_and_cache(tmp_path: Path) -> None:
     assert {"pc", "q35"} <= set(caps.machines) and caps.machines["pc"] >= 1
     assert "tcg" in caps.accels and "pvpanic" in caps.devices
     if PVM_MODULE.exists():
-        assert not caps.kvm_usable and "PVM" in caps.kvm_message
+        assert not caps.kvm_usable and "PVM" in caps.kvm_message and caps.kvm_pvm
     # a fresh cache reads the stored result for the same binary and mtime, without probing
     stored = dataclasses.replace(caps, version="9.9.9-from-cache")
     (tmp_path / "caps.json").write_text(stored.to_json())
@@ -72,6 +74,28 @@ def test_accelerator_choice() -> None:
     assert choose_accel(Accel.TCG, usable) == (Accel.TCG, "accel tcg")
     with pytest.raises(AccelError, match="kvm is not usable on this host: no kvm here"):
         choose_accel(Accel.KVM, CAPS)
+    pvm = dataclasses.replace(CAPS, kvm_message="host kvm is the nested PVM flavour", kvm_pvm=True)
+    assert choose_accel(Accel.AUTO, pvm)[0] is Accel.TCG  # auto keeps choosing tcg under PVM
+    assert choose_accel(Accel.KVM, pvm) == (Accel.KVM, f"accel kvm; {PVM_WARNING}")
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(not PVM_MODULE.exists(), reason="the host's KVM is not the PVM flavour")
+async def test_explicit_kvm_runs_under_pvm_with_a_warning(qemu_env: QemuEnv,
+                                                         hello_image: Path) -> None:
+    """qemu starts with -accel kvm and SeaBIOS boots the boot sector, which writes to COM1 and
+    powers off: firmware runs under PVM; the note warns that guest kernels may not."""
+    caps = await CapabilityCache(qemu_env.context.state_dir / "caps.json").get(
+        "qemu-system-x86_64")
+    assert caps.kvm_pvm and not caps.kvm_usable, caps
+    driver = qemu_env.driver()
+    vm = qemu_field(domain("t-pvm", image=hello_image), accel=Accel.KVM)
+    live = await driver.start(vm, paused=False, token="test")
+    assert live.message == f"accel kvm; {PVM_WARNING}", live
+    assert "guest kernels may not boot" in live.message
+    await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
+    log = (Path(qemu_env.context.log_dir) / "t-pvm.log").read_text()
+    assert "-accel kvm" in log and "DQ!" in log, log
 
 
 @pytest.mark.qemu
