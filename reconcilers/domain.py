@@ -86,28 +86,27 @@ class DomainReconciler:
     drivers: Mapping[DriverName, Driver]
     ports: Ports
     owner: str = "reconcile"
-    _acting: dict[str, Acting] = field(default_factory=dict)
+    _acting: dict[str, Acting] = field(default_factory=dict)  # the pass's plan in progress
+    _destroying: dict[str, Acting] = field(default_factory=dict)  # a destroy_now in progress
 
     def acting(self, name: str) -> Acting | None:
-        """The plan in progress for `name`, if any (for attributing driver-reported stops)."""
-        return self._acting.get(name)
+        """What is being done to `name`, if anything (for attributing driver-reported stops):
+        a `destroy_now` first, since it cuts the pass's own action short."""
+        return self._destroying.get(name) or self._acting.get(name)
 
     async def destroy_now(self, name: str, driver_name: DriverName, cause: Cause,
                           cause_detail: Mapping[str, Any], owner: str) -> None:
         """Destroy at once, outside the work queue (libvirt's `virsh destroy`): the destroy job
-        interrupts a graceful shutdown in progress, whose pass then retries and finds it off."""
+        interrupts a graceful shutdown in progress, whose pass then retries and finds it off.
+        Kept apart from the pass's own plan: the interrupted pass ends while this destroys."""
         detail = dict(cause_detail)
         self.ports.audit.record(name, "destroy", cause, detail, f"requested by {owner}")
-        previous = self._acting.get(name)
-        self._acting[name] = Acting(Action.DESTROY, cause, detail)
+        self._destroying[name] = Acting(Action.DESTROY, cause, detail)
         try:
             async with self.ports.jobs.acquire(name, JobKind.DESTROY, owner):
                 await self.drivers[driver_name].destroy(name)
         finally:
-            if previous is not None:
-                self._acting[name] = previous
-            else:
-                self._acting.pop(name, None)
+            self._destroying.pop(name, None)
 
     async def recover(self, driver: DriverName, domain: Domain, token: str) -> Live | None:
         """Adopt what an unrecorded start spawned (Driver.recover); None when nothing of it
