@@ -52,9 +52,10 @@ class ErrorBackoff:
 
 
 def crash_loop_delay(failures: int, settings: CrashLoopSettings, uniform: Uniform) -> float:
-    """Seconds to wait before restarting after the `failures`-th consecutive failure (≥ 1)."""
-    interval = max(settings.min_interval, settings.cap / 30)
-    delay = interval * failures ** 2
+    """Seconds to wait before restarting after the `failures`-th consecutive failure (≥ 1):
+    min_interval × failures², plus up to half again, capped; min_interval 0 means no delay
+    (`--restart-backoff 0`), as the README documents."""
+    delay = settings.min_interval * failures ** 2
     delay += uniform(0.0, delay / 2)
     return min(delay, settings.cap)
 

@@ -55,10 +55,17 @@ def test_crash_loop_delay_table_with_defaults(failures: int, low: float, high: f
     assert crash_loop_delay(failures, settings, full_jitter) == high
 
 
-def test_crash_loop_interval_grows_with_a_larger_cap() -> None:
-    settings = CrashLoopSettings(cap=600.0)  # interval = max(10, 600/30) = 20
-    assert crash_loop_delay(1, settings, no_jitter) == 20.0
-    assert crash_loop_delay(2, settings, no_jitter) == 80.0
+def test_the_cap_only_caps() -> None:
+    settings = CrashLoopSettings(cap=600.0)  # S×n², whatever the cap, until the cap
+    assert crash_loop_delay(1, settings, no_jitter) == 10.0
+    assert crash_loop_delay(2, settings, no_jitter) == 40.0
+    assert crash_loop_delay(10, settings, no_jitter) == 600.0
+
+
+def test_restart_backoff_zero_means_no_delay() -> None:
+    """`--restart-backoff 0`: a crashed domain is started again at once, every time."""
+    settings = CrashLoopSettings(min_interval=0.0)
+    assert [crash_loop_delay(n, settings, full_jitter) for n in (1, 5, 50)] == [0.0] * 3
 
 
 def test_crash_loop_jitter_is_drawn_from_zero_to_half_the_delay() -> None:
