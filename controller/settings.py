@@ -61,10 +61,10 @@ class CrashLoopSettings:
     """KubeVirt's crash-loop backoff for a domain that keeps stopping (engine/backoff.py)."""
 
     min_interval: float = 10.0
-    """Lower bound of the base interval, in seconds (KubeVirt: 10); the n-th failure waits
-    interval × n² plus up to half of that again."""
+    """The base interval S, in seconds (KubeVirt: 10): the n-th failure waits S × n² plus up
+    to half of that again (`--restart-backoff`; 0: no delay at all)."""
     cap: float = 300.0
-    """The longest delay, in seconds (KubeVirt: 300); also sets the interval (cap / 30)."""
+    """The longest delay, in seconds (KubeVirt: 300)."""
     stable_after: float = 60.0
     """Seconds of continuous running after which the failure count resets: a domain that ran
     this long was healthy, and its next crash starts the backoff over."""
