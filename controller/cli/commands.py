@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 import click
-import yaml
 from click.shell_completion import CompletionItem
 
 from controller.cli import console as consoles
@@ -133,6 +132,8 @@ def get(name: str | None, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(chosen, indent=2))
     else:
+        import yaml  # only for -o yaml: every command pays for what it imports at start
+
         click.echo(yaml.safe_dump(chosen, sort_keys=False), nl=False)
 
 

@@ -14,7 +14,6 @@ import sys
 import click
 
 from controller.cli import commands
-from controller.manifests.loader import load_paths
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +36,8 @@ def validate(paths: tuple[str, ...], output: str) -> None:
     dot files and editor temp files skipped). Each problem is printed as
     FILE:LINE:COLUMN: FIELD: MESSAGE.
     """
+    from controller.manifests.loader import load_paths  # jsonschema: only for `validate`
+
     result = load_paths(paths)
     if output == "json":
         click.echo(json.dumps({

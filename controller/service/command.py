@@ -14,7 +14,6 @@ by host validation.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import sys
@@ -26,7 +25,6 @@ import click
 
 from controller.cli.main import main as cli
 from controller.paths import Paths, default_paths
-from controller.service import logconfig
 from controller.settings import (
     CrashLoopSettings,
     EngineSettings,
@@ -36,7 +34,6 @@ from controller.settings import (
     Settings,
     SourceSettings,
 )
-from controller.state.fsutil import LockHeldError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,8 +92,15 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
         restart_backoff_max: float,
         metrics_addr: str | None, hook_timeout: float, stable_after: float) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT (domains keep running)."""
+    # loaded here, not at the top: `domctl get` starts through this module too, and the
+    # engine and the drivers must load only for `run`
+    import asyncio
+
+    from controller.service import logconfig
+    from controller.service.daemon import Daemon
+    from controller.state.fsutil import LockHeldError
+
     logconfig.configure(click.get_current_context().find_root().params["log_level"])
-    from controller.service.daemon import Daemon  # the engine and the drivers load only here
 
     paths = _paths(manifests=manifests, state_dir=state_dir, runtime_dir=runtime_dir,
                    log_dir=log_dir, hooks_dir=hooks_dir)
