@@ -18,7 +18,9 @@ It must never do I/O, read a clock (`history.now` is passed in) or call a driver
 |                | manifest change                    |                                            |
 | running/paused | shutoff, stopped since then        | restart rules (below), in backoff: NOTHING |
 |                |                                    | with requeue_after = time left             |
-| running/paused | crashed                            | onCrash preserve: REPORT; else DESTROY     |
+| running/paused | crashed                            | onCrash preserve: REPORT; else DESTROY,    |
+|                |                                    | cause guest (the onCrash action: the stop  |
+|                |                                    | stays the guest's crash)                   |
 | running/paused | shutdown (being shut down)         | NOTHING: wait for it to stop               |
 | running/paused | pmsuspended                        | REPORT                                     |
 | shutoff        | shutoff                            | NOTHING                                    |
@@ -29,8 +31,11 @@ It must never do I/O, read a clock (`history.now` is passed in) or call a driver
 
 Restart rules, for a stop under the current manifest (LastStop.epoch == History.epoch):
 stopped through the API → left off (a user's stop is never undone); stopped by the manifest or
-the controller for a non-failure reason (an update restart) → start; crashed with onCrash
-restart → start; failures (crashed, failed, daemon, unknown) → start unless restartPolicy Never;
+the controller for a non-failure reason (an update restart) → start; a guest panic (a qemu
+domain's shutoff/crashed with cause guest: only a panic ends so) → onCrash restart: start,
+destroy/preserve: the restart policy as for any failure (libvirt applies on_crash to guest
+panics only: a kill -9 or a failed container init is a failure for the restart policy, never
+an onCrash); failures (crashed, failed, daemon, unknown) → start unless restartPolicy Never;
 a guest power-off → onPoweroff restart: start, preserve: left off, destroy: restartPolicy Always
 starts, OnFailure and Never leave it off; any other stop → only Always starts. A manifest change
 (new epoch) always allows a fresh start, without waiting for a backoff.
@@ -80,6 +85,7 @@ from reconcilers.model import (
     DesiredState,
     Domain,
     DomainSpec,
+    DriverName,
     LifecycleAction,
     Reason,
     RestartPolicy,
@@ -322,8 +328,10 @@ def _restart_verdict(spec: DomainSpec, stop: LastStop) -> tuple[bool, str]:
     if stop.cause is Cause.API:
         return False, f"{stopped} through the API"
     if stop.reason in FAILURE_REASONS:
-        if stop.reason is Reason.CRASHED and spec.lifecycle.on_crash in _RESTART_ACTIONS:
-            return True, f"onCrash {spec.lifecycle.on_crash.value}: {stopped}"
+        if panicked(spec, stop):
+            stopped = f"{stopped}: the guest panicked"
+            if spec.lifecycle.on_crash in _RESTART_ACTIONS:
+                return True, f"onCrash {spec.lifecycle.on_crash.value}: {stopped}"
         return policy is not RestartPolicy.NEVER, f"restartPolicy {policy.value}: {stopped}"
     if stop.cause in (Cause.MANIFEST, Cause.CONTROLLER):
         return True, f"{stopped} by the {stop.cause.value} to restart it"
@@ -336,11 +344,22 @@ def _restart_verdict(spec: DomainSpec, stop: LastStop) -> tuple[bool, str]:
     return policy is RestartPolicy.ALWAYS, f"restartPolicy {policy.value}: {stopped}"
 
 
+def panicked(spec: DomainSpec, stop: LastStop) -> bool:
+    """Whether a stop was a guest panic: shutoff/crashed caused by the guest, which only the
+    end of a panicked qemu guest is (a kill -9 is cause external; a container has no panic,
+    its failed init is no onCrash either)."""
+    return (stop.reason is Reason.CRASHED and stop.cause is Cause.GUEST
+            and spec.driver is DriverName.QEMU)
+
+
 def _crashed(spec: DomainSpec, live: Live) -> Plan:
+    """A panicked guest. The driver carries out onCrash itself (qemu/events.py); this destroy
+    is the fallback, and like the driver's own it is the guest's (cause guest), so the stop is
+    recorded as the crash it was and the restart policy applies to it."""
     action = spec.lifecycle.on_crash
     if action is LifecycleAction.PRESERVE:
         return _report(f"{_observed(live)}; onCrash preserve: kept for inspection")
-    return Plan(Action.DESTROY, Cause.CONTROLLER,
+    return Plan(Action.DESTROY, Cause.GUEST,
                 f"{_observed(live)}; onCrash {action.value}: destroying it", requeue_after=0.0)
 
 

@@ -28,8 +28,13 @@ Deliberate choices, where libvirt leaves room:
   `paused/shutdown` with `shutdown/guest`, for onPoweroff/onReboot preserve; an in-place
   restart is `reset`, `running/booted` with `started/booted` (also LXC's restart of a
   container whose init rebooted). A driver reports such a sequence as one event: `walk`.
-- A process that vanishes is `shutoff/crashed` with `stopped/failed` (DESIGN §4); one found gone
-  when re-attaching after a controller restart is `shutoff/unknown`: nobody saw how it ended.
+- A process that vanishes is `shutoff/crashed` with `stopped/failed` (DESIGN §4); so is one
+  found gone when re-attaching after a controller restart (libvirt's reconnect: shutoff/crashed
+  for a qemu that died while libvirtd was down).
+- A destroy emits `stopped/destroyed` only, as libvirt's does: qemu answers the SIGTERM of a
+  destroy with a SHUTDOWN event (host-signal), which libvirt drops for a domain it is
+  destroying, so no `shutdown/host` comes first. A SIGTERM from anyone else is `shutdown/host`
+  then `stopped/shutdown`, shutoff/shutdown (HOST_POWEROFF).
 - Guest power-management suspend and wake-up have no events in DESIGN §4's vocabulary, so those
   two rows emit none.
 """
@@ -126,7 +131,7 @@ _ROWS: tuple[tuple[frozenset[State], Trigger, State, Reason, tuple[Event, ...]],
     (frozenset({State.CRASHED}), Trigger.DESTROY, State.SHUTOFF, Reason.CRASHED,
      ((EventType.STOPPED, EventDetail.CRASHED),)),
     (LIVE_STATES, Trigger.PROCESS_EXIT, State.SHUTOFF, Reason.CRASHED, (_STOPPED_FAILED,)),
-    (LIVE_STATES, Trigger.PROCESS_LOST, State.SHUTOFF, Reason.UNKNOWN, (_STOPPED_FAILED,)),
+    (LIVE_STATES, Trigger.PROCESS_LOST, State.SHUTOFF, Reason.CRASHED, (_STOPPED_FAILED,)),
     (UP_STATES, Trigger.PANIC, State.CRASHED, Reason.PANICKED,
      ((EventType.CRASHED, EventDetail.PANICKED),)),
     (UP_STATES, Trigger.GUEST_HALT, State.PAUSED, Reason.SHUTDOWN,

@@ -48,11 +48,12 @@ from controller.state.registry import DomainRecord, Registry
 from controller.state.status import StatusStore
 from reconcilers.decide import Action
 from reconcilers.domain import DomainReconciler, Outcome
-from reconcilers.driver import Driver, RuntimeEvent
+from reconcilers.driver import Driver, Live, RuntimeEvent
 from reconcilers.errors import HostValidationError, TerminalError
 from reconcilers.history import ApiAction, ApiRequest, LastStop
 from reconcilers.model import Cause, Domain, DriverName, EventDetail, EventType, Reason, State
 from reconcilers.ports import HookOp, Ports
+from reconcilers.statemachine import UP_STATES, Trigger, transition
 
 log = structlog.get_logger(__name__)
 
@@ -166,18 +167,32 @@ class Controller:
             if runtime is None:
                 continue
             live = await self.reconciler.reattach(name, runtime)
-            if live is None:
+            if live is None:  # libvirt's reconnect: a qemu gone meanwhile is shutoff/crashed
                 log.warning("domain stopped while the controller was away", domain=name)
-                self.events.emit(name, EventType.STOPPED, EventDetail.FAILED, State.SHUTOFF,
-                                 Reason.UNKNOWN, Cause.EXTERNAL, {},
-                                 "found stopped when the controller started")
-                self._record_stop(name, Reason.UNKNOWN, Cause.EXTERNAL, counts=False)
+                lost = transition(State.RUNNING, Trigger.PROCESS_LOST)
+                for event_type, event_detail in lost.events:
+                    self.events.emit(name, event_type, event_detail, lost.target, lost.reason,
+                                     Cause.EXTERNAL, {}, "found stopped when the controller "
+                                     "started")
+                self._record_stop(name, lost.reason, Cause.EXTERNAL, counts=False)
             elif live.state is not State.NOSTATE:
+                self._found_paused(name, record, live)
                 if record.state is live.state and record.reason is not None:
                     self.ledger.adopted[name] = (live.state, record.reason)
                 self._spawn(self.hooks.run(runtime.driver, name, HookOp.RECONNECT,
                                            record.live_spec or {}))
                 log.info("re-attached", domain=name, pid=live.pid, state=live.state.value)
+
+    def _found_paused(self, name: str, record: DomainRecord, live: Live) -> None:
+        """A domain recorded up but found paused by someone else while the controller was
+        away: the pause nobody reported is emitted now (suspended/paused, cause external),
+        and the pass resumes it as drift (cause controller)."""
+        if (live.state is State.PAUSED and live.reason is Reason.UNKNOWN
+                and record.state in UP_STATES):
+            pause = transition(record.state, Trigger.EXTERNAL_PAUSE)
+            for event_type, event_detail in pause.events:
+                self.events.emit(name, event_type, event_detail, live.state, live.reason,
+                                 Cause.EXTERNAL, {}, "found paused when the controller started")
 
     async def _recover(self, record: DomainRecord) -> None:
         """A start whose intent was recorded but not its outcome (the controller died in

@@ -3,8 +3,11 @@
 Called by LxcDriver's Tracker (tracking.py) when the pidfd on init fires (and the container
 reached STOPPED). A pidfd says *that* init exited, not how; LXC's monitor reaps init and logs
 its fate at DEBUG level in the container's lxc.log ("... is halting", "Killed(9) - ... init
-exited"), so the driver reads that log. Never guesses "shutdown" for an exit nobody can explain:
-that is reported as crashed.
+exited") and a non-zero exit status at INFO level ("Child <pid> ended on error (3)"), so the
+driver reads that log. An init that returned with no such line exited 0: a clean shutdown, as
+libvirt reports any init exit (shutoff/shutdown, stopped/shutdown). One that failed (non-zero)
+is reported as crashed (shutoff/crashed, stopped/failed): a deliberate difference from libvirt,
+which reports every init exit as a shutdown (docs/architecture.md).
 
 Each outcome names a state-machine trigger; the state, reason and libvirt events come from
 reconcilers/statemachine.py. The exit is taken from `running` (`shutdown` while our halt
@@ -37,7 +40,8 @@ class InitFate(str, enum.Enum):
     HALTED = "halted"  # init called reboot(POWER_OFF/HALT): the kernel reports SIGINT
     REBOOTED = "rebooted"  # reboot(RESTART): SIGHUP; LXC starts the container again
     KILLED = "killed"  # died of another signal (kill -9 from outside, a crash)
-    EXITED = "exited"  # returned; LXC does not log the exit status
+    EXITED = "exited"  # returned 0 (LXC logs only a non-zero status)
+    FAILED = "failed"  # returned a non-zero status
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Fate:
 _HALT = re.compile(r'Container "[^"]*" is halting')
 _REBOOT = re.compile(r'Container "[^"]*" is rebooting')
 _SIGNAL = re.compile(r'- (\w+)\((\d+)\) - Container "[^"]*" init exited')
+_ERROR = re.compile(r'Child <\d+> ended on error \((\d+)\)')
 
 
 def init_fate(lxc_log: str) -> Fate:
@@ -62,7 +67,10 @@ def init_fate(lxc_log: str) -> Fate:
         if match:
             return Fate(InitFate.KILLED, f"init was killed by signal {match.group(2)} "
                                          f"({match.group(1)})")
-    return Fate(InitFate.EXITED, "init exited (LXC does not report its exit status)")
+        match = _ERROR.search(line)
+        if match:
+            return Fate(InitFate.FAILED, f"init exited with status {match.group(1)}")
+    return Fate(InitFate.EXITED, "init exited with status 0")
 
 
 def exit_event(name: str, intent: Intent, fate: Fate) -> RuntimeEvent:
@@ -71,11 +79,12 @@ def exit_event(name: str, intent: Intent, fate: Fate) -> RuntimeEvent:
     if intent is Intent.DESTROY:
         return runtime_event(name, source, (Trigger.DESTROY,), Cause.CONTROLLER,
                              "destroyed by domctl")
-    if intent is Intent.SHUTDOWN and fate.fate in (InitFate.HALTED, InitFate.EXITED):
+    if intent is Intent.SHUTDOWN and fate.fate in (InitFate.HALTED, InitFate.EXITED,
+                                                   InitFate.FAILED):
         # a custom init may simply exit on its halt signal: that is the clean shutdown we asked
         return runtime_event(name, source, (Trigger.GUEST_POWEROFF,), Cause.CONTROLLER,
                              "shut down at domctl's request")
-    if fate.fate is InitFate.HALTED:
+    if fate.fate in (InitFate.HALTED, InitFate.EXITED):  # libvirt: any init exit
         return runtime_event(name, source, (Trigger.GUEST_POWEROFF,), Cause.GUEST, fate.detail)
     return runtime_event(name, source, (Trigger.PROCESS_EXIT,),
                          Cause.EXTERNAL if fate.fate is InitFate.KILLED else Cause.GUEST,

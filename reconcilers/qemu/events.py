@@ -22,6 +22,13 @@ Lifecycle, with `-no-shutdown` and `-action reboot=reset|shutdown,panic=pause` (
   restart → RESET (panic then reset: running/booted), preserve → stays.
 - STOP after WATCHDOG{pause} or BLOCK_IO_ERROR{stop} → paused/watchdog or paused/ioerror; any
   other STOP or RESUME we did not ask for → paused/unknown or running/unpaused, cause external.
+- SHUTDOWN{host, host-signal} (a SIGTERM, SIGINT or SIGHUP to qemu) not sent by our destroy:
+  qemu exits next, reported as host-poweroff: shutoff/shutdown with shutdown/host and
+  stopped/shutdown (libvirt's qemuProcessHandleShutdown); our own destroy's SIGTERM emits
+  stopped/destroyed only (libvirt ignores the SHUTDOWN of a domain it destroys).
+- an in-place restart's guest-halt/panic then reset is observed as running/booted while the
+  reset is under way (`resetting`), so no pass sees a guest "left for the operator" or
+  destroys a panicked guest being restarted.
 - process exit: destroyed by us → shutoff/destroyed (shutoff/crashed when it had crashed); a
   start we aborted → shutoff/failed; after a guest stop we acted on → as above; anything else
   (kill -9, a qemu crash, the process of a preserved guest) → shutoff/crashed, stopped/failed.
@@ -59,6 +66,7 @@ class GuestStop(str, enum.Enum):
     POWEROFF = "poweroff"  # SHUTDOWN reason guest-shutdown
     REBOOT = "reboot"  # SHUTDOWN reason guest-reset (on_reboot is not restart)
     PANIC = "panic"  # GUEST_PANICKED
+    HOST = "host"  # SHUTDOWN reason host-signal: someone else's SIGTERM/SIGINT/SIGHUP to qemu
 
 
 class FollowUp(str, enum.Enum):
@@ -76,6 +84,9 @@ class RunState:
     intent: Intent = Intent.NONE
     guest_stop: GuestStop = GuestStop.NONE
     pause_cause: Trigger | None = None  # the next STOP's, set by WATCHDOG and BLOCK_IO_ERROR
+    resetting: bool = False
+    """An in-place restart (FollowUp.RESET) is under way: the state already says running/booted
+    while qemu still says shutdown or guest-panicked, until the reset's `cont`."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,8 @@ _STATUS = {  # query-status → state and the reason when the driver knows no be
 def from_status(status: str, run: RunState) -> tuple[State, Reason]:
     """The state for a query-status answer, keeping the reason the driver knows if it fits."""
     state, reason = _STATUS.get(status, (State.NOSTATE, Reason.UNKNOWN))
+    if run.resetting and state in (State.PAUSED, State.CRASHED):
+        return run.state, run.reason  # restarted in place: no operator needed, no destroy
     if state is run.state and reason in (Reason.UNKNOWN, Reason.STARTING_UP):
         reason = run.reason  # e.g. running/booted vs running/unpaused, paused/user
     if state is State.RUNNING and run.intent is Intent.SHUTDOWN:
@@ -141,6 +154,10 @@ def on_event(name: str, event: str, data: Mapping[str, Any], run: RunState,
             return Reaction()  # qemu may report one panic twice
         run.guest_stop = GuestStop.PANIC
         return _lifecycle(name, run, Trigger.PANIC, lifecycle.on_crash)
+    if (event == "SHUTDOWN" and not data.get("guest") and data.get("reason") == "host-signal"
+            and run.intent not in (Intent.DESTROY, Intent.ABORT)):
+        run.guest_stop = GuestStop.HOST  # qemu exits next: reported then as shutdown/host
+        return Reaction()
     if event == "SHUTDOWN" and data.get("guest"):
         reboot = data.get("reason") == "guest-reset"
         run.guest_stop = GuestStop.REBOOT if reboot else GuestStop.POWEROFF
@@ -171,8 +188,10 @@ def _lifecycle(name: str, run: RunState, trigger: Trigger, action: LifecycleActi
     if action in _RESTART_ACTIONS:
         # guest_stop stays set until the RESUME of the reset's `cont`: the STOP still to come
         # belongs to this stop, not to a pause
-        return Reaction(_move(name, run, (trigger, Trigger.RESET), Cause.GUEST,
-                              f"guest {what}; restarted in place"), FollowUp.RESET)
+        event = _move(name, run, (trigger, Trigger.RESET), Cause.GUEST,
+                      f"guest {what}; restarted in place")
+        run.resetting = event is not None
+        return Reaction(event, FollowUp.RESET)
     return Reaction(_move(name, run, (trigger,), Cause.GUEST, f"guest {what}; preserved"))
 
 
@@ -190,7 +209,7 @@ def _stop(name: str, run: RunState) -> Reaction:
 
 def _resume(name: str, run: RunState) -> Reaction:
     if run.state is State.RUNNING:  # the `cont` of a start or an in-place restart: reported
-        run.guest_stop = GuestStop.NONE
+        run.guest_stop, run.resetting = GuestStop.NONE, False
         if run.intent is Intent.RESUME:
             run.intent = Intent.NONE
         return Reaction()
@@ -223,6 +242,12 @@ def on_exit(name: str, run: RunState, qemu_message: str = "") -> RuntimeEvent:
     if run.state is State.CRASHED:  # onCrash destroy's quit
         return runtime_event(name, State.CRASHED, (Trigger.DESTROY,), Cause.GUEST,
                              "guest panicked; destroyed (onCrash)")
+    host = run.guest_stop is GuestStop.HOST or (  # the event may be lost with the socket
+        run.guest_stop is GuestStop.NONE and "terminating on signal" in qemu_message)
+    if host and allowed(run.state, Trigger.HOST_POWEROFF):
+        return runtime_event(name, run.state, (Trigger.HOST_POWEROFF,), Cause.EXTERNAL,
+                             "qemu stopped by a signal from the host"
+                             + (f": {qemu_message}" if qemu_message else ""))
     if run.guest_stop in (GuestStop.POWEROFF, GuestStop.REBOOT):
         what = "rebooted" if run.guest_stop is GuestStop.REBOOT else "powered off"
         if run.intent is Intent.SHUTDOWN:

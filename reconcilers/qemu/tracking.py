@@ -123,6 +123,7 @@ class Tracker(Mapping[str, Running]):
             await tracked.qmp.system_reset()
             await tracked.qmp.cont()
         except MonitorError as exc:
+            tracked.run.resetting = False  # observe() reports what qemu says again
             log.warning("in-place restart failed", domain=tracked.record.name, error=exc.message)
 
     def _exited(self, record: RuntimeRecord) -> None:

@@ -44,13 +44,23 @@ async def test_guest_poweroff_is_a_clean_shutdown(driver: LxcDriver, lxc_host: L
     assert events[0].events[0] == (EventType.SHUTDOWN, EventDetail.GUEST)
 
 
-async def test_init_that_exits_by_itself_is_crashed(driver: LxcDriver, lxc_host: LxcHost,
-                                                    events: list[RuntimeEvent]) -> None:
+@pytest.mark.parametrize("status, reason, expected", [
+    (0, Reason.SHUTDOWN, ((EventType.SHUTDOWN, EventDetail.GUEST),
+                          (EventType.STOPPED, EventDetail.SHUTDOWN))),  # libvirt's shutdown
+    (3, Reason.CRASHED, ((EventType.STOPPED, EventDetail.FAILED),)),  # domctl: a failure
+])
+async def test_init_that_exits_by_itself(driver: LxcDriver, lxc_host: LxcHost,
+                                         events: list[RuntimeEvent], status: int,
+                                         reason: Reason, expected: object) -> None:
     name = lxc_host.name("exit")
-    init = ("/bin/sh", "-c", "sleep 0.5; exit 3")
+    init = ("/bin/sh", "-c", f"sleep 0.5; exit {status}")
     await driver.start(domain(name, "lxc", lxc=LxcSpec(init=init)), paused=False, token="test")
     await async_wait_until(lambda: events, "a runtime event")
-    assert events[0].reason is Reason.CRASHED
+    assert (events[0].state, events[0].reason, events[0].cause) == (State.SHUTOFF, reason,
+                                                                    Cause.GUEST)
+    assert events[0].events == expected
+    assert f"status {status}" in events[0].message
+    assert (await driver.observe(name)).reason is reason
 
 
 async def test_guest_reboot_is_followed(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools,

@@ -97,23 +97,39 @@ async def test_shutdown_ignored_then_destroy(qemu_env: QemuEnv, loop_image: Path
     assert (live.state, live.reason) == (State.SHUTOFF, Reason.DESTROYED)
 
 
-@pytest.mark.parametrize("sig,said", [(signal.SIGKILL, ""),
-                                      (signal.SIGTERM, "terminating on signal 15")])
-async def test_kill_from_outside_is_a_crash(qemu_env: QemuEnv, loop_image: Path,
-                                            sig: signal.Signals, said: str) -> None:
+@pytest.mark.parametrize("sig,reason,events,said", [
+    (signal.SIGKILL, Reason.CRASHED, ((EventType.STOPPED, EventDetail.FAILED),), ""),
+    # libvirt: a SIGTERM from outside is the host asking: shutdown/host, shutoff/shutdown
+    (signal.SIGTERM, Reason.SHUTDOWN, ((EventType.SHUTDOWN, EventDetail.HOST),
+                                       (EventType.STOPPED, EventDetail.SHUTDOWN)),
+     "terminating on signal 15")])
+async def test_a_signal_from_outside(qemu_env: QemuEnv, loop_image: Path, sig: signal.Signals,
+                                     reason: Reason, events: tuple[object, ...],
+                                     said: str) -> None:
     driver = qemu_env.driver()
     live = await driver.start(domain("t-kill", image=loop_image), paused=False, token="test")
     assert live.pid is not None
     cgroup = driver._tracked["t-kill"].cgroup
     os.kill(live.pid, sig)
     event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
-    assert event.reason is Reason.CRASHED
-    assert event.events == ((EventType.STOPPED, EventDetail.FAILED),)
+    assert event.reason is reason
+    assert event.events == events
     assert event.cause is Cause.EXTERNAL
     assert said in event.message  # qemu's own last words, when it had any
     live = await driver.observe("t-kill")
-    assert (live.state, live.reason) == (State.SHUTOFF, Reason.CRASHED)
+    assert (live.state, live.reason) == (State.SHUTOFF, reason)
     assert not any(d.exists() for d in cgroup.directories.values())
+
+
+async def test_destroy_emits_stopped_destroyed_only(qemu_env: QemuEnv, loop_image: Path) -> None:
+    """libvirt drops the SHUTDOWN (host-signal) qemu sends on a destroy's SIGTERM: a destroy
+    is stopped/destroyed alone, no shutdown/host before it."""
+    driver = qemu_env.driver()
+    await driver.start(domain("t-destroy", image=loop_image), paused=False, token="test")
+    await driver.destroy("t-destroy")
+    assert [e.events for e in qemu_env.events] == [((EventType.STOPPED, EventDetail.DESTROYED),)]
+    assert (qemu_env.events[0].state, qemu_env.events[0].reason) == (State.SHUTOFF,
+                                                                      Reason.DESTROYED)
 
 
 async def test_failed_start_reports_qemus_message(qemu_env: QemuEnv, tmp_path: Path) -> None:

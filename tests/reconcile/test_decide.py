@@ -177,16 +177,17 @@ ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
                             (A.REPORT, C.CONTROLLER, "onPoweroff preserve", None)),
     "oncrash-restart-beats-never": (domain(restart_policy=P.NEVER, lifecycle=Lifecycle(
         on_crash=LA.RESTART)), (S.SHUTOFF, R.CRASHED),
-        history(last_stop=stop(R.CRASHED, C.CONTROLLER)),
-        (A.START, C.CONTROLLER, "onCrash restart: domain stopped (crashed)", None)),
+        history(last_stop=stop(R.CRASHED, C.GUEST)),
+        (A.START, C.CONTROLLER, "onCrash restart: domain stopped (crashed): the guest "
+                                "panicked", None)),
     "crashed-oncrash-destroy": (domain(), (S.CRASHED, R.PANICKED), history(),
-                                (A.DESTROY, C.CONTROLLER, "onCrash destroy", 0.0)),
+                                (A.DESTROY, C.GUEST, "onCrash destroy", 0.0)),
     "crashed-oncrash-restart": (domain(lifecycle=Lifecycle(on_crash=LA.RESTART)),
                                 (S.CRASHED, R.PANICKED), history(),
-                                (A.DESTROY, C.CONTROLLER, "onCrash restart", 0.0)),
+                                (A.DESTROY, C.GUEST, "onCrash restart", 0.0)),
     "crashed-oncrash-coredump-restart": (
         domain(lifecycle=Lifecycle(on_crash=LA.COREDUMP_RESTART)), (S.CRASHED, R.PANICKED),
-        history(), (A.DESTROY, C.CONTROLLER, "onCrash coredump-restart", 0.0)),
+        history(), (A.DESTROY, C.GUEST, "onCrash coredump-restart", 0.0)),
     "crashed-oncrash-preserve": (domain(lifecycle=Lifecycle(on_crash=LA.PRESERVE)),
                                  (S.CRASHED, R.PANICKED), history(),
                                  (A.REPORT, C.CONTROLLER, "kept for inspection", None)),
@@ -212,7 +213,7 @@ ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
     "paused-ioerror-report": (domain(PAUSE), (S.PAUSED, R.IOERROR), history(),
                               (A.REPORT, C.CONTROLLER, "I/O error", None)),
     "paused-crashed": (domain(PAUSE), (S.CRASHED, R.PANICKED), history(),
-                       (A.DESTROY, C.CONTROLLER, "onCrash destroy", 0.0)),
+                       (A.DESTROY, C.GUEST, "onCrash destroy", 0.0)),
     # spec changes
     "live-change-applied": (domain(memory=1024 * MiB), (S.RUNNING, R.BOOTED),
                             history(live_spec=BASE, classification=LIVE_MEMORY),
@@ -360,6 +361,71 @@ def test_decide(desired: Domain | None, observed: tuple[State, Reason], hist: Hi
     action, cause, words, requeue = expected
     assert (plan.action, plan.cause, plan.requeue_after) == (action, cause, requeue), plan.reason
     assert words in plan.reason
+
+
+# onCrash × restartPolicy × how the domain ended: libvirt applies on_crash to guest panics
+# only (a panicked qemu guest's stop: shutoff/crashed, cause guest); a kill -9 (cause external)
+# and a container's failed init are failures for the restart policy. Every one of them counts
+# for the crash-loop backoff, so a start waits for it (last column: started once it is over).
+_PANIC = stop(R.CRASHED, C.GUEST)
+_KILLED = stop(R.CRASHED, C.EXTERNAL)
+_ON_CRASH_TABLE = [
+    # onCrash,         policy,      stop,    driver,          started?
+    (LA.DESTROY, P.ALWAYS, _PANIC, DriverName.QEMU, True),
+    (LA.DESTROY, P.ON_FAILURE, _PANIC, DriverName.QEMU, True),
+    (LA.DESTROY, P.NEVER, _PANIC, DriverName.QEMU, False),
+    (LA.RESTART, P.ALWAYS, _PANIC, DriverName.QEMU, True),
+    (LA.RESTART, P.ON_FAILURE, _PANIC, DriverName.QEMU, True),
+    (LA.RESTART, P.NEVER, _PANIC, DriverName.QEMU, True),  # onCrash restart beats Never
+    (LA.COREDUMP_RESTART, P.NEVER, _PANIC, DriverName.QEMU, True),
+    (LA.PRESERVE, P.ALWAYS, _PANIC, DriverName.QEMU, True),  # an operator's destroy of it
+    (LA.PRESERVE, P.ON_FAILURE, _PANIC, DriverName.QEMU, True),
+    (LA.PRESERVE, P.NEVER, _PANIC, DriverName.QEMU, False),
+    (LA.DESTROY, P.ALWAYS, _KILLED, DriverName.QEMU, True),
+    (LA.DESTROY, P.ON_FAILURE, _KILLED, DriverName.QEMU, True),
+    (LA.DESTROY, P.NEVER, _KILLED, DriverName.QEMU, False),
+    (LA.RESTART, P.ALWAYS, _KILLED, DriverName.QEMU, True),
+    (LA.RESTART, P.ON_FAILURE, _KILLED, DriverName.QEMU, True),
+    (LA.RESTART, P.NEVER, _KILLED, DriverName.QEMU, False),  # a kill -9 is no onCrash
+    (LA.PRESERVE, P.ALWAYS, _KILLED, DriverName.QEMU, True),
+    (LA.PRESERVE, P.NEVER, _KILLED, DriverName.QEMU, False),
+    (LA.RESTART, P.NEVER, _PANIC, DriverName.LXC, False),  # a failed init is no panic
+    (LA.RESTART, P.ON_FAILURE, _PANIC, DriverName.LXC, True),
+]
+
+
+@pytest.mark.parametrize(("on_crash", "policy", "last", "driver", "started"), _ON_CRASH_TABLE,
+                         ids=[f"{a.value}-{p.value}-{s.cause.value}-{d.value}"
+                              for a, p, s, d, _ in _ON_CRASH_TABLE])
+def test_on_crash_and_restart_policy(on_crash: LifecycleAction, policy: RestartPolicy,
+                                     last: LastStop, driver: DriverName, started: bool) -> None:
+    want = domain(restart_policy=policy, lifecycle=Lifecycle(on_crash=on_crash), driver=driver)
+    off = (S.SHUTOFF, R.CRASHED)
+    plan = decide(want, Live(*off), history(last_stop=last))
+    if not started:
+        assert (plan.action, plan.cause) == (A.REPORT, C.CONTROLLER), plan.reason
+        assert "left off until the manifest changes" in plan.reason
+        return
+    assert (plan.action, plan.cause) == (A.START, C.CONTROLLER), plan.reason
+    onrestart = on_crash in (LA.RESTART, LA.COREDUMP_RESTART) and last is _PANIC \
+        and driver is DriverName.QEMU
+    assert plan.reason.startswith(f"onCrash {on_crash.value}" if onrestart
+                                  else f"restartPolicy {policy.value}"), plan.reason
+    # the crash counted for the backoff: while it runs, the start waits
+    waiting = decide(want, Live(*off), history(last_stop=last, failures=1,
+                                               backoff_until=NOW + 10))
+    assert (waiting.action, waiting.requeue_after) == (A.NOTHING, 10.0), waiting.reason
+
+
+@pytest.mark.parametrize("on_crash", [LA.DESTROY, LA.RESTART, LA.COREDUMP_RESTART])
+@pytest.mark.parametrize("policy", list(P))
+def test_a_panicked_guest_is_destroyed_as_the_guests_crash(on_crash: LifecycleAction,
+                                                           policy: RestartPolicy) -> None:
+    """The destroy decide() plans for onCrash is the guest's (cause guest), whatever the
+    policy, so the stop it ends in is the crash, never a controller's restart."""
+    want = domain(restart_policy=policy, lifecycle=Lifecycle(on_crash=on_crash))
+    plan = decide(want, Live(S.CRASHED, R.PANICKED), history())
+    assert (plan.action, plan.cause) == (A.DESTROY, C.GUEST)
 
 
 def test_apply_live_carries_the_live_changes_only() -> None:
