@@ -41,11 +41,11 @@ from controller.state.status import (
     StatusStore,
     set_condition,
 )
-from reconcilers.decide import Plan
+from reconcilers.decide import Action, Plan
 from reconcilers.diff import Apply, Change, classify_changes, pending_restart
 from reconcilers.driver import Driver, Live
 from reconcilers.errors import DomctlError
-from reconcilers.history import API_STATES
+from reconcilers.history import API_STATES, ApiRequest
 from reconcilers.model import DesiredState, Domain, DriverName, Reason, State
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
@@ -187,6 +187,22 @@ def _overridden(facts: Facts) -> Condition:
     return Condition(ConditionType.OVERRIDDEN, T, "ApiRequest", facts.override)
 
 
+def _waiting(view: PassView, live: Live, backoff_until: float | None,
+             request: ApiRequest | None, now: float) -> float | None:
+    """The crash-loop backoff's next attempt, shown only while one will come: the domain is
+    meant to be up, is not, and was not deliberately left off (a REPORT plan: restartPolicy,
+    an API stop, a stall); never a time already past."""
+    if backoff_until is None or backoff_until <= now or live.state is State.RUNNING:
+        return None
+    want = (API_STATES[request.action] if request is not None
+            else view.desired.spec.state if view.desired is not None else None)
+    if want in (None, DesiredState.SHUTOFF):
+        return None
+    if view.plan is not None and view.plan.action is Action.REPORT:
+        return None
+    return backoff_until
+
+
 # Reasons a driver reports for a domain it just adopted and knows no history of.
 _VAGUE = frozenset({Reason.UNKNOWN, Reason.STARTING_UP})
 
@@ -235,7 +251,7 @@ class StatusProjector:
             live_changes_left=live_left, restarts=record.restarts,
             id=record.id if record.runtime is not None else None,
             observed_generation=record.observed_generation, since=since, failures=failures,
-            backoff_until=backoff_until if live.state is not State.RUNNING else None,
+            backoff_until=_waiting(view, live, backoff_until, request, now),
             stalled=stalled.message if stalled is not None else None,
             host_problem=stalled is not None and stalled.host, resync=self._resync,
             removal_in=self._store.removal_in(name), conditions=record.conditions, now=now,
