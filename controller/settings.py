@@ -94,8 +94,10 @@ class SourceSettings:
     """The manifests-directory watcher (manifests/source.py)."""
 
     debounce: float = 0.3
-    """Seconds of quiet after the last inotify event before a rescan, so the transient
-    states of an editor save or a `git checkout` are never seen."""
+    """Seconds of quiet after an event of a write still open (created, modified) before a
+    rescan, for writers that never close the file. A complete write (closed, moved into
+    place, deleted) is rescanned at once; a file that vanished is kept until re-checked
+    (`recheck`), so an editor's save or a `git checkout` is never seen half done."""
     resync: float = 30.0
     """Seconds between full rescans, events or not: covers lost events, a dead observer
     thread and a replaced directory (`domctl run --resync`)."""

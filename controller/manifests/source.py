@@ -83,16 +83,23 @@ class Snapshot:
     readable: bool = True
 
 
+# The kernel's "this file is complete" signals (IN_CLOSE_WRITE, IN_MOVED_TO/FROM, IN_DELETE):
+# a rescan may run at once. A file that vanished meanwhile is kept until re-checked, so a
+# rename-away-then-back (vim) or a `git checkout` is never taken as a removal.
+_COMPLETE = (FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirMovedEvent, DirDeletedEvent)
+
+
 class _Forward(FileSystemEventHandler):
     """Runs on the observer thread: one thread-safe poke, and nothing may escape it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, poke: Callable[[], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 poke: Callable[[bool], None]) -> None:
         self._loop = loop
         self._poke = poke
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         with contextlib.suppress(Exception):  # a closed loop at shutdown, above all
-            self._loop.call_soon_threadsafe(self._poke)
+            self._loop.call_soon_threadsafe(self._poke, isinstance(event, _COMPLETE))
 
 
 class ManifestSource:
@@ -110,6 +117,7 @@ class ManifestSource:
         self._watched: tuple[int, int] | None = None  # st_dev, st_ino of the watched directory
         self._scan_lock = asyncio.Lock()
         self._debounce: asyncio.TimerHandle | None = None
+        self._cycle_due = False  # a rescan is queued and has not begun: more pokes join it
         self._tasks: set[asyncio.Task[None]] = set()
         self._resync_task: asyncio.Task[None] | None = None
         self._stopped = True
@@ -140,7 +148,7 @@ class ManifestSource:
             if recheck and not self._stopped:
                 if self._recheck is not None:
                     self._recheck.cancel()
-                self._recheck = loop.call_later(self._settings.recheck, self._poke)
+                self._recheck = loop.call_later(self._settings.recheck, self._poke, True)
             log.debug("manifests scanned", directory=str(self.directory),
                       domains=len(snapshot.domains), invalid=len(snapshot.problems),
                       conflicts=len(snapshot.conflicts), readable=snapshot.readable)
@@ -149,17 +157,27 @@ class ManifestSource:
 
     # -- loop side of the watch ---------------------------------------------------------------
 
-    def _poke(self) -> None:
-        """Something changed: (re)arm the trailing debounce."""
+    def _poke(self, complete: bool) -> None:
+        """Something changed. A complete write (closed, moved in, deleted) is rescanned at
+        once; any other event (a write still open) only after `debounce` seconds of quiet,
+        for writers that never close (an mmap, a process holding the file). Pokes while a
+        rescan is queued join it; one during a scan queues exactly one more."""
         if self._stopped:
             return
         if self._debounce is not None:
             self._debounce.cancel()
-        self._debounce = asyncio.get_running_loop().call_later(
-            self._settings.debounce, self._spawn_cycle)
+            self._debounce = None
+        if complete:
+            self._spawn_cycle()
+        else:
+            self._debounce = asyncio.get_running_loop().call_later(
+                self._settings.debounce, self._spawn_cycle)
 
     def _spawn_cycle(self) -> None:
         self._debounce = None
+        if self._cycle_due:
+            return
+        self._cycle_due = True
         task = asyncio.create_task(self._cycle())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -171,6 +189,7 @@ class ManifestSource:
 
     async def _cycle(self) -> None:
         """Repair the watch if needed, then rescan; a failure is logged and the next one retried."""
+        self._cycle_due = False  # from here on a new poke queues another rescan
         try:
             await self._ensure_watch()
             await self.rescan()

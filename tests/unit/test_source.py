@@ -461,3 +461,22 @@ async def test_loading_never_blocks_the_loop(manifests: Path, collector: Collect
     finally:
         beating.cancel()
         await src.stop()
+
+
+@pytest.mark.parametrize("how", ["atomic-rename", "write-and-close"])
+async def test_a_complete_write_is_rescanned_at_once_not_after_the_quiet_period(
+        manifests: Path, collector: Collector, how: str) -> None:
+    """The kernel says the file is complete (IN_MOVED_TO, IN_CLOSE_WRITE): no debounce. With
+    a quiet period of an hour, only that signal can bring the new snapshot."""
+    src = await started(manifests, collector, SourceSettings(debounce=3600.0, resync=3600.0))
+    try:
+        if how == "atomic-rename":
+            tmp = manifests / ".a.yaml.tmp"
+            tmp.write_text(manifest("web-1"))
+            os.replace(tmp, manifests / "a.yaml")
+        else:
+            with (manifests / "a.yaml").open("w") as f:
+                f.write(manifest("web-1"))
+        await collector.wait_for(lambda s: gens(s) == {"web-1": generation("web-1")})
+    finally:
+        await src.stop()
