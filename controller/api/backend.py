@@ -41,9 +41,6 @@ from reconcilers.model import Cause, DesiredState, spec_generation
 
 log = structlog.get_logger(__name__)
 
-_POLL = 0.2  # seconds between status reads while `act` waits
-
-
 class ControllerBackend:
     def __init__(self, controller: Controller, paths: Paths, act_timeout: float,
                  rescan: Callable[[], Awaitable[Snapshot]] | None = None) -> None:
@@ -160,17 +157,27 @@ class ControllerBackend:
 
     async def _wait(self, name: str, target: DesiredState, old_pid: int | None,
                     restart: bool, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            await asyncio.sleep(_POLL)
-            status = self._controller.statuses.read(name)
-            if status is None:
+        """Until the status shows `target` (a new pid for a restart): woken by every write
+        of the status document, never polled."""
+        statuses = self._controller.statuses
+        changed = asyncio.Event()
+
+        def reached() -> bool:
+            status = statuses.read(name)
+            return (status is not None and status.state in STATES_MEETING[target]
+                    and (not restart or (status.pid is not None and status.pid != old_pid)))
+
+        with statuses.watch(name, changed.set):
+            try:
+                async with asyncio.timeout(timeout):
+                    while not reached():
+                        if statuses.read(name) is None:
+                            return False  # undefined meanwhile
+                        await changed.wait()
+                        changed.clear()
+            except TimeoutError:
                 return False
-            reached = status.state in STATES_MEETING[target]
-            if reached and (not restart or (status.pid is not None and status.pid != old_pid)):
-                return True
-        return False
+        return True
 
     def prune(self, caller: Caller) -> dict[str, Any]:
         released = self._controller.prune_confirm()

@@ -30,9 +30,10 @@ Public surface:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -174,13 +175,29 @@ class StatusStore:
     def __init__(self, state_dir: Path) -> None:
         self._files = JsonDir(state_dir / "status")
         self._known: dict[str, DomainStatus] = {}  # as last written or read (one writer: us)
+        self._watchers: dict[str, set[Callable[[], None]]] = {}
 
     def write(self, status: DomainStatus) -> None:
-        """Replace the document; an unchanged one is not rewritten (no fsync per resync)."""
+        """Replace the document; an unchanged one is not rewritten (no fsync per resync).
+        Whoever `watch`es the name is told, so nothing needs to poll for a change."""
         if self._known.get(status.name) == status:
             return
         self._files.write(status.name, status.to_dict())
         self._known[status.name] = status
+        for notify in list(self._watchers.get(status.name, ())):
+            notify()
+
+    @contextlib.contextmanager
+    def watch(self, name: str, notify: Callable[[], None]) -> Iterator[None]:
+        """Call `notify` after every change of `name`'s document while the block runs."""
+        self._watchers.setdefault(name, set()).add(notify)
+        try:
+            yield
+        finally:
+            watchers = self._watchers.get(name, set())
+            watchers.discard(notify)
+            if not watchers:
+                self._watchers.pop(name, None)
 
     def read(self, name: str) -> DomainStatus | None:
         """The domain's status; None when there is none or it is damaged (quarantined)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -178,3 +179,16 @@ def test_a_directory_or_binary_status_is_moved_aside(tmp_path: Path) -> None:
         "bin.json", "dir.json"]
     store.write(replace(sample_status(), name="dir"))
     assert store.names() == ["dir"]
+
+
+def test_watchers_hear_every_change_of_their_domain_and_nothing_else(tmp_path: Path) -> None:
+    """What lets `domctl start` return when the status changes, with no polling."""
+    store, heard = StatusStore(tmp_path), []
+    status = sample_status()
+    with store.watch("web-1", lambda: heard.append("web-1")):
+        store.write(status)
+        store.write(status)  # unchanged: not rewritten, nobody told
+        store.write(dataclasses.replace(status, state=State.PAUSED, reason=Reason.USER))
+        store.write(dataclasses.replace(status, name="web-2"))  # another domain
+    store.write(status)  # after the block: no longer watched
+    assert heard == ["web-1", "web-1"]
