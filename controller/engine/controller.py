@@ -147,10 +147,6 @@ class Controller:
         await self.reconciler.destroy_now(name, record.runtime.driver, Cause.API, {"uid": uid},
                                           owner=f"api:uid={uid}")
 
-    def idle(self) -> bool:
-        """Nothing queued or being reconciled (the first full pass is over once this holds)."""
-        return self.queue.idle()
-
     # --- start-up ----------------------------------------------------------------------------
 
     async def reattach_all(self) -> None:

@@ -49,6 +49,7 @@ class WorkQueue:
         self._processing: set[str] = set()
         self._delayed: dict[str, _Delayed] = {}
         self._waiters: list[asyncio.Future[None]] = []
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
 
     def __len__(self) -> int:
@@ -61,6 +62,17 @@ class WorkQueue:
     def idle(self) -> bool:
         """Nothing ready and nothing being processed (delayed requeues may still be pending)."""
         return not self._queue and not self._processing
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is ready or being processed (woken by `done`, never polled)."""
+        while not self.idle():
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._idle_waiters:
+                    self._idle_waiters.remove(waiter)
 
     def add(self, name: str) -> None:
         if self._shutting_down or name in self._dirty:
@@ -111,6 +123,11 @@ class WorkQueue:
         if name in self._dirty and not self._shutting_down:
             self._queue.append(name)
             self._wake()
+        if self.idle():
+            for waiter in self._idle_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._idle_waiters.clear()
 
     def forget(self, name: str) -> None:
         """Cancel a pending delayed requeue of `name` (e.g. the domain was removed)."""

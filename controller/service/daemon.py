@@ -146,8 +146,7 @@ class Daemon:
 
     async def _notify_ready(self, controller: Controller) -> None:
         """READY=1 once the first full pass is over: every domain found was reconciled once."""
-        while not controller.idle():
-            await asyncio.sleep(0.1)
+        await controller.queue.wait_idle()
         sdnotify.ready("reconciling")
         log.info("first full pass done; ready")
 

@@ -172,3 +172,18 @@ async def test_default_clock_is_the_running_loop() -> None:
     queue.add_after("a", 0.01)
     async with asyncio.timeout(5):
         assert await queue.get() == "a"
+
+
+async def test_wait_idle_returns_when_the_last_pass_is_done_and_not_before() -> None:
+    """READY=1 comes from this: woken by done(), including a name re-added meanwhile."""
+    q = WorkQueue(ManualClock())
+    q.add("a")
+    idle = asyncio.create_task(q.wait_idle())
+    name = await q.get()
+    q.add("a")  # changed again while being reconciled: one more pass before idle
+    q.done(name)
+    await asyncio.sleep(0)
+    assert not idle.done()
+    q.done(await q.get())
+    await asyncio.wait_for(idle, 5)
+    assert q.idle()
