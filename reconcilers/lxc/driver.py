@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
+import signal
 from pathlib import Path
 
 import structlog
@@ -24,6 +26,7 @@ from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import boot_id, proc_starttime, same_process, start_token
 from reconcilers.lxc import changes, host, rootfs
 from reconcilers.lxc.config import (
+    HALT_SIGNAL,
     NAME_RE,
     ConfigPaths,
     ConfigValueError,
@@ -46,6 +49,8 @@ from reconcilers.model import (
 )
 
 FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
+HALT_CHECK = 3.0  # seconds a new init has to install a handler for its halt signal
+_HALT = signal.Signals[HALT_SIGNAL]
 _LXC_STATE = {
     LxcState.RUNNING: State.RUNNING, LxcState.THAWED: State.RUNNING,
     LxcState.FROZEN: State.PAUSED, LxcState.FREEZING: State.PAUSED,
@@ -185,7 +190,22 @@ class LxcDriver:
                                pid=info.pid, boot_id=boot_id(), starttime=starttime,
                                extra={"lxcpath": str(self._lxcpath)})
         self._tracked.last_stops.pop(name, None)
-        return self._tracked.watch(record, Reason.BOOTED)
+        tracked = self._tracked.watch(record, Reason.BOOTED)
+        tracked.check_task = asyncio.get_running_loop().create_task(self._check_halt(tracked))
+        return tracked
+
+    async def _check_halt(self, tracked: Tracked) -> None:
+        """Name, right after the start, a container whose init cannot receive its halt signal:
+        PID 1 of a pid namespace gets only the signals it has a handler for, so a graceful
+        stop of it could only end in a destroy (`exec sleep infinity` as init is the classic)."""
+        pid, name = tracked.record.pid, tracked.record.name
+        if await _handler_within(pid, HALT_CHECK) is False and tracked.reason is not Reason.USER:
+            # (a container started paused may have been frozen before its init got that far)
+            tracked.warning = (f"warning: init (pid {pid}) has no handler for its halt signal "
+                               f"{_HALT.name}: a graceful stop cannot reach it and ends in a "
+                               "destroy")
+            log.warning("container init ignores its halt signal", domain=name, pid=pid,
+                        signal=_HALT.name)
 
     async def recover(self, domain: Domain, token: str) -> Live | None:
         """Adopt the container that start `token` launched (the controller died before
@@ -236,6 +256,12 @@ class LxcDriver:
         tracked.intent = Intent.SHUTDOWN
         if (await self._tools.info(name)).state is LxcState.FROZEN:
             await self._tools.unfreeze(name)  # a frozen init cannot act on its halt signal
+        if await _handler_within(tracked.record.pid, 1.0) is False:
+            # the kernel drops the signal: waiting shutdownTimeout for it would be for nothing
+            tracked.intent = Intent.NONE
+            log.warning("container init cannot receive its halt signal; not waiting",
+                        domain=name, signal=_HALT.name)
+            return False
         stopped = await self._tools.request_halt(name, timeout)
         if not stopped and (await self._tools.info(name)).state is not LxcState.STOPPED:
             tracked.intent = Intent.NONE  # still running: a later halt is the guest's own doing
@@ -299,7 +325,7 @@ class LxcDriver:
             reason = tracked.reason
         else:
             reason = Reason.UNKNOWN  # frozen or thawed by someone else
-        return Live(state, reason, pid=info.pid, record=tracked.record)
+        return Live(state, reason, pid=info.pid, record=tracked.record, message=tracked.warning)
 
     async def reattach(self, record: RuntimeRecord) -> Live | None:
         name = record.name
@@ -351,3 +377,52 @@ class LxcDriver:
 
     async def close(self) -> None:
         self._tracked.close()
+
+
+def catches(pid: int, sig: signal.Signals) -> bool | None:
+    """Whether process `pid` takes `sig`: has a handler for it (SigCgt in /proc/PID/status) or
+    blocks it to wait for it (SigBlk: busybox init's sigtimedwait; the kernel queues a blocked
+    signal even for PID 1 of a pid namespace). None when it cannot be read (it is gone)."""
+    masks = {}
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("SigCgt", "SigBlk"):
+                    masks[key] = int(value.strip(), 16)
+    except (OSError, ValueError):
+        return None
+    if len(masks) < 2:
+        return None
+    taken = masks["SigCgt"] | masks["SigBlk"] | _waited_for(pid)
+    return bool(taken >> (sig - 1) & 1)
+
+
+_RT_SIGTIMEDWAIT = 128  # x86_64
+
+
+def _waited_for(pid: int) -> int:
+    """The signals `pid` waits for in rt_sigtimedwait (busybox init's main loop): the kernel
+    unblocks them in SigBlk while it waits, so they are read from its first argument."""
+    if platform.machine() != "x86_64":
+        return 0
+    try:
+        with open(f"/proc/{pid}/syscall") as syscall:
+            fields = syscall.read().split()
+        if not fields or fields[0] != str(_RT_SIGTIMEDWAIT):
+            return 0
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            mem.seek(int(fields[1], 16))
+            return int.from_bytes(mem.read(8), "little")
+    except (OSError, ValueError, IndexError, OverflowError):
+        return 0
+
+
+async def _handler_within(pid: int, seconds: float) -> bool | None:
+    """catches(pid, halt signal), waiting up to `seconds` for a handler to appear (a shell
+    sets its trap, an init its handlers, moments after it starts)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (caught := catches(pid, _HALT)) is False and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    return caught

@@ -44,6 +44,8 @@ class Tracked:
     reason: Reason  # the reason of our last transition: booted, unpaused, user (paused)
     intent: Intent = Intent.NONE
     exit_task: asyncio.Task[None] | None = field(default=None)
+    warning: str = ""  # for Live.message: e.g. init cannot receive its halt signal
+    check_task: asyncio.Task[None] | None = field(default=None)
 
 
 class Tracker(Mapping[str, Tracked]):
@@ -90,8 +92,9 @@ class Tracker(Mapping[str, Tracked]):
         """Stop watching every container: the containers keep running."""
         for tracked in self._tracked.values():
             tracked.watch.cancel()
-            if tracked.exit_task is not None:
-                tracked.exit_task.cancel()
+            for task in (tracked.exit_task, tracked.check_task):
+                if task is not None:
+                    task.cancel()
         self._tracked.clear()
 
     def _init_exited(self, record: RuntimeRecord) -> None:

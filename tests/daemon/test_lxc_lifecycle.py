@@ -8,12 +8,15 @@ domctl tells an init that failed (non-zero status) from one that exited 0
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from reconcilers.model import LxcSpec, RestartPolicy
+from controller.manifests.loader import load_text
+from reconcilers.model import DesiredState, LxcSpec, RestartPolicy
 from tests.support.domains import domain
 
 from .conftest import SLEEPER, Controller, condition
@@ -81,3 +84,48 @@ def test_a_container_frozen_while_the_controller_was_away(controller: Controller
                                                ("resumed", "unpaused", "controller")]
     status = controller.wait_state(name, "running")
     assert status["pid"] == pid, status
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+
+
+@pytest.mark.parametrize("example, document", [("busybox-ct.yaml", 0), ("pair.yaml", 1)])
+def test_the_example_containers_stop_gracefully(controller: Controller, example: str,
+                                                document: int) -> None:
+    sample = load_text((EXAMPLES / example).read_text(), example)[document]
+    name = controller.name(sample.name)
+    spec = dataclasses.replace(sample.spec, state=DesiredState.RUNNING, shutdown_timeout=60.0)
+    example_domain = dataclasses.replace(
+        sample, metadata=dataclasses.replace(sample.metadata, name=name, uuid=None), spec=spec)
+    controller.apply(example_domain)
+    controller.wait_state(name, "running", timeout=60)
+    before = len(controller.events(name))
+    controller.apply(dataclasses.replace(example_domain, spec=dataclasses.replace(
+        spec, state=DesiredState.SHUTOFF)))
+    status = controller.wait_state(name, "shutoff", timeout=30)  # well within its 60 s
+    assert status["reason"] == "shutdown", status
+    assert pairs(controller, name, before) == [("defined", "updated", "manifest"),
+                                               ("shutdown", "finished", "manifest"),
+                                               ("stopped", "shutdown", "manifest")]
+    assert not controller.logged("container init ignores its halt signal", domain=name)
+
+
+def test_an_init_deaf_to_the_halt_signal_is_named_at_start(controller: Controller) -> None:
+    """`exec sleep infinity` as PID 1 has no handler for SIGPWR, so the kernel drops it: the
+    start names the container in a warning (log and Ready), and a stop destroys it at once
+    instead of waiting out its shutdownTimeout."""
+    name = controller.name("deaf")
+    controller.apply(domain(name, "lxc", lxc=SLEEPER, shutdown_timeout="60s"))
+    controller.wait_state(name, "running", timeout=60)
+    controller.wait_for(lambda: controller.logged("container init ignores its halt signal",
+                                                  domain=name), "the warning", name)
+    ready = controller.wait_status(
+        name, "Ready naming the halt signal",
+        lambda s: "no handler for its halt signal SIGPWR" in condition(s, "Ready")["message"])
+    assert condition(ready, "Ready")["status"] == "True", ready
+    before = len(controller.events(name))
+    controller.apply(domain(name, "lxc", lxc=SLEEPER, shutdown_timeout="60s", state="shutoff"))
+    status = controller.wait_state(name, "shutoff", timeout=20)  # not after 60 s
+    assert status["reason"] == "destroyed", status
+    assert pairs(controller, name, before) == [("defined", "updated", "manifest"),
+                                               ("stopped", "destroyed", "manifest")]
