@@ -147,6 +147,9 @@ def decide(desired: Domain | None, live: Live, history: History) -> Plan:
     if request is not None and desired is not None:
         desired = _requested(desired, live, request)
     plan = _plan(desired, live, history)
+    if history.shutting_down and plan.action in (Action.SHUTDOWN, Action.RESTART):
+        return Plan(Action.NOTHING, Cause.CONTROLLER, "a graceful shutdown is under way; "
+                    "destroyed if the guest is not off after shutdownTimeout")
     if plan.action not in (Action.NOTHING, Action.REPORT):
         if request is not None and desired is not None:
             plan = _by_request(plan, request, live)

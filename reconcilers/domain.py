@@ -11,8 +11,9 @@ last stop, API request, stall, backoff, removal, live spec) from its ledger; it 
                driver.start(token) → started/booted [+ suspended/paused] → hook started
     suspend:   driver.suspend (job suspend) → suspended/paused
     resume:    driver.resume (job modify) → resumed/unpaused
-    shutdown:  driver.shutdown(shutdownTimeout) (job modify, interruptible by a destroy)
-               → on timeout driver.destroy (job destroy)
+    shutdown:  driver.shutdown(shutdownTimeout) in a background task, not in the worker (job
+               modify, interruptible by a destroy) → on timeout driver.destroy (job destroy);
+               the guest's exit requeues the domain
     restart:   shutdown as above; the next pass starts it again
     destroy:   driver.destroy (job destroy)
     apply-live: driver.apply_live (job modify); the live spec takes the applied fields
@@ -31,6 +32,7 @@ here.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,11 +90,26 @@ class DomainReconciler:
     owner: str = "reconcile"
     _acting: dict[str, Acting] = field(default_factory=dict)  # the pass's plan in progress
     _destroying: dict[str, Acting] = field(default_factory=dict)  # a destroy_now in progress
+    _shutting_down: dict[str, Acting] = field(default_factory=dict)  # graceful, in background
+    _shutdowns: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def acting(self, name: str) -> Acting | None:
         """What is being done to `name`, if anything (for attributing driver-reported stops):
-        a `destroy_now` first, since it cuts the pass's own action short."""
-        return self._destroying.get(name) or self._acting.get(name)
+        a `destroy_now` first, since it cuts the others short."""
+        return (self._destroying.get(name) or self._shutting_down.get(name)
+                or self._acting.get(name))
+
+    def shutting_down(self, name: str) -> bool:
+        """A graceful shutdown of `name` is waiting for its guest (no worker is held)."""
+        return name in self._shutdowns
+
+    async def close(self) -> None:
+        """Stop waiting for guests (the controller stops; the domains keep running, and the
+        next controller asks again)."""
+        tasks = list(self._shutdowns.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def destroy_now(self, name: str, driver_name: DriverName, cause: Cause,
                           cause_detail: Mapping[str, Any], owner: str) -> None:
@@ -143,6 +160,8 @@ class DomainReconciler:
                 and live.state is not State.SHUTOFF):
             history = dataclasses.replace(
                 history, classification=driver.classify(history.live_spec, desired.spec))
+        if self.shutting_down(name):
+            history = dataclasses.replace(history, shutting_down=True)
         plan = decide(desired, live, history)
         log.debug("plan", domain=name, state=live.state.value, reason=live.reason.value,
                   action=plan.action.value, why=plan.reason)
@@ -244,20 +263,37 @@ class DomainReconciler:
                 self.ports.events.emit(name, event, event_detail, after.state, after.reason,
                                        plan.cause, detail)
         elif action in (Action.SHUTDOWN, Action.RESTART):
-            async with jobs.acquire(name, JobKind.MODIFY, self.owner, interruptible=True):
-                stopped = await driver.shutdown(name, timeout)
-            if not stopped:
-                log.info("guest ignored the shutdown request; destroying", domain=name,
-                         timeout=timeout)
-                self.ports.audit.record(name, "destroy", plan.cause, detail,
-                                        f"shutdownTimeout {timeout:g} s passed")
-                async with jobs.acquire(name, JobKind.DESTROY, self.owner):
-                    await driver.destroy(name)
+            self._shutting_down[name] = Acting(action, plan.cause, detail)
+            self._shutdowns[name] = asyncio.create_task(
+                self._shut_down(name, driver, plan.cause, timeout, detail))
         elif action is Action.DESTROY:
             async with jobs.acquire(name, JobKind.DESTROY, self.owner):
                 await driver.destroy(name)
         else:  # pragma: no cover - every acting Action is handled above
             raise AssertionError(f"unhandled action {action}")
+
+
+    async def _shut_down(self, name: str, driver: Driver, cause: Cause, timeout: float,
+                         detail: dict[str, Any]) -> None:
+        """A graceful shutdown that waits for the guest in the background, not in a worker:
+        the guest's exit (or the destroy after `timeout`) is a driver event, which requeues
+        the domain. A `destroy_now` interrupts it (the job is interruptible)."""
+        jobs = self.ports.jobs
+        try:
+            async with jobs.acquire(name, JobKind.MODIFY, self.owner, interruptible=True):
+                stopped = await driver.shutdown(name, timeout)
+            if not stopped:
+                log.info("guest ignored the shutdown request; destroying", domain=name,
+                         timeout=timeout)
+                self.ports.audit.record(name, "destroy", cause, detail,
+                                        f"shutdownTimeout {timeout:g} s passed")
+                async with jobs.acquire(name, JobKind.DESTROY, self.owner):
+                    await driver.destroy(name)
+        except DomctlError as err:  # interrupted by a destroy, or the driver failed
+            log.info("graceful shutdown ended early", domain=name, why=str(err))
+        finally:
+            self._shutting_down.pop(name, None)
+            self._shutdowns.pop(name, None)
 
 
 def cause_detail(plan: Plan, desired: Domain | None, history: History) -> dict[str, Any]:

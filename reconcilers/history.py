@@ -91,6 +91,7 @@ class History:
     classification: Classification = field(default_factory=dict)
     """The driver's classify(live_spec, desired spec)."""
     override: ApiRequest | None = None  # the last API request (in force under its epoch)
+    shutting_down: bool = False  # a graceful shutdown is waiting for the guest
     removal_in: float | None = None
     """Seconds until a vanished manifest's domain is removed (inf: held by the prune guard);
     None while a manifest declares it."""

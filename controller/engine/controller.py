@@ -239,6 +239,7 @@ class Controller:
     async def stop(self) -> None:
         """Stop taking work, let passes in progress finish (bounded), leave domains running."""
         self.queue.shutdown()
+        await self.reconciler.close()
         if self._background:
             await asyncio.wait(self._background, timeout=self.settings.stop_timeout)
 

@@ -341,6 +341,14 @@ ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
                                      history(stalled=Stalled("spec.qemu.kernel: missing",
                                                              epoch=1, host=True)),
                                      (A.START, C.MANIFEST, "re-checking the host", None)),
+    # a graceful shutdown waiting for its guest in the background
+    "shutdown-under-way-is-not-asked-again": (
+        domain(OFF), (S.SHUTDOWN, R.USER), history(shutting_down=True),
+        (A.NOTHING, C.CONTROLLER, "a graceful shutdown is under way", None)),
+    "restart-under-way-is-not-asked-again": (
+        domain(memory=1024 * MiB, update_policy=UpdatePolicy.RESTART), (S.RUNNING, R.BOOTED),
+        history(live_spec=BASE, classification=RESTART_MEMORY, shutting_down=True),
+        (A.NOTHING, C.CONTROLLER, "a graceful shutdown is under way", None)),
     # terminal errors
     "stalled-blocks-start": (domain(), (S.SHUTOFF, R.FAILED),
                              history(last_stop=stop(R.FAILED, C.CONTROLLER),

@@ -30,6 +30,7 @@ from reconcilers.model import (
 )
 from tests.support.domains import domain as build
 from tests.support.memory import MemoryDriver
+from tests.support.waiting import async_wait_until
 
 from .domains import domain
 
@@ -67,8 +68,12 @@ def events(controller: Controller, name: str = "vm") -> list[tuple[str, str, str
 
 
 async def converge(controller: Controller, name: str = "vm", passes: int = 3) -> None:
+    """`passes` passes, each followed by the graceful shutdown it began, if any (those wait
+    for the guest in the background, as in the daemon)."""
     for _ in range(passes):
         await controller.reconcile(name)
+        await async_wait_until(lambda: not controller.reconciler.shutting_down(name),
+                               f"the graceful shutdown of {name} to end")
 
 
 async def test_a_transient_start_failure_is_a_recorded_failed_stop(
