@@ -23,7 +23,6 @@ Every driver event is only a hint to requeue the name: the pass re-reads everyth
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from controller.engine.desired import DesiredStore
 from controller.engine.hooks import HookRunner
 from controller.engine.jobs import Jobs
 from controller.engine.ledger import Ledger
+from controller.engine.reattach import Reattach
 from controller.engine.requests import Requests, parse_action
 from controller.engine.schedule import Ending, Facts, Next, PassResult, Timing, schedule
 from controller.engine.statusview import PassView, StatusProjector
@@ -48,12 +48,11 @@ from controller.state.registry import DomainRecord, Registry
 from controller.state.status import StatusStore
 from reconcilers.decide import Action
 from reconcilers.domain import DomainReconciler, Outcome
-from reconcilers.driver import Driver, Live, RuntimeEvent
+from reconcilers.driver import Driver, RuntimeEvent
 from reconcilers.errors import HostValidationError, TerminalError
 from reconcilers.history import ApiAction, ApiRequest, LastStop
 from reconcilers.model import Cause, Domain, DriverName, EventDetail, EventType, Reason, State
 from reconcilers.ports import HookOp, Ports
-from reconcilers.statemachine import UP_STATES, Trigger, transition
 
 log = structlog.get_logger(__name__)
 
@@ -156,60 +155,14 @@ class Controller:
         for name, record in sorted(records.items()):
             self.queue.add(name)  # every domain found is reconciled once, changed or not
             self.crash.restore(name, record.failures)
-            if record.starting is not None and record.runtime is None:
-                await self._recover(record)
-                continue
-            runtime = record.runtime
-            if runtime is None:
-                continue
-            live = await self.reconciler.reattach(name, runtime)
-            if live is None:  # libvirt's reconnect: a qemu gone meanwhile is shutoff/crashed
-                log.warning("domain stopped while the controller was away", domain=name)
-                lost = transition(State.RUNNING, Trigger.PROCESS_LOST)
-                for event_type, event_detail in lost.events:
-                    self.events.emit(name, event_type, event_detail, lost.target, lost.reason,
-                                     Cause.EXTERNAL, {}, "found stopped when the controller "
-                                     "started")
-                self._record_stop(name, lost.reason, Cause.EXTERNAL, counts=False)
-            elif live.state is not State.NOSTATE:
-                self._found_paused(name, record, live)
-                if record.state is live.state and record.reason is not None:
-                    self.ledger.adopted[name] = (live.state, record.reason)
-                self._spawn(self.hooks.run(runtime.driver, name, HookOp.RECONNECT,
-                                           record.live_spec or {}))
-                log.info("re-attached", domain=name, pid=live.pid, state=live.state.value)
+        await Reattach(self.ledger, self.reconciler, self.events, self._record_stop,
+                       self._reconnected).all(records)
 
-    def _found_paused(self, name: str, record: DomainRecord, live: Live) -> None:
-        """A domain recorded up but found paused by someone else while the controller was
-        away: the pause nobody reported is emitted now (suspended/paused, cause external),
-        and the pass resumes it as drift (cause controller)."""
-        if (live.state is State.PAUSED and live.reason is Reason.UNKNOWN
-                and record.state in UP_STATES):
-            pause = transition(record.state, Trigger.EXTERNAL_PAUSE)
-            for event_type, event_detail in pause.events:
-                self.events.emit(name, event_type, event_detail, live.state, live.reason,
-                                 Cause.EXTERNAL, {}, "found paused when the controller started")
-
-    async def _recover(self, record: DomainRecord) -> None:
-        """A start whose intent was recorded but not its outcome (the controller died in
-        between): adopt what it spawned, proven by its token, or forget the intent."""
-        name, intent = record.name, record.starting
-        assert intent is not None
-        domain = record.desired
-        live = None
-        if domain is not None:
-            domain = dataclasses.replace(
-                domain, metadata=dataclasses.replace(domain.metadata, uuid=record.uuid))
-            live = await self.reconciler.recover(intent.driver, domain, intent.token)
-        if live is None or live.record is None:
-            log.info("unfinished start left nothing running", domain=name)
-            self.ledger.end_start(name)
-            return
-        assert domain is not None
-        self.ledger.record_start(name, intent.driver, live.record, domain.spec, restart=False)
-        self.events.emit(name, EventType.STARTED, EventDetail.BOOTED, live.state, live.reason,
-                         Cause.CONTROLLER, {}, "recovered after the controller died mid-start")
-        log.warning("unfinished start recovered", domain=name, pid=live.pid)
+    def _reconnected(self, name: str, record: DomainRecord) -> None:
+        """libvirt's `reconnect` hook of a domain adopted at start-up, in the background."""
+        if record.runtime is not None:
+            self._spawn(self.hooks.run(record.runtime.driver, name, HookOp.RECONNECT,
+                                       record.live_spec or {}))
 
     # --- workers -----------------------------------------------------------------------------
 

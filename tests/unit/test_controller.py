@@ -7,6 +7,7 @@ restart counting, a domain lost while the controller was away.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import MappingProxyType
 
@@ -19,7 +20,7 @@ from controller.settings import EngineSettings, HookSettings
 from controller.state.events import AuditLog, EventBus
 from controller.state.registry import Registry
 from controller.state.status import ConditionType, StatusStore
-from reconcilers.driver import Live
+from reconcilers.driver import Live, RuntimeRecord
 from reconcilers.errors import DriverError, HostValidationError, NotSupportedError
 from reconcilers.model import (
     Domain,
@@ -29,7 +30,7 @@ from reconcilers.model import (
     State,
 )
 from tests.support.domains import domain as build
-from tests.support.memory import MemoryDriver
+from tests.support.memory import MemoryDriver, MemoryHost
 from tests.support.waiting import async_wait_until
 
 from .domains import domain
@@ -258,3 +259,33 @@ async def test_a_name_never_runs_twice_across_drivers(tmp_path: Path) -> None:
     stalled = status.condition(ConditionType.STALLED)
     assert stalled is not None and stalled.reason == "HostValidation"
     assert "memory pid" in stalled.message and "not starting another" in stalled.message
+
+
+class GatedReattach(MemoryDriver):
+    """Each re-attach waits until `together` of them are under way at once."""
+
+    def __init__(self, host: MemoryHost, together: int) -> None:
+        super().__init__(host)
+        self.arrived = 0
+        self.together = together
+        self.gate = asyncio.Event()
+
+    async def reattach(self, record: RuntimeRecord) -> Live | None:
+        self.arrived += 1
+        if self.arrived >= self.together:
+            self.gate.set()
+        await self.gate.wait()
+        return await super().reattach(record)
+
+
+async def test_recorded_domains_are_reattached_in_parallel(tmp_path: Path,
+                                                           driver: MemoryDriver) -> None:
+    """One re-attach after another would wait for ever here: each waits for the third."""
+    names = ("a", "b", "c")
+    first = make_controller(tmp_path, driver, *(domain(n) for n in names))
+    for name in names:
+        await first.reconcile(name)
+    gated = GatedReattach(driver.host, together=len(names))
+    again = make_controller(tmp_path, gated)
+    await asyncio.wait_for(again.reattach_all(), 10)
+    assert [await gated.strays(n) for n in names] == [(), (), ()]  # every one adopted
