@@ -217,7 +217,7 @@ class DomainReconciler:
         for op in (HookOp.PREPARE, HookOp.START):
             await self.ports.hooks.run(driver.name, name, op, desired.spec)
         async with self.ports.jobs.acquire(name, JobKind.MODIFY, self.owner):
-            token = self.ports.intents.begin(name, driver.name)  # durable before the spawn
+            token = await self.ports.intents.begin(name, driver.name)  # on disk before spawn
             after = await driver.start(desired, paused, token)
         for index, (event, event_detail) in enumerate(move.events):
             self.ports.events.emit(name, event, event_detail, after.state, after.reason,

@@ -64,7 +64,7 @@ class AuditPort(Protocol):
 
 
 class IntentPort(Protocol):
-    def begin(self, name: str, driver: DriverName) -> str:
+    async def begin(self, name: str, driver: DriverName) -> str:
         """Record durably that a start of `name` is about to spawn; its token. Raises
         (nothing is spawned) when the record cannot be written."""
         ...

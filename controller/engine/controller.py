@@ -205,8 +205,17 @@ class Controller:
     # --- one pass ----------------------------------------------------------------------------
 
     async def reconcile(self, name: str) -> PassResult:
-        """One pass for `name`."""
+        """One pass for `name`. The domain's record is written once, at the end of the pass
+        and in a worker thread, however often the pass changed it (the write-ahead intent
+        of a start excepted: it is on disk before the spawn)."""
         self.registry.flush()  # records whose write failed (a full disk) are retried
+        self.registry.hold(name)
+        try:
+            return await self._pass(name)
+        finally:
+            await self.registry.release(name)
+
+    async def _pass(self, name: str) -> PassResult:
         record = self.ledger.get(name)
         desired = self.store.desired(name)
         driver = _driver_of(desired, record)
@@ -223,7 +232,7 @@ class Controller:
         assert before is not None
         history = self.ledger.history(name, self.clock.now(), self._removal_in(name))
         outcome = await self.reconciler.run_pass(name, desired, driver, history)
-        return self._account(name, driver, desired, outcome, before.last_stop)
+        return await self._account(name, driver, desired, outcome, before.last_stop)
 
     def _removal_in(self, name: str) -> float | None:
         entry = self.store.entry(name)
@@ -244,7 +253,7 @@ class Controller:
                          state, reason, Cause.MANIFEST,
                          {"generation": generation, "file": desired.source.file})
 
-    def _account(self, name: str, driver: DriverName, desired: Domain | None,
+    async def _account(self, name: str, driver: DriverName, desired: Domain | None,
                  outcome: Outcome, stop_before: LastStop | None) -> PassResult:
         """Record what the pass did; schedule the next one; project the status."""
         plan, error = outcome.plan, outcome.error
@@ -278,8 +287,8 @@ class Controller:
             self._timing)
         if desired is not None:  # acted on, whatever came of it: Synced tells (kstatus)
             self.ledger.update(name, observed_generation=desired.generation)
-        self.projector.project(PassView(name, driver, desired, live, plan, error),
-                               self._backoff_until(name))
+        await self.projector.project(PassView(name, driver, desired, live, plan, error),
+                                     self._backoff_until(name))
         return self._requeue(name, next_pass)
 
     def _ending(self, name: str, outcome: Outcome, stopped: bool) -> Ending:

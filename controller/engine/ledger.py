@@ -129,14 +129,14 @@ class Ledger:
         """Hold (or drop) an API request; decide() honours it while its epoch is current."""
         self.update(name, override=request)
 
-    def begin(self, name: str, driver: DriverName) -> str:
+    async def begin(self, name: str, driver: DriverName) -> str:
         """The write-ahead intent of a start (reconcilers.ports.IntentPort): recorded on disk
         before the driver spawns anything, or the start is refused (TransientError)."""
         record = self.registry.get(name)
         assert record is not None, "define() runs before a start"
         token = secrets.token_hex(8)
         intent = StartIntent(token, driver, self._wall())
-        if not self.registry.save(dataclasses.replace(record, starting=intent)):
+        if not await self.registry.save_now(dataclasses.replace(record, starting=intent)):
             raise TransientError(f"{name}: the start intent cannot be written to the state "
                                  "dir; not starting (retried)")
         return token

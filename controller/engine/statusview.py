@@ -230,7 +230,8 @@ class StatusProjector:
         self._wall = wall
         self._resync = resync
 
-    def project(self, view: PassView, backoff_until: float | None) -> DomainStatus | None:
+    async def project(self, view: PassView,
+                      backoff_until: float | None) -> DomainStatus | None:
         """Write `view.name`'s status document; `backoff_until` is wall-clock seconds."""
         name, now = view.name, self._wall()
         record = self._ledger.get(name)
@@ -259,7 +260,7 @@ class StatusProjector:
             override_state=API_STATES[request.action] if request is not None else None))
         self._ledger.update(name, state=live.state, reason=live.reason, since=since,
                             failures=failures, conditions=status.conditions)
-        self._statuses.write(status)
+        await self._statuses.publish(status)
         return status
 
     def _shown(self, name: str, live: Live) -> Live:

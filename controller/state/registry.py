@@ -38,6 +38,7 @@ Public surface:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import math
@@ -179,6 +180,8 @@ class Registry:
         self._wall = wall
         self._records: dict[str, DomainRecord] | None = None
         self._unsaved: set[str] = set()  # kept in memory, their writes failed: see flush()
+        self._held: set[str] = set()  # names whose writes wait for `release` (a pass runs)
+        self._pending: set[str] = set()  # held names changed since `hold`
         self.quarantined: dict[str, Damaged] = {}
         """The records found damaged (and rebuilt) by this controller, by domain name."""
 
@@ -282,20 +285,51 @@ class Registry:
         return self._all().get(name)
 
     def save(self, record: DomainRecord) -> bool:
-        """Keep and persist `record`; whether it reached the disk. A write that fails (a full
-        disk) keeps the record in memory, is reported, and is retried by `flush` until it
-        succeeds: never forgotten."""
+        """Keep and persist `record`; whether it reached the disk (or, while the name is
+        held, will at `release`). A write that fails (a full disk) keeps the record in
+        memory, is reported, and is retried by `flush` until it succeeds: never forgotten."""
         self._all()[record.name] = record
+        if record.name in self._held:
+            self._pending.add(record.name)
+            return True
+        return self._written(record.name, self._write_file(record))
+
+    def hold(self, name: str) -> None:
+        """Defer the writes of `name`'s record until `release`: a pass changes the record
+        several times and writes it once, in a worker thread, never blocking the loop."""
+        self._held.add(name)
+
+    async def release(self, name: str) -> None:
+        """Write `name`'s record if it changed since `hold`, off the event loop."""
+        self._held.discard(name)
+        record = self._all().get(name)
+        if name in self._pending and record is not None:
+            self._pending.discard(name)
+            self._written(name, await asyncio.to_thread(self._write_file, record))
+
+    async def save_now(self, record: DomainRecord) -> bool:
+        """Keep `record` and write it before returning, off the loop, held or not: what must
+        be on disk before the next step (a start's write-ahead intent)."""
+        self._all()[record.name] = record
+        self._pending.discard(record.name)
+        return self._written(record.name, await asyncio.to_thread(self._write_file, record))
+
+    def _write_file(self, record: DomainRecord) -> OSError | None:
+        """The atomic write itself (any thread); the error, if it failed."""
         try:
             self._files.write(record.name, to_plain(record))
         except OSError as exc:
-            if record.name not in self._unsaved:
-                log.error("domain record not written; retrying", domain=record.name,
-                          error=str(exc))
-            self._unsaved.add(record.name)
-            return False
-        self._unsaved.discard(record.name)
-        return True
+            return exc
+        return None
+
+    def _written(self, name: str, error: OSError | None) -> bool:
+        if error is None:
+            self._unsaved.discard(name)
+            return True
+        if name not in self._unsaved:
+            log.error("domain record not written; retrying", domain=name, error=str(error))
+        self._unsaved.add(name)
+        return False
 
     def flush(self) -> list[str]:
         """Retry every record whose write failed; the names still unsaved."""
@@ -310,6 +344,7 @@ class Registry:
 
     def remove(self, name: str) -> None:
         """Forget the domain (it was undefined): its uuid and id are released with it."""
+        self._pending.discard(name)
         self._files.remove(name)
         self._all().pop(name, None)
 

@@ -30,6 +30,7 @@ Public surface:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import re
@@ -183,6 +184,17 @@ class StatusStore:
         if self._known.get(status.name) == status:
             return
         self._files.write(status.name, status.to_dict())
+        self._stored(status)
+
+    async def publish(self, status: DomainStatus) -> None:
+        """`write`, with the file written in a worker thread: the event loop never waits for
+        an fsync. Readers and watchers see the new document once it is on disk."""
+        if self._known.get(status.name) == status:
+            return
+        await asyncio.to_thread(self._files.write, status.name, status.to_dict())
+        self._stored(status)
+
+    def _stored(self, status: DomainStatus) -> None:
         self._known[status.name] = status
         for notify in list(self._watchers.get(status.name, ())):
             notify()

@@ -18,6 +18,7 @@ from controller.engine.hooks import HookRunner
 from controller.manifests.source import Snapshot
 from controller.settings import EngineSettings, HookSettings
 from controller.state.events import AuditLog, EventBus
+from controller.state.jsondir import JsonDir
 from controller.state.registry import Registry
 from controller.state.status import ConditionType, StatusStore
 from reconcilers.driver import Live, RuntimeRecord
@@ -289,3 +290,25 @@ async def test_recorded_domains_are_reattached_in_parallel(tmp_path: Path,
     again = make_controller(tmp_path, gated)
     await asyncio.wait_for(again.reattach_all(), 10)
     assert [await gated.strays(n) for n in names] == [(), (), ()]  # every one adopted
+
+
+async def test_a_start_writes_the_record_twice_and_the_status_once(
+        tmp_path: Path, driver: MemoryDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write-ahead intent before the spawn, then everything the pass changed at once, in
+    a worker thread: not one fsync per field (a first pass also defines the domain)."""
+    controller = make_controller(tmp_path, driver, domain())
+    await controller.reconcile("vm")  # defines and starts
+    controller.request("vm", "stop", uid=0)
+    await converge(controller)
+    controller.on_snapshot(snapshot(domain(memory="128Mi")))  # lifts the stop
+    writes: list[str] = []
+    real_write = JsonDir.write
+
+    def counting(self: JsonDir, name: str, obj: object) -> None:
+        writes.append(self.directory.name)
+        real_write(self, name, obj)
+    monkeypatch.setattr(JsonDir, "write", counting)
+    await controller.reconcile("vm")
+    assert "vm" in driver.running
+    assert writes.count("domains") == 2, writes
+    assert writes.count("status") == 1, writes
