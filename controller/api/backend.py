@@ -21,7 +21,7 @@ declaring the name, or, for a name no valid manifest ever declared, a file named
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,21 @@ class ControllerBackend:
 
     def subscribe(self, name: str | None) -> Subscription:
         return self._controller.events.subscribe(name)
+
+    async def watch_status(self, name: str) -> AsyncIterator[dict[str, Any]]:
+        """`name`'s status document now, then at every change: pushed by the status store
+        (StatusStore.watch), so `domctl wait` reacts at once and never polls."""
+        statuses = self._controller.statuses
+        changed = asyncio.Event()
+        with statuses.watch(name, changed.set):
+            last = None
+            while True:
+                status = statuses.read(name)
+                if status is not None and status != last:
+                    last = status
+                    yield status.to_dict()
+                await changed.wait()
+                changed.clear()
 
     def log_path(self, name: str) -> Path:
         self._controller.statuses.get_document(name)

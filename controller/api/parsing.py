@@ -26,6 +26,7 @@ from controller.settings import ApiSettings
 ARGS: dict[str, dict[str, tuple[type, bool]]] = {
     "ping": {}, "get": {"name": (str, False)}, "describe": {"name": (str, True)},
     "diff": {"name": (str, False)}, "wait": {"name": (str, True)},
+    "watch": {"name": (str, True)},
     "events": {"name": (str, False), "follow": (bool, False), "n": (int, False)},
     "logs": {"name": (str, True), "follow": (bool, False), "lines": (int, False)},
     **{action: {"name": (str, True)} for action in (*ACTIONS, "console")},

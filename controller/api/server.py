@@ -104,6 +104,10 @@ class Backend(Protocol):
         """The domain's log file (it may not exist yet)."""
         ...
 
+    def watch_status(self, name: str) -> AsyncIterator[dict[str, Any]]:
+        """`name`'s status document now (if it has one), then at every change of it."""
+        ...
+
     async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
         """Run one of ACTIONS for `caller`; the result has at least {"message": str}."""
         ...
@@ -255,6 +259,8 @@ class ApiServer:
         """Set up a stream before its header is sent, so errors are plain error replies and a
         subscription exists by the time the client sees the header."""
         follow = bool(args.get("follow", False))
+        if op == "watch":
+            return _Stream(self._backend.watch_status(args["name"]))
         if op == "logs":
             path = self._backend.log_path(args["name"])
             lines = args.get("lines", 100)

@@ -68,15 +68,17 @@ class Client:
             raise ApiError("Protocol", f"'{op}' is a stream: use stream()")
         return reply["result"]
 
-    def stream(self, op: str, **args: Any) -> Iterator[dict[str, Any]]:
+    def stream(self, op: str, idle: float | None = None,
+               **args: Any) -> Iterator[dict[str, Any]]:
         """The items of a streaming request, until the daemon ends the stream. Only the
-        header is bound by the timeout: a followed stream may stay quiet for long."""
+        header is bound by the timeout: a followed stream may stay quiet for long, or for at
+        most `idle` seconds between two items (then ApiError "Timeout", and the stream is gone)."""
         sock = self._request(op, args)
         with sock, sock.makefile("rb") as reader:
             header = self._read(reader)
             if not header.get("stream"):
                 raise ApiError("Protocol", f"'{op}' is not a stream: use call()")
-            sock.settimeout(None)
+            sock.settimeout(idle)
             while True:
                 message = self._read(reader)
                 if "item" in message:

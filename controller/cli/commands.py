@@ -40,7 +40,6 @@ from controller.protocol import headline
 F = TypeVar("F", bound=Callable[..., Any])
 Document = dict[str, Any]
 
-WAIT_POLL = 0.2  # seconds between two `get`s of `domctl wait`
 WAIT_REFRESH = 1.0  # at least this long between two `wait` requests of one `domctl wait`
 ACTION_REPLY_TIMEOUT = 3600.0  # a safety net only: the controller answers within its own bound
 GET_COLUMNS = ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE", "MESSAGE"]
@@ -273,15 +272,22 @@ def wait(name: str, for_: tuple[str, Callable[[Document], bool]], timeout: float
     text, met = for_
     deadline = time.monotonic() + timeout
     target = _WaitTarget(name, max(timeout, 1.0))
-    while True:
-        document = _status_of(name, max(deadline - time.monotonic(), 1.0))
-        if document is not None and target.observed(document) and met(document):
-            break
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            _fail(f"timed out waiting for {name}: {text}{target.why(document)}")
-        time.sleep(min(WAIT_POLL, remaining))
-    click.echo(f"{name}: {text}")
+    document: Document | None = None
+    while (remaining := deadline - time.monotonic()) > 0:
+        # the controller pushes NAME's status at every change; a quiet second reopens the
+        # stream, which sends the status again, so a target that moved is asked for again
+        try:
+            for document in _client(max(remaining, 1.0)).stream(
+                    "watch", idle=min(WAIT_REFRESH, remaining), name=name):
+                if target.observed(document) and met(document):
+                    click.echo(f"{name}: {text}")
+                    return
+                if time.monotonic() >= deadline:
+                    break
+        except ApiError as err:
+            if err.type != "Timeout":
+                raise
+    _fail(f"timed out waiting for {name}: {text}{target.why(document)}")
 
 
 class _WaitTarget:
@@ -324,16 +330,6 @@ class _WaitTarget:
                     f"{document.get('observedGeneration')})")
         message = headline(document)
         return f"; {message}" if message else ""
-
-
-def _status_of(name: str, timeout: float) -> Document | None:
-    try:
-        documents = _client(timeout).call("get", name=name)
-    except ApiError as err:
-        if err.type == "NotFound":
-            return None
-        raise
-    return cast(Document, documents[0]) if documents else None
 
 
 @click.command()

@@ -567,15 +567,16 @@ def test_metrics_show_a_domain_until_it_is_undefined(ctl: Controller) -> None:
     url = ctl.metrics_url  # type: ignore[attr-defined]
     name = ctl.name("metrics")
     filename = f"{name}.yaml"
-    # `wait` for a domain that does not exist yet waits for it: told NotFound, it asks again
+    # `wait` for a domain that does not exist yet waits for it: it watches the status the
+    # controller will push once the domain exists
     mark = len(ctl.log_lines())
     waiter = subprocess.Popen([str(DOMCTL), "--socket", str(ctl.socket), "wait", name,
                                "--for", "state=running", "--timeout", "60"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        ctl.wait_for(lambda: len(ctl.logged("api request refused", mark, op="get", domain=name,
-                                            pid=waiter.pid, error="NotFound")) >= 2,
-                     "the waiter to ask twice for the missing domain")
+        ctl.wait_for(lambda: ctl.logged("api request", mark, op="watch", domain=name,
+                                        pid=waiter.pid),
+                     "the waiter to watch the missing domain")
         assert waiter.poll() is None, waiter.communicate()
         ctl.apply(domain(name))
         out, err = waiter.communicate(timeout=60)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -69,6 +69,17 @@ class DocsBackend:
 
     def prune(self, caller: Caller) -> dict[str, Any]:
         return {"message": "nothing to prune"}
+
+    async def watch_status(self, name: str) -> AsyncIterator[dict[str, Any]]:
+        """The document now, then whenever a test replaces it in `docs` (looked at every
+        20 ms: the real backend is told by the status store)."""
+        last = None
+        while True:
+            document = self.docs.get(name)
+            if document is not None and document is not last:
+                last = document
+                yield document
+            await asyncio.sleep(0.02)
 
     async def wait(self, name: str) -> dict[str, Any]:
         """The generation of the document as it is now (None: no such document yet)."""
