@@ -48,6 +48,9 @@ def _names(argv: list[str], prefixes: Iterable[str]) -> bool:
     return any(prefix in arg for arg in argv for prefix in prefixes)
 
 
+SETTLE = 3.0  # seconds a leftover may take to exit on its own before it counts as a leak
+
+
 class ProcessGuard:
     """The pids alive at the start of a test; `leaks()` at its end."""
 
@@ -55,11 +58,20 @@ class ProcessGuard:
         self.roots = tuple(roots)
         self.before = set(psutil.pids())
 
-    def leaks(self) -> list[Leak]:
-        found = []
+    def leaks(self, settle: float = SETTLE) -> list[Leak]:
+        """What this test left running. A process already on its way out (an LXC monitor
+        tearing down after its container stopped) gets `settle` seconds to go first."""
+        suspects = []
         for pid in sorted(set(psutil.pids()) - self.before):
             with contextlib.suppress(psutil.Error):
-                leak = self._leak(psutil.Process(pid))
+                process = psutil.Process(pid)
+                if self._leak(process) is not None:
+                    suspects.append(process)
+        _, alive = psutil.wait_procs(suspects, timeout=settle) if suspects else ([], [])
+        found = []
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                leak = self._leak(process)
                 if leak is not None:
                     found.append(leak)
         return found
