@@ -8,7 +8,7 @@ One request per connection: the client sends `{"op": "<op>", "args": {...}}` and
 
     {"ok": true, "result": <json>}                          then close
     {"ok": false, "error": {"type": "<Type>", "message": "<text>"}}   then close
-    {"ok": true, "stream": true}, {"item": <json>}..., {"end": true}  (streams: events, logs)
+    {"ok": true, "stream": true}, {"item": <json>}..., {"end": true}  (streams: events, logs, watch)
 
 A stream ends when the client disconnects (EOF on its side: a client must not shut down its
 writing half while it reads a stream), when a finite stream is done, or at `close()`. A stream

@@ -32,7 +32,6 @@ from typing import Any, NoReturn, TypeVar, cast
 import click
 from click.shell_completion import CompletionItem
 
-from controller.cli import console as consoles
 from controller.cli.client import ApiError, Client, socket_path
 from controller.paths import default_paths
 from controller.protocol import headline
@@ -363,12 +362,14 @@ def logs(name: str, follow: bool, lines: int | None) -> None:
 def console(name: str) -> None:
     """Join the terminal to NAME's console: a qemu serial port (`serial: socket`; Ctrl-] leaves)
     or an LXC container's console (lxc-console; Ctrl-a q leaves)."""
+    from controller.cli import console as terminal  # termios, selectors: only for this
+
     where = _client().call("console", name=name)
     if where.get("argv"):
-        consoles.run([str(arg) for arg in where["argv"]])
+        terminal.run([str(arg) for arg in where["argv"]])
     click.echo(f"Connected to {name}'s console; escape character is ^]", err=True)
     try:
-        consoles.relay(str(where["socket"]))
+        terminal.relay(str(where["socket"]))
     except OSError as err:
         _fail(f"cannot open the console of {name} at {where['socket']}: {err.strerror or err}")
     click.echo("", err=True)
