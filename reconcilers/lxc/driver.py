@@ -156,14 +156,15 @@ class LxcDriver:
             await asyncio.to_thread(host.remove_empty_cgroups, name)
             raise DriverError(name, "start",
                               f"{exc.message}; {self._files.lxc_errors(name)}") from exc
-        tracked = await self._track_started(domain)
-        if paused:
-            try:
-                await self.suspend(name)
-            except DriverError:
-                await self.destroy(name)
-                raise
+        tracked, info = await self._track_started(domain)
         bound.info("container started", pid=tracked.record.pid, paused=paused)
+        if not paused:
+            return self._live(tracked, info)  # lxc-info just said so: no second look
+        try:
+            await self.suspend(name)
+        except DriverError:
+            await self.destroy(name)
+            raise
         return await self.observe(name)
 
     async def _write_config(self, domain: Domain) -> None:
@@ -178,7 +179,7 @@ class LxcDriver:
         text = self._render(domain, rootfs_dir)
         self._files.write_config(domain.name, text, domain.spec.lxc.init)
 
-    async def _track_started(self, domain: Domain) -> Tracked:
+    async def _track_started(self, domain: Domain) -> tuple[Tracked, Info]:
         name = domain.name
         info = await self._tools.info(name)
         starttime = proc_starttime(info.pid) if info.pid else None
@@ -192,7 +193,7 @@ class LxcDriver:
         self._tracked.last_stops.pop(name, None)
         tracked = self._tracked.watch(record, Reason.BOOTED)
         tracked.check_task = asyncio.get_running_loop().create_task(self._check_halt(tracked))
-        return tracked
+        return tracked, info
 
     async def _check_halt(self, tracked: Tracked) -> None:
         """Name, right after the start, a container whose init cannot receive its halt signal:
@@ -216,9 +217,9 @@ class LxcDriver:
             return None
         if (await self._tools.info(name)).state is LxcState.STOPPED:
             return None
-        tracked = await self._track_started(domain)
+        tracked, info = await self._track_started(domain)
         log.warning("unrecorded start recovered", domain=name, pid=tracked.record.pid)
-        return await self.observe(name)
+        return self._live(tracked, info)
 
     async def strays(self, name: str) -> tuple[str, ...]:
         if name in self._tracked:
