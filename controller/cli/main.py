@@ -1,22 +1,48 @@
 """The `domctl` command group (click): `validate`, and the commands that talk to the controller.
 
 Each command is a thin shell over a module. `validate` works offline: it needs no daemon and
-touches nothing running. `run`, the controller itself, is added to this group by the console
-script's entry point, controller/service/command.py: the CLI imports no daemon code (checked by
-import-linter), so `domctl get` loads neither the engine nor the drivers.
+touches nothing running. `run`, the controller itself, is named to this group by the console
+script's entry point (controller/service/entry.py) and imported only when it is used: the CLI
+imports no daemon code (checked by import-linter), so `domctl get` loads neither the engine,
+the drivers nor the settings tree.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+from typing import Any
 
 import click
 
 from controller.cli import commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A command group whose commands may also be given as "module:attribute", imported the
+    first time they are looked up (to run them, or for --help), never at start-up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy: dict[str, str] = {}
+
+    def add_lazy_command(self, name: str, target: str) -> None:
+        self._lazy[name] = target
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self._lazy.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            module, _, attribute = target.partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log level of `run`, the only command that logs.")

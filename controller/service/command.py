@@ -1,10 +1,10 @@
-"""`domctl run` and the `domctl` console script: the CLI's command group plus the controller.
+"""`domctl run`: the command that starts the controller.
 
 The CLI (controller/cli/) must not import the daemon's layers, not even inside a function
-(import-linter reads those imports too), so the command that starts the controller lives here,
-with the console script's entry point (pyproject [project.scripts]): `main()` adds `run` to the
-CLI's group and runs it. The daemon, and with it the engine and both drivers, is imported
-inside `run` only, so `domctl get` loads none of them.
+(import-linter reads those imports too), so the command that starts the controller lives here;
+the console script's entry point (controller/service/entry.py) names it to the CLI's group,
+which imports this module only when `run` is used. The daemon, and with it the engine and
+both drivers, is imported inside `run` only.
 
 `run` turns its flags into the settings tree (controller/settings.py), once. Every flag's
 default is read from that tree, so `--help`, the README's flag table and the daemon cannot
@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import click
 
-from controller.cli.main import main as cli
 from controller.paths import Paths, default_paths
 from controller.settings import (
     CrashLoopSettings,
@@ -128,9 +127,3 @@ def _paths(**given: Path | None) -> Paths:
     return dataclasses.replace(defaults, **{key: value.absolute()
                                             for key, value in given.items()
                                             if value is not None})
-
-
-def main() -> None:
-    """The `domctl` console script: the CLI's commands, and `run`."""
-    cli.add_command(run)
-    cli()

@@ -86,12 +86,14 @@ def test_run_passes_the_group_log_level(group: click.Group, tmp_path: Path,
 
 
 def test_the_console_script_module_loads_no_daemon_code() -> None:
-    """`domctl get` imports the entry point's module: no engine, state store or driver, and
-    none of the libraries only `validate`, `-o yaml` or `run` need (start-up time)."""
-    code = ("import sys, controller.service.command; print(sorted(m for m in sys.modules if "
+    """`domctl get` imports the entry point's module: no engine, state store, driver or
+    settings tree (`run` loads when used), and none of the libraries only `validate`,
+    `-o yaml` or `run` need (start-up time)."""
+    code = ("import sys, controller.service.entry; print(sorted(m for m in sys.modules if "
             "m.startswith(('controller.engine', 'controller.api', 'controller.service.daemon', "
-            "'controller.state', 'controller.manifests', 'reconcilers.qemu', 'reconcilers.lxc', "
-            "'qemu', 'jsonschema', 'yaml', 'structlog', 'asyncio'))))")
+            "'controller.service.command', 'controller.settings', 'controller.state', "
+            "'controller.manifests', 'reconcilers', 'qemu', 'jsonschema', 'yaml', 'structlog', "
+            "'asyncio'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     assert done.stdout.strip() == "[]"
@@ -106,3 +108,13 @@ def test_relative_directories_are_made_absolute(group: click.Group, tmp_path: Pa
     assert settings.paths.state_dir == tmp_path / "rel-state"
     assert settings.paths.runtime_dir == tmp_path / "rel-run"
     assert all(path.is_absolute() for path in dataclasses.astuple(settings.paths))
+
+
+def test_the_console_script_offers_run_and_loads_it_when_used() -> None:
+    """`run` is listed and its --help works through the lazy group, as a user meets it."""
+    done = subprocess.run([sys.executable, "-c",
+                           "import sys; from controller.service.entry import main; "
+                           "sys.argv = ['domctl', 'run', '--help']; main()"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "--removal-grace" in done.stdout and "--prune-window" in done.stdout
