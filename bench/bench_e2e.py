@@ -81,7 +81,6 @@ WORKERS = 4  # `domctl run --workers` default: the raw mass start gets the same 
 READY = "first full pass done; ready"
 FINE, COARSE = 0.002, 0.02  # status polling interval: one domain, many domains
 TIMEOUT = 120.0
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 QEMU_CGROUP_PARENT = "domctl.qemu"
 INIT = ("/bin/sh", "-c", "exec sleep infinity")
 
@@ -213,26 +212,10 @@ class Reaper:
                 subprocess.run(["lxc-stop", "-P", str(lxcpath), "-n", name, "-k"],
                                capture_output=True, timeout=30, check=False)
             remove_empty_cgroups(name)
+        # the tests' cleanup (its directory is put on sys.path by main())
+        from tests.support.cleanup import remove_cgroups
         remove_cgroups([f"{QEMU_CGROUP_PARENT}/{name}" for name in sorted(self.cgroup_names)])
         shutil.rmtree(self.dirs.base, ignore_errors=True)
-
-
-def remove_cgroups(relative: list[str], timeout: float = 5.0) -> None:
-    """rmdir the qemu driver's cgroups of our names in every hierarchy, retried while the
-    killed processes wait to be reaped."""
-    if not relative or not CGROUP_ROOT.is_dir():
-        return
-    bases = [CGROUP_ROOT, *(p for p in CGROUP_ROOT.iterdir() if p.is_dir())]
-    trees = [base / rel for base in bases for rel in relative]
-    deadline = time.monotonic() + timeout
-    while trees and time.monotonic() < deadline:
-        for tree in trees:
-            for directory, _, _ in os.walk(tree, topdown=False):
-                with contextlib.suppress(OSError):
-                    os.rmdir(directory)
-        trees = [tree for tree in trees if tree.exists()]
-        if trees:
-            time.sleep(0.1)
 
 
 # --- the controller ------------------------------------------------------------------------------
@@ -722,6 +705,7 @@ async def run(bench: Bench, reps: int, count: int, idle: float) -> None:
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests.support
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="2 repetitions, 5 s idle")
     parser.add_argument("--reps", type=int, default=None, help="repetitions of each (default 5)")

@@ -63,7 +63,7 @@ def sweep(*, runtime_dir: Path | None = None, pids: Iterable[int] = (),
         kill(pid for pid in ours if any(str(runtime_dir) in arg for arg in cmdline(pid) or ()))
     if lxcpath is not None:
         _remove_containers(lxcpath, containers)
-    _remove_cgroups(list(cgroups))
+    remove_cgroups(list(cgroups))
     for path in remove:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -79,7 +79,7 @@ def _remove_containers(lxcpath: Path, names: Iterable[str] | None) -> None:
         remove_empty_cgroups(name)  # what LXC may leave behind a failed start
 
 
-def _remove_cgroups(relative: list[str], timeout: float = 5.0) -> None:
+def remove_cgroups(relative: list[str], timeout: float = 5.0) -> None:
     """rmdir each tree, deepest first, in the v2 root and every v1 hierarchy; retried while
     killed processes wait for PID 1 to reap them (a cgroup with a zombie is busy)."""
     if not relative or not CGROUP_ROOT.is_dir():
