@@ -80,25 +80,25 @@ def test_rotation_keeps_one_old_file_and_recent_spans_both(tmp_path: Path) -> No
     bus.close()
 
 
-def test_torn_last_line_is_skipped_by_recent(tmp_path: Path) -> None:
+def torn_after_one_record(tmp_path: Path) -> EventBus:
+    """A bus reopened on an events.jsonl whose last line a crash cut short."""
     bus = EventBus(tmp_path)
     started(bus, "web-1", "whole")
     bus.close()
     with open(tmp_path / "events.jsonl", "a") as f:
         f.write('{"domain": "web-1", "ev')
-    bus = EventBus(tmp_path)
+    return EventBus(tmp_path)
+
+
+def test_torn_last_line_is_skipped_by_recent(tmp_path: Path) -> None:
+    bus = torn_after_one_record(tmp_path)
     assert [r["message"] for r in bus.recent("web-1")] == ["whole"]
     bus.close()
 
 
 def test_records_after_a_torn_last_line_are_not_lost(tmp_path: Path) -> None:
     """Issue 11: the next record starts on a new line instead of gluing onto the torn one."""
-    bus = EventBus(tmp_path)
-    started(bus, "web-1", "whole")
-    bus.close()
-    with open(tmp_path / "events.jsonl", "a") as f:
-        f.write('{"domain": "web-1", "ev')
-    bus = EventBus(tmp_path)
+    bus = torn_after_one_record(tmp_path)
     started(bus, "web-1", "after")
     started(bus, "web-1", "and after")
     bus.close()
