@@ -59,6 +59,8 @@ def client_netns() -> Iterator[str]:
     yield from _netns()
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a setup command of a test (never the code under test)."""
-    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=20)
+def sh(*argv: str, check: bool = True,
+       stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a setup or inspection command of a test (never the code under test)."""
+    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=20,
+                          input=stdin)
