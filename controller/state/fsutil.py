@@ -37,8 +37,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import json
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -51,6 +53,7 @@ from reconcilers.errors import DomctlError
 
 log = structlog.get_logger(__name__)
 
+QUARANTINE_KEEP = 5  # moved-aside files kept per state file (the newest)
 QUARANTINE_INFIX = ".corrupt-"
 _LOCK_ATTEMPTS = 8  # quarantines and inode races survived before giving up
 
@@ -111,7 +114,22 @@ def quarantine(path: Path, error: str) -> Path | None:
                   error=error, move_error=str(err))
         return None
     log.error("bad state file moved aside", path=str(path), moved_to=str(target), error=error)
+    _prune_quarantined(path)
     return target
+
+
+def _prune_quarantined(path: Path) -> None:
+    """Keep the newest QUARANTINE_KEEP files moved aside from `path`: evidence of the last
+    damage, without a state dir that grows for ever when one file keeps going bad."""
+    aside = sorted(path.parent.glob(f"{glob.escape(path.name)}{QUARANTINE_INFIX}*"),
+                   key=lambda p: (p.lstat().st_mtime_ns, p.name))
+    for old in aside[:-QUARANTINE_KEEP]:
+        with contextlib.suppress(OSError):
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+            log.info("old moved-aside state file removed", path=str(old))
 
 
 def is_quarantined(path: Path) -> bool:

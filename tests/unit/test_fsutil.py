@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.state.fsutil import (
+    QUARANTINE_KEEP,
     InstanceLock,
     LockFileError,
     LockHeldError,
@@ -123,6 +124,19 @@ def test_quarantine_renames_aside_and_never_overwrites(tmp_path: Path) -> None:
     assert first[0].read_text() == "one" and second[0].read_text() == "two"
     assert is_quarantined(first[0]) and not bad.exists()
     assert quarantine(bad, "gone") is None
+
+
+def test_only_the_newest_moved_aside_files_are_kept(tmp_path: Path) -> None:
+    """A file that keeps going bad does not fill the state dir: the last QUARANTINE_KEEP."""
+    bad, other = tmp_path / "x.json", tmp_path / "y.json"
+    other.write_text("other")
+    assert quarantine(other, "test") is not None
+    for i in range(QUARANTINE_KEEP + 3):
+        bad.write_text(str(i))
+        assert quarantine(bad, "test") is not None
+    aside = sorted(p.read_text() for p in tmp_path.glob("x.json.corrupt-*"))
+    assert aside == sorted(str(i) for i in range(3, QUARANTINE_KEEP + 3))
+    assert len(list(tmp_path.glob("y.json.corrupt-*"))) == 1  # another file's are its own
 
 
 @pytest.mark.parametrize("plant", ["directory", "symlink", "fifo", "garbage", "dangling"])
