@@ -21,6 +21,7 @@ declaring the name, or, for a name no valid manifest ever declared, a file named
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -91,17 +92,12 @@ class ControllerBackend:
     async def watch_status(self, name: str) -> AsyncIterator[dict[str, Any]]:
         """`name`'s status document now, then at every change: pushed by the status store
         (StatusStore.watch), so `domctl wait` reacts at once and never polls."""
-        statuses = self._controller.statuses
-        changed = asyncio.Event()
-        with statuses.watch(name, changed.set):
-            last = None
-            while True:
-                status = statuses.read(name)
+        last = None
+        async with contextlib.aclosing(self._controller.statuses.changes(name)) as changes:
+            async for status in changes:
                 if status is not None and status != last:
                     last = status
                     yield status.to_dict()
-                await changed.wait()
-                changed.clear()
 
     def log_path(self, name: str) -> Path:
         self._controller.statuses.get_document(name)
@@ -174,25 +170,18 @@ class ControllerBackend:
                     restart: bool, timeout: float) -> bool:
         """Until the status shows `target` (a new pid for a restart): woken by every write
         of the status document, never polled."""
-        statuses = self._controller.statuses
-        changed = asyncio.Event()
-
-        def reached() -> bool:
-            status = statuses.read(name)
-            return (status is not None and status.state in STATES_MEETING[target]
-                    and (not restart or (status.pid is not None and status.pid != old_pid)))
-
-        with statuses.watch(name, changed.set):
-            try:
-                async with asyncio.timeout(timeout):
-                    while not reached():
-                        if statuses.read(name) is None:
-                            return False  # undefined meanwhile
-                        await changed.wait()
-                        changed.clear()
-            except TimeoutError:
-                return False
-        return True
+        try:
+            async with (asyncio.timeout(timeout),
+                        contextlib.aclosing(self._controller.statuses.changes(name)) as changes):
+                async for status in changes:
+                    if status is None:
+                        return False  # undefined meanwhile
+                    if status.state in STATES_MEETING[target] and (
+                            not restart or (status.pid is not None and status.pid != old_pid)):
+                        return True
+        except TimeoutError:
+            pass
+        return False
 
     def prune(self, caller: Caller) -> dict[str, Any]:
         released = self._controller.prune_confirm()

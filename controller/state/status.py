@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import enum
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,16 @@ class StatusStore:
         self._known[status.name] = status
         for notify in list(self._watchers.get(status.name, ())):
             notify()
+
+    async def changes(self, name: str) -> AsyncGenerator[DomainStatus | None, None]:
+        """`name`'s status now (None: it has none), then again after every change of it,
+        woken by `write`/`publish`, never polled. Runs until the caller stops iterating."""
+        changed = asyncio.Event()
+        with self.watch(name, changed.set):
+            while True:
+                yield self.read(name)
+                await changed.wait()
+                changed.clear()
 
     @contextlib.contextmanager
     def watch(self, name: str, notify: Callable[[], None]) -> Iterator[None]:
