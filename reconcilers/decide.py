@@ -193,7 +193,7 @@ def _requested(desired: Domain, live: Live, request: ApiRequest) -> Domain:
     return replace(desired, spec=replace(desired.spec, state=API_STATES[request.action]))
 
 
-def _explicit_start(history: History, request: ApiRequest | None) -> float | None:
+def _explicit_start(request: ApiRequest | None) -> float | None:
     """Up to when stops and stalls are overruled by an explicit start in force: those before
     a `domctl start`; every one while a `restart` is in force (its own shutdown included;
     the engine ends a restart request with the start it asks for)."""
@@ -208,7 +208,7 @@ def _stop_holds(history: History) -> LastStop | None:
     stop = history.last_stop
     if stop is None or stop.epoch != history.epoch:
         return None
-    explicit = _explicit_start(history, _in_force(history))
+    explicit = _explicit_start(_in_force(history))
     return None if explicit is not None and explicit >= stop.at else stop
 
 
@@ -218,7 +218,7 @@ def _unless_stalled(plan: Plan, history: History, request: ApiRequest | None) ->
     stalled = history.stalled
     if stalled is None or stalled.epoch != history.epoch:
         return plan
-    explicit = _explicit_start(history, request)
+    explicit = _explicit_start(request)
     if explicit is not None and explicit >= stalled.at:
         return plan
     if stalled.host:  # the host may have been fixed: the start validates it first

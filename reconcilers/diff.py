@@ -143,16 +143,24 @@ def _is_below(candidate: str, path: str) -> bool:
     return candidate.startswith(path) and candidate[len(path):len(path) + 1] in (".", "[")
 
 
+def outstanding(persistent: DomainSpec, live_spec: DomainSpec | None,
+                classify: Classifier) -> tuple[tuple[Change, ...], tuple[Change, ...]]:
+    """(restart-only, live) changes between the live spec and the manifest's (persistent)
+    spec, from one diff; none when they are equal, or when the domain is not running (None)."""
+    if live_spec is None or live_spec == persistent:
+        return (), ()
+    changes = classify_changes(live_spec, persistent, classify(live_spec, persistent))
+    return (tuple(c for c in changes if c.apply is Apply.RESTART),
+            tuple(c for c in changes if c.apply is Apply.LIVE))
+
+
 def pending_restart(persistent: DomainSpec, live_spec: DomainSpec | None,
                     classify: Classifier) -> tuple[Change, ...]:
     """The restart-only changes between the live spec and the manifest's (persistent) spec.
 
     None as live spec means the domain is not running: nothing waits for a restart.
     """
-    if live_spec is None or live_spec == persistent:
-        return ()
-    changes = classify_changes(live_spec, persistent, classify(live_spec, persistent))
-    return tuple(c for c in changes if c.apply is Apply.RESTART)
+    return outstanding(persistent, live_spec, classify)[0]
 
 
 def live_after_apply(live_spec: DomainSpec, persistent: DomainSpec,

@@ -31,6 +31,7 @@ from controller.engine.desired import DesiredStore, Entry
 from controller.engine.ledger import Ledger
 from controller.manifests.errors import Problem
 from controller.protocol import rfc3339
+from controller.state.registry import DomainRecord
 from controller.state.status import (
     STATES_MEETING,
     Condition,
@@ -42,7 +43,7 @@ from controller.state.status import (
     set_condition,
 )
 from reconcilers.decide import Action, Plan
-from reconcilers.diff import Apply, Change, classify_changes, pending_restart
+from reconcilers.diff import Change, outstanding
 from reconcilers.driver import Driver, Live
 from reconcilers.errors import DomctlError
 from reconcilers.history import API_STATES, ApiRequest
@@ -237,10 +238,10 @@ class StatusProjector:
         record = self._ledger.get(name)
         if record is None:
             return None
-        live = self._shown(name, view.live)
+        live = self._shown(name, view.live, record)
         since = now if record.state is not live.state else record.since
         failures = self._ledger.crash.failures(name)
-        pending, live_left = self._pending(view)
+        pending, live_left = self._pending(view, record)
         request = record.override if record.override and record.override.in_force(
             record.epoch) else None
         stalled = record.stalled if record.stalled and record.stalled.epoch == record.epoch \
@@ -263,12 +264,11 @@ class StatusProjector:
         await self._statuses.publish(status)
         return status
 
-    def _shown(self, name: str, live: Live) -> Live:
+    def _shown(self, name: str, live: Live, record: DomainRecord) -> Live:
         """The live state as shown: a shutoff of unknown reason shows the last stop's reason;
         an adopted domain keeps the reason recorded before the re-attach while the driver
         only knows it vaguely, until its state changes."""
-        record = self._ledger.get(name)
-        stop = record.last_stop if record is not None else None
+        stop = record.last_stop
         if (live.state, live.reason) == (State.SHUTOFF, Reason.UNKNOWN) and stop is not None:
             live = dataclasses.replace(live, reason=stop.reason)
         adopted = self._ledger.adopted.get(name)
@@ -279,15 +279,13 @@ class StatusProjector:
                 del self._ledger.adopted[name]
         return live
 
-    def _pending(self, view: PassView) -> tuple[tuple[Change, ...], bool]:
-        """Restart-only changes waiting for a start, and whether live ones are left."""
-        record = self._ledger.get(view.name)
-        live_spec = record.live_spec if record is not None else None
-        if view.desired is None or live_spec is None:
+    def _pending(self, view: PassView,
+                 record: DomainRecord) -> tuple[tuple[Change, ...], bool]:
+        """Restart-only changes waiting for a start, and whether live ones are left (one
+        diff, none for a converged domain)."""
+        if view.desired is None:
             return (), False
-        classify = self._drivers[view.driver].classify
-        pending = pending_restart(view.desired.spec, live_spec, classify)
-        live_left = any(c.apply is Apply.LIVE for c in classify_changes(
-            live_spec, view.desired.spec, classify(live_spec, view.desired.spec)))
-        return pending, live_left
+        restart, live = outstanding(view.desired.spec, record.live_spec,
+                                    self._drivers[view.driver].classify)
+        return restart, bool(live)
 
