@@ -132,11 +132,6 @@ def _prune_quarantined(path: Path) -> None:
             log.info("old moved-aside state file removed", path=str(old))
 
 
-def is_quarantined(path: Path) -> bool:
-    """Whether `path` is a file `quarantine` moved aside."""
-    return QUARANTINE_INFIX in path.name
-
-
 class LockHeldError(DomctlError):
     """Another process holds the single-instance lock."""
 

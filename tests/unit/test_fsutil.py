@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.state.fsutil import (
+    QUARANTINE_INFIX,
     QUARANTINE_KEEP,
     InstanceLock,
     LockFileError,
@@ -18,7 +19,6 @@ from controller.state.fsutil import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    is_quarantined,
     quarantine,
 )
 
@@ -122,7 +122,7 @@ def test_quarantine_renames_aside_and_never_overwrites(tmp_path: Path) -> None:
     second.append(quarantine(bad, "test"))
     assert first[0] is not None and second[0] is not None and first[0] != second[0]
     assert first[0].read_text() == "one" and second[0].read_text() == "two"
-    assert is_quarantined(first[0]) and not bad.exists()
+    assert QUARANTINE_INFIX in first[0].name and not bad.exists()
     assert quarantine(bad, "gone") is None
 
 
