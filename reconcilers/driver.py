@@ -112,6 +112,27 @@ class Console:
     argv: tuple[str, ...] = ()  # or a command to run in the terminal (lxc-console)
 
 
+class AgentState(str, enum.Enum):
+    """Whether the qemu guest agent answers (the GuestAgent condition)."""
+
+    CONNECTED = "Connected"  # guest-ping answered
+    NOT_RESPONDING = "NotResponding"  # the channel is there, nothing answers (yet)
+
+
+@dataclass(frozen=True)
+class GuestInterfaces:
+    """What a driver knows of a running domain's addresses from the guest's side.
+
+    `addresses` maps a NIC's MAC (lower case) to its addresses with prefix ("10.0.0.5/24",
+    "fd00::5/64"): from the container's network namespace (lxc) or the guest agent's
+    guest-network-get-interfaces (qemu). `agent` is None when the domain has no agent.
+    """
+
+    addresses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    agent: AgentState | None = None
+    agent_message: str = ""
+
+
 @runtime_checkable
 class Driver(Protocol):
     """The operations of DESIGN §2. `name` arguments are domain names."""
@@ -183,6 +204,11 @@ class Driver(Protocol):
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         """Where the domain's console is; TerminalError saying why when it has none."""
+        ...
+
+    async def interfaces(self, name: str) -> GuestInterfaces:
+        """The running domain's addresses as its guest sees them; never raises (empty when
+        unknown: not running, no agent, a namespace gone)."""
         ...
 
     async def close(self) -> None:

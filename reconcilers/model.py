@@ -207,7 +207,14 @@ class DiskCache(str, enum.Enum):
 
 
 class NicMode(str, enum.Enum):
-    USER = "user"  # qemu's user-mode (slirp) network; the only mode for now
+    USER = "user"  # qemu's user-mode (slirp) network (qemu only)
+    NETWORK = "network"  # a tap/veth on the bridge of a managed `kind: Network`
+    BRIDGE = "bridge"  # a tap/veth on an existing bridge domctl does not manage
+
+
+class LinkState(str, enum.Enum):
+    UP = "up"
+    DOWN = "down"  # the guest sees no carrier (QMP set_link; applied live)
 
 
 class WatchdogModel(str, enum.Enum):
@@ -284,9 +291,16 @@ class Watchdog:
 
 @dataclass(frozen=True)
 class Nic:
+    """A NIC as declared; the engine resolves `bridge` (of a network) and `mac` before a start
+    (reconcilers/net/nics.py), so drivers see both set for network and bridge NICs."""
+
     mode: NicMode = NicMode.USER
     model: str = "virtio-net-pci"
-    mac: str | None = None
+    mac: str | None = None  # None: derived from the domain's uuid and the index (stable)
+    network: str | None = None  # mode network: the managed network's name
+    bridge: str | None = None  # mode bridge: the bridge; mode network: filled by resolution
+    ip: str | None = None  # mode network: a static DHCP reservation for this NIC's MAC
+    link_state: LinkState = LinkState.UP
 
 
 @dataclass(frozen=True)
@@ -324,6 +338,7 @@ class LxcSpec:
     init: tuple[str, ...] = ("/sbin/init",)
     env: tuple[tuple[str, str], ...] = ()  # sorted (name, value) pairs
     mounts: tuple[Mount, ...] = ()
+    nics: tuple[Nic, ...] = ()  # mode network or bridge only (a veth pair each)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,15 @@ from pathlib import Path
 
 import structlog
 
-from reconcilers.driver import Capabilities, ChangeKind, Console, DriverContext, Live, RuntimeRecord
+from reconcilers.driver import (
+    Capabilities,
+    ChangeKind,
+    Console,
+    DriverContext,
+    GuestInterfaces,
+    Live,
+    RuntimeRecord,
+)
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import boot_id, proc_starttime, same_process, start_token
 from reconcilers.lxc import changes, host, rootfs
@@ -375,6 +383,9 @@ class LxcDriver:
     def console(self, name: str, spec: DomainSpec) -> Console:
         """lxc-console on the container's /dev/console (tty 0); Ctrl-a q leaves it."""
         return Console(argv=("lxc-console", "-P", str(self._lxcpath), "-n", name, "-t", "0"))
+
+    async def interfaces(self, name: str) -> GuestInterfaces:
+        return GuestInterfaces()
 
     async def close(self) -> None:
         self._tracked.close()

@@ -24,7 +24,15 @@ import signal
 
 import structlog
 
-from reconcilers.driver import Capabilities, ChangeKind, Console, DriverContext, Live, RuntimeRecord
+from reconcilers.driver import (
+    Capabilities,
+    ChangeKind,
+    Console,
+    DriverContext,
+    GuestInterfaces,
+    Live,
+    RuntimeRecord,
+)
 from reconcilers.errors import DriverError, HostValidationError, TerminalError
 from reconcilers.identity import boot_id, proc_starttime, start_token
 from reconcilers.model import (
@@ -351,6 +359,9 @@ class QemuDriver:
                    if serial is SerialMode.LOG else "use the pty qemu reports in the domain log")
                 + "; set `serial: socket` for an interactive console")
         return Console(socket=str(self._files(name).serial))
+
+    async def interfaces(self, name: str) -> GuestInterfaces:
+        return GuestInterfaces()
 
     async def close(self) -> None:
         await self._tracked.close()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from reconcilers.net.command import Place
+from tests.support.netns import inside
 
 MISSING = [tool for tool in ("ip", "nft", "dnsmasq", "busybox") if shutil.which(tool) is None]
 
@@ -64,3 +65,11 @@ def sh(*argv: str, check: bool = True,
     """Run a setup or inspection command of a test (never the code under test)."""
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=20,
                           input=stdin)
+
+
+@pytest.fixture
+def in_netns(netns: str) -> Iterator[str]:
+    """The test's own thread inside `netns` (tests/support/netns.py): the drivers' commands,
+    qemu and lxc-start run there; back in the host's namespace afterwards."""
+    with inside(netns):
+        yield netns

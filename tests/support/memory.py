@@ -14,7 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from reconcilers.diff import classify_leaves
-from reconcilers.driver import Capabilities, ChangeKind, Console, Live, RuntimeEvent, RuntimeRecord
+from reconcilers.driver import (
+    Capabilities,
+    ChangeKind,
+    Console,
+    GuestInterfaces,
+    Live,
+    RuntimeEvent,
+    RuntimeRecord,
+)
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.model import Cause, Domain, DomainSpec, DriverName, Reason, State
 from reconcilers.statemachine import Transition, Trigger, transition
@@ -174,6 +182,9 @@ class MemoryDriver:
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         return Console()
+
+    async def interfaces(self, name: str) -> GuestInterfaces:
+        return GuestInterfaces()
 
     async def close(self) -> None:
         self._ours.clear()
