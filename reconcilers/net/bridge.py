@@ -1,8 +1,10 @@
 """A managed Linux bridge: ensured (created or repaired), observed and deleted via iproute2.
 
-Role: the bridge of one managed network with its IPv4 address, MTU and admin state up.
-`ensure` is idempotent and repairs drift (a deleted bridge, a changed MTU, a removed or extra
-IPv4 address, the link set down). Callers: the future network reconciler (and the tests).
+Role: the bridge of one managed network with its IPv4 and IPv6 addresses, MTU and admin state
+up. `ensure` is idempotent and repairs drift (a deleted bridge, a changed MTU, a removed or
+extra address, the link set down). IPv6 link-local addresses are the kernel's and ignored; the
+declared IPv6 address is added with `nodad` (the bridge is the prefix's only router, and DAD
+would hold the address "tentative" for a second or two, while dnsmasq cannot bind it). Callers: the future network reconciler (and the tests).
 Never: touches an interface that is not a bridge marked as ours — ours carry the interface
 alias ``domctl:<network>`` (ip link ... alias), so a same-named bridge someone else made is
 refused with a NetError, not adopted or deleted.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
 from reconcilers.net.command import Place, run
@@ -35,8 +37,9 @@ class BridgeSpec:
 
     network: str  # the owner: the alias says domctl:<network>
     name: str
-    address: IPv4Interface
+    address: IPv4Interface | None  # None: no IPv4 address
     mtu: int = 1500
+    address6: IPv6Interface | None = None
 
     def __post_init__(self) -> None:
         check_object_name(self.network)
@@ -57,22 +60,31 @@ class BridgeState:
     up: bool  # administratively (IFF_UP), not "has carrier"
     mtu: int
     alias: str | None
-    addresses: tuple[IPv4Interface, ...]  # IPv4 only, in the kernel's order
+    addresses: tuple[IPv4Interface, ...]  # IPv4, in the kernel's order
+    addresses6: tuple[IPv6Interface, ...] = ()  # IPv6 but link-local
 
     def owned_by(self, network: str) -> bool:
         return self.kind == "bridge" and self.alias == ALIAS_PREFIX + network
 
     def matches(self, spec: BridgeSpec) -> bool:
         return (self.owned_by(spec.network) and self.up and self.mtu == spec.mtu
-                and self.addresses == (spec.address,))
+                and self.addresses == _wanted(spec.address)
+                and self.addresses6 == _wanted(spec.address6))
+
+
+def _wanted(address: IPv4Interface | IPv6Interface | None) -> tuple[Any, ...]:
+    return () if address is None else (address,)
 
 
 def _state(entry: dict[str, Any]) -> BridgeState:
+    info = entry.get("addr_info", [])
     addresses = tuple(IPv4Interface(f"{a['local']}/{a['prefixlen']}")
-                      for a in entry.get("addr_info", []) if a.get("family") == "inet")
+                      for a in info if a.get("family") == "inet")
+    addresses6 = tuple(IPv6Interface(f"{a['local']}/{a['prefixlen']}") for a in info
+                       if a.get("family") == "inet6" and a.get("scope") != "link")
     return BridgeState(name=entry["ifname"], kind=entry.get("linkinfo", {}).get("info_kind"),
                        up="UP" in entry.get("flags", []), mtu=int(entry["mtu"]),
-                       alias=entry.get("ifalias"), addresses=addresses)
+                       alias=entry.get("ifalias"), addresses=addresses, addresses6=addresses6)
 
 
 async def observe(place: Place, name: str) -> BridgeState | None:
@@ -107,12 +119,18 @@ async def ensure(place: Place, spec: BridgeSpec) -> BridgeState:
                        f"{spec.network!r} (alias {state.alias!r}); refusing to touch it")
     await run(place.ip("link", "set", "dev", spec.name, "mtu", str(spec.mtu), "up"),
               subject=spec.name, operation="set bridge mtu and up")
-    await run(place.ip("address", "replace", str(spec.address), "dev", spec.name),
-              subject=spec.name, operation="set bridge address")
-    for extra in state.addresses if state is not None else ():
-        if extra != spec.address:
-            await run(place.ip("address", "del", str(extra), "dev", spec.name),
-                      subject=spec.name, operation="remove stale bridge address")
+    if spec.address is not None:
+        await run(place.ip("address", "replace", str(spec.address), "dev", spec.name),
+                  subject=spec.name, operation="set bridge address")
+    if spec.address6 is not None:
+        await run(place.ip("address", "replace", str(spec.address6), "dev", spec.name,
+                           "nodad"), subject=spec.name, operation="set bridge IPv6 address")
+    stale = (() if state is None else
+             (*(a for a in state.addresses if a != spec.address),
+              *(a for a in state.addresses6 if a != spec.address6)))
+    for extra in stale:
+        await run(place.ip("address", "del", str(extra), "dev", spec.name),
+                  subject=spec.name, operation="remove stale bridge address")
     final = await observe(place, spec.name)
     if final is None or not final.matches(spec):
         raise NetError(spec.name, "ensure bridge", f"still differs after repair: {final}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 
 import pytest
 
@@ -54,3 +54,14 @@ async def test_a_bridge_that_is_not_ours_is_never_touched(place: Place, netns: s
         await bridge.delete(place, "testnet", "dc-other")  # ours, but another network's
     state = await bridge.observe(place, SPEC.name)
     assert state is not None and state.alias is None and state.addresses == ()
+
+
+async def test_an_ipv6_address_is_set_without_dad_and_the_link_local_one_is_ignored(
+        place: Place, netns: str) -> None:
+    spec = BridgeSpec(network="testnet", name="dc-testnet", address=None,
+                      address6=IPv6Interface("fd00:77::1/64"))
+    state = await bridge.ensure(place, spec)
+    assert state.addresses == () and state.addresses6 == (IPv6Interface("fd00:77::1/64"),)
+    shown = sh("ip", "-n", netns, "-6", "-o", "address", "show", "dev", "dc-testnet").stdout
+    assert "fd00:77::1/64" in shown and "tentative" not in shown
+    assert (await bridge.ensure(place, spec)).matches(spec)
