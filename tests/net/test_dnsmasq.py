@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from pathlib import Path
 
 import pytest
@@ -59,6 +59,21 @@ def test_the_config_is_golden() -> None:
     assert dnsmasq.render(config(Path("/run/domctl/net"))) == GOLDEN
     assert dnsmasq.argv(Path("/run/domctl/net/testnet.conf")) == [
         "dnsmasq", "--conf-file=/run/domctl/net/testnet.conf"]
+
+
+def test_ipv6_is_slaac_alone_or_stateful_dhcpv6_with_a_range() -> None:
+    prefix = IPv6Interface("fd00:77::1/64")
+    slaac = dnsmasq.render(config(Path("/run/t"), address6=prefix))
+    assert "enable-ra\ndhcp-range=::,constructor:dc-testnet,ra-only\n" in slaac
+    stateful = dnsmasq.render(config(Path("/run/t"), address6=prefix, dhcp6_range=(
+        IPv6Address("fd00:77::100"), IPv6Address("fd00:77::1ff"))))
+    assert "dhcp-range=fd00:77::100,fd00:77::1ff,64,600\n" in stateful
+    only6 = dnsmasq.render(config(Path("/run/t"), address=None, dhcp_range=None,
+                                  reservations=(), address6=prefix))
+    assert "option:router" not in only6 and "enable-ra" in only6
+    with pytest.raises(UnsafeValue):
+        config(Path("/run/t"), address6=prefix,
+               dhcp6_range=(IPv6Address("fd00:78::1"), IPv6Address("fd00:78::2")))
 
 
 def test_dns_when_asked() -> None:
