@@ -4,7 +4,8 @@ Role: the bridge of one managed network with its IPv4 and IPv6 addresses, MTU an
 up. `ensure` is idempotent and repairs drift (a deleted bridge, a changed MTU, a removed or
 extra address, the link set down). IPv6 link-local addresses are the kernel's and ignored; the
 declared IPv6 address is added with `nodad` (the bridge is the prefix's only router, and DAD
-would hold the address "tentative" for a second or two, while dnsmasq cannot bind it). Callers: the future network reconciler (and the tests).
+would hold the address "tentative" for a second or two, while dnsmasq cannot bind it).
+Callers: the network reconciler (reconcilers/net/network.py) and the tests.
 Never: touches an interface that is not a bridge marked as ours — ours carry the interface
 alias ``domctl:<network>`` (ip link ... alias), so a same-named bridge someone else made is
 refused with a NetError, not adopted or deleted.
