@@ -1,0 +1,86 @@
+"""network.py: a whole network (bridge, nftables, dnsmasq) ensured, repaired part by part and
+removed, for real inside a namespace of the test's own; the lease file parsed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from reconcilers.identity import ExitWatch
+from reconcilers.model import Metadata, SourceRef
+from reconcilers.net.command import Place
+from reconcilers.net.dnsmasq import Reservation
+from reconcilers.net.model import Dhcp4, Dns, Ipv4, Network, NetworkSpec
+from reconcilers.net.network import NetworkHost, parse_leases, plan
+from tests.net.conftest import sh
+
+LAN = Network(Metadata("lan"), NetworkSpec(
+    bridge="dc-lan", mtu=1400,
+    ipv4=Ipv4("10.78.0.1/24", Dhcp4("10.78.0.100", "10.78.0.150", 600), nat=True),
+    dns=Dns("lan.test")), SourceRef("lan.yaml", 1))
+
+
+def _ifindex(netns: str, name: str) -> str:
+    return sh("ip", "-n", netns, "-o", "link", "show", "dev", name).stdout.split(":")[0]
+
+
+@pytest.mark.net
+async def test_a_network_comes_up_is_repaired_part_by_part_and_goes(place: Place, netns: str,
+                                                                     tmp_path: Path) -> None:
+    host = NetworkHost(tmp_path, place)
+    wanted = plan(LAN, tmp_path, [Reservation("52:54:00:00:00:05", IPv4Address("10.78.0.5"))])
+    found, repaired = await host.ensure(wanted)
+    assert not found.complete and repaired == ["bridge", "nftables table", "dnsmasq"]
+    observed = await host.observe(wanted)
+    assert observed.complete and observed.dnsmasq_pid is not None
+    assert wanted.dnsmasq is not None
+    assert "dhcp-host=52:54:00:00:00:05,10.78.0.5" in wanted.dnsmasq.files.conf.read_text()
+    assert sh("ip", "netns", "exec", netns, "sysctl", "-n",
+              "net.ipv4.ip_forward").stdout.strip() == "1"
+    bridge_index = _ifindex(netns, "dc-lan")
+
+    # an intact network is left alone: nothing restarted, nothing replaced
+    _, repaired = await host.ensure(wanted)
+    assert repaired == [] and (await host.observe(wanted)).dnsmasq_pid == observed.dnsmasq_pid
+
+    # dnsmasq killed by hand: only it comes back
+    assert observed.dnsmasq_pid is not None
+    watch = ExitWatch(observed.dnsmasq_pid, lambda: None)
+    os.kill(observed.dnsmasq_pid, signal.SIGKILL)
+    assert await watch.wait(5)
+    _, repaired = await host.ensure(wanted)
+    assert repaired == ["dnsmasq"] and _ifindex(netns, "dc-lan") == bridge_index
+
+    # the bridge deleted by hand: recreated with its address
+    sh("ip", "-n", netns, "link", "del", "dc-lan")
+    _, repaired = await host.ensure(wanted)
+    assert "bridge" in repaired and (await host.observe(wanted)).complete
+    assert "10.78.0.1/24" in sh("ip", "-n", netns, "-4", "-o", "address", "show", "dev",
+                                "dc-lan").stdout
+
+    # a new reservation is a new config: dnsmasq is restarted with it
+    more = plan(LAN, tmp_path, [Reservation("52:54:00:00:00:06", IPv4Address("10.78.0.6"))])
+    assert not (await host.observe(more)).dnsmasq_current
+    await host.ensure(more)
+    assert (await host.observe(more)).complete
+
+    assert await host.remove("lan", "dc-lan") == ["dnsmasq", "nftables table", "bridge"]
+    assert sh("ip", "-n", netns, "link", "show", "dev", "dc-lan", check=False).returncode != 0
+    assert "domctl_lan" not in sh("ip", "netns", "exec", netns, "nft", "list",
+                                  "tables").stdout
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_lease_file_gives_ipv4_leases_by_mac() -> None:
+    text = ("1764170000 52:54:00:ab:cd:ef 10.78.0.120 guest1 01:52:54:00:ab:cd:ef\n"
+            "0 00:16:3E:00:00:01 10.78.0.5 * *\n"
+            "duid 00:01:00:01:2c:5d:aa:bb:52:54:00:00:00:01\n"
+            "1764170000 1234 fd00::120 * 00:01:00:01\n"
+            "garbage\n")
+    leases = parse_leases(text)
+    assert [(lease.mac, lease.address, lease.hostname) for lease in leases] == [
+        ("52:54:00:ab:cd:ef", "10.78.0.120", "guest1"), ("00:16:3e:00:00:01", "10.78.0.5", None)]
