@@ -393,6 +393,13 @@ class Domain:
         """Hashed once per object (it is immutable); every pass asks for it several times."""
         return spec_generation(self.spec, self.metadata.uuid)
 
+    def with_resolved_spec(self, spec: DomainSpec) -> Domain:
+        """This domain with host-resolved values in its spec (a NIC's bridge and MAC,
+        reconcilers/net/nics.py): the same manifest, so the same generation."""
+        resolved = dataclasses.replace(self, spec=spec)
+        resolved.__dict__["generation"] = self.generation  # the cached_property's slot
+        return resolved
+
 
 def to_plain(value: Any) -> Any:
     """A JSON-ready form of any model object: enums become their strings, tuples lists."""

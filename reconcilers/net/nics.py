@@ -49,11 +49,12 @@ def nics_of(domain: Domain) -> tuple[Nic, ...]:
 
 
 def with_nics(domain: Domain, nics: tuple[Nic, ...]) -> Domain:
+    """`domain` with resolved NICs: the same manifest generation."""
     spec = domain.spec
     if spec.qemu is not None:
-        return replace(domain, spec=replace(spec, qemu=replace(spec.qemu, nics=nics)))
+        return domain.with_resolved_spec(replace(spec, qemu=replace(spec.qemu, nics=nics)))
     assert spec.lxc is not None
-    return replace(domain, spec=replace(spec, lxc=replace(spec.lxc, nics=nics)))
+    return domain.with_resolved_spec(replace(spec, lxc=replace(spec.lxc, nics=nics)))
 
 
 def networks_used(domain: Domain | None) -> frozenset[str]:
