@@ -30,6 +30,12 @@ is printed beside it. Re-attach is `domctl run` spawned again after SIGTERM, unt
 event may follow. Idle is psutil's CPU time and RSS of the controller process with 50 domains
 running, over `--idle` seconds after they settled.
 
+The CLI's own start-up: `domctl get NAME` against the running controller, against `python3 -c
+pass` of a bare venv of the same interpreter (created in the run's temp dir: nothing in its
+site-packages), CLI_RUNS times each, interleaved with the venv's own `python -c pass` (its site
+loads the editable install's finder) and `python -c "import click"`, which are printed beside it
+to show where the time goes.
+
 Raw and domctl repetitions alternate (which goes first alternates too) after one untimed
 warm-up of each; each figure is the median. Output: one row per figure with raw, domctl, the
 ratio, the target of issue 12 and whether it is met, and by how much; then where domctl's time
@@ -83,6 +89,7 @@ FINE, COARSE = 0.002, 0.02  # status polling interval: one domain, many domains
 TIMEOUT = 120.0
 QEMU_CGROUP_PARENT = "domctl.qemu"
 INIT = ("/bin/sh", "-c", "exec sleep infinity")
+CLI_RUNS = 30  # interleaved runs of each command of the CLI start-up figure
 
 VM = """apiVersion: domctl/v1
 kind: Domain
@@ -599,6 +606,43 @@ class Bench:
         self.add(self.ours_s, "restarts", float(len(set(changed) | {
             str(e.get("domain")) for e in started})))
 
+    async def cli_overhead(self, name: str) -> None:
+        """`domctl get NAME` vs `python3 -c pass` (a bare venv) and, for the note, the venv's
+        own `python -c pass` and `import click`; one untimed round, then CLI_RUNS interleaved."""
+        bare = self.dirs.base / "bare-venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True,
+                       capture_output=True, timeout=TIMEOUT)
+        commands = {
+            "bare": [str(bare / "bin" / "python3"), "-c", "pass"],
+            "venv": [sys.executable, "-c", "pass"],
+            "click": [sys.executable, "-c", "import click"],
+            "get": [str(DOMCTL), "--socket", str(self.dirs.runtime / "domctl.sock"), "get", name],
+        }
+        samples: Samples = {}
+        for rep in range(CLI_RUNS + 1):
+            for key, argv in commands.items():
+                self.add(samples if rep else None, key, timed_run(argv))
+        self.raw_s["cli"], self.ours_s["cli"] = samples["bare"], samples["get"]
+        medians = {key: median(values) or 0.0 for key, values in samples.items()}
+        labels = {"bare": "python3 -c pass", "venv": "the venv's python -c pass",
+                  "click": "its `import click`", "get": f"`domctl get {name}`"}
+        parts = [f"{label} {scaled(medians[key], 'ms')} ({medians[key] / medians['bare']:.1f}×)"
+                 for key, label in labels.items()]
+        if sys.flags.dont_write_bytecode:
+            parts.append("PYTHONDONTWRITEBYTECODE is set: domctl's modules are compiled at "
+                         "every start")
+        self.notes.append(f"  CLI start-up, medians of {CLI_RUNS}: " + "; ".join(parts))
+
+
+def timed_run(argv: list[str]) -> float:
+    """Seconds from spawning `argv` to its exit; it must succeed."""
+    t0 = now()
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, timeout=TIMEOUT, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(argv)}: {done.stderr.decode(errors='replace')}")
+    return now() - t0
+
 
 # --- the report ----------------------------------------------------------------------------------
 
@@ -629,6 +673,7 @@ FIGURES = (
     Figure("resume", "manifest → running again", "ms", "≤ raw + 20 ms", plus_ms(20)),
     Figure("destroy", "`domctl destroy` → process gone", "ms", "≤ raw + 150 ms", plus_ms(150)),
     Figure("destroy-cli", "  (`domctl destroy` returned)", "ms", "", None),
+    Figure("cli", "`domctl get NAME` vs `python3 -c pass`", "ms", "≤ 3× raw", times(3.0)),
     Figure("kill9", "kill -9 → running again", "ms", "≤ raw start + 100 ms", None),
     Figure("lxc", "LXC manifest → running", "ms", "(none)", None),
     Figure("mass", "manifests at once → all running", "s", "≤ 1.5× raw", times(1.5)),
@@ -694,6 +739,8 @@ async def run(bench: Bench, reps: int, count: int, idle: float) -> None:
                        f"{running:.2f} s, READY after {ready:.2f} s")
     print(f"singles: {reps} repetitions (qemu and LXC, raw and domctl)", file=sys.stderr)
     await bench.singles(reps)
+    print(f"CLI start-up: {CLI_RUNS} runs of `domctl get` and of python3", file=sys.stderr)
+    await bench.cli_overhead("vm")
     print(f"mass: {count} raw qemu, then {count} manifests", file=sys.stderr)
     await bench.raw_mass(count)
     names = await bench.domctl_mass(count)

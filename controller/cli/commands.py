@@ -27,14 +27,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
-from click.shell_completion import CompletionItem
 
 from controller.cli.client import ApiError, Client, socket_path
 from controller.paths import default_paths
 from controller.protocol import headline
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 F = TypeVar("F", bound=Callable[..., Any])
 Document = dict[str, Any]
@@ -99,6 +101,8 @@ def _reports_errors(command: F) -> F:
 
 def _complete_names(ctx: click.Context, param: click.Parameter,
                     incomplete: str) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem  # loaded by click only when completing
+
     try:
         documents = Client(_socket(ctx), timeout=2.0).call("get")
         names = [str(doc["name"]) for doc in documents]

@@ -1,0 +1,65 @@
+"""What `domctl get`, `wait` and an action load (issue 12: the CLI starts fast): only the CLI's
+own modules, the client and the wire format; no daemon code and none of the libraries only other
+commands need (`validate`'s jsonschema, `-o yaml`, completion, the console's terminal handling).
+
+Each command runs as the console script runs it (controller.service.entry:main) in a fresh
+interpreter against a real ApiServer, and prints the modules it loaded when it exits. Times are
+not asserted here: bench/bench_e2e.py measures them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.settings import ApiSettings
+from tests.support.api import DocsBackend, ThreadedServer
+
+RUN_AND_LIST_MODULES = """
+import sys
+from controller.service.entry import main
+sys.argv = ["domctl", *sys.argv[1:]]
+try:
+    main()
+finally:
+    sys.stderr.write("modules: " + " ".join(sorted(sys.modules)) + "\\n")
+"""
+# the whole of domctl a fast command may load: the CLI, its client, the wire format, the
+# directories (for the default socket) and the console script's module
+DOMCTL_MODULES = {"controller", "controller.cli", "controller.cli.main", "controller.cli.commands",
+                  "controller.cli.client", "controller.protocol", "controller.paths",
+                  "controller.service", "controller.service.entry"}
+NOT_LOADED = ("reconcilers", "yaml", "jsonschema", "structlog", "asyncio", "watchdog",
+              "prometheus_client", "qemu", "click.shell_completion", "termios", "tty",
+              "subprocess", "logging")
+DOCUMENT = {"name": "web-1", "driver": "qemu", "desired": "running", "state": "running",
+            "reason": "booted", "generation": "g1", "observedGeneration": "g1", "conditions": []}
+
+
+@pytest.fixture
+def server(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
+    with ThreadedServer(DocsBackend(tmp_path, {"web-1": DOCUMENT}), sockdir,
+                        ApiSettings()) as running:
+        yield running
+
+
+@pytest.mark.parametrize("args", [
+    ("get",), ("get", "web-1", "-o", "json"),
+    ("wait", "web-1", "--for", "state=running", "--timeout", "10"), ("destroy", "web-1")],
+    ids=["get", "get-json", "wait", "destroy"])
+def test_a_fast_command_loads_only_the_client_and_the_wire_format(
+        server: ThreadedServer, args: tuple[str, ...]) -> None:
+    done = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, "--socket",
+                           str(server.rw), *args], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "web-1" in done.stdout
+    modules = set(done.stderr.rpartition("modules: ")[2].split())
+    ours = {m for m in modules if m.partition(".")[0] in ("controller", "reconcilers")}
+    assert ours <= DOMCTL_MODULES, sorted(ours - DOMCTL_MODULES)
+    assert not {m for m in modules if m.startswith(NOT_LOADED)}, \
+        sorted(m for m in modules if m.startswith(NOT_LOADED))
