@@ -4,7 +4,9 @@ Called by process.py at launch (and by the golden tests). Every manifest string 
 escape.py (commas doubled, control characters and option-like values refused, and commas and
 blanks refused in -initrd, which qemu splits into multiboot modules), so nothing in a manifest
 can add an option or another file. Devices get libvirt-style ids (`virtio-disk0`, `serial0`, ...)
-and explicit PCI slots, so a guest sees the same hardware on every start.
+and explicit PCI slots, so a guest sees the same hardware on every start. A NIC in mode network
+or bridge is `-netdev tap,ifname=<the tap the driver made>,script=no,downscript=no` (qemu runs no
+script and creates nothing); its ids (`hostnet<i>`, `net<i>`) are the ones hotplug uses too.
 
 Lifecycle mapping (libvirt's on_poweroff/on_reboot/on_crash, notes A.5), in qemu terms:
 - `-no-shutdown` always: a guest power-off stops the vCPUs and qemu stays, so the driver reads
@@ -31,9 +33,12 @@ from reconcilers.model import (
     DiskCache,
     Domain,
     LifecycleAction,
+    Nic,
+    NicMode,
     SerialMode,
     WatchdogModel,
 )
+from reconcilers.net.names import tap_name
 from reconcilers.qemu import escape
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.layout import DomainFiles
@@ -81,8 +86,9 @@ class _Bus:
 
 
 def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
-               vnc_port: int | None = None) -> list[str]:
-    """The full argv; raises ValueRefused (with the manifest field) for an unsafe value."""
+               vnc_port: int | None = None, vhost: bool = False) -> list[str]:
+    """The full argv; raises ValueRefused (with the manifest field) for an unsafe value.
+    `vhost`: tap NICs use vhost-net (the driver probed /dev/vhost-net)."""
     qemu = domain.spec.qemu
     if qemu is None:
         raise ValueRefused("spec.qemu", "a qemu domain needs a qemu section")
@@ -105,7 +111,7 @@ def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
              "-no-shutdown", "-action", _actions(domain),
              "-boot", "strict=on"]
     argv += _firmware(domain)
-    devices = _disks(domain, bus) + _nics(domain, bus) + _serial(domain, files)
+    devices = _disks(domain, bus) + _nics(domain, bus, vhost) + _serial(domain, files)
     devices += _agent(domain, files, bus) + _misc(domain, bus)
     argv += bus.extra + devices
     argv += ["-display", "none"] + _vnc(domain, files, bus, vnc_port)
@@ -207,18 +213,55 @@ def _ide_slot(bus: _Bus, driver: str) -> str:
             f"id=ide0-{position // 2}-{position % 2}")
 
 
-def _nics(domain: Domain, bus: _Bus) -> list[str]:
+def nic_ids(index: int) -> tuple[str, str]:
+    """(netdev id, device id) of NIC `index`: the same at start and in a hotplug, so set_link
+    and device_del can name a NIC by its index."""
+    return f"hostnet{index}", f"net{index}"
+
+
+def netdev_props(domain: str, index: int, nic: Nic, vhost: bool) -> dict[str, str | bool]:
+    """The backend of NIC `index`: qemu's user network, or the tap the driver made (by name,
+    qemu runs no script); `vhost` when /dev/vhost-net opens. For -netdev and netdev_add."""
+    netdev, _ = nic_ids(index)
+    if nic.mode is NicMode.USER:
+        return {"type": "user", "id": netdev}
+    props: dict[str, str | bool] = {"type": "tap", "id": netdev,
+                                    "ifname": tap_name(domain, index),
+                                    "script": "no", "downscript": "no"}
+    if vhost:
+        props["vhost"] = True
+    return props
+
+
+def device_props(index: int, nic: Nic) -> dict[str, str]:
+    """The guest's NIC `index` (without its bus address). For -device and device_add."""
+    netdev, device = nic_ids(index)
+    model = escape.token(nic.model, f"spec.qemu.nics[{index}].model")
+    props = {"driver": model, "netdev": netdev, "id": device}
+    if nic.mac is not None:
+        props["mac"] = escape.mac(nic.mac, f"spec.qemu.nics[{index}].mac")
+    return props
+
+
+def _nics(domain: Domain, bus: _Bus, vhost: bool) -> list[str]:
     qemu = domain.spec.qemu
     assert qemu is not None
     argv: list[str] = []
     for index, nic in enumerate(qemu.nics):
-        model = escape.token(nic.model, f"spec.qemu.nics[{index}].model")
-        mac = "" if nic.mac is None else ",mac=" + escape.mac(nic.mac,
-                                                              f"spec.qemu.nics[{index}].mac")
-        argv += ["-netdev", f"{nic.mode.value},id=hostnet{index}",
-                 "-device", f"driver={model},netdev=hostnet{index},id=net{index}{mac},"
-                            f"{bus.pci_addr()}" + bus.bootindex("network")]
+        netdev = netdev_props(domain.name, index, nic, vhost)
+        kind = netdev.pop("type")
+        argv += ["-netdev", ",".join([str(kind), *(f"{key}={_value(value)}"
+                                                   for key, value in netdev.items())]),
+                 "-device", ",".join(f"{key}={value}" for key, value in
+                                     device_props(index, nic).items())
+                            + f",{bus.pci_addr()}" + bus.bootindex("network")]
     return argv
+
+
+def _value(value: str | bool) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return escape.opt(value, "netdev")
 
 
 def _serial(domain: Domain, files: DomainFiles) -> list[str]:

@@ -2,16 +2,25 @@
 
 Called by QemuDriver.classify and apply_live. Pure: it compares two normalised specs leaf by
 leaf. Live: the balloon target (currentMemory), cputune (cgroup cpu shares, quota, period and
-vCPU/emulator pinning), the lifecycle actions (set-action, or the driver's own handling) and the
-settings only the controller reads. Everything else (memory size, vCPUs, devices, machine, ...)
-takes effect at the next start.
+vCPU/emulator pinning), the lifecycle actions (set-action, or the driver's own handling), the
+settings only the controller reads, and NICs: a NIC's linkState (set_link), and NICs added at
+or removed from the end of the list while every kept NIC is unchanged but for its linkState
+(hotplug; not on q35, whose root bus takes no hotplug without the root ports domctl does not
+add). Everything else (memory size, vCPUs, devices, machine, a kept NIC's model, MAC, network or
+bridge, ...) takes effect at the next start.
+
+NIC paths follow reconcilers/diff.py, so `domctl diff` shows each as classified: a list of the
+same length is compared NIC by NIC (`qemu.nics[1].link_state`), one that grew or shrank is one
+change (`qemu.nics`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from reconcilers.diff import classify_leaves
 from reconcilers.driver import ChangeKind
-from reconcilers.model import DomainSpec
+from reconcilers.model import DomainSpec, Nic, QemuSpec
 
 LIVE_FIELDS = frozenset({
     "current_memory", "cputune.shares", "cputune.quota", "cputune.period", "cputune.vcpupin",
@@ -19,7 +28,30 @@ LIVE_FIELDS = frozenset({
     # read by the controller only
     "state", "restart_policy", "update_policy", "shutdown_timeout",
 })
+NIC_LIVE_FIELDS = frozenset({"link_state"})
+NICS = "qemu.nics"
 
 
 def classify(old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
-    return classify_leaves(old, new, LIVE_FIELDS)
+    changes = classify_leaves(old, new, LIVE_FIELDS)
+    if NICS in changes and old.qemu is not None and new.qemu is not None:
+        del changes[NICS]
+        changes.update(_nics(old.qemu, new.qemu))
+    return changes
+
+
+def _differing(old: Nic, new: Nic) -> list[str]:
+    return [f.name for f in dataclasses.fields(Nic) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def _nics(old: QemuSpec, new: QemuSpec) -> dict[str, ChangeKind]:
+    kept = list(zip(old.nics, new.nics, strict=False))
+    if len(old.nics) == len(new.nics):
+        return {f"{NICS}[{index}].{name}": ChangeKind.LIVE if name in NIC_LIVE_FIELDS
+                else ChangeKind.RESTART
+                for index, (before, after) in enumerate(kept)
+                for name in _differing(before, after)}
+    hotplug = ("q35" not in old.machine and old.machine == new.machine
+               and all(set(_differing(before, after)) <= NIC_LIVE_FIELDS
+                       for before, after in kept))
+    return {NICS: ChangeKind.LIVE if hotplug else ChangeKind.RESTART}

@@ -125,6 +125,33 @@ class QmpCommands:
         """What a guest reboot does from now on: reset in place, or stop the guest."""
         await self._run("set-action", {"reboot": reboot})
 
+    # --- devices -----------------------------------------------------------------------------
+
+    async def set_link(self, name: str, up: bool) -> None:
+        """The carrier the guest sees on NIC `name` (its device id)."""
+        await self._run("set_link", {"name": name, "up": up})
+
+    async def netdev_add(self, props: Mapping[str, object]) -> None:
+        """A network backend: `type`, `id` and the type's options (a tap by ifname, ...)."""
+        await self._run("netdev_add", props)
+
+    async def netdev_del(self, netdev: str) -> None:
+        await self._run("netdev_del", {"id": netdev})
+
+    async def device_add(self, props: Mapping[str, object]) -> None:
+        """A device: `driver`, `id` and its properties."""
+        await self._run("device_add", props)
+
+    async def device_del(self, device: str) -> None:
+        """Ask for an unplug; the guest acknowledges it later (the DEVICE_DELETED event)."""
+        await self._run("device_del", {"id": device})
+
+    async def peripherals(self) -> set[str]:
+        """The ids of the devices given one (-device id=..., device_add id=...)."""
+        return await self._query("qom-list", lambda r: {str(p["name"]) for p in r
+                                                        if str(p["type"]).startswith("child<")},
+                                 {"path": "/machine/peripheral"})
+
     async def query_cpus_fast(self) -> list[CpuInfo]:
         return await self._query("query-cpus-fast", lambda r: [
             CpuInfo(int(cpu["cpu-index"]), int(cpu["thread-id"])) for cpu in r])

@@ -8,7 +8,8 @@ name and uuid in its command line, and QMP's own query-name/query-uuid).
 
 The domains it holds are kept by tracking.py, which also meets what they do on their own: QMP
 events and the pidfd exit, classified by events.py and reported through DriverContext.on_event,
-and restart- and destroy-type lifecycle actions.
+and restart- and destroy-type lifecycle actions. NICs on taps (checked, created before the
+launch, hotplugged) are nics.py's; the guest agent is agent.py's.
 
 It never kills a process it has not proven to be its own, and never blocks the event loop
 for long (cgroup removal, which may wait for the kernel, runs in a thread).
@@ -45,7 +46,7 @@ from reconcilers.model import (
     SerialMode,
     State,
 )
-from reconcilers.qemu import changes, hostcheck, pinning, process
+from reconcilers.qemu import agent, changes, hostcheck, nics, pinning, process
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps
@@ -61,7 +62,7 @@ from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.events import GuestStop, Intent, RunState, from_status, missed_stop, settle
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
 from reconcilers.qemu.monitor import MonitorError
-from reconcilers.qemu.runtime import Running
+from reconcilers.qemu.runtime import Running, release_taps
 from reconcilers.qemu.tracking import Tracker
 from reconcilers.statemachine import LIVE_STATES, Trigger, transition
 
@@ -78,6 +79,14 @@ class QemuDriver:
         self._settings = settings or QemuSettings()
         self._caps = CapabilityCache(context.state_dir / "qemu" / "capabilities.json")
         self._tracked = Tracker(self._settings, context.on_event)
+        self._vhost: nics.Vhost | None = None
+
+    @property
+    def vhost(self) -> nics.Vhost:
+        """Whether tap NICs get vhost-net: /dev/vhost-net probed once per driver."""
+        if self._vhost is None:
+            self._vhost = nics.probe_vhost()
+        return self._vhost
 
     # --- probing and validation ------------------------------------------------------------
 
@@ -85,7 +94,11 @@ class QemuDriver:
         return await self._caps.get(self._settings.binary)
 
     async def capabilities(self) -> Capabilities:
-        return (await self._qemu_caps()).summary()
+        summary = (await self._qemu_caps()).summary()
+        if not summary.available:
+            return summary
+        return dataclasses.replace(summary, message=f"{summary.message}; {self.vhost.note}",
+                                   details={**summary.details, "vhost_net": self.vhost.usable})
 
     async def validate(self, domain: Domain) -> None:
         await self._checked(domain)
@@ -94,6 +107,7 @@ class QemuDriver:
         """Host validation plus a dry run of the argv builder (refused values name the field)."""
         caps = await self._qemu_caps()
         accel, note = hostcheck.validate(domain, caps)
+        await nics.check_host(domain)
         asked = tuning_fields(domain.spec)
         if asked and not DomainCgroup(domain.name, self._settings.cgroup_parent).creatable():
             raise HostValidationError(domain.name, asked[0], "needs a cgroup domctl may create: "
@@ -130,10 +144,12 @@ class QemuDriver:
             raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
                                              f"{strays[0]} but is not adopted; not starting "
                                              "another")
+        await nics.plug(domain, self.vhost.usable)
         try:
             pid = await process.launch_domain(domain, caps.binary, accel, files, self._settings,
-                                              token)
+                                              token, self.vhost.usable)
         except process.LaunchError as exc:
+            await release_taps(name)  # qemu is not running: nothing holds them
             log.warning("qemu failed to start", domain=name, error=exc.message)
             self._tracked.last_stops[name] = Reason.FAILED
             raise DriverError(name, "start", exc.message) from exc
@@ -168,12 +184,13 @@ class QemuDriver:
                                    RunState(State.PAUSED, Reason.STARTING_UP), files)
 
     async def _prepare(self, tracked: Running, spec: DomainSpec) -> None:
-        """Steps between launch and `cont`: cgroup, QMP, pinning, balloon."""
+        """Steps between launch and `cont`: cgroup, QMP, pinning, link states, balloon."""
         tracked.confine(spec, self._settings.cgroup_parent)
         tracked.cgroup.attach(tracked.record.pid)
         tracked.cgroup.write(limits(spec, tracked.cgroup.version))
         await tracked.monitor.connect(tracked.files.qmp)
         await pinning.apply(tracked.qmp, tracked.record.pid, spec.cputune)
+        await nics.set_links(tracked.qmp, spec.qemu.nics if spec.qemu else ())
         if spec.current_memory is not None and spec.current_memory != spec.memory:
             await tracked.qmp.balloon(spec.current_memory)
 
@@ -279,6 +296,7 @@ class QemuDriver:
             await monitor.close()
             if problem.gone:
                 log.info("domain gone since the last controller run", domain=name)
+                await release_taps(name)
                 return None
             log.warning("not adopting process", domain=name, pid=record.pid, why=problem.message)
             return Live(State.NOSTATE, Reason.UNKNOWN, pid=record.pid, message=problem.message)
@@ -348,6 +366,7 @@ class QemuDriver:
                 await tracked.qmp.set_action(
                     "reset" if new.lifecycle.on_reboot is LifecycleAction.RESTART else "shutdown")
         tracked.lifecycle = new.lifecycle
+        await nics.apply_live(tracked, old, new, changed, self.vhost.usable)  # may wait longest
         log.info("live changes applied", domain=name, fields=sorted(changed))
 
     def console(self, name: str, spec: DomainSpec) -> Console:
@@ -361,7 +380,12 @@ class QemuDriver:
         return Console(socket=str(self._files(name).serial))
 
     async def interfaces(self, name: str) -> GuestInterfaces:
-        return GuestInterfaces()
+        """The guest agent's view (agent None without `guestAgent`, whose socket qemu makes)."""
+        tracked = self._tracked.get(name)
+        if tracked is None or tracked.gone or not tracked.files.agent.exists():
+            return GuestInterfaces()
+        async with tracked.agent_lock:  # qemu serves one client on the channel at a time
+            return await agent.guest_interfaces(tracked.files.agent)
 
     async def close(self) -> None:
         await self._tracked.close()

@@ -38,14 +38,14 @@ _PORT_TAKEN = "Failed to find an available port"
 
 
 async def launch_domain(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
-                        settings: QemuSettings, token: str) -> int:
+                        settings: QemuSettings, token: str, vhost: bool = False) -> int:
     """Build the argv and launch; an auto VNC port taken between our check and qemu's bind
-    (another start racing for it) is retried with the next free port."""
+    (another start racing for it) is retried with the next free port. `vhost`: see argv.py."""
     vnc = domain.spec.qemu.vnc if domain.spec.qemu else None
     secrets = {files.vnc_secret: vnc.password} if vnc and vnc.password is not None else {}
     port, attempt = vnc_port(vnc, settings), 1
     while True:
-        argv = build_argv(domain, binary, accel, files, port)
+        argv = build_argv(domain, binary, accel, files, port, vhost)
         try:
             return await launch(argv, files, settings.start_timeout, secrets, token)
         except LaunchError as exc:

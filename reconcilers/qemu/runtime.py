@@ -2,8 +2,9 @@
 
 Held by QemuDriver's Tracker (tracking.py): one Running per domain it started or adopted.
 `release()` frees what a process that is gone leaves behind (QMP connection, follow-up tasks,
-cgroup, runtime files); `let_go()` drops only our side (watch, tasks, QMP) and leaves the process
-running, for `close()`; `confine()` gives a starting domain its cgroup. It never signals a process.
+cgroup, runtime files, the taps of its NICs); `let_go()` drops only our side (watch, tasks,
+QMP) and leaves the process running, for `close()`; `confine()` gives a starting domain its
+cgroup. It never signals a process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from reconcilers.driver import RuntimeRecord
 from reconcilers.errors import DriverError
 from reconcilers.identity import ExitWatch
 from reconcilers.model import DomainSpec, Lifecycle
+from reconcilers.net import tap
+from reconcilers.net.command import Place
+from reconcilers.net.errors import NetError
 from reconcilers.qemu import process
 from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, Unconfined, tuning_fields
 from reconcilers.qemu.commands import QmpCommands
@@ -47,6 +51,8 @@ class Running:
     watch: ExitWatch
     exit_task: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    unplugs: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # device id → waiter
+    agent_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one agent session at once
 
     @property
     def qmp(self) -> QmpCommands:
@@ -79,6 +85,12 @@ class Running:
     def gone(self) -> bool:
         return self.watch.exited.is_set()
 
+    def device_deleted(self, device: str) -> None:
+        """qemu's DEVICE_DELETED: the guest released `device`; wakes its unplug."""
+        waiter = self.unplugs.pop(device, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a follow-up (quit, reset) without blocking the QMP reader; kept until done."""
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -94,13 +106,14 @@ class Running:
                 await asyncio.wait_for(asyncio.shield(self.exit_task), SETTLE_TIMEOUT)
 
     async def release(self) -> None:
-        """Free what the exited process leaves: QMP, follow-ups, cgroup, runtime files."""
+        """Free what the exited process leaves: QMP, follow-ups, cgroup, runtime files, taps."""
         for task in list(self.tasks):
             task.cancel()
         await self.monitor.close()
         if not await asyncio.to_thread(self.cgroup.remove):
             log.warning("cgroup still busy; left in place", domain=self.record.name)
         process.remove_stale(self.files)
+        await release_taps(self.record.name)
 
     async def let_go(self) -> None:
         """Stop watching and close QMP; the process keeps running."""
@@ -108,3 +121,15 @@ class Running:
         for task in [*self.tasks, *([self.exit_task] if self.exit_task else [])]:
             task.cancel()
         await self.monitor.close()
+
+
+async def release_taps(name: str) -> None:
+    """Delete the taps of a domain whose qemu is gone (found by their mark: also those of NICs
+    hotplugged since the start); a failure is logged (the next start repairs or reuses them)."""
+    try:
+        gone = await tap.sweep(Place(), name)
+    except NetError as exc:
+        log.warning("taps of a stopped domain not removed", domain=name, error=str(exc))
+        return
+    if gone:
+        log.info("taps removed", domain=name, taps=gone)

@@ -100,6 +100,8 @@ class Tracker(Mapping[str, Running]):
         tracked = self._tracked.get(name)
         if tracked is None:
             return
+        if event == "DEVICE_DELETED" and "device" in data:
+            tracked.device_deleted(str(data["device"]))
         reaction = on_event(name, event, data, tracked.run, tracked.lifecycle)
         log.debug("qmp event", domain=name, qmp_event=event, data=dict(data),
                   state=tracked.run.state.value, follow_up=reaction.follow_up.value)
