@@ -8,17 +8,19 @@ change with `DOMCTL_REGEN_GOLDEN=1 pytest tests/qemu/test_nics.py` and review th
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from reconcilers.diff import Apply, classify_changes, live_after_apply
-from reconcilers.driver import ChangeKind
+from reconcilers.driver import AgentState, ChangeKind
 from reconcilers.model import Accel, Domain, DomainSpec, LinkState, Nic, NicMode, QemuSpec
 from reconcilers.net.nics import resolve
-from reconcilers.qemu.agent import AgentError, parse_interfaces
+from reconcilers.qemu.agent import AgentError, guest_interfaces, parse_interfaces
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.changes import classify
 from reconcilers.qemu.layout import domain_files
@@ -114,3 +116,25 @@ def test_guest_network_get_interfaces_is_keyed_by_mac_and_untrusted_text_is_drop
         "52:54:00:aa:00:02": ()}
     with pytest.raises(AgentError):
         parse_interfaces({"return": []})
+
+
+async def test_an_answering_agent_is_connected_and_a_stale_reply_is_skipped(
+        tmp_path: Path) -> None:
+    """A scripted agent on the channel's socket: an earlier session's sync reply still queued
+    before this one's, then the interfaces."""
+    async def agent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sync = json.loads((await reader.readline()).lstrip(b"\xff"))
+        token = sync["arguments"]["id"]
+        writer.write(b'\xff{"return": %d}\n\xff{"return": %d}\n' % (token + 1, token))
+        assert json.loads(await reader.readline())["execute"] == "guest-network-get-interfaces"
+        writer.write(json.dumps({"return": REPLY}).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+    socket = tmp_path / "qga"
+    server = await asyncio.start_unix_server(agent, path=str(socket))
+    async with server:
+        seen = await guest_interfaces(socket)
+    assert seen.agent is AgentState.CONNECTED and seen.addresses == parse_interfaces(REPLY)
+    gone = await guest_interfaces(tmp_path / "missing")
+    assert gone.agent is AgentState.NOT_RESPONDING and "guest agent:" in gone.agent_message
