@@ -20,7 +20,8 @@ RO_SOCKET = "domctl-ro.sock"
 ACTIONS = ("start", "stop", "suspend", "resume", "restart", "destroy")
 # `wait` rescans the manifests directory (a read of the disk, no change) and answers with the
 # generation the controller now holds for the name; the client then polls `get`.
-READ_OPS = frozenset({"ping", "get", "describe", "events", "diff", "logs", "wait", "watch"})
+READ_OPS = frozenset({"ping", "get", "networks", "describe", "events", "diff", "logs", "wait",
+                      "watch"})
 WRITE_OPS = frozenset({*ACTIONS, "prune", "console"})  # a console is interactive access
 STREAM_OPS = frozenset({"events", "logs", "watch"})  # watch: a status document per change
 

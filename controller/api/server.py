@@ -49,6 +49,7 @@ from controller.api import logtail
 from controller.api.parsing import Refused, parse, read_request
 from controller.protocol import STREAM_OPS, WRITE_OPS
 from controller.settings import ApiSettings
+from controller.state.networks import NoSuchNetwork
 from controller.state.status import NoSuchDomain
 from reconcilers.errors import BusyError, DomctlError, NotSupportedError
 
@@ -82,6 +83,10 @@ class Backend(Protocol):
 
     def get(self, name: str | None) -> list[dict[str, Any]]:
         """Status documents (DESIGN §6), all domains sorted by name, or only `name`."""
+        ...
+
+    def networks(self, name: str | None) -> list[dict[str, Any]]:
+        """Network status documents, all sorted by name, or only `name` (NoSuchNetwork)."""
         ...
 
     def describe(self, name: str) -> dict[str, Any]:
@@ -241,6 +246,8 @@ class ApiServer:
             return {"version": _version(), "readOnly": caller.read_only}
         if op == "get":
             return backend.get(args.get("name"))
+        if op == "networks":
+            return backend.networks(args.get("name"))
         if op == "describe":
             return backend.describe(args["name"])
         if op == "diff":
@@ -323,8 +330,9 @@ def _peer(writer: asyncio.StreamWriter, read_only: bool) -> Caller:
 def _error(err: BaseException | None) -> dict[str, str]:
     if isinstance(err, Refused):
         return {"type": err.type, "message": err.message}
-    for class_, type_ in ((NoSuchDomain, "NotFound"), (BusyError, "Busy"),
-                          (NotSupportedError, "NotSupported"), (DomctlError, "Failed")):
+    for class_, type_ in ((NoSuchDomain, "NotFound"), (NoSuchNetwork, "NotFound"),
+                          (BusyError, "Busy"), (NotSupportedError, "NotSupported"),
+                          (DomctlError, "Failed")):
         if isinstance(err, class_):
             return {"type": type_, "message": str(err)}
     log.error("api request failed unexpectedly; the server keeps serving", exc_info=err)

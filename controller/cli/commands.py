@@ -19,7 +19,6 @@ Public surface:
 
 from __future__ import annotations
 
-import datetime
 import functools
 import json
 import os
@@ -32,6 +31,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 import click
 
 from controller.cli.client import ApiError, Client, socket_path
+from controller.cli.netview import (
+    NETWORK_COLUMNS,
+    addresses,
+    interface_rows,
+    network_row,
+    split_kind,
+)
+from controller.cli.render import age, cell, table
 from controller.paths import default_paths
 from controller.protocol import headline
 
@@ -115,19 +122,32 @@ NAME = click.argument("name", shell_complete=_complete_names)
 
 
 @click.command()
-@click.argument("name", required=False, shell_complete=_complete_names)
-@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
-              show_default=True)
+@click.argument("words", nargs=-1, metavar="[KIND] [NAME]", shell_complete=_complete_names)
+@click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]),
+              default="table", show_default=True)
 @_reports_errors
-def get(name: str | None, output: str) -> None:
-    """Show the status of every domain, or of NAME."""
-    documents = _client().call("get", name=name)
-    if output == "table":
+def get(words: tuple[str, ...], output: str) -> None:
+    """Show the status of every domain, or of NAME; `get networks [NAME]` shows networks.
+
+    `-o wide` adds each domain's addresses."""
+    try:
+        kind, name = split_kind(words)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    documents = _client().call("networks" if kind == "network" else "get", name=name)
+    if output in ("table", "wide"):
         if not documents:
-            click.echo("no domains", err=True)
+            click.echo(f"no {kind}s", err=True)
         now = time.time()
-        rows = [_get_row(doc, now) for doc in documents]
-        for line in _table(GET_COLUMNS, rows) if rows else ():
+        if kind == "network":
+            columns, rows = NETWORK_COLUMNS, [network_row(doc, now) for doc in documents]
+        elif output == "wide":
+            columns = [*GET_COLUMNS[:-1], "ADDRESSES", GET_COLUMNS[-1]]
+            rows = [[*row[:-1], addresses(doc), row[-1]]
+                    for doc, row in ((doc, _get_row(doc, now)) for doc in documents)]
+        else:
+            columns, rows = GET_COLUMNS, [_get_row(doc, now) for doc in documents]
+        for line in table(columns, rows) if rows else ():
             click.echo(line)
         return
     chosen = documents[0] if name else documents
@@ -140,31 +160,9 @@ def get(name: str | None, output: str) -> None:
 
 
 def _get_row(doc: Document, now: float) -> list[str]:
-    return [_cell(doc.get("name")), _cell(doc.get("driver")), _cell(doc.get("desired")),
-            _cell(doc.get("state")), _cell(doc.get("reason")), _cell(doc.get("id")),
-            _cell(doc.get("pid")), age(doc.get("since"), now), headline(doc) or "-"]
-
-
-def age(since: str | None, now: float) -> str:
-    """kubectl's AGE: 45s, 3m, 2h, 4d; "-" without a time."""
-    try:
-        seconds = max(0, int(now - datetime.datetime.fromisoformat(str(since)).timestamp()))
-    except ValueError:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _cell(value: Any) -> str:
-    return "-" if value is None or value == "" else str(value)
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    return ["   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in [headers, *rows]]
+    return [cell(doc.get("name")), cell(doc.get("driver")), cell(doc.get("desired")),
+            cell(doc.get("state")), cell(doc.get("reason")), cell(doc.get("id")),
+            cell(doc.get("pid")), age(doc.get("since"), now), headline(doc) or "-"]
 
 
 @click.command()
@@ -188,19 +186,22 @@ def _describe_lines(doc: Document, now: float) -> list[str]:
               ("Observed generation", status.get("observedGeneration")),
               ("Restarts", status.get("restarts")), ("Backoff until", status.get("backoffUntil")),
               ("Message", doc.get("message"))]
-    lines = [f"{label + ':':<21}{_cell(value)}" for label, value in fields]
-    conditions = [[_cell(c.get(k)) for k in ("type", "status", "reason", "message",
+    lines = [f"{label + ':':<21}{cell(value)}" for label, value in fields]
+    conditions = [[cell(c.get(k)) for k in ("type", "status", "reason", "message",
                                               "lastTransitionTime")]
                   for c in status.get("conditions") or ()]
-    lines += _section("Conditions", _table(["TYPE", "STATUS", "REASON", "MESSAGE", "SINCE"],
+    lines += _section("Conditions", table(["TYPE", "STATUS", "REASON", "MESSAGE", "SINCE"],
                                            conditions) if conditions else [])
     lines += _section("Pending changes", [_change_line(c) for c in status.get("pending") or ()])
+    nics = interface_rows(status)
+    if nics:
+        lines += _section("Interfaces", table(["DEVICE", "MAC", "NETWORK", "ADDRESSES"], nics))
     job = doc.get("job")
     lines += _section("Job", [f"{job.get('job')} by {job.get('owner')} since {job.get('since')}"]
                       if job else [])
-    events = [[_cell(e.get(k)) for k in ("time", "event", "detail", "state", "reason", "cause",
+    events = [[cell(e.get(k)) for k in ("time", "event", "detail", "state", "reason", "cause",
                                          "message")] for e in doc.get("events") or ()]
-    lines += _section("Events", _table(["TIME", "EVENT", "DETAIL", "STATE", "REASON", "CAUSE",
+    lines += _section("Events", table(["TIME", "EVENT", "DETAIL", "STATE", "REASON", "CAUSE",
                                         "MESSAGE"], events) if events else [])
     return lines
 
@@ -240,9 +241,11 @@ def events(follow: bool, name: str | None, output: str) -> None:
 
 def _event_line(record: Document) -> str:
     transition = f"{record.get('event')}/{record.get('detail')}"
-    state = f"{record.get('state')}/{record.get('reason')}"
-    return (f"{_cell(record.get('time')):<24}  {_cell(record.get('domain')):<16} "
-            f"{transition:<22} {state:<22} {_cell(record.get('cause')):<9} "
+    state = (f"{record.get('state')}/{record.get('reason')}" if "domain" in record
+             else "network")
+    subject = record.get("domain") or f"network/{record.get('network')}"
+    return (f"{cell(record.get('time')):<24}  {cell(subject):<16} "
+            f"{transition:<22} {state:<22} {cell(record.get('cause')):<9} "
             f"{record.get('message') or ''}").rstrip()
 
 

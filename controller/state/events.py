@@ -66,6 +66,18 @@ log = structlog.get_logger(__name__)
 
 Record = dict[str, Any]
 
+NETWORK_DETAILS: Mapping[EventType, frozenset[str]] = {
+    EventType.DEFINED: frozenset({"added", "updated"}),
+    EventType.UNDEFINED: frozenset({"removed"}),
+    EventType.STARTED: frozenset({"created", "repaired"}),
+    EventType.STOPPED: frozenset({"removed", "broken"}),
+}
+
+
+def subject(record: Record) -> Any:
+    """The name a record is about: a domain's, or a network's."""
+    return record.get("domain", record.get("network"))
+
 
 class _JsonLines:
     """An append-only JSON-lines file with single-generation size rotation."""
@@ -148,7 +160,7 @@ class _JsonLines:
                     record = json.loads(line)
                 except (ValueError, RecursionError):
                     continue  # a line torn by a crash
-                if isinstance(record, dict) and domain in (None, record.get("domain")):
+                if isinstance(record, dict) and domain in (None, subject(record)):
                     last.append(record)
         return list(last)
 
@@ -199,7 +211,7 @@ class Subscription:
         self._finished = False
 
     def offer(self, record: Record) -> None:
-        if self._ended or (self.name_filter is not None and record["domain"] != self.name_filter):
+        if self._ended or (self.name_filter is not None and subject(record) != self.name_filter):
             return
         if self._queue.qsize() >= self._limit:
             self._dropped = True
@@ -251,6 +263,25 @@ class EventBus:
             "detail": detail.value, "state": state.value, "reason": reason.value,
             "cause": cause.value, "causeDetail": dict(cause_detail or {}), "message": message,
         }
+        return self._publish(record)
+
+    def emit_network(self, network: str, event: EventType, detail: str, cause: Cause,
+                     cause_detail: Mapping[str, Any] | None = None,
+                     message: str = "") -> Record:
+        """Record one event of a managed network: defined/added|updated, started/created|
+        repaired, stopped/removed|broken, undefined/removed. A network has no state reason,
+        so its records carry `network` and `kind` where a domain's carry `domain`, state and
+        reason."""
+        if event not in NETWORK_DETAILS or detail not in NETWORK_DETAILS[event]:
+            raise ValueError(f"a network has no event {event.value}/{detail}")
+        record: Record = {
+            "time": rfc3339(self._wall_clock()), "kind": "Network", "network": network,
+            "event": event.value, "detail": detail, "cause": cause.value,
+            "causeDetail": dict(cause_detail or {}), "message": message,
+        }
+        return self._publish(record)
+
+    def _publish(self, record: Record) -> Record:
         self._log.append(record)
         for subscriber in list(self._subscribers):
             subscriber.offer(record)

@@ -55,6 +55,8 @@ class ConditionType(str, enum.Enum):
     MANIFEST_VALID = "ManifestValid"
     STALLED = "Stalled"  # backing off after repeated failures
     OVERRIDDEN = "Overridden"  # an imperative API action holds until the manifest changes
+    GUEST_AGENT = "GuestAgent"  # the qemu guest agent answers (only with guestAgent: true)
+    REMOVAL_BLOCKED = "RemovalBlocked"  # a network's removal waits for its running users
 
 
 class ConditionStatus(str, enum.Enum):
@@ -107,6 +109,17 @@ class PendingChange:
 
 
 @dataclass(frozen=True)
+class InterfaceStatus:
+    """One NIC of a running domain, as `virsh domifaddr` shows it."""
+
+    name: str | None  # the host side: tap or veth; None for qemu's user-mode network
+    mac: str | None
+    network: str | None  # the managed network, if any
+    bridge: str | None
+    addresses: tuple[str, ...] = ()  # "10.0.0.5/24" (guest side) or "10.0.0.5" (a lease)
+
+
+@dataclass(frozen=True)
 class DomainStatus:
     """The status document of one domain; field names are the JSON keys (DESIGN §6)."""
 
@@ -125,6 +138,7 @@ class DomainStatus:
     backoffUntil: str | None = None  # noqa: N815 - RFC 3339 time of the next try
     conditions: tuple[Condition, ...] = ()
     pending: tuple[PendingChange, ...] = ()
+    interfaces: tuple[InterfaceStatus, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         plain: dict[str, Any] = to_plain(self)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from controller.api.server import ApiServer, Caller
 from controller.settings import ApiSettings
 from controller.state.events import EventBus
+from controller.state.networks import NoSuchNetwork
 from controller.state.status import NoSuchDomain
 from reconcilers.errors import NotSupportedError
 
@@ -25,10 +26,12 @@ class DocsBackend:
     JOB: ClassVar[dict[str, Any] | None] = None
     MESSAGE: ClassVar[str] = ""
 
-    def __init__(self, directory: Path, docs: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, directory: Path, docs: dict[str, dict[str, Any]],
+                 network_docs: dict[str, dict[str, Any]] | None = None) -> None:
         self.bus = EventBus(directory)
         self.directory = directory
         self.docs = docs
+        self.network_docs = network_docs or {}
         self.subscribed = threading.Event()
 
     def _known(self, name: str) -> None:
@@ -40,6 +43,13 @@ class DocsBackend:
             return [self.docs[n] for n in sorted(self.docs)]
         self._known(name)
         return [self.docs[name]]
+
+    def networks(self, name: str | None) -> list[dict[str, Any]]:
+        if name is None:
+            return [self.network_docs[n] for n in sorted(self.network_docs)]
+        if name not in self.network_docs:
+            raise NoSuchNetwork(name)
+        return [self.network_docs[name]]
 
     def describe(self, name: str) -> dict[str, Any]:
         self._known(name)

@@ -31,7 +31,8 @@ finally:
 # the whole of domctl a fast command may load: the CLI, its client, the wire format, the
 # directories (for the default socket) and the console script's module
 DOMCTL_MODULES = {"controller", "controller.cli", "controller.cli.main", "controller.cli.commands",
-                  "controller.cli.client", "controller.protocol", "controller.paths",
+                  "controller.cli.client", "controller.cli.render", "controller.cli.netview",
+                  "controller.protocol", "controller.paths",
                   "controller.service", "controller.service.entry"}
 NOT_LOADED = ("reconcilers", "yaml", "jsonschema", "structlog", "asyncio", "watchdog",
               "prometheus_client", "qemu", "click.shell_completion", "termios", "tty",

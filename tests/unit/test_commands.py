@@ -42,6 +42,12 @@ def status(name: str, **fields: Any) -> dict[str, Any]:
             "pending": [], **fields}
 
 
+LAN = {"kind": "Network", "name": "lan", "state": "active", "bridge": "dc-lan",
+       "ipv4": "10.0.0.1/24", "ipv6": None, "nat": True, "dnsmasqPid": 77, "users": ["web-1"],
+       "leases": [{"mac": "52:54:00:aa:bb:cc", "address": "10.0.0.5"}], "since": None,
+       "conditions": [{"type": "RemovalBlocked", "status": "True", "reason": "InUse",
+                       "message": "removal waits for running domains: web-1"}]}
+
 STALLED = [{"type": "Ready", "status": "False", "reason": "NotRunning", "message": "shut off",
             "lastTransitionTime": "2025-11-24T16:00:00.000Z"},
            {"type": "Stalled", "status": "True", "reason": "BackingOff",
@@ -58,9 +64,11 @@ class Backend(DocsBackend):
 
     def __init__(self, directory: Path) -> None:
         super().__init__(directory, {
-            "web-1": status("web-1", pending=PENDING),
+            "web-1": status("web-1", pending=PENDING, interfaces=[
+                {"name": "dt-1a2b3c4d-0", "mac": "52:54:00:aa:bb:cc", "network": "lan",
+                 "bridge": "dc-lan", "addresses": ["10.0.0.5/24"]}]),
             "db": status("db", driver="lxc", state="shutoff", reason="failed", pid=None, id=None,
-                         conditions=STALLED, since=None)})
+                         conditions=STALLED, since=None)}, {"lan": LAN})
         self.calls: list[tuple[str, str, int]] = []
 
     def diff(self, name: str | None) -> list[dict[str, Any]]:
@@ -132,6 +140,40 @@ def test_get_table(cli: click.Group, server: ThreadedServer) -> None:
     assert web.split() == ["web-1", "qemu", "running", "running", "booted", "1", "4242", "3m",
                            "-"]
     assert header.index("MESSAGE") == db.index("start failed")  # aligned columns
+
+
+def test_get_wide_adds_the_addresses(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "get", "-o", "wide")
+    assert result.exit_code == 0, result.output
+    header, _, web = result.stdout.splitlines()
+    assert header.split()[-2:] == ["ADDRESSES", "MESSAGE"]
+    assert web.split()[-2:] == ["10.0.0.5/24", "-"]
+
+
+def test_get_networks_and_one_network(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "get", "networks")
+    assert result.exit_code == 0, result.output
+    header, lan = result.stdout.splitlines()
+    assert header.split() == ["NAME", "STATE", "BRIDGE", "IPV4", "IPV6", "NAT", "LEASES",
+                              "USERS", "AGE", "MESSAGE"]
+    assert lan.split()[:8] == ["lan", "active", "dc-lan", "10.0.0.1/24", "-", "yes", "1",
+                               "web-1"]
+    assert lan.endswith("removal waits for running domains: web-1")
+    one = run(cli, server, "get", "network", "lan", "-o", "json")
+    assert json.loads(one.stdout)["bridge"] == "dc-lan"
+    missing = run(cli, server, "get", "network", "wan")
+    assert missing.exit_code == 1 and "no network named wan" in missing.stderr
+    bad = run(cli, server, "get", "a", "b")
+    assert bad.exit_code == 2 and "networks [NAME]" in bad.output
+
+
+def test_describe_shows_the_interfaces(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "describe", "web-1")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = lines.index("Interfaces:")
+    assert lines[start + 2].split() == ["dt-1a2b3c4d-0", "52:54:00:aa:bb:cc", "lan",
+                                        "10.0.0.5/24"]
 
 
 @pytest.mark.parametrize(("output", "load"), [("json", json.loads), ("yaml", yaml.safe_load)])

@@ -1,0 +1,67 @@
+"""What the CLI shows of networks and of a domain's NICs: `get networks`, `get -o wide`,
+the Interfaces section of `describe`.
+
+`split_kind` reads `get`'s words the way kubectl does: `get` and `get NAME` are domains,
+`get networks` (or `network`) lists networks, `get network NAME` shows one; `get domain
+NAME` reaches a domain whose name is a kind's. Imports only the standard library and
+render.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.cli.render import age, cell
+
+Document = dict[str, Any]
+
+KINDS = {"domain": "domain", "domains": "domain", "network": "network",
+         "networks": "network"}
+NETWORK_COLUMNS = ["NAME", "STATE", "BRIDGE", "IPV4", "IPV6", "NAT", "LEASES", "USERS", "AGE",
+                   "MESSAGE"]
+# The network condition whose message explains it best, first match wins.
+_NETWORK_HEADLINES = (("RemovalBlocked", "True"), ("ManifestValid", "False"),
+                      ("Ready", "False"), ("Ready", "True"))
+
+
+def split_kind(words: tuple[str, ...]) -> tuple[str, str | None]:
+    """(kind, name) of `get`'s words; ValueError saying what is accepted."""
+    if len(words) == 0:
+        return "domain", None
+    if len(words) == 1:
+        return (KINDS[words[0]], None) if words[0] in ("networks", "network") \
+            else ("domain", words[0])
+    if len(words) == 2 and words[0] in KINDS:
+        return KINDS[words[0]], words[1]
+    raise ValueError("expected [NAME], networks [NAME], or domain|network NAME")
+
+
+def network_row(doc: Document, now: float) -> list[str]:
+    users = doc.get("users") or []
+    return [cell(doc.get("name")), cell(doc.get("state")), cell(doc.get("bridge")),
+            cell(doc.get("ipv4")), cell(doc.get("ipv6")), "yes" if doc.get("nat") else "no",
+            str(len(doc.get("leases") or ())), ",".join(users) or "-", age(doc.get("since"), now),
+            network_headline(doc) or "-"]
+
+
+def network_headline(doc: Document) -> str:
+    conditions = {(c.get("type"), c.get("status")): c for c in doc.get("conditions") or ()}
+    for key in _NETWORK_HEADLINES:
+        message = conditions.get(key, {}).get("message")
+        if message:
+            return str(message)
+    return ""
+
+
+def addresses(doc: Document) -> str:
+    """Every address of a domain's NICs, for `get -o wide`."""
+    found = [str(a) for nic in doc.get("interfaces") or () for a in nic.get("addresses") or ()]
+    return ",".join(found) or "-"
+
+
+def interface_rows(status: Document) -> list[list[str]]:
+    """`describe`'s Interfaces table: what `virsh domifaddr` shows."""
+    return [[cell(nic.get("name") or "user"), cell(nic.get("mac")),
+             cell(nic.get("network") or nic.get("bridge")),
+             ", ".join(nic.get("addresses") or ()) or "-"]
+            for nic in status.get("interfaces") or ()]
