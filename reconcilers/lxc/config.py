@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from reconcilers.model import BUSYBOX_ROOTFS, Domain, DomainSpec, Mount
+from reconcilers.model import BUSYBOX_ROOTFS, Domain, DomainSpec, LinkState, Mount, Nic, NicMode
+from reconcilers.net.names import UnsafeValue, check_ifname, check_mac, veth_name
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -123,7 +124,7 @@ def _entries(domain: Domain, host: HostFacts, paths: ConfigPaths) -> Iterator[tu
         yield "lxc.rootfs.path", _value("spec.lxc.rootfs", "dir:" + paths.rootfs)
     yield from _init_cmd(lxc.init)
     yield "lxc.signal.halt", HALT_SIGNAL
-    yield "lxc.net.0.type", "empty"
+    yield from _nics(domain.name, lxc.nics)
     yield "lxc.autodev", "1"
     # with a cgroup namespace LXC skips the cgroup mount unless forced; read-only, so the
     # container sees its limits but cannot raise them
@@ -165,6 +166,62 @@ def _init_cmd(argv: tuple[str, ...]) -> Iterator[tuple[str, str]]:
         yield "# lxc.init.cmd", "(omitted: it cannot quote blanks) " + json.dumps(list(argv))
         return
     yield "lxc.init.cmd", " ".join(argv)
+
+
+def _nics(name: str, nics: tuple[Nic, ...]) -> Iterator[tuple[str, str]]:
+    """A veth pair per NIC: the host end `veth.pair` (derived from the domain's name and the
+    index) on the bridge, the container end `ethN` with the NIC's MAC. No NIC: an empty network
+    namespace (only lo). LXC gives both ends the bridge's MTU when none is set, so none is.
+
+    A NIC's `ip` is a DHCP reservation of its network's dnsmasq, not an lxc.net.N.ipv4.address:
+    the container asks for it like any other lease (one source of truth). `linkState: down` is
+    a lost carrier, as QMP set_link gives a VM: the host end is down (the start-host hook sets
+    it down before init runs; apply_live sets it later), the container's own end stays up, its
+    to configure; the guest cannot bring a carrier back from inside.
+    """
+    if not nics:
+        yield "lxc.net.0.type", "empty"
+        return
+    down = []
+    for index, nic in enumerate(nics):
+        veth, bridge, mac = nic_values(name, index, nic)
+        key = f"lxc.net.{index}."
+        yield key + "type", "veth"
+        yield key + "link", bridge
+        yield key + "veth.pair", veth
+        yield key + "hwaddr", mac
+        yield key + "name", container_ifname(index)
+        yield key + "flags", "up"
+        if nic.link_state is LinkState.DOWN:
+            down.append(veth)
+    if down:
+        # hook version 1: LXC appends no arguments to the command (a shell line of our own,
+        # of checked interface names only)
+        yield "lxc.hook.version", "1"
+        for veth in down:
+            yield "lxc.hook.start-host", f"ip link set dev {veth} down"
+
+
+def nic_values(name: str, index: int, nic: Nic) -> tuple[str, str, str]:
+    """(host veth, bridge, MAC) of NIC `index` of container `name`, each checked by names.py;
+    ConfigValueError naming the field for a NIC that is refused or not resolved."""
+    field = f"spec.lxc.nics[{index}]"
+    if nic.mode is NicMode.USER:
+        raise ConfigValueError(f"{field}.mode", "a container's NIC is a veth pair on a bridge: "
+                                                "mode network or bridge")
+    if nic.bridge is None or nic.mac is None:
+        raise ConfigValueError(f"{field}.network", "not resolved to a bridge and a MAC")
+    try:
+        bridge = check_ifname(nic.bridge, f"{field}.bridge")
+        return veth_name(name, index), bridge, check_mac(nic.mac, f"{field}.mac")
+    except UnsafeValue as exc:  # the veth's: more NICs than names.MAX_NICS
+        where = exc.field if exc.field.startswith(field) else "spec.lxc.nics"
+        raise ConfigValueError(where, exc.why) from None
+
+
+def container_ifname(index: int) -> str:
+    """The name of NIC `index` inside the container."""
+    return f"eth{index}"
 
 
 def _quote(value: str) -> str:

@@ -5,6 +5,9 @@ under the domain's job lock. Containers run detached (`lxc-start -d`): their mon
 own processes, so they outlive this driver and the controller. The containers it holds are kept
 by tracking.py, which sees init's exit through a pidfd (identity.ExitWatch), classifies it from
 what we asked and what LXC logged (exits.py), and reports it through DriverContext.on_event.
+NICs are veth pairs LXC makes from the config at the start (config.py); nics.py checks their
+bridges beforehand, adds, removes and switches them on a running container, and reads the
+container's addresses.
 
 It never touches a container it cannot prove it started (name, init pid, boot id and the
 kernel start time must agree), never loads liblxc, and close() leaves every container running.
@@ -15,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import platform
-import signal
 from pathlib import Path
 
 import structlog
@@ -32,9 +33,8 @@ from reconcilers.driver import (
 )
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import boot_id, proc_starttime, same_process, start_token
-from reconcilers.lxc import changes, host, rootfs
+from reconcilers.lxc import changes, host, nics, rootfs
 from reconcilers.lxc.config import (
-    HALT_SIGNAL,
     NAME_RE,
     ConfigPaths,
     ConfigValueError,
@@ -44,6 +44,7 @@ from reconcilers.lxc.config import (
 )
 from reconcilers.lxc.exits import Intent
 from reconcilers.lxc.files import ContainerFiles
+from reconcilers.lxc.halt import HALT, handler_within
 from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
 from reconcilers.lxc.tracking import SETTLE_TIMEOUT, Tracked, Tracker
 from reconcilers.model import (
@@ -55,10 +56,10 @@ from reconcilers.model import (
     Reason,
     State,
 )
+from reconcilers.net.nics import check_ready
 
 FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
 HALT_CHECK = 3.0  # seconds a new init has to install a handler for its halt signal
-_HALT = signal.Signals[HALT_SIGNAL]
 _LXC_STATE = {
     LxcState.RUNNING: State.RUNNING, LxcState.THAWED: State.RUNNING,
     LxcState.FROZEN: State.PAUSED, LxcState.FREEZING: State.PAUSED,
@@ -131,7 +132,9 @@ class LxcDriver:
             if not os.path.exists(mount.source):
                 raise HostValidationError(name, f"spec.lxc.mounts[{index}].source",
                                           f"{mount.source} does not exist")
+        check_ready(domain)  # a network not up yet: the domain waits for it
         self._render(domain, spec.lxc.rootfs)
+        await nics.check_bridges(domain)
 
     def _render(self, domain: Domain, rootfs_dir: str) -> str:
         assert domain.spec.lxc is not None
@@ -208,13 +211,13 @@ class LxcDriver:
         PID 1 of a pid namespace gets only the signals it has a handler for, so a graceful
         stop of it could only end in a destroy (`exec sleep infinity` as init is the classic)."""
         pid, name = tracked.record.pid, tracked.record.name
-        if await _handler_within(pid, HALT_CHECK) is False and tracked.reason is not Reason.USER:
+        if await handler_within(pid, HALT_CHECK) is False and tracked.reason is not Reason.USER:
             # (a container started paused may have been frozen before its init got that far)
             tracked.warning = (f"warning: init (pid {pid}) has no handler for its halt signal "
-                               f"{_HALT.name}: a graceful stop cannot reach it and ends in a "
+                               f"{HALT.name}: a graceful stop cannot reach it and ends in a "
                                "destroy")
             log.warning("container init ignores its halt signal", domain=name, pid=pid,
-                        signal=_HALT.name)
+                        signal=HALT.name)
 
     async def recover(self, domain: Domain, token: str) -> Live | None:
         """Adopt the container that start `token` launched (the controller died before
@@ -265,11 +268,11 @@ class LxcDriver:
         tracked.intent = Intent.SHUTDOWN
         if (await self._tools.info(name)).state is LxcState.FROZEN:
             await self._tools.unfreeze(name)  # a frozen init cannot act on its halt signal
-        if await _handler_within(tracked.record.pid, 1.0) is False:
+        if await handler_within(tracked.record.pid, 1.0) is False:
             # the kernel drops the signal: waiting shutdownTimeout for it would be for nothing
             tracked.intent = Intent.NONE
             log.warning("container init cannot receive its halt signal; not waiting",
-                        domain=name, signal=_HALT.name)
+                        domain=name, signal=HALT.name)
             return False
         stopped = await self._tools.request_halt(name, timeout)
         if not stopped and (await self._tools.info(name)).state is not LxcState.STOPPED:
@@ -372,69 +375,25 @@ class LxcDriver:
         return changes.classify(old, new)
 
     async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
-        self._require(name, "apply_live")
+        tracked = self._require(name, "apply_live")
         version = self._host_facts().cgroup
         before = dict(cgroup_limits(old, version))
         for key, value in cgroup_limits(new, version):
             if before.get(key) != value:
                 await self._tools.set_cgroup(name, key, value)
                 log.info("cgroup limit applied live", domain=name, key=key, value=value)
+        await nics.apply_live(name, tracked.record.pid, old, new)
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         """lxc-console on the container's /dev/console (tty 0); Ctrl-a q leaves it."""
         return Console(argv=("lxc-console", "-P", str(self._lxcpath), "-n", name, "-t", "0"))
 
     async def interfaces(self, name: str) -> GuestInterfaces:
-        return GuestInterfaces()
+        """The addresses in the container's network namespace, by MAC (nics.addresses)."""
+        tracked = self._tracked.get(name)
+        if tracked is None or tracked.watch.exited.is_set():
+            return GuestInterfaces()
+        return await nics.addresses(name, tracked.record.pid)
 
     async def close(self) -> None:
         self._tracked.close()
-
-
-def catches(pid: int, sig: signal.Signals) -> bool | None:
-    """Whether process `pid` takes `sig`: has a handler for it (SigCgt in /proc/PID/status) or
-    blocks it to wait for it (SigBlk: busybox init's sigtimedwait; the kernel queues a blocked
-    signal even for PID 1 of a pid namespace). None when it cannot be read (it is gone)."""
-    masks = {}
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                key, _, value = line.partition(":")
-                if key in ("SigCgt", "SigBlk"):
-                    masks[key] = int(value.strip(), 16)
-    except (OSError, ValueError):
-        return None
-    if len(masks) < 2:
-        return None
-    taken = masks["SigCgt"] | masks["SigBlk"] | _waited_for(pid)
-    return bool(taken >> (sig - 1) & 1)
-
-
-_RT_SIGTIMEDWAIT = 128  # x86_64
-
-
-def _waited_for(pid: int) -> int:
-    """The signals `pid` waits for in rt_sigtimedwait (busybox init's main loop): the kernel
-    unblocks them in SigBlk while it waits, so they are read from its first argument."""
-    if platform.machine() != "x86_64":
-        return 0
-    try:
-        with open(f"/proc/{pid}/syscall") as syscall:
-            fields = syscall.read().split()
-        if not fields or fields[0] != str(_RT_SIGTIMEDWAIT):
-            return 0
-        with open(f"/proc/{pid}/mem", "rb") as mem:
-            mem.seek(int(fields[1], 16))
-            return int.from_bytes(mem.read(8), "little")
-    except (OSError, ValueError, IndexError, OverflowError):
-        return 0
-
-
-async def _handler_within(pid: int, seconds: float) -> bool | None:
-    """catches(pid, halt signal), waiting up to `seconds` for a handler to appear (a shell
-    sets its trap, an init its handlers, moments after it starts)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while (caught := catches(pid, _HALT)) is False and loop.time() < deadline:
-        await asyncio.sleep(0.1)
-    return caught

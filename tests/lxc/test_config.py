@@ -20,7 +20,8 @@ from reconcilers.lxc.config import (
     render_config,
     shares_to_weight,
 )
-from reconcilers.model import BUSYBOX_ROOTFS, Domain, LxcSpec, Mount
+from reconcilers.model import BUSYBOX_ROOTFS, Domain, LinkState, LxcSpec, Mount, Nic, NicMode
+from reconcilers.net import nics
 from tests.support.domains import domain, load
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "lxc"
@@ -81,6 +82,47 @@ HOSTILE = "x\nlxc.cap.drop =\nlxc.mount.entry = / host none bind 0 0"
 ])
 def test_newlines_are_refused(lxc: LxcSpec, field: str) -> None:
     evil = domain("evil", "lxc", lxc=lxc)
+    with pytest.raises(ConfigValueError) as refused:
+        render_config(evil, HOSTS["v1"], paths_for(evil))
+    assert refused.value.field == field
+
+
+def nic_container(*extra: Nic) -> Domain:
+    """A container with a NIC on a managed network and one on a bridge of the host's (link
+    down), resolved the way the engine resolves them before the driver sees the domain."""
+    declared = domain("web-2", "lxc", lxc=LxcSpec(nics=(
+        Nic(NicMode.NETWORK, network="lan", ip="192.168.122.10"),
+        Nic(NicMode.BRIDGE, bridge="br0", mac="00:16:3E:0A:0B:0C", link_state=LinkState.DOWN),
+        *extra)))
+    assert declared.metadata.uuid is not None
+    return nics.resolve(declared, declared.metadata.uuid, {"lan": "dc-lan"})
+
+
+def test_nics_are_golden() -> None:
+    """Veth pairs (no ipv4 line: the NIC's ip is the network's DHCP reservation), the link-down
+    NIC's host end set down by a start-host hook; the config a NIC-less container gets is
+    test_golden's (lxc.net.0.type = empty)."""
+    container = nic_container()
+    rendered = render_config(container, HOSTS["v2"], paths_for(container))
+    expected = GOLDEN / "nics.v2.conf"
+    if REGEN:
+        expected.write_text(rendered)
+    assert rendered == expected.read_text(), f"regenerate with DOMCTL_REGEN_GOLDEN=1: {expected}"
+    assert "lxc.net.0.type = empty" not in rendered
+
+
+@pytest.mark.parametrize("nic, field", [
+    (Nic(NicMode.BRIDGE, bridge="br0\nlxc.cap.drop =", mac="00:16:3e:00:00:01"),
+     "spec.lxc.nics[2].bridge"),
+    (Nic(NicMode.BRIDGE, bridge="br0 -x", mac="00:16:3e:00:00:01"), "spec.lxc.nics[2].bridge"),
+    (Nic(NicMode.BRIDGE, bridge="br0", mac="00:16:3e:00:00:01\nlxc.x = y"),
+     "spec.lxc.nics[2].mac"),
+    (Nic(NicMode.BRIDGE, bridge="br0", mac="01:16:3e:00:00:01"), "spec.lxc.nics[2].mac"),
+    (Nic(NicMode.USER), "spec.lxc.nics[2].mode"),
+    (Nic(NicMode.NETWORK, network="down"), "spec.lxc.nics[2].network"),  # its network is not up
+])
+def test_hostile_or_unresolved_nics_are_refused(nic: Nic, field: str) -> None:
+    evil = nic_container(nic)
     with pytest.raises(ConfigValueError) as refused:
         render_config(evil, HOSTS["v1"], paths_for(evil))
     assert refused.value.field == field
