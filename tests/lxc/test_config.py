@@ -22,6 +22,7 @@ from reconcilers.lxc.config import (
 )
 from reconcilers.model import BUSYBOX_ROOTFS, Domain, LinkState, LxcSpec, Mount, Nic, NicMode
 from reconcilers.net import nics
+from reconcilers.net.names import veth_name
 from tests.support.domains import domain, load
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "lxc"
@@ -109,6 +110,22 @@ def test_nics_are_golden() -> None:
         expected.write_text(rendered)
     assert rendered == expected.read_text(), f"regenerate with DOMCTL_REGEN_GOLDEN=1: {expected}"
     assert "lxc.net.0.type = empty" not in rendered
+
+
+@pytest.mark.skipif(shutil.which("lxc-info") is None, reason="LXC is not installed")
+def test_lxc_reads_back_the_nics(tmp_path: Path) -> None:
+    container = nic_container()
+    (tmp_path / container.name).mkdir()
+    (tmp_path / container.name / "config").write_text(
+        render_config(container, HOSTS["v2"], paths_for(container)))
+    read = functools.partial(lxc_info_values, tmp_path, container.name)
+    assert read("lxc.net.0.link") == ["dc-lan"]
+    assert read("lxc.net.1.link") == ["br0"]
+    assert read("lxc.net.1.veth.pair") == [veth_name(container.name, 1)]
+    assert read("lxc.net.1.hwaddr") == ["00:16:3e:0a:0b:0c"]
+    assert read("lxc.net.1.name") == ["eth1"]
+    assert read("lxc.net.1.flags") == ["up"]
+    assert read("lxc.hook.start-host") == [f"ip link set dev {veth_name(container.name, 1)} down"]
 
 
 @pytest.mark.parametrize("nic, field", [
