@@ -1,12 +1,12 @@
 """A container's NICs on the host: the start's host check, live changes, the addresses inside.
 
 Called by LxcDriver. At a start LXC itself makes each NIC's veth pair from the config
-(config.py); this module checks beforehand that every NIC can be made (its bridge exists and is a
-Linux bridge), applies what changes.py classifies as live on a running
-container through reconcilers/net/veth.py (a NIC added or removed at the end of the list, a
-linkState), and reads the container's addresses for its status. Host ends live in the
-controller's network namespace, where LXC's monitor runs; the container is reached through its
-init pid. Never touches a veth whose name it did not derive from the container's name.
+(config.py); this module checks beforehand that every NIC can be made (its bridge exists and is
+a Linux bridge), applies on a running container what changes.py classifies as live (a NIC
+added or removed at the end of the list, a linkState) through reconcilers/net/veth.py, and
+reads the container's addresses for its status. Host ends live in the controller's network
+namespace, where LXC's monitor runs; the container is reached through its init pid. Never
+touches a veth whose name it did not derive from the container's name.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from reconcilers.model import Domain, DomainSpec, LinkState, Nic, NicMode
 from reconcilers.net import bridge, veth
 from reconcilers.net.command import Place
 from reconcilers.net.errors import NetError
-from reconcilers.net.names import veth_name
+from reconcilers.net.names import UnsafeValue, veth_name
 from reconcilers.net.nics import NetworkNotReady
 from reconcilers.net.veth import ADDRESS_TIMEOUT
 
@@ -81,6 +81,6 @@ async def addresses(name: str, pid: int) -> GuestInterfaces:
     """The addresses inside the container by MAC; empty when they cannot be read."""
     try:
         return GuestInterfaces(addresses=await veth.addresses(pid, ADDRESS_TIMEOUT))
-    except NetError as exc:
-        log.debug("container addresses not read", domain=name, pid=pid, error=exc.message)
+    except (NetError, UnsafeValue) as exc:
+        log.debug("container addresses not read", domain=name, pid=pid, error=str(exc))
         return GuestInterfaces()
