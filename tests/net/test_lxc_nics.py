@@ -147,25 +147,19 @@ async def lan(in_netns: str, place: Place, tmp_path: Path, nic_host: LxcHost
     namespace)."""
     (tmp_path / "cgroup").mkdir()
     with sysfs_of_the_netns(tmp_path / "cgroup"):
-        async for ready in _lan(in_netns, place, tmp_path, nic_host):
-            yield ready
-
-
-async def _lan(in_netns: str, place: Place, tmp_path: Path, nic_host: LxcHost
-               ) -> AsyncIterator[Lan]:
-    await bridge.ensure(place, BridgeSpec(NETWORK, BRIDGE, GW))
-    script = tmp_path / "udhcpc.sh"
-    script.write_text(LEASE_SCRIPT)
-    script.chmod(0o755)
-    first = len(nic_host.names)
-    driver = LxcDriver(nic_host.context(lambda event: None))
-    files = Files.in_dir(tmp_path / "net", NETWORK)
-    try:
-        yield Lan(in_netns, place, nic_host, driver, script, files)
-    finally:
-        await driver.close()
-        nic_host.sweep(nic_host.names[first:])
-        await dnsmasq.stop(files)
+        await bridge.ensure(place, BridgeSpec(NETWORK, BRIDGE, GW))
+        script = tmp_path / "udhcpc.sh"
+        script.write_text(LEASE_SCRIPT)
+        script.chmod(0o755)
+        first = len(nic_host.names)
+        driver = LxcDriver(nic_host.context(lambda event: None))
+        files = Files.in_dir(tmp_path / "net", NETWORK)
+        try:
+            yield Lan(in_netns, place, nic_host, driver, script, files)
+        finally:
+            await driver.close()
+            nic_host.sweep(nic_host.names[first:])
+            await dnsmasq.stop(files)
 
 
 def guest_link(pid: int, ifname: str) -> dict[str, Any] | None:
