@@ -49,10 +49,23 @@ def is_alive(pid: int) -> bool:
 
 
 def cmdline(pid: int) -> list[str] | None:
+    """The argv of `pid` ([] for a zombie), None when there is no such process to read.
+
+    Read from /proc directly, split like psutil splits it (a title rewritten with spaces, as
+    LXC's monitor does, is split on them): `find` calls it for every process on the host
+    before each start, where psutil's per-process objects cost ten times as much.
+    """
     try:
-        return psutil.Process(pid).cmdline()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        with open(f"/proc/{pid}/cmdline", "rb") as raw:
+            data = os.fsdecode(raw.read())
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
+    if not data:
+        return []
+    sep = "\0" if data.endswith("\0") else " "
+    data = data.removesuffix(sep)
+    argv = data.split(sep)
+    return data.split(" ") if sep == "\0" and len(argv) == 1 and " " in data else argv
 
 
 START_TOKEN_ENV = "DOMCTL_START_TOKEN"
@@ -69,10 +82,10 @@ def start_token(pid: int) -> str | None:
 def find(matches: Callable[[list[str]], bool]) -> list[int]:
     """The pids of live processes whose command line `matches` (a scan of /proc)."""
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        argv = proc.info.get("cmdline") or []
-        if argv and matches(argv) and is_alive(proc.info["pid"]):
-            found.append(proc.info["pid"])
+    for entry in os.listdir("/proc"):
+        pid = int(entry) if entry.isdigit() else 0
+        if pid and (argv := cmdline(pid)) and matches(argv) and is_alive(pid):
+            found.append(pid)
     return sorted(found)
 
 

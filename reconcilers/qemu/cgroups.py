@@ -1,8 +1,11 @@
 """One cgroup per qemu domain, on cgroup v1 (per-controller hierarchies) or v2 (unified).
 
-QemuDriver creates it and moves qemu into it while qemu still waits at `-S` (so no vCPU has
-run outside it), writes the limits, rewrites them for live changes, and removes it after the
-process is gone. The cgroup is `<hierarchy>/<settings.cgroup_parent>/<name>`.
+QemuDriver creates it and writes the limits before the launch, has qemu moved into it while
+qemu initialises and checks it is there before `cont` (so no vCPU has run outside it),
+rewrites the limits for live changes, and removes it after the process is gone. The cgroup is
+`<hierarchy>/<settings.cgroup_parent>/<name>`. Moving a process waits for an RCU grace period
+(the kernel's threadgroup lock: 5-15 ms on a small host), which is why the move overlaps
+qemu's own start-up instead of following it.
 
 Limits: cputune.shares → cpu.shares (v1) or cpu.weight (v2, the runc/systemd mapping);
 cputune.quota/period → cpu.cfs_quota_us/cfs_period_us (v1) or cpu.max (v2); memory →
@@ -135,6 +138,21 @@ class DomainCgroup:
         except OSError as exc:
             raise CgroupError(f"cannot move pid {pid} into the cgroup: {exc}") from exc
 
+    def holds(self, pid: int) -> bool:
+        """Whether `pid` is in the domain's cgroup(s) already, as /proc/PID/cgroup says (the
+        launch moves qemu while it initialises; anything unexpected here says no, and the
+        caller moves it)."""
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            return False
+        where = {}
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            where.update(dict.fromkeys(controllers.split(","), path))
+        return all(where.get(controller) == f"/{self._parent}/{self._name}"
+                   for controller in self.directories)
+
     def write(self, values: dict[str, str]) -> None:
         for key, value in values.items():
             try:
@@ -162,6 +180,9 @@ class Unconfined(DomainCgroup):
 
     def attach(self, pid: int) -> None:
         pass
+
+    def holds(self, pid: int) -> bool:
+        return True
 
     def write(self, values: dict[str, str]) -> None:
         pass

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 
@@ -54,7 +55,6 @@ from reconcilers.qemu.cgroups import (
     CgroupError,
     DomainCgroup,
     Unconfined,
-    limits,
     live_writes,
     tuning_fields,
 )
@@ -62,11 +62,18 @@ from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.events import GuestStop, Intent, RunState, from_status, missed_stop, settle
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
 from reconcilers.qemu.monitor import MonitorError
-from reconcilers.qemu.runtime import Running, release_taps
+from reconcilers.qemu.runtime import Running, confine, release_taps
 from reconcilers.qemu.tracking import Tracker
 from reconcilers.statemachine import LIVE_STATES, Trigger, transition
 
 log = structlog.get_logger(__name__)
+
+
+def _move_early(cgroup: DomainCgroup, launcher: int) -> None:
+    """qemu's launching process into the domain's cgroup, so that the daemon it forks is born
+    there; a failure (it exited already) is left to the check before `cont`."""
+    with contextlib.suppress(CgroupError):
+        cgroup.attach(launcher)
 
 
 class QemuDriver:
@@ -144,16 +151,8 @@ class QemuDriver:
             raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
                                              f"{strays[0]} but is not adopted; not starting "
                                              "another")
-        await nics.plug(domain, self.vhost.usable)
-        try:
-            pid = await process.launch_domain(domain, caps.binary, accel, files, self._settings,
-                                              token, self.vhost.usable)
-        except process.LaunchError as exc:
-            await release_taps(name)  # qemu is not running: nothing holds them
-            log.warning("qemu failed to start", domain=name, error=exc.message)
-            self._tracked.last_stops[name] = Reason.FAILED
-            raise DriverError(name, "start", exc.message) from exc
-        tracked = self._new_tracked(domain, pid, files, note)
+        pid, cgroup = await self._launch(domain, caps.binary, accel, files, token)
+        tracked = self._new_tracked(domain, pid, files, note, cgroup)
         try:
             await self._prepare(tracked, spec)
             started = transition(State.SHUTOFF, Trigger.START_PAUSED if paused else Trigger.START)
@@ -169,9 +168,34 @@ class QemuDriver:
             raise
         process.log_line(files, f"started pid {pid} ({note}){' paused' if paused else ''}")
         log.info("domain started", domain=name, pid=pid, paused=paused, accel=note)
-        return await self.observe(name)
+        # what qemu said to `cont` (or is at -S): no query-status; a change since is an event
+        return Live(tracked.run.state, tracked.run.reason, pid=pid, record=tracked.record,
+                    message=tracked.message)
 
-    def _new_tracked(self, domain: Domain, pid: int, files: DomainFiles, note: str) -> Running:
+    async def _launch(self, domain: Domain, binary: str, accel: Accel, files: DomainFiles,
+                      token: str) -> tuple[int, DomainCgroup]:
+        """Taps, cgroup (limits written), then qemu, moved into the cgroup as it initialises;
+        the daemon's pid. On a failure nothing of the start is left, DriverError says why."""
+        name = domain.name
+        cgroup: DomainCgroup | None = None
+        try:
+            await nics.plug(domain, self.vhost.usable)
+            cgroup = confine(name, domain.spec, self._settings.cgroup_parent)
+            pid = await process.launch_domain(domain, binary, accel, files, self._settings,
+                                              token, self.vhost.usable,
+                                              functools.partial(_move_early, cgroup))
+        except (process.LaunchError, CgroupError) as exc:
+            message = exc.message if isinstance(exc, process.LaunchError) else str(exc)
+            await release_taps(name)  # qemu is not running: nothing holds them
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
+            log.warning("qemu failed to start", domain=name, error=message)
+            self._tracked.last_stops[name] = Reason.FAILED
+            raise DriverError(name, "start", message) from exc
+        return pid, cgroup
+
+    def _new_tracked(self, domain: Domain, pid: int, files: DomainFiles, note: str,
+                     cgroup: DomainCgroup | None = None) -> Running:
         name = domain.name
         assert domain.metadata.uuid is not None
         extra = record_extra(str(files.qmp), note, self._settings.cgroup_parent,
@@ -181,15 +205,16 @@ class QemuDriver:
                                extra=extra)
         self._tracked.last_stops.pop(name, None)
         return self._tracked.track(record, domain.spec.lifecycle, self._tracked.monitor(name),
-                                   RunState(State.PAUSED, Reason.STARTING_UP), files)
+                                   RunState(State.PAUSED, Reason.STARTING_UP), files, cgroup)
 
     async def _prepare(self, tracked: Running, spec: DomainSpec) -> None:
-        """Steps between launch and `cont`: cgroup, QMP, pinning, link states, balloon."""
-        tracked.confine(spec, self._settings.cgroup_parent)
-        tracked.cgroup.attach(tracked.record.pid)
-        tracked.cgroup.write(limits(spec, tracked.cgroup.version))
+        """Steps between launch and `cont`: qemu in its cgroup (unless the launch's early move
+        got it there), QMP, pinning, link states, balloon."""
+        pid = tracked.record.pid
+        if not tracked.cgroup.holds(pid):
+            await asyncio.to_thread(tracked.cgroup.attach, pid)
         await tracked.monitor.connect(tracked.files.qmp)
-        await pinning.apply(tracked.qmp, tracked.record.pid, spec.cputune)
+        await pinning.apply(tracked.qmp, pid, spec.cputune)
         await nics.set_links(tracked.qmp, spec.qemu.nics if spec.qemu else ())
         if spec.current_memory is not None and spec.current_memory != spec.memory:
             await tracked.qmp.balloon(spec.current_memory)
@@ -285,7 +310,7 @@ class QemuDriver:
                         record=tracked.record, message=f"monitor: {exc.message}")
         state, reason = from_status(status.status, tracked.run)
         return Live(state, reason, pid=tracked.record.pid, record=tracked.record,
-                    message=tracked.note)
+                    message=tracked.message)
 
     async def reattach(self, record: RuntimeRecord) -> Live | None:
         name = record.name
@@ -323,6 +348,7 @@ class QemuDriver:
                 continue
             tracked = self._new_tracked(domain, pid, files, "recovered after a controller crash")
             try:
+                tracked.confine(domain.spec, self._settings.cgroup_parent)
                 await self._prepare(tracked, domain.spec)
             except (CgroupError, MonitorError, pinning.PinningError, OSError) as exc:
                 await self._abort(tracked, f"recovered start not adoptable: {exc}")

@@ -3,8 +3,10 @@
 Called by QemuDriver.start. The steps: build the argv (an auto VNC port picked here), remove
 what a previous run left (pidfile, sockets), append a timestamp and the full argv to the domain
 log, run qemu in a session of its own with stdout/stderr into that log, let it daemonize (the
-parent exits once qemu is initialised, still stopped at `-S`), read the pidfile. When qemu
-fails, the error carries qemu's own message, not a generic "exited 1".
+parent exits once qemu is initialised, still stopped at `-S`), read the pidfile. Meanwhile the
+caller's `place` (in a thread) moves the launching process into the domain's cgroup, so that
+the daemon it forks is born there (cgroups.py: why). When qemu fails, the error carries qemu's
+own message, not a generic "exited 1".
 
 It never waits for the guest and never talks QMP. It kills only the pid it just launched.
 """
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import os
 import shlex
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from reconcilers.identity import START_TOKEN_ENV, find
@@ -37,8 +41,13 @@ VNC_ATTEMPTS = 5  # launches tried when the auto VNC port is taken by a racing s
 _PORT_TAKEN = "Failed to find an available port"
 
 
+Place = Callable[[int], None]
+"""Given the pid of qemu's launching process, in a thread while it initialises: never raises."""
+
+
 async def launch_domain(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
-                        settings: QemuSettings, token: str, vhost: bool = False) -> int:
+                        settings: QemuSettings, token: str, vhost: bool = False,
+                        place: Place | None = None) -> int:
     """Build the argv and launch; an auto VNC port taken between our check and qemu's bind
     (another start racing for it) is retried with the next free port. `vhost`: see argv.py."""
     vnc = domain.spec.qemu.vnc if domain.spec.qemu else None
@@ -47,7 +56,7 @@ async def launch_domain(domain: Domain, binary: str, accel: Accel, files: Domain
     while True:
         argv = build_argv(domain, binary, accel, files, port, vhost)
         try:
-            return await launch(argv, files, settings.start_timeout, secrets, token)
+            return await launch(argv, files, settings.start_timeout, secrets, token, place)
         except LaunchError as exc:
             if port is None or _PORT_TAKEN not in exc.message or attempt == VNC_ATTEMPTS:
                 raise
@@ -74,12 +83,13 @@ def log_line(files: DomainFiles, text: str) -> None:
 
 
 async def launch(argv: list[str], files: DomainFiles, timeout: float,
-                 secrets: Mapping[Path, str], token: str) -> int:
+                 secrets: Mapping[Path, str], token: str, place: Place | None = None) -> int:
     """Start qemu (daemonizing, stopped at -S) and return the daemon's pid.
 
     `secrets` are written (0600) after the stale files are gone, for qemu to read at start;
     `token` (the engine's write-ahead start token) goes into qemu's environment, so a
-    controller that dies before recording the pid can prove the process is this start's.
+    controller that dies before recording the pid can prove the process is this start's;
+    `place` has returned when this does.
     """
     files.prepare()
     remove_stale(files)
@@ -91,12 +101,16 @@ async def launch(argv: list[str], files: DomainFiles, timeout: float,
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, env={**os.environ, START_TOKEN_ENV: token})
+    placing = in_thread(functools.partial(place, process.pid)) if place else None
     try:
         code = await asyncio.wait_for(process.wait(), timeout)
     except TimeoutError:
         process.kill()
         await process.wait()
         raise LaunchError(f"qemu did not finish initialising within {timeout} s") from None
+    finally:
+        if placing is not None:
+            await placing
     if code != 0:
         raise LaunchError(qemu_error(files.stderr) or qemu_error(files.log, offset)
                           or f"qemu exited with status {code}")
@@ -104,6 +118,27 @@ async def launch(argv: list[str], files: DomainFiles, timeout: float,
         return int(files.pidfile.read_text().strip())
     except (OSError, ValueError) as exc:
         raise LaunchError(f"qemu started but its pidfile is unusable: {exc}") from exc
+
+
+def in_thread(call: Callable[[], None]) -> asyncio.Future[None]:
+    """Run `call` in a thread of its own, started now: not queued behind the default executor's
+    work, since the move must land while qemu initialises, and while the pid is the launching
+    process's (it lives until qemu is ready; its reuse would need the pid counter to wrap)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():  # cancelled: nobody waits
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            call()
+        finally:
+            loop.call_soon_threadsafe(finish)
+
+    threading.Thread(target=run, name="qemu-place", daemon=True).start()
+    return done
 
 
 def running_pids(files: DomainFiles) -> list[int]:

@@ -3,8 +3,8 @@
 Held by QemuDriver's Tracker (tracking.py): one Running per domain it started or adopted.
 `release()` frees what a process that is gone leaves behind (QMP connection, follow-up tasks,
 cgroup, runtime files, the taps of its NICs); `let_go()` drops only our side (watch, tasks,
-QMP) and leaves the process running, for `close()`; `confine()` gives a starting domain its
-cgroup. It never signals a process.
+QMP) and leaves the process running, for `close()`; `confine()` gives a domain its cgroup
+(before its launch, or a recovered one as it is adopted). It never signals a process.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from reconcilers.net import tap
 from reconcilers.net.command import Place
 from reconcilers.net.errors import NetError
 from reconcilers.qemu import process
-from reconcilers.qemu.cgroups import CgroupError, DomainCgroup, Unconfined, tuning_fields
+from reconcilers.qemu.cgroups import (
+    CgroupError,
+    DomainCgroup,
+    Unconfined,
+    limits,
+    tuning_fields,
+)
 from reconcilers.qemu.commands import QmpCommands
 from reconcilers.qemu.events import RunState
 from reconcilers.qemu.layout import DomainFiles
@@ -59,19 +65,16 @@ class Running:
         """The domain's QMP commands, over `monitor`."""
         return QmpCommands(self.monitor)
 
+    @property
+    def message(self) -> str:
+        """Live.message: the accelerator note, and whether limits are enforced."""
+        if isinstance(self.cgroup, Unconfined):
+            return f"{self.note}; no cgroup (rootless): limits not enforced"
+        return self.note
+
     def confine(self, spec: DomainSpec, cgroup_parent: str) -> None:
-        """The domain's own cgroup; as a user without one (libvirt's session mode), none:
-        the domain runs, its memory and pids limits unenforced (CPU tuning, which needs one,
-        is refused by validation, naming the field)."""
-        try:
-            self.cgroup.create()
-        except CgroupError as exc:
-            if os.geteuid() == 0 or tuning_fields(spec):
-                raise
-            log.warning("no cgroup of its own (run as a user): limits not enforced",
-                        domain=self.record.name, error=str(exc))
-            self.cgroup = Unconfined(self.record.name, cgroup_parent)
-            self.note += "; no cgroup (rootless): limits not enforced"
+        """`confine()` for a domain found running (a recovered start)."""
+        self.cgroup = confine(self.record.name, spec, cgroup_parent)
 
     @contextlib.contextmanager
     def failing_as(self, operation: str) -> Iterator[None]:
@@ -121,6 +124,24 @@ class Running:
         for task in [*self.tasks, *([self.exit_task] if self.exit_task else [])]:
             task.cancel()
         await self.monitor.close()
+
+
+def confine(name: str, spec: DomainSpec, cgroup_parent: str) -> DomainCgroup:
+    """The domain's own cgroup, created, its limits written (qemu is moved in afterwards); as
+    a user without one (libvirt's session mode), Unconfined: the domain runs, its memory and
+    pids limits unenforced (CPU tuning, which needs one, is refused by validation, naming the
+    field)."""
+    cgroup = DomainCgroup(name, cgroup_parent)
+    try:
+        cgroup.create()
+    except CgroupError as exc:
+        if os.geteuid() == 0 or tuning_fields(spec):
+            raise
+        log.warning("no cgroup of its own (run as a user): limits not enforced",
+                    domain=name, error=str(exc))
+        return Unconfined(name, cgroup_parent)
+    cgroup.write(limits(spec, cgroup.version))
+    return cgroup
 
 
 async def release_taps(name: str) -> None:

@@ -62,14 +62,17 @@ class Tracker(Mapping[str, Running]):
         return Monitor(name, lambda e, d: self.on_qmp(name, e, d), self._settings.monitor_timeout)
 
     def track(self, record: RuntimeRecord, lifecycle: Lifecycle, monitor: Monitor,
-              run: RunState, files: DomainFiles) -> Running:
-        """Hold a started or adopted domain, its exit watched from this moment on."""
+              run: RunState, files: DomainFiles, cgroup: DomainCgroup | None = None
+              ) -> Running:
+        """Hold a started or adopted domain, its exit watched from this moment on; `cgroup`
+        when the start made it, else the recorded one."""
         name = record.name
+        if cgroup is None:
+            cgroup = DomainCgroup(name, record.extra.get("cgroup_parent",
+                                                         self._settings.cgroup_parent))
         tracked = Running(record=record, lifecycle=lifecycle, files=files,
                           monitor=monitor, run=run, note=record.extra.get("accel", ""),
-                          cgroup=DomainCgroup(name, record.extra.get(
-                              "cgroup_parent", self._settings.cgroup_parent)),
-                          watch=ExitWatch(record.pid, lambda: self._exited(record)))
+                          cgroup=cgroup, watch=ExitWatch(record.pid, lambda: self._exited(record)))
         self._tracked[name] = tracked
         return tracked
 

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,12 +28,23 @@ from reconcilers.model import (
     Vnc,
     Watchdog,
 )
+from reconcilers.qemu import driver as driver_module
 from reconcilers.qemu import process
 from reconcilers.qemu.driver import QemuDriver
 from tests.support.domains import TCG_PC, domain
 from tests.support.qemu import QemuEnv
 
 pytestmark = pytest.mark.qemu
+
+
+def assert_confined(pid: int, path: str) -> None:
+    """Every thread of `pid` is in `path` of the cpu, memory and pids hierarchies."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        where = {}
+        for line in (task / "cgroup").read_text().splitlines():
+            _, controllers, at = line.split(":", 2)
+            where.update(dict.fromkeys(controllers.split(","), at))
+        assert [where.get(c) for c in ("cpu", "memory", "pids")] == [path] * 3, task
 
 
 async def test_start_running_then_destroy(qemu_env: QemuEnv, loop_image: Path) -> None:
@@ -47,7 +59,7 @@ async def test_start_running_then_destroy(qemu_env: QemuEnv, loop_image: Path) -
     assert "accel tcg" in live.message
     cgroup = driver._tracked["t-run"].cgroup
     assert all(d.is_dir() for d in cgroup.directories.values())
-    assert qemu_env.settings.cgroup_parent in Path(f"/proc/{live.pid}/cgroup").read_text()
+    assert_confined(live.pid, f"/{qemu_env.settings.cgroup_parent}/t-run")
     assert os.getsid(live.pid) not in (os.getsid(0), 0)  # its own session
     await driver.destroy("t-run")
     assert not is_alive(live.pid)
@@ -205,12 +217,17 @@ def test_vnc_auto_port_skips_a_busy_one() -> None:
 
 
 async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
-        qemu_env: QemuEnv, loop_image: Path) -> None:
-    # "cpu.shares" is a file at the root of the cpu hierarchy: the cgroup cannot be created
-    settings = dataclasses.replace(qemu_env.settings, cgroup_parent="cpu.shares")
-    driver = QemuDriver(qemu_env.context, settings)
-    qemu_env.drivers.append(driver)
-    with pytest.raises(DriverError, match="cgroup"):
+        qemu_env: QemuEnv, loop_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    launch = process.launch_domain
+
+    async def socket_lost(*args: Any, **kwargs: Any) -> int:  # qemu runs, its QMP is gone
+        pid = await launch(*args, **kwargs)
+        (qemu_env.context.runtime_dir / "qemu" / "t-abort.qmp").unlink()
+        return pid
+
+    monkeypatch.setattr(process, "launch_domain", socket_lost)
+    driver = qemu_env.driver()
+    with pytest.raises(DriverError, match=r"t-abort\.qmp"):
         await driver.start(domain("t-abort", image=loop_image), paused=False, token="test")
     event = await qemu_env.wait_event(lambda e: e.state is State.SHUTOFF)
     assert (event.reason, event.events) == (Reason.FAILED,
@@ -218,6 +235,31 @@ async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
     live = await driver.observe("t-abort")
     assert (live.state, live.reason) == (State.SHUTOFF, Reason.FAILED)
     assert not list((qemu_env.context.runtime_dir / "qemu").glob("*.pid"))  # qemu is gone
+
+
+async def test_qemu_not_moved_while_it_initialised_is_moved_before_cont(
+        qemu_env: QemuEnv, loop_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(driver_module, "_move_early", lambda _cgroup, _launcher: None)
+    driver = qemu_env.driver()
+    live = await driver.start(domain("t-late", image=loop_image), paused=True, token="test")
+    assert live.pid is not None
+    assert_confined(live.pid, f"/{qemu_env.settings.cgroup_parent}/t-late")
+    await driver.destroy("t-late")
+
+
+async def test_start_without_a_cgroup_launches_nothing(qemu_env: QemuEnv, loop_image: Path
+                                                       ) -> None:
+    # "cpu.shares" is a file at the root of the cpu hierarchy: the cgroup cannot be created,
+    # which the start finds out before it launches anything
+    settings = dataclasses.replace(qemu_env.settings, cgroup_parent="cpu.shares")
+    driver = QemuDriver(qemu_env.context, settings)
+    qemu_env.drivers.append(driver)
+    with pytest.raises(DriverError, match="cgroup"):
+        await driver.start(domain("t-nocg", image=loop_image), paused=False, token="test")
+    live = await driver.observe("t-nocg")
+    assert (live.state, live.reason) == (State.SHUTOFF, Reason.FAILED)
+    assert not (qemu_env.context.log_dir / "t-nocg.log").exists()  # never launched
+    assert not qemu_env.events
 
 
 async def test_vnc_port_taken_by_a_racing_start_is_retried(
