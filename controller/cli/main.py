@@ -56,7 +56,7 @@ def main(log_level: str) -> None:
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="json: one document with every problem, for tools.")
 def validate(paths: tuple[str, ...], output: str) -> None:
-    """Check manifest files and directories; exit 1 if any is invalid.
+    """Check manifest files and directories (domains and networks); exit 1 if any is invalid.
 
     Directories are scanned like the controller scans its manifests directory (*.yaml, *.yml;
     dot files and editor temp files skipped). Each problem is printed as
@@ -70,13 +70,14 @@ def validate(paths: tuple[str, ...], output: str) -> None:
             "valid": not result.problems,
             "files": result.files,
             "domains": sorted(d.name for d in result.domains),
+            "networks": sorted(n.name for n in result.networks),
             "problems": [p.to_dict() for p in result.problems],
         }, indent=2))
     else:
         for problem in result.problems:
             click.echo(str(problem))
         summary = (f"{result.files} file(s), {len(result.domains)} valid domain(s), "
-                   f"{len(result.problems)} problem(s)")
+                   f"{len(result.networks)} valid network(s), {len(result.problems)} problem(s)")
         click.echo(summary, err=True)
     sys.exit(1 if result.problems else 0)
 

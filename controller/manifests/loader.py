@@ -1,8 +1,13 @@
-"""Load manifest files: strict YAML → JSON Schema → cross-field checks → normalised Domains.
+"""Load manifest files: strict YAML → JSON Schema → cross-field checks → normalised objects.
 
-Called by `domctl validate` and by the manifest source of the daemon. Every error, whatever
+Called by `domctl validate` and by the manifest source of the daemon. A file holds documents of
+either kind, in any mix: `kind: Domain` (a reconcilers.model.Domain) and `kind: Network` (a
+reconcilers.net.model.Network); `load_documents`/`load_file_documents` return both, while
+`load_text`/`load_file` return the domains alone (what most callers want). Every error, whatever
 stage finds it, becomes a located Problem (`FILE:LINE:COLUMN: FIELD: MESSAGE`); a file with any
-problem yields no domains at all, so a half-valid file never starts half of what it declares.
+problem yields nothing at all, so a half-valid file never starts half of what it declares.
+Names are unique per kind (a Network and a Domain may share one), and a bridge serves one
+Network: documents that clash are all refused, each naming the others.
 Never touches a running domain, never reads anything but the files it is given, and of those
 only regular files (a FIFO would block the read for ever, a device never end), never more than
 `max_bytes` of one (`SourceSettings.max_manifest_bytes`): a bigger file is refused unread.
@@ -12,11 +17,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from controller.manifests import normalise, schema, semantic
+from controller.manifests import network, normalise, schema, semantic
 from controller.manifests.errors import ManifestError, Problem, format_path, shorten
 from controller.manifests.yamlsource import (
     Document,
@@ -27,6 +33,7 @@ from controller.manifests.yamlsource import (
 )
 from controller.settings import SourceSettings
 from reconcilers.model import Domain, SourceRef
+from reconcilers.net.model import Network
 
 
 def is_manifest_name(name: str) -> bool:
@@ -40,8 +47,18 @@ def is_manifest_name(name: str) -> bool:
     return name.endswith((".yaml", ".yml"))
 
 
-def load_text(text: str, filename: str) -> list[Domain]:
-    """Every domain declared in `text`; raises ManifestError listing every problem found."""
+@dataclass(frozen=True)
+class Documents:
+    """What one file (or text) declares, each kind in file order; equal to `Documents()` when
+    it holds no document."""
+
+    domains: tuple[Domain, ...] = ()
+    networks: tuple[Network, ...] = ()
+
+
+def load_documents(text: str, filename: str) -> Documents:
+    """Every domain and network declared in `text`; raises ManifestError listing every problem
+    found."""
     try:
         documents = parse(text)
     except YamlSyntaxError as err:
@@ -49,23 +66,29 @@ def load_text(text: str, filename: str) -> list[Domain]:
                                      format_path(p.path) if p.path else "(yaml)", p.message)
                              for p in err.problems]) from None
     problems: list[Problem] = []
-    domains: list[Domain] = []
+    built: list[Domain | Network] = []
     for document in documents:
         found = list(_document_problems(document, filename))
         if found:
             problems.extend(found)
             continue
-        domains.append(_build(document, filename))
+        built.append(_build(document, filename))
     if problems:
         raise ManifestError(problems)
-    return domains
+    return Documents(domains=tuple(d for d in built if isinstance(d, Domain)),
+                     networks=tuple(n for n in built if isinstance(n, Network)))
+
+
+def load_text(text: str, filename: str) -> list[Domain]:
+    """Every domain declared in `text` (its networks are checked too, not returned)."""
+    return list(load_documents(text, filename).domains)
 
 
 MAX_BYTES = SourceSettings.max_manifest_bytes
 
 
-def load_file(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> list[Domain]:
-    """Every domain declared in the regular file `path` of at most `max_bytes` bytes."""
+def load_file_documents(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> Documents:
+    """Every domain and network declared in the regular file `path` of at most `max_bytes`."""
     try:
         data = read_manifest(path, max_bytes)
         text = data.decode("utf-8")
@@ -76,7 +99,12 @@ def load_file(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> list[
     except OSError as err:
         problem = Problem(str(path), 1, 1, "(file)", err.strerror or str(err))
         raise ManifestError([problem]) from None
-    return load_text(text, str(path))
+    return load_documents(text, str(path))
+
+
+def load_file(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> list[Domain]:
+    """Every domain declared in the regular file `path` of at most `max_bytes` bytes."""
+    return list(load_file_documents(path, max_bytes).domains)
 
 
 def read_manifest(path: str | os.PathLike[str], max_bytes: int) -> bytes:
@@ -139,8 +167,8 @@ def _document_problems(document: Document, filename: str) -> Iterator[Problem]:
         return Problem(filename, position.line, position.column, format_path(path), message)
 
     if not isinstance(document.data, Mapping):
-        yield problem((), "a manifest document must be a mapping with apiVersion, kind, "
-                          "metadata and spec", False)
+        yield problem((), "a manifest document must be a mapping with apiVersion, kind "
+                          f"({', '.join(schema.KINDS)}), metadata and spec", False)
         return
     schema_findings = schema.findings(document.data)
     for finding in schema_findings:
@@ -155,26 +183,29 @@ def _document_problems(document: Document, filename: str) -> Iterator[Problem]:
             yield problem(path, message, False)
 
 
-def _build(document: Document, filename: str) -> Domain:
+def _build(document: Document, filename: str) -> Domain | Network:
     data = document.data
     assert isinstance(data, Mapping)
+    source = SourceRef(filename, document.node.start_mark.line + 1, document.index)
     try:
+        if data["kind"] == schema.NETWORK:
+            return network.build(data, source)
         metadata, spec = normalise.metadata(data["metadata"]), normalise.spec(data["spec"])
     except (ValueError, OverflowError) as err:
         where = document.node.start_mark
         message = f"a value is out of range: {shorten(str(err), 200)}"
         raise ManifestError([Problem(filename, where.line + 1, where.column + 1, "(document)",
                                      message)]) from None
-    return Domain(metadata=metadata, spec=spec,
-                  source=SourceRef(filename, document.node.start_mark.line + 1, document.index))
+    return Domain(metadata=metadata, spec=spec, source=source)
 
 
 @dataclass
 class LoadResult:
-    """The outcome of loading many files: the valid domains and every problem, conflicts
-    included."""
+    """The outcome of loading many files: the valid domains and networks, and every problem,
+    conflicts included."""
 
     domains: list[Domain] = field(default_factory=list)
+    networks: list[Network] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files: int = 0
 
@@ -199,34 +230,71 @@ def load_paths(paths: Iterable[str | os.PathLike[str]],
     for path in manifest_files(paths):
         result.files += 1
         try:
-            result.domains.extend(load_file(path, max_bytes))
+            declared = load_file_documents(path, max_bytes)
         except ManifestError as err:
             result.problems.extend(err.problems)
-    conflicts = name_conflicts(result.domains)
-    result.problems.extend(conflicts)
-    clashing = {(p.file, p.line) for p in conflicts}
-    result.domains = [d for d in result.domains
-                      if (d.source.file, d.source.line) not in clashing]
+            continue
+        result.domains.extend(declared.domains)
+        result.networks.extend(declared.networks)
+    domain_clashes, network_clashes = name_conflicts(result.domains), \
+        network_conflicts(result.networks)
+    result.problems.extend(domain_clashes + network_clashes)
+    result.domains = _without(result.domains, domain_clashes)
+    result.networks = _without(result.networks, network_clashes)
     return result
 
 
+_Declared = TypeVar("_Declared", Domain, Network)
+
+
+def _without(declared: list[_Declared], clashes: Iterable[Problem]) -> list[_Declared]:
+    """`declared` but the documents a clash names (by file and line)."""
+    clashing = {(p.file, p.line) for p in clashes}
+    return [d for d in declared if (d.source.file, d.source.line) not in clashing]
+
+
 def name_conflicts(domains: Iterable[Domain]) -> list[Problem]:
-    """Two documents declaring one name: both are refused, each message naming the other."""
-    by_name: dict[str, list[Domain]] = {}
-    for domain in domains:
-        by_name.setdefault(domain.name, []).append(domain)
+    """Two documents declaring one domain name: both are refused, each message naming the
+    other."""
+    return _clashes(domains, lambda d: d.name, "metadata.name",
+                    lambda name, others: f"domain {name!r} is also declared at {others}; "
+                                         "neither is applied until one is removed")
+
+
+def network_conflicts(networks: Iterable[Network]) -> list[Problem]:
+    """Two Networks of one name, or two of one bridge: all of them are refused, each message
+    naming the others (networks whose names clash are not told again about their bridge)."""
+    networks = list(networks)
+    by_name = _clashes(networks, lambda n: n.name, "metadata.name",
+                       lambda name, others: f"network {name!r} is also declared at {others}; "
+                                            "neither is applied until one is removed")
+    by_bridge = _clashes(networks, lambda n: n.spec.bridge, "spec.bridge",
+                         lambda bridge, others: f"bridge {bridge!r} is also the bridge of the "
+                                                f"network at {others} (a bridge serves one "
+                                                "network); neither is applied until one changes",
+                         same=lambda a, b: a.name == b.name)
+    return by_name + by_bridge
+
+
+def _clashes(declared: Iterable[_Declared], key: Callable[[_Declared], str], field: str,
+             message: Callable[[str, str], str],
+             same: Callable[[_Declared, _Declared], bool] = lambda a, b: a is b) -> list[Problem]:
+    """A Problem at each document whose `key` another document has too; documents `same` as
+    each other (by default: only itself) do not clash."""
+    by_key: dict[str, list[_Declared]] = {}
+    for item in declared:
+        by_key.setdefault(key(item), []).append(item)
     problems = []
-    for name, group in by_name.items():
-        if len(group) < 2:
-            continue
-        for domain in group:
-            others = ", ".join(f"{o.source.file}:{o.source.line}" for o in group if o is not domain)
-            problems.append(Problem(domain.source.file, domain.source.line, 1, "metadata.name",
-                                    f"domain {name!r} is also declared at {others}; "
-                                    "neither is applied until one is removed"))
+    for value, group in by_key.items():
+        for item in group:
+            others = [o for o in group if not same(item, o)]
+            if others:
+                where = ", ".join(f"{o.source.file}:{o.source.line}" for o in others)
+                problems.append(Problem(item.source.file, item.source.line, 1, field,
+                                        message(value, where)))
     return problems
 
 
-__all__ = ["MAX_BYTES", "LoadResult", "ManifestError", "Problem", "is_manifest_name",
-           "load_file", "load_paths", "load_text", "manifest_files", "name_conflicts",
-           "read_manifest"]
+__all__ = ["MAX_BYTES", "Documents", "LoadResult", "ManifestError", "Problem",
+           "is_manifest_name", "load_documents", "load_file", "load_file_documents", "load_paths",
+           "load_text", "manifest_files", "name_conflicts", "network_conflicts", "read_manifest"]

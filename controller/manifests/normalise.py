@@ -3,7 +3,9 @@
 Called by controller/manifests/loader.py only after JSON Schema validation passed, so every value
 here already has the right type and shape. Defaults are filled here, not by the schema, so the
 stored (normalised) spec is what gets diffed and hashed: `memory: 1Gi` and `memory: 1024` are the
-same generation. Never raises for schema-valid input.
+same generation. A NIC's mode follows from what it names (`network:` or `bridge:`, else user).
+A `kind: Network` document is normalised by network.py, with the helpers here. Never raises for
+schema-valid input.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from reconcilers.model import (
     DriverName,
     Lifecycle,
     LifecycleAction,
+    LinkState,
     LxcSpec,
     Metadata,
     Mount,
@@ -166,10 +169,22 @@ def _watchdog(raw: Raw) -> Watchdog:
                     action=WatchdogAction(raw.get("action", d.action.value)))
 
 
+def nic_mode(raw: Raw) -> NicMode:
+    """The mode a NIC item means: network with `network:`, bridge with `bridge:`, else its
+    `mode` (user when left out). semantic.py refuses an explicit mode that disagrees."""
+    if "network" in raw:
+        return NicMode.NETWORK
+    if "bridge" in raw:
+        return NicMode.BRIDGE
+    return NicMode(raw.get("mode", NicMode.USER.value))
+
+
 def _nic(raw: Raw) -> Nic:
     d = Nic()
-    return Nic(mode=NicMode(raw.get("mode", d.mode.value)), model=raw.get("model", d.model),
-               mac=raw["mac"].lower() if "mac" in raw else None)
+    return Nic(mode=nic_mode(raw), model=raw.get("model", d.model),
+               mac=raw["mac"].lower() if "mac" in raw else None,
+               network=raw.get("network"), bridge=raw.get("bridge"), ip=raw.get("ip"),
+               link_state=LinkState(raw.get("linkState", d.link_state.value)))
 
 
 def _lxc(raw: Raw) -> LxcSpec:
@@ -180,4 +195,5 @@ def _lxc(raw: Raw) -> LxcSpec:
         env=_pairs(raw.get("env")),
         mounts=tuple(Mount(m["source"], m["target"], m.get("readonly", False))
                      for m in raw.get("mounts", ())),
+        nics=tuple(_nic(x) for x in raw.get("nics", ())),
     )

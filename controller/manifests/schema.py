@@ -1,9 +1,12 @@
-"""The Domain JSON Schema: loaded once, checked once, and its errors put into plain words.
+"""The JSON Schemas of the manifest kinds: loaded once, checked once, errors in plain words.
 
-Called by controller/manifests/loader.py. jsonschema's own messages ("Additional properties are not
-allowed ('memroy' was unexpected)") name neither the field path nor a fix; here every error
-becomes (path of the offending field, message), with a did-you-mean for unknown fields and the
-schema's `title` for values of the wrong form. The manifest module turns the path into a line.
+Called by controller/manifests/loader.py. A document's `kind` picks its schema (KINDS: Domain
+in schemas/domain.schema.json, Network in schemas/network.schema.json); a missing or unknown
+kind is one finding listing the known kinds, since no other field can be judged without it.
+jsonschema's own messages ("Additional properties are not allowed ('memroy' was unexpected)")
+name neither the field path nor a fix; here every error becomes (path of the offending field,
+message), with a did-you-mean for unknown fields and kinds and the schema's `title` for values
+of the wrong form. The manifest module turns the path into a line.
 """
 
 from __future__ import annotations
@@ -31,28 +34,49 @@ class SchemaFinding:
     value_path: bool  # True: the path names a value present in the file (hints may apply)
 
 
+DOMAIN, NETWORK = "Domain", "Network"
+KINDS = {DOMAIN: "domain.schema.json", NETWORK: "network.schema.json"}
+"""Every `kind` a manifest document may have, and the file of its schema."""
+
+
 @functools.cache
-def _schema_text() -> str:
-    return resources.files("schemas").joinpath("domain.schema.json").read_text()
+def _schema_text(kind: str) -> str:
+    return resources.files("schemas").joinpath(KINDS[kind]).read_text()
 
 
-def schema() -> dict[str, Any]:
-    """A fresh copy of the schema: callers (e.g. test generators) may change theirs freely."""
-    loaded: dict[str, Any] = json.loads(_schema_text())
+def schema(kind: str = DOMAIN) -> dict[str, Any]:
+    """A fresh copy of a kind's schema: callers (e.g. test generators) may change theirs."""
+    loaded: dict[str, Any] = json.loads(_schema_text(kind))
     return loaded
 
 
 @functools.cache
-def validator() -> jsonschema.protocols.Validator:
-    """One validator for the process: building one per call re-checks the schema (~175x slower)."""
-    own = schema()
+def validator(kind: str = DOMAIN) -> jsonschema.protocols.Validator:
+    """One validator per kind for the process: building one per call re-checks the schema
+    (~175x slower)."""
+    own = schema(kind)
     cls = jsonschema.validators.validator_for(own)
     cls.check_schema(own)
     return cls(own)
 
 
 def findings(document: object) -> list[SchemaFinding]:
-    return [f for error in validator().iter_errors(document) for f in _explain(error)]
+    """Every schema error of `document`, validated against the schema of its kind."""
+    kind = document.get("kind") if isinstance(document, Mapping) else None
+    if isinstance(document, Mapping) and not (isinstance(kind, str) and kind in KINDS):
+        return [_unknown_kind(kind, "kind" in document)]
+    return [f for error in validator(kind or DOMAIN).iter_errors(document)
+            for f in _explain(error)]
+
+
+def _unknown_kind(kind: object, present: bool) -> SchemaFinding:
+    known = ", ".join(KINDS)
+    if not present:
+        return SchemaFinding(("kind",), f"required field is missing; one of {known}", False)
+    close = difflib.get_close_matches(kind, list(KINDS), n=1, cutoff=0.6) \
+        if isinstance(kind, str) and len(kind) <= 64 else []
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return SchemaFinding(("kind",), f"must be one of {known} (got {_show(kind)}){hint}", True)
 
 
 def _explain(error: ValidationError) -> Iterator[SchemaFinding]:

@@ -3,8 +3,11 @@
 Called by controller/manifests/loader.py on a schema-valid document, before normalisation. Works on
 the raw document (not the normalised spec) so that list indexes in the reported paths are the
 ones in the file. Each check yields (path, message); the caller locates the path in the YAML.
-Host facts (does the disk exist, is there enough memory) are not checked here: they belong to
-each driver's validate(), which runs on the host that will start the domain.
+A Network document's checks are in network.py (they run every value through
+reconcilers/net/names.py, the gate of the commands); a domain's NICs are checked here with the
+same gate. Host facts (does the disk exist, is there enough memory, is the bridge there) are not
+checked here: they belong to each driver's validate(), which runs on the host that will start
+the domain.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from controller.manifests import network
 from controller.manifests.errors import quote, shorten
-from controller.manifests.normalise import MIB, parse_size
+from controller.manifests.normalise import MIB, nic_mode, parse_size
+from controller.manifests.schema import NETWORK
+from reconcilers.model import NicMode
+from reconcilers.net import names
 
 Path = tuple[str | int, ...]
 Finding = tuple[Path, str]
@@ -24,8 +31,10 @@ _QEMU_ONLY_CPUTUNE = ("vcpupin", "emulatorpin")
 
 
 def check(doc: Raw) -> list[Finding]:
+    if doc["kind"] == NETWORK:
+        return network.check(doc)
     spec = doc["spec"]
-    checks: list[Callable[[Raw], Iterator[Finding]]] = [_memory, _vcpus, _vcpupin]
+    checks: list[Callable[[Raw], Iterator[Finding]]] = [_memory, _vcpus, _vcpupin, _nics]
     checks += [_qemu_lifecycle, _qemu_devices] if spec["driver"] == "qemu" else [_lxc_fields]
     return [finding for c in checks for finding in c(spec)]
 
@@ -107,11 +116,52 @@ def _lxc_fields(spec: Raw) -> Iterator[Finding]:
     yield from _unique(lxc.get("mounts", []), "target", ("spec", "lxc", "mounts"), "mount target")
 
 
-def _unique(items: list[Raw], key: str, path: Path, what: str) -> Iterator[Finding]:
+def _nics(spec: Raw) -> Iterator[Finding]:
+    """Each NIC names one attachment that fits its mode and driver; MACs are unicast and
+    distinct within the domain."""
+    driver = spec["driver"]
+    nics = spec.get(driver, {}).get("nics", [])
+    for i, nic in enumerate(nics):
+        yield from _nic(driver, nic, ("spec", driver, "nics", i))
+    yield from _unique(nics, "mac", ("spec", driver, "nics"), "MAC", str.lower)
+
+
+def _nic(driver: str, nic: Raw, path: Path) -> Iterator[Finding]:
+    mode = nic_mode(nic)
+    if "network" in nic and "bridge" in nic:
+        yield path + ("bridge",), ("give network (a managed network) or bridge (an existing "
+                                   "bridge), not both")
+    elif "mode" in nic and mode.value != nic["mode"]:
+        yield path + ("mode",), (f"mode {nic['mode']} does not fit "
+                                 f"{'network' if 'network' in nic else 'bridge'}: write "
+                                 f"mode: {mode.value}, or leave mode out")
+    elif mode is not NicMode.USER and mode.value not in nic:
+        yield path + ("mode",), f"mode {mode.value} needs {mode.value}: (which one to join)"
+    elif mode is NicMode.USER and driver == "lxc":
+        yield path, ("containers have no user-mode network: give network: NAME (a managed "
+                     "network) or bridge: IFNAME (an existing bridge)")
+    if driver == "lxc" and "model" in nic:
+        yield path + ("model",), "model applies to qemu NICs only; remove it for driver lxc"
+    if "ip" in nic and "network" not in nic:
+        yield path + ("ip",), ("ip is a static address reserved on a managed network: it needs "
+                               "network: NAME")
+    gates = {"bridge": names.check_ifname, "mac": names.check_mac, "ip": names.parse_host}
+    for key, check_value in gates.items():
+        if key in nic:
+            yield from network.gate(path + (key,), check_value, nic[key])
+
+
+def _unique(items: list[Raw], key: str, path: Path, what: str,
+            normal: Callable[[Any], object] = lambda value: value) -> Iterator[Finding]:
+    """Entries whose `key` repeats an earlier entry's (compared in `normal` form); an entry
+    without the key repeats nothing."""
     first: dict[object, int] = {}
     for i, item in enumerate(items):
-        value = item.get(key)
+        if key not in item:
+            continue
+        value = normal(item[key])
         if value in first:
-            yield path + (i, key), f"{what} {quote(value)} is already used by entry {first[value]}"
+            yield (path + (i, key),
+                   f"{what} {quote(item[key])} is already used by entry {first[value]}")
         else:
             first[value] = i

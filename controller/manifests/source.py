@@ -9,9 +9,9 @@ states of an editor save, `sed -i` or `git checkout` (a file briefly missing or 
 seen; a full rescan also runs every `resync` seconds, which covers lost events (queue overflow),
 a dead observer thread and a deleted or replaced directory (the watch is then re-created).
 
-A file that vanished or became empty (holds no document) while it declared domains is not taken
-as their removal at once: the snapshot keeps its last result and the file is read again after
-`recheck` seconds; only if it is still gone or empty then do its domains drop out. An in-place
+A file that vanished or became empty (holds no document) while it declared domains or networks
+is not taken as their removal at once: the snapshot keeps its last result and the file is read
+again after `recheck` seconds; only if it is still gone or empty then do they drop out. An in-place
 rewrite (`truncate`, then `write`, as `>` in a shell or many editors do) read between the two
 steps therefore never reaches the caller as a removal.
 
@@ -24,6 +24,15 @@ A Snapshot carries the valid, non-conflicting domains; the problems of invalid f
 each, the names it declared at its last valid load (so the caller keeps those domains on their
 last valid spec with ManifestValid=False); name conflicts; and `readable`, False when the
 directory is missing or unreadable, in which case the caller must prune nothing.
+
+Networks (`kind: Network`, in the same files) are carried whole rather than left to the
+caller's memory: `networks` holds the valid, non-conflicting ones and also, for a file that is
+invalid now, the networks it declared at its last valid load, on that spec (listed by file in
+`network_names_by_file`), so an invalid edit never tears a network down. A network in a
+conflict (its name, or its bridge, declared twice) is in `network_conflicts` and not in
+`networks`, like a domain: the caller keeps it as it is while the conflict lasts. What the
+source cannot know is a file that has been invalid since it started: its networks are absent
+(the caller decides, as for domains).
 
 Never acts on one event, never raises out of the observer thread (an exception there would kill
 it silently), never blocks the loop on the observer's join, never writes to the directory.
@@ -59,9 +68,16 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from controller.manifests.errors import ManifestError, Problem
-from controller.manifests.loader import is_manifest_name, load_file, name_conflicts
+from controller.manifests.loader import (
+    Documents,
+    is_manifest_name,
+    load_file_documents,
+    name_conflicts,
+    network_conflicts,
+)
 from controller.settings import SourceSettings
 from reconcilers.model import Domain
+from reconcilers.net.model import Network
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +87,7 @@ _EVENTS = [FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileClosedEvent
            FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
 
 _FileKey = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size
-_Loaded = list[Domain] | ManifestError
+_Loaded = Documents | ManifestError
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,11 @@ class Snapshot:
     names_by_file: Mapping[str, frozenset[str]] = field(default_factory=dict)  # invalid files
     conflicts: Mapping[str, list[Problem]] = field(default_factory=dict)  # by domain name
     readable: bool = True
+    # valid and kept networks (see the module docstring), by name
+    networks: Mapping[str, Network] = field(default_factory=dict)
+    # invalid files: the networks each declared at its last valid load (kept in `networks`)
+    network_names_by_file: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    network_conflicts: Mapping[str, list[Problem]] = field(default_factory=dict)  # by name
 
 
 # The kernel's "this file is complete" signals (IN_CLOSE_WRITE, IN_MOVED_TO/FROM, IN_DELETE):
@@ -109,7 +130,8 @@ class ManifestSource:
         self._on_change = on_change
         self._settings = settings or SourceSettings()
         self._cache: dict[str, tuple[_FileKey, _Loaded]] = {}
-        self._last_names: dict[str, frozenset[str]] = {}
+        self._last_names: dict[str, frozenset[str]] = {}  # file → its domains, last valid
+        self._last_networks: dict[str, tuple[Network, ...]] = {}  # file → its networks, idem
         self._shown: dict[str, _Loaded] = {}  # what the last snapshot took from each file
         self._suspects: dict[str, float] = {}  # file → when it was first seen gone or empty
         self._recheck: asyncio.TimerHandle | None = None
@@ -150,8 +172,10 @@ class ManifestSource:
                     self._recheck.cancel()
                 self._recheck = loop.call_later(self._settings.recheck, self._poke, True)
             log.debug("manifests scanned", directory=str(self.directory),
-                      domains=len(snapshot.domains), invalid=len(snapshot.problems),
-                      conflicts=len(snapshot.conflicts), readable=snapshot.readable)
+                      domains=len(snapshot.domains), networks=len(snapshot.networks),
+                      invalid=len(snapshot.problems),
+                      conflicts=len(snapshot.conflicts) + len(snapshot.network_conflicts),
+                      readable=snapshot.readable)
             self._on_change(snapshot)
             return snapshot
 
@@ -257,23 +281,28 @@ class ManifestSource:
             del self._cache[stale]
         self._last_names = {path: names for path, names in self._last_names.items()
                             if path in loaded}
+        self._last_networks = {path: networks for path, networks in self._last_networks.items()
+                               if path in loaded}
         return self._assemble(loaded), recheck
 
     def _hold_suspects(self, loaded: dict[str, _Loaded]) -> bool:
-        """Keep the last result of a file that declared domains and is now gone or empty,
-        until it has been so for `recheck` seconds; True while any file is held."""
+        """Keep the last result of a file that declared domains or networks and is now gone
+        or empty, until it has been so for `recheck` seconds; True while any file is held."""
         now, held = time.monotonic(), False
         for path, previous in self._shown.items():
             current = loaded.get(path)
-            if not self._last_names.get(path) or (current is not None and current != []):
+            domains = self._last_names.get(path, frozenset())
+            networks = self._last_networks.get(path, ())
+            if not (domains or networks) or (current is not None and current != Documents()):
                 self._suspects.pop(path, None)
                 continue
             since = self._suspects.setdefault(path, now)
             if now - since < self._settings.recheck:
                 loaded[path] = previous
                 held = True
-                log.info("manifest file gone or empty: read again before its domains count "
-                         "as removed", file=path, names=sorted(self._last_names[path]))
+                log.info("manifest file gone or empty: read again before what it declared "
+                         "counts as removed", file=path, names=sorted(domains),
+                         networks=sorted(n.name for n in networks))
             else:
                 del self._suspects[path]
         for path in self._suspects.keys() - self._shown.keys():
@@ -281,7 +310,8 @@ class ManifestSource:
         return held
 
     def _load(self, path: str) -> _Loaded | None:
-        """A file's domains or its error, from the cache while unchanged; None if it vanished."""
+        """What a file declares or its error, from the cache while unchanged; None if it
+        vanished."""
         try:
             st = os.stat(path)  # follows symlinks: a ConfigMap `..data` swap changes the inode
         except FileNotFoundError:
@@ -291,7 +321,7 @@ class ManifestSource:
         if cached is not None and cached[0] == key:
             return cached[1]
         try:
-            result: _Loaded = load_file(path, self._settings.max_manifest_bytes)
+            result: _Loaded = load_file_documents(path, self._settings.max_manifest_bytes)
         except ManifestError as err:
             if _vanished(path):
                 return None
@@ -302,22 +332,41 @@ class ManifestSource:
     def _assemble(self, loaded: Mapping[str, _Loaded]) -> Snapshot:
         problems: dict[str, list[Problem]] = {}
         names_by_file: dict[str, frozenset[str]] = {}
+        network_names_by_file: dict[str, frozenset[str]] = {}
         domains: list[Domain] = []
+        networks: list[Network] = []
         for path, result in loaded.items():
             if isinstance(result, ManifestError):
                 problems[path] = list(result.problems)
                 names_by_file[path] = self._last_names.get(path, frozenset())
+                kept = self._last_networks.get(path, ())
+                network_names_by_file[path] = frozenset(n.name for n in kept)
+                networks.extend(kept)
             else:
-                domains.extend(result)
-                self._last_names[path] = frozenset(d.name for d in result)
-        conflicts: dict[str, list[Problem]] = {}
-        names_at = {(d.source.file, d.source.line): d.name for d in domains}
-        for problem in name_conflicts(domains):
-            conflicts.setdefault(names_at[(problem.file, problem.line)], []).append(problem)
+                domains.extend(result.domains)
+                networks.extend(result.networks)
+                self._last_names[path] = frozenset(d.name for d in result.domains)
+                self._last_networks[path] = result.networks
+        conflicts = _by_name(name_conflicts(domains), domains)
         valid = {d.name: d for d in domains if d.name not in conflicts}
+        clashes = _by_name(network_conflicts(networks), networks)
+        kept_networks = {n.name: n for n in networks if n.name not in clashes}
         return Snapshot(domains=MappingProxyType(valid), problems=MappingProxyType(problems),
                         names_by_file=MappingProxyType(names_by_file),
-                        conflicts=MappingProxyType(conflicts), readable=True)
+                        conflicts=MappingProxyType(conflicts), readable=True,
+                        networks=MappingProxyType(kept_networks),
+                        network_names_by_file=MappingProxyType(network_names_by_file),
+                        network_conflicts=MappingProxyType(clashes))
+
+
+def _by_name(clashes: list[Problem],
+             declared: list[Domain] | list[Network]) -> dict[str, list[Problem]]:
+    """The problems of a conflict check, by the name of the document each one is about."""
+    names_at = {(d.source.file, d.source.line): d.name for d in declared}
+    by_name: dict[str, list[Problem]] = {}
+    for problem in clashes:
+        by_name.setdefault(names_at[(problem.file, problem.line)], []).append(problem)
+    return by_name
 
 
 def _dir_identity(directory: Path) -> tuple[int, int] | None:

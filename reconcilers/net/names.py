@@ -1,10 +1,11 @@
 """Names and addresses of the host side of networks: checked here, before any command sees them.
 
 Role: the one gate for every value that bridge.py, nft.py and dnsmasq.py put on a command line
-or into a generated file (interface, network and namespace names, MACs, IPv4 addresses and
-ranges, MTUs, lease times, paths, DNS domains), and the derivation of the names domctl chooses
-itself (a network's default bridge, a NIC's tap or veth). Callers: the rest of reconcilers/net
-(and, later, the manifest loader for its cross-field checks). Never: runs a command, touches the
+or into a generated file (interface, network and namespace names, MACs, IPv4 and IPv6
+addresses and ranges, MTUs, lease times, paths, DNS domains), and the derivation of the names
+domctl chooses itself (a network's default bridge, a NIC's tap or veth). Callers: the rest of
+reconcilers/net, and the manifest loader for its cross-field checks (controller/manifests), so
+a manifest is refused by the very rule a command would be. Never: runs a command, touches the
 host, or escapes a value — a value that would need escaping is refused (UnsafeValue).
 
 Derived names (at most 15 characters, IFNAMSIZ - 1; stable: a pure function of the inputs):
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from typing import TypeVar
 
 IFNAME_MAX = 15  # IFNAMSIZ (16) minus the terminating NUL
 MAX_NICS = 1000  # NIC indexes 0..999 fit a derived tap/veth name
@@ -32,6 +34,8 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _PATH = re.compile(r"(/[a-zA-Z0-9_.+-]+)+")
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _ACCOUNT = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+_Address = TypeVar("_Address", IPv4Address, IPv6Address)
 
 
 class UnsafeValue(ValueError):
@@ -193,7 +197,8 @@ def parse_host(value: object, field: str = "address") -> IPv4Address:
     return address
 
 
-def _guest_address(iface: IPv4Interface, address: IPv4Address, field: str) -> IPv4Address:
+def _guest_address(iface: IPv4Interface | IPv6Interface, address: _Address,
+                   field: str) -> _Address:
     net = iface.network
     if address not in net:
         raise UnsafeValue(field, str(address), f"is outside the subnet {net}")
@@ -209,10 +214,15 @@ def check_dhcp_range(iface: IPv4Interface, start: object, end: object,
     """[start, end] inside the subnet, start <= end, the gateway not inside it."""
     first = _guest_address(iface, parse_host(start, f"{field}[0]"), f"{field}[0]")
     last = _guest_address(iface, parse_host(end, f"{field}[1]"), f"{field}[1]")
+    return _ordered(iface.ip, first, last, field)
+
+
+def _ordered(gateway: _Address, first: _Address, last: _Address,
+             field: str) -> tuple[_Address, _Address]:
     if first > last:
         raise UnsafeValue(field, f"{first}-{last}", "the start comes after the end")
-    if first <= iface.ip <= last:
-        raise UnsafeValue(field, f"{first}-{last}", f"contains the gateway {iface.ip}")
+    if first <= gateway <= last:
+        raise UnsafeValue(field, f"{first}-{last}", f"contains the gateway {gateway}")
     return first, last
 
 
@@ -221,3 +231,51 @@ def check_reserved(iface: IPv4Interface, value: object, field: str = "ip") -> IP
     dnsmasq serves reservations anywhere in a subnet it has a dhcp-range for)."""
     return _guest_address(iface, parse_host(value, field), field)
 
+
+
+def parse_interface6(value: object, field: str = "address") -> IPv6Interface:
+    """An IPv6 host address with a /64 prefix ("fd00:42::1/64"), written canonically (lower
+    case, zeros compressed): router advertisements for SLAAC need a /64, and a text in another
+    form would differ from what the kernel reports. Not the prefix's subnet-router anycast
+    address (all host bits zero), not loopback, multicast, unspecified, link-local (the kernel
+    gives the bridge one of those itself) or IPv4-mapped."""
+    text = _text(field, value)
+    if "/" not in text:
+        raise UnsafeValue(field, value, "must be an address with a prefix length (such as "
+                                        "fd00:42::1/64)")
+    try:
+        iface = IPv6Interface(text)
+    except ValueError as error:
+        raise UnsafeValue(field, value, str(error)) from None
+    if str(iface) != text:
+        raise UnsafeValue(field, value, f"write it as {iface}")
+    if iface.network.prefixlen != 64:
+        raise UnsafeValue(field, value, "the prefix must be /64 (SLAAC and router "
+                                        "advertisements need one)")
+    address = iface.ip
+    if address == iface.network.network_address:
+        raise UnsafeValue(field, value, "is the subnet-router anycast address of its prefix")
+    if (address.is_loopback or address.is_multicast or address.is_unspecified
+            or address.is_link_local or address.ipv4_mapped is not None):
+        raise UnsafeValue(field, value, "is not a usable host address")
+    return iface
+
+
+def parse_host6(value: object, field: str = "address") -> IPv6Address:
+    """A bare IPv6 address in canonical form (lower case, zeros compressed)."""
+    text = _text(field, value)
+    try:
+        address = IPv6Address(text)
+    except ValueError as error:
+        raise UnsafeValue(field, value, str(error)) from None
+    if str(address) != text:
+        raise UnsafeValue(field, value, f"write it as {address}")
+    return address
+
+
+def check_dhcp_range6(iface: IPv6Interface, start: object, end: object,
+                      field: str = "dhcp.range") -> tuple[IPv6Address, IPv6Address]:
+    """A DHCPv6 [start, end] inside the prefix, start <= end, the gateway not inside it."""
+    first = _guest_address(iface, parse_host6(start, f"{field}[0]"), f"{field}[0]")
+    last = _guest_address(iface, parse_host6(end, f"{field}[1]"), f"{field}[1]")
+    return _ordered(iface.ip, first, last, field)

@@ -23,7 +23,6 @@ from controller.manifests import loader
 from controller.manifests import source as source_module
 from controller.manifests.source import ManifestSource, Snapshot
 from controller.settings import SourceSettings
-from reconcilers.model import Domain
 from tests.support import domains
 from tests.support.waiting import async_wait_until
 
@@ -145,13 +144,13 @@ async def test_ansible_temp_file_is_never_read(web1: ManifestSource, manifests: 
                                                collector: Collector,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     read: list[str] = []
-    real_load = loader.load_file
+    real_load = loader.load_file_documents
 
-    def recording_load(path: str, max_bytes: int) -> list[Domain]:
+    def recording_load(path: str, max_bytes: int) -> loader.Documents:
         read.append(os.path.basename(path))
         return real_load(path, max_bytes)
 
-    monkeypatch.setattr(source_module, "load_file", recording_load)
+    monkeypatch.setattr(source_module, "load_file_documents", recording_load)
     tmp = manifests / ".ansible_tmpk2j4x9a.yaml"
     tmp.write_text(manifest("web-1", "128Mi")[:60])  # half-written, and named *.yaml
     await web1.rescan()  # a scan while the temp file sits there
@@ -240,11 +239,11 @@ async def test_conflicting_names_are_both_refused(manifests: Path, collector: Co
 async def test_unchanged_files_are_not_parsed_again(web1: ManifestSource,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    def counting_load(path: str, max_bytes: int) -> list[Domain]:
+    def counting_load(path: str, max_bytes: int) -> loader.Documents:
         calls.append(path)
-        return []
+        return loader.Documents()
 
-    monkeypatch.setattr(source_module, "load_file", counting_load)
+    monkeypatch.setattr(source_module, "load_file_documents", counting_load)
     snapshot = await web1.rescan()
     assert calls == [] and set(snapshot.domains) == {"web-1", "web-2"}
 
@@ -253,14 +252,14 @@ async def test_file_vanishing_before_it_is_read_is_simply_absent(
         manifests: Path, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
     (manifests / "a.yaml").write_text(manifest("web-1"))
     (manifests / "b.yaml").write_text(manifest("web-2"))
-    real_load = loader.load_file
+    real_load = loader.load_file_documents
 
-    def delete_then_load(path: str, max_bytes: int) -> list[Domain]:
+    def delete_then_load(path: str, max_bytes: int) -> loader.Documents:
         if path.endswith("b.yaml"):
             os.unlink(path)  # removed between the listing and the open: a real ENOENT
         return real_load(path, max_bytes)
 
-    monkeypatch.setattr(source_module, "load_file", delete_then_load)
+    monkeypatch.setattr(source_module, "load_file_documents", delete_then_load)
     src = await started(manifests, collector)
     try:
         snapshot = collector.snapshots[0]
@@ -404,6 +403,68 @@ async def test_a_file_gone_or_empty_counts_as_removed_once_read_again(
         await src.stop()
 
 
+def network(name: str, mtu: int = 1500) -> str:
+    return (f"apiVersion: domctl/v1\nkind: Network\nmetadata: {{name: {name}}}\n"
+            f"spec: {{mtu: {mtu}, ipv4: {{address: 10.1.0.1/24}}}}\n")
+
+
+def network_gens(snapshot: Snapshot) -> dict[str, str]:
+    return {name: n.generation for name, n in snapshot.networks.items()}
+
+
+async def test_an_invalid_edit_never_takes_a_network_away(manifests: Path,
+                                                          collector: Collector) -> None:
+    """The networks of a file that turns invalid stay in every snapshot, on their last valid
+    spec, until the file is valid again; its domains are reported as before."""
+    path = manifests / "a.yaml"
+    path.write_text(network("lan") + "---\n" + manifest("web-1"))
+    (manifests / "b.yaml").write_text(manifest("web-2"))
+    src = await started(manifests, collector)
+    try:
+        first = collector.snapshots[-1]
+        assert set(first.networks) == {"lan"} and set(first.domains) == {"web-1", "web-2"}
+        before = network_gens(first)
+        path.write_text(network("lan", mtu=1) + "---\n" + manifest("web-1", "128Mi"))
+        broken = await collector.wait_for(lambda s: str(path) in s.problems)
+        assert network_gens(broken) == before
+        assert broken.network_names_by_file == {str(path): frozenset({"lan"})}
+        assert broken.names_by_file == {str(path): frozenset({"web-1"})}
+        assert [p.field for p in broken.problems[str(path)]] == ["spec.mtu"]
+        path.write_text(network("lan", mtu=9000) + "---\n" + manifest("web-1"))
+        fixed = await collector.wait_for(lambda s: not s.problems)
+        assert network_gens(fixed) != before and not fixed.network_names_by_file
+        assert fixed.networks["lan"].spec.mtu == 9000
+    finally:
+        await src.stop()
+
+
+async def test_a_network_file_emptied_is_held_then_removed(manifests: Path,
+                                                          collector: Collector) -> None:
+    (manifests / "net.yaml").write_text(network("lan"))
+    src = await started(manifests, collector, RECHECK)
+    try:
+        (manifests / "net.yaml").write_text("")
+        held = await src.rescan()
+        assert set(held.networks) == {"lan"}  # not yet: it is read again first
+        await collector.wait_for(lambda s: not s.networks)
+    finally:
+        await src.stop()
+
+
+async def test_conflicting_networks_are_reported_by_name(manifests: Path,
+                                                         collector: Collector) -> None:
+    (manifests / "a.yaml").write_text(network("lan") + "---\n" + network("wan"))
+    (manifests / "b.yaml").write_text(network("lan") + "---\n" + manifest("lan"))
+    src = await started(manifests, collector)
+    try:
+        snapshot = collector.snapshots[-1]
+        assert set(snapshot.networks) == {"wan"} and set(snapshot.domains) == {"lan"}
+        assert set(snapshot.network_conflicts) == {"lan"} and not snapshot.conflicts
+        assert len(snapshot.network_conflicts["lan"]) == 2 and not snapshot.problems
+    finally:
+        await src.stop()
+
+
 async def test_a_fifo_and_an_oversized_file_are_problems(manifests: Path,
                                                          collector: Collector) -> None:
     os.mkfifo(manifests / "pipe.yaml")  # no writer: an ordinary open would block the scan
@@ -432,9 +493,9 @@ async def test_loading_never_blocks_the_loop(manifests: Path, collector: Collect
     (manifests / "bomb.yaml").write_text(bomb)
     ticks: list[int] = []
     saw_tick: dict[str, bool] = {}
-    real_load = loader.load_file
+    real_load = loader.load_file_documents
 
-    def load_then_wait_for_a_tick(path: str, max_bytes: int) -> list[Domain]:
+    def load_then_wait_for_a_tick(path: str, max_bytes: int) -> loader.Documents:
         try:
             return real_load(path, max_bytes)
         finally:
@@ -449,7 +510,7 @@ async def test_loading_never_blocks_the_loop(manifests: Path, collector: Collect
             ticks.append(len(ticks))
             await asyncio.sleep(0.01)
 
-    monkeypatch.setattr(source_module, "load_file", load_then_wait_for_a_tick)
+    monkeypatch.setattr(source_module, "load_file_documents", load_then_wait_for_a_tick)
     beating = asyncio.create_task(heartbeat())
     src = await started(manifests, collector)
     try:
