@@ -52,14 +52,22 @@ def cmdline(pid: int) -> list[str] | None:
     """The argv of `pid` ([] for a zombie), None when there is no such process to read.
 
     Read from /proc directly, split like psutil splits it (a title rewritten with spaces, as
-    LXC's monitor does, is split on them): `find` calls it for every process on the host
-    before each start, where psutil's per-process objects cost ten times as much.
+    LXC's monitor does, is split on them): `find` calls it for every process on the host,
+    three times in a start, where psutil's per-process objects cost several times as much.
     """
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as raw:
-            data = os.fsdecode(raw.read())
+        fd = os.open(f"/proc/{pid}/cmdline", os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
+    try:  # os.read, not open(): a file object per process doubles the cost of a scan
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:  # it exited meanwhile (ESRCH), or its memory cannot be read
+        return None
+    finally:
+        os.close(fd)
+    data = os.fsdecode(b"".join(chunks))
     if not data:
         return []
     sep = "\0" if data.endswith("\0") else " "

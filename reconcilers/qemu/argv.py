@@ -86,9 +86,12 @@ class _Bus:
 
 
 def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
-               vnc_port: int | None = None, vhost: bool = False) -> list[str]:
+               vnc_port: int | None = None, vhost: bool = False,
+               qmp_fd: int | None = None) -> list[str]:
     """The full argv; raises ValueRefused (with the manifest field) for an unsafe value.
-    `vhost`: tap NICs use vhost-net (the driver probed /dev/vhost-net)."""
+    `vhost`: tap NICs use vhost-net (the driver probed /dev/vhost-net). `qmp_fd`: the QMP
+    socket, bound at `files.qmp` and listening, inherited by qemu (the driver's launch);
+    without it qemu binds `files.qmp` itself (a plain qemu, as the benchmark's baseline)."""
     qemu = domain.spec.qemu
     if qemu is None:
         raise ValueRefused("spec.qemu", "a qemu domain needs a qemu section")
@@ -101,8 +104,9 @@ def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
             "-accel", accel.value]
     argv += _cpu_memory(domain, accel)
     argv += ["-no-user-config", "-nodefaults",
-             "-chardev", f"socket,id=charmonitor,path={escape.opt(str(files.qmp), 'qmp')},"
-                         "server=on,wait=off",
+             "-chardev", "socket,id=charmonitor," + (
+                 f"fd={qmp_fd}" if qmp_fd is not None else
+                 f"path={escape.opt(str(files.qmp), 'qmp')}") + ",server=on,wait=off",
              "-mon", "chardev=charmonitor,id=monitor,mode=control",
              "-msg", "timestamp=on",
              # a daemonized qemu sends stderr to /dev/null unless a -D log is open; `-d plugin`

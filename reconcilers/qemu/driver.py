@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import os
 import signal
 
@@ -50,6 +49,7 @@ from reconcilers.model import (
 from reconcilers.qemu import agent, changes, hostcheck, nics, pinning, process
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
+from reconcilers.qemu.bringup import Bringup
 from reconcilers.qemu.capabilities import CapabilityCache, QemuCaps
 from reconcilers.qemu.cgroups import (
     CgroupError,
@@ -61,19 +61,12 @@ from reconcilers.qemu.cgroups import (
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.events import GuestStop, Intent, RunState, from_status, missed_stop, settle
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
-from reconcilers.qemu.monitor import MonitorError
+from reconcilers.qemu.monitor import Monitor, MonitorError
 from reconcilers.qemu.runtime import Running, confine, release_taps
 from reconcilers.qemu.tracking import Tracker
 from reconcilers.statemachine import LIVE_STATES, Trigger, transition
 
 log = structlog.get_logger(__name__)
-
-
-def _move_early(cgroup: DomainCgroup, launcher: int) -> None:
-    """qemu's launching process into the domain's cgroup, so that the daemon it forks is born
-    there; a failure (it exited already) is left to the check before `cont`."""
-    with contextlib.suppress(CgroupError):
-        cgroup.attach(launcher)
 
 
 class QemuDriver:
@@ -151,9 +144,12 @@ class QemuDriver:
             raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
                                              f"{strays[0]} but is not adopted; not starting "
                                              "another")
-        pid, cgroup = await self._launch(domain, caps.binary, accel, files, token)
-        tracked = self._new_tracked(domain, pid, files, note, cgroup)
+        monitor = self._tracked.monitor(name)
+        pid, bringup, cgroup = await self._launch(domain, caps.binary, accel, files, token,
+                                                  monitor)
+        tracked = self._new_tracked(domain, pid, files, note, cgroup, monitor)
         try:
+            await bringup.ready(pid)
             await self._prepare(tracked, spec)
             started = transition(State.SHUTOFF, Trigger.START_PAUSED if paused else Trigger.START)
             tracked.run.state, tracked.run.reason = started.target, started.reason
@@ -173,29 +169,36 @@ class QemuDriver:
                     message=tracked.message)
 
     async def _launch(self, domain: Domain, binary: str, accel: Accel, files: DomainFiles,
-                      token: str) -> tuple[int, DomainCgroup]:
-        """Taps, cgroup (limits written), then qemu, moved into the cgroup as it initialises;
-        the daemon's pid. On a failure nothing of the start is left, DriverError says why."""
+                      token: str, monitor: Monitor) -> tuple[int, Bringup, DomainCgroup]:
+        """Taps, cgroup (limits written), then qemu, its cgroup move and QMP connect begun as
+        it initialises; the daemon's pid. On a failure nothing of the start is left, and
+        DriverError says why."""
         name = domain.name
-        cgroup: DomainCgroup | None = None
+        bringup: Bringup | None = None
         try:
             await nics.plug(domain, self.vhost.usable)
             cgroup = confine(name, domain.spec, self._settings.cgroup_parent)
+            bringup = Bringup(cgroup, monitor, files.qmp)
             pid = await process.launch_domain(domain, binary, accel, files, self._settings,
                                               token, self.vhost.usable,
-                                              functools.partial(_move_early, cgroup))
-        except (process.LaunchError, CgroupError) as exc:
+                                              spawned=bringup.spawned)
+        except BaseException as exc:
+            if bringup is not None:
+                await asyncio.shield(bringup.abandon())
+            if not isinstance(exc, process.LaunchError | CgroupError):
+                raise
             message = exc.message if isinstance(exc, process.LaunchError) else str(exc)
             await release_taps(name)  # qemu is not running: nothing holds them
-            if cgroup is not None:
+            if bringup is not None:
                 await asyncio.to_thread(cgroup.remove)
             log.warning("qemu failed to start", domain=name, error=message)
             self._tracked.last_stops[name] = Reason.FAILED
             raise DriverError(name, "start", message) from exc
-        return pid, cgroup
+        return pid, bringup, cgroup
 
     def _new_tracked(self, domain: Domain, pid: int, files: DomainFiles, note: str,
-                     cgroup: DomainCgroup | None = None) -> Running:
+                     cgroup: DomainCgroup | None = None, monitor: Monitor | None = None
+                     ) -> Running:
         name = domain.name
         assert domain.metadata.uuid is not None
         extra = record_extra(str(files.qmp), note, self._settings.cgroup_parent,
@@ -204,17 +207,13 @@ class QemuDriver:
                                pid=pid, boot_id=boot_id(), starttime=proc_starttime(pid) or 0,
                                extra=extra)
         self._tracked.last_stops.pop(name, None)
-        return self._tracked.track(record, domain.spec.lifecycle, self._tracked.monitor(name),
+        return self._tracked.track(record, domain.spec.lifecycle,
+                                   monitor or self._tracked.monitor(name),
                                    RunState(State.PAUSED, Reason.STARTING_UP), files, cgroup)
 
     async def _prepare(self, tracked: Running, spec: DomainSpec) -> None:
-        """Steps between launch and `cont`: qemu in its cgroup (unless the launch's early move
-        got it there), QMP, pinning, link states, balloon."""
-        pid = tracked.record.pid
-        if not tracked.cgroup.holds(pid):
-            await asyncio.to_thread(tracked.cgroup.attach, pid)
-        await tracked.monitor.connect(tracked.files.qmp)
-        await pinning.apply(tracked.qmp, pid, spec.cputune)
+        """Steps between bring-up and `cont`: pinning, link states, balloon."""
+        await pinning.apply(tracked.qmp, tracked.record.pid, spec.cputune)
         await nics.set_links(tracked.qmp, spec.qemu.nics if spec.qemu else ())
         if spec.current_memory is not None and spec.current_memory != spec.memory:
             await tracked.qmp.balloon(spec.current_memory)
@@ -349,6 +348,7 @@ class QemuDriver:
             tracked = self._new_tracked(domain, pid, files, "recovered after a controller crash")
             try:
                 tracked.confine(domain.spec, self._settings.cgroup_parent)
+                await Bringup(tracked.cgroup, tracked.monitor, files.qmp).ready(pid)
                 await self._prepare(tracked, domain.spec)
             except (CgroupError, MonitorError, pinning.PinningError, OSError) as exc:
                 await self._abort(tracked, f"recovered start not adoptable: {exc}")

@@ -1,12 +1,12 @@
 """Launching a qemu process: the fixed steps before QMP takes over.
 
-Called by QemuDriver.start. The steps: build the argv (an auto VNC port picked here), remove
-what a previous run left (pidfile, sockets), append a timestamp and the full argv to the domain
-log, run qemu in a session of its own with stdout/stderr into that log, let it daemonize (the
-parent exits once qemu is initialised, still stopped at `-S`), read the pidfile. Meanwhile the
-caller's `place` (in a thread) moves the launching process into the domain's cgroup, so that
-the daemon it forks is born there (cgroups.py: why). When qemu fails, the error carries qemu's
-own message, not a generic "exited 1".
+Called by QemuDriver.start. The steps: remove what a previous run left (pidfile, sockets),
+bind the QMP socket qemu is handed, build the argv (an auto VNC port picked here), append a
+timestamp and the full argv to the domain log, run qemu in a session of its own with
+stdout/stderr into that log, let it daemonize (the parent exits once qemu is initialised,
+still stopped at `-S`), read the pidfile. Right after the spawn the caller's `spawned` hook
+starts what may overlap qemu's own start-up (bringup.py). When qemu fails, the error carries
+qemu's own message, not a generic "exited 1".
 
 It never waits for the guest and never talks QMP. It kills only the pid it just launched.
 """
@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 import os
 import shlex
 import socket
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -41,27 +39,50 @@ VNC_ATTEMPTS = 5  # launches tried when the auto VNC port is taken by a racing s
 _PORT_TAKEN = "Failed to find an available port"
 
 
-Place = Callable[[int], None]
-"""Given the pid of qemu's launching process, in a thread while it initialises: never raises."""
+Spawned = Callable[[int], None]
+"""Called on the event loop right after each spawn, with the launching process's pid (it lives
+until qemu is initialised: the daemon it forks has another pid); must not block."""
 
 
 async def launch_domain(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
                         settings: QemuSettings, token: str, vhost: bool = False,
-                        place: Place | None = None) -> int:
+                        spawned: Spawned | None = None) -> int:
     """Build the argv and launch; an auto VNC port taken between our check and qemu's bind
     (another start racing for it) is retried with the next free port. `vhost`: see argv.py."""
     vnc = domain.spec.qemu.vnc if domain.spec.qemu else None
     secrets = {files.vnc_secret: vnc.password} if vnc and vnc.password is not None else {}
     port, attempt = vnc_port(vnc, settings), 1
     while True:
-        argv = build_argv(domain, binary, accel, files, port, vhost)
+        listener = clean_slate(files, secrets)
         try:
-            return await launch(argv, files, settings.start_timeout, secrets, token, place)
+            argv = build_argv(domain, binary, accel, files, port, vhost, listener.fileno())
+            return await launch(argv, files, settings.start_timeout, token, listener, spawned)
         except LaunchError as exc:
             if port is None or _PORT_TAKEN not in exc.message or attempt == VNC_ATTEMPTS:
                 raise
+        finally:
+            listener.close()
         log_line(files, f"VNC port {port} was taken meanwhile; trying the next")
         port, attempt = vnc_port(vnc, settings, first=port + 1), attempt + 1
+
+
+def clean_slate(files: DomainFiles, secrets: Mapping[Path, str]) -> socket.socket:
+    """The runtime files of a launch: what a previous run left removed, `secrets` written
+    (0600) for qemu to read, and the QMP socket bound and listening at `files.qmp`, for qemu
+    to take as `fd=`: a client may connect at once and is greeted as soon as qemu serves it,
+    instead of waiting for qemu to make the socket (libvirt passes its monitor socket too)."""
+    files.prepare()
+    remove_stale(files)
+    for path, value in secrets.items():
+        write_secret(path, value)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(files.qmp))
+        listener.listen(8)
+    except OSError as exc:
+        listener.close()
+        raise LaunchError(f"cannot bind the QMP socket {files.qmp}: {exc}") from exc
+    return listener
 
 
 def remove_stale(files: DomainFiles) -> None:
@@ -82,35 +103,33 @@ def log_line(files: DomainFiles, text: str) -> None:
         log.write(f"{stamp} domctl: {text}\n")
 
 
-async def launch(argv: list[str], files: DomainFiles, timeout: float,
-                 secrets: Mapping[Path, str], token: str, place: Place | None = None) -> int:
+async def launch(argv: list[str], files: DomainFiles, timeout: float, token: str,
+                 listener: socket.socket, spawned: Spawned | None = None) -> int:
     """Start qemu (daemonizing, stopped at -S) and return the daemon's pid.
 
-    `secrets` are written (0600) after the stale files are gone, for qemu to read at start;
     `token` (the engine's write-ahead start token) goes into qemu's environment, so a
     controller that dies before recording the pid can prove the process is this start's;
-    `place` has returned when this does.
+    `listener` (the QMP socket of `argv`'s `fd=`) is handed to qemu and closed here, so that
+    a client waiting on it sees the end of a qemu that dies.
     """
-    files.prepare()
-    remove_stale(files)
-    for path, value in secrets.items():
-        write_secret(path, value)
     log_line(files, "starting: " + shlex.join(argv))
     offset = files.log.stat().st_size
-    with files.log.open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True, env={**os.environ, START_TOKEN_ENV: token})
-    placing = in_thread(functools.partial(place, process.pid)) if place else None
+    try:
+        with files.log.open("ab") as log:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(listener.fileno(),), start_new_session=True,
+                env={**os.environ, START_TOKEN_ENV: token})
+    finally:
+        listener.close()
+    if spawned is not None:
+        spawned(process.pid)
     try:
         code = await asyncio.wait_for(process.wait(), timeout)
     except TimeoutError:
         process.kill()
         await process.wait()
         raise LaunchError(f"qemu did not finish initialising within {timeout} s") from None
-    finally:
-        if placing is not None:
-            await placing
     if code != 0:
         raise LaunchError(qemu_error(files.stderr) or qemu_error(files.log, offset)
                           or f"qemu exited with status {code}")
@@ -120,34 +139,14 @@ async def launch(argv: list[str], files: DomainFiles, timeout: float,
         raise LaunchError(f"qemu started but its pidfile is unusable: {exc}") from exc
 
 
-def in_thread(call: Callable[[], None]) -> asyncio.Future[None]:
-    """Run `call` in a thread of its own, started now: not queued behind the default executor's
-    work, since the move must land while qemu initialises, and while the pid is the launching
-    process's (it lives until qemu is ready; its reuse would need the pid counter to wrap)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def finish() -> None:
-        if not done.done():  # cancelled: nobody waits
-            done.set_result(None)
-
-    def run() -> None:
-        try:
-            call()
-        finally:
-            loop.call_soon_threadsafe(finish)
-
-    threading.Thread(target=run, name="qemu-place", daemon=True).start()
-    return done
-
-
 def running_pids(files: DomainFiles) -> list[int]:
-    """The live qemu processes of this domain: `-name guest=NAME` and this runtime dir's QMP
-    socket in their argv. A scan of /proc, not the pidfile: with the runtime dir removed (or
-    the pidfile never written) a running qemu must still be found, never started twice."""
+    """The live qemu processes of this domain: `-name guest=NAME` and this runtime dir's
+    pidfile in their argv (its QMP socket is passed as an fd, its path not in the argv). A
+    scan of /proc, not the pidfile: with the runtime dir removed (or the pidfile never
+    written) a running qemu must still be found, never started twice."""
     def ours(argv: list[str]) -> bool:
         return (f"guest={files.name}," in " ".join(argv)
-                and any(str(files.qmp) in arg for arg in argv))
+                and any(str(files.pidfile) == arg for arg in argv))
     return find(ours)
 
 

@@ -28,8 +28,7 @@ from reconcilers.model import (
     Vnc,
     Watchdog,
 )
-from reconcilers.qemu import driver as driver_module
-from reconcilers.qemu import process
+from reconcilers.qemu import bringup, process
 from reconcilers.qemu.driver import QemuDriver
 from tests.support.domains import TCG_PC, domain
 from tests.support.qemu import QemuEnv
@@ -220,9 +219,9 @@ async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
         qemu_env: QemuEnv, loop_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     launch = process.launch_domain
 
-    async def socket_lost(*args: Any, **kwargs: Any) -> int:  # qemu runs, its QMP is gone
-        pid = await launch(*args, **kwargs)
-        (qemu_env.context.runtime_dir / "qemu" / "t-abort.qmp").unlink()
+    async def socket_lost(*args: Any, spawned: Any = None) -> int:
+        pid = await launch(*args)  # nothing overlaps the start-up: no early QMP connect
+        (qemu_env.context.runtime_dir / "qemu" / "t-abort.qmp").unlink()  # qemu runs, QMP gone
         return pid
 
     monkeypatch.setattr(process, "launch_domain", socket_lost)
@@ -239,7 +238,7 @@ async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
 
 async def test_qemu_not_moved_while_it_initialised_is_moved_before_cont(
         qemu_env: QemuEnv, loop_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(driver_module, "_move_early", lambda _cgroup, _launcher: None)
+    monkeypatch.setattr(bringup, "_move", lambda _cgroup, _launcher: None)
     driver = qemu_env.driver()
     live = await driver.start(domain("t-late", image=loop_image), paused=True, token="test")
     assert live.pid is not None
