@@ -2,10 +2,11 @@
 
 The controller uses QemuDriver (the Driver protocol of reconcilers/driver.py) and QemuSettings;
 the modules behind them are private to the driver: capabilities (probe), hostcheck
-(validation), escape + argv (command line), layout + process (files, launch), cgroups,
-pinning, monitor (the only qemu.qmp user), commands (one typed method per QMP command),
-events (classification), tracking (the domains held, their events and exits), adopt
-(identity), runtime (per-domain state), changes (live vs restart).
+(validation), escape + argv (command line), layout + process (files, launch), bringup
+(cgroup move and QMP connect, overlapping qemu's start-up), cgroups, pinning, monitor (the
+only qemu.qmp user), commands (one typed method per QMP command), events (classification),
+tracking (the domains held, their events and exits), adopt (identity), runtime (per-domain
+state), changes (live vs restart).
 """
 
 from reconcilers.qemu.driver import QemuDriver
