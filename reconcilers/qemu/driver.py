@@ -207,9 +207,11 @@ class QemuDriver:
                                pid=pid, boot_id=boot_id(), starttime=proc_starttime(pid) or 0,
                                extra=extra)
         self._tracked.last_stops.pop(name, None)
-        return self._tracked.track(record, domain.spec.lifecycle,
-                                   monitor or self._tracked.monitor(name),
-                                   RunState(State.PAUSED, Reason.STARTING_UP), files, cgroup)
+        tracked = self._tracked.track(record, domain.spec.lifecycle,
+                                      monitor or self._tracked.monitor(name),
+                                      RunState(State.PAUSED, Reason.STARTING_UP), files, cgroup)
+        tracked.taps = nics.has_taps(domain.spec.qemu.nics if domain.spec.qemu else ())
+        return tracked
 
     async def _prepare(self, tracked: Running, spec: DomainSpec) -> None:
         """Steps between bring-up and `cont`: pinning, link states, balloon."""

@@ -68,6 +68,11 @@ def _taps(nic_list: tuple[Nic, ...]) -> Iterator[tuple[int, Nic]]:
     return ((index, nic) for index, nic in enumerate(nic_list) if nic.mode is not NicMode.USER)
 
 
+def has_taps(nic_list: tuple[Nic, ...]) -> bool:
+    """Whether any NIC of the list runs on a tap."""
+    return any(True for _ in _taps(nic_list))
+
+
 def _field(index: int, nic: Nic) -> str:
     key = "network" if nic.mode is NicMode.NETWORK else "bridge"
     return f"spec.qemu.nics[{index}].{key}"
@@ -171,6 +176,7 @@ async def _hotplug(tracked: Running, index: int, nic: Nic, vhost: bool,
     if nic.mode is not NicMode.USER:
         await check_nic(name, index, nic)
         assert nic.bridge is not None
+        tracked.taps = True
         await tap.ensure(Place(), tap.TapSpec(name, index, nic.bridge, vhost))
     try:
         await qmp.netdev_add(netdev_props(name, index, nic, vhost))

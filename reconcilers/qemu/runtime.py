@@ -59,6 +59,7 @@ class Running:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     unplugs: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # device id → waiter
     agent_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one agent session at once
+    taps: bool = True  # may own taps: a start's or hotplug's tap NICs say; unknown if adopted
 
     @property
     def qmp(self) -> QmpCommands:
@@ -109,14 +110,17 @@ class Running:
                 await asyncio.wait_for(asyncio.shield(self.exit_task), SETTLE_TIMEOUT)
 
     async def release(self) -> None:
-        """Free what the exited process leaves: QMP, follow-ups, cgroup, runtime files, taps."""
+        """Free what the exited process leaves: QMP, follow-ups, cgroup, runtime files, taps
+        (looked for only when it may have had some: the look is a command, and its exit is
+        reported after this)."""
         for task in list(self.tasks):
             task.cancel()
         await self.monitor.close()
         if not await asyncio.to_thread(self.cgroup.remove):
             log.warning("cgroup still busy; left in place", domain=self.record.name)
         process.remove_stale(self.files)
-        await release_taps(self.record.name)
+        if self.taps:
+            await release_taps(self.record.name)
 
     async def let_go(self) -> None:
         """Stop watching and close QMP; the process keeps running."""

@@ -120,6 +120,18 @@ async def test_a_tap_is_on_its_bridge_for_the_guest_mac_and_gone_after_any_stop(
     assert ports() == {}
 
 
+async def test_a_tap_hotplugged_into_a_vm_started_without_one_goes_with_its_stop(
+        env: QemuEnv, lan: str, loop_image: Path) -> None:
+    driver = env.driver()
+    bare = vm("t-late", loop_image)  # no tap: its stop looks for none, unless one is added
+    await driver.start(bare, paused=False, token="test")
+    more = vm("t-late", loop_image, Nic(mode=NicMode.NETWORK, network="lan"))
+    await driver.apply_live("t-late", bare.spec, more.spec)
+    assert ports() == {tap_name("t-late", 0): MTU}
+    await driver.destroy("t-late")
+    assert ports() == {}
+
+
 async def test_a_foreign_device_or_a_missing_bridge_refuses_the_start(
         env: QemuEnv, lan: str, loop_image: Path) -> None:
     driver = env.driver()
