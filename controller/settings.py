@@ -23,6 +23,7 @@ Times are in seconds, sizes in bytes. The tree:
         api: ApiSettings                    max_request, request_timeout, log_poll,
                                             close_timeout, act_timeout
         metrics: MetricsSettings            address, snapshot_timeout
+        networks: NetworkSettings           resync, removal_recheck, dnsmasq_user/group
         qemu: QemuSettings                  reconcilers/qemu/layout.py (the driver's own)
 
 A leaf: it imports the standard library and `controller.paths`, and the qemu driver's settings
@@ -137,6 +138,23 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """Managed networks (engine/networks.py, reconcilers/net/)."""
+
+    resync: float = SourceSettings.resync
+    """Seconds after which a network nothing happened to is checked again: a bridge deleted
+    or a table flushed by hand raises no event, so this bounds how long such drift lasts (a
+    killed dnsmasq is seen at once, by its exit). `domctl run --resync` sets it."""
+    removal_recheck: float = 5.0
+    """Seconds between checks of a removed network still used by running domains: its
+    removal waits for them (RemovalBlocked), and each of their stops also brings it back."""
+    dnsmasq_user: str = "nobody"
+    """The account dnsmasq drops to after binding its ports and opening its files."""
+    dnsmasq_group: str = "nogroup"
+    """And its group."""
+
+
+@dataclass(frozen=True)
 class HookSettings:
     """Hook scripts with libvirt's contract (engine/hooks.py)."""
 
@@ -209,5 +227,7 @@ class Settings:
     """The API sockets."""
     metrics: MetricsSettings = MetricsSettings()
     """The Prometheus listener."""
+    networks: NetworkSettings = NetworkSettings()
+    """Managed networks: their re-check period and dnsmasq's account."""
     qemu: QemuSettings = field(default_factory=_qemu_settings)
     """How the qemu driver runs qemu: binary, cgroup parent, VNC ports, QMP timeouts."""

@@ -35,6 +35,7 @@ from controller.manifests.source import Snapshot
 from controller.paths import Paths
 from controller.protocol import headline
 from controller.state.events import Subscription
+from controller.state.networks import NoSuchNetwork
 from controller.state.status import STATES_MEETING, NoSuchDomain
 from reconcilers.diff import Apply, classify_changes
 from reconcilers.history import API_STATES, ApiAction
@@ -59,6 +60,14 @@ class ControllerBackend:
         return [status.to_dict() for n in statuses.names()
                 if (status := statuses.read(n)) is not None]
 
+    def networks(self, name: str | None) -> list[dict[str, Any]]:
+        store = self._controller.networks.store if self._controller.networks else None
+        if store is None:
+            raise NoSuchNetwork(name or "")
+        if name is not None:
+            return [store.get_document(name)]
+        return [status.to_dict() for status in sorted(store.statuses(), key=lambda s: s.name)]
+
     def describe(self, name: str) -> dict[str, Any]:
         status = self._controller.statuses.get_document(name)
         job = self._controller.jobs.current(name)
@@ -72,7 +81,7 @@ class ControllerBackend:
 
     def _diff_one(self, name: str) -> dict[str, Any]:
         self._controller.statuses.get_document(name)  # NoSuchDomain for an unknown name
-        desired = self._controller.store.desired(name)
+        desired = self._controller.desired_resolved(name)  # NICs as the pass sees them
         record = self._controller.registry.get(name)
         live_spec = record.live_spec if record is not None else None
         if desired is None or live_spec is None or record is None or record.driver is None:

@@ -23,6 +23,7 @@ Every driver event is only a hint to requeue the name: the pass re-reads everyth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from controller.engine.desired import DesiredStore
 from controller.engine.hooks import HookRunner
 from controller.engine.jobs import Jobs
 from controller.engine.ledger import Ledger
+from controller.engine.networks import NetworkController
 from controller.engine.reattach import Reattach
 from controller.engine.requests import Requests, parse_action
 from controller.engine.schedule import Ending, Facts, Next, PassResult, Timing, schedule
@@ -52,6 +54,7 @@ from reconcilers.driver import Driver, RuntimeEvent
 from reconcilers.errors import HostValidationError, TerminalError
 from reconcilers.history import ApiAction, ApiRequest, LastStop
 from reconcilers.model import Cause, Domain, DriverName, EventDetail, EventType, Reason, State
+from reconcilers.net.nics import networks_used, networks_used_by_spec, reservations, resolve
 from reconcilers.ports import HookOp, Ports
 
 log = structlog.get_logger(__name__)
@@ -73,6 +76,8 @@ class Controller:
     wall: Callable[[], float] = time.time
     on_pass: Callable[[str, float, str], None] | None = None
     """Called after each pass with (name, seconds, "ok" | "error" | "requeue"), for metrics."""
+    networks: NetworkController | None = None
+    """The managed networks: a domain's NICs resolve against the ones that are up."""
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue(self.clock)
@@ -82,8 +87,9 @@ class Controller:
         self.error_backoff = ErrorBackoff(self.settings.errors)
         self.ledger = Ledger(self.registry, self.crash, self.wall)
         self.requests = Requests(self.ledger, self.audit, self.wall)
-        self.projector = StatusProjector(self.ledger, self.store, self.statuses, self.drivers,
-                                         self.wall, self.settings.resync)
+        self.projector = StatusProjector(
+            self.ledger, self.store, self.statuses, self.drivers, self.wall, self.settings.resync,
+            self.networks.lease_addresses if self.networks is not None else dict)
         self.reconciler = DomainReconciler(
             self.drivers, Ports(jobs=self.jobs, hooks=self.hooks, events=self.events,
                                 audit=self.audit, intents=self.ledger))
@@ -91,6 +97,8 @@ class Controller:
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_hooks: dict[str, asyncio.Task[Any]] = {}  # `stopped`+`release` in flight
         self._orphan_problems: set[str] = set()
+        if self.networks is not None:
+            self.networks.domains = self
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -223,7 +231,7 @@ class Controller:
             self._forget(name)
             return PassResult.OK
         if desired is not None:
-            desired = self.ledger.define(name, desired)
+            desired = self._resolved(self.ledger.define(name, desired))
         self._notice_manifest(name, desired)
         pending_hooks = self._stop_hooks.pop(name, None)
         if pending_hooks is not None:  # libvirt: `release` ends before the next `prepare`
@@ -233,6 +241,50 @@ class Controller:
         history = self.ledger.history(name, self.clock.now(), self._removal_in(name))
         outcome = await self.reconciler.run_pass(name, desired, driver, history)
         return await self._account(name, driver, desired, outcome, before.last_stop)
+
+    def _resolved(self, desired: Domain) -> Domain:
+        """`desired` with its NICs' bridges and MACs (reconcilers/net/nics.py); its uuid is set
+        (ledger.define)."""
+        assert desired.metadata.uuid is not None
+        bridges = self.networks.bridges() if self.networks is not None else {}
+        return resolve(desired, desired.metadata.uuid, bridges)
+
+    def desired_resolved(self, name: str) -> Domain | None:
+        """The desired spec as a pass sees it (`domctl diff`): uuid and NICs resolved."""
+        desired = self._with_uuid(name)
+        return self._resolved(desired) if desired is not None else self.store.desired(name)
+
+    # --- what the network engine asks (engine/networks.py DomainSide) ------------------------
+
+    def network_users(self, network: str) -> list[str]:
+        """Running domains with a NIC on `network` (by their live spec)."""
+        return sorted(name for name in self.registry.names()
+                      if (record := self.registry.get(name)) is not None
+                      and record.runtime is not None and record.live_spec is not None
+                      and network in networks_used_by_spec(record.live_spec))
+
+    def reservations(self, network: str) -> list[tuple[str, str, str]]:
+        """The static addresses the defined domains' NICs ask for on `network`."""
+        domains = [self._resolved(desired) for name in self.store.names()
+                   if (desired := self._with_uuid(name)) is not None]
+        return reservations(domains, network)
+
+    def _with_uuid(self, name: str) -> Domain | None:
+        """The desired domain with its uuid: the manifest's, else the one recorded; None
+        when neither is known yet (a MAC cannot be derived before the first pass)."""
+        desired, record = self.store.desired(name), self.ledger.get(name)
+        if desired is None or (desired.metadata.uuid is None and record is None):
+            return None  # its MAC is not known before its first pass
+        if desired.metadata.uuid is None and record is not None:
+            desired = dataclasses.replace(
+                desired, metadata=dataclasses.replace(desired.metadata, uuid=record.uuid))
+        return desired
+
+    def network_changed(self, network: str) -> None:
+        """A network came up or its leases changed: requeue the domains on it."""
+        for name in self.store.names():
+            if network in networks_used(self.store.desired(name)):
+                self.queue.add(name)
 
     def _removal_in(self, name: str) -> float | None:
         entry = self.store.entry(name)
@@ -245,6 +297,8 @@ class Controller:
         change = self.ledger.notice_manifest(name, generation)
         if change is None or desired is None:
             return
+        if self.networks is not None:
+            self.networks.reservations_changed(networks_used(desired))
         record = self.ledger.get(name)
         seen = (record.state, record.reason) if record is not None else (None, None)
         state, reason = (seen[0] or State.SHUTOFF), (seen[1] or Reason.UNKNOWN)
@@ -328,6 +382,8 @@ class Controller:
         record = self.ledger.record_stop(name, reason, cause, counts)
         if record is None or record.driver is None or record.runtime is None:
             return
+        if self.networks is not None and record.live_spec is not None:
+            self.networks.domain_stopped(networks_used_by_spec(record.live_spec))
         self._stop_hooks[name] = self._spawn(
             self._after_stop_hooks(record.driver, name, record.live_spec, reason))
 

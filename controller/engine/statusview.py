@@ -19,15 +19,19 @@ Conditions:
                     manifest changes
     Overridden      an imperative API request (stop, start, ...) holds until the manifest
                     changes
+    GuestAgent      the qemu guest agent answers (only for a domain with `guestAgent: true`)
+
+A running domain's NICs are shown with their addresses (engine/interfaces.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.engine.desired import DesiredStore, Entry
+from controller.engine.interfaces import agent_condition, interface_statuses
 from controller.engine.ledger import Ledger
 from controller.manifests.errors import Problem
 from controller.protocol import rfc3339
@@ -38,6 +42,7 @@ from controller.state.status import (
     ConditionStatus,
     ConditionType,
     DomainStatus,
+    InterfaceStatus,
     PendingChange,
     StatusStore,
     set_condition,
@@ -48,6 +53,7 @@ from reconcilers.driver import Driver, Live
 from reconcilers.errors import DomctlError
 from reconcilers.history import API_STATES, ApiRequest
 from reconcilers.model import DesiredState, Domain, DriverName, Reason, State
+from reconcilers.net.nics import spec_nics
 
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
 
@@ -78,14 +84,17 @@ class Facts:
     now: float = 0.0  # wall-clock seconds
     override: str | None = None  # an API request in force, described
     override_state: DesiredState | None = None  # the state it asks for (Ready compares to it)
+    interfaces: tuple[InterfaceStatus, ...] = ()
+    agent: Condition | None = None  # GuestAgent, for a domain with a guest agent channel
 
 
 def build_status(facts: Facts) -> DomainStatus:
     desired = facts.desired
     conditions = facts.conditions
     for condition in (_ready(facts), _synced(facts), _pending(facts), _manifest_valid(facts),
-                      _stalled(facts), _overridden(facts)):
-        conditions = set_condition(conditions, condition, facts.now)
+                      _stalled(facts), _overridden(facts), facts.agent):
+        if condition is not None:
+            conditions = set_condition(conditions, condition, facts.now)
     return DomainStatus(
         name=facts.name, uuid=facts.uuid, driver=facts.driver,
         desired=(facts.override_state or desired.spec.state) if desired is not None else None,
@@ -94,7 +103,8 @@ def build_status(facts: Facts) -> DomainStatus:
         observedGeneration=facts.observed_generation, restarts=facts.restarts,
         since=rfc3339(facts.since) if facts.since is not None else None,
         backoffUntil=rfc3339(facts.backoff_until) if facts.backoff_until is not None else None,
-        conditions=conditions, pending=tuple(PendingChange.from_change(c) for c in facts.pending))
+        conditions=conditions, pending=tuple(PendingChange.from_change(c) for c in facts.pending),
+        interfaces=facts.interfaces)
 
 
 def _observed(live: Live) -> str:
@@ -204,6 +214,9 @@ def _waiting(view: PassView, live: Live, backoff_until: float | None,
     return backoff_until
 
 
+# The states in which a domain has NICs worth showing (a paused guest keeps its addresses).
+_UP = frozenset({State.RUNNING, State.BLOCKED, State.PAUSED})
+
 # Reasons a driver reports for a domain it just adopted and knows no history of.
 _VAGUE = frozenset({Reason.UNKNOWN, Reason.STARTING_UP})
 
@@ -223,8 +236,10 @@ class PassView:
 class StatusProjector:
     def __init__(self, ledger: Ledger, store: DesiredStore, statuses: StatusStore,
                  drivers: Mapping[DriverName, Driver], wall: Callable[[], float],
-                 resync: float) -> None:
+                 resync: float,
+                 leases: Callable[[], Mapping[str, Sequence[str]]] = dict) -> None:
         self._ledger = ledger
+        self._leases = leases  # MAC → leased addresses, over the managed networks
         self._store = store
         self._statuses = statuses
         self._drivers = drivers
@@ -246,6 +261,7 @@ class StatusProjector:
             record.epoch) else None
         stalled = record.stalled if record.stalled and record.stalled.epoch == record.epoch \
             else None
+        interfaces, agent = await self._interfaces(name, view.driver, live, record)
         status = build_status(Facts(
             name=name, uuid=record.uuid, driver=view.driver, desired=view.desired,
             entry=self._store.entry(name), live=live, plan=view.plan,
@@ -258,11 +274,24 @@ class StatusProjector:
             host_problem=stalled is not None and stalled.host, resync=self._resync,
             removal_in=self._store.removal_in(name), conditions=record.conditions, now=now,
             override=request.describe() if request is not None else None,
-            override_state=API_STATES[request.action] if request is not None else None))
+            override_state=API_STATES[request.action] if request is not None else None,
+            interfaces=interfaces, agent=agent))
         self._ledger.update(name, state=live.state, reason=live.reason, since=since,
                             failures=failures, conditions=status.conditions)
         await self._statuses.publish(status)
         return status
+
+    async def _interfaces(self, name: str, driver: DriverName, live: Live, record: DomainRecord,
+                          ) -> tuple[tuple[InterfaceStatus, ...], Condition | None]:
+        """The NICs of a running domain with their addresses, and its agent's condition."""
+        spec = record.live_spec
+        if spec is None or record.runtime is None or live.state not in _UP:
+            return (), None
+        has_agent = spec.qemu is not None and spec.qemu.guest_agent
+        if not spec_nics(spec) and not has_agent:
+            return (), None
+        guest = await self._drivers[driver].interfaces(name)
+        return interface_statuses(name, spec, guest, self._leases()), agent_condition(guest)
 
     def _shown(self, name: str, live: Live, record: DomainRecord) -> Live:
         """The live state as shown: a shutoff of unknown reason shows the last stop's reason;

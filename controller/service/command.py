@@ -8,8 +8,8 @@ both drivers, is imported inside `run` only.
 
 `run` turns its flags into the settings tree (controller/settings.py), once. Every flag's
 default is read from that tree, so `--help`, the README's flag table and the daemon cannot
-disagree; `--resync` sets both the rescan period and the engine's re-check of domains stalled
-by host validation.
+disagree; `--resync` sets the rescan period, the engine's re-check of domains stalled by host
+validation and the re-check of managed networks.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from controller.settings import (
     EngineSettings,
     HookSettings,
     MetricsSettings,
+    NetworkSettings,
     PruneSettings,
     Settings,
     SourceSettings,
@@ -54,7 +55,8 @@ def _dir_option(flag: str, what: str) -> Callable[[F], F]:
 @_dir_option("--hooks-dir", "Hook scripts: qemu, lxc, qemu.d/*, lxc.d/*.")
 @click.option("--resync", type=click.FloatRange(min=1), default=_SOURCE.resync,
               show_default=True, help="Seconds between full rescans of the manifests directory "
-                                      "(and re-checks of hosts a domain could not start on).")
+                                      "(and re-checks of hosts a domain could not start on, "
+                                      "and of managed networks).")
 @click.option("--max-manifest-bytes", type=click.IntRange(min=1024),
               default=_SOURCE.max_manifest_bytes, show_default=True,
               help="Bytes one manifest file may have; a bigger file is refused unread, as "
@@ -111,7 +113,8 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
     source = SourceSettings(resync=resync, max_manifest_bytes=max_manifest_bytes)
     settings = Settings(paths=paths, engine=engine, source=source,
                         hooks=HookSettings(timeout=hook_timeout),
-                        metrics=MetricsSettings(address=metrics_addr))
+                        metrics=MetricsSettings(address=metrics_addr),
+                        networks=NetworkSettings(resync=resync))
     try:
         asyncio.run(Daemon(settings).run())
     except (LockHeldError, ValueError) as err:

@@ -2,9 +2,10 @@
 
 Order at start (DESIGN §7, libvirt's reconnect): take the flock on the state dir (one
 controller per state dir), open the stores, build the drivers, re-attach every recorded domain
-(no domain is started, stopped or restarted by this), then start watching the manifests (the
-first full scan queues every name), then the workers and the API. Only then is the daemon
-ready (sd_notify READY=1).
+(no domain is started, stopped or restarted by this), queue every recorded network (its pass
+re-checks it and leaves an intact one alone), then start watching the manifests (the first
+full scan queues every name), then the workers (the domains' and the networks') and the API.
+The daemon is ready (sd_notify READY=1) once the first passes of all of them are over.
 
 SIGTERM or SIGINT stop the controller and leave every domain running: the queue stops taking
 work, passes in progress get `stop_timeout` seconds to finish, the drivers drop their
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from typing import Any
 
 import structlog
 
@@ -30,18 +32,22 @@ from controller.api.backend import ControllerBackend
 from controller.api.server import ApiServer
 from controller.engine.controller import Controller
 from controller.engine.hooks import HookRunner
-from controller.manifests.source import ManifestSource
+from controller.engine.leasewatch import LeaseWatch
+from controller.engine.networks import NetworkController
+from controller.manifests.source import ManifestSource, Snapshot
 from controller.paths import Paths
 from controller.service import sdnotify
 from controller.service.metrics import Metrics, MetricsServer
 from controller.settings import Settings
 from controller.state.events import AuditLog, EventBus
 from controller.state.fsutil import InstanceLock
+from controller.state.networks import NetworkStore
 from controller.state.registry import Registry
 from controller.state.status import StatusStore
 from reconcilers.driver import Driver, DriverContext, RuntimeEvent
 from reconcilers.lxc import LxcDriver
 from reconcilers.model import DriverName
+from reconcilers.net.network import NetworkHost
 from reconcilers.qemu import QemuDriver
 
 log = structlog.get_logger(__name__)
@@ -85,17 +91,28 @@ class Daemon:
         drivers = self._drivers(DriverContext(runtime_dir=paths.runtime_dir,
                                               state_dir=paths.state_dir,
                                               log_dir=paths.log_dir, on_event=on_event))
+        networks = NetworkController(NetworkHost(paths.state_dir / "networks" / "dnsmasq"),
+                                     NetworkStore(paths.state_dir), events,
+                                     self.settings.networks)
         controller = Controller(
             drivers=drivers, registry=Registry(paths.state_dir),
             statuses=StatusStore(paths.state_dir), events=events, audit=audit,
-            hooks=HookRunner(paths.hooks_dir, self.settings.hooks), settings=self.settings.engine)
-        source = ManifestSource(paths.manifests, controller.on_snapshot, self.settings.source)
+            hooks=HookRunner(paths.hooks_dir, self.settings.hooks), settings=self.settings.engine,
+            networks=networks)
+
+        def on_snapshot(snapshot: Snapshot) -> None:
+            networks.on_snapshot(snapshot)  # first: a domain's pass resolves against networks
+            controller.on_snapshot(snapshot)
+
+        source = ManifestSource(paths.manifests, on_snapshot, self.settings.source)
         with self._signals():
             try:
                 await self._probe(drivers)
                 await controller.reattach_all()
+                networks.start()
+                leases = LeaseWatch(networks.host.directory, networks.leases_changed)
                 await source.start()
-                workers = asyncio.create_task(controller.workers())
+                workers = asyncio.gather(controller.workers(), networks.worker())
                 api = ApiServer(ControllerBackend(controller, paths,
                                                   self.settings.api.act_timeout, source.rescan),
                                 paths.runtime_dir / "domctl.sock",
@@ -105,7 +122,7 @@ class Daemon:
                 log.info("controller running", manifests=str(paths.manifests),
                          state_dir=str(paths.state_dir), workers=self.settings.engine.workers,
                          socket=str(paths.runtime_dir / "domctl.sock"))
-                self._tasks |= {asyncio.create_task(self._notify_ready(controller)),
+                self._tasks |= {asyncio.create_task(self._notify_ready(controller, networks)),
                                 asyncio.create_task(_watchdog())}
                 await self._stop.wait()
                 log.info("stopping controller; domains keep running")
@@ -116,6 +133,8 @@ class Daemon:
                     metrics.close()
                 await api.close()
                 await source.stop()
+                leases.close()
+                networks.stop()
                 await controller.stop()
                 await self._drain(workers)
             finally:
@@ -144,9 +163,10 @@ class Daemon:
         log.info("metrics listening", url=server.url)
         return server
 
-    async def _notify_ready(self, controller: Controller) -> None:
-        """READY=1 once the first full pass is over: every domain found was reconciled once."""
-        await controller.queue.wait_idle()
+    async def _notify_ready(self, controller: Controller, networks: NetworkController) -> None:
+        """READY=1 once the first full pass is over: every network and domain found was
+        reconciled once."""
+        await asyncio.gather(networks.queue.wait_idle(), controller.queue.wait_idle())
         sdnotify.ready("reconciling")
         log.info("first full pass done; ready")
 
@@ -164,7 +184,7 @@ class Daemon:
                 log.warning("driver unavailable; its domains will not start",
                             driver=name.value, why=caps.message)
 
-    async def _drain(self, workers: asyncio.Task[None]) -> None:
+    async def _drain(self, workers: asyncio.Future[Any]) -> None:
         """Give passes in progress time to finish; then cancel them."""
         try:
             await asyncio.wait_for(asyncio.shield(workers),

@@ -24,8 +24,8 @@ from typing import Any
 from controller.state.jsondir import Damaged, JsonDir
 from controller.state.status import Condition, ConditionType
 from reconcilers.errors import TerminalError
-from reconcilers.model import to_plain
-from reconcilers.net.model import NetworkSpec
+from reconcilers.model import Metadata, SourceRef, to_plain
+from reconcilers.net.model import Network, NetworkSpec
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,14 @@ class NetworkRecord:
     bridge: str
     spec: NetworkSpec  # as last applied
     generation: str
+    file: str = ""  # the manifest file it was declared in
     active: bool = False
     since: float | None = None  # wall-clock seconds of the last change of `active`
     conditions: tuple[Condition, ...] = ()  # as last shown (their transition times)
+
+    def as_network(self) -> Network:
+        """The network as last applied (its file is invalid, or it is in a conflict)."""
+        return Network(Metadata(self.name), self.spec, SourceRef(self.file, 1))
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ import pytest
 from reconcilers.identity import cmdline, is_alive
 from reconcilers.model import Domain, LxcSpec
 from tests.support import leaks
-from tests.support.cleanup import qemu_pidfiles, scratch_dir, sweep
+from tests.support.cleanup import qemu_pidfiles, scratch_dir, stop_dnsmasqs, sweep
 from tests.support.domains import manifest
+from tests.support.netns import command_inside, lxc_prefix
 from tests.support.waiting import wait_until
 
 DOMCTL = Path(sys.executable).parent / "domctl"
@@ -118,13 +119,15 @@ def nobody_command(*args: str, home: str = "/nonexistent") -> tuple[list[str], d
 class Controller:
     """One `domctl run` on private directories; restartable; cleaned up by `cleanup()`."""
 
-    def __init__(self, base: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, base: Path, extra_args: tuple[str, ...] = (),
+                 netns: str | None = None) -> None:
         self.base = base
+        self.netns = netns  # run inside this network namespace (netns.command_inside)
         self.manifests = base / "manifests"
         self.state = base / "state"
         self.logs = base / "log"
         self.hooks = base / "hooks"
-        for directory in (self.manifests, self.hooks):
+        for directory in (self.manifests, self.hooks, self.base / "cgroup"):
             directory.mkdir(parents=True, exist_ok=True)
         self.runtime = scratch_dir("d")
         self.stderr_path = base / "controller.stderr"
@@ -166,7 +169,9 @@ class Controller:
     def argv(self) -> list[str]:
         """At debug level: a pass logs its `plan` and a rescan `manifests scanned`, the proof
         that something was considered and nothing done."""
-        return [str(DOMCTL), "--log-level", "debug", "run", "--manifests", str(self.manifests),
+        inside = [] if self.netns is None else command_inside(self.netns, self.base / "cgroup")
+        return [*inside, str(DOMCTL), "--log-level", "debug", "run",
+                "--manifests", str(self.manifests),
                 "--state-dir", str(self.state), "--runtime-dir", str(self.runtime),
                 "--log-dir", str(self.logs), "--hooks-dir", str(self.hooks),
                 *RUN_OPTIONS, *self.extra_args]
@@ -288,7 +293,17 @@ class Controller:
 
     def status(self, name: str) -> dict[str, Any] | None:
         """`<state>/status/<name>.json`, or None when there is none."""
-        path = self.state / "status" / f"{name}.json"
+        return self._document(self.state / "status" / f"{name}.json")
+
+    def network_status(self, name: str) -> dict[str, Any] | None:
+        """The status document of network `name`, or None when there is none."""
+        return self._document(self.state / "networks" / "status" / f"{name}.json")
+
+    def network_events(self, name: str) -> list[dict[str, Any]]:
+        return [record for record in self.events() if record.get("network") == name]
+
+    @staticmethod
+    def _document(path: Path) -> dict[str, Any] | None:
         for _ in range(5):  # written by rename, so never torn; retry anyway on a bad read
             try:
                 document: dict[str, Any] = json.loads(path.read_text())
@@ -400,13 +415,16 @@ class Controller:
         names = self.names | set(qemu_pidfiles(self.runtime))
         sweep(runtime_dir=self.runtime, lxcpath=self.state / "lxc",
               cgroups=[f"{CGROUP_PARENT}/{name}" for name in sorted(names)],
-              remove=[self.runtime])
+              remove=[self.runtime],
+              lxc_prefix=lxc_prefix(self.netns) if self.netns is not None else ())
+        stop_dnsmasqs(self.state / "networks" / "dnsmasq")
         leaks.release(self.base, self.runtime)
 
 
 @contextlib.contextmanager
-def controller_on(base: Path, extra_args: tuple[str, ...] = ()) -> Iterator[Controller]:
-    ctl = Controller(base, extra_args)
+def controller_on(base: Path, extra_args: tuple[str, ...] = (),
+                  netns: str | None = None) -> Iterator[Controller]:
+    ctl = Controller(base, extra_args, netns)
     try:
         ctl.start()
         yield ctl

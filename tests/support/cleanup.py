@@ -18,7 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from reconcilers.identity import cmdline, is_alive
@@ -52,28 +52,44 @@ def qemu_pidfiles(runtime_dir: Path) -> dict[str, int]:
     return pids
 
 
+def stop_dnsmasqs(directory: Path) -> None:
+    """Kill the dnsmasqs whose pid files are in `directory` (a controller's or a test's),
+    each proven by its command line naming a config file there. Deleting a network namespace
+    does not end the processes in it."""
+    for pidfile in directory.glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text().strip())
+            if any(arg == f"--conf-file={directory / pidfile.stem}.conf"
+                   for arg in cmdline(pid) or ()):
+                kill([pid])
+
+
 def sweep(*, runtime_dir: Path | None = None, pids: Iterable[int] = (),
           lxcpath: Path | None = None, containers: Iterable[str] | None = None,
-          cgroups: Iterable[str] = (), remove: Iterable[Path] = ()) -> None:
+          cgroups: Iterable[str] = (), remove: Iterable[Path] = (),
+          lxc_prefix: Sequence[str] = ()) -> None:
     """Kill the qemus of `runtime_dir` (its pidfiles and `pids`, each proven by its command
-    line naming the dir), stop and delete `containers` on `lxcpath` (all of them when None),
-    rmdir the `cgroups` (paths below every hierarchy, their children first), delete `remove`."""
+    line naming the dir), stop and delete `containers` on `lxcpath` (all of them when None;
+    `lxc_prefix` runs lxc-stop in the network namespace the containers were started from: their
+    monitor's socket is an abstract one, bound to it), rmdir the `cgroups` (paths below every
+    hierarchy, their children first), delete `remove`."""
     if runtime_dir is not None:
         ours = set(pids) | set(qemu_pidfiles(runtime_dir).values())
         kill(pid for pid in ours if any(str(runtime_dir) in arg for arg in cmdline(pid) or ()))
     if lxcpath is not None:
-        _remove_containers(lxcpath, containers)
+        _remove_containers(lxcpath, containers, lxc_prefix)
     remove_cgroups(list(cgroups))
     for path in remove:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _remove_containers(lxcpath: Path, names: Iterable[str] | None) -> None:
+def _remove_containers(lxcpath: Path, names: Iterable[str] | None,
+                       prefix: Sequence[str]) -> None:
     if names is None:
         names = [p.parent.name for p in lxcpath.glob("*/config")]
     for name in names:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["lxc-stop", "-P", str(lxcpath), "-n", name, "-k"],
+            subprocess.run([*prefix, "lxc-stop", "-P", str(lxcpath), "-n", name, "-k"],
                            capture_output=True, timeout=30, check=False)
         shutil.rmtree(lxcpath / name, ignore_errors=True)
         remove_empty_cgroups(name)  # what LXC may leave behind a failed start

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
 
@@ -40,3 +41,21 @@ def inside(netns: str) -> Iterator[None]:
             _setns(own)
     finally:
         os.close(own)
+
+
+def command_inside(netns: str, scratch: Path) -> list[str]:
+    """The argv prefix that runs a command the way `ip netns exec NETNS` does, in a mount
+    namespace of its own whose /sys shows `netns` (LXC looks a veth's bridge up in
+    /sys/class/net) — but keeping the host's cgroup mounts, which `ip netns exec` hides under
+    the fresh sysfs (LXC sets a container's limits there). `scratch`: an empty directory the
+    cgroup mounts are moved through; nothing reaches the host's mounts (they are slaves)."""
+    script = ('set -e; mount --rbind /sys/fs/cgroup "$0"; mount -t sysfs sysfs /sys; '
+              'mount --move "$0" /sys/fs/cgroup; exec "$@"')
+    return ["unshare", "--mount", "--propagation", "slave", "nsenter",
+            f"--net=/run/netns/{netns}", "sh", "-c", script, str(scratch)]
+
+
+def lxc_prefix(netns: str) -> list[str]:
+    """The prefix for LXC's tools talking to containers started in `netns` (their monitor's
+    socket is abstract, so bound to the network namespace)."""
+    return ["nsenter", f"--net=/run/netns/{netns}"]

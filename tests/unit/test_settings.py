@@ -41,7 +41,7 @@ def test_a_built_tree_holds_every_branch(tmp_path: Path) -> None:
     settings = Settings(paths=paths)
     assert settings.qemu == QemuSettings()
     assert {f.name for f in dataclasses.fields(settings)} == {
-        "paths", "engine", "source", "hooks", "events", "api", "metrics", "qemu"}
+        "paths", "engine", "source", "hooks", "events", "api", "metrics", "networks", "qemu"}
 
 
 def test_importing_the_tree_loads_no_driver() -> None:

@@ -26,7 +26,8 @@ from reconcilers.model import DesiredState, DriverName, Reason, State
 T0 = 1764000000.0
 TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
 KEYS = ["name", "uuid", "driver", "desired", "state", "reason", "pid", "id", "generation",
-        "observedGeneration", "restarts", "since", "backoffUntil", "conditions", "pending"]
+        "observedGeneration", "restarts", "since", "backoffUntil", "conditions", "pending",
+        "interfaces"]  # interfaces: issue 13 (virsh domifaddr)
 
 
 def cond(type_: ConditionType, status: ConditionStatus, reason: str = "Converged",
