@@ -115,6 +115,10 @@ class NetworkHost:
     def files(self, name: str) -> Files:
         return Files.in_dir(self.directory, name)
 
+    def dnsmasq_pid(self, name: str) -> int | None:
+        """The network's dnsmasq, proven ours; None when it does not run."""
+        return dnsmasq.observe(self.files(name))
+
     async def observe(self, wanted: Plan) -> Observed:
         state = await bridge.observe(self.place, wanted.bridge.name)
         pid = dnsmasq.observe(self.files(wanted.name))

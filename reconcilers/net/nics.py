@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from reconcilers.errors import HostValidationError
-from reconcilers.model import Domain, DriverName, Nic, NicMode
+from reconcilers.model import Domain, DomainSpec, DriverName, Nic, NicMode
 
 # libvirt gives VMs 52:54:00 (qemu's own prefix); LXC and Incus give containers 00:16:3e
 MAC_PREFIX = {DriverName.QEMU: "52:54:00", DriverName.LXC: "00:16:3e"}
@@ -41,11 +41,13 @@ def derive_mac(driver: DriverName, uuid: str, index: int) -> str:
 
 
 def nics_of(domain: Domain) -> tuple[Nic, ...]:
+    return spec_nics(domain.spec)
+
+
+def spec_nics(spec: DomainSpec) -> tuple[Nic, ...]:
     """The NIC list of either driver's section."""
-    spec = domain.spec
-    if spec.qemu is not None:
-        return spec.qemu.nics
-    return spec.lxc.nics if spec.lxc is not None else ()
+    section = spec.qemu if spec.qemu is not None else spec.lxc
+    return section.nics if section is not None else ()
 
 
 def with_nics(domain: Domain, nics: tuple[Nic, ...]) -> Domain:
@@ -59,9 +61,11 @@ def with_nics(domain: Domain, nics: tuple[Nic, ...]) -> Domain:
 
 def networks_used(domain: Domain | None) -> frozenset[str]:
     """The managed networks the domain's NICs name."""
-    if domain is None:
-        return frozenset()
-    return frozenset(nic.network for nic in nics_of(domain)
+    return frozenset() if domain is None else networks_used_by_spec(domain.spec)
+
+
+def networks_used_by_spec(spec: DomainSpec) -> frozenset[str]:
+    return frozenset(nic.network for nic in spec_nics(spec)
                      if nic.mode is NicMode.NETWORK and nic.network is not None)
 
 
