@@ -13,15 +13,15 @@ It never waits for the guest and never talks QMP. It kills only the pid it just 
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import os
 import shlex
 import socket
+import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from reconcilers.identity import START_TOKEN_ENV, find
+from reconcilers.identity import START_TOKEN_ENV, ExitWatch, find
 from reconcilers.model import Accel, Domain, Vnc
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.layout import DomainFiles, QemuSettings
@@ -116,20 +116,19 @@ async def launch(argv: list[str], files: DomainFiles, timeout: float, token: str
     offset = files.log.stat().st_size
     try:
         with files.log.open("ab") as log:
-            process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(listener.fileno(),), start_new_session=True,
                 env={**os.environ, START_TOKEN_ENV: token})
     finally:
         listener.close()
     if spawned is not None:
         spawned(process.pid)
-    try:
-        code = await asyncio.wait_for(process.wait(), timeout)
-    except TimeoutError:
+    if not await exited(process, timeout):
         process.kill()
-        await process.wait()
-        raise LaunchError(f"qemu did not finish initialising within {timeout} s") from None
+        await exited(process)
+        raise LaunchError(f"qemu did not finish initialising within {timeout} s")
+    code = process.returncode
     if code != 0:
         raise LaunchError(qemu_error(files.stderr) or qemu_error(files.log, offset)
                           or f"qemu exited with status {code}")
@@ -137,6 +136,19 @@ async def launch(argv: list[str], files: DomainFiles, timeout: float, token: str
         return int(files.pidfile.read_text().strip())
     except (OSError, ValueError) as exc:
         raise LaunchError(f"qemu started but its pidfile is unusable: {exc}") from exc
+
+
+async def exited(process: subprocess.Popen[bytes], timeout: float | None = None) -> bool:
+    """Wait for our child `process` to exit, and reap it; False after `timeout` seconds. On its
+    pidfd, not asyncio's child watcher, which starts a thread for every child."""
+    watch = ExitWatch(process.pid, lambda: None)
+    try:
+        if not await watch.wait(timeout):
+            return False
+    finally:
+        watch.cancel()
+    process.wait()  # a zombie: reaped at once
+    return True
 
 
 def running_pids(files: DomainFiles) -> list[int]:

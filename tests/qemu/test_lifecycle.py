@@ -246,6 +246,18 @@ async def test_qemu_not_moved_while_it_initialised_is_moved_before_cont(
     await driver.destroy("t-late")
 
 
+async def test_a_qemu_not_initialised_in_time_is_killed(qemu_env: QemuEnv, loop_image: Path
+                                                       ) -> None:
+    settings = dataclasses.replace(qemu_env.settings, start_timeout=0.001)  # before it forks
+    driver = QemuDriver(qemu_env.context, settings)
+    qemu_env.drivers.append(driver)
+    with pytest.raises(DriverError, match="did not finish initialising"):
+        await driver.start(domain("t-slow", image=loop_image), paused=True, token="test")
+    assert not process.running_pids(driver._files("t-slow"))
+    live = await driver.observe("t-slow")
+    assert (live.state, live.reason) == (State.SHUTOFF, Reason.FAILED)
+
+
 async def test_start_without_a_cgroup_launches_nothing(qemu_env: QemuEnv, loop_image: Path
                                                        ) -> None:
     # "cpu.shares" is a file at the root of the cpu hierarchy: the cgroup cannot be created,
