@@ -14,7 +14,7 @@ from reconcilers.identity import ExitWatch
 from reconcilers.model import Metadata, SourceRef
 from reconcilers.net.command import Place
 from reconcilers.net.dnsmasq import Reservation
-from reconcilers.net.model import Dhcp4, Dns, Ipv4, Network, NetworkSpec
+from reconcilers.net.model import Dhcp4, Dns, Ipv4, Ipv6, Network, NetworkSpec
 from reconcilers.net.network import NetworkHost, parse_leases, plan
 from tests.net.conftest import sh
 
@@ -84,3 +84,46 @@ def test_the_lease_file_gives_ipv4_leases_by_mac() -> None:
     leases = parse_leases(text)
     assert [(lease.mac, lease.address, lease.hostname) for lease in leases] == [
         ("52:54:00:ab:cd:ef", "10.78.0.120", "guest1"), ("00:16:3e:00:00:01", "10.78.0.5", None)]
+
+
+BLUE = Network(Metadata("blue"), NetworkSpec(
+    bridge="dc-blue", ipv4=Ipv4("10.80.0.1/24", nat=True),
+    ipv6=Ipv6("fd00:80::1/64")), SourceRef("blue.yaml", 1))
+
+
+def _ping(netns: str, address: str) -> bool:
+    flag = "-6" if ":" in address else "-4"
+    return sh("ip", "netns", "exec", netns, "busybox", "ping", flag, "-c", "1", "-W", "1", address,
+              check=False).returncode == 0
+
+
+@pytest.mark.net
+async def test_a_guest_reaches_its_own_gateway_but_not_another_networks(
+        place: Place, netns: str, client_netns: str, tmp_path: Path) -> None:
+    """Two networks on one host: a guest on `lan` (a veth into a namespace of its own, its
+    default route via lan's gateway) pings lan's gateway, and neither blue's IPv4 nor its IPv6
+    gateway: the input chain of blue's table drops what arrives from another bridge."""
+    host = NetworkHost(tmp_path, place)
+    for network in (LAN, BLUE):
+        await host.ensure(plan(network, tmp_path))
+    blue = await host.observe(plan(BLUE, tmp_path))
+    assert blue.complete and blue.dnsmasq_pid is not None  # router advertisements for SLAAC
+    assert "enable-ra" in host.files("blue").conf.read_text()
+    sh("ip", "-n", netns, "link", "add", "vh0", "type", "veth", "peer", "name", "eth0",
+       "netns", client_netns)
+    sh("ip", "-n", netns, "link", "set", "vh0", "master", "dc-lan", "up")
+    for command in (("address", "add", "10.78.0.50/24", "dev", "eth0"),
+                    ("link", "set", "eth0", "up"),
+                    ("route", "add", "default", "via", "10.78.0.1"),
+                    ("-6", "route", "add", "default", "dev", "eth0")):
+        sh("ip", "-n", client_netns, *command)
+    try:
+        assert _ping(client_netns, "10.78.0.1")
+        assert not _ping(client_netns, "10.80.0.1")
+        assert not _ping(client_netns, "fd00:80::1")
+        assert _ping(netns, "10.80.0.1")  # the host itself still reaches blue (via lo)
+        sh("ip", "netns", "exec", netns, "nft", "delete", "table", "inet", "domctl_blue")
+        assert _ping(client_netns, "10.80.0.1")  # it was blue's table that kept it out
+    finally:
+        for name, network in (("lan", LAN), ("blue", BLUE)):
+            await host.remove(name, network.spec.bridge)
