@@ -198,6 +198,14 @@ class DiskBus(str, enum.Enum):
     SCSI = "scsi"
 
 
+class DeletePolicy(str, enum.Enum):
+    """What happens to a volume domctl made (an overlay, an empty disk, an unpacked rootfs)
+    when its domain is removed: kept (the default, like libvirt's volumes) or deleted."""
+
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
 class DiskCache(str, enum.Enum):
     NONE = "none"
     WRITEBACK = "writeback"
@@ -268,12 +276,19 @@ class Lifecycle:
 
 @dataclass(frozen=True)
 class Disk:
+    """A disk is exactly one of: `source` (an existing file or block device, used as it is),
+    `image` (a base image: domctl makes the domain's own qcow2 overlay on it, in its pool) or
+    `size` alone (an empty qcow2 volume domctl makes). `size` with `image` grows the overlay."""
+
     name: str  # the guest-visible id, also the blockdev node name's suffix
-    source: str  # absolute path of the image or block device
-    format: DiskFormat = DiskFormat.RAW
+    source: str | None = None  # absolute path of the image or block device
+    format: DiskFormat = DiskFormat.RAW  # of `source`; a volume domctl makes is qcow2
     bus: DiskBus = DiskBus.VIRTIO
     readonly: bool = False
     cache: DiskCache = DiskCache.NONE
+    image: str | None = None  # absolute path of a base image (qcow2 or raw, read-only to us)
+    size: int | None = None  # bytes: the volume's virtual size (grown, never shrunk)
+    delete_policy: DeletePolicy = DeletePolicy.RETAIN  # of a volume domctl made
 
 
 @dataclass(frozen=True)
@@ -304,10 +319,28 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class CloudInit:
+    """A NoCloud seed (an ISO labelled `cidata`) attached as a read-only CD-ROM. Each document
+    is given inline or as a file (read when the seed is built, at start)."""
+
+    user_data: str | None = None  # `#cloud-config` YAML or a script
+    user_data_file: str | None = None
+    meta_data: tuple[tuple[str, str], ...] = ()  # sorted; instance-id and local-hostname
+    # default to the domain's uuid and name
+    network_config: str | None = None  # YAML (network config v1 or v2)
+    network_config_file: str | None = None
+
+
+FIRMWARE_BIOS = "bios"  # qemu's SeaBIOS (the default)
+FIRMWARE_UEFI = "uefi"  # OVMF: code as read-only pflash, a per-domain NVRAM vars file
+
+
+@dataclass(frozen=True)
 class QemuSpec:
     machine: str = "pc"
     accel: Accel = Accel.AUTO
-    firmware: str | None = None  # absolute path of a BIOS/UEFI image; None: qemu's default
+    firmware: str | None = None  # "bios", "uefi" or the absolute path of a BIOS image;
+    # None: qemu's default (SeaBIOS)
     kernel: str | None = None
     initrd: str | None = None
     cmdline: str | None = None
@@ -320,6 +353,7 @@ class QemuSpec:
     panic: bool = False
     watchdog: Watchdog | None = None
     nics: tuple[Nic, ...] = ()
+    cloud_init: CloudInit | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +373,11 @@ class LxcSpec:
     env: tuple[tuple[str, str], ...] = ()  # sorted (name, value) pairs
     mounts: tuple[Mount, ...] = ()
     nics: tuple[Nic, ...] = ()  # mode network or bridge only (a veth pair each)
+    image: str | None = None  # a rootfs tarball (tar, tar.gz, tar.xz) unpacked once into the
+    # domain's own rootfs; `rootfs` is then unused
+    delete_policy: DeletePolicy = DeletePolicy.RETAIN  # of that unpacked rootfs
+    privileged: bool = False  # False: an unprivileged container (ids mapped from /etc/subuid)
+    pids_limit: int | None = None  # the pids cgroup's limit; None: no limit
 
 
 @dataclass(frozen=True)
