@@ -211,7 +211,8 @@ def test_a_vm_on_a_network_shows_the_address_its_guest_leased(
     [nic] = shown["interfaces"]
     tap = _link(netns, nic["name"])
     assert tap is not None and tap.get("master") == "dc-lan", tap
-    log = (ctl.logs / f"{vm}.log").read_text(errors="replace")
-    assert f"GUEST-IP eth0 {nic['mac']} 10.79.0." in log, log[-2000:]
+    log = ctl.logs / f"{vm}.log"
+    ctl.wait_for(lambda: f"GUEST-IP eth0 {nic['mac']} 10.79.0." in log.read_text(
+        errors="replace"), "the guest to report its lease on its console", vm)
     described = ctl.domctl("describe", vm)
     assert "Interfaces:" in described.stdout and nic["mac"] in described.stdout
