@@ -127,3 +127,33 @@ async def test_a_guest_reaches_its_own_gateway_but_not_another_networks(
     finally:
         for name, network in (("lan", LAN), ("blue", BLUE)):
             await host.remove(name, network.spec.bridge)
+
+
+@pytest.mark.net
+async def test_a_leased_name_resolves_under_the_networks_dns_domain(
+        place: Place, netns: str, client_netns: str, tmp_path: Path) -> None:
+    """spec.dns: dnsmasq answers on the gateway for NAME.lan.test, NAME being the hostname a
+    guest sent with its DHCP request; names outside the domain are not forwarded anywhere."""
+    host = NetworkHost(tmp_path, place)
+    await host.ensure(plan(LAN, tmp_path))
+    sh("ip", "-n", netns, "link", "add", "vh0", "type", "veth", "peer", "name", "eth0",
+       "netns", client_netns)
+    sh("ip", "-n", netns, "link", "set", "vh0", "master", "dc-lan", "up")
+    sh("ip", "-n", client_netns, "link", "set", "eth0", "up")
+    script = tmp_path / "lease.sh"
+    script.write_text('#!/bin/sh\n[ "$1" = bound ] && ip addr add $ip/$mask dev $interface\n'
+                      'exit 0\n')
+    script.chmod(0o755)
+    try:
+        sh("ip", "netns", "exec", client_netns, "busybox", "udhcpc", "-i", "eth0", "-q", "-n",
+           "-t", "10", "-T", "1", "-x", "hostname:guest1", "-s", str(script))
+        leased = next(lease.address for lease in host.leases("lan")
+                      if lease.hostname == "guest1")
+        answer = sh("ip", "netns", "exec", client_netns, "busybox", "nslookup",
+                    "guest1.lan.test", "10.78.0.1").stdout
+        assert leased in answer, answer
+        outside = sh("ip", "netns", "exec", client_netns, "busybox", "nslookup",
+                     "example.org", "10.78.0.1", check=False)
+        assert outside.returncode == 1 and "REFUSED" in outside.stdout, outside
+    finally:
+        await host.remove("lan", "dc-lan")
