@@ -147,8 +147,9 @@ class DomainCgroup:
         except OSError:
             return False
         where = {}
-        for line in lines:
-            _, controllers, path = line.split(":", 2)
+        for line in lines:  # "4:memory:/domctl.qemu/vm"; v2: "0::/domctl.qemu/vm"
+            _, _, rest = line.partition(":")
+            controllers, _, path = rest.partition(":")
             where.update(dict.fromkeys(controllers.split(","), path))
         return all(where.get(controller) == f"/{self._parent}/{self._name}"
                    for controller in self.directories)
