@@ -172,3 +172,12 @@ def test_qemu_section_is_required() -> None:
         build_argv(dataclasses.replace(domain, spec=dataclasses.replace(domain.spec, qemu=None)),
                    "qemu-system-x86_64", Accel.TCG, files)
     assert refused.value.field == "spec.qemu"
+
+
+def test_the_driver_hands_qemu_its_qmp_socket_by_fd() -> None:
+    vm = domain("vm")
+    files = domain_files(Path("/run/domctl"), Path("/var/log/domctl"), vm.name)
+    argv = build_argv(vm, "qemu-system-x86_64", Accel.TCG, files, qmp_fd=7)
+    assert "socket,id=charmonitor,fd=7,server=on,wait=off" in argv
+    assert not any(str(files.qmp) in arg for arg in argv)
+    assert argv[argv.index("-pidfile") + 1] == str(files.pidfile)  # what finds it in /proc
