@@ -8,7 +8,7 @@ Then `ready(pid)` makes sure of both whatever the early work achieved: the daemo
 of every controller (moved now if it was forked before the move landed), QMP connected
 (connected now if the early connect failed: a slow qemu, or a relaunch for a VNC port). A
 recovered start, found running, gets only `ready`. `abandon` undoes the early work of a launch
-that failed.
+that failed, and removes the cgroup.
 
 It never moves a process other than the one the launch just spawned, or the domain's own.
 """
@@ -30,22 +30,22 @@ class Bringup:
     """One start's cgroup placement and QMP connection."""
 
     def __init__(self, cgroup: DomainCgroup, monitor: Monitor, qmp: Path) -> None:
-        self._cgroup, self._monitor, self._qmp = cgroup, monitor, qmp
+        self.cgroup, self._monitor, self._qmp = cgroup, monitor, qmp
         self._moves: list[asyncio.Future[None]] = []
         self._connecting: asyncio.Task[None] | None = None
 
     def spawned(self, launcher: int) -> None:
         """process.Spawned: move the launching process (so that the daemon it forks is born in
         the cgroup) and, on the first spawn, connect QMP."""
-        self._moves.append(_in_thread(functools.partial(_move, self._cgroup, launcher)))
+        self._moves.append(_in_thread(functools.partial(_move, self.cgroup, launcher)))
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._monitor.connect(self._qmp))
 
     async def ready(self, pid: int) -> None:
         """Daemon `pid` in its cgroup and QMP connected; CgroupError or MonitorError if not."""
         await asyncio.gather(*self._moves)
-        if not self._cgroup.holds(pid):
-            await asyncio.to_thread(self._cgroup.attach, pid)
+        if not self.cgroup.holds(pid):
+            await asyncio.to_thread(self.cgroup.attach, pid)
         if not await self._connected():
             await self._monitor.connect(self._qmp)
 
@@ -59,13 +59,15 @@ class Bringup:
         return True
 
     async def abandon(self) -> None:
-        """The launch failed: stop connecting, close QMP, let the moves end."""
+        """The launch failed: stop connecting, close QMP, remove the cgroup once the moves
+        have ended (a launch cut short, whose qemu may still run, leaves it in place)."""
         if self._connecting is not None:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError, MonitorError):
                 await self._connecting
         await self._monitor.close()
         await asyncio.gather(*self._moves)
+        await asyncio.to_thread(self.cgroup.remove)
 
 
 def _move(cgroup: DomainCgroup, pid: int) -> None:
