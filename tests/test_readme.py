@@ -42,6 +42,8 @@ def test_the_run_flag_table_shows_every_flag_with_its_default() -> None:
             default = values[names[flag]]
             if shown == "off":
                 assert default is None, flag
+            elif shown.startswith("`<state>/"):  # under whatever --state-dir is: no default
+                assert default is None, flag  # of its own
             elif shown.startswith("`"):  # a directory: "`root default` / `user default`"
                 field = flag.removeprefix("--").replace("-", "_")
                 assert shown.split("`")[1] == str(getattr(root, field)), flag

@@ -53,6 +53,9 @@ def _dir_option(flag: str, what: str) -> Callable[[F], F]:
 @_dir_option("--runtime-dir", "API sockets, QMP sockets and pidfiles.")
 @_dir_option("--log-dir", "One <name>.log per domain (argv, serial/console output).")
 @_dir_option("--hooks-dir", "Hook scripts: qemu, lxc, qemu.d/*, lxc.d/*.")
+@click.option("--pool", type=click.Path(file_okay=False, path_type=Path),
+              help="The storage pool: the volumes, cloud-init seeds and UEFI variables domctl "
+                   "makes for VMs, as <pool>/<domain>/... [default: <state dir>/pool]")
 @click.option("--resync", type=click.FloatRange(min=1), default=_SOURCE.resync,
               show_default=True, help="Seconds between full rescans of the manifests directory "
                                       "(and re-checks of hosts a domain could not start on, "
@@ -87,7 +90,7 @@ def _dir_option(flag: str, what: str) -> Callable[[F], F]:
               default=_ENGINE.crash_loop.stable_after, show_default=True,
               help="Seconds of running after which the failure count resets.")
 def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None,
-        log_dir: Path | None, hooks_dir: Path | None, resync: float,
+        log_dir: Path | None, hooks_dir: Path | None, pool: Path | None, resync: float,
         max_manifest_bytes: int, workers: int,
         removal_grace: float, prune_window: float, restart_backoff: float,
         restart_backoff_max: float,
@@ -115,6 +118,9 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
                         hooks=HookSettings(timeout=hook_timeout),
                         metrics=MetricsSettings(address=metrics_addr),
                         networks=NetworkSettings(resync=resync))
+    if pool is not None:
+        settings = dataclasses.replace(settings, qemu=dataclasses.replace(
+            settings.qemu, pool_dir=pool.absolute()))
     try:
         asyncio.run(Daemon(settings).run())
     except (LockHeldError, ValueError) as err:

@@ -6,7 +6,8 @@ the modules behind them are private to the driver: capabilities (probe), hostche
 (cgroup move and QMP connect, overlapping qemu's start-up), cgroups, pinning, monitor (the
 only qemu.qmp user), commands (one typed method per QMP command), events (classification),
 tracking (the domains held, their events and exits), adopt (identity), runtime (per-domain
-state), changes (live vs restart).
+state), changes (live vs restart), storage (volumes, seeds and UEFI variables in the
+storage pool, over reconcilers/storage).
 """
 
 from reconcilers.qemu.driver import QemuDriver

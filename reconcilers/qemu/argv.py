@@ -8,6 +8,14 @@ and explicit PCI slots, so a guest sees the same hardware on every start. A NIC 
 or bridge is `-netdev tap,ifname=<the tap the driver made>,script=no,downscript=no` (qemu runs no
 script and creates nothing); its ids (`hostnet<i>`, `net<i>`) are the ones hotplug uses too.
 
+Storage (reconcilers/storage): a disk with `source` opens that file in its format; a disk with
+`image` or `size` opens its qcow2 volume in the domain's pool directory (`files.pool`; the
+overlay's base is opened by qemu from the format recorded in it), under node names
+(`libvirt-<i>-format`) that a live block_resize names too. A cloud-init seed is a read-only
+IDE/AHCI CD-ROM after the cdrom, never given a boot index. `firmware: uefi` is two pflash
+drives, OVMF's code read-only (`files.ovmf`, found by the host check) and the domain's own
+variables; `bios` (or none) is qemu's SeaBIOS; any other value is a `-bios` image.
+
 Lifecycle mapping (libvirt's on_poweroff/on_reboot/on_crash, notes A.5), in qemu terms:
 - `-no-shutdown` always: a guest power-off stops the vCPUs and qemu stays, so the driver reads
   the SHUTDOWN reason and then acts (quit for destroy, reset+cont for restart, nothing for
@@ -27,10 +35,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reconcilers.model import (
+    FIRMWARE_BIOS,
+    FIRMWARE_UEFI,
     Accel,
     Disk,
     DiskBus,
     DiskCache,
+    DiskFormat,
     Domain,
     LifecycleAction,
     Nic,
@@ -42,6 +53,7 @@ from reconcilers.net.names import tap_name
 from reconcilers.qemu import escape
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.layout import DomainFiles
+from reconcilers.storage.pool import DomainPool
 
 MiB = 1024 * 1024
 VNC_BASE_PORT = 5900
@@ -114,8 +126,8 @@ def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
              "-D", str(files.stderr), "-d", "plugin",
              "-no-shutdown", "-action", _actions(domain),
              "-boot", "strict=on"]
-    argv += _firmware(domain)
-    devices = _disks(domain, bus) + _nics(domain, bus, vhost) + _serial(domain, files)
+    argv += _firmware(domain, files)
+    devices = _disks(domain, bus, files) + _nics(domain, bus, vhost) + _serial(domain, files)
     devices += _agent(domain, files, bus) + _misc(domain, bus)
     argv += bus.extra + devices
     argv += ["-display", "none"] + _vnc(domain, files, bus, vnc_port)
@@ -147,11 +159,19 @@ def _actions(domain: Domain) -> str:
     return actions
 
 
-def _firmware(domain: Domain) -> list[str]:
+def _firmware(domain: Domain, files: DomainFiles) -> list[str]:
     qemu = domain.spec.qemu
     assert qemu is not None
     argv: list[str] = []
-    for option, value, name in (("-bios", qemu.firmware, "firmware"),
+    if qemu.firmware == FIRMWARE_UEFI:
+        if files.ovmf is None or files.pool is None:
+            raise ValueRefused("spec.qemu.firmware", "uefi needs OVMF and the storage pool")
+        code = escape.opt(str(files.ovmf.code), "OVMF code")
+        nvram = escape.opt(str(files.pool.nvram), "UEFI variables")
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,file={code},readonly=on",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={nvram}"]
+    firmware = None if qemu.firmware in (FIRMWARE_BIOS, FIRMWARE_UEFI) else qemu.firmware
+    for option, value, name in (("-bios", firmware, "firmware"),
                                 ("-kernel", qemu.kernel, "kernel"),
                                 ("-initrd", qemu.initrd, "initrd"),
                                 ("-append", qemu.cmdline, "cmdline")):
@@ -162,32 +182,59 @@ def _firmware(domain: Domain) -> list[str]:
     return argv
 
 
-def _disks(domain: Domain, bus: _Bus) -> list[str]:
+def _disk_nodes(index: int) -> str:
+    return f"libvirt-{index + 1}"
+
+
+def disk_node(index: int) -> str:
+    """The format node of disk `index`: the guest's view of it (block_resize names it)."""
+    return f"{_disk_nodes(index)}-format"
+
+
+def disk_file(disk: Disk, index: int, pool: DomainPool | None) -> tuple[str, DiskFormat]:
+    """The file qemu opens for disk `index` and its format: its source, or its volume."""
+    if disk.source is not None:
+        return disk.source, disk.format
+    if pool is None:
+        raise ValueRefused(f"spec.qemu.disks[{index}]", "a volume needs the storage pool")
+    return str(pool.volume(disk.name)), DiskFormat.QCOW2
+
+
+def _blockdevs(node: str, path: str, fmt: DiskFormat, readonly: bool, cache: str) -> list[str]:
+    """A file node and the format node on it, named `<node>-storage` / `<node>-format`."""
+    flag = "on" if readonly else "off"
+    return ["-blockdev", f"driver=file,filename={path},node-name={node}-storage,"
+                         f"read-only={flag}{cache}",
+            "-blockdev", f"node-name={node}-format,read-only={flag},driver={fmt.value},"
+                         f"file={node}-storage"]
+
+
+def _disks(domain: Domain, bus: _Bus, files: DomainFiles) -> list[str]:
     qemu = domain.spec.qemu
     assert qemu is not None
     argv: list[str] = []
     for index, disk in enumerate(qemu.disks):
-        node = f"libvirt-{index + 1}"
-        source = escape.opt(disk.source, f"spec.qemu.disks[{index}].source")
+        node = _disk_nodes(index)
+        path, fmt = disk_file(disk, index, files.pool)
+        field = f"spec.qemu.disks[{index}].{'source' if disk.source is not None else 'name'}"
         direct, no_flush = _CACHE[disk.cache]
-        readonly = "on" if disk.readonly else "off"
-        argv += ["-blockdev", f"driver=file,filename={source},node-name={node}-storage,"
-                              f"read-only={readonly},cache.direct={direct},"
-                              f"cache.no-flush={no_flush}",
-                 "-blockdev", f"node-name={node}-format,read-only={readonly},"
-                              f"driver={disk.format.value},file={node}-storage"]
+        argv += _blockdevs(node, escape.opt(path, field), fmt, disk.readonly,
+                           f",cache.direct={direct},cache.no-flush={no_flush}")
         serial = escape.opt(disk.name, f"spec.qemu.disks[{index}].name")
         write_cache = _WRITE_CACHE.get(disk.cache, "on")
         argv += ["-device", _disk_device(disk, bus) + f",drive={node}-format,serial={serial},"
                             f"write-cache={write_cache}" + bus.bootindex("disk")]
     if qemu.cdrom is not None:
-        source = escape.opt(qemu.cdrom, "spec.qemu.cdrom")
-        argv += ["-blockdev", f"driver=file,filename={source},node-name=libvirt-cdrom-storage,"
-                              "read-only=on",
-                 "-blockdev", "node-name=libvirt-cdrom-format,read-only=on,driver=raw,"
-                              "file=libvirt-cdrom-storage",
-                 "-device", _ide_slot(bus, "ide-cd") + ",drive=libvirt-cdrom-format"
+        argv += _blockdevs("libvirt-cdrom", escape.opt(qemu.cdrom, "spec.qemu.cdrom"),
+                           DiskFormat.RAW, True, "")
+        argv += ["-device", _ide_slot(bus, "ide-cd") + ",drive=libvirt-cdrom-format"
                             + bus.bootindex("cdrom")]
+    if qemu.cloud_init is not None:
+        if files.pool is None:
+            raise ValueRefused("spec.qemu.cloudInit", "a seed needs the storage pool")
+        argv += _blockdevs("libvirt-cidata", escape.opt(str(files.pool.seed), "seed"),
+                           DiskFormat.RAW, True, "")
+        argv += ["-device", _ide_slot(bus, "ide-cd") + ",drive=libvirt-cidata-format"]
     return argv
 
 

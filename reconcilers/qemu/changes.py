@@ -3,24 +3,27 @@
 Called by QemuDriver.classify and apply_live. Pure: it compares two normalised specs leaf by
 leaf. Live: the balloon target (currentMemory), cputune (cgroup cpu shares, quota, period and
 vCPU/emulator pinning), the lifecycle actions (set-action, or the driver's own handling), the
-settings only the controller reads, and NICs: a NIC's linkState (set_link), and NICs added at
-or removed from the end of the list while every kept NIC is unchanged but for its linkState
+settings only the controller reads, NICs: a NIC's linkState (set_link), and NICs added at or
+removed from the end of the list while every kept NIC is unchanged but for its linkState
 (hotplug; not on q35, whose root bus takes no hotplug without the root ports domctl does not
-add). Everything else (memory size, vCPUs, devices, machine, a kept NIC's model, MAC, network or
-bridge, ...) takes effect at the next start.
+add), and the `size` of a volume (a disk with image or size, nothing else of it changed: QMP
+block_resize; a shrink is refused when applied). Everything else (memory size, vCPUs, devices,
+machine, a kept NIC's model, MAC, network or bridge, a disk's image, source or bus, cloudInit,
+firmware, ...) takes effect at the next start.
 
-NIC paths follow reconcilers/diff.py, so `domctl diff` shows each as classified: a list of the
-same length is compared NIC by NIC (`qemu.nics[1].link_state`), one that grew or shrank is one
-change (`qemu.nics`).
+NIC and disk paths follow reconcilers/diff.py, so `domctl diff` shows each as classified: a list
+of the same length is compared item by item (`qemu.nics[1].link_state`, `qemu.disks[0].size`),
+one that grew or shrank is one change (`qemu.nics`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from reconcilers.diff import classify_leaves
 from reconcilers.driver import ChangeKind
-from reconcilers.model import DomainSpec, Nic, QemuSpec
+from reconcilers.model import Disk, DomainSpec, QemuSpec
 
 LIVE_FIELDS = frozenset({
     "current_memory", "cputune.shares", "cputune.quota", "cputune.period", "cputune.vcpupin",
@@ -29,19 +32,40 @@ LIVE_FIELDS = frozenset({
     "state", "restart_policy", "update_policy", "shutdown_timeout",
 })
 NIC_LIVE_FIELDS = frozenset({"link_state"})
-NICS = "qemu.nics"
+NICS, DISKS = "qemu.nics", "qemu.disks"
 
 
 def classify(old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
     changes = classify_leaves(old, new, LIVE_FIELDS)
-    if NICS in changes and old.qemu is not None and new.qemu is not None:
-        del changes[NICS]
-        changes.update(_nics(old.qemu, new.qemu))
+    if old.qemu is not None and new.qemu is not None:
+        if NICS in changes:
+            del changes[NICS]
+            changes.update(_nics(old.qemu, new.qemu))
+        if DISKS in changes:
+            del changes[DISKS]
+            changes.update(_disks(old.qemu, new.qemu))
     return changes
 
 
-def _differing(old: Nic, new: Nic) -> list[str]:
-    return [f.name for f in dataclasses.fields(Nic) if getattr(old, f.name) != getattr(new, f.name)]
+def _differing(old: Any, new: Any) -> list[str]:
+    """The fields of two records of one dataclass that differ."""
+    return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def _disks(old: QemuSpec, new: QemuSpec) -> dict[str, ChangeKind]:
+    if len(old.disks) != len(new.disks):
+        return {DISKS: ChangeKind.RESTART}
+    changes = {}
+    for index, (before, after) in enumerate(zip(old.disks, new.disks, strict=True)):
+        differing = _differing(before, after)
+        live = _resizes_a_volume(before, after, differing)
+        changes.update({f"{DISKS}[{index}].{name}": ChangeKind.LIVE if live
+                        else ChangeKind.RESTART for name in differing})
+    return changes
+
+
+def _resizes_a_volume(before: Disk, after: Disk, differing: list[str]) -> bool:
+    return differing == ["size"] and before.source is None and after.source is None
 
 
 def _nics(old: QemuSpec, new: QemuSpec) -> dict[str, ChangeKind]:

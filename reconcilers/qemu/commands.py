@@ -125,6 +125,11 @@ class QmpCommands:
         """What a guest reboot does from now on: reset in place, or stop the guest."""
         await self._run("set-action", {"reboot": reboot})
 
+    async def block_resize(self, node: str, size: int) -> None:
+        """Grow the image under block node `node` to `size` bytes; the guest's disk sees the
+        new capacity (virtio-blk reports it at once)."""
+        await self._run("block_resize", {"node-name": node, "size": size})
+
     # --- devices -----------------------------------------------------------------------------
 
     async def set_link(self, name: str, up: bool) -> None:

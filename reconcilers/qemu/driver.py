@@ -9,7 +9,9 @@ name and uuid in its command line, and QMP's own query-name/query-uuid).
 The domains it holds are kept by tracking.py, which also meets what they do on their own: QMP
 events and the pidfd exit, classified by events.py and reported through DriverContext.on_event,
 and restart- and destroy-type lifecycle actions. NICs on taps (checked, created before the
-launch, hotplugged) are nics.py's; the guest agent is agent.py's.
+launch, hotplugged) are nics.py's; the guest agent is agent.py's; volumes, cloud-init seeds and
+UEFI variables in the storage pool (checked, made before the launch, grown live, listed,
+released when the domain is removed) are storage.py's.
 
 It never kills a process it has not proven to be its own, and never blocks the event loop
 for long (cgroup removal, which may wait for the kernel, runs in a thread).
@@ -22,6 +24,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+from typing import Any
 
 import structlog
 
@@ -46,7 +49,7 @@ from reconcilers.model import (
     SerialMode,
     State,
 )
-from reconcilers.qemu import agent, changes, hostcheck, nics, pinning, process
+from reconcilers.qemu import agent, changes, hostcheck, nics, pinning, process, storage
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.bringup import Bringup
@@ -65,6 +68,7 @@ from reconcilers.qemu.monitor import Monitor, MonitorError
 from reconcilers.qemu.runtime import Running, confine, release_taps
 from reconcilers.qemu.tracking import Tracker
 from reconcilers.statemachine import LIVE_STATES, Trigger, transition
+from reconcilers.storage.pool import Pool
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +84,7 @@ class QemuDriver:
         self._caps = CapabilityCache(context.state_dir / "qemu" / "capabilities.json")
         self._tracked = Tracker(self._settings, context.on_event)
         self._vhost: nics.Vhost | None = None
+        self._pool = Pool(self._settings.pool_dir or context.state_dir / "pool")
 
     @property
     def vhost(self) -> nics.Vhost:
@@ -103,8 +108,9 @@ class QemuDriver:
     async def validate(self, domain: Domain) -> None:
         await self._checked(domain)
 
-    async def _checked(self, domain: Domain) -> tuple[QemuCaps, Accel, str]:
-        """Host validation plus a dry run of the argv builder (refused values name the field)."""
+    async def _checked(self, domain: Domain) -> tuple[QemuCaps, Accel, str, storage.Plan]:
+        """Host validation plus a dry run of the argv builder (refused values name the field);
+        the plan of the domain's storage."""
         caps = await self._qemu_caps()
         accel, note = hostcheck.validate(domain, caps)
         await nics.check_host(domain)
@@ -112,21 +118,27 @@ class QemuDriver:
         if asked and not DomainCgroup(domain.name, self._settings.cgroup_parent).creatable():
             raise HostValidationError(domain.name, asked[0], "needs a cgroup domctl may create: "
                                       "run domctl as root, or delegate a cgroup hierarchy")
-        files = self._files(domain.name)
+        plan = await storage.check(domain, self._pool)
         try:
-            build_argv(domain, caps.binary, accel, files, self._settings.vnc_port_min)
+            build_argv(domain, caps.binary, accel, self._files(domain.name, plan),
+                       self._settings.vnc_port_min)
         except ValueRefused as exc:
             raise HostValidationError(domain.name, exc.field, exc.message) from exc
-        return caps, accel, note
+        return caps, accel, note, plan
 
-    def _files(self, name: str) -> DomainFiles:
-        return domain_files(self._ctx.runtime_dir, self._ctx.log_dir, name)
+    def _files(self, name: str, plan: storage.Plan | None = None) -> DomainFiles:
+        """The domain's files; with its storage `plan`, what its argv names in the storage
+        pool and OVMF."""
+        files = domain_files(self._ctx.runtime_dir, self._ctx.log_dir, name)
+        if plan is None:
+            return files
+        return dataclasses.replace(files, pool=plan.pool, ovmf=plan.ovmf)
 
     # --- start -----------------------------------------------------------------------------
 
     async def start(self, domain: Domain, paused: bool, token: str) -> Live:
         name, spec = domain.name, domain.spec
-        caps, accel, note = await self._checked(domain)
+        caps, accel, note, plan = await self._checked(domain)
         if accel is Accel.KVM and caps.kvm_pvm and spec.cpu.model is None:
             # PVM's KVM refuses `-cpu host`'s MSRs (qemu aborts setting IA32_ARCH_CAPABILITIES):
             # an explicit `accel: kvm` there runs the model tcg would, qemu64
@@ -138,12 +150,18 @@ class QemuDriver:
                 raise DriverError(name, "start", "already running")
             await previous.settled()  # its exit is reported before the new run begins
         assert spec.qemu is not None and domain.metadata.uuid is not None
-        files = self._files(name)
+        files = self._files(name, plan)
         strays = process.running_pids(files)
         if strays:
             raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
                                              f"{strays[0]} but is not adopted; not starting "
                                              "another")
+        done = await storage.prepare(name, plan)
+        if done:
+            files.prepare()
+            for what in done:
+                process.log_line(files, f"storage: {what}")
+            log.info("storage prepared", domain=name, done=done)
         monitor = self._tracked.monitor(name)
         pid, bringup = await self._launch(domain, caps.binary, accel, files, token, monitor)
         tracked = self._new_tracked(domain, pid, files, note, bringup.cgroup, monitor)
@@ -375,6 +393,10 @@ class QemuDriver:
         if untuned and isinstance(tracked.cgroup, Unconfined):  # said, not silently dropped
             raise HostValidationError(name, untuned[0], "needs a cgroup domctl may create: run "
                                       "domctl as root, or delegate a cgroup hierarchy")
+        if any(path.startswith(changes.DISKS) for path in changed):
+            assert new.qemu is not None
+            with tracked.failing_as("apply_live"):
+                await storage.grow(name, tracked.qmp, self._pool.of(name), new.qemu, changed)
         try:
             # memory is restart-only: the running guest keeps its size, so does its limit
             writes = live_writes(old, dataclasses.replace(new, memory=old.memory),
@@ -411,6 +433,23 @@ class QemuDriver:
             return GuestInterfaces()
         async with tracked.agent_lock:  # qemu serves one client on the channel at a time
             return await agent.guest_interfaces(tracked.files.agent)
+
+    # --- storage ----------------------------------------------------------------------------
+
+    async def disks(self, name: str, spec: DomainSpec) -> list[dict[str, Any]]:
+        """The domain's block devices for its status (virsh domblklist + domblkinfo): each
+        disk's file (its source, or its volume in the pool), base image, format, virtual and
+        allocated size from `qemu-img info -U` (one run per device, in parallel; a volume not
+        made yet says so), the cdrom and the cloud-init seed."""
+        return await storage.listing(spec, self._pool.of(name))
+
+    async def release_storage(self, name: str, spec: DomainSpec) -> list[str]:
+        """For a domain being removed (stopped): delete its volumes whose deletePolicy is
+        Delete, its seed, and its UEFI variables unless a volume is kept; the paths kept."""
+        tracked = self._tracked.get(name)
+        if (tracked is not None and not tracked.gone) or process.running_pids(self._files(name)):
+            raise DriverError(name, "release_storage", "the domain is running")
+        return await storage.release(name, spec, self._pool.of(name))
 
     async def close(self) -> None:
         await self._tracked.close()

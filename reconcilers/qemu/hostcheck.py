@@ -13,7 +13,16 @@ from pathlib import Path
 import psutil
 
 from reconcilers.errors import HostValidationError
-from reconcilers.model import Accel, DiskBus, Domain, LifecycleAction, QemuSpec, WatchdogAction
+from reconcilers.model import (
+    FIRMWARE_BIOS,
+    FIRMWARE_UEFI,
+    Accel,
+    DiskBus,
+    Domain,
+    LifecycleAction,
+    QemuSpec,
+    WatchdogAction,
+)
 from reconcilers.qemu.capabilities import AccelError, QemuCaps, choose_accel
 
 _COREDUMP = (LifecycleAction.COREDUMP_DESTROY, LifecycleAction.COREDUMP_RESTART)
@@ -112,12 +121,23 @@ def _check_lifecycle(domain: Domain) -> None:
 
 
 def _check_files(name: str, qemu: QemuSpec) -> None:
+    """Every file the manifest names exists and is readable; a disk's source is writable
+    unless the disk is read-only (a base image is only ever read)."""
+    firmware = None if qemu.firmware in (FIRMWARE_BIOS, FIRMWARE_UEFI) else qemu.firmware
     files = [(f"spec.qemu.{key}", path, True)
-             for key, path in (("firmware", qemu.firmware), ("kernel", qemu.kernel),
+             for key, path in (("firmware", firmware), ("kernel", qemu.kernel),
                                ("initrd", qemu.initrd), ("cdrom", qemu.cdrom))
              if path is not None]
-    files += [(f"spec.qemu.disks[{i}].source", d.source, d.readonly)
-              for i, d in enumerate(qemu.disks)]
+    for i, disk in enumerate(qemu.disks):
+        if disk.source is not None:
+            files.append((f"spec.qemu.disks[{i}].source", disk.source, disk.readonly))
+        if disk.image is not None:
+            files.append((f"spec.qemu.disks[{i}].image", disk.image, True))
+    if qemu.cloud_init is not None:
+        files += [(f"spec.qemu.cloudInit.{key}", path, True)
+                  for key, path in (("userDataFile", qemu.cloud_init.user_data_file),
+                                    ("networkConfigFile", qemu.cloud_init.network_config_file))
+                  if path is not None]
     for field, path, readonly in files:
         if not Path(path).is_absolute():
             raise HostValidationError(name, field, f"{path!r} is not an absolute path")
@@ -131,17 +151,17 @@ def _check_files(name: str, qemu: QemuSpec) -> None:
 
 
 def _check_devices(name: str, qemu: QemuSpec, caps: QemuCaps) -> None:
-    # argv.py puts IDE disks and the cdrom on pc's two IDE buses (2 units each), and IDE/SATA
-    # disks and the cdrom on the 6 ports of q35's built-in AHCI
+    # argv.py puts IDE disks, the cdrom and the cloud-init seed on pc's two IDE buses (2 units
+    # each), and IDE/SATA disks, the cdrom and the seed on the 6 ports of q35's built-in AHCI
     q35 = "q35" in qemu.machine
     on_ide = [i for i, d in enumerate(qemu.disks)
               if d.bus is DiskBus.IDE or (q35 and d.bus is DiskBus.SATA)]
     slots = 6 if q35 else 4
-    if len(on_ide) + (qemu.cdrom is not None) > slots:
-        index = on_ide[min(slots, len(on_ide) - 1)]
-        raise HostValidationError(name, f"spec.qemu.disks[{index}].bus",
-                                  f"machine {qemu.machine} has {slots} IDE/AHCI positions "
-                                  "(the cdrom takes one)")
+    cdroms = (qemu.cdrom is not None) + (qemu.cloud_init is not None)
+    if len(on_ide) + cdroms > slots:  # name the first disk that finds no position
+        raise HostValidationError(name, f"spec.qemu.disks[{on_ide[slots - cdroms]}].bus",
+                                  f"machine {qemu.machine} has {slots} IDE/AHCI positions (the "
+                                  "cdrom and the cloud-init seed take one each)")
     for index, nic in enumerate(qemu.nics):
         if nic.model not in caps.devices:
             raise HostValidationError(name, f"spec.qemu.nics[{index}].model",

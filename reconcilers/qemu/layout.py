@@ -2,8 +2,9 @@
 
 Built once by whoever constructs QemuDriver (the controller's wiring, or a test) and passed
 down; nothing here touches the file system except `DomainFiles.prepare`, which creates the
-runtime directory. Paths come only from the DriverContext directories and a domain name the
-manifest loader has already checked against `[a-z0-9][a-z0-9_.-]{0,62}`: never from any other
+runtime directory. Paths come only from the DriverContext directories, the storage pool's
+directory and a domain name the manifest loader has already checked against
+`[a-z0-9][a-z0-9_.-]{0,62}` (and reconcilers/storage/pool.py again): never from any other
 manifest value.
 """
 
@@ -11,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from reconcilers.storage.firmware import Ovmf
+from reconcilers.storage.pool import DomainPool
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class QemuSettings:
     """Seconds for qemu to write its pidfile and answer on its QMP socket."""
     kill_grace: float = 3.0
     """Seconds between SIGTERM and SIGKILL on destroy."""
+    pool_dir: Path | None = None
+    """The storage pool (`--pool`): the volumes, seeds and UEFI variables domctl makes,
+    `<pool>/<domain>/...` (reconcilers/storage/pool.py); None: `<state dir>/pool`."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class DomainFiles:
     runtime: Path  # <runtime_dir>/qemu
     log_dir: Path
     name: str
+    pool: DomainPool | None = None  # <pool>/<name>: its volumes, seed, UEFI variables
+    ovmf: Ovmf | None = None  # the host's OVMF, found by the host check of a uefi domain
 
     @property
     def qmp(self) -> Path:

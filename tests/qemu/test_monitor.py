@@ -151,6 +151,8 @@ COMMANDS: list[tuple[Command, str, dict[str, Any] | None, Any, Any]] = [
     (lambda q: q.balloon(96 * 1024 * 1024), "balloon", {"value": 100663296}, {}, None),
     (lambda q: q.set_action("shutdown"), "set-action", {"reboot": "shutdown"}, {}, None),
     (lambda q: q.set_action("reset"), "set-action", {"reboot": "reset"}, {}, None),
+    (lambda q: q.block_resize("libvirt-1-format", 1 << 30), "block_resize",
+     {"node-name": "libvirt-1-format", "size": 1073741824}, {}, None),
     (lambda q: q.query_status(), "query-status", None,
      {"status": "guest-panicked", "running": False, "singlestep": False},
      VmStatus("guest-panicked", running=False)),

@@ -118,3 +118,11 @@ def test_the_console_script_offers_run_and_loads_it_when_used() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "--removal-grace" in done.stdout and "--prune-window" in done.stdout
+
+
+
+def test_the_pool_flag_lands_in_the_qemu_driver_settings(group: click.Group, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made absolute like the directories; without it the driver uses <state dir>/pool."""
+    monkeypatch.chdir(tmp_path)
+    assert run(group, tmp_path, "--pool", "rel-pool").qemu.pool_dir == tmp_path / "rel-pool"
