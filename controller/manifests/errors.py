@@ -6,7 +6,8 @@
                        └─ ManifestError: one or more located Problems in manifest files
 
 A Problem always renders as `FILE:LINE:COLUMN: FIELD: MESSAGE`, the form `domctl validate`,
-the ManifestValid condition and the logs all use, so an editor or CI log can jump to it.
+the ManifestValid condition and the logs all use, so an editor or CI log can jump to it. The
+checks that find problems name a field's path (a Finding), and the loader turns it into a line.
 
 A message quotes a value through `quote()`, which keeps a short prefix of it: a manifest may hold
 a value of megabytes, and the message lands in the status file, the log and the API. A Problem
@@ -18,10 +19,12 @@ from __future__ import annotations
 import reprlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from reconcilers.errors import DomctlError, TerminalError
 
-__all__ = ["DomctlError", "ManifestError", "Problem", "format_path", "quote", "shorten"]
+__all__ = ["DomctlError", "Finding", "ManifestError", "Problem", "format_path", "quote",
+           "shorten"]
 
 QUOTE_CHARS = 60
 """Characters of a value a message quotes; the rest is replaced by its length."""
@@ -58,6 +61,15 @@ def format_path(path: Sequence[str | int]) -> str:
             name = shorten(str(elem))  # a key may be as long as a value
             out += f".{name}" if out else name
     return shorten(out, FIELD_CHARS) or "(document)"
+
+
+class Finding(NamedTuple):
+    """A problem a check found in a document, before the loader locates it in the file."""
+
+    path: tuple[str | int, ...]  # of the field, keys and list indexes
+    message: str
+    inside: tuple[int, int] | None = None  # 1-based line and column within the field's value,
+    # for a problem inside a document held in a string (a #cloud-config in userData)
 
 
 @dataclass(frozen=True)

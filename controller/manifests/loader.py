@@ -30,6 +30,7 @@ from controller.manifests.yamlsource import (
     implicit_type_hint,
     locate,
     parse,
+    position_inside,
 )
 from controller.settings import SourceSettings
 from reconcilers.model import Domain, SourceRef
@@ -68,7 +69,7 @@ def load_documents(text: str, filename: str) -> Documents:
     problems: list[Problem] = []
     built: list[Domain | Network] = []
     for document in documents:
-        found = list(_document_problems(document, filename))
+        found = list(_document_problems(document, filename, text))
         if found:
             problems.extend(found)
             continue
@@ -155,8 +156,10 @@ def _kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a file")
 
 
-def _document_problems(document: Document, filename: str) -> Iterator[Problem]:
-    def problem(path: tuple[str | int, ...], message: str, value_path: bool) -> Problem:
+def _document_problems(document: Document, filename: str, text: str) -> Iterator[Problem]:
+    """Every problem of `document`, located in the file whose text is `text`."""
+    def problem(path: tuple[str | int, ...], message: str, value_path: bool,
+                inside: tuple[int, int] | None = None) -> Problem:
         where = locate(document.node, path)
         if value_path and where.complete:
             hint = implicit_type_hint(where.node)
@@ -164,6 +167,8 @@ def _document_problems(document: Document, filename: str) -> Iterator[Problem]:
                 message = f"{message}; {hint}"
         # a missing field is reported where its parent stands (Located stops at the parent)
         position = where.position
+        if inside is not None and where.complete:  # a line of a document held in a string
+            position = position_inside(where.node, *inside, text.splitlines())
         return Problem(filename, position.line, position.column, format_path(path), message)
 
     if not isinstance(document.data, Mapping):
@@ -179,8 +184,8 @@ def _document_problems(document: Document, filename: str) -> Iterator[Problem]:
         except (ValueError, OverflowError) as err:  # a number Python will not convert
             yield problem((), f"a value is out of range: {shorten(str(err), 200)}", False)
             return
-        for path, message in found:
-            yield problem(path, message, False)
+        for path, message, inside in found:
+            yield problem(path, message, False, inside)
 
 
 def _build(document: Document, filename: str) -> Domain | Network:

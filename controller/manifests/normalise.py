@@ -3,7 +3,9 @@
 Called by controller/manifests/loader.py only after JSON Schema validation passed, so every value
 here already has the right type and shape. Defaults are filled here, not by the schema, so the
 stored (normalised) spec is what gets diffed and hashed: `memory: 1Gi` and `memory: 1024` are the
-same generation. A NIC's mode follows from what it names (`network:` or `bridge:`, else user).
+same generation, and so are `firmware: bios` and no firmware, `deletePolicy: Retain` and none.
+A NIC's mode follows from what it names (`network:` or `bridge:`, else user); a container's
+`rootfs: {image: PATH}` is LxcSpec.image, its rootfs left at the default the driver ignores.
 A `kind: Network` document is normalised by network.py, with the helpers here. Never raises for
 schema-valid input.
 """
@@ -15,9 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconcilers.model import (
+    FIRMWARE_BIOS,
     Accel,
+    CloudInit,
     CpuTopology,
     CpuTune,
+    DeletePolicy,
     DesiredState,
     Disk,
     DiskBus,
@@ -132,7 +137,7 @@ def _qemu(raw: Raw) -> QemuSpec:
     return QemuSpec(
         machine=raw.get("machine", d.machine),
         accel=Accel(raw.get("accel", d.accel.value)),
-        firmware=raw.get("firmware"),
+        firmware=None if raw.get("firmware") == FIRMWARE_BIOS else raw.get("firmware"),
         kernel=raw.get("kernel"),
         initrd=raw.get("initrd"),
         cmdline=raw.get("cmdline"),
@@ -145,16 +150,27 @@ def _qemu(raw: Raw) -> QemuSpec:
         panic=raw.get("panic", d.panic),
         watchdog=_watchdog(watchdog_raw) if watchdog_raw is not None else None,
         nics=tuple(_nic(x) for x in raw.get("nics", ())),
+        cloud_init=_cloud_init(raw["cloudInit"]) if "cloudInit" in raw else None,
     )
 
 
 def _disk(raw: Raw) -> Disk:
-    d = Disk(name="", source="")
-    return Disk(name=raw["name"], source=raw["source"],
+    d = Disk(name="")
+    return Disk(name=raw["name"], source=raw.get("source"),
                 format=DiskFormat(raw.get("format", d.format.value)),
                 bus=DiskBus(raw.get("bus", d.bus.value)),
                 readonly=raw.get("readonly", d.readonly),
-                cache=DiskCache(raw.get("cache", d.cache.value)))
+                cache=DiskCache(raw.get("cache", d.cache.value)),
+                image=raw.get("image"),
+                size=parse_size(raw["size"]) if "size" in raw else None,
+                delete_policy=DeletePolicy(raw.get("deletePolicy", d.delete_policy.value)))
+
+
+def _cloud_init(raw: Raw) -> CloudInit:
+    return CloudInit(user_data=raw.get("userData"), user_data_file=raw.get("userDataFile"),
+                     meta_data=_pairs(raw.get("metaData")),
+                     network_config=raw.get("networkConfig"),
+                     network_config_file=raw.get("networkConfigFile"))
 
 
 def _vnc(raw: Raw) -> Vnc:
@@ -189,11 +205,17 @@ def _nic(raw: Raw) -> Nic:
 
 def _lxc(raw: Raw) -> LxcSpec:
     d = LxcSpec()
+    rootfs = raw.get("rootfs", d.rootfs)
+    image: Raw = rootfs if isinstance(rootfs, Mapping) else {}
     return LxcSpec(
-        rootfs=raw.get("rootfs", d.rootfs),
+        rootfs=d.rootfs if image else rootfs,
         init=tuple(raw.get("init", d.init)),
         env=_pairs(raw.get("env")),
         mounts=tuple(Mount(m["source"], m["target"], m.get("readonly", False))
                      for m in raw.get("mounts", ())),
         nics=tuple(_nic(x) for x in raw.get("nics", ())),
+        image=image.get("image"),
+        delete_policy=DeletePolicy(image.get("deletePolicy", d.delete_policy.value)),
+        privileged=raw.get("privileged", d.privileged),
+        pids_limit=raw.get("pidsLimit"),
     )

@@ -97,8 +97,8 @@ def _explain(error: ValidationError) -> Iterator[SchemaFinding]:
     elif kind in ("allOf", "if", "then") and error.context:
         for sub in error.context:
             yield from _explain(sub)
-    else:
-        yield SchemaFinding(path, _value_message(error), True)
+    else:  # a number out of its range is of the right type: no quoting hint applies
+        yield SchemaFinding(path, _value_message(error), kind not in ("minimum", "maximum"))
 
 
 def _unknown_fields(error: ValidationError, path: tuple[PathElem, ...]) -> Iterator[SchemaFinding]:

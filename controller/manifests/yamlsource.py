@@ -254,6 +254,23 @@ def _child(node: yaml.Node, elem: PathElem) -> tuple[yaml.Node | None, yaml.Node
     return None
 
 
+def position_inside(node: yaml.Node, line: int, column: int, lines: Sequence[str]) -> Position:
+    """Where `line`:`column` (1-based) of a scalar's value stands in the file of `lines`.
+
+    Exact for a literal block scalar (`|`), whose lines are the file's lines after the one of
+    the indicator, each less its indentation; any other style (folded, quoted, plain) does not
+    keep the value's lines, so the scalar's own position stands for all of them.
+    """
+    value_lines = node.value.split("\n") if isinstance(node, yaml.ScalarNode) else []
+    if getattr(node, "style", None) != "|" or not 1 <= line <= len(value_lines):
+        return _mark_position(node.start_mark)
+    file_line = node.start_mark.line + line  # 0-based: the indicator's line, then the value's
+    text = lines[file_line] if file_line < len(lines) else ""
+    content = value_lines[line - 1]
+    indent = len(text) - len(content) if content and text.endswith(content) else 0
+    return Position(file_line + 1, indent + column)
+
+
 def implicit_type_hint(node: yaml.Node) -> str | None:
     """A hint when an unquoted scalar was read as something other than a string.
 

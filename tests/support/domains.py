@@ -115,14 +115,16 @@ def _changed(value: Any, default: Any, path: str) -> dict[str, Any]:
 
 
 def _plain(value: Any, default: Any, path: str) -> Any:
-    if path in ("spec.memory", "spec.current_memory"):
+    if path in ("spec.memory", "spec.current_memory", "spec.qemu.disks.size"):
         return _size(value)
     if path == "spec.shutdown_timeout":
         return f"{int(value)}s" if float(value).is_integer() else value
     if path == "spec.qemu.vnc":
         return {"vnc": _changed(value, type(value)(), path)}
-    if path == "spec.lxc.env":
+    if path in ("spec.lxc.env", "spec.qemu.cloud_init.meta_data"):
         return dict(value)
+    if path == "spec.lxc":
+        return _lxc(value)
     if dataclasses.is_dataclass(value):
         blank = default if type(default) is type(value) else _blank(type(value))
         return _changed(value, blank, path)
@@ -131,6 +133,16 @@ def _plain(value: Any, default: Any, path: str) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     return value
+
+
+def _lxc(value: LxcSpec) -> dict[str, Any]:
+    """An LxcSpec's fields; an image (and its delete policy) is written as `rootfs: {image:}`."""
+    out = _changed(value, LxcSpec(), "spec.lxc")
+    if value.image is not None:
+        out["rootfs"] = {"image": out.pop("image")}
+        if "deletePolicy" in out:
+            out["rootfs"]["deletePolicy"] = out.pop("deletePolicy")
+    return out
 
 
 def _blank(kind: type[Any]) -> Any:
