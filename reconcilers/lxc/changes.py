@@ -3,6 +3,12 @@
 Called by LxcDriver.classify/apply_live (and through them by the reconciler's diff). Pure: it
 compares two normalised specs field by field. It never touches a container.
 
+Live: the cgroup limits apply_live rewrites with lxc-cgroup (memory, cpu, `vcpus` as the
+cpuset, `lxc.pids_limit` as pids.max), the controller's own settings, and `lxc.delete_policy`
+(read when the domain is removed, by release_storage). `lxc.privileged` (an id map is set at
+the start), `lxc.image` and the rest wait for a restart; a new image does not rebuild a kept
+rootfs (storage.py), the restart says so.
+
 NICs (`lxc.nics`, a list the diff compares element by element when its length is kept, as one
 value when not): a NIC's `link_state` is live (its host end set up or down); NICs added or
 removed at the end of the list are live when the NICs before them are unchanged but for their
@@ -23,12 +29,13 @@ from reconcilers.driver import ChangeKind
 from reconcilers.model import DomainSpec, Nic
 
 # cgroup limits, rewritten in place by apply_live
-CGROUP_FIELDS = frozenset({"memory", "cputune.shares", "cputune.quota", "cputune.period"})
+CGROUP_FIELDS = frozenset({"memory", "cputune.shares", "cputune.quota", "cputune.period",
+                           "vcpus", "lxc.pids_limit"})
 # read by the controller, not by the container: a change needs nothing from the driver
 CONTROLLER_FIELDS = frozenset({"state", "restart_policy", "update_policy", "shutdown_timeout",
                                "lifecycle.on_poweroff", "lifecycle.on_reboot",
                                "lifecycle.on_crash"})
-LIVE_FIELDS = CGROUP_FIELDS | CONTROLLER_FIELDS
+LIVE_FIELDS = CGROUP_FIELDS | CONTROLLER_FIELDS | {"lxc.delete_policy"}
 NICS = "lxc.nics"
 
 

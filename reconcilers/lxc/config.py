@@ -1,8 +1,11 @@
 """Spec → LXC config text: a pure function, golden-file tested.
 
 Called by the lxc driver (validate and start) and by the golden tests. It reads nothing from the
-host: host facts (cgroup version, AppArmor) and paths come in as arguments, so both cgroup
-variants can be rendered anywhere.
+host: host facts (cgroup version, AppArmor, CPUs, the id map) and paths come in as arguments,
+so both cgroup variants can be rendered anywhere.
+
+An unprivileged container (the default) gets `lxc.idmap` lines: the host's map (idmap.py), to
+which its rootfs is shifted on disk (shift.py, storage.py).
 
 It must never let a manifest value add a config line: LXC's config format has no escape for a
 newline, so values containing control characters are refused (ConfigValueError naming the
@@ -21,7 +24,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from reconcilers.model import BUSYBOX_ROOTFS, Domain, DomainSpec, LinkState, Mount, Nic, NicMode
+from reconcilers.lxc.idmap import IdMap
+from reconcilers.model import (
+    BUSYBOX_ROOTFS,
+    Domain,
+    DomainSpec,
+    LinkState,
+    LxcSpec,
+    Mount,
+    Nic,
+    NicMode,
+)
 from reconcilers.net.names import UnsafeValue, check_ifname, check_mac, veth_name
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -34,6 +47,9 @@ _FSTAB_ESCAPES = {" ": "\\040", "\\": "\\134"}
 
 HALT_SIGNAL = "SIGPWR"  # LXC's default; busybox init (1.35) powers off on it
 CAP_DROP = "mac_admin mac_override sys_time sys_module sys_rawio"
+# what a cgroup file goes back to when the spec drops its limit (apply_live)
+UNLIMITED = {"cpu.shares": "1024", "cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000",
+             "cpu.weight": "100", "cpu.max": "max 100000", "pids.max": "max"}
 
 
 class CgroupVersion(str, enum.Enum):
@@ -56,21 +72,27 @@ class HostFacts:
 
     cgroup: CgroupVersion
     apparmor: bool  # AppArmor enabled: the container runs unconfined (see render_config)
+    cpus: tuple[int, ...]  # the host's online CPUs: a cpuset is the first `vcpus` of them
+    idmap: IdMap | None  # unprivileged containers' ids; None: no safe range (idmap_problem)
+    idmap_problem: str = ""
 
 
 @dataclass(frozen=True)
 class ConfigPaths:
     """Where the container's files live, decided by the driver."""
 
-    rootfs: str  # the resolved rootfs directory (the built-in busybox cache, or the user's)
-    delta: str  # the container's own overlay upper dir over the shared busybox rootfs
+    rootfs: str  # the resolved rootfs directory: the shared busybox tree (the lower layer of
+    # a busybox container's overlay), the container's own (an unpacked image) or the user's
+    delta: str  # a busybox container's overlay upper dir over the shared tree
     console_log: str  # the domain log: console output is appended there
     lxc_log: str  # LXC's own log, quoted when lxc-start fails and read to classify exits
     file_sources: frozenset[str] = frozenset()  # mount sources that are files: create=file
 
 
-def cgroup_limits(spec: DomainSpec, version: CgroupVersion) -> list[tuple[str, str]]:
-    """The cgroup files and values for the spec's memory and cpu limits, in a fixed order.
+def cgroup_limits(spec: DomainSpec, version: CgroupVersion, cpus: tuple[int, ...]
+                  ) -> list[tuple[str, str]]:
+    """The cgroup files and values for the spec's memory, cpu, cpuset and pids limits, in a
+    fixed order; ConfigValueError for more vcpus than the host's `cpus`.
 
     Shared by the config (as lxc.cgroup[2].KEY lines) and apply_live (lxc-cgroup KEY VALUE).
     """
@@ -83,14 +105,32 @@ def cgroup_limits(spec: DomainSpec, version: CgroupVersion) -> list[tuple[str, s
             limits.append(("cpu.cfs_period_us", str(tune.period)))
         if tune.quota is not None:
             limits.append(("cpu.cfs_quota_us", str(tune.quota)))
-        return limits
-    limits = [("memory.max", str(spec.memory))]
-    if tune.shares is not None:
-        limits.append(("cpu.weight", str(shares_to_weight(tune.shares))))
-    if tune.quota is not None or tune.period is not None:
-        quota = "max" if tune.quota is None or tune.quota < 0 else str(tune.quota)
-        limits.append(("cpu.max", f"{quota} {tune.period or 100000}"))
+    else:
+        limits = [("memory.max", str(spec.memory))]
+        if tune.shares is not None:
+            limits.append(("cpu.weight", str(shares_to_weight(tune.shares))))
+        if tune.quota is not None or tune.period is not None:
+            quota = "max" if tune.quota is None or tune.quota < 0 else str(tune.quota)
+            limits.append(("cpu.max", f"{quota} {tune.period or 100000}"))
+    limits.append(("cpuset.cpus", cpuset(spec.vcpus, cpus)))
+    if spec.lxc is not None and spec.lxc.pids_limit is not None:
+        limits.append(("pids.max", str(spec.lxc.pids_limit)))
     return limits
+
+
+def cpuset(vcpus: int, cpus: tuple[int, ...]) -> str:
+    """The first `vcpus` of the host's CPUs as a cpu list ("0-2,4"): a container's vcpus are
+    host CPUs it may run on, not virtual ones."""
+    if vcpus > len(cpus):
+        raise ConfigValueError("spec.vcpus", f"{vcpus} vcpus asked, the host has {len(cpus)} "
+                                             "CPUs")
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus[:vcpus]):
+        if ranges and ranges[-1][1] == cpu - 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
 def shares_to_weight(shares: int) -> int:
@@ -113,28 +153,24 @@ def _entries(domain: Domain, host: HostFacts, paths: ConfigPaths) -> Iterator[tu
     lxc = domain.spec.lxc
     if lxc is None:
         raise ConfigValueError("spec.lxc", "missing for an lxc domain")
-    builtin = lxc.rootfs == BUSYBOX_ROOTFS
     yield "lxc.uts.name", domain.name
-    if builtin:
-        # the cached rootfs is shared by every busybox container: each writes to its own overlay
-        lower, upper = _overlay_part(paths.rootfs), _overlay_part(paths.delta)
-        yield "lxc.rootfs.path", _value("state_dir", f"overlay:{lower}:{upper}")
-    else:
-        # quoted as a whole when needed: LXC strips quotes around the value, not its parts
-        yield "lxc.rootfs.path", _value("spec.lxc.rootfs", "dir:" + paths.rootfs)
+    yield from _rootfs(lxc, host, paths)
     yield from _init_cmd(lxc.init)
     yield "lxc.signal.halt", HALT_SIGNAL
     yield from _nics(domain.name, lxc.nics)
     yield "lxc.autodev", "1"
-    # with a cgroup namespace LXC skips the cgroup mount unless forced; read-only, so the
-    # container sees its limits but cannot raise them
-    yield "lxc.mount.auto", "proc:mixed sys:ro cgroup:ro:force"
+    # with a cgroup namespace LXC skips the cgroup mount unless forced; it shows the container
+    # its own cgroup as the root. Unprivileged: read-write, so that an init such as systemd can
+    # make its sub-cgroups (LXC hands the cgroup's directory to the mapped root), while the
+    # limit files stay the host's root's; privileged: read-only, as root could write them all
+    cgroup = "cgroup:ro:force" if lxc.privileged else "cgroup:rw:force"
+    yield "lxc.mount.auto", f"proc:mixed sys:ro {cgroup}"
     yield "lxc.tty.max", "0"
     yield "lxc.pty.max", "16"
     yield "lxc.cap.drop", CAP_DROP
     if host.apparmor:
         # LXC's generated profile needs apparmor_parser and a nesting-aware host policy; a
-        # privileged container under our own cgroup/cap limits runs unconfined instead
+        # container under our own cgroup/cap limits (and id map) runs unconfined instead
         yield "lxc.apparmor.profile", "unconfined"
     yield "lxc.console.logfile", _value("log_dir", paths.console_log)
     yield "lxc.log.file", _value("state_dir", paths.lxc_log)
@@ -147,8 +183,32 @@ def _entries(domain: Domain, host: HostFacts, paths: ConfigPaths) -> Iterator[tu
         kind = "file" if mount.source in paths.file_sources else "dir"
         yield "lxc.mount.entry", _mount_entry(f"spec.lxc.mounts[{index}]", mount, kind)
     prefix = "lxc.cgroup." if host.cgroup is CgroupVersion.V1 else "lxc.cgroup2."
-    for key, value in cgroup_limits(domain.spec, host.cgroup):
+    for key, value in cgroup_limits(domain.spec, host.cgroup, host.cpus):
         yield prefix + key, value
+
+
+def uses_overlay(lxc: LxcSpec) -> bool:
+    """Whether the container's rootfs is an overlay over the shared busybox tree (the others
+    have a directory of their own, or the user's)."""
+    return lxc.image is None and lxc.rootfs == BUSYBOX_ROOTFS
+
+
+def _rootfs(lxc: LxcSpec, host: HostFacts, paths: ConfigPaths) -> Iterator[tuple[str, str]]:
+    if uses_overlay(lxc):
+        # the cached rootfs is shared by every busybox container: each writes to its own overlay
+        lower, upper = _overlay_part(paths.rootfs), _overlay_part(paths.delta)
+        yield "lxc.rootfs.path", _value("state_dir", f"overlay:{lower}:{upper}")
+    else:
+        # quoted as a whole when needed: LXC strips quotes around the value, not its parts
+        field = "spec.lxc.rootfs" if lxc.image is None else "state_dir"
+        yield "lxc.rootfs.path", _value(field, "dir:" + paths.rootfs)
+    if lxc.privileged:
+        return
+    if host.idmap is None:
+        raise ConfigValueError("spec.lxc.privileged", "an unprivileged container needs an id "
+                                                      f"range: {host.idmap_problem}")
+    yield "lxc.idmap", f"u 0 {host.idmap.uid} {host.idmap.count}"
+    yield "lxc.idmap", f"g 0 {host.idmap.gid} {host.idmap.count}"
 
 
 def _init_cmd(argv: tuple[str, ...]) -> Iterator[tuple[str, str]]:

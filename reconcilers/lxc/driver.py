@@ -7,7 +7,10 @@ by tracking.py, which sees init's exit through a pidfd (identity.ExitWatch), cla
 what we asked and what LXC logged (exits.py), and reports it through DriverContext.on_event.
 NICs are veth pairs LXC makes from the config at the start (config.py); nics.py checks their
 bridges beforehand, adds, removes and switches them on a running container, and reads the
-container's addresses.
+container's addresses. A container's own storage (an unpacked image, a busybox overlay's layer) is
+made by storage.py before its first start, kept, and released by `release_storage` when the
+domain is removed. Containers are unprivileged unless the spec says otherwise: their ids are
+mapped to the range idmap.py finds.
 
 It never touches a container it cannot prove it started (name, init pid, boot id and the
 kernel start time must agree), never loads liblxc, and close() leaves every container running.
@@ -33,29 +36,16 @@ from reconcilers.driver import (
 )
 from reconcilers.errors import DriverError, HostValidationError
 from reconcilers.identity import boot_id, proc_starttime, same_process, start_token
-from reconcilers.lxc import changes, host, nics, rootfs
-from reconcilers.lxc.config import (
-    NAME_RE,
-    ConfigPaths,
-    ConfigValueError,
-    HostFacts,
-    cgroup_limits,
-    render_config,
-)
+from reconcilers.lxc import changes, host, nics, validation
+from reconcilers.lxc.config import NAME_RE, UNLIMITED, ConfigValueError, HostFacts, cgroup_limits
 from reconcilers.lxc.exits import Intent
 from reconcilers.lxc.files import ContainerFiles
 from reconcilers.lxc.halt import HALT, handler_within
+from reconcilers.lxc.idmap import shadow_stand_ins
+from reconcilers.lxc.storage import Prepared, Storage, StorageError
 from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
 from reconcilers.lxc.tracking import SETTLE_TIMEOUT, Tracked, Tracker
-from reconcilers.model import (
-    BUSYBOX_ROOTFS,
-    REASONS_BY_STATE,
-    Domain,
-    DomainSpec,
-    DriverName,
-    Reason,
-    State,
-)
+from reconcilers.model import REASONS_BY_STATE, Domain, DomainSpec, DriverName, Reason, State
 from reconcilers.net.nics import check_ready
 
 FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
@@ -79,6 +69,7 @@ class LxcDriver:
         self._files = ContainerFiles(context.state_dir, context.log_dir)
         self._lxcpath = self._files.lxcpath
         self._tools = LxcTools(self._lxcpath)
+        self._storage = Storage(self._files)
         self._facts: HostFacts | None = None  # probed at first use
         self._caps: Capabilities | None = None
         self._tracked = Tracker(self._tools, self._files, context.on_event)
@@ -95,15 +86,18 @@ class LxcDriver:
         if missing:
             return Capabilities(DriverName.LXC, False, message="missing: " + ", ".join(missing))
         if os.geteuid() != 0:
-            return Capabilities(DriverName.LXC, False, message="needs root (privileged LXC)")
+            return Capabilities(DriverName.LXC, False, message="needs root")
         try:
             version = (await execute(["lxc-start", "--version"], "-")).stdout.strip()
         except DriverError as exc:
             return Capabilities(DriverName.LXC, False, message=exc.message)
         facts = self._host_facts()
+        idmap = facts.idmap
         return Capabilities(DriverName.LXC, True, version=version,
                             details={"cgroup": facts.cgroup.value, "apparmor": facts.apparmor,
-                                     "lxcpath": str(self._lxcpath)})
+                                     "lxcpath": str(self._lxcpath), "cpus": len(facts.cpus),
+                                     "idmap": f"{idmap.uid}:{idmap.gid}:{idmap.count}"
+                                     if idmap else facts.idmap_problem})
 
     def _host_facts(self) -> HostFacts:
         if self._facts is None:
@@ -111,42 +105,12 @@ class LxcDriver:
         return self._facts
 
     async def validate(self, domain: Domain) -> None:
-        spec, name = domain.spec, domain.name
-        if spec.driver is not DriverName.LXC or spec.lxc is None:
-            raise HostValidationError(name, "spec.lxc", "an lxc domain needs an lxc section")
-        if spec.cputune.vcpupin or spec.cputune.emulatorpin:
-            raise HostValidationError(name, "spec.cputune", "cpu pinning is qemu-only")
-        if spec.current_memory not in (None, spec.memory):
-            raise HostValidationError(name, "spec.currentMemory", "ballooning is qemu-only")
-        if spec.lxc.rootfs == BUSYBOX_ROOTFS:
-            if not rootfs.HOST_BUSYBOX.is_file():
-                raise HostValidationError(name, "spec.lxc.rootfs",
-                                          f"{rootfs.HOST_BUSYBOX} missing: install busybox-static")
-        elif not Path(spec.lxc.rootfs).is_dir():
-            raise HostValidationError(name, "spec.lxc.rootfs", "not a directory on this host")
-        elif spec.lxc.init[:1] and not os.path.lexists(
-                Path(spec.lxc.rootfs) / spec.lxc.init[0].lstrip("/")):
-            raise HostValidationError(name, "spec.lxc.init", f"{spec.lxc.init[0]} is not in "
-                                                             f"the rootfs {spec.lxc.rootfs}")
-        for index, mount in enumerate(spec.lxc.mounts):
-            if not os.path.exists(mount.source):
-                raise HostValidationError(name, f"spec.lxc.mounts[{index}].source",
-                                          f"{mount.source} does not exist")
+        facts = self._host_facts()
+        validation.check(domain, facts, self._files)
         check_ready(domain)  # a network not up yet: the domain waits for it
-        self._render(domain, spec.lxc.rootfs)
+        # the rootfs is made at the start; any path renders the same lines
+        validation.render(domain, facts, self._files, str(self._files.rootfs(domain.name)))
         await nics.check_bridges(domain)
-
-    def _render(self, domain: Domain, rootfs_dir: str) -> str:
-        assert domain.spec.lxc is not None
-        sources = frozenset(m.source for m in domain.spec.lxc.mounts if os.path.isfile(m.source))
-        files, name = self._files, domain.name
-        paths = ConfigPaths(rootfs=rootfs_dir, delta=str(files.delta(name)),
-                            console_log=str(files.console_log(name)),
-                            lxc_log=str(files.lxc_log(name)), file_sources=sources)
-        try:
-            return render_config(domain, self._host_facts(), paths)
-        except ConfigValueError as exc:
-            raise HostValidationError(domain.name, exc.field, exc.message) from exc
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -160,14 +124,17 @@ class LxcDriver:
         previous = self._tracked.get(name)
         if previous is not None:
             await self._tracked.settled(previous)  # its exit classified before its log is emptied
-        await self._write_config(domain)
+        prepared = await self._write_config(domain)
         try:
-            await self._tools.start(name, domain.spec.lxc.init, token)
+            await self._tools.start(name, domain.spec.lxc.init, token, self._path_prefix(domain))
         except DriverError as exc:
             await asyncio.to_thread(host.remove_empty_cgroups, name)
             raise DriverError(name, "start",
                               f"{exc.message}; {self._files.lxc_errors(name)}") from exc
         tracked, info = await self._track_started(domain)
+        tracked.warning = prepared.warning
+        if prepared.warning:
+            bound.warning("container rootfs kept from another source", why=prepared.warning)
         bound.info("container started", pid=tracked.record.pid, paused=paused)
         if not paused:
             return self._live(tracked, info)  # lxc-info just said so: no second look
@@ -178,17 +145,26 @@ class LxcDriver:
             raise
         return await self.observe(name)
 
-    async def _write_config(self, domain: Domain) -> None:
+    async def _write_config(self, domain: Domain) -> Prepared:
+        lxc = domain.spec.lxc
+        assert lxc is not None
+        facts = self._host_facts()  # (validate proved the map is there if one is needed)
+        try:
+            prepared = await asyncio.to_thread(self._storage.prepare, domain.name, lxc,
+                                               None if lxc.privileged else facts.idmap)
+        except StorageError as exc:
+            raise DriverError(domain.name, "start", str(exc)) from exc
+        text = validation.render(domain, facts, self._files, prepared.rootfs)
+        self._files.write_config(domain.name, text, lxc.init)
+        return prepared
+
+    def _path_prefix(self, domain: Domain) -> Path | None:
+        """The newuidmap stand-ins' directory when LXC must write the map itself (idmap.py)."""
+        idmap = self._host_facts().idmap
         assert domain.spec.lxc is not None
-        rootfs_dir = domain.spec.lxc.rootfs
-        if rootfs_dir == BUSYBOX_ROOTFS:
-            try:
-                built = await asyncio.to_thread(rootfs.busybox_rootfs, self._files.rootfs_cache)
-            except rootfs.RootfsError as exc:
-                raise DriverError(domain.name, "start", str(exc)) from exc
-            rootfs_dir = str(built)
-        text = self._render(domain, rootfs_dir)
-        self._files.write_config(domain.name, text, domain.spec.lxc.init)
+        if domain.spec.lxc.privileged or idmap is None or not idmap.direct:
+            return None
+        return shadow_stand_ins(self._files.idmap_bin)
 
     async def _track_started(self, domain: Domain) -> tuple[Tracked, Info]:
         name = domain.name
@@ -376,13 +352,29 @@ class LxcDriver:
 
     async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
         tracked = self._require(name, "apply_live")
-        version = self._host_facts().cgroup
-        before = dict(cgroup_limits(old, version))
-        for key, value in cgroup_limits(new, version):
+        facts = self._host_facts()
+        try:
+            before = dict(cgroup_limits(old, facts.cgroup, facts.cpus))
+            after = dict(cgroup_limits(new, facts.cgroup, facts.cpus))
+        except ConfigValueError as exc:
+            raise HostValidationError(name, exc.field, exc.message) from exc
+        # a limit the new spec drops goes back to unlimited
+        after.update({key: UNLIMITED[key] for key in before if key not in after})
+        for key, value in after.items():
             if before.get(key) != value:
                 await self._tools.set_cgroup(name, key, value)
                 log.info("cgroup limit applied live", domain=name, key=key, value=value)
         await nics.apply_live(name, tracked.record.pid, old, new)
+
+    async def release_storage(self, name: str, spec: DomainSpec) -> list[str]:
+        """Apply spec.lxc's deletePolicy to the rootfs domctl made for the removed domain
+        `name` (storage.py): the paths kept (Retain), none when deleted (Delete). Refused
+        while its container runs."""
+        if not NAME_RE.fullmatch(name):
+            raise DriverError(name, "release_storage", "not a valid domain name")
+        if name in self._tracked or (await self._tools.info(name)).state is not LxcState.STOPPED:
+            raise DriverError(name, "release_storage", "the container still runs")
+        return await asyncio.to_thread(self._storage.release, name, spec.lxc)
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         """lxc-console on the container's /dev/console (tty 0); Ctrl-a q leaves it."""

@@ -1,10 +1,18 @@
 """Where the lxc driver keeps each container's files, and the few reads and writes on them.
 
-Used by LxcDriver only. Layout under the driver's state dir: `lxc/<name>/config` (rewritten
-atomically at every start), `lxc/<name>/lxc.log` (LXC's own log, emptied at every start so it
-describes one init), `lxc/<name>/delta` (the overlay upper dir of a busybox container: its
-writable layer, kept across restarts), `lxc-rootfs/busybox` (the shared cache). Console output
-goes to `<log_dir>/<name>.log`. It never deletes a container's files.
+Used by LxcDriver and storage.py. Layout under the driver's state dir: `lxc/<name>/config`
+(mode 0600, rewritten atomically at every start), `lxc/<name>/lxc.log` (LXC's own log, emptied
+at every start so it describes one init), `lxc/<name>/storage/` (what domctl made for the
+container: `rootfs` (an unpacked image), `delta` (a busybox container's overlay upper dir) and
+LXC's overlay work dir) with `lxc/<name>/storage.json` (where the rootfs came from, which ids
+own the tree), `lxc-rootfs/busybox-*` (the shared busybox trees), `lxc-idmap-bin` (the
+newuidmap stand-ins of idmap.py). Console output goes to `<log_dir>/<name>.log`.
+
+Modes: the lxcpath and `lxc/<name>` are 0711 and `storage/` is 0700, owned by the container's
+root (a mapped id, or the host's root): an unprivileged container's root reaches its tree from
+inside its user namespace, and no other host user may, since a rootfs holds the container's
+setuid files (one of them run by a host user would give that user the container's ids). Only
+storage.py deletes anything here (the storage dir, on release with deletePolicy Delete).
 """
 
 from __future__ import annotations
@@ -21,13 +29,31 @@ class ContainerFiles:
     def __init__(self, state_dir: Path, log_dir: Path) -> None:
         self.lxcpath = state_dir / "lxc"
         self.rootfs_cache = state_dir / "lxc-rootfs"
+        self.idmap_bin = state_dir / "lxc-idmap-bin"
         self.log_dir = log_dir
 
     def directory(self, name: str) -> Path:
         return self.lxcpath / name
 
+    def ensure_directory(self, name: str) -> Path:
+        """`lxc/<name>` in the lxcpath, both mode 0711 (see the module docstring)."""
+        directory = self.directory(name)
+        for path in (self.lxcpath, directory):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o711)
+        return directory
+
+    def storage(self, name: str) -> Path:
+        return self.directory(name) / "storage"
+
+    def storage_record(self, name: str) -> Path:
+        return self.directory(name) / "storage.json"
+
     def delta(self, name: str) -> Path:
-        return self.directory(name) / "delta"
+        return self.storage(name) / "delta"
+
+    def rootfs(self, name: str) -> Path:
+        return self.storage(name) / "rootfs"
 
     def lxc_log(self, name: str) -> Path:
         return self.directory(name) / "lxc.log"
@@ -37,10 +63,11 @@ class ContainerFiles:
 
     def write_config(self, name: str, text: str, init: Sequence[str]) -> None:
         """Install the config, empty LXC's log, and note the start in the domain log."""
-        directory = self.directory(name)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory = self.ensure_directory(name)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         tmp = directory / ".config.tmp"
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
         tmp.write_text(text)
         tmp.replace(directory / "config")
         self.reset_lxc_log(name)

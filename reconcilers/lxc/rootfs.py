@@ -1,12 +1,15 @@
 """The built-in `busybox` rootfs: built once from the host's busybox-static, then cached.
 
-Called by the lxc driver before it renders a config for `rootfs: busybox`. The tree lives under
-the driver's state dir, one directory per busybox binary (`busybox-<sha256 prefix>`), and is the
-shared lower layer of every busybox container's overlay (each container writes to its own upper
-dir, never here). It is built in a temporary directory renamed into place, and rebuilt when it is
-missing or no longer holds the binary its stamp names. A tree is never deleted, since running
-containers may still have it mounted: a broken one is only renamed aside. It never touches a
-user's rootfs directory.
+Called by storage.py before the driver renders a config for `rootfs: busybox`. The tree lives
+under the driver's state dir, one directory per busybox binary and id map
+(`busybox-<sha256 prefix>` owned by the host's root for privileged containers,
+`busybox-<sha256 prefix>-<uid>-<gid>` shifted to a map's ids for unprivileged ones: shift.py),
+and is the shared lower layer of every busybox container's overlay (each container writes to
+its own upper dir, never here). The cache dir is mode 0755: an unprivileged container's root
+reaches its lower layer from inside its user namespace. A tree is built in a temporary
+directory renamed into place, and rebuilt when it is missing or no longer holds the binary its
+stamp names. A tree is never deleted, since running containers may still have it mounted: a
+broken one is only renamed aside. It never touches a user's rootfs directory.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import time
 from pathlib import Path
 
 import structlog
+
+from reconcilers.lxc.idmap import IdMap
+from reconcilers.lxc.shift import shift_tree
 
 HOST_BUSYBOX = Path("/bin/busybox")  # Debian package busybox-static
 STAMP = ".domctl-rootfs"
@@ -36,17 +42,22 @@ class RootfsError(RuntimeError):
     """The busybox rootfs cannot be built (busybox-static missing, disk full, ...)."""
 
 
-def busybox_rootfs(cache_dir: Path, busybox: Path = HOST_BUSYBOX) -> Path:
-    """The path of a complete busybox rootfs under `cache_dir`, building it if needed."""
+def busybox_rootfs(cache_dir: Path, busybox: Path = HOST_BUSYBOX, idmap: IdMap | None = None
+                   ) -> Path:
+    """The path of a complete busybox rootfs under `cache_dir` owned by the root of `idmap`
+    (None: the host's), building it if needed."""
     digest = _digest(busybox)
-    target = cache_dir / f"busybox-{digest[:16]}"
+    owner = "" if idmap is None else f"-{idmap.uid}-{idmap.gid}"
+    target = cache_dir / f"busybox-{digest[:16]}{owner}"
     if _stamp(target) == digest:
         return target
     log.info("building busybox rootfs", path=str(target), reason="missing or stale")
     cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.chmod(0o755)
     staging = Path(tempfile.mkdtemp(prefix=".busybox.", dir=cache_dir))
     try:
         _build(staging, busybox, digest)
+        shift_tree(staging, None, idmap)
         if target.exists():  # a directory cannot be replaced by one rename: move it aside
             target.rename(cache_dir / f".{target.name}.broken.{time.time_ns()}")
         staging.rename(target)

@@ -79,11 +79,15 @@ class LxcTools:
                 pid = int(value.strip())
         return Info(state, pid)
 
-    async def start(self, name: str, argv: Sequence[str], token: str) -> None:
+    async def start(self, name: str, argv: Sequence[str], token: str,
+                    path_prefix: Path | None = None) -> None:
         """lxc-start -d with the exact init argv (no shell, no word splitting); the engine's
-        start token goes into its environment, which the container's monitor keeps."""
-        await self.run("lxc-start", name, ["-d", "--", *argv],
-                       env={**os.environ, START_TOKEN_ENV: token})
+        start token goes into its environment, which the container's monitor keeps, and
+        `path_prefix`, if any, before its PATH (idmap.py's stand-ins)."""
+        env = {**os.environ, START_TOKEN_ENV: token}
+        if path_prefix is not None:
+            env["PATH"] = f"{path_prefix}{os.pathsep}{env.get('PATH', os.defpath)}"
+        await self.run("lxc-start", name, ["-d", "--", *argv], env=env)
 
     def monitor_pids(self, name: str) -> list[int]:
         """The LXC monitor processes of container `name` on this lxcpath."""

@@ -124,7 +124,11 @@ class Controller:
         self.base = base
         self.netns = netns  # run inside this network namespace (netns.command_inside)
         self.manifests = base / "manifests"
-        self.state = base / "state"
+        if not (base / "state").exists():
+            # containers run unprivileged: their root must search every directory above the
+            # daemon's lxcpath, which pytest's own (0700) forbid
+            (base / "state").symlink_to(scratch_dir("s", 0o711))
+        self.state = (base / "state").resolve()
         self.logs = base / "log"
         self.hooks = base / "hooks"
         for directory in (self.manifests, self.hooks, self.base / "cgroup"):
@@ -136,7 +140,7 @@ class Controller:
         self.names: set[str] = set()  # every domain name handed out (for cgroup cleanup)
         self._lines: list[dict[str, Any]] = []  # stderr's JSON lines, of every run
         self._read, self._run_start = 0, 0  # bytes of stderr parsed; first line of this run
-        leaks.hold(self.base, self.runtime)
+        leaks.hold(self.base, self.runtime, self.state)
 
     # names and manifests
 
@@ -418,7 +422,9 @@ class Controller:
               remove=[self.runtime],
               lxc_prefix=lxc_prefix(self.netns) if self.netns is not None else ())
         stop_dnsmasqs(self.state / "networks" / "dnsmasq")
-        leaks.release(self.base, self.runtime)
+        leaks.release(self.base, self.runtime, self.state)
+        if (self.base / "state").is_symlink():
+            sweep(remove=[self.state])
 
 
 @contextlib.contextmanager

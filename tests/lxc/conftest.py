@@ -1,5 +1,6 @@
-"""Fixtures for the lxc driver tests: one busybox LxcHost per session (tests/support/lxc.py), a
-fresh driver per test, and a sweep of every container a test named, also when it failed."""
+"""Fixtures for the lxc driver tests: one busybox LxcHost per session (tests/support/lxc.py: in
+a scratch dir, as unprivileged containers need), a fresh driver per test, and a sweep of every
+container a test named, also when it failed."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from tests.support.lxc import LxcHost
 
 
 @pytest.fixture(scope="session")
-def lxc_session(tmp_path_factory: pytest.TempPathFactory) -> LxcHost:
-    return LxcHost.with_busybox(tmp_path_factory.mktemp("lxc"))
+def lxc_session() -> Iterator[LxcHost]:
+    with LxcHost.in_scratch("lxc") as host:
+        yield host
 
 
 @pytest.fixture

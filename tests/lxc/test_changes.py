@@ -1,5 +1,6 @@
-"""classify(old, new): cgroup limits, controller settings, NIC link states and NICs added or
-removed at the end live, everything else restart."""
+"""classify(old, new): cgroup limits (vcpus and the pids limit among them), controller
+settings, the delete policy, NIC link states and NICs added or removed at the end live,
+everything else restart."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from reconcilers.driver import ChangeKind
 from reconcilers.lxc.changes import NicChanges, classify, nic_changes
 from reconcilers.model import (
     CpuTune,
+    DeletePolicy,
     DesiredState,
     DomainSpec,
     LinkState,
@@ -34,13 +36,16 @@ def test_limits_are_live_the_rest_restart() -> None:
     new = dataclasses.replace(
         BASE, memory=128 * MiB, cputune=CpuTune(shares=10, quota=1000, period=10000),
         state=DesiredState.PAUSED, vcpus=4,
-        lxc=LxcSpec(rootfs="/srv/r", init=("/bin/sh",), mounts=(Mount("/a", "/b"),)))
+        lxc=LxcSpec(rootfs="/srv/r", init=("/bin/sh",), mounts=(Mount("/a", "/b"),),
+                    pids_limit=100, privileged=True, image="/srv/img.tar.xz",
+                    delete_policy=DeletePolicy.DELETE))
     assert classify(BASE, new) == {
         "memory": ChangeKind.LIVE, "cputune.shares": ChangeKind.LIVE,
         "cputune.quota": ChangeKind.LIVE, "cputune.period": ChangeKind.LIVE,
-        "state": ChangeKind.LIVE, "vcpus": ChangeKind.RESTART,
-        "lxc.rootfs": ChangeKind.RESTART, "lxc.init": ChangeKind.RESTART,
-        "lxc.mounts": ChangeKind.RESTART,
+        "state": ChangeKind.LIVE, "vcpus": ChangeKind.LIVE, "lxc.pids_limit": ChangeKind.LIVE,
+        "lxc.delete_policy": ChangeKind.LIVE, "lxc.privileged": ChangeKind.RESTART,
+        "lxc.image": ChangeKind.RESTART, "lxc.rootfs": ChangeKind.RESTART,
+        "lxc.init": ChangeKind.RESTART, "lxc.mounts": ChangeKind.RESTART,
     }
 
 

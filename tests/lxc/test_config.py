@@ -1,5 +1,5 @@
-"""Config rendering: golden files (manifest in → LXC config out, cgroup v1 and v2) and the
-proof that no manifest value can add or alter a config line."""
+"""Config rendering: golden files (manifest in → LXC config out, cgroup v1 and v2), the proof
+that no manifest value can add or alter a config line, and the host facts a config needs."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ from reconcilers.lxc.config import (
     ConfigPaths,
     ConfigValueError,
     HostFacts,
+    cpuset,
     render_config,
     shares_to_weight,
+    uses_overlay,
 )
+from reconcilers.lxc.idmap import IdMap
 from reconcilers.model import BUSYBOX_ROOTFS, Domain, LinkState, LxcSpec, Mount, Nic, NicMode
 from reconcilers.net import nics
 from reconcilers.net.names import veth_name
@@ -27,19 +30,25 @@ from tests.support.domains import domain, load
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "lxc"
 REGEN = os.environ.get("DOMCTL_REGEN_GOLDEN") == "1"
-HOSTS = {  # each variant also flips AppArmor, so both branches are golden too
-    "v1": HostFacts(cgroup=CgroupVersion.V1, apparmor=False),
-    "v2": HostFacts(cgroup=CgroupVersion.V2, apparmor=True),
+HOSTS = {  # each variant also flips AppArmor and the id map's source, so both are golden too
+    "v1": HostFacts(cgroup=CgroupVersion.V1, apparmor=False, cpus=(0, 1, 2, 3),
+                    idmap=IdMap(uid=100000, gid=200000)),
+    "v2": HostFacts(cgroup=CgroupVersion.V2, apparmor=True, cpus=(0, 2, 4, 6, 7),
+                    idmap=IdMap(uid=1000000000, gid=1000000000, direct=True)),
 }
 
 
 def paths_for(container: Domain) -> ConfigPaths:
+    """The paths the driver would give (storage.py): the shared busybox tree under a busybox
+    container's overlay, the container's own rootfs for an image, else the user's directory."""
     assert container.spec.lxc is not None
-    rootfs = container.spec.lxc.rootfs
-    if rootfs == BUSYBOX_ROOTFS:
-        rootfs = "/var/lib/domctl/lxc-rootfs/busybox-0123456789abcdef"
     name = container.name
-    return ConfigPaths(rootfs=rootfs, delta=f"/var/lib/domctl/lxc/{name}/delta",
+    rootfs = container.spec.lxc.rootfs
+    if uses_overlay(container.spec.lxc):
+        rootfs = "/var/lib/domctl/lxc-rootfs/busybox-0123456789abcdef"
+    elif container.spec.lxc.image is not None:
+        rootfs = f"/var/lib/domctl/lxc/{name}/storage/rootfs"
+    return ConfigPaths(rootfs=rootfs, delta=f"/var/lib/domctl/lxc/{name}/storage/delta",
                        console_log=f"/var/log/domctl/{name}.log",
                        lxc_log=f"/var/lib/domctl/lxc/{name}/lxc.log")
 
@@ -186,6 +195,32 @@ def test_shares_to_weight(shares: int, weight: int) -> None:
     assert shares_to_weight(shares) == weight
 
 
+@pytest.mark.parametrize("vcpus, cpus, expected", [
+    (1, (0, 1), "0"), (2, (0, 1), "0-1"), (3, (0, 1, 2, 4), "0-2"), (4, (0, 2, 3, 4, 6), "0,2-4"),
+    (3, (0, 2, 4), "0,2,4")])
+def test_a_cpuset_is_the_first_vcpus_host_cpus(vcpus: int, cpus: tuple[int, ...],
+                                                expected: str) -> None:
+    assert cpuset(vcpus, cpus) == expected
+
+
+def test_more_vcpus_than_host_cpus_is_refused() -> None:
+    big = domain("big", "lxc", vcpus=5)
+    with pytest.raises(ConfigValueError, match="the host has 4 CPUs") as refused:
+        render_config(big, HOSTS["v1"], paths_for(big))
+    assert refused.value.field == "spec.vcpus"
+
+
+def test_unprivileged_without_an_id_range_names_the_field() -> None:
+    container = domain("plain", "lxc")
+    host = HostFacts(cgroup=CgroupVersion.V1, apparmor=False, cpus=(0,), idmap=None,
+                     idmap_problem="root has no range")
+    with pytest.raises(ConfigValueError, match="root has no range") as refused:
+        render_config(container, host, paths_for(container))
+    assert refused.value.field == "spec.lxc.privileged"
+    privileged = domain("plain", "lxc", lxc=LxcSpec(privileged=True))
+    assert "lxc.idmap" not in render_config(privileged, host, paths_for(privileged))
+
+
 def lxc_info_values(lxcpath: Path, name: str, key: str) -> list[str]:
     """The values LXC itself read for `key` from the container's config (`lxc-info -c`)."""
     out = subprocess.run(["lxc-info", "-P", str(lxcpath), "-n", name, "-c", key],
@@ -227,6 +262,9 @@ def test_lxc_reads_back_exactly_the_validated_values(tmp_path: Path, rootfs: str
         assert read("lxc.console.logfile") == [paths.console_log]
         assert read("lxc.log.file") == [paths.lxc_log]
         assert read("lxc.uts.name") == [container.name]
+        assert host.idmap is not None
+        assert read("lxc.idmap") == [f"u 0 {host.idmap.uid} 65536",
+                                     f"g 0 {host.idmap.gid} 65536"]
         [entry] = read("lxc.mount.entry")
         fields = entry.split(" ")
         assert [_fstab_decode(f) for f in fields[:2]] == ["/srv/a b \\c", "mnt/d = e "]

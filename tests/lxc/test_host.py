@@ -1,8 +1,10 @@
-"""Host probing, the busybox rootfs cache, validation: no container needed."""
+"""Host probing (CPUs, reachable directories), the busybox rootfs cache, validation: no
+container needed."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from reconcilers.lxc.config import CgroupVersion
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.lxc.host import apparmor_enabled, cgroup_version
 from reconcilers.model import CpuTune, Domain, DriverName, LxcSpec, Mount, VcpuPin
+from tests.support.cleanup import scratch_dir, sweep
 from tests.support.domains import domain
 
 
@@ -66,7 +69,12 @@ def offline_driver(tmp_path: Path) -> LxcDriver:
     (domain("v", "lxc", lxc=LxcSpec(mounts=(Mount("/no/such/source", "/mnt"),))),
      "spec.lxc.mounts[0].source"),
     (domain("v", "lxc", cputune=CpuTune(vcpupin=(VcpuPin(0, "0"),))), "spec.cputune"),
-    (domain("v", "lxc", lxc=LxcSpec(env=(("BAD", "a\nb"),))), "spec.lxc.env.BAD"),
+    (domain("v", "lxc", lxc=LxcSpec(env=(("BAD", "a\nb"),), privileged=True)),
+     "spec.lxc.env.BAD"),
+    (domain("v", "lxc", vcpus=4096, lxc=LxcSpec(privileged=True)), "spec.vcpus"),
+    (domain("v", "lxc", lxc=LxcSpec(image="/no/such/rootfs.tar.xz")), "spec.lxc.image"),
+    # unprivileged, on a state dir under pytest's 0700 directories: its root cannot reach it
+    (domain("v", "lxc"), "spec.lxc.privileged"),
 ])
 async def test_validate_names_the_field(offline_driver: LxcDriver, domain: Domain,
                                         field: str) -> None:
@@ -86,6 +94,40 @@ async def test_capabilities(offline_driver: LxcDriver) -> None:
 def test_implements_the_driver_protocol(offline_driver: LxcDriver) -> None:
     assert isinstance(offline_driver, Driver)
     assert offline_driver.name is DriverName.LXC
+
+
+def test_online_cpus(tmp_path: Path) -> None:
+    online = tmp_path / "online"
+    online.write_text("0-3,6,8-9\n")
+    assert host.online_cpus(online) == (0, 1, 2, 3, 6, 8, 9)
+    assert host.online_cpus(tmp_path / "missing") == ()
+
+
+@pytest.fixture
+def searchable() -> Iterator[Path]:
+    """A new directory every id may search (pytest's own are 0700)."""
+    base = scratch_dir("search", 0o711)
+    yield base
+    sweep(remove=[base])
+
+
+def test_unsearchable_directories(searchable: Path) -> None:
+    """What an unprivileged container's root (a mapped id) may not search, by mode bits."""
+    top = searchable / "top"
+    (top / "mid").mkdir(parents=True)
+    top.chmod(0o700)
+    target = top / "mid" / "source"
+    uid, gid = 100000, 100000
+    assert host.unsearchable(target, uid, gid) == top
+    top.chmod(0o711)
+    assert host.unsearchable(target, uid, gid) is None
+    top.chmod(0o750)
+    os.chown(top, 0, gid)
+    assert host.unsearchable(target, uid, gid) is None  # by its group
+    os.chown(top, uid, 0)
+    top.chmod(0o700)
+    assert host.unsearchable(target, uid, gid) is None  # by its owner
+    assert host.unsearchable(top / "missing" / "x", uid, gid) is None  # the driver makes it
 
 
 def test_only_empty_leftover_cgroups_are_removed(tmp_path: Path) -> None:

@@ -119,7 +119,10 @@ async def test_lxc_reads_env_mounts_and_argv_exactly(driver: LxcDriver, lxc_host
     env = (("EQ", "a=b = c"), ("PAD", " padded "), ("QUOTE", '"kept"'))
     init = ("/bin/sh", "-c", "trap 'exit 0' PWR; while :; do sleep 1; done")
     mounts = (Mount(str(shared), "/mnt/my files", readonly=True),)
-    await driver.start(domain(name, "lxc", lxc=LxcSpec(init=init, env=env, mounts=mounts)),
+    # privileged: its mount's source is under pytest's 0700 directories (test_images.py has
+    # an unprivileged container's mounts)
+    await driver.start(domain(name, "lxc", lxc=LxcSpec(init=init, env=env, mounts=mounts,
+                                                       privileged=True)),
                        paused=False, token="test")
     environ = (await tools.attach(name, ["/bin/cat", "/proc/1/environ"])).stdout.split("\0")
     for key, value in env:
@@ -157,11 +160,12 @@ async def test_freeze_that_hangs_is_undone(driver: LxcDriver, lxc_host: LxcHost,
 async def test_user_rootfs_directory(driver: LxcDriver, lxc_host: LxcHost, tools: LxcTools,
                                      tmp_path: Path) -> None:
     name = lxc_host.name("userfs")
-    (cached,) = (lxc_host.state_dir / "lxc-rootfs").glob("busybox-*")
+    (cached,) = (lxc_host.state_dir / "lxc-rootfs").glob("busybox-" + "?" * 16)  # host-owned
     tree = tmp_path / "rootfs"
     shutil.copytree(cached, tree, symlinks=True)
-    await driver.start(domain(name, "lxc", lxc=LxcSpec(rootfs=str(tree))),
-            paused=False, token="test")
+    # privileged: a user's tree is used as it is, and this one is owned by the host's root
+    await driver.start(domain(name, "lxc", lxc=LxcSpec(rootfs=str(tree), privileged=True)),
+                       paused=False, token="test")
     await tools.attach(name, ["/bin/touch", "/written-inside"])
     assert (tree / "written-inside").exists()  # a user rootfs is used in place, no overlay
     assert await driver.shutdown(name, timeout=10) is True

@@ -93,8 +93,9 @@ def sysfs_of_the_netns(scratch: Path) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def nic_host(tmp_path_factory: pytest.TempPathFactory) -> LxcHost:
-    return LxcHost.with_busybox(tmp_path_factory.mktemp("lxc-nics"))
+def nic_host() -> Iterator[LxcHost]:
+    with LxcHost.in_scratch("lxc-nics") as host:  # where unprivileged containers run
+        yield host
 
 
 @dataclass
@@ -148,7 +149,7 @@ async def lan(in_netns: str, place: Place, tmp_path: Path, nic_host: LxcHost
     (tmp_path / "cgroup").mkdir()
     with sysfs_of_the_netns(tmp_path / "cgroup"):
         await bridge.ensure(place, BridgeSpec(NETWORK, BRIDGE, GW))
-        script = tmp_path / "udhcpc.sh"
+        script = nic_host.state_dir.parent / "udhcpc.sh"  # mounted: reachable unprivileged
         script.write_text(LEASE_SCRIPT)
         script.chmod(0o755)
         first = len(nic_host.names)

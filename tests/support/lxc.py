@@ -2,19 +2,22 @@
 
 An LxcHost is a state dir (the private lxcpath, the cached busybox rootfs) and a log dir;
 every container name it hands out is recorded, so the test that asked for it can sweep it away
-afterwards, also when the test failed.
+afterwards, also when the test failed. `in_scratch` puts one where unprivileged containers (the
+default) can run: LXC requires their root, a mapped id, to search every directory above the
+lxcpath, and pytest's own temporary directories are 0700 (and reset so at each session start).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconcilers.driver import DriverContext, RuntimeEvent
 from reconcilers.lxc import rootfs
-from tests.support.cleanup import sweep
+from tests.support.cleanup import scratch_dir, sweep
 
 
 @dataclass
@@ -31,6 +34,19 @@ class LxcHost:
         host = cls(state_dir=base / "state", log_dir=base / "log")
         rootfs.busybox_rootfs(host.state_dir / "lxc-rootfs")
         return host
+
+    @classmethod
+    @contextlib.contextmanager
+    def in_scratch(cls, kind: str) -> Iterator[LxcHost]:
+        """A busybox host in a new scratch dir any id may search (mode 0711); its containers
+        and the dir are removed at the end."""
+        base = scratch_dir(kind, 0o711)
+        host = cls.with_busybox(base)
+        try:
+            yield host
+        finally:
+            host.sweep(host.names)
+            sweep(remove=[base])
 
     @property
     def lxcpath(self) -> Path:
