@@ -66,8 +66,8 @@ async def check(domain: Domain, pool: Pool) -> Plan:
         plans = await asyncio.gather(*(volumes.plan(mine, disk, f"spec.qemu.disks[{index}]")
                                        for index, disk in enumerate(qemu.disks)
                                        if disk.source is None))
-        documents = None if qemu.cloud_init is None else seed.documents(
-            qemu.cloud_init, domain.metadata.uuid, name, "spec.qemu.cloudInit")
+        documents = None if qemu.cloud_init is None else await asyncio.to_thread(
+            seed.documents, qemu.cloud_init, domain.metadata.uuid, name, "spec.qemu.cloudInit")
         return Plan(mine, tuple(plans), documents, _ovmf(qemu, mine))
     except Refused as exc:
         raise HostValidationError(name, exc.field, exc.message) from exc
@@ -93,8 +93,9 @@ async def prepare(name: str, plan: Plan) -> list[str]:
         await asyncio.to_thread(plan.pool.ensure)
         for volume in plan.volumes:
             if await volumes.realise(volume):
-                size = "" if volume.size is None else f" to {volumes.human(volume.size)}"
-                done.append(f"volume {volume.path} {volume.action.value}{size}")
+                size = "" if volume.size is None else f", {volumes.human(volume.size)}"
+                verb = "made" if volume.action is volumes.Action.CREATE else "grown"
+                done.append(f"volume {volume.path} {verb}{size}")
         if plan.seed is None:
             plan.pool.seed.unlink(missing_ok=True)
         elif await asyncio.to_thread(seed.ensure, plan.pool.seed, plan.seed):

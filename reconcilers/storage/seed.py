@@ -7,7 +7,9 @@ tool to install: genisoimage comes from cdrkit, unmaintained upstream for over a
 it reads an ISO back, which is how "rebuilt only when its content changes" is decided: two
 builds of the same documents differ in their volume dates, so the files inside are compared.
 Names: ISO 9660 level 1 for the record, Rock Ridge and Joliet for the `user-data` names that
-Linux (and so cloud-init) sees.
+Linux (and so cloud-init) sees. 300 KiB of zeros follow the volume, as mkisofs pads by default:
+Linux's CD-ROM driver reads ahead past a small volume's end and fails the read (a 66 KiB seed
+without it is not found by label in the guest).
 
 `documents()` assembles the files: the user-data and network-config inline or read from the
 named files at that moment (regular files, at most MAX_DOCUMENT bytes), meta-data as YAML with
@@ -35,6 +37,7 @@ from reconcilers.storage.errors import Refused
 
 LABEL = "cidata"
 USER_DATA, META_DATA, NETWORK_CONFIG = "user-data", "meta-data", "network-config"
+PADDING = 150 * 2048  # mkisofs -pad: sectors after the volume, for the CD-ROM read-ahead
 _ISO9660 = {USER_DATA: "/USERDATA.;1", META_DATA: "/METADATA.;1",
             NETWORK_CONFIG: "/NETWORKC.;1"}  # level 1: 8.3 upper case
 MAX_DOCUMENT = 16 << 20  # bytes read from a userDataFile / networkConfigFile
@@ -110,7 +113,7 @@ def _mapping_problem(text: str, what: str) -> str | None:
 
 
 def build(files: Documents) -> bytes:
-    """The ISO image holding `files`, labelled cidata."""
+    """The ISO image holding `files`, labelled cidata, padded."""
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=1, vol_ident=LABEL, joliet=3, rock_ridge="1.09")
     for name, data in sorted(files.items()):
@@ -119,7 +122,7 @@ def build(files: Documents) -> bytes:
     out = io.BytesIO()
     iso.write_fp(out)
     iso.close()
-    return out.getvalue()
+    return out.getvalue() + bytes(PADDING)
 
 
 def read(path: Path) -> Documents | None:
