@@ -138,24 +138,24 @@ class QemuDriver:
 
     async def start(self, domain: Domain, paused: bool, token: str) -> Live:
         name, spec = domain.name, domain.spec
+        previous = self._tracked.get(name)
+        if previous is not None:
+            if not previous.gone:
+                raise DriverError(name, "start", "already running")
+            await previous.settled()  # its exit is reported before the new run begins
+        strays = process.running_pids(self._files(name))
+        if strays:  # before the host check: its image locks would name our own qemu's disks
+            raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
+                                             f"{strays[0]} but is not adopted; not starting "
+                                             "another")
         caps, accel, note, plan = await self._checked(domain)
         if accel is Accel.KVM and caps.kvm_pvm and spec.cpu.model is None:
             # PVM's KVM refuses `-cpu host`'s MSRs (qemu aborts setting IA32_ARCH_CAPABILITIES):
             # an explicit `accel: kvm` there runs the model tcg would, qemu64
             domain = dataclasses.replace(domain, spec=dataclasses.replace(
                 spec, cpu=dataclasses.replace(spec.cpu, model="qemu64")))
-        previous = self._tracked.get(name)
-        if previous is not None:
-            if not previous.gone:
-                raise DriverError(name, "start", "already running")
-            await previous.settled()  # its exit is reported before the new run begins
         assert spec.qemu is not None and domain.metadata.uuid is not None
         files = self._files(name, plan)
-        strays = process.running_pids(files)
-        if strays:
-            raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
-                                             f"{strays[0]} but is not adopted; not starting "
-                                             "another")
         done = await storage.prepare(name, plan)
         if done:
             files.prepare()

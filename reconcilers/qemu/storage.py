@@ -1,7 +1,8 @@
 """A qemu domain's storage (reconcilers/storage), from its host check to its removal.
 
 `check()` runs in the host check before every start and only reads: each disk's source or
-image must not be a file of the storage pool (another domain's volume), each volume's plan
+image must not be a file of the storage pool (another domain's volume), a source must not be
+open in another qemu (qemu's image lock; read-only: not open for writing), each volume's plan
 (made, grown or kept; a base image in use for writing, a shrink or a changed base refused),
 the seed's documents (files read and checked now), OVMF and the domain's variables for
 `firmware: uefi`. Every refusal is a HostValidationError naming the manifest field, so the
@@ -63,6 +64,9 @@ async def check(domain: Domain, pool: Pool) -> Plan:
             for key, path in (("source", disk.source), ("image", disk.image)):
                 if path is not None:
                     volumes.check_not_a_volume(pool, path, f"spec.qemu.disks[{index}].{key}")
+            if disk.source is not None:
+                volumes.check_source(disk.source, disk.readonly,
+                                     f"spec.qemu.disks[{index}].source")
         plans = await asyncio.gather(*(volumes.plan(mine, disk, f"spec.qemu.disks[{index}]")
                                        for index, disk in enumerate(qemu.disks)
                                        if disk.source is None))

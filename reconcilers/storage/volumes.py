@@ -14,8 +14,9 @@ In use: qemu locks the images it opens (block/file-posix.c: a shared OFD lock on
 for each permission i it holds, 0 consistent read, 1 write). `written_by_another` probes that
 lock with F_OFD_GETLK, without opening the image through qemu: a base image some qemu writes
 is refused before a start, and a volume some other qemu has open likewise; a qemu we launch
-takes the same locks, so a race is caught by qemu itself. `check_not_a_volume` refuses a
-manifest path inside another domain's pool directory.
+takes the same locks, so a race is caught by qemu itself; `check_source` applies the same to a
+disk's `source`. `check_not_a_volume` refuses a manifest path inside another domain's pool
+directory.
 
 `plan()` only reads (the host check runs it before every start); `realise()` carries the plan
 out. Callers: reconcilers/qemu/disks.py.
@@ -136,6 +137,14 @@ def written_by_another(path: str | Path) -> bool:
 def opened_by_another(path: str | Path) -> bool:
     """A qemu has `path` open at all (for reading, as a backing file, or for writing)."""
     return _lock_held(path, _PERM_READ) or _lock_held(path, _PERM_WRITE)
+
+
+def check_source(path: str, readonly: bool, field: str) -> None:
+    """Refuse a disk's source that another qemu holds as qemu would refuse it: open at all
+    (a writable disk is one domain's), or open for writing (a read-only one must not change)."""
+    if written_by_another(path) or (not readonly and opened_by_another(path)):
+        raise Refused(field, f"{path} is open in another process (qemu's image lock)"
+                             + ("" if readonly else ": a writable disk is one domain's"))
 
 
 def check_not_a_volume(pool: Pool, path: str, field: str) -> None:

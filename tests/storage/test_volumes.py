@@ -159,3 +159,13 @@ async def test_images_in_use_elsewhere_are_refused(pool: DomainPool, tmp_path: P
     with pytest.raises(Refused, match="open in another process") as refused:
         await plan(pool, Disk("other", image=str(base)), FIELD)
     assert refused.value.field == FIELD
+
+    # a disk's source: as qemu's own locks would refuse it, before any launch
+    with pytest.raises(Refused, match="open in another process") as refused:
+        volumes.check_source(str(written), True, f"{FIELD}.source")
+    assert refused.value.field == f"{FIELD}.source"
+    shared = make_image(tmp_path / "shared.raw", "raw")
+    holding(shared, False)
+    volumes.check_source(str(shared), True, f"{FIELD}.source")  # two readers: fine
+    with pytest.raises(Refused, match="a writable disk is one domain's"):
+        volumes.check_source(str(shared), False, f"{FIELD}.source")
