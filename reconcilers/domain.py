@@ -171,7 +171,9 @@ class DomainReconciler:
             assert desired is not None
             try:  # before anything is recorded: a refused start is no attempt
                 await driver.validate(desired)
-                await self._no_strays(name)
+                # the observing driver just scanned: a stray of its own shows as NOSTATE
+                await self._no_strays(name, skip=driver if live.state is not State.NOSTATE
+                                      else None)
             except DomctlError as err:
                 log.warning("start refused", domain=name, error=str(err))
                 return Outcome(live, plan, after=live, error=err)
@@ -202,8 +204,11 @@ class DomainReconciler:
             assert desired is not None and history.live_spec is not None
             return await self._apply_live(desired, driver, live, plan, history)
         if action is Action.UNDEFINE:
+            retained = (await driver.release_storage(name, history.last_spec)
+                        if history.last_spec is not None else ())
             self.ports.events.emit(name, EventType.UNDEFINED, EventDetail.REMOVED, live.state,
-                                   live.reason, plan.cause, detail)
+                                   live.reason, plan.cause, detail,
+                                   f"kept: {', '.join(retained)}" if retained else "")
             return Outcome(live, plan, after=live)
         await self._change(name, driver, live, plan, _shutdown_timeout(desired, history), detail)
         after = await driver.observe(name)
@@ -225,10 +230,13 @@ class DomainReconciler:
         await self.ports.hooks.run(driver.name, name, HookOp.STARTED, desired.spec)
         return Outcome(live, plan, after=after, started=after.record, live_spec=desired.spec)
 
-    async def _no_strays(self, name: str) -> None:
+    async def _no_strays(self, name: str, skip: Driver | None = None) -> None:
         """A name never runs twice: any process of it that no driver started or adopted, in
-        any driver, holds the start back (a host problem: re-checked every resync)."""
-        found = [stray for driver in self.drivers.values() for stray in await driver.strays(name)]
+        any driver, holds the start back (a host problem: re-checked every resync). `skip`:
+        the driver whose observe() of this pass already found none (it reports one as
+        NOSTATE), so its scan of /proc is not done twice."""
+        found = [stray for driver in self.drivers.values() if driver is not skip
+                 for stray in await driver.strays(name)]
         if found:
             raise HostValidationError(
                 name, "metadata.name", f"{', '.join(found)} already runs under this name "

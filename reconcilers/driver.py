@@ -206,6 +206,11 @@ class Driver(Protocol):
         """Where the domain's console is; TerminalError saying why when it has none."""
         ...
 
+    async def release_storage(self, name: str, spec: DomainSpec) -> Sequence[str]:
+        """The domain is being undefined: delete the volumes domctl made for it whose
+        deletePolicy is Delete; return the paths kept (Retain), for the undefined event."""
+        ...
+
     async def interfaces(self, name: str) -> GuestInterfaces:
         """The running domain's addresses as its guest sees them; never raises (empty when
         unknown: not running, no agent, a namespace gone)."""

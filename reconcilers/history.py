@@ -95,3 +95,6 @@ class History:
     removal_in: float | None = None
     """Seconds until a vanished manifest's domain is removed (inf: held by the prune guard);
     None while a manifest declares it."""
+    last_spec: DomainSpec | None = None
+    """The last valid manifest's spec: what an undefine releases the storage of (its volumes'
+    delete policies) once the manifest is gone."""

@@ -378,8 +378,12 @@ class Controller:
         return next_pass.result
 
     def _record_stop(self, name: str, reason: Reason, cause: Cause, counts: bool) -> None:
-        """The domain reached shutoff: recorded in the ledger; the stop hooks run."""
+        """The domain reached shutoff: recorded in the ledger (written in a worker thread,
+        never on the loop: a driver reports stops from its exit watch); the stop hooks run."""
+        deferred = self.registry.hold_if_free(name)
         record = self.ledger.record_stop(name, reason, cause, counts)
+        if deferred:
+            self._spawn(self.registry.release(name))
         if record is None or record.driver is None or record.runtime is None:
             return
         if self.networks is not None and record.live_spec is not None:

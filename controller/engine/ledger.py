@@ -74,7 +74,8 @@ class Ledger:
             now=now, wall=self._wall(), epoch=record.epoch, last_stop=record.last_stop,
             failures=self.crash.failures(name), backoff_until=self.crash.retry_at(name),
             stalled=record.stalled, live_spec=record.live_spec, override=record.override,
-            removal_in=removal_in)
+            removal_in=removal_in,
+            last_spec=record.desired.spec if record.desired is not None else None)
 
     def samples(self) -> list[DomainSample]:
         """Every domain's state for the metrics collector (read at scrape time)."""

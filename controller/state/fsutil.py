@@ -58,8 +58,10 @@ QUARANTINE_INFIX = ".corrupt-"
 _LOCK_ATTEMPTS = 8  # quarantines and inode races survived before giving up
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` atomically and durably (file fsync, rename, dir fsync)."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically and, when `durable`, durably (file fsync, rename,
+    dir fsync). Not durable: a reader never sees a torn file, but a crash of the host may
+    lose the write (an output the next pass rebuilds, such as a status document)."""
     directory = path.parent
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -67,22 +69,24 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)  # mkstemp creates 0600 whatever the umask
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
-def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    atomic_write_bytes(path, text.encode(), mode)
+def atomic_write_text(path: Path, text: str, mode: int = 0o644, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode(), mode, durable)
 
 
-def atomic_write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
+def atomic_write_json(path: Path, obj: Any, mode: int = 0o644, durable: bool = True) -> None:
     """Pretty, key-sorted JSON with a trailing newline, so state files diff and cat well."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode, durable)
 
 
 def fsync_dir(directory: Path) -> None:

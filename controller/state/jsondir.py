@@ -159,12 +159,14 @@ class JsonDir:
             raise ValueError(f"not a domain name usable as a file name: {name!r}")
         return self.directory / f"{name}.json"
 
-    def write(self, name: str, obj: Any) -> None:
+    def write(self, name: str, obj: Any, durable: bool = True) -> None:
+        """Replace `name`'s document atomically; `durable` (fsync'd) unless it is an output
+        that the next pass rebuilds anyway (fsutil.atomic_write_bytes)."""
         path = self.path(name)
         self._ensure_dir()
         if os.path.isdir(path) and not os.path.islink(path):  # os.replace cannot replace it
             quarantine(path, "a directory where a state file should be")
-        atomic_write_json(path, obj)
+        atomic_write_json(path, obj, durable=durable)
 
     def _ensure_dir(self) -> None:
         """Create the directory; a file (or anything else) in its place is moved aside."""

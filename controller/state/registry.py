@@ -299,6 +299,14 @@ class Registry:
         several times and writes it once, in a worker thread, never blocking the loop."""
         self._held.add(name)
 
+    def hold_if_free(self, name: str) -> bool:
+        """`hold`, unless a hold is already in place (a pass's); whether this one took it
+        (and so must `release` it)."""
+        if name in self._held:
+            return False
+        self.hold(name)
+        return True
+
     async def release(self, name: str) -> None:
         """Write `name`'s record if it changed since `hold`, off the event loop."""
         self._held.discard(name)

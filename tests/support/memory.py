@@ -183,6 +183,9 @@ class MemoryDriver:
     def console(self, name: str, spec: DomainSpec) -> Console:
         return Console()
 
+    async def release_storage(self, name: str, spec: DomainSpec) -> Sequence[str]:
+        return ()
+
     async def interfaces(self, name: str) -> GuestInterfaces:
         return GuestInterfaces()
 

@@ -304,9 +304,9 @@ async def test_a_start_writes_the_record_twice_and_the_status_once(
     writes: list[str] = []
     real_write = JsonDir.write
 
-    def counting(self: JsonDir, name: str, obj: object) -> None:
+    def counting(self: JsonDir, name: str, obj: object, durable: bool = True) -> None:
         writes.append(self.directory.name)
-        real_write(self, name, obj)
+        real_write(self, name, obj, durable)
     monkeypatch.setattr(JsonDir, "write", counting)
     await controller.reconcile("vm")
     assert "vm" in driver.running
