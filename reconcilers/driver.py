@@ -19,7 +19,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from reconcilers.model import (
     Cause,
@@ -204,6 +204,12 @@ class Driver(Protocol):
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         """Where the domain's console is; TerminalError saying why when it has none."""
+        ...
+
+    async def disks(self, name: str, spec: DomainSpec) -> Sequence[Mapping[str, Any]]:
+        """The domain's storage as `virsh domblklist` + `domblkinfo` show it: per device its
+        name, the file used, base image, format, virtual and actual size (JSON-ready keys);
+        for `domctl describe` and `get -o json`, read when asked, never per pass."""
         ...
 
     async def release_storage(self, name: str, spec: DomainSpec) -> Sequence[str]:

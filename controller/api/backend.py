@@ -53,12 +53,29 @@ class ControllerBackend:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def get(self, name: str | None) -> list[dict[str, Any]]:
+    async def get(self, name: str | None, disks: bool = False) -> list[dict[str, Any]]:
         statuses = self._controller.statuses
         if name is not None:
-            return [statuses.get_document(name)]
-        return [status.to_dict() for n in statuses.names()
-                if (status := statuses.read(n)) is not None]
+            documents = [statuses.get_document(name)]
+        else:
+            documents = [status.to_dict() for n in statuses.names()
+                         if (status := statuses.read(n)) is not None]
+        if disks:
+            listed = await asyncio.gather(*(self._disks(doc["name"]) for doc in documents))
+            documents = [{**doc, "disks": found} for doc, found in zip(documents, listed,
+                                                                      strict=True)]
+        return documents
+
+    async def _disks(self, name: str) -> list[dict[str, Any]]:
+        """The domain's storage, read now from its driver (qemu-img info for qemu)."""
+        record = self._controller.registry.get(name)
+        desired = self._controller.store.desired(name)
+        spec = (record.live_spec if record is not None and record.live_spec is not None
+                else desired.spec if desired is not None else None)
+        driver = record.driver if record is not None else None
+        if spec is None or driver is None:
+            return []
+        return [dict(disk) for disk in await self._controller.drivers[driver].disks(name, spec)]
 
     def networks(self, name: str | None) -> list[dict[str, Any]]:
         store = self._controller.networks.store if self._controller.networks else None
@@ -68,10 +85,11 @@ class ControllerBackend:
             return [store.get_document(name)]
         return [status.to_dict() for status in sorted(store.statuses(), key=lambda s: s.name)]
 
-    def describe(self, name: str) -> dict[str, Any]:
+    async def describe(self, name: str) -> dict[str, Any]:
         status = self._controller.statuses.get_document(name)
         job = self._controller.jobs.current(name)
-        return {"status": status, "events": self._controller.events.recent(name, 10),
+        return {"status": status, "disks": await self._disks(name),
+                "events": self._controller.events.recent(name, 10),
                 "job": job.to_dict() if job is not None else None,
                 "message": headline(status)}
 

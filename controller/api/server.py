@@ -81,16 +81,18 @@ class Backend(Protocol):
     with their message (BusyError as Busy, NotSupportedError as NotSupported, others Failed).
     """
 
-    def get(self, name: str | None) -> list[dict[str, Any]]:
-        """Status documents (DESIGN §6), all domains sorted by name, or only `name`."""
+    async def get(self, name: str | None, disks: bool = False) -> list[dict[str, Any]]:
+        """Status documents (DESIGN §6), all domains sorted by name, or only `name`; with
+        `disks`, each with its storage read now (`disks`: Driver.disks)."""
         ...
 
     def networks(self, name: str | None) -> list[dict[str, Any]]:
         """Network status documents, all sorted by name, or only `name` (NoSuchNetwork)."""
         ...
 
-    def describe(self, name: str) -> dict[str, Any]:
-        """{"status": {...}, "events": [...], "job": {...} | None, "message": str}."""
+    async def describe(self, name: str) -> dict[str, Any]:
+        """{"status": {...}, "disks": [...], "events": [...], "job": {...} | None,
+        "message": str}."""
         ...
 
     def diff(self, name: str | None) -> list[dict[str, Any]]:
@@ -245,11 +247,11 @@ class ApiServer:
         if op == "ping":
             return {"version": _version(), "readOnly": caller.read_only}
         if op == "get":
-            return backend.get(args.get("name"))
+            return await backend.get(args.get("name"), bool(args.get("disks", False)))
         if op == "networks":
             return backend.networks(args.get("name"))
         if op == "describe":
-            return backend.describe(args["name"])
+            return await backend.describe(args["name"])
         if op == "diff":
             return backend.diff(args.get("name"))
         if op == "console":

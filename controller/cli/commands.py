@@ -34,6 +34,7 @@ from controller.cli.client import ApiError, Client, socket_path
 from controller.cli.netview import (
     NETWORK_COLUMNS,
     addresses,
+    disk_rows,
     interface_rows,
     network_row,
     split_kind,
@@ -134,7 +135,12 @@ def get(words: tuple[str, ...], output: str) -> None:
         kind, name = split_kind(words)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    documents = _client().call("networks" if kind == "network" else "get", name=name)
+    if kind == "network":
+        documents = _client().call("networks", name=name)
+    elif output in ("json", "yaml"):  # the documents whole: with the disks, read now
+        documents = _client().call("get", name=name, disks=True)
+    else:
+        documents = _client().call("get", name=name)
     if output in ("table", "wide"):
         if not documents:
             click.echo(f"no {kind}s", err=True)
@@ -196,6 +202,10 @@ def _describe_lines(doc: Document, now: float) -> list[str]:
     nics = interface_rows(status)
     if nics:
         lines += _section("Interfaces", table(["DEVICE", "MAC", "NETWORK", "ADDRESSES"], nics))
+    disks = disk_rows(doc.get("disks") or [])
+    if disks:
+        lines += _section("Disks", table(["NAME", "DEVICE", "SOURCE", "IMAGE", "FORMAT",
+                                          "VIRTUAL", "ALLOCATED"], disks))
     job = doc.get("job")
     lines += _section("Job", [f"{job.get('job')} by {job.get('owner')} since {job.get('since')}"]
                       if job else [])

@@ -1,5 +1,5 @@
-"""What the CLI shows of networks and of a domain's NICs: `get networks`, `get -o wide`,
-the Interfaces section of `describe`.
+"""What the CLI shows of networks and of a domain's devices: `get networks`, `get -o wide`,
+the Interfaces and Disks sections of `describe`.
 
 `split_kind` reads `get`'s words the way kubectl does: `get` and `get NAME` are domains,
 `get networks` (or `network`) lists networks, `get network NAME` shows one; `get domain
@@ -57,6 +57,26 @@ def addresses(doc: Document) -> str:
     """Every address of a domain's NICs, for `get -o wide`."""
     found = [str(a) for nic in doc.get("interfaces") or () for a in nic.get("addresses") or ()]
     return ",".join(found) or "-"
+
+
+def disk_rows(disks: list[Document]) -> list[list[str]]:
+    """`describe`'s Disks table: what `virsh domblklist` and `domblkinfo` show."""
+    return [[cell(disk.get("name")), cell(disk.get("device")), cell(disk.get("source")),
+             cell(disk.get("image")), cell(disk.get("format")), size(disk.get("virtualSize")),
+             size(disk.get("actualSize")) if "problem" not in disk else cell(disk["problem"])]
+            for disk in disks]
+
+
+def size(value: Any) -> str:
+    """Bytes as binary units, one decimal: 20.0Gi."""
+    if not isinstance(value, int):
+        return "-"
+    amount = float(value)
+    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
+        if amount < 1024 or unit == "Ti":
+            return f"{amount:.0f}" if not unit else f"{amount:.1f}{unit}"
+        amount /= 1024
+    return str(value)
 
 
 def interface_rows(status: Document) -> list[list[str]]:

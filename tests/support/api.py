@@ -25,6 +25,7 @@ class DocsBackend:
 
     JOB: ClassVar[dict[str, Any] | None] = None
     MESSAGE: ClassVar[str] = ""
+    DISKS: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, directory: Path, docs: dict[str, dict[str, Any]],
                  network_docs: dict[str, dict[str, Any]] | None = None) -> None:
@@ -38,11 +39,13 @@ class DocsBackend:
         if name not in self.docs:
             raise NoSuchDomain(name)
 
-    def get(self, name: str | None) -> list[dict[str, Any]]:
+    async def get(self, name: str | None, disks: bool = False) -> list[dict[str, Any]]:
         if name is None:
-            return [self.docs[n] for n in sorted(self.docs)]
-        self._known(name)
-        return [self.docs[name]]
+            found = [self.docs[n] for n in sorted(self.docs)]
+        else:
+            self._known(name)
+            found = [self.docs[name]]
+        return [{**doc, "disks": self.DISKS} for doc in found] if disks else found
 
     def networks(self, name: str | None) -> list[dict[str, Any]]:
         if name is None:
@@ -51,10 +54,10 @@ class DocsBackend:
             raise NoSuchNetwork(name)
         return [self.network_docs[name]]
 
-    def describe(self, name: str) -> dict[str, Any]:
+    async def describe(self, name: str) -> dict[str, Any]:
         self._known(name)
-        return {"status": self.docs[name], "events": self.bus.recent(name), "job": self.JOB,
-                "message": self.MESSAGE}
+        return {"status": self.docs[name], "disks": self.DISKS, "events": self.bus.recent(name),
+                "job": self.JOB, "message": self.MESSAGE}
 
     def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
         return self.bus.recent(name or "web-1", n)
@@ -68,7 +71,9 @@ class DocsBackend:
         return self.directory / f"{name}.log"
 
     def diff(self, name: str | None) -> list[dict[str, Any]]:
-        return [{"name": doc["name"], "changes": []} for doc in self.get(name)]
+        if name is not None:
+            self._known(name)
+        return [{"name": n, "changes": []} for n in sorted(self.docs) if name in (None, n)]
 
     async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
         self._known(name)

@@ -10,7 +10,8 @@ the qemu and LXC drivers. Knobs for engine tests: `fail_start`, `invalid`, `host
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 from reconcilers.diff import classify_leaves
@@ -182,6 +183,10 @@ class MemoryDriver:
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         return Console()
+
+    async def disks(self, name: str, spec: DomainSpec) -> Sequence[Mapping[str, Any]]:
+        return [{"name": disk.name, "source": disk.source} for disk in
+                (spec.qemu.disks if spec.qemu is not None else ())]
 
     async def release_storage(self, name: str, spec: DomainSpec) -> Sequence[str]:
         return ()

@@ -167,7 +167,7 @@ async def ok(path: Path) -> None:
 async def test_read_ops_round_trip(served: Served) -> None:
     ping = await call(served.rw, "ping")
     assert ping["ok"] and ping["result"]["readOnly"] is False and "version" in ping["result"]
-    assert (await call(served.rw, "get"))["result"] == served.backend.get(None)
+    assert (await call(served.rw, "get"))["result"] == await served.backend.get(None)
     assert (await call(served.rw, "get", name="db"))["result"] == [status("db")]
     described = (await call(served.rw, "describe", name="web-1"))["result"]
     assert described["status"] == status("web-1") and described["job"] is None

@@ -56,7 +56,15 @@ PENDING = [{"field": "memory", "old": 536870912, "new": 1073741824, "apply": "re
            {"field": "state", "old": "running", "new": None, "apply": "live"}]
 
 
+DISKS = [{"name": "root", "device": "disk", "source": "/pool/web-1/root.qcow2",
+          "image": "/images/debian.qcow2", "format": "qcow2", "virtualSize": 20 * 2**30,
+          "actualSize": 1536 * 1024},
+         {"name": "seed", "device": "cdrom", "source": None,
+          "problem": "not made yet (at the next start)"}]
+
+
 class Backend(DocsBackend):
+    DISKS: ClassVar[list[dict[str, Any]]] = DISKS
     JOB: ClassVar[dict[str, Any] | None] = {
         "job": "modify", "owner": "reconcile", "since": "2025-11-24T16:00:01Z",
         "interruptible": False}
@@ -179,10 +187,24 @@ def test_describe_shows_the_interfaces(cli: click.Group, server: ThreadedServer)
 @pytest.mark.parametrize(("output", "load"), [("json", json.loads), ("yaml", yaml.safe_load)])
 def test_get_documents(cli: click.Group, server: ThreadedServer, output: str,
                        load: Callable[[str], Any]) -> None:
+    """The documents whole, with each domain's disks (asked for only by -o json/yaml)."""
+    docs = server.backend.docs
     one = run(cli, server, "get", "web-1", "-o", output)
-    assert one.exit_code == 0 and load(one.stdout) == server.backend.docs["web-1"]
+    assert one.exit_code == 0 and load(one.stdout) == {**docs["web-1"], "disks": DISKS}
     every = run(cli, server, "get", "-o", output)
-    assert load(every.stdout) == [server.backend.docs["db"], server.backend.docs["web-1"]]
+    assert load(every.stdout) == [{**docs[n], "disks": DISKS} for n in ("db", "web-1")]
+
+
+def test_describe_shows_the_disks(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "describe", "web-1")
+    lines = result.stdout.splitlines()
+    start = lines.index("Disks:")
+    assert lines[start + 1].split() == ["NAME", "DEVICE", "SOURCE", "IMAGE", "FORMAT",
+                                        "VIRTUAL", "ALLOCATED"]
+    assert lines[start + 2].split() == ["root", "disk", "/pool/web-1/root.qcow2",
+                                        "/images/debian.qcow2", "qcow2", "20.0Gi", "1.5Mi"]
+    assert lines[start + 3].split()[:3] == ["seed", "cdrom", "-"]
+    assert lines[start + 3].endswith("not made yet (at the next start)")
 
 
 def test_get_unknown_name_exits_1(cli: click.Group, server: ThreadedServer) -> None:
