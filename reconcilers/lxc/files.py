@@ -1,18 +1,19 @@
 """Where the lxc driver keeps each container's files, and the few reads and writes on them.
 
 Used by LxcDriver and storage.py. Layout under the driver's state dir: `lxc/<name>/config`
-(mode 0600, rewritten atomically at every start), `lxc/<name>/lxc.log` (LXC's own log, emptied
-at every start so it describes one init), `lxc/<name>/storage/` (what domctl made for the
-container: `rootfs` (an unpacked image), `delta` (a busybox container's overlay upper dir) and
-LXC's overlay work dir) with `lxc/<name>/storage.json` (where the rootfs came from, which ids
-own the tree), `lxc-rootfs/busybox-*` (the shared busybox trees), `lxc-idmap-bin` (the
-newuidmap stand-ins of idmap.py). Console output goes to `<log_dir>/<name>.log`.
+(rewritten atomically at every start), `lxc/<name>/lxc.log` (LXC's own log, emptied at every
+start so it describes one init), `lxc/<name>/storage/` (what domctl made for the container:
+`rootfs`, an unpacked image; `delta`, a busybox container's overlay upper dir, and LXC's
+overlay work dir beside it), `lxc/<name>/storage.json` (where the rootfs came from),
+`lxc-rootfs/busybox-*` (the shared busybox trees), `lxc-idmap-bin` (the newuidmap stand-ins of
+idmap.py). Console output goes to `<log_dir>/<name>.log`.
 
-Modes: the lxcpath and `lxc/<name>` are 0711 and `storage/` is 0700, owned by the container's
-root (a mapped id, or the host's root): an unprivileged container's root reaches its tree from
-inside its user namespace, and no other host user may, since a rootfs holds the container's
-setuid files (one of them run by a host user would give that user the container's ids). Only
-storage.py deletes anything here (the storage dir, on release with deletePolicy Delete).
+Modes: the lxcpath and `lxc/<name>` are 0711 and the config and LXC's log 0600, since an
+unprivileged container's root reaches its tree from inside its user namespace; `storage/` is
+0700, owned by the container's root (a mapped id, or the host's root), since no other host
+user may reach a rootfs: it holds the container's setuid files (one run by a host user would
+give that user the container's ids). Only storage.py deletes anything here (the storage dir,
+on release with deletePolicy Delete).
 """
 
 from __future__ import annotations
@@ -76,8 +77,12 @@ class ContainerFiles:
             out.write(f"{stamp} domctl: lxc-start {name} -- {json.dumps(list(init))}\n")
 
     def reset_lxc_log(self, name: str) -> None:
-        """Empty LXC's log so that it describes one init (LXC appends to it, so this is safe)."""
-        self.lxc_log(name).write_text("")
+        """Empty LXC's log so that it describes one init (LXC appends to it, so this is safe);
+        mode 0600, like the config: the directory is searchable by anyone (module docstring)."""
+        log = self.lxc_log(name)
+        log.touch(mode=0o600)
+        log.chmod(0o600)
+        log.write_text("")
 
     def read_lxc_log(self, name: str) -> str:
         try:
