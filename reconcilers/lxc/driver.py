@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -365,6 +366,12 @@ class LxcDriver:
                 await self._tools.set_cgroup(name, key, value)
                 log.info("cgroup limit applied live", domain=name, key=key, value=value)
         await nics.apply_live(name, tracked.record.pid, old, new)
+
+    async def disks(self, name: str, spec: DomainSpec) -> list[dict[str, Any]]:
+        """The container's rootfs for `domctl describe` (storage.py's listing)."""
+        if spec.lxc is None or not NAME_RE.fullmatch(name):
+            return []
+        return await asyncio.to_thread(self._storage.listing, name, spec.lxc)
 
     async def release_storage(self, name: str, spec: DomainSpec) -> list[str]:
         """Apply spec.lxc's deletePolicy to the rootfs domctl made for the removed domain

@@ -26,6 +26,8 @@ exist; `storage.json` beside the guard records its source.
 
 `release` applies the deletePolicy to `storage/`, never to a user's directory: Delete removes
 it, Retain keeps it and returns what it holds; a later domain of the same name finds it again.
+`listing` describes the rootfs for `domctl describe` (LxcDriver.disks), with the space the
+container's own storage takes (a walk of it, so only when asked).
 """
 
 from __future__ import annotations
@@ -101,6 +103,19 @@ class Storage:
         log.info("container storage deleted", domain=name, paths=[str(p) for p in made])
         return []
 
+    def listing(self, name: str, lxc: LxcSpec) -> list[dict[str, Any]]:
+        """The container's rootfs as a disk entry (the keys of the qemu driver's)."""
+        entry: dict[str, Any] = {"name": "rootfs", "device": "rootfs", "readonly": False}
+        if lxc.image is None and lxc.rootfs != BUSYBOX_ROOTFS:
+            return [entry | {"source": lxc.rootfs, "volume": False, "format": "dir"}]
+        own = self._files.rootfs(name) if lxc.image is not None else self._files.delta(name)
+        entry |= {"source": str(own), "volume": True, "image": lxc.image or BUSYBOX_ROOTFS,
+                  "format": "dir" if lxc.image is not None else "overlay",
+                  "deletePolicy": lxc.delete_policy.value}
+        if not own.is_dir():
+            return [entry | {"problem": "not made yet (at the next start)"}]
+        return [entry | {"actualSize": _allocated(self._files.storage(name))}]
+
     def _guard(self, name: str, idmap: IdMap | None) -> None:
         """`storage/`, mode 0700, its tree and itself owned by the root of `idmap`."""
         self._files.ensure_directory(name)
@@ -143,3 +158,16 @@ class Storage:
         except (OSError, ValueError):
             return {}
         return record if isinstance(record, dict) else {}
+
+
+def _allocated(root: Path) -> int:
+    """The bytes allocated to the files under `root`, each inode counted once (du)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for directory, dirs, files in os.walk(root):
+        for entry in (directory, *(os.path.join(directory, n) for n in (*dirs, *files))):
+            info = os.lstat(entry)
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+    return total

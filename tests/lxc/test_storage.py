@@ -1,6 +1,7 @@
-"""A container's own storage without a container (storage.py, LxcDriver.release_storage): an
-image unpacked once and shifted to the id map, kept across prepares and image changes (said in
-a warning), shifted again when the map changes, Retain and Delete on release."""
+"""A container's own storage without a container (storage.py, LxcDriver.disks and
+release_storage): an image unpacked once and shifted to the id map, kept across prepares and
+image changes (said in a warning), shifted again when the map changes, described, Retain and
+Delete on release."""
 
 from __future__ import annotations
 
@@ -88,6 +89,12 @@ async def test_release_retains_or_deletes(tmp_path: Path, files: ContainerFiles,
     spec = LxcSpec(image=str(image(tmp_path / "i.tar.gz")))
     rootfs = storage.prepare("c", spec, MAP).rootfs
     kept = domain("c", "lxc", lxc=spec).spec
+    (disk,) = await offline_driver.disks("c", kept)
+    assert (disk["source"], disk["image"], disk["format"], disk["deletePolicy"]) == (
+        rootfs, spec.image, "dir", "Retain")
+    assert disk["actualSize"] > 0
+    (later,) = await offline_driver.disks("d", kept)
+    assert later["problem"] == "not made yet (at the next start)"
     assert await offline_driver.release_storage("c", kept) == [rootfs]
     assert Path(rootfs, "marker").exists()
     gone = domain("c", "lxc", lxc=LxcSpec(image=spec.image,
@@ -100,5 +107,7 @@ async def test_release_retains_or_deletes(tmp_path: Path, files: ContainerFiles,
     theirs = domain("c", "lxc", lxc=LxcSpec(rootfs=str(user),
                                             delete_policy=DeletePolicy.DELETE)).spec
     assert await offline_driver.release_storage("c", theirs) == [] and user.is_dir()
+    (disk,) = await offline_driver.disks("c", theirs)
+    assert (disk["source"], disk["volume"]) == (str(user), False)
     with pytest.raises(DriverError, match="not a valid domain name"):
         await offline_driver.release_storage("../c", gone)
