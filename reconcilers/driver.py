@@ -67,6 +67,17 @@ SHUTOFF_UNKNOWN = Live(State.SHUTOFF, Reason.UNKNOWN)
 
 
 @dataclass(frozen=True)
+class SavedImage:
+    """A managed save's image (libvirt's managedsave): the guest's state, complete on disk."""
+
+    path: str
+    spec: DomainSpec  # the live spec the guest ran with when saved (a restore needs it again)
+    paused: bool  # saved while paused: restored paused
+    size: int  # bytes
+    saved_at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True)
 class RuntimeEvent:
     """Something a driver saw happen to a domain, with libvirt's events it amounts to."""
 
@@ -210,6 +221,26 @@ class Driver(Protocol):
         """The domain's storage as `virsh domblklist` + `domblkinfo` show it: per device its
         name, the file used, base image, format, virtual and actual size (JSON-ready keys);
         for `domctl describe` and `get -o json`, read when asked, never per pass."""
+        ...
+
+    async def save(self, name: str) -> SavedImage:
+        """Managed save: pause the guest, write its state to an image (complete or absent,
+        never half-written: a crash mid-save leaves none), then quit qemu. The domain is then
+        shutoff/saved. NotSupportedError for a driver that cannot (lxc)."""
+        ...
+
+    def saved_image(self, name: str) -> SavedImage | None:
+        """The domain's managed-save image, if one is on disk (cheap: no process is run)."""
+        ...
+
+    async def discard_saved(self, name: str) -> None:
+        """Delete the domain's managed-save image (a restart-only change or a forced boot)."""
+        ...
+
+    async def restore(self, domain: Domain, token: str) -> Live:
+        """Start the domain from its managed-save image (as `start`: the token in the
+        process's environment; running, or paused if it was saved paused); the image is
+        deleted once the guest runs from it. DriverError when there is none."""
         ...
 
     async def release_storage(self, name: str, spec: DomainSpec) -> Sequence[str]:

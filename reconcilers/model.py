@@ -198,6 +198,13 @@ class DiskBus(str, enum.Enum):
     SCSI = "scsi"
 
 
+class StopMode(str, enum.Enum):
+    """What a desired `shutoff` does to a running domain."""
+
+    SHUTDOWN = "shutdown"  # graceful shutdown, then destroy after shutdownTimeout
+    SAVE = "save"  # managed save: the guest's state to an image, restored at the next start
+
+
 class DeletePolicy(str, enum.Enum):
     """What happens to a volume domctl made (an overlay, an empty disk, an unpacked rootfs)
     when its domain is removed: kept (the default, like libvirt's volumes) or deleted."""
@@ -387,7 +394,9 @@ class DomainSpec:
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
     update_policy: UpdatePolicy = UpdatePolicy.LIVE
     shutdown_timeout: float = 60.0  # seconds
+    stop_mode: StopMode = StopMode.SHUTDOWN
     memory: int = 512 * 1024 * 1024  # bytes
+    max_memory: int | None = None  # bytes; set: memory can be hot-added up to it (qemu)
     current_memory: int | None = None  # bytes; None: equal to memory (no balloon target)
     vcpus: int = 1
     max_vcpus: int | None = None  # None: equal to vcpus

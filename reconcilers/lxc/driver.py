@@ -34,8 +34,9 @@ from reconcilers.driver import (
     GuestInterfaces,
     Live,
     RuntimeRecord,
+    SavedImage,
 )
-from reconcilers.errors import DriverError, HostValidationError
+from reconcilers.errors import DriverError, HostValidationError, NotSupportedError
 from reconcilers.identity import boot_id, proc_starttime, same_process, start_token
 from reconcilers.lxc import changes, host, nics, validation
 from reconcilers.lxc.config import NAME_RE, UNLIMITED, ConfigValueError, HostFacts, cgroup_limits
@@ -372,6 +373,18 @@ class LxcDriver:
         if spec.lxc is None or not NAME_RE.fullmatch(name):
             return []
         return await asyncio.to_thread(self._storage.listing, name, spec.lxc)
+
+    async def save(self, name: str) -> SavedImage:
+        raise NotSupportedError("lxc", "managed save")
+
+    def saved_image(self, name: str) -> SavedImage | None:
+        return None  # a container is never saved (a checkpoint would need CRIU)
+
+    async def discard_saved(self, name: str) -> None:
+        return None
+
+    async def restore(self, domain: Domain, token: str) -> Live:
+        raise NotSupportedError("lxc", "restore from a managed save")
 
     async def release_storage(self, name: str, spec: DomainSpec) -> list[str]:
         """Apply spec.lxc's deletePolicy to the rootfs domctl made for the removed domain
