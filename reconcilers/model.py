@@ -113,6 +113,7 @@ class EventDetail(str, enum.Enum):
     GUEST = "guest"
     HOST = "host"
     PANICKED = "panicked"
+    FROM_SNAPSHOT = "from_snapshot"  # resumed: running again from a saved image (a restore)
 
 
 DETAILS_BY_EVENT: Mapping[EventType, frozenset[EventDetail]] = {
@@ -121,7 +122,7 @@ DETAILS_BY_EVENT: Mapping[EventType, frozenset[EventDetail]] = {
     EventType.STARTED: frozenset({EventDetail.BOOTED, EventDetail.RESTORED}),
     EventType.SUSPENDED: frozenset({EventDetail.PAUSED, EventDetail.IOERROR, EventDetail.WATCHDOG,
                                     EventDetail.RESTORED}),
-    EventType.RESUMED: frozenset({EventDetail.UNPAUSED}),
+    EventType.RESUMED: frozenset({EventDetail.UNPAUSED, EventDetail.FROM_SNAPSHOT}),
     EventType.STOPPED: frozenset({EventDetail.SHUTDOWN, EventDetail.DESTROYED, EventDetail.CRASHED,
                                   EventDetail.SAVED, EventDetail.FAILED}),
     EventType.SHUTDOWN: frozenset({EventDetail.FINISHED, EventDetail.GUEST, EventDetail.HOST}),

@@ -37,6 +37,12 @@ Deliberate choices, where libvirt leaves room:
   then `stopped/shutdown`, shutoff/shutdown (HOST_POWEROFF).
 - Guest power-management suspend and wake-up have no events in DESIGN §4's vocabulary, so those
   two rows emit none.
+- Managed save and restore are libvirt 9.0's: a save of a running guest pauses it first
+  (`suspended/paused`, `stopped/saved`), of a paused one `stopped/saved` alone, both ending in
+  shutoff/saved; a restore is `started/restored` then `resumed/from_snapshot` (running/restored),
+  or `suspended/restored` for an image saved paused, which comes back paused/user: libvirt
+  would show paused/migration (its incoming migration), which decide() leaves to the operator,
+  while this pause is one domctl made and resumes or keeps as the manifest says.
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ class Trigger(str, enum.Enum):
     EXTERNAL_PAUSE = "external-pause"  # paused by someone else (a QMP STOP we did not send)
     PM_SUSPEND = "pm-suspend"  # the guest suspended itself (S3)
     PM_WAKEUP = "pm-wakeup"
+    SAVE = "save"  # managed save: the guest's state written to an image, the process gone
+    RESTORE = "restore"  # started from a managed-save image saved running
+    RESTORE_PAUSED = "restore-paused"  # started from one saved paused
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,8 @@ _STARTED = (EventType.STARTED, EventDetail.BOOTED)
 _SUSPENDED = (EventType.SUSPENDED, EventDetail.PAUSED)
 _STOPPED_SHUTDOWN = (EventType.STOPPED, EventDetail.SHUTDOWN)
 _STOPPED_FAILED = (EventType.STOPPED, EventDetail.FAILED)
+_STOPPED_SAVED = (EventType.STOPPED, EventDetail.SAVED)
+_RESTORED = (EventType.STARTED, EventDetail.RESTORED)
 
 # (from states, trigger, to state, to reason, events in order)
 _ROWS: tuple[tuple[frozenset[State], Trigger, State, Reason, tuple[Event, ...]], ...] = (
@@ -145,6 +156,12 @@ _ROWS: tuple[tuple[frozenset[State], Trigger, State, Reason, tuple[Event, ...]],
     (UP_STATES, Trigger.EXTERNAL_PAUSE, State.PAUSED, Reason.UNKNOWN, (_SUSPENDED,)),
     (UP_STATES, Trigger.PM_SUSPEND, State.PMSUSPENDED, Reason.UNKNOWN, ()),
     (frozenset({State.PMSUSPENDED}), Trigger.PM_WAKEUP, State.RUNNING, Reason.WAKEUP, ()),
+    (UP_STATES, Trigger.SAVE, State.SHUTOFF, Reason.SAVED, (_SUSPENDED, _STOPPED_SAVED)),
+    (frozenset({State.PAUSED}), Trigger.SAVE, State.SHUTOFF, Reason.SAVED, (_STOPPED_SAVED,)),
+    (frozenset({State.SHUTOFF}), Trigger.RESTORE, State.RUNNING, Reason.RESTORED,
+     (_RESTORED, (EventType.RESUMED, EventDetail.FROM_SNAPSHOT))),
+    (frozenset({State.SHUTOFF}), Trigger.RESTORE_PAUSED, State.PAUSED, Reason.USER,
+     (_RESTORED, (EventType.SUSPENDED, EventDetail.RESTORED))),
 )
 
 
