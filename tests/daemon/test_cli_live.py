@@ -219,7 +219,8 @@ def test_get_table_json_yaml_and_an_unknown_name(ctl: Controller, vm: str) -> No
     assert row[8:] == ["-"], row  # nothing to explain
 
     document = get_json(ctl, vm)
-    assert set(document) == STATUS_KEYS, sorted(document)
+    assert set(document) == STATUS_KEYS | {"disks"}, sorted(document)  # -o json: disks too
+    assert document["disks"] == [], document["disks"]  # a diskless VM
     assert document["name"] == vm and document["driver"] == "qemu"
     assert (document["desired"], document["state"], document["reason"]) == (
         "running", "running", "booted")
