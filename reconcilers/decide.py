@@ -24,12 +24,18 @@ It must never do I/O, read a clock (`history.now` is passed in) or call a driver
 | running/paused | shutdown (being shut down)         | NOTHING: wait for it to stop               |
 | running/paused | pmsuspended                        | REPORT                                     |
 | shutoff        | shutoff                            | NOTHING                                    |
+| shutoff, save  | running, blocked, paused user/     | SAVE (managed save: shutoff/saved)         |
+|                | unknown/starting up                |                                            |
 | shutoff / None | running, blocked, shutdown, pmsusp.| SHUTDOWN (graceful, destroy after timeout) |
 | shutoff / None | paused user/unknown/starting up    | RESUME, so that the guest can shut down    |
 | shutoff / None | other paused, crashed              | DESTROY (no guest to ask)                  |
-| None           | shutoff                            | UNDEFINE (disk images are kept)            |
+| None           | shutoff                            | UNDEFINE (disk images are kept; a managed- |
+|                |                                    | save image is discarded)                   |
+
+"shutoff, save" is a desired shutoff with stopMode save (or a `domctl save` in force).
 
 Restart rules, for a stop under the current manifest (LastStop.epoch == History.epoch):
+stopped by a host shutdown (LastStop.host; the hold is over: the controller restarted) → start;
 stopped through the API → left off (a user's stop is never undone); stopped by the manifest or
 the controller for a non-failure reason (an update restart) → start; a guest panic (a qemu
 domain's shutoff/crashed with cause guest: only a panic ends so) → onCrash restart: start,
@@ -45,15 +51,26 @@ updatePolicy Restart → RESTART (running; graceful) or DESTROY then START_PAUSE
 paused guest cannot shut down); live ones → APPLY_LIVE; restart-only ones with updatePolicy
 Live → NOTHING (the caller shows them as PendingRestart via diff.pending_restart).
 
+A start of a domain with a managed-save image (History.saved) restores it instead (RESTORE:
+running, or paused when it was saved paused, with requeue_after 0 when that is not the desired
+state, so that the next pass resumes or suspends it), unless a `domctl start --force-boot` made
+after the save is in force or the manifest changed a restart-only field since the save (the
+driver's classify of the image's spec against the desired one): then the START discards the
+image first (Plan.discard says why, for the started event's message).
+
 Around the table, the inputs that are not the manifest (all in History, never bent by the
 caller):
+- A host shutdown holding the domain (`host_shutdown`): down by the hold's mode (SAVE or
+  SHUTDOWN, cause api), then NOTHING, whatever the manifest or a request say, until the
+  controller restarts. A managed save under way outside the work queue (`saving`): NOTHING.
 - A manifest removed but inside its grace period, or held by the mass-prune guard
   (`removal_in`): NOTHING, reconciled again when the grace period ends.
 - An API request in force (`override`, made under the current epoch): the domain is driven
   to the state the request asks for (API_STATES), and every acting plan is the API's (cause
   `api`). `start`/`restart` are explicit starts: a stop or a stall from before the request
   does not hold the start back, and the start is immediate (no backoff). `restart` brings the
-  domain down first, then follows the manifest's state.
+  domain down first, then follows the manifest's state. `stop` and `restart` shut down
+  gracefully whatever stopMode says; `save` saves (API_STOP_MODES).
 - A terminal error under the current manifest (History.stalled) turns every acting plan into
   REPORT until the manifest changes; a host-validation stall (a missing file, no kvm) lets
   the start through, since a start validates the host before anything else (schedule()
@@ -71,13 +88,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from reconcilers.diff import Apply, Change, classify_changes
-from reconcilers.driver import Live
+from reconcilers.driver import Live, SavedImage
 from reconcilers.history import (
     API_STATES,
+    API_STOP_MODES,
     EXPLICIT_STARTS,
     ApiAction,
     ApiRequest,
     History,
+    HostShutdown,
     LastStop,
 )
 from reconcilers.model import (
@@ -90,6 +109,7 @@ from reconcilers.model import (
     Reason,
     RestartPolicy,
     State,
+    StopMode,
     UpdatePolicy,
 )
 from reconcilers.statemachine import UP_STATES, Trigger
@@ -106,6 +126,8 @@ class Action(str, enum.Enum):
     APPLY_LIVE = "apply-live"
     RESTART = "restart"  # graceful shutdown, then start
     UNDEFINE = "undefine"
+    SAVE = "save"  # managed save: the guest's state to an image, then shutoff/saved
+    RESTORE = "restore"  # start from the managed-save image (paused if it was saved paused)
     REPORT = "report"  # leave the domain as it is; set a condition with the reason
 
 
@@ -114,8 +136,10 @@ FIRST_TRIGGER: Mapping[Action, Trigger] = {
     Action.START: Trigger.START, Action.START_PAUSED: Trigger.START_PAUSED,
     Action.SUSPEND: Trigger.SUSPEND, Action.RESUME: Trigger.RESUME,
     Action.SHUTDOWN: Trigger.SHUTDOWN, Action.DESTROY: Trigger.DESTROY,
-    Action.RESTART: Trigger.SHUTDOWN,
+    Action.RESTART: Trigger.SHUTDOWN, Action.SAVE: Trigger.SAVE,
+    Action.RESTORE: Trigger.RESTORE,  # RESTORE_PAUSED when the image was saved paused
 }
+STARTS = frozenset({Action.START, Action.START_PAUSED, Action.RESTORE})
 
 
 @dataclass(frozen=True)
@@ -125,9 +149,11 @@ class Plan:
     reason: str  # for logs and status: "restartPolicy Always: domain stopped (crashed); ..."
     requeue_after: float | None = None  # reconcile again after this many seconds, event or not
     changes: tuple[Change, ...] = ()  # the spec changes the plan puts into effect
+    discard: str = ""  # a START that discards the managed-save image first: why
 
 
 _RESUMABLE = frozenset({Reason.USER, Reason.UNKNOWN, Reason.STARTING_UP})
+_BOOTS = frozenset({Action.START, Action.START_PAUSED})
 _PAUSE_NOTES: Mapping[Reason, str] = {
     Reason.IOERROR: "a disk I/O error paused it", Reason.WATCHDOG: "its watchdog fired",
     Reason.PANICKED: "the guest panicked", Reason.MIGRATION: "a migration is in progress",
@@ -143,18 +169,61 @@ def decide(desired: Domain | None, live: Live, history: History) -> Plan:
     """What to do now; `desired` None means the manifest is gone (its grace period over)."""
     if history.removal_in is not None and history.removal_in > 0 and desired is not None:
         return _removal_wait(history.removal_in)
+    if history.saving:
+        return Plan(Action.NOTHING, Cause.CONTROLLER, "a managed save is under way")
     request = _in_force(history)
-    if request is not None and desired is not None:
-        desired = _requested(desired, live, request)
-    plan = _plan(desired, live, history)
+    if history.host_shutdown is not None and desired is not None \
+            and live.state is not State.NOSTATE:
+        plan = _held(desired.spec, live, history, history.host_shutdown)
+    else:
+        if request is not None and desired is not None:
+            desired = _requested(desired, live, request)
+        plan = _plan(desired, live, history)
     if history.shutting_down and plan.action in (Action.SHUTDOWN, Action.RESTART):
         return Plan(Action.NOTHING, Cause.CONTROLLER, "a graceful shutdown is under way; "
                     "destroyed if the guest is not off after shutdownTimeout")
-    if plan.action not in (Action.NOTHING, Action.REPORT):
+    if plan.action not in (Action.NOTHING, Action.REPORT) and history.host_shutdown is None:
         if request is not None and desired is not None:
             plan = _by_request(plan, request, live)
+        if desired is not None and history.saved is not None and plan.action in _BOOTS:
+            plan = _from_image(plan, desired.spec, history.saved, history, request)
         return _unless_stalled(plan, history, request)
     return plan
+
+
+def _held(spec: DomainSpec, live: Live, history: History, hold: HostShutdown) -> Plan:
+    """A domain a host shutdown took down stays down until the controller restarts; one
+    still up is brought down by the hold's mode."""
+    if live.state is State.SHUTOFF:
+        return Plan(Action.NOTHING, Cause.CONTROLLER, f"{_observed(live)}: {hold.describe()}")
+    plan = _want_shutoff(replace(spec, stop_mode=hold.mode), live, history)
+    return replace(plan, cause=Cause.API, reason=f"{plan.reason} ({hold.describe()})")
+
+
+def _from_image(plan: Plan, spec: DomainSpec, saved: SavedImage, history: History,
+                request: ApiRequest | None) -> Plan:
+    """A start of a domain with a managed-save image: a restore, or a boot that discards the
+    image when a forced boot was asked for since the save or a restart-only field changed."""
+    why = _discard_why(spec, saved, history, request)
+    if why:
+        return replace(plan, discard=why,
+                       reason=f"{plan.reason}; discarding its saved image: {why}")
+    paused = plan.action is Action.START_PAUSED
+    as_saved = "paused" if saved.paused else "running"
+    return replace(plan, action=Action.RESTORE,
+                   reason=f"{plan.reason} from its saved image (saved {as_saved})",
+                   requeue_after=0.0 if saved.paused is not paused else plan.requeue_after)
+
+
+def _discard_why(spec: DomainSpec, saved: SavedImage, history: History,
+                 request: ApiRequest | None) -> str:
+    """Why the image cannot be restored; "" when it can."""
+    if (request is not None and request.action is ApiAction.START and request.force_boot
+            and request.at >= saved.saved_at):
+        return f"forced boot (domctl start --force-boot by uid {request.uid})"
+    changes = classify_changes(saved.spec, spec, history.saved_classification)
+    pending = tuple(c for c in changes if c.apply is Apply.RESTART)
+    return f"restart-only changes since the save ({_paths(pending)})" if pending else ""
 
 
 def _by_request(plan: Plan, request: ApiRequest, live: Live) -> Plan:
@@ -190,7 +259,9 @@ def _requested(desired: Domain, live: Live, request: ApiRequest) -> Domain:
     shutoff until the domain is down, then for the manifest's state."""
     if request.action is ApiAction.RESTART and live.state is State.SHUTOFF:
         return desired
-    return replace(desired, spec=replace(desired.spec, state=API_STATES[request.action]))
+    stop_mode = API_STOP_MODES.get(request.action, desired.spec.stop_mode)
+    return replace(desired, spec=replace(desired.spec, state=API_STATES[request.action],
+                                         stop_mode=stop_mode))
 
 
 def _explicit_start(request: ApiRequest | None) -> float | None:
@@ -232,7 +303,7 @@ def _plan(desired: Domain | None, live: Live, history: History) -> Plan:
         return _report(f"unknown process ({live.message or 'identity not proven'}); "
                        "never touched")
     if desired is None:
-        return _removed(live)
+        return _removed(live, history)
     return _BY_DESIRED[desired.spec.state](desired.spec, live, history)
 
 
@@ -328,6 +399,8 @@ def _restart_verdict(spec: DomainSpec, stop: LastStop) -> tuple[bool, str]:
     """Whether a stop under the current manifest is followed by a start, and why."""
     stopped = f"domain stopped ({stop.reason.value})"
     policy = spec.restart_policy
+    if stop.host:
+        return True, f"{stopped} by a host shutdown; back after the controller's restart"
     if stop.cause is Cause.API:
         return False, f"{stopped} through the API"
     if stop.reason in FAILURE_REASONS:
@@ -371,13 +444,18 @@ def _crashed(spec: DomainSpec, live: Live) -> Plan:
 def _want_shutoff(spec: DomainSpec, live: Live, history: History) -> Plan:
     if live.state is State.SHUTOFF:
         return Plan(Action.NOTHING, Cause.CONTROLLER, f"{_observed(live)} as desired")
+    if spec.stop_mode is StopMode.SAVE and (live.state in UP_STATES or (
+            live.state is State.PAUSED and live.reason in _RESUMABLE)):
+        return Plan(Action.SAVE, Cause.MANIFEST, "desired shutoff (stopMode save): saving the "
+                    "guest's state to its image, restored at the next start")
     return _stop(live, "desired shutoff", None)
 
 
-def _removed(live: Live) -> Plan:
+def _removed(live: Live, history: History) -> Plan:
     if live.state is State.SHUTOFF:
+        image = "; its saved image is discarded" if history.saved is not None else ""
         return Plan(Action.UNDEFINE, Cause.MANIFEST,
-                    "manifest removed: undefining (disk images are kept)")
+                    f"manifest removed: undefining (disk images are kept{image})")
     return _stop(live, "manifest removed", 0.0)
 
 

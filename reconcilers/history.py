@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconcilers.diff import Classification
-from reconcilers.model import Cause, DesiredState, DomainSpec, Reason
+from reconcilers.driver import SavedImage
+from reconcilers.model import Cause, DesiredState, DomainSpec, Reason, StopMode
 
 
 class ApiAction(str, enum.Enum):
@@ -24,6 +25,7 @@ class ApiAction(str, enum.Enum):
     RESUME = "resume"
     RESTART = "restart"  # down first, then the manifest's state with an explicit start
     DESTROY = "destroy"  # at once (the engine interrupts a graceful shutdown), then held off
+    SAVE = "save"  # a managed save at once (the engine's save_now), then held off
 
 
 # The state each request drives the domain to while it is in force (restart: see decide()).
@@ -31,6 +33,13 @@ API_STATES: Mapping[ApiAction, DesiredState] = {
     ApiAction.START: DesiredState.RUNNING, ApiAction.RESUME: DesiredState.RUNNING,
     ApiAction.STOP: DesiredState.SHUTOFF, ApiAction.SUSPEND: DesiredState.PAUSED,
     ApiAction.RESTART: DesiredState.SHUTOFF, ApiAction.DESTROY: DesiredState.SHUTOFF,
+    ApiAction.SAVE: DesiredState.SHUTOFF,
+}
+# How the requests that stop a domain stop it: `domctl stop` (and a restart's first half) is
+# a graceful shutdown whatever the manifest's stopMode, `domctl save` a managed save.
+API_STOP_MODES: Mapping[ApiAction, StopMode] = {
+    ApiAction.STOP: StopMode.SHUTDOWN, ApiAction.RESTART: StopMode.SHUTDOWN,
+    ApiAction.DESTROY: StopMode.SHUTDOWN, ApiAction.SAVE: StopMode.SAVE,
 }
 EXPLICIT_STARTS = frozenset({ApiAction.START, ApiAction.RESTART})
 """Requests that overrule an earlier stop or stall (decide() compares their times)."""
@@ -44,10 +53,12 @@ class ApiRequest:
     uid: int  # who asked (SO_PEERCRED)
     epoch: int  # History.epoch when it was made
     at: float  # wall-clock seconds of the request
+    force_boot: bool = False  # `domctl start --force-boot`: a saved image is discarded
 
     def describe(self) -> str:
-        return (f"{self.action.value} through the API by uid {self.uid}; honoured until the "
-                "manifest changes")
+        action = f"{self.action.value}{' --force-boot' if self.force_boot else ''}"
+        return (f"{action} through the API by uid {self.uid}; honoured until the manifest "
+                "changes")
 
     def in_force(self, epoch: int) -> bool:
         """A request holds while the manifest epoch it was made under is the current one."""
@@ -62,6 +73,7 @@ class LastStop:
     cause: Cause  # who caused it
     epoch: int  # History.epoch when it happened
     at: float = 0.0  # wall-clock seconds of the stop
+    host: bool = False  # by `domctl host-shutdown`: the next controller starts it again
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,20 @@ class Stalled:
     epoch: int  # History.epoch when it was raised
     at: float = 0.0  # wall-clock seconds when it was raised
     host: bool = False  # a host validation error: re-checked by every start
+
+
+@dataclass(frozen=True)
+class HostShutdown:
+    """`domctl host-shutdown` took the domain down: it stays down, whatever the manifest or
+    the API say, until the controller restarts (the host is going down)."""
+
+    mode: StopMode  # how: a managed save or a graceful shutdown
+    uid: int  # who asked
+    at: float  # wall-clock seconds
+
+    def describe(self) -> str:
+        return (f"host-shutdown --mode {self.mode.value} by uid {self.uid}; held down until "
+                "the controller restarts")
 
 
 @dataclass(frozen=True)
@@ -92,9 +118,14 @@ class History:
     """The driver's classify(live_spec, desired spec)."""
     override: ApiRequest | None = None  # the last API request (in force under its epoch)
     shutting_down: bool = False  # a graceful shutdown is waiting for the guest
+    saving: bool = False  # a managed save runs outside the work queue (save_now)
     removal_in: float | None = None
     """Seconds until a vanished manifest's domain is removed (inf: held by the prune guard);
     None while a manifest declares it."""
     last_spec: DomainSpec | None = None
     """The last valid manifest's spec: what an undefine releases the storage of (its volumes'
     delete policies) once the manifest is gone."""
+    saved: SavedImage | None = None  # the domain's managed-save image (a shutoff domain's)
+    saved_classification: Classification = field(default_factory=dict)
+    """The driver's classify(saved.spec, desired spec): a restart-only change discards it."""
+    host_shutdown: HostShutdown | None = None  # a host shutdown holds the domain down

@@ -10,8 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconcilers.decide import FIRST_TRIGGER, Action, Plan, decide
-from reconcilers.driver import ChangeKind, Live
-from reconcilers.history import ApiAction, ApiRequest, History, LastStop, Stalled
+from reconcilers.driver import ChangeKind, Live, SavedImage
+from reconcilers.history import (
+    ApiAction,
+    ApiRequest,
+    History,
+    HostShutdown,
+    LastStop,
+    Stalled,
+)
 from reconcilers.model import (
     Cause,
     DesiredState,
@@ -26,6 +33,7 @@ from reconcilers.model import (
     RestartPolicy,
     SourceRef,
     State,
+    StopMode,
     UpdatePolicy,
 )
 from reconcilers.statemachine import allowed
@@ -46,12 +54,25 @@ def domain(state: DesiredState = DesiredState.RUNNING, **changes: Any) -> Domain
 RUN, PAUSE, OFF = DesiredState.RUNNING, DesiredState.PAUSED, DesiredState.SHUTOFF
 
 
-def stop(reason: Reason, cause: Cause, epoch: int = 1, at: float = 500.0) -> LastStop:
-    return LastStop(reason, cause, epoch, at)
+def stop(reason: Reason, cause: Cause, epoch: int = 1, at: float = 500.0,
+         host: bool = False) -> LastStop:
+    return LastStop(reason, cause, epoch, at, host)
 
 
-def api(action: ApiAction, epoch: int = 1, at: float = 600.0) -> ApiRequest:
-    return ApiRequest(action, 1000, epoch, at)
+def api(action: ApiAction, epoch: int = 1, at: float = 600.0,
+        force_boot: bool = False) -> ApiRequest:
+    return ApiRequest(action, 1000, epoch, at, force_boot)
+
+
+def image(spec: DomainSpec = BASE, paused: bool = False, at: float = 700.0) -> SavedImage:
+    return SavedImage("/state/save/web-1.img", spec, paused, 300 * 1024 * 1024, at)
+
+
+def hold(mode: StopMode = StopMode.SAVE) -> HostShutdown:
+    return HostShutdown(mode, 0, 650.0)
+
+
+SAVE_MODE = StopMode.SAVE
 
 
 def history(**fields: Any) -> History:
@@ -358,6 +379,122 @@ ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
     "stalled-from-older-manifest-ignored": (domain(), (S.SHUTOFF, R.FAILED),
                                             history(stalled=Stalled("old", epoch=0)),
                                             (A.START, C.MANIFEST, "starting", None)),
+    # managed save: a desired shutoff with stopMode save
+    "stopmode-save-running": (domain(OFF, stop_mode=SAVE_MODE), (S.RUNNING, R.BOOTED),
+                              history(), (A.SAVE, C.MANIFEST, "(stopMode save): saving", None)),
+    "stopmode-save-blocked": (domain(OFF, stop_mode=SAVE_MODE), (S.BLOCKED, R.UNKNOWN),
+                              history(), (A.SAVE, C.MANIFEST, "saving", None)),
+    "stopmode-save-paused-is-saved-paused": (domain(OFF, stop_mode=SAVE_MODE), (S.PAUSED, R.USER),
+                                             history(), (A.SAVE, C.MANIFEST, "saving", None)),
+    "stopmode-save-paused-ioerror-destroyed": (
+        domain(OFF, stop_mode=SAVE_MODE), (S.PAUSED, R.IOERROR), history(),
+        (A.DESTROY, C.MANIFEST, "destroying", None)),
+    "stopmode-save-crashed-destroyed": (
+        domain(OFF, stop_mode=SAVE_MODE, lifecycle=Lifecycle(on_crash=LA.PRESERVE)),
+        (S.CRASHED, R.PANICKED), history(), (A.DESTROY, C.MANIFEST, "destroying", None)),
+    "stopmode-save-shutdown-under-way-continues": (
+        domain(OFF, stop_mode=SAVE_MODE), (S.SHUTDOWN, R.USER), history(),
+        (A.SHUTDOWN, C.MANIFEST, "shutting down", None)),
+    "stopmode-save-saved-converged": (domain(OFF, stop_mode=SAVE_MODE), (S.SHUTOFF, R.SAVED),
+                                      history(saved=image()),
+                                      (A.NOTHING, C.CONTROLLER, "shutoff (saved) as desired",
+                                       None)),
+    "stopmode-save-removed-shuts-down": (None, (S.RUNNING, R.BOOTED), history(),
+                                         (A.SHUTDOWN, C.MANIFEST, "manifest removed", 0.0)),
+    "removed-saved-undefine-discards-the-image": (
+        None, (S.SHUTOFF, R.SAVED), history(saved=image()),
+        (A.UNDEFINE, C.MANIFEST, "its saved image is discarded", None)),
+    "saving-under-way-waits": (domain(OFF, stop_mode=SAVE_MODE), (S.PAUSED, R.SAVE),
+                               history(saving=True),
+                               (A.NOTHING, C.CONTROLLER, "a managed save is under way", None)),
+    # managed save through the API; stop and restart shut down whatever stopMode says
+    "api-save": (domain(), (S.RUNNING, R.BOOTED), history(override=api(ApiAction.SAVE)),
+                 (A.SAVE, C.API, "restored at the next start (save through the API", None)),
+    "api-save-of-a-paused-domain": (domain(PAUSE), (S.PAUSED, R.USER),
+                                    history(override=api(ApiAction.SAVE)),
+                                    (A.SAVE, C.API, "save through the API", None)),
+    "api-save-done-holds-off": (domain(), (S.SHUTOFF, R.SAVED),
+                                history(override=api(ApiAction.SAVE), saved=image(),
+                                        last_stop=stop(R.SAVED, C.API, at=700.0)),
+                                (A.NOTHING, C.CONTROLLER, "shutoff (saved) as desired", None)),
+    "api-stop-shuts-down-under-stopmode-save": (
+        domain(stop_mode=SAVE_MODE), (S.RUNNING, R.BOOTED), history(override=api(ApiAction.STOP)),
+        (A.SHUTDOWN, C.API, "stop through the API", None)),
+    "api-restart-shuts-down-under-stopmode-save": (
+        domain(stop_mode=SAVE_MODE), (S.RUNNING, R.BOOTED),
+        history(override=api(ApiAction.RESTART)),
+        (A.SHUTDOWN, C.API, "restart through the API", None)),
+    # a start restores the saved image
+    "restore-at-start": (domain(), (S.SHUTOFF, R.SAVED),
+                         history(epoch=2, saved=image(),
+                                 last_stop=stop(R.SAVED, C.MANIFEST, epoch=1)),
+                         (A.RESTORE, C.MANIFEST, "starting from its saved image (saved running)",
+                          None)),
+    "restore-paused-image-then-resume": (domain(), (S.SHUTOFF, R.SAVED),
+                                         history(saved=image(paused=True)),
+                                         (A.RESTORE, C.MANIFEST, "(saved paused)", 0.0)),
+    "restore-paused-image-stays-paused": (domain(PAUSE), (S.SHUTOFF, R.SAVED),
+                                          history(saved=image(paused=True)),
+                                          (A.RESTORE, C.MANIFEST, "(saved paused)", None)),
+    "restore-running-image-then-suspend": (domain(PAUSE), (S.SHUTOFF, R.SAVED),
+                                           history(saved=image()),
+                                           (A.RESTORE, C.MANIFEST, "(saved running)", 0.0)),
+    "restore-by-api-start-after-api-save": (
+        domain(), (S.SHUTOFF, R.SAVED),
+        history(override=api(ApiAction.START, at=800.0), saved=image(),
+                last_stop=stop(R.SAVED, C.API, at=700.0)),
+        (A.RESTORE, C.API, "start through the API", None)),
+    "restore-keeps-the-image-over-a-live-change": (
+        domain(memory=1024 * MiB), (S.SHUTOFF, R.SAVED),
+        history(saved=image(), saved_classification=LIVE_MEMORY),
+        (A.RESTORE, C.MANIFEST, "from its saved image", None)),
+    "restart-only-change-discards-the-image": (
+        domain(memory=1024 * MiB), (S.SHUTOFF, R.SAVED),
+        history(saved=image(), saved_classification=RESTART_MEMORY),
+        (A.START, C.MANIFEST, "discarding its saved image: restart-only changes since the save "
+                              "(memory)", None)),
+    "force-boot-discards-the-image": (
+        domain(), (S.SHUTOFF, R.SAVED),
+        history(override=api(ApiAction.START, at=800.0, force_boot=True), saved=image(),
+                last_stop=stop(R.SAVED, C.API, at=700.0)),
+        (A.START, C.API, "forced boot (domctl start --force-boot by uid 1000)", None)),
+    "force-boot-before-the-save-restores": (
+        domain(), (S.SHUTOFF, R.SAVED),
+        history(override=api(ApiAction.START, at=600.0, force_boot=True), saved=image()),
+        (A.RESTORE, C.API, "from its saved image", None)),
+    "stall-holds-a-restore-back": (domain(), (S.SHUTOFF, R.SAVED),
+                                   history(saved=image(), stalled=Stalled("bad", epoch=1)),
+                                   (A.REPORT, C.CONTROLLER, "stalled: bad; no restore", None)),
+    # a host shutdown holds its domains down until the controller restarts
+    "host-shutdown-saves": (domain(), (S.RUNNING, R.BOOTED), history(host_shutdown=hold()),
+                            (A.SAVE, C.API, "host-shutdown --mode save by uid 0", None)),
+    "host-shutdown-shuts-down": (domain(stop_mode=SAVE_MODE), (S.RUNNING, R.BOOTED),
+                                 history(host_shutdown=hold(StopMode.SHUTDOWN)),
+                                 (A.SHUTDOWN, C.API, "host-shutdown --mode shutdown", None)),
+    "host-shutdown-holds-off": (domain(), (S.SHUTOFF, R.SAVED),
+                                history(host_shutdown=hold(), saved=image(),
+                                        last_stop=stop(R.SAVED, C.API, at=700.0, host=True)),
+                                (A.NOTHING, C.CONTROLLER, "held down until the controller "
+                                                          "restarts", None)),
+    "host-shutdown-holds-over-a-manifest-change-and-a-start": (
+        domain(), (S.SHUTOFF, R.SHUTDOWN),
+        history(epoch=2, host_shutdown=hold(), override=api(ApiAction.START, epoch=2, at=800.0),
+                last_stop=stop(R.SHUTDOWN, C.API, epoch=1, at=700.0, host=True)),
+        (A.NOTHING, C.CONTROLLER, "held down", None)),
+    "host-shutdown-over-restores": (
+        domain(), (S.SHUTOFF, R.SAVED),
+        history(saved=image(), last_stop=stop(R.SAVED, C.API, at=700.0, host=True)),
+        (A.RESTORE, C.CONTROLLER, "by a host shutdown; back after the controller's restart; "
+                                  "starting again from its saved image", None)),
+    "host-shutdown-over-boots": (
+        domain(restart_policy=P.NEVER), (S.SHUTOFF, R.SHUTDOWN),
+        history(last_stop=stop(R.SHUTDOWN, C.API, at=700.0, host=True)),
+        (A.START, C.CONTROLLER, "by a host shutdown", None)),
+    "host-shutdown-over-then-api-stop-holds": (
+        domain(), (S.SHUTOFF, R.SAVED),
+        history(saved=image(), override=api(ApiAction.STOP, at=800.0),
+                last_stop=stop(R.SAVED, C.API, at=700.0, host=True)),
+        (A.NOTHING, C.CONTROLLER, "as desired", None)),
 }
 
 
@@ -446,6 +583,18 @@ def test_apply_live_carries_the_live_changes_only() -> None:
     assert "pending restart: vcpus" in plan.reason
 
 
+@pytest.mark.parametrize(("row", "why"), [
+    ("restart-only-change-discards-the-image", "restart-only changes since the save (memory)"),
+    ("force-boot-discards-the-image", "forced boot (domctl start --force-boot by uid 1000)"),
+    ("restore-at-start", ""), ("running-first-start", ""),
+])
+def test_a_start_says_why_it_discards_the_image(row: str, why: str) -> None:
+    """The executor discards the image before the boot and puts `discard` in the started
+    event's message."""
+    desired, observed, hist, _ = ROWS[row]
+    assert decide(desired, Live(*observed), hist).discard == why
+
+
 def test_restart_carries_every_change() -> None:
     desired = domain(memory=1024 * MiB, vcpus=2, update_policy=UpdatePolicy.RESTART)
     plan = decide(desired, Live(S.RUNNING, R.BOOTED),
@@ -472,7 +621,13 @@ histories = st.builds(
     backoff_until=st.none() | st.floats(NOW - 100, NOW + 100),
     stalled=st.none() | st.builds(Stalled, st.just("bad"), st.integers(0, 2)),
     live_spec=st.none() | st.just(BASE) | st.just(BIG),
-    classification=st.sampled_from([{}, LIVE_MEMORY, RESTART_MEMORY]))
+    classification=st.sampled_from([{}, LIVE_MEMORY, RESTART_MEMORY]),
+    override=st.none() | st.builds(api, st.sampled_from(ApiAction), st.integers(0, 2),
+                                   st.floats(0, NOW), st.booleans()),
+    saved=st.none() | st.builds(image, st.just(BASE) | st.just(BIG), st.booleans()),
+    saved_classification=st.sampled_from([{}, LIVE_MEMORY, RESTART_MEMORY]),
+    host_shutdown=st.none() | st.builds(hold, st.sampled_from(StopMode)),
+    saving=st.booleans())
 lives = st.builds(Live, st.sampled_from(State), st.sampled_from(Reason))
 
 
@@ -489,7 +644,13 @@ def test_decide_is_total_and_only_plans_allowed_moves(desired: Domain | None, li
     if plan.action is A.UNDEFINE:
         assert desired is None and live.state is S.SHUTOFF
     if live.state is S.NOSTATE:
-        assert plan.action is A.REPORT
+        assert plan.action is A.REPORT or hist.saving
+    if hist.host_shutdown is not None and desired is not None:
+        assert plan.action not in (A.START, A.START_PAUSED, A.RESTORE), plan.reason
+    if plan.action is A.RESTORE:
+        assert hist.saved is not None and not plan.discard
+    if plan.discard:
+        assert hist.saved is not None and plan.action in (A.START, A.START_PAUSED)
 
 
 @given(desired_domains, lives, histories)
@@ -501,4 +662,4 @@ def test_decide_is_deterministic(desired: Domain | None, live: Live, hist: Histo
 def test_a_removed_domain_is_only_ever_brought_down(state: State, reason: Reason,
                                                     hist: History) -> None:
     plan = decide(None, Live(state, reason), hist)
-    assert plan.action in (A.SHUTDOWN, A.DESTROY, A.RESUME, A.UNDEFINE, A.REPORT)
+    assert plan.action in (A.SHUTDOWN, A.DESTROY, A.RESUME, A.UNDEFINE, A.REPORT, A.NOTHING)
