@@ -8,7 +8,8 @@ compared element by element (`qemu.disks[0].cache`); any other list is one value
 
 `classify_changes` marks each changed field with how it is applied:
 - CONTROLLER: read by the controller only, so a change is applied by reading the new spec,
-  without touching the domain: `state`, `restart_policy`, `update_policy`, `shutdown_timeout`.
+  without touching the domain: `state`, `restart_policy`, `update_policy`, `shutdown_timeout`,
+  `stop_mode`.
   `lifecycle.*` is *not* among them: the qemu driver carries the lifecycle actions out itself
   (`-action reboot=...`, its handling of `-no-shutdown` and panics), so a change of them must
   reach it through classify/apply_live like any other driver field.
@@ -49,7 +50,8 @@ class Apply(str, enum.Enum):
     RESTART = "restart"  # takes effect at the next start
 
 
-CONTROLLER_FIELDS = frozenset({"state", "restart_policy", "update_policy", "shutdown_timeout"})
+CONTROLLER_FIELDS = frozenset({"state", "restart_policy", "update_policy", "shutdown_timeout",
+                               "stop_mode"})
 
 _KIND = {ChangeKind.LIVE: Apply.LIVE, ChangeKind.RESTART: Apply.RESTART}
 _STEP = re.compile(r"\.?([A-Za-z_]\w*)|\[(\d+)\]")
