@@ -114,6 +114,7 @@ spec:
   shutdownTimeout: {rev}s
   lxc:
     rootfs: busybox
+    privileged: true  # the baseline runs a copy of its config: no id map to reproduce
     init: {init}
 """
 
@@ -412,7 +413,7 @@ class RawLxc:
         text = text.replace(str(d.state / "lxc" / theirs), str(mine))
         text = text.replace(str(d.logs / f"{theirs}.log"), str(d.raw_logs / f"{self.name}.log"))
         text = text.replace(f"lxc.uts.name = {theirs}", f"lxc.uts.name = {self.name}")
-        (mine / "delta").mkdir(parents=True, exist_ok=True)
+        (mine / "storage" / "delta").mkdir(parents=True, exist_ok=True)
         (mine / "config").write_text(text)
         self.reaper.containers.add((d.raw_lxc, self.name))
 
@@ -771,6 +772,8 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or kill: the clean-up below still runs
         signal.signal(sig, signal.default_int_handler)
     dirs = Dirs(Path(tempfile.mkdtemp(prefix="bench-e2e-")))
+    # searchable by others: an unprivileged container's root must reach its LXC directory
+    dirs.base.chmod(0o711)
     reaper = Reaper(dirs)
     bench = Bench(dirs, reaper, Daemon(dirs, reaper), RawQemu(dirs, reaper), RawLxc(dirs, reaper))
     try:
