@@ -32,7 +32,9 @@ It never touches the file system or the network: ports and paths come in as argu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from reconcilers.model import (
     FIRMWARE_BIOS,
@@ -51,6 +53,7 @@ from reconcilers.model import (
 )
 from reconcilers.net.names import tap_name
 from reconcilers.qemu import escape
+from reconcilers.qemu.devices import Layout
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.layout import DomainFiles
 from reconcilers.storage.pool import DomainPool
@@ -58,19 +61,22 @@ from reconcilers.storage.pool import DomainPool
 MiB = 1024 * 1024
 VNC_BASE_PORT = 5900
 FIRST_SLOT = 2  # slot 0: host bridge; slot 1: the chipset's ISA/IDE function on pc
+MEMORY_SLOTS = 16  # DIMM slots of a domain with maxMemory (libvirt's usual count)
 _CACHE = {  # cache mode → (cache.direct, cache.no-flush), as libvirt spells it
-    DiskCache.NONE: ("on", "off"), DiskCache.WRITEBACK: ("off", "off"),
-    DiskCache.WRITETHROUGH: ("off", "off"), DiskCache.DIRECTSYNC: ("on", "off"),
-    DiskCache.UNSAFE: ("off", "on"),
+    DiskCache.NONE: (True, False), DiskCache.WRITEBACK: (False, False),
+    DiskCache.WRITETHROUGH: (False, False), DiskCache.DIRECTSYNC: (True, False),
+    DiskCache.UNSAFE: (False, True),
 }
 _WRITE_CACHE = {DiskCache.WRITETHROUGH: "off", DiskCache.DIRECTSYNC: "off"}
 
 
 @dataclass
 class _Bus:
-    """Allocates PCI slots and storage bus positions in the order devices are added."""
+    """Allocates PCI slots and storage bus positions in the order devices are added; a
+    restore's devices keep the slots and queue counts they had (`restore`)."""
 
     q35: bool
+    restore: Layout | None = None
     slot: int = FIRST_SLOT
     virtio: int = 0
     ide: int = 0  # next IDE unit (pc) or AHCI port (q35)
@@ -84,10 +90,21 @@ class _Bus:
     def pci(self) -> str:
         return "pcie.0" if self.q35 else "pci.0"
 
-    def pci_addr(self) -> str:
-        addr = f"bus={self.pci},addr={self.slot:#x}"
-        self.slot += 1
-        return addr
+    def pci_addr(self, device: str) -> str:
+        """Device `device`'s address: its slot in the run being restored, else the next slot
+        (none of a restore's)."""
+        pinned = self.restore.slots if self.restore is not None else {}
+        slot = pinned.get(device)
+        if slot is None:
+            while self.slot in pinned.values():
+                self.slot += 1
+            slot, self.slot = self.slot, self.slot + 1
+        return f"bus={self.pci},addr={slot:#x}"
+
+    def queues(self, device: str) -> str:
+        """`,num-queues=N` for a restored virtio device whose queues followed the boot vCPUs."""
+        count = self.restore.queues.get(device) if self.restore is not None else None
+        return "" if count is None else f",num-queues={count}"
 
     def bootindex(self, kind: str) -> str:
         """`,bootindex=N` for the first device of each kind listed in spec.qemu.boot."""
@@ -99,22 +116,25 @@ class _Bus:
 
 def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
                vnc_port: int | None = None, vhost: bool = False,
-               qmp_fd: int | None = None) -> list[str]:
+               qmp_fd: int | None = None, restore: Layout | None = None) -> list[str]:
     """The full argv; raises ValueRefused (with the manifest field) for an unsafe value.
     `vhost`: tap NICs use vhost-net (the driver probed /dev/vhost-net). `qmp_fd`: the QMP
     socket, bound at `files.qmp` and listening, inherited by qemu (the driver's launch);
-    without it qemu binds `files.qmp` itself (a plain qemu, as the benchmark's baseline)."""
+    without it qemu binds `files.qmp` itself (a plain qemu, as the benchmark's baseline).
+    `restore`: the hardware of the run a managed save was taken of (devices.py); qemu then
+    waits for the saved state (`-incoming defer`, QMP migrate-incoming) instead of booting."""
     qemu = domain.spec.qemu
     if qemu is None:
         raise ValueRefused("spec.qemu", "a qemu domain needs a qemu section")
     if domain.metadata.uuid is None:
         raise ValueRefused("metadata.uuid", "must be set before a start")
-    bus = _Bus(q35="q35" in qemu.machine, boot_order=qemu.boot or _Bus.boot_order)
+    bus = _Bus(q35="q35" in qemu.machine, restore=restore,
+               boot_order=qemu.boot or _Bus.boot_order)
     argv = [binary, "-name", f"guest={escape.opt(domain.name, 'metadata.name')},debug-threads=on",
             "-uuid", escape.uuid(domain.metadata.uuid, "metadata.uuid"),
             "-machine", f"type={escape.token(qemu.machine, 'spec.qemu.machine')}",
             "-accel", accel.value]
-    argv += _cpu_memory(domain, accel)
+    argv += _cpu_memory(domain, accel, restore)
     argv += ["-no-user-config", "-nodefaults",
              "-chardev", "socket,id=charmonitor," + (
                  f"fd={qmp_fd}" if qmp_fd is not None else
@@ -129,24 +149,71 @@ def build_argv(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
     argv += _firmware(domain, files)
     devices = _disks(domain, bus, files) + _nics(domain, bus, vhost) + _serial(domain, files)
     devices += _agent(domain, files, bus) + _misc(domain, bus)
-    argv += bus.extra + devices
+    argv += bus.extra + devices + (_hotplugged(restore) if restore is not None else [])
     argv += ["-display", "none"] + _vnc(domain, files, bus, vnc_port)
     argv += ["-daemonize", "-pidfile", str(files.pidfile), "-S"]
-    return argv
+    return argv + (["-incoming", "defer"] if restore is not None else [])
 
 
-def _cpu_memory(domain: Domain, accel: Accel) -> list[str]:
+def _cpu_memory(domain: Domain, accel: Accel, restore: Layout | None) -> list[str]:
+    """-cpu, -m (with DIMM slots up to maxMemory) and -smp; a restore's boot memory and vCPUs
+    are the saved run's, its hotplugged ones come as devices (`_hotplugged`)."""
     spec = domain.spec
     if spec.memory % MiB:
         raise ValueRefused("spec.memory", "must be a whole number of MiB")
     model = spec.cpu.model or ("host" if accel is Accel.KVM else "qemu64")
-    smp = [str(spec.vcpus), f"maxcpus={spec.max_vcpus or spec.vcpus}"]
+    boot = restore.boot_vcpus if restore is not None else spec.vcpus
+    smp = [str(boot), f"maxcpus={spec.max_vcpus or spec.vcpus}"]
     for key in ("sockets", "cores", "threads"):
         value = getattr(spec.cpu, key)
         if value is not None:
             smp.append(f"{key}={value}")
-    return ["-cpu", escape.token(model, "spec.cpu.model"), "-m", f"size={spec.memory // MiB}M",
-            "-smp", ",".join(smp)]
+    size = restore.base_memory if restore is not None else spec.memory
+    memory = f"size={size // MiB}M"
+    if spec.max_memory is not None and spec.max_memory != spec.memory:
+        if spec.max_memory % MiB or spec.max_memory < spec.memory:
+            raise ValueRefused("spec.maxMemory", "must be a whole number of MiB, at least "
+                                                 "spec.memory")
+        memory += f",slots={MEMORY_SLOTS},maxmem={spec.max_memory // MiB}M"
+    return ["-cpu", escape.token(model, "spec.cpu.model"), "-m", memory, "-smp", ",".join(smp)]
+
+
+def _hotplugged(restore: Layout) -> list[str]:
+    """The vCPUs and DIMMs the saved run had hotplugged, as it had them."""
+    argv: list[str] = []
+    for cpu in restore.cpus:
+        argv += ["-device", keyval({"driver": escape.token(cpu.driver, "cpu"),
+                                    "id": escape.token(cpu.id, "cpu"), **cpu.props})]
+    for dimm in restore.dimms:
+        memdev = escape.token(dimm.memdev, "dimm")
+        argv += ["-object", keyval(dimm_backend(memdev, dimm.size)),
+                 "-device", keyval({**dimm_props(escape.token(dimm.id, "dimm"), memdev),
+                                    "slot": dimm.slot, "addr": f"{dimm.addr:#x}"})]
+    return argv
+
+
+def keyval(props: Mapping[str, Any], prefix: str = "") -> str:
+    """QMP-shaped properties as qemu's command line spells them: nested keys dotted, booleans
+    on/off (values must already be escaped)."""
+    parts = []
+    for key, value in props.items():
+        if isinstance(value, Mapping):
+            parts.append(keyval(value, f"{prefix}{key}."))
+        elif isinstance(value, bool):
+            parts.append(f"{prefix}{key}={'on' if value else 'off'}")
+        else:
+            parts.append(f"{prefix}{key}={value}")
+    return ",".join(parts)
+
+
+def dimm_backend(memdev: str, size: int) -> dict[str, Any]:
+    """The RAM behind a DIMM (object-add, -object)."""
+    return {"qom-type": "memory-backend-ram", "id": memdev, "size": size}
+
+
+def dimm_props(device: str, memdev: str) -> dict[str, Any]:
+    """A DIMM on its backend (device_add, -device; qemu picks slot and address)."""
+    return {"driver": "pc-dimm", "id": device, "memdev": memdev}
 
 
 def _actions(domain: Domain) -> str:
@@ -200,13 +267,47 @@ def disk_file(disk: Disk, index: int, pool: DomainPool | None) -> tuple[str, Dis
     return str(pool.volume(disk.name)), DiskFormat.QCOW2
 
 
-def _blockdevs(node: str, path: str, fmt: DiskFormat, readonly: bool, cache: str) -> list[str]:
-    """A file node and the format node on it, named `<node>-storage` / `<node>-format`."""
-    flag = "on" if readonly else "off"
-    return ["-blockdev", f"driver=file,filename={path},node-name={node}-storage,"
-                         f"read-only={flag}{cache}",
-            "-blockdev", f"node-name={node}-format,read-only={flag},driver={fmt.value},"
-                         f"file={node}-storage"]
+def blockdev_props(node: str, path: str, fmt: DiskFormat, readonly: bool,
+                   cache: DiskCache | None = None) -> list[dict[str, Any]]:
+    """A file node and the format node on it, named `<node>-storage` / `<node>-format`, as
+    QMP's blockdev-add takes them (-blockdev: `keyval`)."""
+    storage: dict[str, Any] = {"driver": "file", "filename": path,
+                               "node-name": f"{node}-storage", "read-only": readonly}
+    if cache is not None:
+        direct, no_flush = _CACHE[cache]
+        storage["cache"] = {"direct": direct, "no-flush": no_flush}
+    return [storage, {"node-name": f"{node}-format", "read-only": readonly,
+                      "driver": fmt.value, "file": f"{node}-storage"}]
+
+
+def _blockdevs(node: str, path: str, fmt: DiskFormat, readonly: bool,
+               cache: DiskCache | None = None) -> list[str]:
+    return [arg for props in blockdev_props(node, path, fmt, readonly, cache)
+            for arg in ("-blockdev", keyval(props))]
+
+
+def disk_nodes(index: int, disk: Disk, pool: DomainPool | None,
+               quote: bool = True) -> list[dict[str, Any]]:
+    """The block nodes of disk `index` (blockdev_props); its path escaped for the command line
+    unless `quote` is False (QMP), refused naming the field either way if unsafe."""
+    path, fmt = disk_file(disk, index, pool)
+    field = f"spec.qemu.disks[{index}].{'source' if disk.source is not None else 'name'}"
+    escaped = escape.opt(path, field)
+    return blockdev_props(_disk_nodes(index), escaped if quote else path, fmt, disk.readonly,
+                          disk.cache)
+
+
+def disk_props(index: int, disk: Disk, quote: bool = True) -> dict[str, str]:
+    """What every disk device of disk `index` has: its format node, its serial (the disk's
+    name, escaped unless `quote` is False) and its write cache. For -device and device_add."""
+    serial = escape.opt(disk.name, f"spec.qemu.disks[{index}].name")
+    return {"drive": disk_node(index), "serial": serial if quote else disk.name,
+            "write-cache": _WRITE_CACHE.get(disk.cache, "on")}
+
+
+def virtio_disk_id(disks: tuple[Disk, ...], index: int) -> str:
+    """The device id of virtio disk `index`: `virtio-disk<n>`, n counting virtio disks."""
+    return f"virtio-disk{sum(1 for disk in disks[:index] if disk.bus is DiskBus.VIRTIO)}"
 
 
 def _disks(domain: Domain, bus: _Bus, files: DomainFiles) -> list[str]:
@@ -214,42 +315,38 @@ def _disks(domain: Domain, bus: _Bus, files: DomainFiles) -> list[str]:
     assert qemu is not None
     argv: list[str] = []
     for index, disk in enumerate(qemu.disks):
-        node = _disk_nodes(index)
-        path, fmt = disk_file(disk, index, files.pool)
-        field = f"spec.qemu.disks[{index}].{'source' if disk.source is not None else 'name'}"
-        direct, no_flush = _CACHE[disk.cache]
-        argv += _blockdevs(node, escape.opt(path, field), fmt, disk.readonly,
-                           f",cache.direct={direct},cache.no-flush={no_flush}")
-        serial = escape.opt(disk.name, f"spec.qemu.disks[{index}].name")
-        write_cache = _WRITE_CACHE.get(disk.cache, "on")
-        argv += ["-device", _disk_device(disk, bus) + f",drive={node}-format,serial={serial},"
-                            f"write-cache={write_cache}" + bus.bootindex("disk")]
+        for props in disk_nodes(index, disk, files.pool):
+            argv += ["-blockdev", keyval(props)]
+        argv += ["-device", _disk_device(qemu.disks, index, bus) + ","
+                 + keyval(disk_props(index, disk)) + bus.bootindex("disk")]
     if qemu.cdrom is not None:
         argv += _blockdevs("libvirt-cdrom", escape.opt(qemu.cdrom, "spec.qemu.cdrom"),
-                           DiskFormat.RAW, True, "")
+                           DiskFormat.RAW, True)
         argv += ["-device", _ide_slot(bus, "ide-cd") + ",drive=libvirt-cdrom-format"
                             + bus.bootindex("cdrom")]
     if qemu.cloud_init is not None:
         if files.pool is None:
             raise ValueRefused("spec.qemu.cloudInit", "a seed needs the storage pool")
         argv += _blockdevs("libvirt-cidata", escape.opt(str(files.pool.seed), "seed"),
-                           DiskFormat.RAW, True, "")
+                           DiskFormat.RAW, True)
         argv += ["-device", _ide_slot(bus, "ide-cd") + ",drive=libvirt-cidata-format"]
     return argv
 
 
-def _disk_device(disk: Disk, bus: _Bus) -> str:
+def _disk_device(disks: tuple[Disk, ...], index: int, bus: _Bus) -> str:
+    disk = disks[index]
     if disk.bus is DiskBus.VIRTIO:
-        alias, bus.virtio = f"virtio-disk{bus.virtio}", bus.virtio + 1
-        return f"virtio-blk-pci,{bus.pci_addr()},id={alias}"
+        alias = virtio_disk_id(disks, index)
+        return f"virtio-blk-pci,{bus.pci_addr(alias)},id={alias}{bus.queues(alias)}"
     if disk.bus is DiskBus.SCSI:
         if bus.scsi == 0:
-            bus.extra += ["-device", f"virtio-scsi-pci,id=scsi0,{bus.pci_addr()}"]
+            bus.extra += ["-device", f"virtio-scsi-pci,id=scsi0,{bus.pci_addr('scsi0')}"
+                                     + bus.queues("scsi0")]
         lun, bus.scsi = bus.scsi, bus.scsi + 1
         return f"scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun={lun},id=scsi0-0-0-{lun}"
     if disk.bus is DiskBus.SATA and not bus.q35:
         if bus.sata == 0:
-            bus.extra += ["-device", f"ich9-ahci,id=sata0,{bus.pci_addr()}"]
+            bus.extra += ["-device", f"ich9-ahci,id=sata0,{bus.pci_addr('sata0')}"]
         port, bus.sata = bus.sata, bus.sata + 1
         return f"ide-hd,bus=sata0.{port},id=sata0-0-{port}"
     return _ide_slot(bus, "ide-hd")
@@ -301,11 +398,11 @@ def _nics(domain: Domain, bus: _Bus, vhost: bool) -> list[str]:
     for index, nic in enumerate(qemu.nics):
         netdev = netdev_props(domain.name, index, nic, vhost)
         kind = netdev.pop("type")
+        device = device_props(index, nic)
         argv += ["-netdev", ",".join([str(kind), *(f"{key}={_value(value)}"
                                                    for key, value in netdev.items())]),
-                 "-device", ",".join(f"{key}={value}" for key, value in
-                                     device_props(index, nic).items())
-                            + f",{bus.pci_addr()}" + bus.bootindex("network")]
+                 "-device", keyval(device) + f",{bus.pci_addr(device['id'])}"
+                            + bus.bootindex("network")]
     return argv
 
 
@@ -335,7 +432,7 @@ def _agent(domain: Domain, files: DomainFiles, bus: _Bus) -> list[str]:
         return []
     path = escape.opt(str(files.agent), "agent")
     return ["-chardev", f"socket,id=charchannel0,path={path},server=on,wait=off",
-            "-device", f"virtio-serial-pci,id=virtio-serial0,{bus.pci_addr()}",
+            "-device", f"virtio-serial-pci,id=virtio-serial0,{bus.pci_addr('virtio-serial0')}",
             "-device", "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel0,"
                        "id=channel0,name=org.qemu.guest_agent.0"]
 
@@ -343,12 +440,12 @@ def _agent(domain: Domain, files: DomainFiles, bus: _Bus) -> list[str]:
 def _misc(domain: Domain, bus: _Bus) -> list[str]:
     qemu = domain.spec.qemu
     assert qemu is not None
-    argv = ["-device", f"virtio-balloon-pci,id=balloon0,{bus.pci_addr()}"]
+    argv = ["-device", f"virtio-balloon-pci,id=balloon0,{bus.pci_addr('balloon0')}"]
     if qemu.panic:
         argv += ["-device", "pvpanic,id=panic0"]
     if qemu.watchdog is not None:
         if qemu.watchdog.model is WatchdogModel.I6300ESB:
-            argv += ["-device", f"i6300esb,id=watchdog0,{bus.pci_addr()}"]
+            argv += ["-device", f"i6300esb,id=watchdog0,{bus.pci_addr('watchdog0')}"]
         else:
             argv += ["-device", "ib700,id=watchdog0"]
     return argv
@@ -365,7 +462,7 @@ def _vnc(domain: Domain, files: DomainFiles, bus: _Bus, port: int | None) -> lis
     listen = escape.host(qemu.vnc.listen, "spec.qemu.vnc.listen")
     if ":" in listen:
         listen = f"[{listen}]"
-    argv = ["-device", f"VGA,id=video0,{bus.pci_addr()}"]
+    argv = ["-device", f"VGA,id=video0,{bus.pci_addr('video0')}"]
     display = f"{listen}:{port - VNC_BASE_PORT}"
     if qemu.vnc.password is not None:
         escape.opt(qemu.vnc.password, "spec.qemu.vnc.password")  # refused if unsafe

@@ -69,6 +69,45 @@ class KvmInfo:
     present: bool
 
 
+@dataclass(frozen=True)
+class Migration:
+    """`query-migrate`: the state of the last migration (none, setup, active, completed,
+    failed, cancelled, ...) and qemu's error when it failed."""
+
+    status: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class CpuSlot:
+    """One position of `query-hotpluggable-cpus`: the CPU type to plug there and its
+    topology properties; plugged when it has a QOM path."""
+
+    driver: str
+    props: Mapping[str, int]  # socket-id, core-id, thread-id (node-id, die-id, ...)
+    qom_path: str | None
+
+
+@dataclass(frozen=True)
+class Dimm:
+    """A pc-dimm of `query-memory-devices`: its id, its backend's id, size, slot and address."""
+
+    id: str
+    memdev: str
+    size: int
+    slot: int
+    addr: int
+
+
+@dataclass(frozen=True)
+class PciDevice:
+    """A device of `query-pci` on the root bus: its id (empty for built-ins) and address."""
+
+    qdev_id: str
+    slot: int
+    function: int
+
+
 def _optional_name(reply: Any) -> str | None:
     name = reply.get("name")
     return None if name is None else str(name)
@@ -156,6 +195,77 @@ class QmpCommands:
         return await self._query("qom-list", lambda r: {str(p["name"]) for p in r
                                                         if str(p["type"]).startswith("child<")},
                                  {"path": "/machine/peripheral"})
+
+    async def query_pci(self) -> list[PciDevice]:
+        """The devices on the root PCI bus (bus 0)."""
+        return await self._query("query-pci", lambda r: [
+            PciDevice(str(d.get("qdev_id", "")), int(d["slot"]), int(d["function"]))
+            for bus in r if int(bus["bus"]) == 0 for d in bus["devices"]])
+
+    # --- hotplug -----------------------------------------------------------------------------
+
+    async def object_add(self, props: Mapping[str, object]) -> None:
+        """A backend object (`qom-type`, `id`, its properties), e.g. a memory backend."""
+        await self._run("object-add", props)
+
+    async def object_del(self, object_id: str) -> None:
+        await self._run("object-del", {"id": object_id})
+
+    async def blockdev_add(self, props: Mapping[str, object]) -> None:
+        """A block node (`driver`, `node-name`, its options, nested as QMP takes them)."""
+        await self._run("blockdev-add", props)
+
+    async def blockdev_del(self, node: str) -> None:
+        await self._run("blockdev-del", {"node-name": node})
+
+    async def query_hotpluggable_cpus(self) -> list[CpuSlot]:
+        return await self._query("query-hotpluggable-cpus", lambda r: [
+            CpuSlot(str(c["type"]), {str(k): int(v) for k, v in c["props"].items()},
+                    None if c.get("qom-path") is None else str(c["qom-path"])) for c in r])
+
+    async def query_memory_devices(self) -> list[Dimm]:
+        """The pc-dimms plugged (other memory devices are not domctl's)."""
+        return await self._query("query-memory-devices", lambda r: [
+            Dimm(str(d["data"]["id"]), str(d["data"]["memdev"]).rsplit("/", 1)[-1],
+                 int(d["data"]["size"]), int(d["data"]["slot"]), int(d["data"]["addr"]))
+            for d in r if d["type"] == "dimm"])
+
+    async def base_memory(self) -> int:
+        """The boot memory in bytes (`-m size=`), without hotplugged DIMMs."""
+        return await self._query("query-memory-size-summary", lambda r: int(r["base-memory"]))
+
+    # --- migration (managed save and restore) ------------------------------------------------
+
+    async def getfd(self, name: str, fd: int) -> None:
+        """Hand qemu a dup of `fd` under `name` (a migration URI `fd:NAME` takes it)."""
+        await self.monitor.execute_with_fd("getfd", {"fdname": name}, fd)
+
+    async def closefd(self, name: str) -> None:
+        await self._run("closefd", {"fdname": name})
+
+    async def migrate_set_parameters(self, params: Mapping[str, object]) -> None:
+        await self._run("migrate-set-parameters", params)
+
+    async def migrate(self, uri: str) -> None:
+        """Start an outgoing migration to `uri`; query_migrate says how it goes."""
+        await self._run("migrate", {"uri": uri})
+
+    async def migrate_incoming(self, uri: str) -> None:
+        """Start the incoming migration of a qemu launched with `-incoming defer`."""
+        await self._run("migrate-incoming", {"uri": uri})
+
+    async def migrate_cancel(self) -> None:
+        await self._run("migrate_cancel")
+
+    async def query_migrate(self) -> Migration:
+        return await self._query("query-migrate", lambda r: Migration(
+            str(r.get("status", "none")), str(r.get("error-desc", ""))))
+
+    async def num_queues(self, device: str) -> int:
+        """The queue count of virtio device `device` (by its id): qemu sizes it by the boot
+        vCPUs when the command line does not say."""
+        return await self._query("qom-get", int, {"path": f"/machine/peripheral/{device}",
+                                                  "property": "num-queues"})
 
     async def query_cpus_fast(self) -> list[CpuInfo]:
         return await self._query("query-cpus-fast", lambda r: [

@@ -11,7 +11,17 @@ events and the pidfd exit, classified by events.py and reported through DriverCo
 and restart- and destroy-type lifecycle actions. NICs on taps (checked, created before the
 launch, hotplugged) are nics.py's; the guest agent is agent.py's; volumes, cloud-init seeds and
 UEFI variables in the storage pool (checked, made before the launch, grown live, listed,
-released when the domain is removed) are storage.py's.
+released when the domain is removed) are storage.py's; vCPUs, memory and disks plugged live are
+hotplug.py's.
+
+Managed save (libvirt's managedsave): `save` stops the guest, writes its state to a file in the
+state directory through a migration (migration.py) with the domain's live spec (livespec.py)
+and its device layout (devices.py) beside it, committed atomically (savestate.py), then quits
+qemu: the exit is reported as the save's, shutoff/saved. `restore` launches qemu as `start`
+does, with the saved spec and layout and `-incoming defer`, loads the state, and continues (or
+stays paused as saved); the image is deleted once the guest runs from it. A save the controller
+did not see through is settled when the qemu is re-attached: finished (quit) if its image was
+committed, else undone (the guest resumed if it was running).
 
 It never kills a process it has not proven to be its own, and never blocks the event loop
 for long (cgroup removal, which may wait for the kernel, runs in a thread).
@@ -28,6 +38,7 @@ from typing import Any
 
 import structlog
 
+from reconcilers.diff import classify_changes, live_after_apply
 from reconcilers.driver import (
     Capabilities,
     ChangeKind,
@@ -36,6 +47,7 @@ from reconcilers.driver import (
     GuestInterfaces,
     Live,
     RuntimeRecord,
+    SavedImage,
 )
 from reconcilers.errors import DriverError, HostValidationError, TerminalError
 from reconcilers.identity import boot_id, proc_starttime, start_token
@@ -49,7 +61,19 @@ from reconcilers.model import (
     SerialMode,
     State,
 )
-from reconcilers.qemu import agent, changes, hostcheck, nics, pinning, process, storage
+from reconcilers.qemu import (
+    agent,
+    changes,
+    devices,
+    hostcheck,
+    hotplug,
+    livespec,
+    migration,
+    nics,
+    pinning,
+    process,
+    storage,
+)
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
 from reconcilers.qemu.argv import build_argv
 from reconcilers.qemu.bringup import Bringup
@@ -64,11 +88,14 @@ from reconcilers.qemu.cgroups import (
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.events import GuestStop, Intent, RunState, from_status, missed_stop, settle
 from reconcilers.qemu.layout import DomainFiles, QemuSettings, domain_files
+from reconcilers.qemu.migration import MigrationError
 from reconcilers.qemu.monitor import Monitor, MonitorError
 from reconcilers.qemu.runtime import Running, confine, release_taps
+from reconcilers.qemu.savestate import Pending, Saved, SaveStore
 from reconcilers.qemu.tracking import Tracker
-from reconcilers.statemachine import LIVE_STATES, Trigger, transition
+from reconcilers.statemachine import LIVE_STATES, Trigger, allowed, transition
 from reconcilers.storage.pool import Pool
+from reconcilers.storage.volumes import Action as VolumeAction
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +112,8 @@ class QemuDriver:
         self._tracked = Tracker(self._settings, context.on_event)
         self._vhost: nics.Vhost | None = None
         self._pool = Pool(self._settings.pool_dir or context.state_dir / "pool")
+        self._saves = SaveStore(context.state_dir / "qemu" / "saved")
+        self._saving: set[str] = set()  # domains whose save is under way here
 
     @property
     def vhost(self) -> nics.Vhost:
@@ -137,18 +166,41 @@ class QemuDriver:
     # --- start -----------------------------------------------------------------------------
 
     async def start(self, domain: Domain, paused: bool, token: str) -> Live:
+        return await self._bring_up(domain, token, paused)
+
+    async def restore(self, domain: Domain, token: str) -> Live:
+        """`start` from the managed-save image: qemu launched with the saved spec (the engine
+        restores only when no restart-only field changed since) and the saved run's devices,
+        waiting for the state; loaded, continued unless it was saved paused; the image then
+        deleted. The domain's live spec is the image's (SavedImage.spec)."""
+        name = domain.name
+        saved = self._saves.load(name)
+        if saved is None:
+            raise DriverError(name, "restore", "no managed-save image")
+        live = await self._bring_up(dataclasses.replace(domain, spec=saved.image.spec), token,
+                                    saved.image.paused, saved)
+        await asyncio.to_thread(self._saves.discard, name)  # the guest runs from it now
+        return live
+
+    async def _bring_up(self, domain: Domain, token: str, paused: bool,
+                        saved: Saved | None = None) -> Live:
+        """A start, or with `saved` a restore: qemu launched, the state loaded if restoring,
+        the steps before `cont`, and `cont` unless `paused`."""
         name, spec = domain.name, domain.spec
+        operation = "start" if saved is None else "restore"
         previous = self._tracked.get(name)
         if previous is not None:
             if not previous.gone:
-                raise DriverError(name, "start", "already running")
+                raise DriverError(name, operation, "already running")
             await previous.settled()  # its exit is reported before the new run begins
         strays = process.running_pids(self._files(name))
         if strays:  # before the host check: its image locks would name our own qemu's disks
-            raise DriverError(name, "start", f"a qemu for this domain already runs as pid "
-                                             f"{strays[0]} but is not adopted; not starting "
-                                             "another")
+            raise DriverError(name, operation, f"a qemu for this domain already runs as pid "
+                                               f"{strays[0]} but is not adopted; not starting "
+                                               "another")
         caps, accel, note, plan = await self._checked(domain)
+        if saved is not None:
+            _check_restorable(name, plan)
         if accel is Accel.KVM and caps.kvm_pvm and spec.cpu.model is None:
             # PVM's KVM refuses `-cpu host`'s MSRs (qemu aborts setting IA32_ARCH_CAPABILITIES):
             # an explicit `accel: kvm` there runs the model tcg would, qemu64
@@ -163,33 +215,40 @@ class QemuDriver:
                 process.log_line(files, f"storage: {what}")
             log.info("storage prepared", domain=name, done=done)
         monitor = self._tracked.monitor(name)
-        pid, bringup = await self._launch(domain, caps.binary, accel, files, token, monitor)
+        pid, bringup = await self._launch(domain, caps.binary, accel, files, token, monitor,
+                                          saved.layout if saved is not None else None)
         tracked = self._new_tracked(domain, pid, files, note, bringup.cgroup, monitor)
         try:
+            livespec.write(files, spec)  # the manifest's, not the PVM model above
             await bringup.ready(pid)
+            if saved is not None:
+                await _load(tracked, saved)
             await self._prepare(tracked, spec)
-            started = transition(State.SHUTOFF, Trigger.START_PAUSED if paused else Trigger.START)
+            started = transition(State.SHUTOFF, _TRIGGERS[saved is not None, paused])
             tracked.run.state, tracked.run.reason = started.target, started.reason
             if not paused:
                 await tracked.qmp.cont()
-        except (CgroupError, MonitorError, pinning.PinningError, OSError) as exc:
+        except (CgroupError, MonitorError, pinning.PinningError, OSError, MigrationError) as exc:
             message = process.qemu_error(files.stderr) or str(exc)
             await self._abort(tracked, message)
-            raise DriverError(name, "start", message) from exc
+            raise DriverError(name, operation, message) from exc
         except BaseException as exc:  # a bug, a cancel: never leave a half-started qemu
             await asyncio.shield(self._abort(tracked, repr(exc)))
             raise
-        process.log_line(files, f"started pid {pid} ({note}){' paused' if paused else ''}")
-        log.info("domain started", domain=name, pid=pid, paused=paused, accel=note)
+        what = "started" if saved is None else f"restored from {saved.image.path}:"
+        process.log_line(files, f"{what} pid {pid} ({note}){' paused' if paused else ''}")
+        log.info("domain started" if saved is None else "domain restored", domain=name,
+                 pid=pid, paused=paused, accel=note)
         # what qemu said to `cont` (or is at -S): no query-status; a change since is an event
         return Live(tracked.run.state, tracked.run.reason, pid=pid, record=tracked.record,
                     message=tracked.message)
 
     async def _launch(self, domain: Domain, binary: str, accel: Accel, files: DomainFiles,
-                      token: str, monitor: Monitor) -> tuple[int, Bringup]:
+                      token: str, monitor: Monitor, restore: devices.Layout | None = None
+                      ) -> tuple[int, Bringup]:
         """Taps, cgroup (limits written), then qemu, its cgroup move and QMP connect begun as
         it initialises; the daemon's pid. On a failure nothing of the start is left, and
-        DriverError says why."""
+        DriverError says why. `restore`: see argv.py."""
         name = domain.name
         bringup: Bringup | None = None
         try:
@@ -198,7 +257,7 @@ class QemuDriver:
                               files.qmp)
             pid = await process.launch_domain(domain, binary, accel, files, self._settings,
                                               token, self.vhost.usable,
-                                              spawned=bringup.spawned)
+                                              spawned=bringup.spawned, restore=restore)
         except BaseException as exc:
             if bringup is not None:
                 await asyncio.shield(bringup.abandon())
@@ -343,6 +402,10 @@ class QemuDriver:
             return Live(State.NOSTATE, Reason.UNKNOWN, pid=record.pid, message=problem.message)
         tracked = self._tracked.track(record, lifecycle_from_extra(record.extra), monitor,
                                       RunState(State.RUNNING, Reason.UNKNOWN), self._files(name))
+        try:
+            await self._settle_save(tracked)
+        except MonitorError as exc:
+            log.warning("cannot settle a save cut short", domain=name, error=exc.message)
         live = await self.observe(name)
         missed = missed_stop(live.state, live.reason)
         if missed is not None:  # replayed on the running state it had: its action applies now
@@ -364,6 +427,7 @@ class QemuDriver:
                 continue
             tracked = self._new_tracked(domain, pid, files, "recovered after a controller crash")
             try:
+                livespec.write(files, domain.spec)
                 tracked.confine(domain.spec, self._settings.cgroup_parent)
                 await Bringup(tracked.cgroup, tracked.monitor, files.qmp).ready(pid)
                 await self._prepare(tracked, domain.spec)
@@ -387,8 +451,12 @@ class QemuDriver:
         return changes.classify(old, new)
 
     async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
+        """The live changes of classify(old, new); hotplug first (all or nothing, hotplug.py),
+        each device added or removed logged as `device-added: ...`/`device-removed: ...`.
+        Once all are applied the domain's recorded live spec takes them (livespec.py)."""
         tracked = self._require(name, "apply_live")
-        changed = {k for k, v in changes.classify(old, new).items() if v is ChangeKind.LIVE}
+        classification = changes.classify(old, new)
+        changed = {k for k, v in classification.items() if v is ChangeKind.LIVE}
         untuned = [f for f in tuning_fields(new) if f.removeprefix("spec.") in changed]
         if untuned and isinstance(tracked.cgroup, Unconfined):  # said, not silently dropped
             raise HostValidationError(name, untuned[0], "needs a cgroup domctl may create: run "
@@ -398,13 +466,20 @@ class QemuDriver:
             with tracked.failing_as("apply_live"):
                 await storage.grow(name, tracked.qmp, self._pool.of(name), new.qemu, changed)
         try:
-            # memory is restart-only: the running guest keeps its size, so does its limit
-            writes = live_writes(old, dataclasses.replace(new, memory=old.memory),
-                                 tracked.cgroup.version)
+            # the memory limit follows hot-added memory (first: the DIMM needs the room); a
+            # size that waits for a restart leaves it as it is
+            writes = live_writes(old, dataclasses.replace(
+                new, memory=new.memory if "memory" in changed else old.memory),
+                tracked.cgroup.version)
             await asyncio.to_thread(tracked.cgroup.write, writes)
-            if changed & {"cputune.vcpupin", "cputune.emulatorpin"}:
+        except CgroupError as exc:
+            raise DriverError(name, "apply_live", str(exc)) from exc
+        with tracked.failing_as("apply_live"):
+            plugged = await hotplug.apply(tracked, old, new, changed, self._pool)
+        try:
+            if changed & {"cputune.vcpupin", "cputune.emulatorpin", "vcpus"}:
                 await pinning.apply(tracked.qmp, tracked.record.pid, new.cputune)
-        except (CgroupError, pinning.PinningError, MonitorError) as exc:
+        except (pinning.PinningError, MonitorError) as exc:
             raise DriverError(name, "apply_live", str(exc)) from exc
         with tracked.failing_as("apply_live"):
             if "current_memory" in changed:
@@ -414,7 +489,9 @@ class QemuDriver:
                     "reset" if new.lifecycle.on_reboot is LifecycleAction.RESTART else "shutdown")
         tracked.lifecycle = new.lifecycle
         await nics.apply_live(tracked, old, new, changed, self.vhost.usable)  # may wait longest
-        log.info("live changes applied", domain=name, fields=sorted(changed))
+        livespec.write(tracked.files, live_after_apply(old, new, classify_changes(
+            old, new, classification)))
+        log.info("live changes applied", domain=name, fields=sorted(changed), devices=plugged)
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         serial = spec.qemu.serial if spec.qemu is not None else SerialMode.LOG
@@ -433,6 +510,108 @@ class QemuDriver:
             return GuestInterfaces()
         async with tracked.agent_lock:  # qemu serves one client on the channel at a time
             return await agent.guest_interfaces(tracked.files.agent)
+
+    # --- managed save ---------------------------------------------------------------------
+
+    async def save(self, name: str) -> SavedImage:
+        """libvirt's managedsave of a running or paused guest (anything else: DriverError):
+        stopped, its state written, the image committed with the live spec and device layout,
+        qemu quit; the exit is reported as shutoff/saved (suspended/paused first for a running
+        guest) before this returns. A failure before the commit leaves no image and the guest
+        as it was (resumed if it ran); a qemu killed meanwhile is an ordinary exit."""
+        tracked = self._require(name, "save")
+        spec = livespec.read(tracked.files)
+        if spec is None:
+            raise DriverError(name, "save", "the spec of this run is not recorded (started "
+                                            "by an older domctl): not saved")
+        run = tracked.run
+        if run.intent is not Intent.NONE or not allowed(run.state, Trigger.SAVE):
+            raise DriverError(name, "save", f"the domain is {run.state.value}/"
+                                            f"{run.reason.value}: only a running or paused "
+                                            "guest is saved")
+        with tracked.failing_as("save"):
+            status = await tracked.qmp.query_status()
+        if status.status not in ("running", "paused"):
+            raise DriverError(name, "save", f"qemu is in state {status.status}: only a running "
+                                            "or paused guest is saved")
+        self._saving.add(name)
+        try:
+            pending = await asyncio.to_thread(self._saves.begin, name, not status.running)
+            saved = await self._save(tracked, pending, spec, not status.running)
+        finally:
+            self._saving.discard(name)
+        process.log_line(tracked.files, f"saved to {saved.image.path} "
+                                        f"({saved.image.size} bytes)")
+        log.info("domain saved", domain=name, image=saved.image.path, size=saved.image.size,
+                 paused=saved.image.paused)
+        await self._tracked.quit(tracked)
+        await tracked.settled()
+        return saved.image
+
+    async def _save(self, tracked: Running, pending: Pending, spec: DomainSpec,
+                    paused: bool) -> Saved:
+        name, qmp, run = tracked.record.name, tracked.qmp, tracked.run
+        run.intent = Intent.SAVE
+        try:
+            if not paused:
+                await qmp.stop()
+            layout = await devices.read(qmp)
+            await migration.save(qmp, pending.fd, migration.timeout_for(spec.memory))
+            saved = await asyncio.to_thread(self._saves.commit, name, pending, spec, layout,
+                                            paused)
+        except BaseException as exc:
+            await asyncio.shield(asyncio.to_thread(self._saves.abandon, pending))
+            run.intent = Intent.NONE
+            if not tracked.gone and not paused:
+                with contextlib.suppress(MonitorError):
+                    await qmp.cont()  # not saved: the guest runs on
+            if isinstance(exc, MonitorError | MigrationError | OSError):
+                message = getattr(exc, "message", None) or str(exc)
+                raise DriverError(name, "save", message) from exc
+            raise
+        run.intent = Intent.SAVED
+        return saved
+
+    def saved_image(self, name: str) -> SavedImage | None:
+        """The committed image, if any (a damaged one is discarded, logged); a save cut short
+        by a crash leaves files that go here."""
+        try:
+            saved = self._saves.load(name)
+            if saved is None and name not in self._saving:
+                self._saves.sweep(name)
+        except OSError as exc:
+            log.warning("managed-save directory unreadable", domain=name, error=str(exc))
+            return None
+        return saved.image if saved is not None else None
+
+    async def discard_saved(self, name: str) -> None:
+        await asyncio.to_thread(self._saves.discard, name)
+
+    async def _settle_save(self, tracked: Running) -> None:
+        """A qemu re-attached in the middle of a save the controller died in (qemu's own
+        state says an outgoing migration: postmigrate once it completed, or one under way or
+        failed while the save's marker is on disk): finished if its image was committed (quit:
+        the exit is the save's), else undone (the migration cancelled, the partial files
+        removed, the guest resumed if it ran)."""
+        name, qmp = tracked.record.name, tracked.qmp
+        status = (await qmp.query_status()).status
+        if status == "postmigrate" and (saved := self._saves.load(name)) is not None:
+            tracked.run.state = State.PAUSED if saved.image.paused else State.RUNNING
+            tracked.run.intent = Intent.SAVED
+            log.warning("finishing a save found committed", domain=name)
+            tracked.spawn(self._tracked.quit(tracked))
+            return
+        was_paused = self._saves.interrupted(name)
+        migration_status = (await qmp.query_migrate()).status
+        if was_paused is None or (status != "postmigrate" and migration_status in (
+                "none", "completed", "cancelled")):
+            return
+        with contextlib.suppress(MonitorError):
+            await qmp.migrate_cancel()
+        await asyncio.to_thread(self._saves.sweep, name)  # an older committed save stays
+        if not was_paused:
+            await qmp.cont()
+        log.warning("undid a save cut short", domain=name, resumed=not was_paused)
 
     # --- storage ----------------------------------------------------------------------------
 
@@ -454,3 +633,24 @@ class QemuDriver:
     async def close(self) -> None:
         await self._tracked.close()
 
+
+_TRIGGERS = {(False, False): Trigger.START, (False, True): Trigger.START_PAUSED,
+             (True, False): Trigger.RESTORE, (True, True): Trigger.RESTORE_PAUSED}
+
+
+def _check_restorable(name: str, plan: storage.Plan) -> None:
+    """A saved guest's disks must be the ones it was saved with: a volume that would be made
+    now (gone since) refuses the restore."""
+    made = [volume for volume in plan.volumes if volume.action is VolumeAction.CREATE]
+    if made:
+        raise DriverError(name, "restore", f"volume {made[0].path} is gone since the save: "
+                                           "its state cannot be restored (a boot discards it)")
+
+
+async def _load(tracked: Running, saved: Saved) -> None:
+    """The saved state into the qemu just launched with `-incoming defer`."""
+    fd = os.open(saved.image.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        await migration.load(tracked.qmp, fd, migration.timeout_for(saved.image.spec.memory))
+    finally:
+        os.close(fd)

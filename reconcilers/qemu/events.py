@@ -29,6 +29,10 @@ Lifecycle, with `-no-shutdown` and `-action reboot=reset|shutdown,panic=pause` (
 - an in-place restart's guest-halt/panic then reset is observed as running/booted while the
   reset is under way (`resetting`), so no pass sees a guest "left for the operator" or
   destroys a panicked guest being restarted.
+- managed save (QemuDriver.save): its `stop` is no pause of the domain's (the state stays
+  running or paused, as it was); the exit once the image is complete (Intent.SAVED) is the
+  save's: shutoff/saved, with suspended/paused then stopped/saved from running, stopped/saved
+  alone from paused. An exit before that (a kill -9 mid-save) is any other exit.
 - process exit: destroyed by us → shutoff/destroyed (shutoff/crashed when it had crashed); a
   start we aborted → shutoff/failed; after a guest stop we acted on → as above; anything else
   (kill -9, a qemu crash, the process of a preserved guest) → shutoff/crashed, stopped/failed.
@@ -57,6 +61,8 @@ class Intent(str, enum.Enum):
     SHUTDOWN = "shutdown"  # system_powerdown sent; the guest's power-off ends the process
     DESTROY = "destroy"  # SIGTERM/SIGKILL or quit sent by destroy()
     ABORT = "abort"  # a start failed half-way; the driver killed its qemu
+    SAVE = "save"  # a managed save is under way: its STOP is ours, an exit is no save
+    SAVED = "saved"  # the save's image is complete: the exit that follows is the save's
 
 
 class GuestStop(str, enum.Enum):
@@ -155,7 +161,7 @@ def on_event(name: str, event: str, data: Mapping[str, Any], run: RunState,
         run.guest_stop = GuestStop.PANIC
         return _lifecycle(name, run, Trigger.PANIC, lifecycle.on_crash)
     if (event == "SHUTDOWN" and not data.get("guest") and data.get("reason") == "host-signal"
-            and run.intent not in (Intent.DESTROY, Intent.ABORT)):
+            and run.intent not in (Intent.DESTROY, Intent.ABORT, Intent.SAVED)):
         run.guest_stop = GuestStop.HOST  # qemu exits next: reported then as shutdown/host
         return Reaction()
     if event == "SHUTDOWN" and data.get("guest"):
@@ -195,9 +201,12 @@ def _lifecycle(name: str, run: RunState, trigger: Trigger, action: LifecycleActi
     return Reaction(_move(name, run, (trigger,), Cause.GUEST, f"guest {what}; preserved"))
 
 
+_ENDING = frozenset({Intent.SHUTDOWN, Intent.DESTROY, Intent.SAVE, Intent.SAVED})
+
+
 def _stop(name: str, run: RunState) -> Reaction:
-    if run.guest_stop is not GuestStop.NONE or run.intent in (Intent.SHUTDOWN, Intent.DESTROY):
-        return Reaction()  # part of a guest's stop, or of an end we asked for
+    if run.guest_stop is not GuestStop.NONE or run.intent in _ENDING:
+        return Reaction()  # part of a guest's stop, or of an end we asked for (a save's too)
     guest_cause, run.pause_cause = run.pause_cause, None
     if run.intent is Intent.SUSPEND:
         settle(run, Trigger.SUSPEND)
@@ -239,6 +248,9 @@ def on_exit(name: str, run: RunState, qemu_message: str = "") -> RuntimeEvent:
     if run.intent is Intent.DESTROY:
         return runtime_event(name, run.state, (Trigger.DESTROY,), Cause.CONTROLLER,
                              "destroyed by domctl")
+    if run.intent is Intent.SAVED and allowed(run.state, Trigger.SAVE):
+        return runtime_event(name, run.state, (Trigger.SAVE,), Cause.CONTROLLER,
+                             "managed save: the guest's state is in its image")
     if run.state is State.CRASHED:  # onCrash destroy's quit
         return runtime_event(name, State.CRASHED, (Trigger.DESTROY,), Cause.GUEST,
                              "guest panicked; destroyed (onCrash)")

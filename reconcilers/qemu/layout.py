@@ -76,13 +76,19 @@ class DomainFiles:
         return self.runtime / f"{self.name}.vnc-secret"
 
     @property
+    def spec(self) -> Path:
+        """The running domain's spec with the live changes applied since (livespec.py)."""
+        return self.runtime / f"{self.name}.spec.json"
+
+    @property
     def log(self) -> Path:
         return self.log_dir / f"{self.name}.log"
 
     @property
     def stale(self) -> tuple[Path, ...]:
         """What a previous run may have left behind; removed before a launch."""
-        return (self.qmp, self.pidfile, self.serial, self.agent, self.vnc_secret, self.stderr)
+        return (self.qmp, self.pidfile, self.serial, self.agent, self.vnc_secret, self.stderr,
+                self.spec)
 
     def prepare(self) -> None:
         self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -59,6 +59,7 @@ class Monitor:
         if on_event is not None:
             self._client.register_listener(_CallbackListener(on_event))
         self.timeout = timeout
+        self._passing = asyncio.Lock()
 
     async def connect(self, socket: Path) -> None:
         try:
@@ -87,6 +88,17 @@ class Monitor:
             raise MonitorError(command, f"no reply within {timeout or self.timeout} s") from exc
         except (QMPError, OSError, EOFError) as exc:
             raise MonitorError(command, str(exc) or type(exc).__name__) from exc
+
+    async def execute_with_fd(self, command: str, arguments: Mapping[str, object], fd: int,
+                              timeout: float | None = None) -> Any:
+        """`execute` with `fd` passed over the socket first (SCM_RIGHTS), for the command that
+        takes it (getfd); one at a time, so no other passed fd comes between the two."""
+        async with self._passing:
+            try:
+                self._client.send_fd_scm(fd)
+            except (QMPError, OSError) as exc:
+                raise MonitorError(command, f"cannot pass fd: {exc}") from exc
+            return await self.execute(command, arguments, timeout)
 
     async def close(self) -> None:
         """Disconnect; qemu keeps running. Safe to call twice and after qemu died."""

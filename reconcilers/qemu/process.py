@@ -24,6 +24,7 @@ from pathlib import Path
 from reconcilers.identity import START_TOKEN_ENV, ExitWatch, find
 from reconcilers.model import Accel, Domain, Vnc
 from reconcilers.qemu.argv import build_argv
+from reconcilers.qemu.devices import Layout
 from reconcilers.qemu.layout import DomainFiles, QemuSettings
 
 
@@ -46,16 +47,18 @@ until qemu is initialised: the daemon it forks has another pid); must not block.
 
 async def launch_domain(domain: Domain, binary: str, accel: Accel, files: DomainFiles,
                         settings: QemuSettings, token: str, vhost: bool = False,
-                        spawned: Spawned | None = None) -> int:
+                        spawned: Spawned | None = None, restore: Layout | None = None) -> int:
     """Build the argv and launch; an auto VNC port taken between our check and qemu's bind
-    (another start racing for it) is retried with the next free port. `vhost`: see argv.py."""
+    (another start racing for it) is retried with the next free port. `vhost`, `restore`:
+    see argv.py."""
     vnc = domain.spec.qemu.vnc if domain.spec.qemu else None
     secrets = {files.vnc_secret: vnc.password} if vnc and vnc.password is not None else {}
     port, attempt = vnc_port(vnc, settings), 1
     while True:
         listener = clean_slate(files, secrets)
         try:
-            argv = build_argv(domain, binary, accel, files, port, vhost, listener.fileno())
+            argv = build_argv(domain, binary, accel, files, port, vhost, listener.fileno(),
+                              restore)
             return await launch(argv, files, settings.start_timeout, token, listener, spawned)
         except LaunchError as exc:
             if port is None or _PORT_TAKEN not in exc.message or attempt == VNC_ATTEMPTS:

@@ -61,12 +61,7 @@ async def check(domain: Domain, pool: Pool) -> Plan:
         raise HostValidationError(name, "metadata.name", str(exc)) from exc
     try:
         for index, disk in enumerate(qemu.disks):
-            for key, path in (("source", disk.source), ("image", disk.image)):
-                if path is not None:
-                    volumes.check_not_a_volume(pool, path, f"spec.qemu.disks[{index}].{key}")
-            if disk.source is not None:
-                volumes.check_source(disk.source, disk.readonly,
-                                     f"spec.qemu.disks[{index}].source")
+            _check_paths(pool, index, disk)
         plans = await asyncio.gather(*(volumes.plan(mine, disk, f"spec.qemu.disks[{index}]")
                                        for index, disk in enumerate(qemu.disks)
                                        if disk.source is None))
@@ -75,6 +70,37 @@ async def check(domain: Domain, pool: Pool) -> Plan:
         return Plan(mine, tuple(plans), documents, _ovmf(qemu, mine))
     except Refused as exc:
         raise HostValidationError(name, exc.field, exc.message) from exc
+
+
+def _check_paths(pool: Pool, index: int, disk: Disk) -> None:
+    """A disk's source or image is no domain's volume; a source is open in no other qemu."""
+    for key, path in (("source", disk.source), ("image", disk.image)):
+        if path is not None:
+            volumes.check_not_a_volume(pool, path, f"spec.qemu.disks[{index}].{key}")
+    if disk.source is not None:
+        volumes.check_source(disk.source, disk.readonly, f"spec.qemu.disks[{index}].source")
+
+
+async def check_disk(name: str, pool: Pool, index: int, disk: Disk) -> VolumePlan | None:
+    """check() for one disk hot-added at `index`: the plan of its volume (None for a source);
+    HostValidationError naming the field if refused."""
+    try:
+        _check_paths(pool, index, disk)
+        if disk.source is None:
+            return await volumes.plan(pool.of(name), disk, f"spec.qemu.disks[{index}]")
+    except Refused as exc:
+        raise HostValidationError(name, exc.field, exc.message) from exc
+    return None
+
+
+async def make_volume(name: str, pool: DomainPool, volume: VolumePlan) -> None:
+    """prepare() for the volume of a hot-added disk: made (or grown) before qemu opens it."""
+    try:
+        await asyncio.to_thread(pool.ensure)
+        if await volumes.realise(volume):
+            log.info("volume made for a hot-added disk", domain=name, path=str(volume.path))
+    except (StorageFailed, OSError) as exc:
+        raise DriverError(name, "apply_live", f"storage: {exc}") from exc
 
 
 def _ovmf(qemu: QemuSpec, mine: DomainPool) -> Ovmf | None:

@@ -111,12 +111,13 @@ class Tracker(Mapping[str, Running]):
         if reaction.event is not None:
             self._report(reaction.event)
         if reaction.follow_up is FollowUp.QUIT:
-            tracked.spawn(self._quit(tracked))
+            tracked.spawn(self.quit(tracked))
         elif reaction.follow_up is FollowUp.RESET:
             tracked.spawn(self._reset(tracked))
 
-    async def _quit(self, tracked: Running) -> None:
-        """A destroy-type lifecycle action: QMP quit, then signals if qemu does not go."""
+    async def quit(self, tracked: Running) -> None:
+        """QMP quit, then signals if qemu does not go: a destroy-type lifecycle action, or the
+        end of a managed save."""
         await tracked.qmp.quit()
         if not await tracked.watch.wait(self._settings.kill_grace):
             log.warning("qemu ignored quit; killing it", domain=tracked.record.name)

@@ -16,21 +16,24 @@ import pytest
 
 from reconcilers.model import Accel, Disk, Domain, Nic, QemuSpec, Vnc
 from reconcilers.qemu.argv import build_argv
+from reconcilers.qemu.commands import Dimm
+from reconcilers.qemu.devices import HotCpu, Layout
 from reconcilers.qemu.escape import ValueRefused
 from reconcilers.qemu.layout import domain_files
-from tests.support.domains import domain
+from tests.support.domains import MiB, domain
 
-CASES = ("minimal", "full", "pc-ide-pty", "commas")
+CASES = ("minimal", "full", "pc-ide-pty", "commas", "hotplug")
 LONE = {"-kernel", "-append", "-bios", "-pidfile", "-uuid", "-D"}  # not key=value parsed
 # split by qemu into files at single commas, each file's arguments after a blank (multiboot)
 MODULE_LISTS = {"-initrd"}
 
 
-def render(domain: Domain) -> list[str]:
+def render(domain: Domain, restore: Layout | None = None) -> list[str]:
     assert domain.spec.qemu is not None
     accel = Accel.TCG if domain.spec.qemu.accel is Accel.TCG else Accel.KVM
     files = domain_files(Path("/run/domctl"), Path("/var/log/domctl"), domain.name)
-    return build_argv(domain, "qemu-system-x86_64", accel, files, vnc_port=5901)
+    return build_argv(domain, "qemu-system-x86_64", accel, files, vnc_port=5901,
+                      restore=restore)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -181,3 +184,37 @@ def test_the_driver_hands_qemu_its_qmp_socket_by_fd() -> None:
     assert "socket,id=charmonitor,fd=7,server=on,wait=off" in argv
     assert not any(str(files.qmp) in arg for arg in argv)
     assert argv[argv.index("-pidfile") + 1] == str(files.pidfile)  # what finds it in /proc
+
+
+def test_a_restore_rebuilds_the_saved_runs_hardware(argv_cases: dict[str, Domain]) -> None:
+    """The boot vCPUs and memory, the hotplugged vCPUs and DIMMs, every PCI device in its slot
+    and the queues of virtio disks as the saved run had them; then it waits for the state."""
+    hotplug = argv_cases["hotplug"]
+    assert hotplug.spec.qemu is not None
+    grown = dataclasses.replace(hotplug, spec=dataclasses.replace(
+        hotplug.spec, vcpus=2, memory=384 * MiB, qemu=dataclasses.replace(
+            hotplug.spec.qemu, disks=(*hotplug.spec.qemu.disks, Disk("data", "/d.raw")))))
+    layout = Layout(boot_vcpus=1, base_memory=256 * MiB,
+                    cpus=(HotCpu("vcpu1", "qemu64-x86_64-cpu",
+                                 {"socket-id": 0, "core-id": 1, "thread-id": 0}),),
+                    dimms=(Dimm("dimm0", "memdimm0", 128 * MiB, 0, 1 << 32),),
+                    slots={"virtio-disk0": 2, "scsi0": 3, "net0": 4, "balloon0": 5,
+                           "virtio-disk1": 6},
+                    queues={"virtio-disk0": 1, "virtio-disk1": 1, "scsi0": 1})
+    argv = render(grown, restore=layout)
+    assert argv[argv.index("-m") + 1] == "size=256M,slots=16,maxmem=1024M"
+    assert argv[argv.index("-smp") + 1] == "1,maxcpus=4"
+    devices = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-device"]
+    assert "driver=qemu64-x86_64-cpu,id=vcpu1,socket-id=0,core-id=1,thread-id=0" in devices
+    assert "driver=pc-dimm,id=dimm0,memdev=memdimm0,slot=0,addr=0x100000000" in devices
+    assert argv[argv.index("-object") + 1] == ("qom-type=memory-backend-ram,id=memdimm0,"
+                                               "size=134217728")
+    assert any(d.startswith("virtio-blk-pci,bus=pci.0,addr=0x6,id=virtio-disk1,num-queues=1,")
+               for d in devices)
+    assert "virtio-balloon-pci,id=balloon0,bus=pci.0,addr=0x5" in devices
+    assert "virtio-scsi-pci,id=scsi0,bus=pci.0,addr=0x3,num-queues=1" in devices
+    assert argv[-2:] == ["-incoming", "defer"]
+    # without a layout of its own, a device takes the first slot the saved run left free
+    moved = render(grown, restore=dataclasses.replace(layout, slots={"balloon0": 2}))
+    assert "virtio-balloon-pci,id=balloon0,bus=pci.0,addr=0x2" in moved
+    assert any(d.startswith("virtio-blk-pci,bus=pci.0,addr=0x3,id=virtio-disk0") for d in moved)

@@ -219,7 +219,7 @@ async def test_start_aborted_after_launch_kills_qemu_and_reports_failed(
         qemu_env: QemuEnv, loop_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     launch = process.launch_domain
 
-    async def socket_lost(*args: Any, spawned: Any = None) -> int:
+    async def socket_lost(*args: Any, spawned: Any = None, restore: Any = None) -> int:
         pid = await launch(*args)  # nothing overlaps the start-up: no early QMP connect
         (qemu_env.context.runtime_dir / "qemu" / "t-abort.qmp").unlink()  # qemu runs, QMP gone
         return pid
