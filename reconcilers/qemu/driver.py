@@ -595,9 +595,8 @@ class QemuDriver:
         removed, the guest resumed if it ran)."""
         name, qmp = tracked.record.name, tracked.qmp
         status = (await qmp.query_status()).status
-        if status == "postmigrate" and (saved := self._saves.load(name)) is not None:
-            tracked.run.state = State.PAUSED if saved.image.paused else State.RUNNING
-            tracked.run.intent = Intent.SAVED
+        if status == "postmigrate" and self._saves.load(name) is not None:
+            tracked.run.intent = Intent.SAVED  # found paused: its exit is stopped/saved
             log.warning("finishing a save found committed", domain=name)
             tracked.spawn(self._tracked.quit(tracked))
             return

@@ -6,7 +6,8 @@ a complete image is found by a fresh store (a new driver). The guest test (about
 under tcg, then about 1 s per save or restore) saves the ticking guest (`guest.ticks=1`) and
 restores it from a fresh driver: its ticks go on from where they were and it never boots again
 (no second GUEST-READY); saved paused, it comes back paused; and a qemu killed with SIGKILL in
-the middle of the migration leaves no image, its exit a crash.
+the middle of the migration leaves no image, its exit a crash. A save the controller died in
+is finished (image committed) or undone (not) when a fresh driver re-attaches.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import pytest
 
 from reconcilers.errors import DriverError
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State
+from reconcilers.qemu import migration
 from reconcilers.qemu.devices import Layout
+from reconcilers.qemu.events import Intent
 from reconcilers.qemu.savestate import MANIFEST, Pending, SaveStore
 from tests.support.domains import domain
 from tests.support.guest import IDLE_CMDLINE, GuestBuild, guest_domain
@@ -218,3 +221,37 @@ async def test_only_a_running_or_paused_domain_is_saved(qemu_env: QemuEnv,
     assert (await driver.observe("t-nosave")).state is State.RUNNING
     with pytest.raises(DriverError, match="no managed-save image"):
         await driver.restore(vm, token="t")
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
+async def test_a_save_the_controller_died_in_is_settled_at_reattach(
+        qemu_env: QemuEnv, loop_image: Path, committed: bool) -> None:
+    """Its image committed: the save is finished (qemu quit, shutoff/saved); not: undone (the
+    guest runs on, the stream is gone)."""
+    name = "t-cut"
+    vm = domain(name, image=loop_image)
+    driver = qemu_env.driver()
+    live = await driver.start(vm, paused=False, token="t")
+    tracked = driver._tracked[name]
+    pending = driver._saves.begin(name, paused=False)
+    if committed:
+        await driver._save(tracked, pending, vm.spec, paused=False)  # no quit: the crash
+    else:
+        tracked.run.intent = Intent.SAVE
+        await tracked.qmp.stop()
+        await migration.save(tracked.qmp, pending.fd, 30.0)  # the stream, never committed
+        os.close(pending.fd)
+    await driver.close()
+    again = qemu_env.driver()
+    assert live.record is not None
+    after = await again.reattach(live.record)
+    if committed:
+        saved = await qemu_env.wait_event(lambda e: e.reason is Reason.SAVED)
+        assert saved.events == ((E.STOPPED, D.SAVED),)  # found paused (postmigrate), then quit
+        assert (await again.observe(name)).state is State.SHUTOFF
+        assert again.saved_image(name) is not None
+    else:
+        assert after is not None and after.state is State.RUNNING
+        assert again.saved_image(name) is None
+        assert files(qemu_env.context.state_dir / "qemu" / "saved" / name) == []
