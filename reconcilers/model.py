@@ -465,6 +465,10 @@ def to_plain(value: Any) -> Any:
 
 def spec_generation(spec: DomainSpec, uuid: str | None = None) -> str:
     """A content hash of the normalised spec: reformatting a manifest is not a new generation."""
-    canonical = json.dumps({"spec": to_plain(spec), "uuid": uuid}, sort_keys=True,
-                           separators=(",", ":"))
+    return content_hash({"spec": to_plain(spec), "uuid": uuid})
+
+
+def content_hash(plain: Any) -> str:
+    """16 hex digits of SHA-256 over the canonical JSON of `plain` (a generation)."""
+    canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -14,11 +14,9 @@ answers DNS on the bridge; without `dns` it listens on no DNS port).
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from dataclasses import dataclass
 
-from reconcilers.model import Metadata, SourceRef, to_plain
+from reconcilers.model import Metadata, SourceRef, content_hash, to_plain
 
 DEFAULT_LEASE_SECONDS = 3600
 DEFAULT_MTU = 1500
@@ -80,6 +78,4 @@ class Network:
     @functools.cached_property
     def generation(self) -> str:
         """A content hash of the spec, like a domain's: reformatting is not a new generation."""
-        canonical = json.dumps({"spec": to_plain(self.spec), "kind": "Network"},
-                               sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return content_hash({"spec": to_plain(self.spec), "kind": "Network"})
