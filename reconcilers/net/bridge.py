@@ -20,12 +20,11 @@ milliseconds, paid only when a network is reconciled.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
-from reconcilers.net.command import Place, run
+from reconcilers.net.command import Place, run, show_interface
 from reconcilers.net.errors import NetError
 from reconcilers.net.names import check_ifname, check_mtu, check_object_name
 
@@ -91,16 +90,8 @@ def _state(entry: dict[str, Any]) -> BridgeState:
 async def observe(place: Place, name: str) -> BridgeState | None:
     """The interface `name` as it is now, or None when there is no such interface."""
     check_ifname(name, "bridge")
-    done = await run(place.ip("-json", "-details", "address", "show", "dev", name),
-                     subject=name, operation="observe bridge", check=False)
-    if done.returncode != 0:
-        if "does not exist" in done.stderr:
-            return None
-        raise NetError(name, "observe bridge", done.stderr.strip())
-    entries = json.loads(done.stdout)
-    if len(entries) != 1:
-        raise NetError(name, "observe bridge", f"ip returned {len(entries)} interfaces")
-    return _state(entries[0])
+    entry = await show_interface(place, name, "address", "observe bridge")
+    return _state(entry) if entry is not None else None
 
 
 async def ensure(place: Place, spec: BridgeSpec) -> BridgeState:

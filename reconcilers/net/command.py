@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reconcilers.net.errors import NetError
 from reconcilers.net.names import check_netns
@@ -43,6 +45,23 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+
+
+async def show_interface(place: Place, name: str, what: str,
+                         operation: str) -> dict[str, Any] | None:
+    """`ip -json -details WHAT show dev NAME` (WHAT: link or address): the one interface's
+    entry, or None when there is no such interface; NetError for anything else."""
+    done = await run(place.ip("-json", "-details", what, "show", "dev", name), subject=name,
+                     operation=operation, check=False)
+    if done.returncode != 0:
+        if "does not exist" in done.stderr:
+            return None
+        raise NetError(name, operation, done.stderr.strip())
+    entries = json.loads(done.stdout)
+    if len(entries) != 1:
+        raise NetError(name, operation, f"ip returned {len(entries)} interfaces")
+    entry: dict[str, Any] = entries[0]
+    return entry
 
 
 async def run(argv: Sequence[str], *, subject: str, operation: str, stdin: str | None = None,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconcilers.net import bridge
-from reconcilers.net.command import Place, run
+from reconcilers.net.command import Place, run, show_interface
 from reconcilers.net.errors import NetError
 from reconcilers.net.names import check_ifname, check_object_name, tap_name
 
@@ -89,16 +89,8 @@ def _state(entry: dict[str, Any]) -> TapState:
 async def observe(place: Place, name: str) -> TapState | None:
     """The interface `name` as it is now, or None when there is none."""
     check_ifname(name, "tap")
-    done = await run(place.ip("-json", "-details", "link", "show", "dev", name),
-                     subject=name, operation="observe tap", check=False)
-    if done.returncode != 0:
-        if "does not exist" in done.stderr:
-            return None
-        raise NetError(name, "observe tap", done.stderr.strip())
-    entries = json.loads(done.stdout)
-    if len(entries) != 1:
-        raise NetError(name, "observe tap", f"ip returned {len(entries)} interfaces")
-    return _state(entries[0])
+    entry = await show_interface(place, name, "link", "observe tap")
+    return _state(entry) if entry is not None else None
 
 
 async def ensure(place: Place, spec: TapSpec) -> TapState:
