@@ -121,8 +121,9 @@ class Devices:
         driver = child(elem, "driver")
         fmt = (driver.get("type") if driver is not None else None) or "raw"
         if not fits("disk.format", fmt):
-            qemu.comment(f"the {fmt} disk below is not imported: domctl opens raw and qcow2 "
-                         "images (qemu-img convert -O qcow2 makes one)")
+            said = self.ledger.leftovers(elem)  # the whole disk, in one line
+            qemu.comment(*said, "(domctl opens raw and qcow2 images: "
+                         f"`qemu-img convert -O qcow2` makes one of this {fmt} image)")
             return None
         path = self._source(elem)
         if path is None:
@@ -221,8 +222,8 @@ class Devices:
         self.ledger.attr(elem, "type")
         model = child(elem, "model")
         if model is None:
-            nic.set("model", DEFAULT_NIC_MODEL)
             nic.comment("no <model>: libvirt's default on x86, rtl8139")
+            nic.set("model", DEFAULT_NIC_MODEL)
         elif model.get("type") in NIC_MODELS:
             nic.set("model", NIC_MODELS[self.ledger.attr(model, "type") or ""])
         else:

@@ -141,6 +141,7 @@ class _Domain:
         self.root, self.source, self.state = root, source, state
         self.libvirt_name = (name.text or "").strip()
         self.ledger = Ledger(root, _REASONS)
+        self.ledger.take(root)
         self.os = child(root, "os")
         self.name = ""  # the manifest's, once metadata() chose it
         self.max_vcpus = 1
@@ -374,13 +375,12 @@ class _Domain:
         if self.os is not None:
             self.ledger.take(self.os)
         os_type = child(self.os, "type")
-        machine = self.value(os_type, "machine", "qemu.machine")
-        if os_type is not None:
-            self.ledger.accept(os_type, "arch", "x86_64")
+        if os_type is not None and self.ledger.accept(os_type, "arch", "x86_64"):
+            machine = self.value(os_type, "machine", "qemu.machine")  # another arch's: not ours
+            if machine is not None:
+                qemu.set("machine", machine)
             if (os_type.text or "").strip() == "hvm":
                 self.ledger.text(os_type)
-        if machine is not None:
-            qemu.set("machine", machine)
         self.accel(qemu)
         self.firmware(qemu)
         for key, path in (("kernel", "absolutePath"), ("initrd", "absolutePath"),
@@ -426,10 +426,12 @@ class _Domain:
                          "software emulation (accel auto would)")
         elif kind == "qemu":
             qemu.comment("<domain type='qemu'>: tcg, software emulation, as libvirt")
-        else:
-            return  # reported with <domain>'s other attributes
-        self.ledger.attr(self.root, "type")
-        qemu.set("accel", "kvm" if kind == "kvm" else "tcg")
+        elif kind is not None:
+            qemu.comment(f"not imported: <domain type='{self.ledger.attr(self.root, 'type')}'>: "
+                         "domctl runs qemu, with accel auto (kvm where it works, else tcg)")
+        if kind in ("kvm", "qemu"):
+            self.ledger.attr(self.root, "type")
+            qemu.set("accel", "kvm" if kind == "kvm" else "tcg")
 
     def firmware(self, qemu: Map) -> None:
         loader, nvram = child(self.os, "loader"), child(self.os, "nvram")
