@@ -59,6 +59,12 @@ def value(ledger: Ledger, elem: Element | None, attr: str, path: str,
     return found
 
 
+def report(ledger: Ledger, elem: Element | None, into: Map) -> None:
+    """Comments in `into` for what of `elem` is not imported (nothing if it was all)."""
+    if elem is not None:
+        into.comment(*ledger.leftovers(elem))
+
+
 @dataclasses.dataclass
 class Boot:
     """The bootable devices found, and their own <boot order=...> (order, kind, disk name)."""
@@ -86,10 +92,6 @@ class Devices:
         self.boot = Boot()
         if devices is not None:
             ledger.take(devices)
-
-    def leftovers(self, elem: Element | None, into: Map) -> None:
-        if elem is not None:
-            into.comment(*self.ledger.leftovers(elem))
 
     def storage(self, qemu: Map) -> None:
         """`disks` and `cdrom`, and a comment for a disk whose format domctl cannot open."""
@@ -133,7 +135,8 @@ class Devices:
         target = child(elem, "target")
         dev = target.get("dev", "") if target is not None else ""
         taken = {d.get("name") for d in disks if isinstance(d, Map)}
-        name = dev if fits("disk.name", dev) and dev not in taken else f"disk{len(disks)}"
+        name = dev if fits("disk.name", dev) and dev not in taken else next(
+            f"disk{n}" for n in range(len(disks), len(disks) * 2 + 2) if f"disk{n}" not in taken)
         if name == dev and target is not None:
             self.ledger.attr(target, "dev")
         disk.set("name", name)
@@ -164,7 +167,7 @@ class Devices:
             self.ledger.take(readonly)
             disk.set("readonly", True)
         self.boot.device(self.ledger, elem, "disk", name)
-        self.leftovers(elem, disk)
+        report(self.ledger, elem, disk)
         return disk
 
     def cdrom(self, elem: Element) -> Map | None:
@@ -185,7 +188,7 @@ class Devices:
             self.ledger.take(readonly)
         self.boot.device(self.ledger, elem, "cdrom")
         cdrom = Map()
-        self.leftovers(elem, cdrom)
+        report(self.ledger, elem, cdrom)
         cdrom.set("cdrom", path)
         return cdrom
 
@@ -235,7 +238,7 @@ class Devices:
         if link is not None:
             nic.set("linkState", link)
         self.boot.device(self.ledger, elem, "network")
-        self.leftovers(elem, nic)
+        report(self.ledger, elem, nic)
         return nic
 
     def serial(self, qemu: Map) -> None:
@@ -319,7 +322,7 @@ class Devices:
         elif password is not None:
             self.ledger.attr(elem, "passwd")
             vnc.comment("not imported: passwd (VNC takes 8 characters at most); set one")
-        self.leftovers(elem, vnc)
+        report(self.ledger, elem, vnc)
         graphics = Map()
         graphics.set("vnc", vnc)
         qemu.set("graphics", graphics)
@@ -354,7 +357,7 @@ class Devices:
         action = value(self.ledger, elem, "action", "qemu.watchdog.action")
         if action is not None:
             watchdog.set("action", action)
-        self.leftovers(elem, watchdog)
+        report(self.ledger, elem, watchdog)
         qemu.set("watchdog", watchdog)
 
     def built_in(self) -> None:

@@ -33,13 +33,14 @@ import re
 import uuid
 
 from controller.importer import xmltree
-from controller.importer.devices import Devices, child, children, to_int, value
+from controller.importer.devices import Devices, child, children, report, to_int, value
 from controller.importer.fields import fits
 from controller.importer.xmltree import Element, Ledger
 from controller.importer.yamltext import Comment, Map, Scalar, render
 
 API_VERSION, KIND = "domctl/v1", "Domain"
 MIB = 1024 * 1024
+MAX_CPUS = 1 << 16  # host CPU numbers at or above it make a CPU list invalid (libvirt: 16384)
 _BYTES = ("b", "byte", "bytes")
 _PREFIXES = "kmgtpe"
 _BOOT_KINDS = {"hd": "disk", "cdrom": "cdrom", "network": "network"}
@@ -87,7 +88,7 @@ def bytes_of(value: str | None, unit: str | None) -> int | None:
     return None if power == 0 or base is None else number * base ** power
 
 
-def size_text(value: int) -> str | int:
+def size_text(value: int) -> str:
     """Bytes as the manifest writes a size: the largest binary unit that divides them."""
     for unit, scale in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
         if value % scale == 0:
@@ -105,6 +106,8 @@ def cpuset(text: str | None) -> str | None:
         if found is None:
             return None
         first, last = int(found[2]), int(found[3] or found[2])
+        if not first <= last < MAX_CPUS:
+            return None
         (excluded if found[1] else chosen).update(range(first, last + 1))
     cpus = sorted(chosen - excluded)
     if not cpus:
@@ -149,11 +152,6 @@ class _Domain:
     def value(self, elem: Element | None, attr: str, path: str,
               number: bool = False) -> str | int | None:
         return value(self.ledger, elem, attr, path, number)
-
-    def leftovers(self, elem: Element | None, into: Map) -> None:
-        """Comments in `into` for what of `elem` is not imported."""
-        if elem is not None:
-            into.comment(*self.ledger.leftovers(elem))
 
     def convert(self) -> Imported:
         doc = Map()
@@ -225,7 +223,7 @@ class _Domain:
         spec.nest("lifecycle", self.lifecycle())
         spec.set("qemu", self.qemu())
         self.built_in()
-        self.leftovers(self.root, spec)
+        report(self.ledger, self.root, spec)
         return spec
 
     # sizes and CPUs
@@ -296,7 +294,7 @@ class _Domain:
         self.ledger.accept(elem, "match", "exact")
         self.ledger.accept(elem, "check", "none")
         self.topology(child(elem, "topology"), cpu)
-        self.leftovers(elem, cpu)
+        report(self.ledger, elem, cpu)
         return cpu
 
     def topology(self, elem: Element | None, cpu: Map) -> None:
@@ -356,7 +354,7 @@ class _Domain:
             tune.set("vcpupin", [_pin(vcpu, pins[vcpu]) for vcpu in sorted(pins)])
         if emulator_cpus is not None:
             tune.set("emulatorpin", emulator_cpus)
-        self.leftovers(elem, tune)
+        report(self.ledger, elem, tune)
         return tune
 
     def lifecycle(self) -> Map:
@@ -395,7 +393,7 @@ class _Domain:
         boot = self.boot_order(devices, qemu)
         if boot:
             qemu.set("boot", boot)
-        self.leftovers(self.os, qemu)
+        report(self.ledger, self.os, qemu)
         qemu.items += found_devices.items
         devices.serial(qemu)
         devices.vnc(qemu)
@@ -403,7 +401,7 @@ class _Domain:
         devices.panic(qemu)
         devices.watchdog(qemu)
         devices.built_in()
-        self.leftovers(devices.devices, qemu)
+        report(self.ledger, devices.devices, qemu)
         return qemu
 
     def built_in(self) -> None:

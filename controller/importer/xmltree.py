@@ -22,6 +22,7 @@ from xml.parsers import expat
 
 Element = ET.Element
 PLACEMENT = ("address", "alias")  # of a device: counted in `Ledger.placement`, not listed
+MAX_DEPTH = 100  # elements nested deeper are refused (libvirt's go 6 deep; the ledger recurses)
 MAX_SNIPPET = 1000  # characters of one element shown in a comment; the rest is counted
 _RESUMABLE = {expat.errors.codes[expat.errors.XML_ERROR_JUNK_AFTER_DOC_ELEMENT],
               expat.errors.codes[expat.errors.XML_ERROR_MISPLACED_XML_PI]}
@@ -60,6 +61,8 @@ def _parse_one(data: bytes, offset: int) -> tuple[Element, int]:
 
     def start(tag: str, attrs: dict[str, str]) -> None:
         depth[0] += 1
+        if depth[0] > MAX_DEPTH:
+            raise _Refused(f"elements nested more than {MAX_DEPTH} deep are refused")
         builder.start(tag, attrs)
 
     def end(tag: str) -> None:

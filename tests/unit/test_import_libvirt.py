@@ -207,8 +207,10 @@ EXTERNAL = b"""<?xml version="1.0"?>
     (b"<domain type='lxc'><name>ct</name></domain>", "<domain type='lxc'> is a libvirt contai"),
     (b"<domain type='qemu'/>", "the <domain> has no <name>"),
     (b"<domain type='qemu'><name>a</name></domain>\njunk", "line 2, column 1: syntax error"),
+    (b"<domain>" + b"<a>" * 100 + b"</a>" * 100 + b"</domain>",
+     "line 1, column 309: elements nested more than 100 deep are refused"),
 ], ids=["billion-laughs", "external-entity", "doctype", "unclosed", "mismatched", "empty",
-        "network", "lxc", "no-name", "junk-after"])
+        "network", "lxc", "no-name", "junk-after", "too-deep"])
 def test_refused_input_says_why_and_where(data: bytes, message: str) -> None:
     with pytest.raises((xmltree.XmlError, NotImportable), match="^" + re.escape(message)):
         convert(data)
@@ -235,7 +237,8 @@ def test_libvirt_sizes(value: str, unit: str | None, expected: int | None) -> No
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("0", "0"), ("0-3", "0-3"), ("0-3,^1", "0,2-3"), (" 4 , 0-1 ", "0-1,4"),
-    ("0-7,^2-3", "0-1,4-7"), ("^1", None), ("a", None), ("", None), ("1-", None)])
+    ("0-7,^2-3", "0-1,4-7"), ("^1", None), ("a", None), ("", None), ("1-", None),
+    ("3-1", None), ("0-99999999999", None)])
 def test_libvirt_cpu_lists(text: str, expected: str | None) -> None:
     assert cpuset(text) == expected
 
