@@ -460,8 +460,13 @@ class _Domain:
             if code and code not in _OVMF_CODE:
                 notes.append(f"loader {code} not imported: domctl boots the OVMF its host "
                              "check finds (Debian's ovmf package)")
+        source = child(nvram, "source")  # libvirt 8.5's <nvram type='file'><source file=...>
+        if nvram is not None and source is not None and nvram.get("type") == "file":
+            self.ledger.attr(nvram, "type")
+            self.ledger.attr(source, "file")
         if nvram is not None:
-            variables = self.ledger.text(nvram)
+            variables = self.ledger.text(nvram) or (source.get("file") if source is not None
+                                                    else None) or "(no path)"
             self.ledger.attr(nvram, "template")
             notes.append(f"NVRAM {variables} not reused: domctl keeps the domain's own, "
                          f"<pool>/{self.name}/VARS.fd, made from OVMF's template at the first "

@@ -335,3 +335,13 @@ def test_vcpu_current_and_default_pinning() -> None:
     assert (spec["vcpus"], spec["maxVcpus"]) == (1, 2)
     assert spec["cputune"] == {"vcpupin": [{"vcpu": 0, "cpuset": "2"},
                                            {"vcpu": 1, "cpuset": "3"}], "emulatorpin": "0"}
+
+
+def test_the_nvram_of_libvirt_8_5_names_its_file_in_a_source() -> None:
+    more = ("<os firmware='efi'><type arch='x86_64' machine='q35'>hvm</type>"
+            "<nvram type='file'><source file='/var/lib/libvirt/qemu/nvram/n_VARS.fd'/></nvram>"
+            "</os>")
+    [imported] = convert(MINIMAL.format(name="n", more=more))
+    assert _spec(imported.text)["qemu"]["firmware"] == "uefi"
+    assert "# NVRAM /var/lib/libvirt/qemu/nvram/n_VARS.fd not reused" in imported.text
+    assert "not imported" not in imported.text.split("firmware: uefi")[1]
