@@ -41,6 +41,7 @@ from reconcilers.model import (
     QemuSpec,
     RestartPolicy,
     SerialMode,
+    StopMode,
     UpdatePolicy,
     VcpuPin,
     Vnc,
@@ -93,6 +94,7 @@ def spec(raw: Raw) -> DomainSpec:
     defaults = DomainSpec(driver=driver)
     memory = parse_size(raw["memory"]) if "memory" in raw else defaults.memory
     current = parse_size(raw["currentMemory"]) if "currentMemory" in raw else None
+    maximum = parse_size(raw["maxMemory"]) if "maxMemory" in raw else None
     vcpus = raw.get("vcpus", defaults.vcpus)
     max_vcpus = raw.get("maxVcpus")
     return DomainSpec(
@@ -101,7 +103,9 @@ def spec(raw: Raw) -> DomainSpec:
         restart_policy=RestartPolicy(raw.get("restartPolicy", defaults.restart_policy.value)),
         update_policy=UpdatePolicy(raw.get("updatePolicy", defaults.update_policy.value)),
         shutdown_timeout=parse_duration(raw.get("shutdownTimeout", defaults.shutdown_timeout)),
+        stop_mode=StopMode(raw.get("stopMode", defaults.stop_mode.value)),
         memory=memory,
+        max_memory=maximum,
         # "equal to memory" and "not set" mean the same, so they must hash the same
         current_memory=None if current == memory else current,
         vcpus=vcpus,

@@ -28,7 +28,7 @@ Path = tuple[str | int, ...]
 Pair = tuple[Path, str]
 Raw = Mapping[str, Any]
 
-_QEMU_ONLY_FIELDS = ("currentMemory", "maxVcpus", "cpu")
+_QEMU_ONLY_FIELDS = ("currentMemory", "maxMemory", "maxVcpus", "cpu")
 _QEMU_ONLY_CPUTUNE = ("vcpupin", "emulatorpin")
 
 
@@ -53,6 +53,14 @@ def _memory(spec: Raw) -> Iterator[Pair]:
         yield (("spec", "currentMemory"),
                f"currentMemory ({shorten(str(spec['currentMemory']))}) must not exceed memory "
                f"({shorten(str(spec.get('memory', 512)))})")
+    if "maxMemory" in spec:
+        maximum = parse_size(spec["maxMemory"])
+        if maximum < memory:
+            yield (("spec", "maxMemory"),
+                   f"maxMemory ({shorten(str(spec['maxMemory']))}) must be at least memory "
+                   f"({shorten(str(spec.get('memory', 512)))})")
+        elif spec["driver"] == "qemu" and maximum % MIB:
+            yield ("spec", "maxMemory"), "qemu needs a whole number of MiB"
 
 
 def _max_vcpus(spec: Raw) -> int:
@@ -139,6 +147,10 @@ def _lxc_fields(spec: Raw) -> Iterator[Pair]:
         if key in spec.get("cputune", {}):
             yield (("spec", "cputune", key),
                    f"cputune.{key} applies to qemu domains only; remove it for driver lxc")
+    if spec.get("stopMode") == "save":
+        yield (("spec", "stopMode"),
+               "stopMode save needs the guest's memory saved to an image (a managed save), "
+               "which the lxc driver cannot do; use shutdown")
     on_crash = spec.get("lifecycle", {}).get("onCrash", "")
     if on_crash.startswith("coredump-"):
         yield (("spec", "lifecycle", "onCrash"),

@@ -115,7 +115,7 @@ def _changed(value: Any, default: Any, path: str) -> dict[str, Any]:
 
 
 def _plain(value: Any, default: Any, path: str) -> Any:
-    if path in ("spec.memory", "spec.current_memory", "spec.qemu.disks.size"):
+    if path in ("spec.memory", "spec.current_memory", "spec.max_memory", "spec.qemu.disks.size"):
         return _size(value)
     if path == "spec.shutdown_timeout":
         return f"{int(value)}s" if float(value).is_integer() else value
