@@ -17,13 +17,19 @@ RW_SOCKET = "domctl.sock"
 RO_SOCKET = "domctl-ro.sock"
 """The read-only socket's file name in the runtime dir (mode 0666): reads only."""
 
-ACTIONS = ("start", "stop", "suspend", "resume", "restart", "destroy")
+ACTIONS = ("start", "stop", "suspend", "resume", "restart", "destroy", "save")
 # `wait` rescans the manifests directory (a read of the disk, no change) and answers with the
 # generation the controller now holds for the name; the client then polls `get`.
 READ_OPS = frozenset({"ping", "get", "networks", "describe", "events", "diff", "logs", "wait",
                       "watch"})
-WRITE_OPS = frozenset({*ACTIONS, "prune", "console"})  # a console is interactive access
+WRITE_OPS = frozenset({*ACTIONS, "prune", "console", "host-shutdown"})  # a console is
+# interactive access; host-shutdown saves or shuts down every running domain
 STREAM_OPS = frozenset({"events", "logs", "watch"})  # watch: a status document per change
+# host-shutdown's defaults (libvirt-guests': ON_SHUTDOWN=suspend, SHUTDOWN_TIMEOUT=300)
+HOST_SHUTDOWN_MODES = ("save", "shutdown")
+HOST_SHUTDOWN_MODE = "save"
+HOST_SHUTDOWN_PARALLEL = 4
+HOST_SHUTDOWN_TIMEOUT = 300  # seconds, for the graceful shutdowns in all
 
 # The condition whose message explains a domain best, first match wins.
 _HEADLINE_CONDITIONS = (("Stalled", "True"), ("ManifestValid", "False"),

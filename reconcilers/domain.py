@@ -8,7 +8,14 @@ last stop, API request, stall, backoff, removal, live spec) from its ledger; it 
 
     start:     validate, no stray of the name in any driver (a refusal is no attempt) →
                hooks prepare, start → the intent and its token recorded (job modify) →
-               driver.start(token) → started/booted [+ suspended/paused] → hook started
+               driver.start(token) → started/booted [+ suspended/paused] → hook started;
+               a start that discards a managed-save image (Plan.discard) deletes it first
+               (driver.discard_saved, in the job) and says why in the started event
+    restore:   as start, with driver.restore(token) from the managed-save image →
+               started/restored + resumed/from_snapshot (or suspended/restored: saved paused);
+               the live spec is the image's (History.saved.spec)
+    save:      driver.save (job modify; the domain observed again in the job: a save outside
+               the work queue may have come first); the driver reports the stop (stopped/saved)
     suspend:   driver.suspend (job suspend) → suspended/paused
     resume:    driver.resume (job modify) → resumed/unpaused
     shutdown:  driver.shutdown(shutdownTimeout) in a background task, not in the worker (job
@@ -17,7 +24,12 @@ last stop, API request, stall, backoff, removal, live spec) from its ledger; it 
     restart:   shutdown as above; the next pass starts it again
     destroy:   driver.destroy (job destroy)
     apply-live: driver.apply_live (job modify); the live spec takes the applied fields
-    undefine:  undefined/removed (the controller forgets the domain; disk images are kept)
+    undefine:  a managed-save image discarded, storage released by its delete policies →
+               undefined/removed (the controller forgets the domain)
+
+Outside the work queue, `destroy_now` (`domctl destroy`) and `save_now` (`domctl save`, a host
+shutdown) act at once under the domain's job, as libvirt's destroy and managedsave do; a pass
+that comes meanwhile sees them in History (shutting_down, saving) and waits.
 
 Events of the controller's own operations (started, suspended, resumed) are emitted here; the
 events of stops come from the driver (DriverContext.on_event), which the controller attributes
@@ -40,9 +52,9 @@ from typing import Any
 
 import structlog
 
-from reconcilers.decide import FIRST_TRIGGER, Action, Plan, decide
+from reconcilers.decide import FIRST_TRIGGER, STARTS, Action, Plan, decide
 from reconcilers.diff import Apply, classify_changes, live_after_apply
-from reconcilers.driver import Driver, Live, RuntimeRecord
+from reconcilers.driver import Driver, Live, RuntimeRecord, SavedImage
 from reconcilers.errors import DomctlError, HostValidationError
 from reconcilers.history import History
 from reconcilers.model import (
@@ -56,9 +68,11 @@ from reconcilers.model import (
     State,
 )
 from reconcilers.ports import HookOp, JobKind, Ports
-from reconcilers.statemachine import transition
+from reconcilers.statemachine import UP_STATES, Trigger, transition
 
 log = structlog.get_logger(__name__)
+
+_SAVABLE = UP_STATES | {State.PAUSED}
 
 
 @dataclass(frozen=True)
@@ -90,14 +104,15 @@ class DomainReconciler:
     owner: str = "reconcile"
     _acting: dict[str, Acting] = field(default_factory=dict)  # the pass's plan in progress
     _destroying: dict[str, Acting] = field(default_factory=dict)  # a destroy_now in progress
+    _saving: dict[str, Acting] = field(default_factory=dict)  # a save_now in progress
     _shutting_down: dict[str, Acting] = field(default_factory=dict)  # graceful, in background
     _shutdowns: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def acting(self, name: str) -> Acting | None:
         """What is being done to `name`, if anything (for attributing driver-reported stops):
         a `destroy_now` first, since it cuts the others short."""
-        return (self._destroying.get(name) or self._shutting_down.get(name)
-                or self._acting.get(name))
+        return (self._destroying.get(name) or self._saving.get(name)
+                or self._shutting_down.get(name) or self._acting.get(name))
 
     def shutting_down(self, name: str) -> bool:
         """A graceful shutdown of `name` is waiting for its guest (no worker is held)."""
@@ -124,6 +139,30 @@ class DomainReconciler:
                 await self.drivers[driver_name].destroy(name)
         finally:
             self._destroying.pop(name, None)
+
+    async def save_now(self, name: str, driver_name: DriverName, cause: Cause,
+                       cause_detail: Mapping[str, Any], owner: str) -> SavedImage | None:
+        """A managed save at once, outside the work queue (`domctl save`, a host shutdown),
+        as libvirt's managedsave: the image, or None when the domain was not up (nothing to
+        save). Errors are the driver's (NotSupportedError for a container)."""
+        detail = dict(cause_detail)
+        self.ports.audit.record(name, "save", cause, detail, f"requested by {owner}")
+        self._saving[name] = Acting(Action.SAVE, cause, detail)
+        try:
+            return await self._save(name, self.drivers[driver_name], owner)
+        finally:
+            self._saving.pop(name, None)
+
+    def saving(self, name: str) -> bool:
+        """A `save_now` of `name` is under way."""
+        return name in self._saving
+
+    async def _save(self, name: str, driver: Driver, owner: str) -> SavedImage | None:
+        """driver.save under the modify job, if the domain is still up once the job is ours."""
+        async with self.ports.jobs.acquire(name, JobKind.MODIFY, owner):
+            if (await driver.observe(name)).state not in _SAVABLE:
+                return None
+            return await driver.save(name)
 
     async def recover(self, driver: DriverName, domain: Domain, token: str) -> Live | None:
         """Adopt what an unrecorded start spawned (Driver.recover); None when nothing of it
@@ -160,14 +199,18 @@ class DomainReconciler:
                 and live.state is not State.SHUTOFF):
             history = dataclasses.replace(
                 history, classification=driver.classify(history.live_spec, desired.spec))
-        if self.shutting_down(name):
-            history = dataclasses.replace(history, shutting_down=True)
+        saved = driver.saved_image(name) if live.state is State.SHUTOFF else None
+        if saved is not None:
+            history = dataclasses.replace(history, saved=saved, saved_classification=(
+                driver.classify(saved.spec, desired.spec) if desired is not None else {}))
+        history = dataclasses.replace(history, shutting_down=self.shutting_down(name),
+                                      saving=self.saving(name))
         plan = decide(desired, live, history)
         log.debug("plan", domain=name, state=live.state.value, reason=live.reason.value,
                   action=plan.action.value, why=plan.reason)
         if plan.action in (Action.NOTHING, Action.REPORT):
             return Outcome(live, plan, live_spec=history.live_spec)
-        if plan.action in (Action.START, Action.START_PAUSED):
+        if plan.action in STARTS:
             assert desired is not None
             try:  # before anything is recorded: a refused start is no attempt
                 await driver.validate(desired)
@@ -187,8 +230,7 @@ class DomainReconciler:
         except DomctlError as err:
             log.warning("action failed", domain=name, action=plan.action.value, error=str(err))
             after = await driver.observe(name)
-            starting = plan.action in (Action.START, Action.START_PAUSED)
-            return Outcome(live, plan, after=after, error=err, start_failed=starting,
+            return Outcome(live, plan, after=after, error=err, start_failed=plan.action in STARTS,
                            live_spec=history.live_spec if after.state is not State.SHUTOFF
                            else None)
         finally:
@@ -197,38 +239,55 @@ class DomainReconciler:
     async def _execute(self, name: str, desired: Domain | None, driver: Driver, live: Live,
                        plan: Plan, history: History, detail: dict[str, Any]) -> Outcome:
         action = plan.action
-        if action in (Action.START, Action.START_PAUSED):
+        if action in STARTS:
             assert desired is not None
-            return await self._start(desired, driver, live, plan, detail)
+            return await self._start(desired, driver, live, plan, history, detail)
         if action is Action.APPLY_LIVE:
             assert desired is not None and history.live_spec is not None
             return await self._apply_live(desired, driver, live, plan, history)
         if action is Action.UNDEFINE:
+            if history.saved is not None:
+                await driver.discard_saved(name)
             retained = (await driver.release_storage(name, history.last_spec)
                         if history.last_spec is not None else ())
             self.ports.events.emit(name, EventType.UNDEFINED, EventDetail.REMOVED, live.state,
                                    live.reason, plan.cause, detail,
                                    f"kept: {', '.join(retained)}" if retained else "")
             return Outcome(live, plan, after=live)
+        if action is Action.SAVE:
+            await self._save(name, driver, self.owner)
+            return Outcome(live, plan, after=await driver.observe(name))
         await self._change(name, driver, live, plan, _shutdown_timeout(desired, history), detail)
         after = await driver.observe(name)
         kept = history.live_spec if after.state is not State.SHUTOFF else None
         return Outcome(live, plan, after=after, live_spec=kept)
 
     async def _start(self, desired: Domain, driver: Driver, live: Live, plan: Plan,
-                     detail: dict[str, Any]) -> Outcome:
+                     history: History, detail: dict[str, Any]) -> Outcome:
+        """A start, or a restore from the managed-save image (whose spec then runs)."""
         name, paused = desired.name, plan.action is Action.START_PAUSED
-        move = transition(live.state, FIRST_TRIGGER[plan.action])
+        restoring = plan.action is Action.RESTORE
+        assert not restoring or history.saved is not None
+        spec = history.saved.spec if restoring and history.saved is not None else desired.spec
+        transition(live.state, FIRST_TRIGGER[plan.action])  # refused before any hook runs
         for op in (HookOp.PREPARE, HookOp.START):
-            await self.ports.hooks.run(driver.name, name, op, desired.spec)
+            await self.ports.hooks.run(driver.name, name, op, spec)
         async with self.ports.jobs.acquire(name, JobKind.MODIFY, self.owner):
+            if plan.discard:
+                await driver.discard_saved(name)
             token = await self.ports.intents.begin(name, driver.name)  # on disk before spawn
-            after = await driver.start(desired, paused, token)
-        for index, (event, event_detail) in enumerate(move.events):
+            after = await (driver.restore(desired, token) if restoring
+                           else driver.start(desired, paused, token))
+        trigger = FIRST_TRIGGER[plan.action]
+        if restoring and after.state is State.PAUSED:
+            trigger = Trigger.RESTORE_PAUSED
+        first = "; ".join(m for m in (f"saved image discarded: {plan.discard}"
+                                      if plan.discard else "", after.message) if m)
+        for index, (event, event_detail) in enumerate(transition(live.state, trigger).events):
             self.ports.events.emit(name, event, event_detail, after.state, after.reason,
-                                   plan.cause, detail, after.message if index == 0 else "")
-        await self.ports.hooks.run(driver.name, name, HookOp.STARTED, desired.spec)
-        return Outcome(live, plan, after=after, started=after.record, live_spec=desired.spec)
+                                   plan.cause, detail, first if index == 0 else "")
+        await self.ports.hooks.run(driver.name, name, HookOp.STARTED, spec)
+        return Outcome(live, plan, after=after, started=after.record, live_spec=spec)
 
     async def _no_strays(self, name: str, skip: Driver | None = None) -> None:
         """A name never runs twice: any process of it that no driver started or adopted, in
@@ -306,6 +365,8 @@ class DomainReconciler:
 
 def cause_detail(plan: Plan, desired: Domain | None, history: History) -> dict[str, Any]:
     """What is recorded with the plan's events: the manifest's generation, or who asked."""
+    if plan.cause is Cause.API and history.host_shutdown is not None:
+        return {"uid": history.host_shutdown.uid}
     if plan.cause is Cause.API and history.override is not None:
         return {"uid": history.override.uid}
     if plan.cause is Cause.MANIFEST and desired is not None:

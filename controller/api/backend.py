@@ -4,7 +4,10 @@
 Reads come from the status documents, the event log and the controller's in-memory books;
 writes (`act`, `prune`) go through `Controller.request` / `Controller.prune_confirm`, so an
 imperative action is carried out by the same reconcile pass as everything else, under the
-domain's job lock, and recorded with cause `api` and the caller's uid.
+domain's job lock, and recorded with cause `api` and the caller's uid. `destroy` and `save`
+also act at once (Controller.destroy, Controller.save: a save's error, such as a container's
+NotSupported, is the reply), and `host_shutdown` takes every running domain down
+(Controller.host_shutdown) and answers with each one's result.
 
 `act` waits (30 s plus the domain's shutdownTimeout) until the status shows the result, like `virsh
 start` returns once the domain runs; a request that cannot finish in time still stands, and its
@@ -33,13 +36,13 @@ from controller.api.server import Caller
 from controller.engine.controller import Controller
 from controller.manifests.source import Snapshot
 from controller.paths import Paths
-from controller.protocol import headline
+from controller.protocol import HOST_SHUTDOWN_MODES, headline
 from controller.state.events import Subscription
 from controller.state.networks import NoSuchNetwork
 from controller.state.status import STATES_MEETING, NoSuchDomain
 from reconcilers.diff import Apply, classify_changes
 from reconcilers.history import API_STATES, ApiAction
-from reconcilers.model import Cause, DesiredState, spec_generation
+from reconcilers.model import Cause, DesiredState, StopMode, spec_generation
 
 log = structlog.get_logger(__name__)
 
@@ -166,13 +169,18 @@ class ControllerBackend:
 
     # --- writes --------------------------------------------------------------------------------
 
-    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+    async def act(self, name: str, action: str, caller: Caller,
+                  force_boot: bool = False) -> dict[str, Any]:
         controller = self._controller
         before = controller.statuses.read(name)
+        image: dict[str, Any] = {}
         if action == "destroy":
             await controller.destroy(name, caller.uid)
+        elif action == "save":
+            saved = await controller.save(name, caller.uid)
+            image = {"image": {"path": saved.path, "size": saved.size}}
         else:
-            controller.request(name, action, caller.uid)
+            controller.request(name, action, caller.uid, force_boot)
         target = (DesiredState.RUNNING if action == ApiAction.RESTART.value
                   else API_STATES[ApiAction(action)])
         done = await self._wait(name, target, before.pid if before else None,
@@ -185,8 +193,8 @@ class ControllerBackend:
         message = (f"{name}: {action} done: {state}" if done else
                    f"{name}: {action} requested, not finished yet: {state}; "
                    f"follow it with `domctl wait {name} --for state={target.value}`")
-        return {"name": name, "action": action, "done": done,
-                "state": status.state.value, "reason": status.reason.value, "message": message}
+        return {"name": name, "action": action, "done": done, "state": status.state.value,
+                "reason": status.reason.value, "message": message, **image}
 
     def _shutdown_timeout(self, name: str) -> float:
         """A stop may take the domain's shutdownTimeout before the destroy: wait for it too."""
@@ -209,6 +217,23 @@ class ControllerBackend:
         except TimeoutError:
             pass
         return False
+
+    async def host_shutdown(self, mode: str, parallel: int, timeout: int,
+                            caller: Caller) -> dict[str, Any]:
+        if mode not in HOST_SHUTDOWN_MODES:
+            raise Refused("BadRequest", f"host-shutdown: mode {mode!r} is not one of "
+                          f"{', '.join(HOST_SHUTDOWN_MODES)}")
+        if parallel < 1:
+            raise Refused("BadRequest", "host-shutdown: parallel must be at least 1")
+        record = await self._controller.host_shutdown(StopMode(mode), parallel, float(timeout),
+                                                      caller.uid)
+        domains = [{"name": d.name, "mode": d.mode.value, "result": d.result, "ok": d.ok}
+                   for d in record.domains]
+        failed = [d.name for d in record.domains if not d.ok]
+        message = (f"host-shutdown --mode {mode}: {len(domains)} domain(s) held down until the "
+                   f"controller restarts" + (f"; not cleanly: {', '.join(failed)}"
+                                             if failed else ""))
+        return {"mode": mode, "domains": domains, "ok": not failed, "message": message}
 
     def prune(self, caller: Caller) -> dict[str, Any]:
         released = self._controller.prune_confirm()

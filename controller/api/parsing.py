@@ -31,7 +31,9 @@ ARGS: dict[str, dict[str, tuple[type, bool]]] = {
     "events": {"name": (str, False), "follow": (bool, False), "n": (int, False)},
     "logs": {"name": (str, True), "follow": (bool, False), "lines": (int, False)},
     **{action: {"name": (str, True)} for action in (*ACTIONS, "console")},
+    "start": {"name": (str, True), "forceBoot": (bool, False)},
     "prune": {"confirm": (bool, True)},
+    "host-shutdown": {"mode": (str, False), "parallel": (int, False), "timeout": (int, False)},
 }
 
 

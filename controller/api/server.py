@@ -47,7 +47,13 @@ import structlog
 
 from controller.api import logtail
 from controller.api.parsing import Refused, parse, read_request
-from controller.protocol import STREAM_OPS, WRITE_OPS
+from controller.protocol import (
+    HOST_SHUTDOWN_MODE,
+    HOST_SHUTDOWN_PARALLEL,
+    HOST_SHUTDOWN_TIMEOUT,
+    STREAM_OPS,
+    WRITE_OPS,
+)
 from controller.settings import ApiSettings
 from controller.state.networks import NoSuchNetwork
 from controller.state.status import NoSuchDomain
@@ -115,8 +121,18 @@ class Backend(Protocol):
         """`name`'s status document now (if it has one), then at every change of it."""
         ...
 
-    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
-        """Run one of ACTIONS for `caller`; the result has at least {"message": str}."""
+    async def act(self, name: str, action: str, caller: Caller,
+                  force_boot: bool = False) -> dict[str, Any]:
+        """Run one of ACTIONS for `caller`; the result has at least {"message": str}.
+        `force_boot` (start only): discard a managed-save image and boot afresh."""
+        ...
+
+    async def host_shutdown(self, mode: str, parallel: int, timeout: int,
+                            caller: Caller) -> dict[str, Any]:
+        """Save (mode "save") or shut down ("shutdown") every running domain, `parallel` at
+        a time, graceful shutdowns bounded by `timeout` seconds; {"domains": [{"name",
+        "mode", "result", "ok"}], "ok": bool, "message": str}. Refused("BadRequest") for a
+        bad mode or a parallel below 1."""
         ...
 
     def console(self, name: str) -> dict[str, Any]:
@@ -262,6 +278,12 @@ class ApiServer:
             if args["confirm"] is not True:
                 raise Refused("BadRequest", "prune needs \"confirm\": true")
             return backend.prune(caller)
+        if op == "host-shutdown":
+            return await backend.host_shutdown(
+                args.get("mode", HOST_SHUTDOWN_MODE), args.get("parallel", HOST_SHUTDOWN_PARALLEL),
+                args.get("timeout", HOST_SHUTDOWN_TIMEOUT), caller)
+        if args.get("forceBoot"):
+            return await backend.act(args["name"], op, caller, force_boot=True)
         return await backend.act(args["name"], op, caller)
 
     def _open_stream(self, op: str, args: dict[str, Any]) -> _Stream:

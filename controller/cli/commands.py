@@ -37,11 +37,18 @@ from controller.cli.netview import (
     disk_rows,
     interface_rows,
     network_row,
+    size,
     split_kind,
 )
 from controller.cli.render import age, cell, table
 from controller.paths import default_paths
-from controller.protocol import headline
+from controller.protocol import (
+    HOST_SHUTDOWN_MODE,
+    HOST_SHUTDOWN_MODES,
+    HOST_SHUTDOWN_PARALLEL,
+    HOST_SHUTDOWN_TIMEOUT,
+    headline,
+)
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -67,7 +74,8 @@ def register(group: click.Group) -> None:
             help="The controller's API socket [default: domctl.sock in the runtime dir if "
                  "writable, else domctl-ro.sock]."))
         group.callback = _without_socket(group.callback)
-    for command in (get, describe, events, wait, diff, logs, console, *ACTION_COMMANDS, prune):
+    for command in (get, describe, events, wait, diff, logs, console, start, *ACTION_COMMANDS,
+                    prune, host_shutdown):
         group.add_command(command)
 
 
@@ -168,7 +176,15 @@ def get(words: tuple[str, ...], output: str) -> None:
 def _get_row(doc: Document, now: float) -> list[str]:
     return [cell(doc.get("name")), cell(doc.get("driver")), cell(doc.get("desired")),
             cell(doc.get("state")), cell(doc.get("reason")), cell(doc.get("id")),
-            cell(doc.get("pid")), age(doc.get("since"), now), headline(doc) or "-"]
+            cell(doc.get("pid")), age(doc.get("since"), now), _message(doc, now)]
+
+
+def _message(doc: Document, now: float) -> str:
+    """get's MESSAGE: a saved domain's image (size, age), then the most telling condition."""
+    image = doc.get("saved")
+    note = (f"saved image {size(image.get('size'))}, {age(image.get('savedAt'), now)} old"
+            if isinstance(image, dict) else "")
+    return "; ".join(m for m in (note, headline(doc)) if m) or "-"
 
 
 @click.command()
@@ -199,6 +215,13 @@ def _describe_lines(doc: Document, now: float) -> list[str]:
     lines += _section("Conditions", table(["TYPE", "STATUS", "REASON", "MESSAGE", "SINCE"],
                                            conditions) if conditions else [])
     lines += _section("Pending changes", [_change_line(c) for c in status.get("pending") or ()])
+    image = status.get("saved")
+    if isinstance(image, dict):
+        saved_at = image.get("savedAt")
+        lines += _section("Saved image", [
+            f"{'Path:':<11}{cell(image.get('path'))}", f"{'Size:':<11}{size(image.get('size'))}",
+            f"{'Saved at:':<11}{cell(saved_at)} ({age(saved_at, now)} ago)",
+            f"{'Restores:':<11}{'paused' if image.get('paused') else 'running'}"])
     nics = interface_rows(status)
     if nics:
         lines += _section("Interfaces", table(["DEVICE", "MAC", "NETWORK", "ADDRESSES"], nics))
@@ -392,20 +415,71 @@ def console(name: str) -> None:
     click.echo("", err=True)
 
 
+_ACTION_HELP = {
+    "stop": "Ask the controller to shut NAME down now (gracefully, whatever its stopMode).",
+    "save": "Ask the controller to save NAME now: its memory to an image, restored at its next "
+            "start (libvirt's managedsave; qemu only).",
+}
+
+
+def _act(action: str, name: str, **args: Any) -> None:
+    # the controller bounds an action itself (30 s plus the domain's shutdownTimeout)
+    result = _client(timeout=ACTION_REPLY_TIMEOUT).call(action, name=name, **args)
+    image = result.get("image")
+    where = f"; image {image.get('path')} ({size(image.get('size'))})" \
+        if isinstance(image, dict) else ""
+    click.echo((result.get("message") or f"{name}: {action} requested") + where)
+
+
 def _action_command(action: str) -> click.Command:
-    @click.command(name=action, help=f"Ask the controller to {action} NAME now.")
+    @click.command(name=action,
+                   help=_ACTION_HELP.get(action, f"Ask the controller to {action} NAME now."))
     @NAME
     @_reports_errors
     def command(name: str) -> None:
-        # the controller bounds an action itself (30 s plus the domain's shutdownTimeout)
-        result = _client(timeout=ACTION_REPLY_TIMEOUT).call(action, name=name)
-        click.echo(result.get("message") or f"{name}: {action} requested")
+        _act(action, name)
 
     return command
 
 
 ACTION_COMMANDS = [_action_command(action)
-                   for action in ("start", "stop", "suspend", "resume", "restart", "destroy")]
+                   for action in ("stop", "suspend", "resume", "restart", "destroy", "save")]
+
+
+@click.command()
+@NAME
+@click.option("--force-boot", is_flag=True,
+              help="Discard NAME's saved image (if any) and boot it afresh.")
+@_reports_errors
+def start(name: str, force_boot: bool) -> None:
+    """Ask the controller to start NAME now; a domain with a saved image is restored from it."""
+    _act("start", name, forceBoot=force_boot or None)
+
+
+@click.command(name="host-shutdown")
+@click.option("--mode", type=click.Choice(HOST_SHUTDOWN_MODES), default=HOST_SHUTDOWN_MODE,
+              show_default=True, help="save: each domain's memory to its image (restored at "
+              "the next start); shutdown: graceful shutdowns.")
+@click.option("--parallel", type=click.IntRange(min=1), default=HOST_SHUTDOWN_PARALLEL,
+              show_default=True, metavar="N", help="Domains taken down at once.")
+@click.option("--timeout", type=click.IntRange(min=0), default=HOST_SHUTDOWN_TIMEOUT,
+              show_default=True, metavar="SECONDS",
+              help="How long the graceful shutdowns may take in all; those still up then are "
+                   "destroyed (saves are never cut short).")
+@_reports_errors
+def host_shutdown(mode: str, parallel: int, timeout: int) -> None:
+    """Save or shut down every running domain, as the host goes down (libvirt-guests): they
+    stay down until the controller restarts, and the next `domctl run` brings them back
+    (restored with their memory when saved). Exit 1 when one was not taken down cleanly."""
+    result = _client(timeout=ACTION_REPLY_TIMEOUT).call(
+        "host-shutdown", mode=mode, parallel=parallel, timeout=timeout)
+    rows = [[cell(d.get("name")), cell(d.get("mode")), cell(d.get("result"))]
+            for d in result.get("domains") or ()]
+    for line in table(["NAME", "MODE", "RESULT"], rows) if rows else ():
+        click.echo(line)
+    click.echo(result.get("message") or "host-shutdown done")
+    if not result.get("ok", False):
+        sys.exit(1)
 
 
 @click.command()

@@ -14,8 +14,13 @@ only carries their answers out and keeps the books.
 Stops are recorded where they are seen, in `on_runtime_event` (the driver's report) or for a
 start that failed before any process existed. A stop during the engine's own action is
 attributed to that action's cause; an unasked stop (guest, external) counts for the crash-loop
-backoff. The `stopped` and `release` hooks run in the background and finish before the next
-pass's `prepare`.
+backoff, a managed save never does; a stop while a host shutdown holds the domain is recorded
+as the host shutdown's (engine/hostshutdown.py). The `stopped` and `release` hooks run in the
+background and finish before the next pass's `prepare`.
+
+Outside the work queue, as libvirt does them synchronously: `destroy` (`domctl destroy`),
+`save` (`domctl save`, a managed save: an error such as a container's NotSupported reaches the
+caller and holds nothing) and `host_shutdown`.
 
 Every driver event is only a hint to requeue the name: the pass re-reads everything.
 """
@@ -35,32 +40,42 @@ from controller.engine.backoff import CrashLoopBackoff, ErrorBackoff
 from controller.engine.clock import Clock, LoopClock
 from controller.engine.desired import DesiredStore
 from controller.engine.hooks import HookRunner
+from controller.engine.hostshutdown import HostShutdowns
 from controller.engine.jobs import Jobs
 from controller.engine.ledger import Ledger
 from controller.engine.networks import NetworkController
 from controller.engine.reattach import Reattach
-from controller.engine.requests import Requests, parse_action
+from controller.engine.requests import NotRunning, Requests, parse_action
 from controller.engine.schedule import Ending, Facts, Next, PassResult, Timing, schedule
 from controller.engine.statusview import PassView, StatusProjector
 from controller.engine.workqueue import ShutDown, WorkQueue
 from controller.manifests.source import Snapshot
 from controller.settings import EngineSettings
 from controller.state.events import AuditLog, EventBus
+from controller.state.hostshutdown import HostShutdownBook, HostShutdownRecord
 from controller.state.registry import DomainRecord, Registry
 from controller.state.status import StatusStore
-from reconcilers.decide import Action
+from reconcilers.decide import STARTS, Action
 from reconcilers.domain import DomainReconciler, Outcome
-from reconcilers.driver import Driver, RuntimeEvent
-from reconcilers.errors import HostValidationError, TerminalError
+from reconcilers.driver import Driver, RuntimeEvent, SavedImage
+from reconcilers.errors import DomctlError, HostValidationError, TerminalError
 from reconcilers.history import ApiAction, ApiRequest, LastStop
-from reconcilers.model import Cause, Domain, DriverName, EventDetail, EventType, Reason, State
+from reconcilers.model import (
+    Cause,
+    Domain,
+    DriverName,
+    EventDetail,
+    EventType,
+    Reason,
+    State,
+    StopMode,
+)
 from reconcilers.net.nics import networks_used, networks_used_by_spec, reservations, resolve
 from reconcilers.ports import HookOp, Ports
 
 log = structlog.get_logger(__name__)
 
 _UNASKED = frozenset({Cause.GUEST, Cause.EXTERNAL})
-_STARTS = frozenset({Action.START, Action.START_PAUSED})
 
 
 @dataclass
@@ -93,6 +108,9 @@ class Controller:
         self.reconciler = DomainReconciler(
             self.drivers, Ports(jobs=self.jobs, hooks=self.hooks, events=self.events,
                                 audit=self.audit, intents=self.ledger))
+        self.host = HostShutdowns(HostShutdownBook(self.registry.state_dir), self.ledger,
+                                  self.reconciler, self.statuses, self.queue, self.audit,
+                                  self.wall)
         self._timing = Timing(self.settings.resync, self.settings.crash_loop.stable_after)
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_hooks: dict[str, asyncio.Task[Any]] = {}  # `stopped`+`release` in flight
@@ -127,7 +145,9 @@ class Controller:
             self.events.emit(name, event_type, event_detail, event.state, event.reason, cause,
                              detail, event.message)
         if event.state is State.SHUTOFF:
-            self._record_stop(name, event.reason, cause, counts=cause in _UNASKED)
+            self._record_stop(name, event.reason, cause,
+                              counts=cause in _UNASKED and event.reason is not Reason.SAVED,
+                              host=name in self.host.holds)
         self.queue.add(name)
 
     def prune_confirm(self) -> list[str]:
@@ -137,12 +157,43 @@ class Controller:
         log.warning("held removals confirmed", domains=released)
         return released
 
-    def request(self, name: str, action: str, uid: int) -> ApiRequest:
-        """An imperative start/stop/suspend/resume/restart/destroy; the next pass carries it
-        out (decide() drives the domain to the state it asks for)."""
-        request = self.requests.record(name, parse_action(action), uid)
+    def request(self, name: str, action: str, uid: int, force_boot: bool = False) -> ApiRequest:
+        """An imperative start/stop/suspend/resume/restart/destroy/save; the next pass carries
+        it out (decide() drives the domain to the state it asks for). `force_boot`: a start
+        that discards a managed-save image."""
+        request = self.requests.record(name, parse_action(action), uid, force_boot)
         self.queue.add(name)
         return request
+
+    async def save(self, name: str, uid: int) -> SavedImage:
+        """`domctl save`: a managed save now, outside the work queue (libvirt's managedsave),
+        then held off like an API stop until the manifest changes. A save that fails (a
+        container: NotSupportedError) raises to the caller and leaves the earlier request in
+        force, so nothing is held by a save that did not happen."""
+        record = self.ledger.get(name)
+        earlier = record.override if record is not None else None
+        self.request(name, ApiAction.SAVE.value, uid)  # NoSuchDomain; NotRunning when off
+        record = self.ledger.get(name)
+        driver = _driver_of(None, record)
+        assert driver is not None
+        try:
+            image = await self.reconciler.save_now(name, driver, Cause.API, {"uid": uid},
+                                                   owner=f"api:uid={uid}")
+            if image is None:  # down, or paused by an error, before the save could begin
+                live = await self.drivers[driver].observe(name)
+                raise NotRunning(name, ApiAction.SAVE,
+                                 f"{live.state.value} ({live.reason.value})")
+        except DomctlError:
+            self.ledger.set_request(name, earlier)
+            self.queue.add(name)
+            raise
+        return image
+
+    async def host_shutdown(self, mode: StopMode, parallel: int, timeout: float,
+                            uid: int) -> HostShutdownRecord:
+        """`domctl host-shutdown`: every running domain saved or shut down, `parallel` at a
+        time, held down until the controller restarts (engine/hostshutdown.py)."""
+        return await self.host.run(mode, parallel, timeout, uid)
 
     async def destroy(self, name: str, uid: int) -> None:
         """`domctl destroy`: off now, under the destroy job (which cuts a graceful shutdown
@@ -159,6 +210,7 @@ class Controller:
     async def reattach_all(self) -> None:
         """Adopt every domain recorded as running; restart none. Runs before any pass."""
         records = self.registry.load_all()
+        self.host.returning()  # its holds ended with the controller that made them
         self.store.seed({name: record.desired for name, record in records.items()})
         for name, record in sorted(records.items()):
             self.queue.add(name)  # every domain found is reconciled once, changed or not
@@ -238,7 +290,8 @@ class Controller:
             await asyncio.wait([pending_hooks])
         before = self.ledger.get(name)
         assert before is not None
-        history = self.ledger.history(name, self.clock.now(), self._removal_in(name))
+        history = self.ledger.history(name, self.clock.now(), self._removal_in(name),
+                                      self.host.holds.get(name))
         outcome = await self.reconciler.run_pass(name, desired, driver, history)
         return await self._account(name, driver, desired, outcome, before.last_stop)
 
@@ -324,9 +377,9 @@ class Controller:
                                      restart=plan.cause is Cause.CONTROLLER or restart_request)
         elif outcome.live_spec is not None:
             self.ledger.update(name, live_spec=outcome.live_spec)
-        if plan.action in _STARTS and outcome.started is None:
+        if plan.action in STARTS and outcome.started is None:
             self.ledger.end_start(name)  # the driver left nothing running behind
-        if plan.action in _STARTS and restart_request:
+        if plan.action in STARTS and restart_request:
             self.ledger.set_request(name, None)  # a restart request ends with its start
         record = self.ledger.get(name)
         assert record is not None
@@ -377,11 +430,13 @@ class Controller:
             self.queue.add_after(name, next_pass.delay)
         return next_pass.result
 
-    def _record_stop(self, name: str, reason: Reason, cause: Cause, counts: bool) -> None:
+    def _record_stop(self, name: str, reason: Reason, cause: Cause, counts: bool,
+                     host: bool = False) -> None:
         """The domain reached shutoff: recorded in the ledger (written in a worker thread,
-        never on the loop: a driver reports stops from its exit watch); the stop hooks run."""
+        never on the loop: a driver reports stops from its exit watch); the stop hooks run.
+        `host`: a host shutdown holds it (the next controller starts it again)."""
         deferred = self.registry.hold_if_free(name)
-        record = self.ledger.record_stop(name, reason, cause, counts)
+        record = self.ledger.record_stop(name, reason, cause, counts, host)
         if deferred:
             self._spawn(self.registry.release(name))
         if record is None or record.driver is None or record.runtime is None:

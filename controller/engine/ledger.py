@@ -24,7 +24,7 @@ from controller.engine.backoff import CrashLoopBackoff
 from controller.state.registry import DomainRecord, Registry, StartIntent
 from reconcilers.driver import RuntimeRecord
 from reconcilers.errors import TransientError
-from reconcilers.history import ApiRequest, History, LastStop, Stalled
+from reconcilers.history import ApiRequest, History, HostShutdown, LastStop, Stalled
 from reconcilers.model import Cause, Domain, DomainSpec, DriverName, Reason, State
 
 
@@ -66,15 +66,17 @@ class Ledger:
     def get(self, name: str) -> DomainRecord | None:
         return self.registry.get(name)
 
-    def history(self, name: str, now: float, removal_in: float | None) -> History:
-        """What decide() reads about `name` besides its manifest and live state."""
+    def history(self, name: str, now: float, removal_in: float | None,
+                host_shutdown: HostShutdown | None = None) -> History:
+        """What decide() reads about `name` besides its manifest and live state; a host
+        shutdown's hold is the engine's (in memory: it ends when the controller restarts)."""
         record = self.registry.get(name)
         assert record is not None, "define() runs before history()"
         return History(
             now=now, wall=self._wall(), epoch=record.epoch, last_stop=record.last_stop,
             failures=self.crash.failures(name), backoff_until=self.crash.retry_at(name),
             stalled=record.stalled, live_spec=record.live_spec, override=record.override,
-            removal_in=removal_in,
+            removal_in=removal_in, host_shutdown=host_shutdown,
             last_spec=record.desired.spec if record.desired is not None else None)
 
     def samples(self) -> list[DomainSample]:
@@ -156,10 +158,11 @@ class Ledger:
             record, driver=driver, id=domain_id, runtime=runtime, live_spec=live_spec,
             restarts=record.restarts + (1 if restart else 0), stalled=None, starting=None))
 
-    def record_stop(self, name: str, reason: Reason, cause: Cause,
-                    counts: bool) -> DomainRecord | None:
+    def record_stop(self, name: str, reason: Reason, cause: Cause, counts: bool,
+                    host: bool = False) -> DomainRecord | None:
         """The domain reached shutoff: what the restart policy reads; the id is released.
-        Returns the record as it was (its runtime and live spec, for the stop hooks)."""
+        `host`: a host shutdown's (the next controller starts it again). Returns the record
+        as it was (its runtime and live spec, for the stop hooks)."""
         if counts or reason is Reason.FAILED:
             self.crash.failed(name)
         record = self.registry.get(name)
@@ -167,7 +170,7 @@ class Ledger:
             return None
         self.registry.save(dataclasses.replace(
             record, runtime=None, live_spec=None, id=None,
-            last_stop=LastStop(reason, cause, record.epoch, self._wall())))
+            last_stop=LastStop(reason, cause, record.epoch, self._wall(), host)))
         return record
 
     def record_stall(self, name: str, message: str, host: bool) -> None:

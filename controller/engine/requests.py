@@ -6,8 +6,10 @@ epoch holds (the next manifest change lifts it). The ledger keeps it across cont
 restarts. `destroy` also acts at once, outside the work queue (libvirt's `virsh destroy`):
 its destroy job cuts a graceful shutdown in progress short.
 
-Called by the API backend (controller/api/backend.py) through the engine loop's `request`
-and `destroy`. Refuses what virsh refuses: suspend/resume of a domain that is off.
+Called by the API backend (controller/api/backend.py) through the engine loop's `request`,
+`destroy` and `save`. Refuses what virsh refuses: suspend/resume/save of a domain that is off.
+`save` also acts at once (libvirt's managedsave), and `start --force-boot` discards a saved
+image.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ log = structlog.get_logger(__name__)
 
 
 class NotRunning(TerminalError):
-    """suspend/resume of a domain that is off (virsh refuses them too)."""
+    """suspend/resume/save of a domain that is off (virsh refuses them too)."""
 
-    def __init__(self, name: str, action: ApiAction) -> None:
-        done = {ApiAction.SUSPEND: "suspended", ApiAction.RESUME: "resumed"}.get(
-            action, action.value)
-        super().__init__(f"{name} is not running, so it cannot be {done}; "
-                         f"use `domctl start {name}`")
+    def __init__(self, name: str, action: ApiAction, seen: str = "") -> None:
+        done = {ApiAction.SUSPEND: "suspended", ApiAction.RESUME: "resumed",
+                ApiAction.SAVE: "saved"}.get(action, action.value)
+        hint = "" if action is ApiAction.SAVE else f"; use `domctl start {name}`"
+        super().__init__(f"{name} is not running{f' ({seen})' if seen else ''}, so it "
+                         f"cannot be {done}{hint}")
 
 
 def parse_action(action: str) -> ApiAction:
@@ -51,15 +54,20 @@ class Requests:
         self._audit = audit
         self._wall = wall
 
-    def record(self, name: str, action: ApiAction, uid: int) -> ApiRequest:
-        """Check and record a request; the caller queues the name for a pass."""
+    def record(self, name: str, action: ApiAction, uid: int,
+               force_boot: bool = False) -> ApiRequest:
+        """Check and record a request; the caller queues the name for a pass. `force_boot`
+        (start only): a managed-save image is discarded, the domain boots afresh."""
         record = self._ledger.get(name)
         if record is None:  # never defined (a pass defines every manifest's domain)
             raise NoSuchDomain(name)
         off = record.state in (None, State.SHUTOFF)
-        if action in (ApiAction.SUSPEND, ApiAction.RESUME) and off:
-            raise NotRunning(name, action)
-        request = ApiRequest(action, uid, record.epoch, self._wall())
+        if action in (ApiAction.SUSPEND, ApiAction.RESUME, ApiAction.SAVE) and off:
+            seen = f"{record.state.value} ({record.reason.value})" if (
+                record.state is not None and record.reason is not None) else ""
+            raise NotRunning(name, action, seen)
+        request = ApiRequest(action, uid, record.epoch, self._wall(),
+                             force_boot and action is ApiAction.START)
         self._ledger.set_request(name, request)
         if action is ApiAction.START:  # an explicit start tries at once, with a fresh count
             self._ledger.crash.forget(name)

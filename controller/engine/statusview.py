@@ -21,7 +21,8 @@ Conditions:
                     changes
     GuestAgent      the qemu guest agent answers (only for a domain with `guestAgent: true`)
 
-A running domain's NICs are shown with their addresses (engine/interfaces.py).
+A running domain's NICs are shown with their addresses (engine/interfaces.py), a shutoff
+domain's managed-save image with its size and time (the driver's saved_image: a stat).
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ from controller.state.status import (
     DomainStatus,
     InterfaceStatus,
     PendingChange,
+    SavedStatus,
     StatusStore,
     set_condition,
 )
 from reconcilers.decide import Action, Plan
 from reconcilers.diff import Change, outstanding
-from reconcilers.driver import Driver, Live
+from reconcilers.driver import Driver, Live, SavedImage
 from reconcilers.errors import DomctlError
 from reconcilers.history import API_STATES, ApiRequest
 from reconcilers.model import DesiredState, Domain, DriverName, Reason, State
@@ -86,6 +88,7 @@ class Facts:
     override_state: DesiredState | None = None  # the state it asks for (Ready compares to it)
     interfaces: tuple[InterfaceStatus, ...] = ()
     agent: Condition | None = None  # GuestAgent, for a domain with a guest agent channel
+    saved: SavedImage | None = None  # a shutoff domain's managed-save image
 
 
 def build_status(facts: Facts) -> DomainStatus:
@@ -104,7 +107,14 @@ def build_status(facts: Facts) -> DomainStatus:
         since=rfc3339(facts.since) if facts.since is not None else None,
         backoffUntil=rfc3339(facts.backoff_until) if facts.backoff_until is not None else None,
         conditions=conditions, pending=tuple(PendingChange.from_change(c) for c in facts.pending),
-        interfaces=facts.interfaces)
+        interfaces=facts.interfaces, saved=_saved(facts.saved))
+
+
+def _saved(image: SavedImage | None) -> SavedStatus | None:
+    if image is None:
+        return None
+    return SavedStatus(path=image.path, size=image.size, savedAt=rfc3339(image.saved_at),
+                       paused=image.paused)
 
 
 def _observed(live: Live) -> str:
@@ -253,7 +263,9 @@ class StatusProjector:
         record = self._ledger.get(name)
         if record is None:
             return None
-        live = self._shown(name, view.live, record)
+        saved = (self._drivers[view.driver].saved_image(name)
+                 if view.live.state is State.SHUTOFF else None)
+        live = self._shown(name, view.live, record, saved)
         since = now if record.state is not live.state else record.since
         failures = self._ledger.crash.failures(name)
         pending, live_left = self._pending(view, record)
@@ -275,7 +287,7 @@ class StatusProjector:
             removal_in=self._store.removal_in(name), conditions=record.conditions, now=now,
             override=request.describe() if request is not None else None,
             override_state=API_STATES[request.action] if request is not None else None,
-            interfaces=interfaces, agent=agent))
+            interfaces=interfaces, agent=agent, saved=saved))
         self._ledger.update(name, state=live.state, reason=live.reason, since=since,
                             failures=failures, conditions=status.conditions)
         await self._statuses.publish(status)
@@ -293,13 +305,18 @@ class StatusProjector:
         guest = await self._drivers[driver].interfaces(name)
         return interface_statuses(name, spec, guest, self._leases()), agent_condition(guest)
 
-    def _shown(self, name: str, live: Live, record: DomainRecord) -> Live:
-        """The live state as shown: a shutoff of unknown reason shows the last stop's reason;
-        an adopted domain keeps the reason recorded before the re-attach while the driver
-        only knows it vaguely, until its state changes."""
+    def _shown(self, name: str, live: Live, record: DomainRecord,
+               saved: SavedImage | None) -> Live:
+        """The live state as shown: a shutoff of unknown reason shows `saved` when it has a
+        managed-save image (only a save leaves one), else the last stop's reason; an adopted
+        domain keeps the reason recorded before the re-attach while the driver only knows it
+        vaguely, until its state changes."""
         stop = record.last_stop
-        if (live.state, live.reason) == (State.SHUTOFF, Reason.UNKNOWN) and stop is not None:
-            live = dataclasses.replace(live, reason=stop.reason)
+        if (live.state, live.reason) == (State.SHUTOFF, Reason.UNKNOWN):
+            if saved is not None:
+                live = dataclasses.replace(live, reason=Reason.SAVED)
+            elif stop is not None:
+                live = dataclasses.replace(live, reason=stop.reason)
         adopted = self._ledger.adopted.get(name)
         if adopted is not None:
             if live.state is adopted[0] and live.reason in _VAGUE:

@@ -174,6 +174,7 @@ class Registry:
     """Every DomainRecord, cached in memory and persisted on each change."""
 
     def __init__(self, state_dir: Path, wall: Callable[[], float] = time.time) -> None:
+        self.state_dir = state_dir
         self._files = JsonDir(state_dir / "domains")
         self._old_statuses = JsonDir(state_dir / "status")  # read only to upgrade v1 records
         self._statuses = StatusStore(state_dir)  # read only to check them and to rebuild

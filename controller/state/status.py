@@ -120,6 +120,16 @@ class InterfaceStatus:
 
 
 @dataclass(frozen=True)
+class SavedStatus:
+    """A shutoff domain's managed-save image (`virsh managedsave`), restored at its start."""
+
+    path: str
+    size: int  # bytes
+    savedAt: str  # noqa: N815 - RFC 3339 time of the save
+    paused: bool  # saved paused: restored paused
+
+
+@dataclass(frozen=True)
 class DomainStatus:
     """The status document of one domain; field names are the JSON keys (DESIGN §6)."""
 
@@ -139,6 +149,7 @@ class DomainStatus:
     conditions: tuple[Condition, ...] = ()
     pending: tuple[PendingChange, ...] = ()
     interfaces: tuple[InterfaceStatus, ...] = ()
+    saved: SavedStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         plain: dict[str, Any] = to_plain(self)
@@ -160,6 +171,7 @@ def check_status(status: DomainStatus, name: str) -> None:
     if status.name != name:
         raise ValueError(f"names domain {status.name!r}, not {name!r}")
     for field, stamp in (("since", status.since), ("backoffUntil", status.backoffUntil),
+                         ("saved.savedAt", status.saved.savedAt if status.saved else None),
                          *((f"conditions[{c.type.value}].lastTransitionTime",
                             c.lastTransitionTime or None) for c in status.conditions)):
         if stamp is not None:

@@ -75,9 +75,16 @@ class DocsBackend:
             self._known(name)
         return [{"name": n, "changes": []} for n in sorted(self.docs) if name in (None, n)]
 
-    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+    async def act(self, name: str, action: str, caller: Caller,
+                  force_boot: bool = False) -> dict[str, Any]:
         self._known(name)
-        return {"message": f"{name}: {action} requested"}
+        return {"message": f"{name}: {action}{' --force-boot' if force_boot else ''} requested"}
+
+    async def host_shutdown(self, mode: str, parallel: int, timeout: int,
+                            caller: Caller) -> dict[str, Any]:
+        return {"mode": mode, "domains": [], "ok": True,
+                "message": f"host-shutdown --mode {mode} --parallel {parallel} "
+                           f"--timeout {timeout}: nothing runs"}
 
     def console(self, name: str) -> dict[str, Any]:
         raise NotSupportedError("fake", "console")

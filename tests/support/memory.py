@@ -4,12 +4,15 @@ Its domains move only by the rows of reconcilers/statemachine.py, and it keeps t
 rules: a domain outlives the driver (it lives in a MemoryHost, as a process outlives the
 controller), a fresh driver sees it as `nostate` until it re-attaches the record, and nothing it
 did not start or adopt is touched. tests/contract runs it through the same contract tests as
-the qemu and LXC drivers. Knobs for engine tests: `fail_start`, `invalid`, `host.deaf`.
+the qemu and LXC drivers. Knobs for engine tests: `fail_start`, `fail_save`, `invalid`,
+`host.deaf`. Managed saves are images in the MemoryHost (they outlive the driver, as files on
+disk do), holding the spec the domain ran with; an lxc-named driver refuses them, as LxcDriver.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +26,9 @@ from reconcilers.driver import (
     Live,
     RuntimeEvent,
     RuntimeRecord,
+    SavedImage,
 )
-from reconcilers.errors import DriverError, HostValidationError
+from reconcilers.errors import DomctlError, DriverError, HostValidationError, NotSupportedError
 from reconcilers.model import Cause, Domain, DomainSpec, DriverName, Reason, State
 from reconcilers.statemachine import Transition, Trigger, transition
 
@@ -43,6 +47,9 @@ class MemoryHost:
     deaf: set[str] = field(default_factory=set)  # guests that ignore a shutdown request
     next_pid: int = 1000
     tokens: dict[str, str] = field(default_factory=dict)  # the start token each domain got
+    specs: dict[str, DomainSpec] = field(default_factory=dict)  # what each running one runs
+    saved: dict[str, SavedImage] = field(default_factory=dict)  # managed-save images
+    wall: Callable[[], float] = time.time  # the clock of SavedImage.saved_at
 
 
 def _ignore(event: RuntimeEvent) -> None:
@@ -59,6 +66,7 @@ class MemoryDriver:
         self.host = host or MemoryHost()
         self.on_event = on_event
         self.fail_start: Exception | None = None
+        self.fail_save: DomctlError | None = None
         self.invalid: HostValidationError | None = None
         self._ours: set[str] = set()  # started or adopted by this driver
         self._last_stop: dict[str, Reason] = {}
@@ -81,14 +89,20 @@ class MemoryDriver:
             raise self.fail_start
         if name in self.running:
             raise DriverError(name, "start", "already running")
+        trigger = Trigger.START_PAUSED if paused else Trigger.START
+        return self._spawn(domain, domain.spec, trigger, token)
+
+    def _spawn(self, domain: Domain, spec: DomainSpec, trigger: Trigger, token: str) -> Live:
+        name = domain.name
         if domain.metadata.uuid is None:
             raise DriverError(name, "start", "metadata.uuid must be set before a start")
         self.host.next_pid += 1
         record = RuntimeRecord(name=name, driver=self.name, uuid=domain.metadata.uuid,
                                pid=self.host.next_pid, boot_id="memory", starttime=1)
-        started = transition(State.SHUTOFF, Trigger.START_PAUSED if paused else Trigger.START)
+        started = transition(State.SHUTOFF, trigger)
         self.running[name] = Live(started.target, started.reason, pid=record.pid, record=record)
         self.host.tokens[name] = token
+        self.host.specs[name] = spec
         self._ours.add(name)
         return self.running[name]
 
@@ -180,6 +194,42 @@ class MemoryDriver:
 
     async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
         self._move(name, "apply_live", [])
+        self.host.specs[name] = new
+
+    async def save(self, name: str) -> SavedImage:
+        if self.name is DriverName.LXC:
+            raise NotSupportedError(self.name.value, "managed save")
+        live = self.running.get(name)
+        if live is None or name not in self._ours:
+            raise DriverError(name, "save", "not running: nothing to save")
+        if self.fail_save is not None:
+            raise self.fail_save
+        spec = self.host.specs[name]
+        image = SavedImage(f"memory://{name}.save", spec, live.state is State.PAUSED,
+                           spec.memory // 4, self.host.wall())
+        self.host.saved[name] = image  # complete before the process goes
+        self._stop(name, "save", [Trigger.SAVE], "saved")
+        return image
+
+    def saved_image(self, name: str) -> SavedImage | None:
+        return self.host.saved.get(name)
+
+    async def discard_saved(self, name: str) -> None:
+        self.host.saved.pop(name, None)
+
+    async def restore(self, domain: Domain, token: str) -> Live:
+        name = domain.name
+        image = self.host.saved.get(name)
+        if image is None:
+            raise DriverError(name, "restore", "no managed-save image")
+        if self.fail_start is not None:
+            raise self.fail_start
+        if name in self.running:
+            raise DriverError(name, "restore", "already running")
+        live = self._spawn(domain, image.spec,
+                           Trigger.RESTORE_PAUSED if image.paused else Trigger.RESTORE, token)
+        del self.host.saved[name]  # the guest runs from it now
+        return live
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         return Console()

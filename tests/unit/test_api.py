@@ -75,11 +75,12 @@ class FakeBackend(DocsBackend):
         self.subscriptions.append(TrackedSubscription(self.bus.subscribe(name)))
         return self.subscriptions[-1]
 
-    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+    async def act(self, name: str, action: str, caller: Caller,
+                  force_boot: bool = False) -> dict[str, Any]:
         self._known(name)
         if name in self.FAILURES:
             raise self.FAILURES[name]
-        self.calls.append((action, name, caller))
+        self.calls.append((f"{action} --force-boot" if force_boot else action, name, caller))
         return {"message": f"{name}: {action} requested"}
 
     def prune(self, caller: Caller) -> dict[str, Any]:
@@ -184,6 +185,23 @@ async def test_actions_reach_the_backend_with_the_callers_credentials(served: Se
     assert caller == Caller(pid=os.getpid(), uid=os.getuid(), gid=os.getgid(), read_only=False)
 
 
+async def test_start_force_boot_and_host_shutdown_arguments(served: Served) -> None:
+    assert (await call(served.rw, "start", name="web-1", forceBoot=True))["ok"] is True
+    assert served.backend.calls[-1][:2] == ("start --force-boot", "web-1")
+    refused = await call(served.rw, "stop", name="web-1", forceBoot=True)
+    assert refused["error"] == {"type": "BadRequest",
+                                "message": "stop has no argument 'forceBoot'"}
+    defaults = await call(served.rw, "host-shutdown")
+    assert defaults["result"]["message"] == ("host-shutdown --mode save --parallel 4 "
+                                             "--timeout 300: nothing runs")
+    given = await call(served.rw, "host-shutdown", mode="shutdown", parallel=2, timeout=9)
+    assert given["result"]["message"].startswith("host-shutdown --mode shutdown --parallel 2 "
+                                                 "--timeout 9")
+    bad = await call(served.rw, "host-shutdown", parallel="4")
+    assert bad["error"]["type"] == "BadRequest" and "'parallel' must be a int" in \
+        bad["error"]["message"]
+
+
 async def test_prune_needs_confirm_true(served: Served) -> None:
     assert (await call(served.rw, "prune", confirm=True))["result"]["message"] == "nothing to prune"
     refused = await call(served.rw, "prune", confirm=False)
@@ -223,7 +241,7 @@ async def test_socket_modes(served: Served) -> None:
 
 @pytest.mark.parametrize("op", sorted(WRITE_OPS))
 async def test_read_only_socket_refuses_every_write_op(served: Served, op: str) -> None:
-    args = {"confirm": True} if op == "prune" else {"name": "web-1"}
+    args = {"prune": {"confirm": True}, "host-shutdown": {}}.get(op, {"name": "web-1"})
     reply = await call(served.ro, op, **args)
     assert reply["ok"] is False and reply["error"]["type"] == "PermissionDenied"
     assert f"cannot run '{op}'" in reply["error"]["message"]

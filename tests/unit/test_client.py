@@ -32,7 +32,8 @@ class Backend(DocsBackend):
     def __init__(self, directory: Path) -> None:
         super().__init__(directory, {"web-1": {"name": "web-1", "state": "running"}})
 
-    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+    async def act(self, name: str, action: str, caller: Caller,
+                  force_boot: bool = False) -> dict[str, Any]:
         return {"message": f"{action} by uid {caller.uid}"}
 
 

@@ -56,11 +56,12 @@ PENDING = [{"field": "memory", "old": 536870912, "new": 1073741824, "apply": "re
            {"field": "state", "old": "running", "new": None, "apply": "live"}]
 
 
-DISKS = [{"name": "root", "device": "disk", "source": "/pool/web-1/root.qcow2",
-          "image": "/images/debian.qcow2", "format": "qcow2", "virtualSize": 20 * 2**30,
-          "actualSize": 1536 * 1024},
-         {"name": "seed", "device": "cdrom", "source": None,
-          "problem": "not made yet (at the next start)"}]
+DISKS: list[dict[str, Any]] = [
+    {"name": "root", "device": "disk", "source": "/pool/web-1/root.qcow2",
+     "image": "/images/debian.qcow2", "format": "qcow2", "virtualSize": 20 * 2**30,
+     "actualSize": 1536 * 1024},
+    {"name": "seed", "device": "cdrom", "source": None,
+     "problem": "not made yet (at the next start)"}]
 
 
 class Backend(DocsBackend):
@@ -83,16 +84,26 @@ class Backend(DocsBackend):
         return [{"name": n, "changes": self.docs[n]["pending"]} for n in sorted(self.docs)
                 if name in (None, n)]
 
-    async def act(self, name: str, action: str, caller: Caller) -> dict[str, Any]:
+    async def act(self, name: str, action: str, caller: Caller,
+                  force_boot: bool = False) -> dict[str, Any]:
         self._known(name)
         if name == "db":
             raise BusyError("db", "destroy", "2025-11-24T16:00:00.000Z")
-        self.calls.append((action, name, caller.uid))
+        self.calls.append((f"{action} --force-boot" if force_boot else action, name,
+                           caller.uid))
         return {"message": f"{name}: {action} requested"}
 
     def prune(self, caller: Caller) -> dict[str, Any]:
         self.calls.append(("prune", "", caller.uid))
         return {"message": "pruned 3 domains"}
+
+    async def host_shutdown(self, mode: str, parallel: int, timeout: int,
+                            caller: Caller) -> dict[str, Any]:
+        self.calls.append((f"host-shutdown {mode} {parallel} {timeout}", "", caller.uid))
+        return {"mode": mode, "ok": False, "message": "2 domain(s) held down; not cleanly: db",
+                "domains": [{"name": "web-1", "mode": mode, "result": "saved", "ok": True},
+                            {"name": "db", "mode": "shutdown", "ok": False,
+                             "result": "save failed (not supported); shutoff (shutdown)"}]}
 
 
 @pytest.fixture(autouse=True)
@@ -377,11 +388,50 @@ def test_wait_refuses_a_bad_for(cli: click.Group, server: ThreadedServer) -> Non
 
 # --- actions -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("action", ["start", "stop", "suspend", "resume", "restart"])
+@pytest.mark.parametrize("action", ["start", "stop", "suspend", "resume", "restart", "save"])
 def test_actions(cli: click.Group, server: ThreadedServer, action: str) -> None:
     result = run(cli, server, action, "web-1")
     assert result.exit_code == 0 and result.stdout == f"web-1: {action} requested\n"
     assert server.backend.calls == [(action, "web-1", os.getuid())]
+
+
+def test_start_force_boot(cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "start", "--force-boot", "web-1")
+    assert result.exit_code == 0 and result.stdout == "web-1: start requested\n"
+    assert server.backend.calls == [("start --force-boot", "web-1", os.getuid())]
+
+
+def test_host_shutdown_prints_each_domain_and_exits_1_when_one_was_not_clean(
+        cli: click.Group, server: ThreadedServer) -> None:
+    result = run(cli, server, "host-shutdown", "--parallel", "2", "--timeout", "60")
+    assert result.exit_code == 1, result.output
+    header, web, db, summary = result.stdout.splitlines()
+    assert header.split() == ["NAME", "MODE", "RESULT"]
+    assert web.split() == ["web-1", "save", "saved"]
+    assert db.split()[:3] == ["db", "shutdown", "save"]
+    assert summary == "2 domain(s) held down; not cleanly: db"
+    assert server.backend.calls == [("host-shutdown save 2 60", "", os.getuid())]
+    refused = run(cli, server, "host-shutdown", "--mode", "hibernate")
+    assert refused.exit_code == 2 and "'hibernate' is not one of" in refused.output
+
+
+SAVED = {"path": "/var/lib/domctl/save/web-1.save", "size": 300 * 2**20, "paused": True}
+
+
+def test_a_saved_domain_shows_its_image(cli: click.Group, server: ThreadedServer) -> None:
+    """get's MESSAGE: the image's size and age; describe: the image in full."""
+    server.backend.docs["web-1"] = status(
+        "web-1", desired="shutoff", state="shutoff", reason="saved", pid=None, id=None,
+        saved={**SAVED, "savedAt": rfc3339(time.time() - 300)})
+    result = run(cli, server, "get", "web-1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].endswith("saved image 300.0Mi, 5m old")
+    described = run(cli, server, "describe", "web-1").stdout.splitlines()
+    start = described.index("Saved image:")
+    assert described[start + 1].split() == ["Path:", SAVED["path"]]
+    assert described[start + 2].split() == ["Size:", "300.0Mi"]
+    assert described[start + 3].endswith("(5m ago)")
+    assert described[start + 4].split() == ["Restores:", "paused"]
 
 
 def test_an_action_error_exits_1(cli: click.Group, server: ThreadedServer) -> None:

@@ -45,7 +45,7 @@ def driver() -> MemoryDriver:
 def make_controller(tmp_path: Path, driver: MemoryDriver, *domains: Domain) -> Controller:
     """A controller on `tmp_path` with `driver`, shown a manifests snapshot of `domains`."""
     controller = Controller(
-        drivers={DriverName.QEMU: driver}, registry=Registry(tmp_path),
+        drivers={driver.name: driver}, registry=Registry(tmp_path),
         statuses=StatusStore(tmp_path), events=EventBus(tmp_path), audit=AuditLog(tmp_path),
         hooks=HookRunner(None, HookSettings()), settings=EngineSettings(workers=1))
     driver.on_event = controller.on_runtime_event
