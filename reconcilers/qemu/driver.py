@@ -531,7 +531,8 @@ class QemuDriver:
                                             "guest is saved")
         with tracked.failing_as("save"):
             status = await tracked.qmp.query_status()
-        if status.status not in ("running", "paused"):
+        # prelaunch: started paused and never run; qemu migrates it out like a paused guest
+        if status.status not in ("running", "paused", "prelaunch"):
             raise DriverError(name, "save", f"qemu is in state {status.status}: only a running "
                                             "or paused guest is saved")
         self._saving.add(name)

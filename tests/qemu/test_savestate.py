@@ -224,6 +224,24 @@ async def test_only_a_running_or_paused_domain_is_saved(qemu_env: QemuEnv,
 
 
 @pytest.mark.qemu
+async def test_a_domain_started_paused_and_never_run_is_saved_and_restored_paused(
+        qemu_env: QemuEnv, loop_image: Path) -> None:
+    """qemu's prelaunch state (-S, no cont yet) migrates out like a paused guest."""
+    driver = qemu_env.driver()
+    vm = domain("t-prelaunch", image=loop_image)
+    await driver.start(vm, paused=True, token="t")
+    saved = await driver.save("t-prelaunch")
+    assert saved.paused and driver.saved_image("t-prelaunch") is not None
+    assert (await driver.observe("t-prelaunch")).state is State.SHUTOFF
+    restored = await driver.restore(vm, token="t")
+    try:
+        assert restored.state is State.PAUSED
+        assert driver.saved_image("t-prelaunch") is None
+    finally:
+        await driver.destroy("t-prelaunch")
+
+
+@pytest.mark.qemu
 @pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
 async def test_a_save_the_controller_died_in_is_settled_at_reattach(
         qemu_env: QemuEnv, loop_image: Path, committed: bool) -> None:
