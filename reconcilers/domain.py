@@ -244,7 +244,7 @@ class DomainReconciler:
             return await self._start(desired, driver, live, plan, history, detail)
         if action is Action.APPLY_LIVE:
             assert desired is not None and history.live_spec is not None
-            return await self._apply_live(desired, driver, live, plan, history)
+            return await self._apply_live(desired, driver, live, plan, history, detail)
         if action is Action.UNDEFINE:
             if history.saved is not None:
                 await driver.discard_saved(name)
@@ -303,11 +303,15 @@ class DomainReconciler:
                 "restart domctl so that it can adopt what it started)")
 
     async def _apply_live(self, desired: Domain, driver: Driver, live: Live, plan: Plan,
-                          history: History) -> Outcome:
+                          history: History, detail: dict[str, Any]) -> Outcome:
         name, old = desired.name, history.live_spec
         assert old is not None
         async with self.ports.jobs.acquire(name, JobKind.MODIFY, self.owner):
-            await driver.apply_live(name, old, desired.spec)
+            devices = await driver.apply_live(name, old, desired.spec)
+        if devices:  # libvirt reports these as device events; here, in the update's message
+            self.ports.events.emit(name, EventType.DEFINED, EventDetail.UPDATED, live.state,
+                                   live.reason, plan.cause, detail,
+                                   "applied live: " + "; ".join(devices))
         applied = tuple(c for c in classify_changes(old, desired.spec, history.classification)
                         if c.apply is not Apply.RESTART)
         new_live = live_after_apply(old, desired.spec, applied)

@@ -209,8 +209,9 @@ class Driver(Protocol):
         """Each changed field (dotted path: "memory", "cputune.shares") → live or restart."""
         ...
 
-    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
-        """Apply the LIVE fields of classify(old, new) to the running domain."""
+    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> Sequence[str]:
+        """Apply the LIVE fields of classify(old, new) to the running domain; the devices
+        added or removed, in libvirt's words (`device-added: vcpu1`), for the event."""
         ...
 
     def console(self, name: str, spec: DomainSpec) -> Console:

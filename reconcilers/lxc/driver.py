@@ -352,7 +352,7 @@ class LxcDriver:
     def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
         return changes.classify(old, new)
 
-    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
+    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> list[str]:
         tracked = self._require(name, "apply_live")
         facts = self._host_facts()
         try:
@@ -367,6 +367,7 @@ class LxcDriver:
                 await self._tools.set_cgroup(name, key, value)
                 log.info("cgroup limit applied live", domain=name, key=key, value=value)
         await nics.apply_live(name, tracked.record.pid, old, new)
+        return []  # NICs are logged by nics.py; nothing else is hot-plugged into a container
 
     async def disks(self, name: str, spec: DomainSpec) -> list[dict[str, Any]]:
         """The container's rootfs for `domctl describe` (storage.py's listing)."""

@@ -47,6 +47,11 @@ def classify(old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
         changes["vcpus"] = ChangeKind.LIVE
     if "memory" in changes and memory_pluggable(old, new):
         changes["memory"] = ChangeKind.LIVE
+    # a ceiling equal to its value normalises to unset (a manifest that reaches maxVcpus):
+    # the same ceiling, nothing to apply
+    for ceiling, value in (("max_vcpus", "vcpus"), ("max_memory", "memory")):
+        if ceiling in changes and _ceiling(old, ceiling, value) == _ceiling(new, ceiling, value):
+            changes[ceiling] = ChangeKind.LIVE
     if old.qemu is not None and new.qemu is not None:
         if NICS in changes:
             del changes[NICS]
@@ -60,6 +65,10 @@ def classify(old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
 def _differing(old: Any, new: Any) -> list[str]:
     """The fields of two records of one dataclass that differ."""
     return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def _ceiling(spec: DomainSpec, ceiling: str, value: str) -> Any:
+    return getattr(spec, ceiling) or getattr(spec, value)
 
 
 def vcpus_pluggable(old: DomainSpec, new: DomainSpec) -> bool:

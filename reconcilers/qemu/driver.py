@@ -450,7 +450,7 @@ class QemuDriver:
     def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
         return changes.classify(old, new)
 
-    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
+    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> list[str]:
         """The live changes of classify(old, new); hotplug first (all or nothing, hotplug.py),
         each device added or removed logged as `device-added: ...`/`device-removed: ...`.
         Once all are applied the domain's recorded live spec takes them (livespec.py)."""
@@ -492,6 +492,7 @@ class QemuDriver:
         livespec.write(tracked.files, live_after_apply(old, new, classify_changes(
             old, new, classification)))
         log.info("live changes applied", domain=name, fields=sorted(changed), devices=plugged)
+        return plugged
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         serial = spec.qemu.serial if spec.qemu is not None else SerialMode.LOG

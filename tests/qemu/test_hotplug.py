@@ -44,6 +44,10 @@ def spec(machine: str = "pc", **fields: Any) -> DomainSpec:
     (spec(vcpus=1, max_vcpus=2), spec(vcpus=3, max_vcpus=4), {"vcpus": R, "max_vcpus": R}),
     (spec(vcpus=1, max_vcpus=2), spec(vcpus=2, max_vcpus=4), {"vcpus": L, "max_vcpus": R}),
     (spec(vcpus=1), spec(vcpus=2), {"vcpus": R}),  # maxcpus is vcpus
+    # reaching the ceiling: the manifest's maxVcpus/maxMemory normalise to unset, same ceiling
+    (spec(vcpus=1, max_vcpus=2), spec(vcpus=2), {"vcpus": L, "max_vcpus": L}),
+    (spec(memory=256 * MiB, max_memory=384 * MiB), spec(memory=384 * MiB),
+     {"memory": L, "max_memory": L}),
     (spec(memory=256 * MiB, max_memory=MiB << 10), spec(memory=512 * MiB, max_memory=MiB << 10),
      {"memory": L}),
     (spec(memory=256 * MiB, max_memory=MiB << 10), spec(memory=300 * MiB, max_memory=MiB << 10),

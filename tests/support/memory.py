@@ -192,8 +192,9 @@ class MemoryDriver:
     def classify(self, old: DomainSpec, new: DomainSpec) -> dict[str, ChangeKind]:
         return classify_leaves(old, new, LIVE_FIELDS)
 
-    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> None:
+    async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> Sequence[str]:
         self._move(name, "apply_live", [])
+        return ()
         self.host.specs[name] = new
 
     async def save(self, name: str) -> SavedImage:
