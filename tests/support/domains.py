@@ -1,4 +1,5 @@
-"""The one way tests build a domain: `domain()` for the model, `manifest()` for its YAML text.
+"""The one way tests build a domain: `domain()` for the model, `manifest()` for its YAML text
+(controller/manifests/render.py, the serializer `domctl export` uses).
 
 Every tier uses it: the pure tables and the engine tests take the Domain, the driver tests start
 it, the daemon tests write `manifest(domain(...))` into the watched directory. `load()` reads a
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from controller.manifests import render
 from controller.manifests.loader import load_text
 from controller.manifests.normalise import parse_duration, parse_size
 from reconcilers.model import (
@@ -82,78 +84,6 @@ def load(path: Path) -> Domain:
     return loaded
 
 
-# --- the manifest text of a Domain: normalise.py run backwards ----------------------------------
-
 def manifest(of: Domain) -> str:
     """`of` as the YAML a user would write: fields at their default are left out."""
-    metadata: dict[str, Any] = {"name": of.metadata.name}
-    if of.metadata.uuid is not None:
-        metadata["uuid"] = of.metadata.uuid
-    for key in ("labels", "annotations"):
-        if getattr(of.metadata, key):
-            metadata[key] = dict(getattr(of.metadata, key))
-    spec = {"driver": of.spec.driver.value,
-            **_changed(of.spec, DomainSpec(driver=of.spec.driver), "spec")}
-    document = {"apiVersion": "domctl/v1", "kind": "Domain", "metadata": metadata, "spec": spec}
-    return yaml.safe_dump(document, sort_keys=False)
-
-
-def _camel(field: str) -> str:
-    head, *rest = field.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _changed(value: Any, default: Any, path: str) -> dict[str, Any]:
-    """The fields of the dataclass `value` that differ from `default`, as manifest keys."""
-    out: dict[str, Any] = {}
-    for field in dataclasses.fields(value):
-        mine, theirs = getattr(value, field.name), getattr(default, field.name)
-        if mine != theirs and mine is not None:
-            key = "graphics" if field.name == "vnc" else _camel(field.name)
-            out[key] = _plain(mine, theirs, f"{path}.{field.name}")
-    return out
-
-
-def _plain(value: Any, default: Any, path: str) -> Any:
-    if path in ("spec.memory", "spec.current_memory", "spec.max_memory", "spec.qemu.disks.size"):
-        return _size(value)
-    if path == "spec.shutdown_timeout":
-        return f"{int(value)}s" if float(value).is_integer() else value
-    if path == "spec.qemu.vnc":
-        return {"vnc": _changed(value, type(value)(), path)}
-    if path in ("spec.lxc.env", "spec.qemu.cloud_init.meta_data"):
-        return dict(value)
-    if path == "spec.lxc":
-        return _lxc(value)
-    if dataclasses.is_dataclass(value):
-        blank = default if type(default) is type(value) else _blank(type(value))
-        return _changed(value, blank, path)
-    if isinstance(value, tuple):
-        return [_plain(item, None, path) for item in value]
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
-
-
-def _lxc(value: LxcSpec) -> dict[str, Any]:
-    """An LxcSpec's fields; an image (and its delete policy) is written as `rootfs: {image:}`."""
-    out = _changed(value, LxcSpec(), "spec.lxc")
-    if value.image is not None:
-        out["rootfs"] = {"image": out.pop("image")}
-        if "deletePolicy" in out:
-            out["rootfs"]["deletePolicy"] = out.pop("deletePolicy")
-    return out
-
-
-def _blank(kind: type[Any]) -> Any:
-    """A default instance of a spec dataclass, for leaving out the defaults of list items."""
-    required = {f.name: "" for f in dataclasses.fields(kind)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    return kind(**required)
-
-
-def _size(value: int) -> str:
-    for unit, factor in (("Mi", MiB), ("Ki", 1024)):
-        if value % factor == 0:
-            return f"{value // factor}{unit}"
-    raise ValueError(f"{value} bytes is not a whole number of KiB: no manifest says that")
+    return yaml.safe_dump(render.document(of), sort_keys=False)

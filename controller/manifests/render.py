@@ -1,0 +1,151 @@
+"""A normalised Domain back to its manifest document: normalise.py run backwards.
+
+`domctl export` (controller/api/backend.py) renders a domain's live spec with it, and the tests
+build every manifest they write through it (tests/support/domains.py), so there is one
+serializer. The document is plain data in the manifest's own spelling: camelCase keys, fields at
+their default left out, sizes as `Mi`/`Gi` strings, durations as `Ns`, a VNC display under
+`graphics: {vnc:}`, a container's image as `rootfs: {image:}`. The loader reads it back as the
+same Domain (tests/test_support.py, tests/unit/test_render.py). `manifest_path` names where a
+model field (a reconcilers.diff path such as `qemu.disks[0].source`) sits in that document.
+
+Public surface:
+    document(domain) -> dict, manifest_path(field) -> tuple[str | int, ...], lookup(doc, path)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from reconcilers.model import Domain, DomainSpec, LxcSpec
+
+API_VERSION = "domctl/v1"
+_MIB = 1024 * 1024
+_SIZES = (("Ti", 1024 * 1024 * _MIB), ("Gi", 1024 * _MIB), ("Mi", _MIB), ("Ki", 1024))
+_SIZE_FIELDS = frozenset({"spec.memory", "spec.current_memory", "spec.max_memory",
+                          "spec.qemu.disks.size"})
+_PAIR_FIELDS = frozenset({"spec.lxc.env", "spec.qemu.cloud_init.meta_data"})
+_ROOTFS_FIELDS = {"image": "image", "delete_policy": "deletePolicy"}  # LxcSpec → rootfs: {}
+_INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def document(of: Domain) -> dict[str, Any]:
+    """`of` as the manifest document a user would write."""
+    metadata: dict[str, Any] = {"name": of.metadata.name}
+    if of.metadata.uuid is not None:
+        metadata["uuid"] = of.metadata.uuid
+    for key in ("labels", "annotations"):
+        if getattr(of.metadata, key):
+            metadata[key] = dict(getattr(of.metadata, key))
+    return {"apiVersion": API_VERSION, "kind": "Domain", "metadata": metadata,
+            "spec": spec(of.spec)}
+
+
+def spec(of: DomainSpec) -> dict[str, Any]:
+    """The `spec:` mapping of `of` (its driver always, every other field only when set)."""
+    return {"driver": of.driver.value, **_changed(of, DomainSpec(driver=of.driver), "spec")}
+
+
+def manifest_path(field: str) -> tuple[str | int, ...]:
+    """Where the spec field `field` (`memory`, `qemu.vnc.port`, `qemu.disks[0].source`: the
+    paths of reconcilers.diff) sits in the manifest document."""
+    path: list[str | int] = ["spec"]
+    parent = "spec"
+    for part in field.split("."):
+        match = _INDEX.match(part)
+        name = match.group(1) if match else part
+        if parent == "spec.qemu" and name == "vnc":
+            path += ["graphics", "vnc"]
+        elif parent == "spec.lxc" and name in _ROOTFS_FIELDS:
+            path += ["rootfs", _ROOTFS_FIELDS[name]]
+        else:
+            path.append(_camel(name))
+        if match:
+            path.append(int(match.group(2)))
+        parent = f"{parent}.{name}"
+    return tuple(path)
+
+
+def lookup(doc: Any, path: tuple[str | int, ...]) -> Any:
+    """The value at `path` in a rendered document; None where it is left out (a default)."""
+    for key in path:
+        if isinstance(key, int):
+            if not isinstance(doc, list) or key >= len(doc):
+                return None
+        elif not isinstance(doc, Mapping) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def size(value: int) -> str:
+    """`1073741824` → `1Gi`: the largest unit that divides it."""
+    for unit, factor in _SIZES:
+        if value % factor == 0:
+            return f"{value // factor}{unit}"
+    raise ValueError(f"{value} bytes is not a whole number of KiB: no manifest says that")
+
+
+def duration(seconds: float) -> str | float:
+    """`30.0` → `30s`, `0.5` → `500ms`; a finer value stays a number of seconds."""
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    millis = seconds * 1000
+    return f"{round(millis)}ms" if abs(millis - round(millis)) < 1e-9 else seconds
+
+
+def _camel(field: str) -> str:
+    head, *rest = field.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _changed(value: Any, default: Any, path: str) -> dict[str, Any]:
+    """The fields of the dataclass `value` that differ from `default`, as manifest keys."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(value):
+        mine, theirs = getattr(value, field.name), getattr(default, field.name)
+        if mine != theirs and mine is not None:
+            key = "graphics" if field.name == "vnc" else _camel(field.name)
+            out[key] = _plain(mine, theirs, f"{path}.{field.name}")
+    return out
+
+
+def _plain(value: Any, default: Any, path: str) -> Any:
+    if path in _SIZE_FIELDS:
+        return size(value)
+    if path == "spec.shutdown_timeout":
+        return duration(value)
+    if path == "spec.qemu.vnc":
+        return {"vnc": _changed(value, type(value)(), path)}
+    if path in _PAIR_FIELDS:
+        return dict(value)
+    if path == "spec.lxc":
+        return _lxc(value)
+    if dataclasses.is_dataclass(value):
+        blank = default if type(default) is type(value) else _blank(type(value))
+        return _changed(value, blank, path)
+    if isinstance(value, tuple):
+        return [_plain(item, None, path) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _lxc(value: LxcSpec) -> dict[str, Any]:
+    """An LxcSpec's fields; an image (and its delete policy) is written as `rootfs: {image:}`."""
+    out = _changed(value, LxcSpec(), "spec.lxc")
+    if value.image is not None:
+        out["rootfs"] = {"image": out.pop("image")}
+        if "deletePolicy" in out:
+            out["rootfs"]["deletePolicy"] = out.pop("deletePolicy")
+    return out
+
+
+def _blank(kind: type[Any]) -> Any:
+    """A default instance of a spec dataclass, for leaving out the defaults of list items."""
+    required = {f.name: "" for f in dataclasses.fields(kind)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    return kind(**required)
