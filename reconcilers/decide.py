@@ -76,6 +76,16 @@ caller):
   the start through, since a start validates the host before anything else (schedule()
   brings such a domain back every `revalidate` seconds).
 
+Management Observe (the manifest's, or the last manifest's once it is removed): every acting
+plan that is not the API's (cause api: an explicit `domctl start` etc. is the user's, carried
+out) becomes REPORT, its reason naming the drift ("Drift: state running wanted, shutoff
+seen") and what Enforce would do; nothing is ever started, stopped, applied or undefined.
+
+Ordering: a start (START, START_PAUSED, RESTORE) waits, NOTHING, while a dependency is not
+Ready (`waiting_for`, reason "waiting for dependency: ...") or no start slot is free
+(`start_slot`, --max-parallel-starts); the engine requeues it when a dependency's status
+changes or a start ends.
+
 REPORT means: leave the domain, set a condition with the reason; NOTHING means converged or
 waiting. Plans that start a multi-pass sequence (resume then shutdown, destroy then start,
 shutdown then undefine) carry requeue_after=0.
@@ -106,6 +116,7 @@ from reconcilers.model import (
     DomainSpec,
     DriverName,
     LifecycleAction,
+    Management,
     Reason,
     RestartPolicy,
     State,
@@ -187,7 +198,55 @@ def decide(desired: Domain | None, live: Live, history: History) -> Plan:
             plan = _by_request(plan, request, live)
         if desired is not None and history.saved is not None and plan.action in _BOOTS:
             plan = _from_image(plan, desired.spec, history.saved, history, request)
-        return _unless_stalled(plan, history, request)
+        plan = _unless_stalled(plan, history, request)
+    if plan.action not in (Action.NOTHING, Action.REPORT) and plan.cause is not Cause.API \
+            and _management(desired, history) is Management.OBSERVE:
+        return _observe_only(plan, desired, live, history)
+    if plan.action in STARTS:
+        return _ordered(plan, history)
+    return plan
+
+
+def _management(desired: Domain | None, history: History) -> Management:
+    """The manifest's management; once it is removed, the last manifest's."""
+    spec = desired.spec if desired is not None else history.last_spec
+    return spec.management if spec is not None else Management.ENFORCE
+
+
+def _observe_only(plan: Plan, desired: Domain | None, live: Live, history: History) -> Plan:
+    """Management Observe: what Enforce would do is only reported, with the drift."""
+    return _report(f"{describe_drift(desired, live, history)}; management Observe: not "
+                   f"acting (Enforce would {plan.action.value}: {plan.reason})")
+
+
+def describe_drift(desired: Domain | None, live: Live, history: History) -> str:
+    """What differs between the manifest and the domain: its state, the spec of a domain
+    that is up (the fields a start or apply would change)."""
+    if desired is None:
+        return f"Drift: manifest removed, domain defined ({_observed(live)})"
+    wanted = desired.spec.state
+    seen = live.state.value
+    differs = {DesiredState.RUNNING: live.state not in UP_STATES,
+               DesiredState.PAUSED: live.state is not State.PAUSED,
+               DesiredState.SHUTOFF: live.state is not State.SHUTOFF}[wanted]
+    drift = [f"state {wanted.value} wanted, {seen} seen"] if differs else []
+    if history.live_spec is not None and live.state is not State.SHUTOFF:
+        changed = [c for c in classify_changes(history.live_spec, desired.spec,
+                                               history.classification)
+                   if c.apply is not Apply.CONTROLLER]
+        if changed:
+            drift.append(f"spec differs: {_paths(tuple(changed))}")
+    return f"Drift: {'; '.join(drift)}" if drift else "no drift"
+
+
+def _ordered(plan: Plan, history: History) -> Plan:
+    """A start waits for its dependencies to be Ready, then for a start slot."""
+    if history.waiting_for:
+        return Plan(Action.NOTHING, Cause.CONTROLLER, "waiting for dependency: "
+                    f"{', '.join(history.waiting_for)} (then: {plan.reason})")
+    if not history.start_slot:
+        return Plan(Action.NOTHING, Cause.CONTROLLER, "waiting for a start slot "
+                    f"(--max-parallel-starts) (then: {plan.reason})")
     return plan
 
 

@@ -129,3 +129,9 @@ class History:
     saved_classification: Classification = field(default_factory=dict)
     """The driver's classify(saved.spec, desired spec): a restart-only change discards it."""
     host_shutdown: HostShutdown | None = None  # a host shutdown holds the domain down
+    waiting_for: tuple[str, ...] = ()
+    """The domain's dependencies (spec.dependsOn) that are not Ready, each with why ("db: not
+    Ready (shutoff)", "cache: no such domain"): a start waits for them."""
+    start_slot: bool = True
+    """False while --max-parallel-starts starts are in flight, or a domain of a higher
+    startPriority waits for a slot: a start waits (the engine requeues it)."""

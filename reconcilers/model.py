@@ -206,6 +206,15 @@ class StopMode(str, enum.Enum):
     SAVE = "save"  # managed save: the guest's state to an image, restored at the next start
 
 
+class Management(str, enum.Enum):
+    """Whether the controller acts on the domain (Enforce) or only observes and reports what
+    differs from the manifest (Observe: to adopt a domain and watch it first, like Argo CD's
+    manual sync)."""
+
+    ENFORCE = "Enforce"
+    OBSERVE = "Observe"
+
+
 class DeletePolicy(str, enum.Enum):
     """What happens to a volume domctl made (an overlay, an empty disk, an unpacked rootfs)
     when its domain is removed: kept (the default, like libvirt's volumes) or deleted."""
@@ -396,6 +405,9 @@ class DomainSpec:
     update_policy: UpdatePolicy = UpdatePolicy.LIVE
     shutdown_timeout: float = 60.0  # seconds
     stop_mode: StopMode = StopMode.SHUTDOWN
+    management: Management = Management.ENFORCE
+    depends_on: tuple[str, ...] = ()  # domains started (Ready) before this one, sorted
+    start_priority: int = 0  # higher first when several wait to start
     memory: int = 512 * 1024 * 1024  # bytes
     max_memory: int | None = None  # bytes; set: memory can be hot-added up to it (qemu)
     current_memory: int | None = None  # bytes; None: equal to memory (no balloon target)

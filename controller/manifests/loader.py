@@ -243,6 +243,7 @@ def load_paths(paths: Iterable[str | os.PathLike[str]],
         result.networks.extend(declared.networks)
     domain_clashes, network_clashes = name_conflicts(result.domains), \
         network_conflicts(result.networks)
+    domain_clashes += dependency_cycles(_without(result.domains, domain_clashes))
     result.problems.extend(domain_clashes + network_clashes)
     result.domains = _without(result.domains, domain_clashes)
     result.networks = _without(result.networks, network_clashes)
@@ -264,6 +265,65 @@ def name_conflicts(domains: Iterable[Domain]) -> list[Problem]:
     return _clashes(domains, lambda d: d.name, "metadata.name",
                     lambda name, others: f"domain {name!r} is also declared at {others}; "
                                          "neither is applied until one is removed")
+
+
+def dependency_cycles(domains: Iterable[Domain]) -> list[Problem]:
+    """Domains whose spec.dependsOn close a cycle: none of them could ever start, so each is
+    refused with a Problem naming every member of the cycle and its file (a dependency that
+    no document declares is no cycle: the domain waits for it, a condition)."""
+    by_name = {d.name: d for d in domains}
+    problems = []
+    for group in _cycles({n: [m for m in d.spec.depends_on if m in by_name]
+                          for n, d in by_name.items()}):
+        where = ", ".join(f"{n} ({by_name[n].source.file}:{by_name[n].source.line})"
+                          for n in group)
+        for name in group:
+            source = by_name[name].source
+            problems.append(Problem(source.file, source.line, 1, "spec.dependsOn",
+                                    f"a dependsOn cycle: {where}; none of them is applied "
+                                    "until the cycle is broken"))
+    return problems
+
+
+def _cycles(edges: Mapping[str, list[str]]) -> list[list[str]]:
+    """The strongly connected components that hold a cycle (Tarjan, iterative), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    group = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        group.append(member)
+                        if member == node:
+                            break
+                    if len(group) > 1 or node in edges[node]:
+                        found.append(sorted(group))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(edges[child])))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return sorted(found)
 
 
 def network_conflicts(networks: Iterable[Network]) -> list[Problem]:
@@ -300,6 +360,21 @@ def _clashes(declared: Iterable[_Declared], key: Callable[[_Declared], str], fie
     return problems
 
 
-__all__ = ["MAX_BYTES", "Documents", "LoadResult", "ManifestError", "Problem",
-           "is_manifest_name", "load_documents", "load_file", "load_file_documents", "load_paths",
-           "load_text", "manifest_files", "name_conflicts", "network_conflicts", "read_manifest"]
+__all__ = [
+    "MAX_BYTES",
+    "Documents",
+    "LoadResult",
+    "ManifestError",
+    "Problem",
+    "dependency_cycles",
+    "is_manifest_name",
+    "load_documents",
+    "load_file",
+    "load_file_documents",
+    "load_paths",
+    "load_text",
+    "manifest_files",
+    "name_conflicts",
+    "network_conflicts",
+    "read_manifest",
+]

@@ -34,6 +34,7 @@ from reconcilers.model import (
     LifecycleAction,
     LinkState,
     LxcSpec,
+    Management,
     Metadata,
     Mount,
     Nic,
@@ -104,6 +105,9 @@ def spec(raw: Raw) -> DomainSpec:
         update_policy=UpdatePolicy(raw.get("updatePolicy", defaults.update_policy.value)),
         shutdown_timeout=parse_duration(raw.get("shutdownTimeout", defaults.shutdown_timeout)),
         stop_mode=StopMode(raw.get("stopMode", defaults.stop_mode.value)),
+        management=Management(raw.get("management", defaults.management.value)),
+        depends_on=tuple(sorted(set(raw.get("dependsOn", ())))),
+        start_priority=raw.get("startPriority", defaults.start_priority),
         memory=memory,
         max_memory=maximum,
         # "equal to memory" and "not set" mean the same, so they must hash the same

@@ -70,6 +70,7 @@ from watchdog.observers.api import BaseObserver
 from controller.manifests.errors import ManifestError, Problem
 from controller.manifests.loader import (
     Documents,
+    dependency_cycles,
     is_manifest_name,
     load_file_documents,
     name_conflicts,
@@ -347,7 +348,11 @@ class ManifestSource:
                 networks.extend(result.networks)
                 self._last_names[path] = frozenset(d.name for d in result.domains)
                 self._last_networks[path] = result.networks
-        conflicts = _by_name(name_conflicts(domains), domains)
+        clashing = name_conflicts(domains)
+        named = {(p.file, p.line) for p in clashing}
+        clashing += dependency_cycles(d for d in domains
+                                      if (d.source.file, d.source.line) not in named)
+        conflicts = _by_name(clashing, domains)
         valid = {d.name: d for d in domains if d.name not in conflicts}
         clashes = _by_name(network_conflicts(networks), networks)
         kept_networks = {n.name: n for n in networks if n.name not in clashes}

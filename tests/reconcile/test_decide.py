@@ -27,6 +27,7 @@ from reconcilers.model import (
     DriverName,
     Lifecycle,
     LifecycleAction,
+    Management,
     Metadata,
     QemuSpec,
     Reason,
@@ -73,6 +74,8 @@ def hold(mode: StopMode = StopMode.SAVE) -> HostShutdown:
 
 
 SAVE_MODE = StopMode.SAVE
+OBSERVE = Management.OBSERVE
+OBSERVED = dataclasses.replace(BASE, management=OBSERVE)
 
 
 def history(**fields: Any) -> History:
@@ -495,6 +498,46 @@ ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
         history(saved=image(), override=api(ApiAction.STOP, at=800.0),
                 last_stop=stop(R.SAVED, C.API, at=700.0, host=True)),
         (A.NOTHING, C.CONTROLLER, "as desired", None)),
+    "observe-leaves-a-killed-domain-down": (
+        domain(management=OBSERVE), (S.SHUTOFF, R.CRASHED),
+        history(last_stop=stop(R.CRASHED, C.EXTERNAL)),
+        (A.REPORT, C.CONTROLLER, "Drift: state running wanted, shutoff seen; management "
+                                 "Observe: not acting (Enforce would start", None)),
+    "observe-leaves-a-paused-domain-paused": (
+        domain(management=OBSERVE), (S.PAUSED, R.UNKNOWN), history(),
+        (A.REPORT, C.CONTROLLER, "state running wanted, paused seen", None)),
+    "observe-never-stops": (domain(OFF, management=OBSERVE), (S.RUNNING, R.BOOTED), history(),
+                            (A.REPORT, C.CONTROLLER, "state shutoff wanted, running seen", None)),
+    "observe-never-applies": (
+        domain(management=OBSERVE, memory=1024 * MiB), (S.RUNNING, R.BOOTED),
+        history(live_spec=BASE, classification={"memory": ChangeKind.LIVE}),
+        (A.REPORT, C.CONTROLLER, "Drift: spec differs: memory", None)),
+    "observe-never-undefines": (
+        None, (S.SHUTOFF, R.SHUTDOWN), history(last_spec=OBSERVED),
+        (A.REPORT, C.CONTROLLER, "Drift: manifest removed, domain defined", None)),
+    "observe-as-desired-is-nothing": (domain(management=OBSERVE), (S.RUNNING, R.BOOTED),
+                                      history(), (A.NOTHING, C.CONTROLLER, "as desired", None)),
+    "observe-carries-out-an-api-start": (
+        domain(management=OBSERVE), (S.SHUTOFF, R.DESTROYED),
+        history(override=api(ApiAction.START)), (A.START, C.API, "start through the API", None)),
+    "observe-carries-out-an-api-stop": (
+        domain(management=OBSERVE), (S.RUNNING, R.BOOTED),
+        history(override=api(ApiAction.STOP)), (A.SHUTDOWN, C.API, "stop through the API", None)),
+    "enforce-after-observe-starts": (domain(), (S.SHUTOFF, R.CRASHED),
+                                     history(last_stop=stop(R.CRASHED, C.EXTERNAL, epoch=0)),
+                                     (A.START, C.MANIFEST, "starting", None)),
+    "dependency-not-ready-waits": (
+        domain(depends_on=("db",)), (S.SHUTOFF, R.UNKNOWN),
+        history(waiting_for=("db: not Ready (shutoff)",)),
+        (A.NOTHING, C.CONTROLLER, "waiting for dependency: db: not Ready (shutoff)", None)),
+    "dependency-waits-for-a-restore-too": (
+        domain(), (S.SHUTOFF, R.SAVED), history(saved=image(), waiting_for=("db: no such domain",)),
+        (A.NOTHING, C.CONTROLLER, "waiting for dependency: db: no such domain", None)),
+    "dependency-does-not-hold-a-stop": (
+        domain(OFF), (S.RUNNING, R.BOOTED), history(waiting_for=("db: not Ready",)),
+        (A.SHUTDOWN, C.MANIFEST, "desired shutoff", None)),
+    "no-start-slot-waits": (domain(), (S.SHUTOFF, R.UNKNOWN), history(start_slot=False),
+                            (A.NOTHING, C.CONTROLLER, "waiting for a start slot", None)),
 }
 
 
@@ -612,7 +655,7 @@ desired_domains = st.none() | st.builds(
     lifecycle=st.builds(Lifecycle, on_poweroff=st.sampled_from(LifecycleAction),
                         on_reboot=st.sampled_from(LifecycleAction),
                         on_crash=st.sampled_from(LifecycleAction)),
-    memory=st.sampled_from([512 * MiB, 1024 * MiB]))
+    memory=st.sampled_from([512 * MiB, 1024 * MiB]), management=st.sampled_from(Management))
 histories = st.builds(
     History, now=st.just(NOW), epoch=st.integers(0, 2),
     last_stop=st.none() | st.builds(LastStop, st.sampled_from(Reason), st.sampled_from(Cause),
@@ -627,7 +670,8 @@ histories = st.builds(
     saved=st.none() | st.builds(image, st.just(BASE) | st.just(BIG), st.booleans()),
     saved_classification=st.sampled_from([{}, LIVE_MEMORY, RESTART_MEMORY]),
     host_shutdown=st.none() | st.builds(hold, st.sampled_from(StopMode)),
-    saving=st.booleans())
+    saving=st.booleans(), waiting_for=st.sampled_from([(), ("db: not Ready",)]),
+    start_slot=st.booleans(), last_spec=st.none() | st.just(OBSERVED))
 lives = st.builds(Live, st.sampled_from(State), st.sampled_from(Reason))
 
 
@@ -651,6 +695,12 @@ def test_decide_is_total_and_only_plans_allowed_moves(desired: Domain | None, li
         assert hist.saved is not None and not plan.discard
     if plan.discard:
         assert hist.saved is not None and plan.action in (A.START, A.START_PAUSED)
+    if plan.action in (A.START, A.START_PAUSED, A.RESTORE):
+        assert not hist.waiting_for and hist.start_slot, plan.reason
+    management = desired.spec.management if desired is not None else (
+        hist.last_spec.management if hist.last_spec is not None else Management.ENFORCE)
+    if management is Management.OBSERVE and plan.action not in (A.NOTHING, A.REPORT):
+        assert plan.cause is C.API, plan.reason  # only what a user asked for through the API
 
 
 @given(desired_domains, lives, histories)
