@@ -21,7 +21,7 @@ ACTIONS = ("start", "stop", "suspend", "resume", "restart", "destroy", "save")
 # `wait` rescans the manifests directory (a read of the disk, no change) and answers with the
 # generation the controller now holds for the name; the client then polls `get`.
 READ_OPS = frozenset({"ping", "get", "networks", "describe", "events", "diff", "logs", "wait",
-                      "watch"})
+                      "watch", "export"})
 WRITE_OPS = frozenset({*ACTIONS, "prune", "console", "host-shutdown"})  # a console is
 # interactive access; host-shutdown saves or shuts down every running domain
 STREAM_OPS = frozenset({"events", "logs", "watch"})  # watch: a status document per change

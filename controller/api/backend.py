@@ -7,7 +7,8 @@ imperative action is carried out by the same reconcile pass as everything else, 
 domain's job lock, and recorded with cause `api` and the caller's uid. `destroy` and `save`
 also act at once (Controller.destroy, Controller.save: a save's error, such as a container's
 NotSupported, is the reply), and `host_shutdown` takes every running domain down
-(Controller.host_shutdown) and answers with each one's result.
+(Controller.host_shutdown) and answers with each one's result. `export` renders the live spec
+as a manifest (controller/manifests/render.py) with the fields the manifest on disk differs in.
 
 `act` waits (30 s plus the domain's shutdownTimeout) until the status shows the result, like `virsh
 start` returns once the domain runs; a request that cannot finish in time still stands, and its
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,15 +36,24 @@ import structlog
 from controller.api.parsing import Refused
 from controller.api.server import Caller
 from controller.engine.controller import Controller
+from controller.manifests import render
 from controller.manifests.source import Snapshot
 from controller.paths import Paths
 from controller.protocol import HOST_SHUTDOWN_MODES, headline
 from controller.state.events import Subscription
 from controller.state.networks import NoSuchNetwork
 from controller.state.status import STATES_MEETING, NoSuchDomain
-from reconcilers.diff import Apply, classify_changes
+from reconcilers.diff import Apply, classify_changes, field_diff
 from reconcilers.history import API_STATES, ApiAction
-from reconcilers.model import Cause, DesiredState, StopMode, spec_generation
+from reconcilers.model import (
+    Cause,
+    DesiredState,
+    Domain,
+    Metadata,
+    SourceRef,
+    StopMode,
+    spec_generation,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +123,36 @@ class ControllerBackend:
         return {"name": name, "changes": [
             {"field": c.path, "old": c.old, "new": c.new,
              "apply": "restart" if c.apply is Apply.RESTART else "live"} for c in changes]}
+
+    def export(self, name: str) -> dict[str, Any]:
+        """NAME's live configuration as a manifest (`domctl export`): the spec it runs with,
+        else the last valid manifest's; with each field where the manifest on disk differs."""
+        self._controller.statuses.get_document(name)  # NoSuchDomain for an unknown name
+        desired = self._controller.desired_resolved(name)  # NICs as the live spec has them
+        record = self._controller.registry.get(name)
+        running = (record is not None and record.runtime is not None
+                   and record.live_spec is not None)
+        live_spec = record.live_spec if running and record is not None else None
+        spec = live_spec or (desired.spec if desired is not None else None)
+        if spec is None:
+            raise NoSuchDomain(name)
+        metadata = desired.metadata if desired is not None else Metadata(name)
+        uuid = metadata.uuid or (record.uuid if record is not None else None)
+        live = Domain(dataclasses.replace(metadata, uuid=uuid), spec,
+                      desired.source if desired is not None else SourceRef("-", 0))
+        document = render.document(live)
+        differences = []
+        if desired is not None and live_spec is not None:
+            on_disk = render.document(desired)
+            for change in field_diff(desired.spec, live_spec):
+                path = render.manifest_path(change.path)
+                differences.append({"field": change.path, "path": list(path),
+                                    "manifest": render.lookup(on_disk, path),
+                                    "live": render.lookup(document, path)})
+        source = desired.source if desired is not None else None
+        return {"name": name, "running": running, "manifest": document,
+                "source": f"{source.file}:{source.line}" if source is not None else None,
+                "differences": differences}
 
     def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
         return self._controller.events.recent(name, n)

@@ -27,7 +27,7 @@ ARGS: dict[str, dict[str, tuple[type, bool]]] = {
     "ping": {}, "get": {"name": (str, False), "disks": (bool, False)},
     "networks": {"name": (str, False)}, "describe": {"name": (str, True)},
     "diff": {"name": (str, False)}, "wait": {"name": (str, True)},
-    "watch": {"name": (str, True)},
+    "watch": {"name": (str, True)}, "export": {"name": (str, True)},
     "events": {"name": (str, False), "follow": (bool, False), "n": (int, False)},
     "logs": {"name": (str, True), "follow": (bool, False), "lines": (int, False)},
     **{action: {"name": (str, True)} for action in (*ACTIONS, "console")},

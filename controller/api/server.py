@@ -105,6 +105,13 @@ class Backend(Protocol):
         """[{"name": ..., "changes": [{"field", "old", "new", "apply": "live"|"restart"}]}]."""
         ...
 
+    def export(self, name: str) -> dict[str, Any]:
+        """{"name", "running": bool, "source": "FILE:LINE" | None, "manifest": {...} (the live
+        spec's manifest document, else the manifest's), "differences": [{"field", "path",
+        "manifest", "live"}] (the manifest on disk against the live spec, rendered values;
+        None where a value is left out, at its default)}."""
+        ...
+
     def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
         """The last `n` event records (of `name`, or of every domain), oldest first."""
         ...
@@ -270,6 +277,8 @@ class ApiServer:
             return await backend.describe(args["name"])
         if op == "diff":
             return backend.diff(args.get("name"))
+        if op == "export":
+            return backend.export(args["name"])
         if op == "console":
             return backend.console(args["name"])
         if op == "wait":

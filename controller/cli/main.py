@@ -84,3 +84,4 @@ def validate(paths: tuple[str, ...], output: str) -> None:
 
 commands.register(main)
 main.add_lazy_command("import-libvirt", "controller.cli.importer:import_libvirt")
+main.add_lazy_command("export", "controller.cli.export:export")

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from controller.api.server import ApiServer, Caller
+from controller.manifests import render
 from controller.settings import ApiSettings
 from controller.state.events import EventBus
 from controller.state.networks import NoSuchNetwork
 from controller.state.status import NoSuchDomain
 from reconcilers.errors import NotSupportedError
+from tests.support.domains import domain
 
 
 class DocsBackend:
@@ -26,6 +28,7 @@ class DocsBackend:
     JOB: ClassVar[dict[str, Any] | None] = None
     MESSAGE: ClassVar[str] = ""
     DISKS: ClassVar[list[dict[str, Any]]] = []
+    DIFFERENCES: ClassVar[list[dict[str, Any]]] = []  # export's
 
     def __init__(self, directory: Path, docs: dict[str, dict[str, Any]],
                  network_docs: dict[str, dict[str, Any]] | None = None) -> None:
@@ -69,6 +72,14 @@ class DocsBackend:
     def log_path(self, name: str) -> Path:
         self._known(name)
         return self.directory / f"{name}.log"
+
+    def export(self, name: str) -> dict[str, Any]:
+        """The manifest of `domain(name)` (tests/support/domains.py) with DIFFERENCES."""
+        self._known(name)
+        document = render.document(domain(name, self.docs[name].get("driver", "qemu")))
+        return {"name": name, "running": self.docs[name].get("state") == "running",
+                "source": f"/manifests/{name}.yaml:1", "manifest": document,
+                "differences": self.DIFFERENCES}
 
     def diff(self, name: str | None) -> list[dict[str, Any]]:
         if name is not None:

@@ -1,0 +1,97 @@
+"""`domctl export NAME`: the manifest of a domain's live configuration (`virsh dumpxml`'s job).
+
+A thin shell over the API's `export` op (controller/api/backend.py), registered lazily in
+cli/main.py. It prints the manifest the daemon rendered from the spec the domain runs with (the
+manifest's own when it is not running), as YAML a controller loads back: a header comment says
+where it came from, and above each field where the manifest on disk says otherwise a comment
+gives that value (`# manifest: memory: 1Gi`; `(not set)` for a field the manifest leaves at
+its default). A field the live spec leaves out has its comment above the nearest key it does
+have, spelled from there. `-o json` prints the reply as it is, without comments.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import yaml
+
+from controller.cli.commands import NAME, _client, _reports_errors
+
+Path = tuple[str | int, ...]
+
+
+@click.command("export")
+@NAME
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True, help="json: the manifest and its differences, no comments.")
+@_reports_errors
+def export(name: str, output: str) -> None:
+    """Print NAME's live configuration as a manifest, with a comment where the manifest on disk
+    differs (a change not in effect yet, such as a restart-only edit)."""
+    reply = _client().call("export", name=name)
+    if output == "json":
+        click.echo(json.dumps(reply, indent=2))
+    else:
+        click.echo(commented(reply), nl=False)
+
+
+def commented(reply: dict[str, Any]) -> str:
+    """The YAML text of an export reply, with its header and difference comments."""
+    text = yaml.safe_dump(reply["manifest"], sort_keys=False)
+    lines = text.splitlines(keepends=True)
+    root = yaml.compose(text)
+    notes: dict[int, list[str]] = {}
+    for difference in reply.get("differences") or ():
+        path = tuple(difference["path"])
+        line, rest = _anchor(root, path)
+        spelled = "".join(f"[{k}]" if isinstance(k, int) else f".{k}"
+                          for k in path[len(path) - rest - 1:]).lstrip(".")
+        indent = len(lines[line]) - len(lines[line].lstrip(" -"))
+        notes.setdefault(line, []).append(
+            f"{' ' * indent}# manifest: {spelled}: {_inline(difference.get('manifest'))}\n")
+    out = [_header(reply)]
+    for number, line_text in enumerate(lines):
+        out += [*notes.get(number, ()), line_text]
+    return "".join(out)
+
+
+def _header(reply: dict[str, Any]) -> str:
+    name, source = reply["name"], reply.get("source") or "no manifest"
+    count = len(reply.get("differences") or ())
+    if not reply.get("running"):
+        return f"# domctl export {name}: not running; its manifest's configuration ({source})\n"
+    differs = (f"{count} field(s) differ from its manifest ({source}): see `# manifest:`"
+               if count else f"as its manifest ({source}) says")
+    return f"# domctl export {name}: the live configuration of the running domain, {differs}\n"
+
+
+def _anchor(root: yaml.Node | None, path: Path) -> tuple[int, int]:
+    """The line of the deepest key of `path` present in the composed document, and how many
+    keys of `path` lie below it (0: the field itself is there)."""
+    node, line = root, 0
+    for depth, key in enumerate(path):
+        found = _child(node, key)
+        if found is None:
+            return line, len(path) - depth
+        line, node = found
+    return line, 0
+
+
+def _child(node: yaml.Node | None, key: str | int) -> tuple[int, yaml.Node] | None:
+    """The line where `key` of a mapping (an index of a sequence) starts, and its value node."""
+    if isinstance(node, yaml.MappingNode) and isinstance(key, str):
+        for key_node, value in node.value:
+            if key_node.value == key:
+                return key_node.start_mark.line, value
+    if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+        item = node.value[key]
+        return item.start_mark.line, item
+    return None
+
+
+def _inline(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    return value if isinstance(value, str) else json.dumps(value)

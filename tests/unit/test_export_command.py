@@ -1,0 +1,80 @@
+"""`domctl export` (controller/cli/export.py) through the real `main` group and a real ApiServer
+over tests/support/api.py's DocsBackend: the YAML loads back, and each difference from the
+manifest on disk is a comment above its field (or the nearest key the live spec has)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from click.testing import CliRunner, Result
+from structlog.testing import capture_logs
+
+from controller.manifests.loader import load_text
+from controller.settings import ApiSettings
+from tests.support.api import DocsBackend, ThreadedServer
+from tests.support.domains import domain
+
+RUNNING = {"name": "vm", "driver": "qemu", "state": "running"}
+
+
+class Backend(DocsBackend):
+    DIFFERENCES: ClassVar[list[dict[str, Any]]] = [
+        {"field": "memory", "path": ["spec", "memory"], "manifest": "1Gi", "live": "64Mi"},
+        {"field": "vcpus", "path": ["spec", "vcpus"], "manifest": 2, "live": None}]
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs() -> Iterator[None]:
+    with capture_logs():
+        logging.disable(logging.CRITICAL)
+        yield
+        logging.disable(logging.NOTSET)
+
+
+@pytest.fixture
+def server(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
+    backend = Backend(tmp_path, {"vm": RUNNING, "off": {**RUNNING, "name": "off",
+                                                         "state": "shutoff"}})
+    with ThreadedServer(backend, sockdir, ApiSettings()) as running:
+        yield running
+
+
+def export(server: ThreadedServer, *args: str) -> Result:
+    from controller.cli.main import main
+
+    return CliRunner().invoke(main, ["--socket", str(server.ro), "export", *args])
+
+
+def test_export_prints_the_live_manifest_with_a_comment_above_each_difference(
+        server: ThreadedServer) -> None:
+    result = export(server, "vm")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("# domctl export vm: the live configuration of the running domain, "
+                        "2 field(s) differ from its manifest (/manifests/vm.yaml:1): see "
+                        "`# manifest:`")
+    assert lines[lines.index("  memory: 64Mi") - 1] == "  # manifest: memory: 1Gi"
+    assert lines[lines.index("spec:") - 1] == "# manifest: spec.vcpus: 2"  # not in the live one
+    [loaded], built = load_text(result.stdout, "vm.yaml"), domain("vm")
+    assert (loaded.metadata, loaded.spec) == (built.metadata, built.spec)
+
+
+def test_export_of_a_domain_not_running_says_so_and_json_has_no_comments(
+        server: ThreadedServer) -> None:
+    result = export(server, "off")
+    assert result.stdout.startswith("# domctl export off: not running; its manifest's "
+                                    "configuration (/manifests/off.yaml:1)\n")
+    reply = json.loads(export(server, "vm", "-o", "json").stdout)
+    assert reply["manifest"]["metadata"]["name"] == "vm"
+    assert reply["differences"] == Backend.DIFFERENCES
+
+
+def test_export_of_an_unknown_domain_fails(server: ThreadedServer) -> None:
+    result = export(server, "nope")
+    assert result.exit_code == 1
+    assert "nope" in result.stderr
