@@ -6,7 +6,8 @@ manifest's own when it is not running), as YAML a controller loads back: a heade
 where it came from, and above each field where the manifest on disk says otherwise a comment
 gives that value (`# manifest: memory: 1Gi`; `(not set)` for a field the manifest leaves at
 its default). A field the live spec leaves out has its comment above the nearest key it does
-have, spelled from there. `-o json` prints the reply as it is, without comments.
+have, spelled from there; one inside a list item, above the list's key (`disks[0].cache`).
+`-o json` prints the reply as it is, without comments.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ def commented(reply: dict[str, Any]) -> str:
     notes: dict[int, list[str]] = {}
     for difference in reply.get("differences") or ():
         path = tuple(difference["path"])
-        line, rest = _anchor(root, path)
+        lines_of = _lines(root, path)
+        start = len(lines_of) - 1  # the deepest key present: a list item's own key, if any
+        while start > 0 and isinstance(path[start], int):
+            start -= 1
+        line = lines_of[start]
         spelled = "".join(f"[{k}]" if isinstance(k, int) else f".{k}"
-                          for k in path[len(path) - rest - 1:]).lstrip(".")
+                          for k in path[start:]).lstrip(".")
         indent = len(lines[line]) - len(lines[line].lstrip(" -"))
         notes.setdefault(line, []).append(
             f"{' ' * indent}# manifest: {spelled}: {_inline(difference.get('manifest'))}\n")
@@ -67,16 +72,17 @@ def _header(reply: dict[str, Any]) -> str:
     return f"# domctl export {name}: the live configuration of the running domain, {differs}\n"
 
 
-def _anchor(root: yaml.Node | None, path: Path) -> tuple[int, int]:
-    """The line of the deepest key of `path` present in the composed document, and how many
-    keys of `path` lie below it (0: the field itself is there)."""
-    node, line = root, 0
-    for depth, key in enumerate(path):
+def _lines(root: yaml.Node | None, path: Path) -> list[int]:
+    """The line of each key of `path` the composed document has, from the top down to the
+    deepest one present (at least the first line)."""
+    node, lines = root, []
+    for key in path:
         found = _child(node, key)
         if found is None:
-            return line, len(path) - depth
+            break
         line, node = found
-    return line, 0
+        lines.append(line)
+    return lines or [0]
 
 
 def _child(node: yaml.Node | None, key: str | int) -> tuple[int, yaml.Node] | None:

@@ -4,6 +4,7 @@ manifest on disk is a comment above its field (or the nearest key the live spec 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -14,10 +15,13 @@ import pytest
 from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
+from controller.cli.export import commented
+from controller.manifests import render
 from controller.manifests.loader import load_text
 from controller.settings import ApiSettings
+from reconcilers.model import Disk
 from tests.support.api import DocsBackend, ThreadedServer
-from tests.support.domains import domain
+from tests.support.domains import TCG_PC, domain
 
 RUNNING = {"name": "vm", "driver": "qemu", "state": "running"}
 
@@ -78,3 +82,17 @@ def test_export_of_an_unknown_domain_fails(server: ThreadedServer) -> None:
     result = export(server, "nope")
     assert result.exit_code == 1
     assert "nope" in result.stderr
+
+
+def test_a_difference_inside_a_list_item_is_spelled_from_the_lists_key() -> None:
+    qemu = dataclasses.replace(TCG_PC, disks=(Disk("a", "/x.img"),))
+    reply = {"name": "vm", "running": True, "source": "vm.yaml:1",
+             "manifest": render.document(domain("vm", qemu=qemu)), "differences": [
+                 {"path": ["spec", "qemu", "disks", 0, "cache"], "manifest": "writeback"},
+                 {"path": ["spec", "qemu", "disks", 0, "source"], "manifest": "/y.img"},
+                 {"path": ["spec", "qemu", "disks", 1], "manifest": {"name": "b"}}]}
+    lines = commented(reply).splitlines()
+    at = lines.index("    disks:")
+    assert lines[at - 2:at + 4] == [
+        "    # manifest: disks[0].cache: writeback", '    # manifest: disks[1]: {"name": "b"}',
+        "    disks:", "    - name: a", "      # manifest: source: /y.img", "      source: /x.img"]
