@@ -118,6 +118,9 @@ class EngineSettings:
 
     workers: int = 4
     """Domains reconciled in parallel; never two passes on one domain (`--workers`)."""
+    max_parallel_starts: int | None = None
+    """Starts in flight at once across workers (`--max-parallel-starts`: bounds a boot storm;
+    higher spec.startPriority first when several wait); None: only the workers bound them."""
     prune: PruneSettings = PruneSettings()
     """Removal of domains whose manifests are gone."""
     crash_loop: CrashLoopSettings = CrashLoopSettings()

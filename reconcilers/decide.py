@@ -84,7 +84,8 @@ seen") and what Enforce would do; nothing is ever started, stopped, applied or u
 Ordering: a start (START, START_PAUSED, RESTORE) waits, NOTHING, while a dependency is not
 Ready (`waiting_for`, reason "waiting for dependency: ...") or no start slot is free
 (`start_slot`, --max-parallel-starts); the engine requeues it when a dependency's status
-changes or a start ends.
+changes or a start ends. A removed domain is not brought down while domains that depend on it
+and are being removed too are up (`dependents_up`): dependents stop first.
 
 REPORT means: leave the domain, set a condition with the reason; NOTHING means converged or
 waiting. Plans that start a multi-pass sequence (resume then shutdown, destroy then start,
@@ -161,10 +162,12 @@ class Plan:
     requeue_after: float | None = None  # reconcile again after this many seconds, event or not
     changes: tuple[Change, ...] = ()  # the spec changes the plan puts into effect
     discard: str = ""  # a START that discards the managed-save image first: why
+    condition: str = ""  # the Ready condition's reason while the plan holds the domain
 
 
 _RESUMABLE = frozenset({Reason.USER, Reason.UNKNOWN, Reason.STARTING_UP})
 _BOOTS = frozenset({Action.START, Action.START_PAUSED})
+_STOPS = frozenset({Action.SHUTDOWN, Action.DESTROY, Action.RESUME, Action.SAVE})
 _PAUSE_NOTES: Mapping[Reason, str] = {
     Reason.IOERROR: "a disk I/O error paused it", Reason.WATCHDOG: "its watchdog fired",
     Reason.PANICKED: "the guest panicked", Reason.MIGRATION: "a migration is in progress",
@@ -204,6 +207,10 @@ def decide(desired: Domain | None, live: Live, history: History) -> Plan:
         return _observe_only(plan, desired, live, history)
     if plan.action in STARTS:
         return _ordered(plan, history)
+    if desired is None and history.dependents_up and plan.action in _STOPS:
+        return Plan(Action.NOTHING, Cause.CONTROLLER, "manifest removed; waiting for its "
+                    f"dependents to stop first: {', '.join(history.dependents_up)}",
+                    condition="WaitingForDependents")
     return plan
 
 
@@ -215,8 +222,9 @@ def _management(desired: Domain | None, history: History) -> Management:
 
 def _observe_only(plan: Plan, desired: Domain | None, live: Live, history: History) -> Plan:
     """Management Observe: what Enforce would do is only reported, with the drift."""
-    return _report(f"{describe_drift(desired, live, history)}; management Observe: not "
-                   f"acting (Enforce would {plan.action.value}: {plan.reason})")
+    return Plan(Action.REPORT, Cause.CONTROLLER,
+                f"{describe_drift(desired, live, history)}; management Observe: not acting "
+                f"(Enforce would {plan.action.value}: {plan.reason})", condition="Drift")
 
 
 def describe_drift(desired: Domain | None, live: Live, history: History) -> str:
@@ -243,10 +251,12 @@ def _ordered(plan: Plan, history: History) -> Plan:
     """A start waits for its dependencies to be Ready, then for a start slot."""
     if history.waiting_for:
         return Plan(Action.NOTHING, Cause.CONTROLLER, "waiting for dependency: "
-                    f"{', '.join(history.waiting_for)} (then: {plan.reason})")
+                    f"{', '.join(history.waiting_for)} (then: {plan.reason})",
+                    condition="WaitingForDependency")
     if not history.start_slot:
         return Plan(Action.NOTHING, Cause.CONTROLLER, "waiting for a start slot "
-                    f"(--max-parallel-starts) (then: {plan.reason})")
+                    f"(--max-parallel-starts) (then: {plan.reason})",
+                    condition="WaitingForStartSlot")
     return plan
 
 

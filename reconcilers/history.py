@@ -132,6 +132,8 @@ class History:
     waiting_for: tuple[str, ...] = ()
     """The domain's dependencies (spec.dependsOn) that are not Ready, each with why ("db: not
     Ready (shutoff)", "cache: no such domain"): a start waits for them."""
+    dependents_up: tuple[str, ...] = ()
+    """Removed domains that depend on this removed one and are still up: they stop first."""
     start_slot: bool = True
     """False while --max-parallel-starts starts are in flight, or a domain of a higher
     startPriority waits for a slot: a start waits (the engine requeues it)."""

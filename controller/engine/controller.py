@@ -44,6 +44,7 @@ from controller.engine.hostshutdown import HostShutdowns
 from controller.engine.jobs import Jobs
 from controller.engine.ledger import Ledger
 from controller.engine.networks import NetworkController
+from controller.engine.ordering import Ordering
 from controller.engine.reattach import Reattach
 from controller.engine.requests import NotRunning, Requests, parse_action
 from controller.engine.schedule import Ending, Facts, Next, PassResult, Timing, schedule
@@ -101,6 +102,8 @@ class Controller:
         self.crash = CrashLoopBackoff(self.settings.crash_loop, self.clock.now)
         self.error_backoff = ErrorBackoff(self.settings.errors)
         self.ledger = Ledger(self.registry, self.crash, self.wall)
+        self.ordering = Ordering(self.store, self.registry, self.statuses,
+                                 self.settings.max_parallel_starts)
         self.requests = Requests(self.ledger, self.audit, self.wall)
         self.projector = StatusProjector(
             self.ledger, self.store, self.statuses, self.drivers, self.wall, self.settings.resync,
@@ -122,7 +125,7 @@ class Controller:
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """A new full view of the manifests directory: requeue every name whose view changed."""
-        for name in sorted(self.store.apply(snapshot)):
+        for name in self.ordering.by_priority(list(self.store.apply(snapshot))):
             self.queue.add(name)
         self._log_orphan_problems(snapshot)
 
@@ -212,9 +215,9 @@ class Controller:
         records = self.registry.load_all()
         self.host.returning()  # its holds ended with the controller that made them
         self.store.seed({name: record.desired for name, record in records.items()})
-        for name, record in sorted(records.items()):
+        for name in self.ordering.by_priority(list(records)):
             self.queue.add(name)  # every domain found is reconciled once, changed or not
-            self.crash.restore(name, record.failures)
+            self.crash.restore(name, records[name].failures)
         await Reattach(self.ledger, self.reconciler, self.events, self._record_stop,
                        self._reconnected).all(records)
 
@@ -292,8 +295,18 @@ class Controller:
         assert before is not None
         history = self.ledger.history(name, self.clock.now(), self._removal_in(name),
                                       self.host.holds.get(name))
-        outcome = await self.reconciler.run_pass(name, desired, driver, history)
-        return await self._account(name, driver, desired, outcome, before.last_stop)
+        waiting = self.ordering.waiting_for(desired)
+        history = dataclasses.replace(
+            history, waiting_for=waiting, start_slot=self.ordering.start_slot(
+                name, desired, bool(waiting)),
+            dependents_up=self.ordering.dependents_up(name) if desired is None else ())
+        ready, dependencies = self.ordering.ready(name), self.ordering.before_pass(name, desired)
+        try:
+            outcome = await self.reconciler.run_pass(name, desired, driver, history)
+            return await self._account(name, driver, desired, outcome, before.last_stop)
+        finally:
+            self.ordering.after_pass(name, self.ordering.ready(name) != ready, dependencies,
+                                     self.queue.add)
 
     def _resolved(self, desired: Domain) -> Domain:
         """`desired` with its NICs' bridges and MACs (reconcilers/net/nics.py); its uuid is set

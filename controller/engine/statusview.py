@@ -10,8 +10,11 @@ writes the document with StatusStore. The document is an output: nothing reads i
 status holds (status.set_condition).
 
 Conditions:
-    Ready           the observed state is the desired one (running/blocked ↔ running)
-    Synced          observedGeneration == generation, no live change left, no error
+    Ready           the observed state is the desired one (running/blocked ↔ running); when
+                    not, why: StateDiffers, Drift (management Observe), WaitingForDependency,
+                    WaitingForStartSlot, WaitingForDependents (a removal)
+    Synced          observedGeneration == generation, no live change left, no error; Drift
+                    while management Observe leaves a difference alone
     PendingRestart  restart-only changes wait for the next start (updatePolicy Live)
     ManifestValid   the manifest is valid and unique; else `file:line:column: field: message`,
                     or why the domain is going away (removed, prune held)
@@ -135,13 +138,16 @@ def _ready(facts: Facts) -> Condition:
     message = f"desired {want.value}, observed {_observed(live)}" + (f": {why}" if why else "")
     if live.message and live.state is State.NOSTATE:
         message += f" ({live.message})"
-    return Condition(ConditionType.READY, F, "StateDiffers", message)
+    held = facts.plan.condition if facts.plan is not None else ""
+    return Condition(ConditionType.READY, F, held or "StateDiffers", message)
 
 
 def _synced(facts: Facts) -> Condition:
     desired = facts.desired
     if facts.error is not None:
         return Condition(ConditionType.SYNCED, F, "Error", facts.error)
+    if facts.plan is not None and facts.plan.condition == "Drift":  # management Observe
+        return Condition(ConditionType.SYNCED, F, "Drift", facts.plan.reason)
     if desired is None:
         return Condition(ConditionType.SYNCED, F, "Removing", "manifest removed")
     if facts.observed_generation != desired.generation or facts.live_changes_left:

@@ -67,6 +67,9 @@ def _dir_option(flag: str, what: str) -> Callable[[F], F]:
 @click.option("--workers", type=click.IntRange(min=1, max=64), default=_ENGINE.workers,
               show_default=True,
               help="Domains reconciled in parallel (never two passes on one domain).")
+@click.option("--max-parallel-starts", type=click.IntRange(min=1), default=None,
+              help="Starts in flight at once (bounds a boot storm; higher spec.startPriority "
+                   "first when several wait). [default: off, only --workers bounds them]")
 @click.option("--removal-grace", type=click.FloatRange(min=0), default=_ENGINE.prune.grace,
               show_default=True,
               help="Seconds a domain whose manifest vanished is kept before it is removed.")
@@ -91,7 +94,7 @@ def _dir_option(flag: str, what: str) -> Callable[[F], F]:
               help="Seconds of running after which the failure count resets.")
 def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None,
         log_dir: Path | None, hooks_dir: Path | None, pool: Path | None, resync: float,
-        max_manifest_bytes: int, workers: int,
+        max_manifest_bytes: int, workers: int, max_parallel_starts: int | None,
         removal_grace: float, prune_window: float, restart_backoff: float,
         restart_backoff_max: float,
         metrics_addr: str | None, hook_timeout: float, stable_after: float) -> None:
@@ -109,7 +112,8 @@ def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None
     paths = _paths(manifests=manifests, state_dir=state_dir, runtime_dir=runtime_dir,
                    log_dir=log_dir, hooks_dir=hooks_dir)
     engine = EngineSettings(
-        workers=workers, prune=PruneSettings(grace=removal_grace, window=prune_window),
+        workers=workers, max_parallel_starts=max_parallel_starts,
+        prune=PruneSettings(grace=removal_grace, window=prune_window),
         crash_loop=CrashLoopSettings(min_interval=restart_backoff, cap=restart_backoff_max,
                                      stable_after=stable_after),
         resync=resync)

@@ -536,6 +536,12 @@ ROWS: dict[str, tuple[Domain | None, tuple[State, Reason], History,
     "dependency-does-not-hold-a-stop": (
         domain(OFF), (S.RUNNING, R.BOOTED), history(waiting_for=("db: not Ready",)),
         (A.SHUTDOWN, C.MANIFEST, "desired shutoff", None)),
+    "removal-waits-for-dependents": (
+        None, (S.RUNNING, R.BOOTED), history(dependents_up=("app",)),
+        (A.NOTHING, C.CONTROLLER, "waiting for its dependents to stop first: app", None)),
+    "removal-without-dependents-up-stops": (
+        None, (S.RUNNING, R.BOOTED), history(),
+        (A.SHUTDOWN, C.MANIFEST, "manifest removed: shutting down", 0.0)),
     "no-start-slot-waits": (domain(), (S.SHUTOFF, R.UNKNOWN), history(start_slot=False),
                             (A.NOTHING, C.CONTROLLER, "waiting for a start slot", None)),
 }
