@@ -138,7 +138,7 @@ NAME = click.argument("name", shell_complete=_complete_names)
 def get(words: tuple[str, ...], output: str) -> None:
     """Show the status of every domain, or of NAME; `get networks [NAME]` shows networks.
 
-    `-o wide` adds each domain's addresses."""
+    `-o wide` adds each domain's management (MODE: Enforce, or Observe) and addresses."""
     try:
         kind, name = split_kind(words)
     except ValueError as err:
@@ -156,8 +156,9 @@ def get(words: tuple[str, ...], output: str) -> None:
         if kind == "network":
             columns, rows = NETWORK_COLUMNS, [network_row(doc, now) for doc in documents]
         elif output == "wide":
-            columns = [*GET_COLUMNS[:-1], "ADDRESSES", GET_COLUMNS[-1]]
-            rows = [[*row[:-1], addresses(doc), row[-1]]
+            columns = [*GET_COLUMNS[:3], "MODE", *GET_COLUMNS[3:-1], "ADDRESSES",
+                       GET_COLUMNS[-1]]
+            rows = [[*row[:3], cell(doc.get("management")), *row[3:-1], addresses(doc), row[-1]]
                     for doc, row in ((doc, _get_row(doc, now)) for doc in documents)]
         else:
             columns, rows = GET_COLUMNS, [_get_row(doc, now) for doc in documents]

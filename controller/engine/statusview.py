@@ -110,7 +110,8 @@ def build_status(facts: Facts) -> DomainStatus:
         since=rfc3339(facts.since) if facts.since is not None else None,
         backoffUntil=rfc3339(facts.backoff_until) if facts.backoff_until is not None else None,
         conditions=conditions, pending=tuple(PendingChange.from_change(c) for c in facts.pending),
-        interfaces=facts.interfaces, saved=_saved(facts.saved))
+        interfaces=facts.interfaces, saved=_saved(facts.saved),
+        management=desired.spec.management if desired is not None else None)
 
 
 def _saved(image: SavedImage | None) -> SavedStatus | None:

@@ -43,7 +43,7 @@ from controller.protocol import parse_rfc3339, rfc3339
 from controller.state.jsondir import Damaged, JsonDir
 from reconcilers.diff import Apply, Change
 from reconcilers.errors import TerminalError
-from reconcilers.model import DesiredState, DriverName, Reason, State, to_plain
+from reconcilers.model import DesiredState, DriverName, Management, Reason, State, to_plain
 
 _CAMEL_WORD = re.compile(r"[A-Z][A-Za-z0-9]*")
 
@@ -150,6 +150,7 @@ class DomainStatus:
     pending: tuple[PendingChange, ...] = ()
     interfaces: tuple[InterfaceStatus, ...] = ()
     saved: SavedStatus | None = None
+    management: Management | None = None  # spec.management; None: no valid manifest
 
     def to_dict(self) -> dict[str, Any]:
         plain: dict[str, Any] = to_plain(self)

@@ -73,7 +73,7 @@ class Backend(DocsBackend):
 
     def __init__(self, directory: Path) -> None:
         super().__init__(directory, {
-            "web-1": status("web-1", pending=PENDING, interfaces=[
+            "web-1": status("web-1", pending=PENDING, management="Observe", interfaces=[
                 {"name": "dt-1a2b3c4d-0", "mac": "52:54:00:aa:bb:cc", "network": "lan",
                  "bridge": "dc-lan", "addresses": ["10.0.0.5/24"]}]),
             "db": status("db", driver="lxc", state="shutoff", reason="failed", pid=None, id=None,
@@ -167,6 +167,7 @@ def test_get_wide_adds_the_addresses(cli: click.Group, server: ThreadedServer) -
     header, _, web = result.stdout.splitlines()
     assert header.split()[-2:] == ["ADDRESSES", "MESSAGE"]
     assert web.split()[-2:] == ["10.0.0.5/24", "-"]
+    assert header.split()[3] == "MODE" and web.split()[3] == "Observe"
 
 
 def test_get_networks_and_one_network(cli: click.Group, server: ThreadedServer) -> None:
