@@ -8,7 +8,8 @@ History and calls `returning()` once at start-up.
 What one run does:
 - writes the record (controller/state/hostshutdown.py) of every domain that runs and the mode
   it is taken down by, before it touches any;
-- takes them down `parallel` at a time. Each one is held first (History.host_shutdown: decide()
+- takes them down `parallel` at a time, dependents first (spec.dependsOn, in waves: a domain
+  waits until every running domain that depends on it is down). Each one is held first (History.host_shutdown: decide()
   keeps it down, whatever its manifest or an API request say, until the controller restarts;
   its stop is recorded as a host shutdown's, LastStop.host). Mode save: a managed save at once
   (the reconciler's save_now, as `domctl save`); a save that fails falls back to a graceful
@@ -95,8 +96,11 @@ class HostShutdowns:
             async with bound:
                 return await self._take_down(name, driver, hold, deadline)
 
-        results = await asyncio.gather(*(one(n, d) for n, d in sorted(running.items())))
-        record = dataclasses.replace(record, domains=(*kept, *results))
+        results: list[HeldDomain] = []
+        for wave in self._waves(running):
+            results += await asyncio.gather(*(one(name, running[name]) for name in wave))
+        record = dataclasses.replace(
+            record, domains=(*kept, *sorted(results, key=lambda d: d.name)))
         await asyncio.to_thread(self.book.write, record)
         return record
 
@@ -104,6 +108,22 @@ class HostShutdowns:
         """Every domain with a process, and the driver that runs it."""
         return {name: record.runtime.driver for name in self.ledger.registry.names()
                 if (record := self.ledger.get(name)) is not None and record.runtime is not None}
+
+    def _waves(self, running: Mapping[str, DriverName]) -> list[list[str]]:
+        """Dependents first: each wave holds the domains no running domain left depends on (the
+        reverse of the start order). A cycle, which only an old record could hold (manifests
+        refuse them), ends in one last wave."""
+        depends = {name: set(self._depends_on(name)) & running.keys() for name in running}
+        left, waves = set(running), []
+        while left:
+            wave = sorted(n for n in left if not any(n in depends[m] for m in left - {n}))
+            waves.append(wave or sorted(left))
+            left -= set(waves[-1])
+        return waves
+
+    def _depends_on(self, name: str) -> tuple[str, ...]:
+        record = self.ledger.get(name)
+        return record.desired.spec.depends_on if record is not None and record.desired else ()
 
     async def _take_down(self, name: str, driver: DriverName, hold: HostShutdown,
                          deadline: float) -> HeldDomain:

@@ -22,7 +22,7 @@ from controller.state.events import AuditLog, EventBus
 from controller.state.registry import Registry
 from controller.state.status import ConditionStatus, ConditionType, StatusStore
 from reconcilers.driver import Live
-from reconcilers.model import Domain, Management
+from reconcilers.model import Domain, Management, StopMode
 from tests.support.memory import MemoryDriver
 from tests.support.waiting import async_wait_until
 
@@ -160,3 +160,13 @@ async def test_observe_leaves_a_killed_domain_down_then_enforce_starts_it(
         "start: desired running: shutoff (unknown); starting)")
     running.on_snapshot(snapshot(domain("vm")))
     await async_wait_until(lambda: "vm" in driver.running, "Enforce to start it")
+
+
+async def test_host_shutdown_takes_dependents_down_first(
+        running: Controller, driver: CountingDriver) -> None:
+    running.on_snapshot(snapshot(domain("web", ("app",)), domain("app", ("db",)), domain("db"),
+                                 domain("solo")))
+    await async_wait_until(lambda: len(driver.running) == 4, "every domain to start")
+    record = await running.host_shutdown(StopMode.SHUTDOWN, parallel=4, timeout=10, uid=0)
+    assert [d.name for d in record.domains] == ["app", "db", "solo", "web"]
+    assert driver.stops.index("web") < driver.stops.index("app") < driver.stops.index("db")
