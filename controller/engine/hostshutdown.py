@@ -9,9 +9,10 @@ What one run does:
 - writes the record (controller/state/hostshutdown.py) of every domain that runs and the mode
   it is taken down by, before it touches any;
 - takes them down `parallel` at a time, dependents first (spec.dependsOn, in waves: a domain
-  waits until every running domain that depends on it is down). Each one is held first (History.host_shutdown: decide()
-  keeps it down, whatever its manifest or an API request say, until the controller restarts;
-  its stop is recorded as a host shutdown's, LastStop.host). Mode save: a managed save at once
+  waits until every running domain that depends on it is down). Each one is held first
+  (History.host_shutdown: decide() keeps it down, whatever its manifest or an API request
+  say, until the controller restarts; its stop is recorded as a host shutdown's,
+  LastStop.host). Mode save: a managed save at once
   (the reconciler's save_now, as `domctl save`); a save that fails falls back to a graceful
   shutdown (its result says why), and a domain that cannot be saved as it is (paused by an
   error, crashed) is brought down as a desired shutoff would be. Mode shutdown, and those: the
