@@ -9,7 +9,8 @@ pass of a domain the manifest wants up and that is not running, and given back w
 ends; a domain refused one waits with its priority, and the waiting are requeued, highest
 priority first, when a slot comes free. A domain's status change requeues its dependents (a
 dependency became Ready), and a removed domain's pass requeues its dependencies (a dependent
-went down).
+went down). A dependency counts as Ready only once a pass of this controller has observed it:
+the status documents left by the previous controller (before a host boot) may be stale.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Ordering:
                  limit: int | None) -> None:
         self._store, self._registry, self._statuses = store, registry, statuses
         self.slots = StartSlots(limit)
+        self._seen: set[str] = set()  # domains a pass of this controller has observed
 
     def waiting_for(self, desired: Domain | None) -> tuple[str, ...]:
         """The dependencies of `desired` that are not Ready, each with why."""
@@ -75,6 +77,8 @@ class Ordering:
     def _not_ready(self, name: str) -> str:
         if self._store.desired(name) is None:
             return f"{name}: no such domain"
+        if name not in self._seen:  # a status from before a restart (a host boot) is stale
+            return f"{name}: not observed yet"
         status = self._statuses.read(name)
         ready = None if status is None else next(
             (c for c in status.conditions if c.type is ConditionType.READY), None)
@@ -119,6 +123,9 @@ class Ordering:
                    requeue: Callable[[str], None]) -> None:
         """Requeue whom the pass concerns: the slot's waiters, the dependents of a domain whose
         Ready changed, the `dependencies` of a removed one (before_pass)."""
+        if name not in self._seen:
+            self._seen.add(name)
+            ready_changed = True  # its dependents wait for this first pass
         for waiter in self.slots.give_back(name):
             requeue(waiter)
         if ready_changed:

@@ -170,3 +170,23 @@ async def test_host_shutdown_takes_dependents_down_first(
     record = await running.host_shutdown(StopMode.SHUTDOWN, parallel=4, timeout=10, uid=0)
     assert [d.name for d in record.domains] == ["app", "db", "solo", "web"]
     assert driver.stops.index("web") < driver.stops.index("app") < driver.stops.index("db")
+
+
+async def test_a_dependency_counts_once_this_controller_observed_it(
+        tmp_path: Path, driver: CountingDriver) -> None:
+    """After a host boot the status documents still say what ran before: app must not start
+    on db's stale Ready, only after a pass of this controller has seen db up."""
+    before = controller_for(tmp_path, driver)
+    before.on_snapshot(snapshot(domain("db")))
+    await before.reconcile("db")
+    db_ready = ready(before, "db")
+    assert db_ready is not None and db_ready[0] is ConditionStatus.TRUE
+    later = controller_for(tmp_path, driver)  # db's status file says Ready
+    later.on_snapshot(snapshot(domain("db"), domain("app", ("db",))))
+    await later.reconcile("app")
+    assert "app" not in driver.running
+    app_ready = ready(later, "app")
+    assert app_ready is not None and "waiting for dependency: db: not observed yet" in app_ready[2]
+    await later.reconcile("db")
+    await later.reconcile("app")
+    assert "app" in driver.running
