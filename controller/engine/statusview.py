@@ -16,8 +16,9 @@ Conditions:
     Synced          observedGeneration == generation, no live change left, no error; Drift
                     while management Observe leaves a difference alone
     PendingRestart  restart-only changes wait for the next start (updatePolicy Live)
-    ManifestValid   the manifest is valid and unique; else `file:line:column: field: message`,
-                    or why the domain is going away (removed, prune held)
+    ManifestValid   the manifest is valid and unique; else `file:line:column: field: message`
+                    (Invalid, NameConflict, DependencyCycle), or why the domain is going away
+                    (removed, prune held)
     Stalled         backing off after failures, or stopped by a terminal error until the
                     manifest changes
     Overridden      an imperative API request (stop, start, ...) holds until the manifest
@@ -174,7 +175,9 @@ def _manifest_valid(facts: Facts) -> Condition:
         return Condition(ConditionType.MANIFEST_VALID, F, "Invalid",
                          _problems(entry.problems, "running on the last valid spec"))
     if entry.conflicts:
-        return Condition(ConditionType.MANIFEST_VALID, F, "NameConflict",
+        cycle = all(p.field == "spec.dependsOn" for p in entry.conflicts)
+        return Condition(ConditionType.MANIFEST_VALID, F,
+                         "DependencyCycle" if cycle else "NameConflict",
                          _problems(entry.conflicts, "kept on the last valid spec"))
     if entry.held:
         return Condition(ConditionType.MANIFEST_VALID, F, "PruneHeld",

@@ -16,6 +16,7 @@ import pytest
 
 from controller.engine.controller import Controller
 from controller.engine.hooks import HookRunner
+from controller.manifests.errors import Problem
 from controller.manifests.source import Snapshot
 from controller.settings import EngineSettings, HookSettings, PruneSettings
 from controller.state.events import AuditLog, EventBus
@@ -190,3 +191,21 @@ async def test_a_dependency_counts_once_this_controller_observed_it(
     await later.reconcile("db")
     await later.reconcile("app")
     assert "app" in driver.running
+
+
+async def test_an_edit_closing_a_cycle_keeps_the_domains_on_their_last_spec(
+        tmp_path: Path, driver: CountingDriver) -> None:
+    controller = controller_for(tmp_path, driver)
+    a, b = domain("a"), domain("b")
+    controller.on_snapshot(snapshot(a, b))
+    for name in "ab":
+        await controller.reconcile(name)
+    cycle = {d.name: [Problem(d.source.file, 1, 1, "spec.dependsOn", "a dependsOn cycle: a, b")]
+             for d in (a, b)}
+    controller.on_snapshot(Snapshot(domains=MappingProxyType({}),
+                                    conflicts=MappingProxyType(cycle)))
+    await controller.reconcile("a")
+    status = controller.statuses.read("a")
+    valid = status.condition(ConditionType.MANIFEST_VALID) if status is not None else None
+    assert valid is not None and valid.reason == "DependencyCycle", valid
+    assert "a dependsOn cycle: a, b" in valid.message and "a" in driver.running
