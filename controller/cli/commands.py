@@ -202,6 +202,7 @@ def _describe_lines(doc: Document, now: float) -> list[str]:
     since = status.get("since")
     fields = [("Name", status.get("name")), ("UUID", status.get("uuid")),
               ("Driver", status.get("driver")), ("Desired", status.get("desired")),
+              ("Management", status.get("management")),
               ("State", f"{status.get('state')} ({status.get('reason')})"),
               ("Since", f"{since} ({age(since, now)} ago)" if since else None),
               ("ID", status.get("id")), ("PID", status.get("pid")),

@@ -194,6 +194,7 @@ def test_describe_shows_the_interfaces(cli: click.Group, server: ThreadedServer)
     start = lines.index("Interfaces:")
     assert lines[start + 2].split() == ["dt-1a2b3c4d-0", "52:54:00:aa:bb:cc", "lan",
                                         "10.0.0.5/24"]
+    assert "Management:          Observe" in lines
 
 
 @pytest.mark.parametrize(("output", "load"), [("json", json.loads), ("yaml", yaml.safe_load)])
