@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,29 @@ def test_a_dependency_chain_starts_in_order(controller: Controller) -> None:
     times = [datetime.fromisoformat(controller.wait_event(n, "started", "booted")["time"])
              for n in (db, app, web)]
     assert times == sorted(times), times
+
+
+def test_priorities_under_a_parallel_bound(tmp_path: Path) -> None:
+    """Three domains found at start-up (a host boot), one start at a time: highest
+    startPriority first, the others held for a start slot meanwhile."""
+    ctl = Controller(tmp_path, ("--max-parallel-starts", "1"))
+    try:
+        names = {ctl.name("low"): -5, ctl.name("high"): 10, ctl.name("mid"): 3}
+        for name, priority in names.items():
+            apply(ctl, domain(name), f"  startPriority: {priority}\n")
+        ctl.start()
+        for name in names:
+            ctl.wait_state(name, "running", "booted", timeout=120)
+        by_priority = sorted(names, key=lambda n: -names[n])
+        lines = ctl.log_lines()
+        acting = [(i, line["domain"]) for i, line in enumerate(lines)
+                  if line.get("event") == "acting" and line.get("action") == "start"]
+        assert [name for _, name in acting] == by_priority, acting
+        held = {line["domain"] for line in lines if line.get("event") == "plan"
+                and "waiting for a start slot" in line.get("why", "")}
+        assert held >= set(by_priority[1:]), held  # four workers, yet one start at a time
+        times = [datetime.fromisoformat(ctl.wait_event(n, "started", "booted")["time"])
+                 for n in by_priority]
+        assert times == sorted(times), times
+    finally:
+        ctl.cleanup()
