@@ -31,6 +31,9 @@ HOST_SHUTDOWN_MODE = "save"
 HOST_SHUTDOWN_PARALLEL = 4
 HOST_SHUTDOWN_TIMEOUT = 300  # seconds, for the graceful shutdowns in all
 
+INVALID_KIND = "InvalidManifest"
+"""`kind` of a `get` document that is an invalid manifest naming no domain (no status)."""
+
 # The condition whose message explains a domain best, first match wins.
 _HEADLINE_CONDITIONS = (("Stalled", "True"), ("ManifestValid", "False"),
                         ("PendingRestart", "True"), ("Ready", "False"), ("Overridden", "True"))
@@ -38,7 +41,10 @@ _HEADLINE_CONDITIONS = (("Stalled", "True"), ("ManifestValid", "False"),
 
 def headline(document: Mapping[str, Any]) -> str:
     """The most telling condition message of a status document (plain form), on one line;
-    "" when every condition is as it should be. For `get`'s MESSAGE and `describe`."""
+    "" when every condition is as it should be. For `get`'s MESSAGE and `describe`.
+    An invalid manifest's document has its first problem as its message."""
+    if document.get("kind") == INVALID_KIND:
+        return str(document.get("message", ""))
     conditions = {c.get("type"): c for c in document.get("conditions") or ()}
     for type_, status in _HEADLINE_CONDITIONS:
         condition = conditions.get(type_)

@@ -36,6 +36,7 @@ import structlog
 from controller.api.parsing import Refused
 from controller.api.server import Caller
 from controller.engine.controller import Controller
+from controller.engine.invalid import InvalidManifest
 from controller.manifests import render
 from controller.manifests.source import Snapshot
 from controller.paths import Paths
@@ -67,10 +68,18 @@ class ControllerBackend:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    async def get(self, name: str | None, disks: bool = False) -> list[dict[str, Any]]:
+    async def get(self, name: str | None, disks: bool = False,
+                  invalid: bool = False) -> list[dict[str, Any]]:
+        """Status documents, then the invalid manifests that stand for no domain
+        (controller/engine/invalid.py); `invalid`: those only."""
         statuses = self._controller.statuses
-        if name is not None:
-            documents = [statuses.get_document(name)]
+        if invalid:
+            documents = []
+        elif name is not None:
+            try:
+                documents = [statuses.get_document(name)]
+            except NoSuchDomain:
+                documents = []
         else:
             documents = [status.to_dict() for n in statuses.names()
                          if (status := statuses.read(n)) is not None]
@@ -78,7 +87,14 @@ class ControllerBackend:
             listed = await asyncio.gather(*(self._disks(doc["name"]) for doc in documents))
             documents = [{**doc, "disks": found} for doc, found in zip(documents, listed,
                                                                       strict=True)]
+        documents += [m.to_dict() for m in self._invalid(name)]
+        if name is not None and not documents:
+            raise NoSuchDomain(name)
         return documents
+
+    def _invalid(self, name: str | None) -> list[InvalidManifest]:
+        view = self._controller.invalid
+        return view.all() if name is None else view.named(name)
 
     async def _disks(self, name: str) -> list[dict[str, Any]]:
         """The domain's storage, read now from its driver (qemu-img info for qemu)."""
@@ -100,6 +116,11 @@ class ControllerBackend:
         return [status.to_dict() for status in sorted(store.statuses(), key=lambda s: s.name)]
 
     async def describe(self, name: str) -> dict[str, Any]:
+        """NAME's status in detail; for a name only an invalid manifest goes by,
+        {"invalid": [documents], "message": its first problem}."""
+        invalid = self._invalid(name)
+        if invalid and self._controller.statuses.read(name) is None:
+            return {"invalid": [m.to_dict() for m in invalid], "message": invalid[0].message}
         status = self._controller.statuses.get_document(name)
         job = self._controller.jobs.current(name)
         return {"status": status, "disks": await self._disks(name),
@@ -187,12 +208,12 @@ class ControllerBackend:
 
     async def wait(self, name: str) -> dict[str, Any]:
         """The generation `domctl wait` waits for: the manifest as it is on disk now."""
-        snapshot = await self._rescan() if self._rescan is not None else None
+        if self._rescan is not None:
+            await self._rescan()
         entry = self._controller.store.entry(name)
         problems = [*entry.problems, *entry.conflicts] if entry is not None else []
-        if entry is None and snapshot is not None:  # a file never valid: named after NAME?
-            problems = [p for path, found in snapshot.problems.items()
-                        if Path(path).stem == name for p in found]
+        if entry is None:  # a file never valid, named after NAME
+            problems = [p for m in self._invalid(name) for p in m.problems]
         if problems:
             raise Refused("Invalid", "; ".join(str(p) for p in problems))
         if entry is not None and entry.missing_since is not None:

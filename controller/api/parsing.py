@@ -24,7 +24,8 @@ from controller.settings import ApiSettings
 
 # op -> {argument: (type, required)}; anything else in "args" is a BadRequest.
 ARGS: dict[str, dict[str, tuple[type, bool]]] = {
-    "ping": {}, "get": {"name": (str, False), "disks": (bool, False)},
+    "ping": {}, "get": {"name": (str, False), "disks": (bool, False),
+            "invalid": (bool, False)},
     "networks": {"name": (str, False)}, "describe": {"name": (str, True)},
     "diff": {"name": (str, False)}, "wait": {"name": (str, True)},
     "watch": {"name": (str, True)}, "export": {"name": (str, True)},

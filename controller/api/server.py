@@ -87,9 +87,11 @@ class Backend(Protocol):
     with their message (BusyError as Busy, NotSupportedError as NotSupported, others Failed).
     """
 
-    async def get(self, name: str | None, disks: bool = False) -> list[dict[str, Any]]:
+    async def get(self, name: str | None, disks: bool = False,
+                  invalid: bool = False) -> list[dict[str, Any]]:
         """Status documents (DESIGN §6), all domains sorted by name, or only `name`; with
-        `disks`, each with its storage read now (`disks`: Driver.disks)."""
+        `disks`, each with its storage read now (`disks`: Driver.disks). Then the invalid
+        manifests that stand for no domain (`kind: InvalidManifest`); `invalid`: only those."""
         ...
 
     def networks(self, name: str | None) -> list[dict[str, Any]]:
@@ -98,6 +100,7 @@ class Backend(Protocol):
 
     async def describe(self, name: str) -> dict[str, Any]:
         """{"status": {...}, "disks": [...], "events": [...], "job": {...} | None,
+        "message": str}; for a name only invalid manifests go by, {"invalid": [...],
         "message": str}."""
         ...
 
@@ -270,7 +273,8 @@ class ApiServer:
         if op == "ping":
             return {"version": _version(), "readOnly": caller.read_only}
         if op == "get":
-            return await backend.get(args.get("name"), bool(args.get("disks", False)))
+            return await backend.get(args.get("name"), bool(args.get("disks", False)),
+                                     bool(args.get("invalid", False)))
         if op == "networks":
             return backend.networks(args.get("name"))
         if op == "describe":

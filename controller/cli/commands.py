@@ -134,11 +134,16 @@ NAME = click.argument("name", shell_complete=_complete_names)
 @click.argument("words", nargs=-1, metavar="[KIND] [NAME]", shell_complete=_complete_names)
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]),
               default="table", show_default=True)
+@click.option("--invalid", is_flag=True,
+              help="Only the invalid manifests that stand for no domain yet.")
 @_reports_errors
-def get(words: tuple[str, ...], output: str) -> None:
+def get(words: tuple[str, ...], output: str, invalid: bool) -> None:
     """Show the status of every domain, or of NAME; `get networks [NAME]` shows networks.
 
-    `-o wide` adds each domain's management (MODE: Enforce, or Observe) and addresses."""
+    An invalid manifest that stands for no domain yet (a new file with an error) is listed
+    after the domains, named after its file, with STATE `-` and its first problem as MESSAGE;
+    `--invalid` shows only those. `-o wide` adds each domain's management (MODE: Enforce, or
+    Observe) and addresses."""
     try:
         kind, name = split_kind(words)
     except ValueError as err:
@@ -146,9 +151,9 @@ def get(words: tuple[str, ...], output: str) -> None:
     if kind == "network":
         documents = _client().call("networks", name=name)
     elif output in ("json", "yaml"):  # the documents whole: with the disks, read now
-        documents = _client().call("get", name=name, disks=True)
+        documents = _client().call("get", name=name, disks=True, invalid=invalid)
     else:
-        documents = _client().call("get", name=name)
+        documents = _client().call("get", name=name, invalid=invalid)
     if output in ("table", "wide"):
         if not documents:
             click.echo(f"no {kind}s", err=True)
@@ -198,6 +203,8 @@ def describe(name: str) -> None:
 
 
 def _describe_lines(doc: Document, now: float) -> list[str]:
+    if doc.get("invalid"):
+        return _invalid_lines(doc["invalid"])
     status = doc.get("status") or {}
     since = status.get("since")
     fields = [("Name", status.get("name")), ("UUID", status.get("uuid")),
@@ -238,6 +245,19 @@ def _describe_lines(doc: Document, now: float) -> list[str]:
                                          "message")] for e in doc.get("events") or ()]
     lines += _section("Events", table(["TIME", "EVENT", "DETAIL", "STATE", "REASON", "CAUSE",
                                         "MESSAGE"], events) if events else [])
+    return lines
+
+
+def _invalid_lines(manifests: list[Document]) -> list[str]:
+    """describe of a name only invalid manifests go by: no domain yet, their problems."""
+    lines = []
+    for manifest in manifests:
+        fields = [("Name", manifest.get("name")), ("File", manifest.get("file")),
+                  ("State", "- (invalid manifest: no domain until it is fixed)")]
+        lines += [f"{label + ':':<21}{cell(value)}" for label, value in fields]
+        lines += _section("Problems", [
+            f"{p.get('line')}:{p.get('column')}: {p.get('field')}: {p.get('message')}"
+            for p in manifest.get("problems") or ()])
     return lines
 
 

@@ -41,6 +41,7 @@ from controller.engine.clock import Clock, LoopClock
 from controller.engine.desired import DesiredStore
 from controller.engine.hooks import HookRunner
 from controller.engine.hostshutdown import HostShutdowns
+from controller.engine.invalid import InvalidManifests
 from controller.engine.jobs import Jobs
 from controller.engine.ledger import Ledger
 from controller.engine.networks import NetworkController
@@ -117,7 +118,7 @@ class Controller:
         self._timing = Timing(self.settings.resync, self.settings.crash_loop.stable_after)
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_hooks: dict[str, asyncio.Task[Any]] = {}  # `stopped`+`release` in flight
-        self._orphan_problems: set[str] = set()
+        self.invalid = InvalidManifests()  # invalid files that stand for no domain
         if self.networks is not None:
             self.networks.domains = self
 
@@ -127,15 +128,7 @@ class Controller:
         """A new full view of the manifests directory: requeue every name whose view changed."""
         for name in self.ordering.by_priority(list(self.store.apply(snapshot))):
             self.queue.add(name)
-        self._log_orphan_problems(snapshot)
-
-    def _log_orphan_problems(self, snapshot: Snapshot) -> None:
-        """Invalid files that never declared a valid domain have no status: log them once."""
-        current = {str(p) for path, names in snapshot.names_by_file.items() if not names
-                   for p in snapshot.problems.get(path, [])}
-        for problem in sorted(current - self._orphan_problems):
-            log.warning("invalid manifest", problem=problem)
-        self._orphan_problems = current
+        self.invalid.apply(snapshot, self.store.source_files())
 
     def on_runtime_event(self, event: RuntimeEvent) -> None:
         """A driver saw something happen: emit its events, record a stop, requeue."""

@@ -22,7 +22,8 @@ with an injected clock (monotonic seconds).
 Public surface:
     Entry, DesiredStore(clock, settings)
     DesiredStore.apply(snapshot) -> set[str], seed(last_valid), desired(name), entry(name),
-        names(), removal_in(name), held(), confirm_prune() -> list[str], forget(name)
+        names(), source_files(), removal_in(name), held(), confirm_prune() -> list[str],
+        forget(name)
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ class DesiredStore:
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def source_files(self) -> set[str]:
+        """The files the known domains' last valid specs came from."""
+        return {e.domain.source.file for e in self._entries.values() if e.domain is not None}
 
     def held(self) -> list[str]:
         return sorted(n for n, e in self._entries.items() if e.held)

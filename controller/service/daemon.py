@@ -149,7 +149,8 @@ class Daemon:
         if address is None:
             return None
         metrics = Metrics(controller.ledger.samples, lambda: len(controller.queue),
-                          loop=asyncio.get_running_loop(), settings=self.settings.metrics)
+                          loop=asyncio.get_running_loop(), settings=self.settings.metrics,
+                          manifests=controller.invalid.problem_counts)
         controller.on_pass = lambda _name, seconds, result: metrics.observe_reconcile(seconds,
                                                                                        result)
         subscription = events.subscribe()

@@ -20,6 +20,9 @@ Series (every help text is in the exposition):
         there is no separate error counter: `..._count{result="error"}` is the number of failed
         passes, and `rate()` of it the error rate
     domctl_workqueue_depth                           gauge, from the `queue_depth` callback
+    domctl_manifest_problems{file}                   gauge, problems of each manifest file, 0
+        for a valid one (from the `manifests` callback); an invalid new file that declares
+        no domain yet shows here, so `domctl_manifest_problems > 0` alerts on every typo
     domctl_events_total{event,detail}                counter, every libvirt pair present from 0
 
 ADDR is HOST:PORT: `127.0.0.1:9100`, `localhost:9100`, `[::1]:9100`, `0.0.0.0:9100`. Unlike
@@ -30,7 +33,8 @@ a free port (tests); the handle reports it.
 Public surface:
     DomainSample(name, driver, state, reason, restarts, start_failures)
     ReconcileResult.OK | ERROR | REQUEUE
-    Metrics(domains, queue_depth, loop=None, settings=MetricsSettings()): registry,
+    Metrics(domains, queue_depth, loop=None, settings=MetricsSettings(), manifests=dict):
+        registry,
         observe_reconcile(seconds, result), event(record), serve(addr) -> MetricsServer
     MetricsServer: host, port, url, close()
     parse_addr(addr) -> (host, port)
@@ -65,6 +69,9 @@ RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
                      120.0, 300.0)
 
 
+_Snapshot = tuple[list[DomainSample], int, dict[str, int]]  # what one scrape reads on the loop
+
+
 class ReconcileResult(str, enum.Enum):
     OK = "ok"  # the pass finished, nothing left to do
     ERROR = "error"  # the pass raised; it is retried under backoff (or stalled, if terminal)
@@ -74,7 +81,7 @@ class ReconcileResult(str, enum.Enum):
 class _DomainCollector(Collector):
     """Builds the per-domain and queue series from the callbacks at every scrape."""
 
-    def __init__(self, snapshot: Callable[[], tuple[list[DomainSample], int]]) -> None:
+    def __init__(self, snapshot: Callable[[], _Snapshot]) -> None:
         self._snapshot = snapshot
 
     def describe(self) -> Iterable[Metric]:
@@ -82,12 +89,11 @@ class _DomainCollector(Collector):
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        samples, depth = self._snapshot()
-        return list(self._families(samples, depth))
+        return list(self._families(*self._snapshot()))
 
     @staticmethod
-    def _families(samples: list[DomainSample] | None = None,
-                  depth: int | None = None) -> Iterator[Metric]:
+    def _families(samples: list[DomainSample] | None = None, depth: int | None = None,
+                  manifests: Mapping[str, int] | None = None) -> Iterator[Metric]:
         counts = GaugeMetricFamily("domctl_domains", "Domains by driver and current state.",
                                    labels=["driver", "state"])
         current = GaugeMetricFamily(
@@ -112,17 +118,24 @@ class _DomainCollector(Collector):
                 counts.add_metric([driver.value, state.value], count)
         if depth is not None:
             queue.add_metric([], depth)
-        yield from (counts, current, restarts, failures, queue)
+        problems = GaugeMetricFamily(
+            "domctl_manifest_problems",
+            "Problems found in each manifest file; 0 for a valid one.", labels=["file"])
+        for file, count in sorted((manifests or {}).items()):
+            problems.add_metric([file], count)
+        yield from (counts, current, restarts, failures, queue, problems)
 
 
 class Metrics:
     def __init__(self, domains: Callable[[], Iterable[DomainSample]],
                  queue_depth: Callable[[], int],
                  loop: asyncio.AbstractEventLoop | None = None,
-                 settings: MetricsSettings = MetricsSettings()) -> None:
-        """`domains` and `queue_depth` are called at every scrape, on `loop` when given
-        (otherwise in the HTTP thread, and then they must be thread-safe)."""
-        self._domains, self._queue_depth = domains, queue_depth
+                 settings: MetricsSettings = MetricsSettings(),
+                 manifests: Callable[[], Mapping[str, int]] = dict) -> None:
+        """`domains`, `queue_depth` and `manifests` (problems by manifest file) are called at
+        every scrape, on `loop` when given (otherwise in the HTTP thread, and then they must
+        be thread-safe)."""
+        self._domains, self._queue_depth, self._manifests = domains, queue_depth, manifests
         self._loop, self._snapshot_timeout = loop, settings.snapshot_timeout
         self.registry = CollectorRegistry()
         self.registry.register(_DomainCollector(self._snapshot))
@@ -167,12 +180,12 @@ class Metrics:
         log.info("serving metrics", url=handle.url)
         return handle
 
-    def _snapshot(self) -> tuple[list[DomainSample], int]:
+    def _snapshot(self) -> _Snapshot:
         loop = self._loop
         if loop is None or _running_loop() is loop:
             return self._read()
 
-        future: Future[tuple[list[DomainSample], int]] = Future()
+        future: Future[_Snapshot] = Future()
 
         def read() -> None:
             if future.set_running_or_notify_cancel():  # False: the scrape already gave up
@@ -190,8 +203,8 @@ class Metrics:
                         timeout=self._snapshot_timeout)
             raise
 
-    def _read(self) -> tuple[list[DomainSample], int]:
-        return list(self._domains()), self._queue_depth()
+    def _read(self) -> _Snapshot:
+        return list(self._domains()), self._queue_depth(), dict(self._manifests())
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

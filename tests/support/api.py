@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from controller.api.parsing import Refused
 from controller.api.server import ApiServer, Caller
 from controller.manifests import render
+from controller.protocol import INVALID_KIND
 from controller.settings import ApiSettings
 from controller.state.events import EventBus
 from controller.state.networks import NoSuchNetwork
@@ -42,13 +44,18 @@ class DocsBackend:
         if name not in self.docs:
             raise NoSuchDomain(name)
 
-    async def get(self, name: str | None, disks: bool = False) -> list[dict[str, Any]]:
+    async def get(self, name: str | None, disks: bool = False,
+                  invalid: bool = False) -> list[dict[str, Any]]:
+        """`docs` may hold invalid manifests' documents (`kind: InvalidManifest`) too."""
         if name is None:
             found = [self.docs[n] for n in sorted(self.docs)]
         else:
             self._known(name)
             found = [self.docs[name]]
-        return [{**doc, "disks": self.DISKS} for doc in found] if disks else found
+        if invalid:
+            found = [doc for doc in found if doc.get("kind") == INVALID_KIND]
+        return ([doc if doc.get("kind") == INVALID_KIND else {**doc, "disks": self.DISKS}
+                 for doc in found] if disks else found)
 
     def networks(self, name: str | None) -> list[dict[str, Any]]:
         if name is None:
@@ -59,6 +66,8 @@ class DocsBackend:
 
     async def describe(self, name: str) -> dict[str, Any]:
         self._known(name)
+        if self.docs[name].get("kind") == INVALID_KIND:
+            return {"invalid": [self.docs[name]], "message": self.docs[name]["message"]}
         return {"status": self.docs[name], "disks": self.DISKS, "events": self.bus.recent(name),
                 "job": self.JOB, "message": self.MESSAGE}
 
@@ -117,6 +126,8 @@ class DocsBackend:
     async def wait(self, name: str) -> dict[str, Any]:
         """The generation of the document as it is now (None: no such document yet)."""
         document = self.docs.get(name)
+        if document is not None and document.get("kind") == INVALID_KIND:
+            raise Refused("Invalid", document["message"])
         return {"name": name, "generation": document.get("generation") if document else None}
 
 

@@ -498,3 +498,47 @@ def test_register_on_the_real_main(server: ThreadedServer) -> None:
     assert result.exit_code == 0, result.output  # the group's callback still gets its option
     assert json.loads(result.stdout)["name"] == "web-1"
     assert "validate" in main.commands and "get" in main.commands
+
+
+# --- invalid manifests that stand for no domain ---------------------------------------------
+
+NEW_VM = {"kind": "InvalidManifest", "name": "new-vm", "file": "/m/new-vm.yaml", "state": "-",
+          "message": "/m/new-vm.yaml:4:3: spec.memroy: unknown field",
+          "problems": [{"file": "/m/new-vm.yaml", "line": 4, "column": 3,
+                        "field": "spec.memroy", "message": "unknown field"}]}
+
+
+@pytest.fixture
+def invalid(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
+    backend = Backend(tmp_path)
+    backend.docs["new-vm"] = NEW_VM
+    with ThreadedServer(backend, sockdir, ApiSettings(log_poll=0.02)) as running:
+        yield running
+
+
+def test_get_lists_an_invalid_manifest_and_get_invalid_only_those(
+        cli: click.Group, invalid: ThreadedServer) -> None:
+    listed = run(cli, invalid, "get")
+    assert listed.exit_code == 0, listed.output
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith("new-vm")]
+    assert row.split() == ["new-vm", "-", "-", "-", "-", "-", "-", "-",
+                           "/m/new-vm.yaml:4:3:", "spec.memroy:", "unknown", "field"]
+    only = run(cli, invalid, "get", "--invalid")
+    assert [line.split()[0] for line in only.stdout.splitlines()] == ["NAME", "new-vm"]
+    documents = json.loads(run(cli, invalid, "get", "--invalid", "-o", "json").stdout)
+    assert documents == [NEW_VM]  # no disks: it is no domain
+
+
+def test_describe_an_invalid_manifest_shows_its_problems(cli: click.Group,
+                                                         invalid: ThreadedServer) -> None:
+    result = run(cli, invalid, "describe", "new-vm")
+    assert result.exit_code == 0, result.output
+    assert "File:                /m/new-vm.yaml" in result.stdout
+    assert "Problems:\n  4:3: spec.memroy: unknown field" in result.stdout
+
+
+def test_wait_for_an_invalid_manifest_fails_at_once(cli: click.Group,
+                                                    invalid: ThreadedServer) -> None:
+    result = run(cli, invalid, "wait", "new-vm", "--for", "condition=Ready", "--timeout", "30")
+    assert result.exit_code == 1
+    assert result.stderr == "error: /m/new-vm.yaml:4:3: spec.memroy: unknown field\n"

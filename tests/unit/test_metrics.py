@@ -278,3 +278,14 @@ def test_constructing_does_not_call_the_callbacks() -> None:
         raise AssertionError("called before any scrape")
 
     Metrics(boom, lambda: int(boom() == []))  # registering must use describe(), not collect()
+
+
+def test_manifest_problems_by_file_in_the_exposition() -> None:
+    counts = {"/m/web.yaml": 0, "/m/new-vm.yaml": 2}
+    metrics = Metrics(lambda: [], lambda: 0, manifests=lambda: counts)
+    text = generate_latest(metrics.registry).decode()
+    assert "# TYPE domctl_manifest_problems gauge" in text
+    assert 'domctl_manifest_problems{file="/m/new-vm.yaml"} 2.0' in text
+    assert 'domctl_manifest_problems{file="/m/web.yaml"} 0.0' in text
+    counts.pop("/m/new-vm.yaml")  # fixed and gone: its series goes too
+    assert "new-vm" not in generate_latest(metrics.registry).decode()
