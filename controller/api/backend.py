@@ -2,6 +2,8 @@
 (controller/api/server.py) calls.
 
 Reads come from the status documents, the event log and the controller's in-memory books;
+`get` and `describe` also show the invalid manifests that stand for no domain
+(controller/engine/invalid.py), named after their files;
 writes (`act`, `prune`) go through `Controller.request` / `Controller.prune_confirm`, so an
 imperative action is carried out by the same reconcile pass as everything else, under the
 domain's job lock, and recorded with cause `api` and the caller's uid. `destroy` and `save`

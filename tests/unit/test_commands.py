@@ -542,3 +542,12 @@ def test_wait_for_an_invalid_manifest_fails_at_once(cli: click.Group,
     result = run(cli, invalid, "wait", "new-vm", "--for", "condition=Ready", "--timeout", "30")
     assert result.exit_code == 1
     assert result.stderr == "error: /m/new-vm.yaml:4:3: spec.memroy: unknown field\n"
+
+
+def test_version_names_the_installed_package() -> None:
+    from importlib.metadata import version
+
+    from controller.cli.main import main
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"domctl {version('domctl')}\n"
