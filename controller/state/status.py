@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import enum
 import re
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -192,9 +193,11 @@ def check_status(status: DomainStatus, name: str) -> None:
 class NoSuchDomain(TerminalError):
     """`domctl get` of a name with no status document (exit 1)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
         self.name = name
-        super().__init__(f"no domain named {name}")
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        super().__init__(f"no domain named {name}{hint}")
 
 
 class StatusStore:
@@ -278,7 +281,8 @@ class StatusStore:
 
     def get_document(self, name: str) -> dict[str, Any]:
         """The JSON document `domctl get NAME -o json` prints; NoSuchDomain when absent."""
-        status = self.read(name) if name in self.names() else None
+        names = self.names()
+        status = self.read(name) if name in names else None
         if status is None:
-            raise NoSuchDomain(name)
+            raise NoSuchDomain(name, names)
         return status.to_dict()

@@ -194,3 +194,12 @@ def test_watchers_hear_every_change_of_their_domain_and_nothing_else(tmp_path: P
         store.write(dataclasses.replace(status, name="web-2"))  # another domain
     store.write(status)  # after the block: no longer watched
     assert heard == ["web-1", "web-1"]
+
+
+def test_an_unknown_name_suggests_a_close_one(tmp_path: Path) -> None:
+    store = StatusStore(tmp_path)
+    store.write(sample_status())  # web-1
+    with pytest.raises(NoSuchDomain, match=r"^no domain named web-l; did you mean web-1\?$"):
+        store.get_document("web-l")
+    with pytest.raises(NoSuchDomain, match=r"^no domain named database$"):
+        store.get_document("database")  # nothing close: no guess
