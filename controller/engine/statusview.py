@@ -55,7 +55,7 @@ from controller.state.status import (
 )
 from reconcilers.decide import Action, Plan
 from reconcilers.diff import Change, outstanding
-from reconcilers.driver import Driver, Live, SavedImage
+from reconcilers.driver import Driver, GuestInterfaces, Live, SavedImage
 from reconcilers.errors import DomctlError
 from reconcilers.history import API_STATES, ApiRequest
 from reconcilers.model import DesiredState, Domain, DriverName, Reason, State
@@ -234,6 +234,10 @@ def _waiting(view: PassView, live: Live, backoff_until: float | None,
     return backoff_until
 
 
+GUEST_REFRESH = 10.0
+"""Seconds a guest's own report of its addresses (container namespace, guest agent) is reused;
+leases from dnsmasq are read at every pass."""
+
 # The states in which a domain has NICs worth showing (a paused guest keeps its addresses).
 _UP = frozenset({State.RUNNING, State.BLOCKED, State.PAUSED})
 
@@ -265,6 +269,9 @@ class StatusProjector:
         self._drivers = drivers
         self._wall = wall
         self._resync = resync
+        # what each run's guest said, and when: a silent guest agent costs its timeout (~1 s),
+        # which a pass must not pay every time (an action's reply waits for its status)
+        self._guest: dict[tuple[str, int], tuple[float, GuestInterfaces]] = {}
 
     async def project(self, view: PassView,
                       backoff_until: float | None) -> DomainStatus | None:
@@ -312,8 +319,21 @@ class StatusProjector:
         has_agent = spec.qemu is not None and spec.qemu.guest_agent
         if not spec_nics(spec) and not has_agent:
             return (), None
-        guest = await self._drivers[driver].interfaces(name)
+        guest = await self._guest_of(name, driver, record.runtime.pid)
         return interface_statuses(name, spec, guest, self._leases()), agent_condition(guest)
+
+    async def _guest_of(self, name: str, driver: DriverName, pid: int) -> GuestInterfaces:
+        """The driver's guest-side view of `name`'s NICs, asked again at most every
+        GUEST_REFRESH seconds per run (a new process asks at once)."""
+        now = self._wall()
+        cached = self._guest.get((name, pid))
+        if cached is not None and now - cached[0] < GUEST_REFRESH:
+            return cached[1]
+        guest = await self._drivers[driver].interfaces(name)
+        for key in [key for key in self._guest if key[0] == name]:
+            del self._guest[key]  # an earlier run's answer
+        self._guest[(name, pid)] = (now, guest)
+        return guest
 
     def _shown(self, name: str, live: Live, record: DomainRecord,
                saved: SavedImage | None) -> Live:
