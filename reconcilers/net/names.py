@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import TypeVar
 
@@ -36,6 +37,7 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _ACCOUNT = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 _Address = TypeVar("_Address", IPv4Address, IPv6Address)
+_Parsed = TypeVar("_Parsed", IPv4Address, IPv6Address, IPv4Interface, IPv6Interface)
 
 
 class UnsafeValue(ValueError):
@@ -166,15 +168,9 @@ def veth_name(domain: str, index: int) -> str:
 def parse_interface(value: object, field: str = "address") -> IPv4Interface:
     """An IPv4 host address with its prefix ("192.168.122.1/24"): not the network or broadcast
     address of its subnet, not loopback, multicast or unspecified."""
-    text = _text(field, value)
-    if "/" not in text:
+    if "/" not in _text(field, value):
         raise UnsafeValue(field, value, "must be an address with a prefix length (a.b.c.d/n)")
-    try:
-        iface = IPv4Interface(text)
-    except ValueError as error:
-        raise UnsafeValue(field, value, str(error)) from None
-    if str(iface) != text:  # refuses leading zeros, a netmask instead of a prefix, spaces
-        raise UnsafeValue(field, value, f"write it as {iface}")
+    iface = _canonical(IPv4Interface, value, field)
     net = iface.network
     if net.prefixlen > 30:
         raise UnsafeValue(field, value, "the prefix must be /30 or shorter (room for guests)")
@@ -187,14 +183,20 @@ def parse_interface(value: object, field: str = "address") -> IPv4Interface:
 
 def parse_host(value: object, field: str = "address") -> IPv4Address:
     """A bare IPv4 address in canonical dotted form."""
+    return _canonical(IPv4Address, value, field)
+
+
+def _canonical(kind: Callable[[str], _Parsed], value: object, field: str) -> _Parsed:
+    """`value` parsed by `kind` and written exactly as it prints: refuses leading zeros, a
+    netmask instead of a prefix, upper case or uncompressed IPv6, spaces."""
     text = _text(field, value)
     try:
-        address = IPv4Address(text)
+        parsed = kind(text)
     except ValueError as error:
         raise UnsafeValue(field, value, str(error)) from None
-    if str(address) != text:
-        raise UnsafeValue(field, value, f"write it as {address}")
-    return address
+    if str(parsed) != text:
+        raise UnsafeValue(field, value, f"write it as {parsed}")
+    return parsed
 
 
 def _guest_address(iface: IPv4Interface | IPv6Interface, address: _Address,
@@ -232,23 +234,16 @@ def check_reserved(iface: IPv4Interface, value: object, field: str = "ip") -> IP
     return _guest_address(iface, parse_host(value, field), field)
 
 
-
 def parse_interface6(value: object, field: str = "address") -> IPv6Interface:
     """An IPv6 host address with a /64 prefix ("fd00:42::1/64"), written canonically (lower
     case, zeros compressed): router advertisements for SLAAC need a /64, and a text in another
     form would differ from what the kernel reports. Not the prefix's subnet-router anycast
     address (all host bits zero), not loopback, multicast, unspecified, link-local (the kernel
     gives the bridge one of those itself) or IPv4-mapped."""
-    text = _text(field, value)
-    if "/" not in text:
+    if "/" not in _text(field, value):
         raise UnsafeValue(field, value, "must be an address with a prefix length (such as "
                                         "fd00:42::1/64)")
-    try:
-        iface = IPv6Interface(text)
-    except ValueError as error:
-        raise UnsafeValue(field, value, str(error)) from None
-    if str(iface) != text:
-        raise UnsafeValue(field, value, f"write it as {iface}")
+    iface = _canonical(IPv6Interface, value, field)
     if iface.network.prefixlen != 64:
         raise UnsafeValue(field, value, "the prefix must be /64 (SLAAC and router "
                                         "advertisements need one)")
@@ -263,14 +258,7 @@ def parse_interface6(value: object, field: str = "address") -> IPv6Interface:
 
 def parse_host6(value: object, field: str = "address") -> IPv6Address:
     """A bare IPv6 address in canonical form (lower case, zeros compressed)."""
-    text = _text(field, value)
-    try:
-        address = IPv6Address(text)
-    except ValueError as error:
-        raise UnsafeValue(field, value, str(error)) from None
-    if str(address) != text:
-        raise UnsafeValue(field, value, f"write it as {address}")
-    return address
+    return _canonical(IPv6Address, value, field)
 
 
 def check_dhcp_range6(iface: IPv6Interface, start: object, end: object,
