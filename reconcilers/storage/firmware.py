@@ -11,12 +11,12 @@ for the other OVMF build) is refused rather than replaced: it may hold boot entr
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconcilers.storage.errors import Refused
+from reconcilers.storage.pool import replace_file
 
 OVMF_DIR = Path("/usr/share/OVMF")
 BUILDS = (("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"), ("OVMF_CODE.fd", "OVMF_VARS.fd"))
@@ -64,16 +64,6 @@ def ensure_vars(nvram: Path, ovmf: Ovmf) -> bool:
     """Copy the template to `nvram` unless it exists; True when it was copied."""
     if nvram.exists():
         return False
-    partial = nvram.with_name(f".{nvram.name}.partial")
-    try:
-        with open(ovmf.vars_template, "rb") as source, \
-                open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                             0o600), "wb") as out:
-            shutil.copyfileobj(source, out)
-            out.flush()
-            os.fsync(out.fileno())
-        partial.rename(nvram)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with open(ovmf.vars_template, "rb") as source:
+        replace_file(nvram, lambda out: shutil.copyfileobj(source, out))
     return True

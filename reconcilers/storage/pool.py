@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 DOMAIN_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")  # the loader's rule for metadata.name
 DISK_NAME = re.compile(r"[a-z][a-z0-9_-]{0,30}")  # the schema's rule for a disk's name
@@ -77,3 +79,20 @@ class Pool:
         if os.path.commonpath([root, target]) != root or target == root:
             return None
         return Path(os.path.relpath(target, root)).parts[0]
+
+
+def replace_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` whole through `write`, atomically and durably, mode 0600: into
+    `.NAME.partial` beside it, fsynced, renamed over it (a partial a crash left is swept with
+    the domain's other leftovers)."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        partial.rename(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -34,6 +34,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 
 from reconcilers.model import CloudInit
 from reconcilers.storage.errors import Refused
+from reconcilers.storage.pool import replace_file
 
 LABEL = "cidata"
 USER_DATA, META_DATA, NETWORK_CONFIG = "user-data", "meta-data", "network-config"
@@ -154,15 +155,6 @@ def ensure(path: Path, files: Documents) -> bool:
     """Make the seed at `path` hold exactly `files`; True when it was (re)written."""
     if read(path) == files:
         return False
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(build(files))
-            out.flush()
-            os.fsync(out.fileno())
-        partial.rename(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    image = build(files)
+    replace_file(path, lambda out: out.write(image))
     return True
