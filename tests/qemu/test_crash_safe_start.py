@@ -134,3 +134,44 @@ async def test_a_controller_killed_at_any_step_of_a_start_leaves_exactly_one_qem
     record = second.registry.get(vm.name)
     assert record is not None and record.starting is None and record.runtime is not None
     assert record.runtime.pid == pids[0]
+
+
+RESTORE_STEPS = ["before-restore", "after-restore", "after-record"]
+
+
+@pytest.mark.parametrize("step", RESTORE_STEPS)
+async def test_a_controller_killed_at_any_step_of_a_restore_leaves_exactly_one_qemu(
+        qemu_env: QemuEnv, tmp_path: Path, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for a start from a managed-save image: never two qemus, and the image is
+    either still there (nothing ran from it) or used by the one qemu that runs."""
+    vm = domain("t-walr", uuid=None)
+    state = tmp_path / "state"
+    first = controller_on(qemu_env, state)
+    await first.reattach_all()
+    first.on_snapshot(snapshot(vm))
+    await first.reconcile(vm.name)
+    driver = first.drivers[DriverName.QEMU]
+    await driver.save(vm.name)
+    assert driver.saved_image(vm.name) is not None
+    if step == "before-restore":
+        wrap(QemuDriver, "restore", die_before, monkeypatch)
+    elif step == "after-restore":
+        wrap(QemuDriver, "restore", die_after, monkeypatch)
+    else:
+        die_after_record(monkeypatch)
+    with pytest.raises(Killed):  # the pass after the save restores (desired: running)
+        await first.reconcile(vm.name)
+    monkeypatch.undo()
+    for each in first.drivers.values():
+        await each.close()
+
+    second = controller_on(qemu_env, state)
+    await second.reattach_all()
+    second.on_snapshot(snapshot(vm))
+    for _ in range(4):
+        await second.reconcile(vm.name)
+    files = domain_files(qemu_env.context.runtime_dir, qemu_env.context.log_dir, vm.name)
+    pids = process.running_pids(files)
+    assert len(pids) == 1, f"qemus of {vm.name} after a kill {step}: {pids}"
+    status = second.statuses.read(vm.name)
+    assert status is not None and status.state is State.RUNNING and status.pid == pids[0]
