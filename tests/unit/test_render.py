@@ -4,17 +4,23 @@ in it (the round trip over every golden manifest is tests/test_support.py's)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis_jsonschema import from_schema
 
-from controller.manifests import render
-from controller.manifests.loader import load_text
+from controller.manifests import render, schema
+from controller.manifests.errors import ManifestError
+from controller.manifests.loader import load_file, load_text
 from reconcilers.diff import field_diff
-from reconcilers.model import Disk, LxcSpec, Vnc
+from reconcilers.model import Disk, Domain, LxcSpec, Vnc
 from tests.support.domains import TCG_PC, domain
 
 GiB = 1024 * 1024 * 1024
+ROOT = Path(__file__).parent.parent.parent
 
 
 def test_a_domain_renders_in_the_manifests_spelling_with_defaults_left_out() -> None:
@@ -58,3 +64,42 @@ def test_every_field_diff_path_finds_the_rendered_values() -> None:
              for change in field_diff(before.spec, after.spec)}
     assert found == {"memory": ("256Mi", "1Gi"), "lxc.image": ("/img/a.tar", "/img/b.tar")}
     assert render.lookup(old, ("spec", "vcpus")) is None  # left out: the default
+
+
+MANIFESTS = sorted([*ROOT.glob("tests/golden/*/*.yaml"), *ROOT.glob("manifests/examples/*.yaml")])
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_effective_form_with_every_default_loads_back_as_the_same_domain(path: Path) -> None:
+    for loaded in load_file(path):
+        if not isinstance(loaded, Domain):
+            continue
+        full = render.document(loaded, defaults=True)
+        [again] = load_text(yaml.safe_dump(full, sort_keys=False), "m.yaml")
+        assert (again.metadata, again.spec) == (loaded.metadata, loaded.spec)
+
+
+def test_the_effective_form_writes_defaults_only_where_their_form_allows_them() -> None:
+    qemu = dataclasses.replace(TCG_PC, disks=(Disk("base", image="/srv/b.img"),
+                                              Disk("data", source="/srv/d.img")))
+    spec = render.document(domain("vm", qemu=qemu), defaults=True)["spec"]
+    assert (spec["vcpus"], spec["restartPolicy"], spec["stopMode"]) == (1, "Always", "shutdown")
+    image, source = spec["qemu"]["disks"]
+    assert (image.get("deletePolicy"), "format" not in image) == ("Retain", True)
+    assert (source.get("format"), "deletePolicy" not in source) == ("raw", True)
+    assert "dependsOn" not in spec  # an empty list says nothing
+    lxc = render.document(domain("ct", "lxc"), defaults=True)["spec"]
+    assert "cpu" not in lxc and "deletePolicy" not in lxc["lxc"]
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(from_schema(schema.schema()))
+def test_any_loadable_manifest_survives_the_effective_form(document: Any) -> None:
+    try:
+        [loaded] = load_text(yaml.safe_dump(document, sort_keys=False), "m.yaml")
+    except ManifestError:
+        return  # a cross-field rule refused it: tests/test_manifest_properties.py's concern
+    full = render.document(loaded, defaults=True)
+    [again] = load_text(yaml.safe_dump(full, sort_keys=False), "m.yaml")
+    assert (again.metadata, again.spec) == (loaded.metadata, loaded.spec)
