@@ -124,6 +124,55 @@ class _Forward(FileSystemEventHandler):
             self._loop.call_soon_threadsafe(self._poke, isinstance(event, _COMPLETE))
 
 
+class SnapshotAssembler:
+    """What each file declares (or its error), by file, into a Snapshot: conflicts, dependency
+    cycles, and each file's names at its last valid load, which an invalid file keeps.
+
+    Shared by ManifestSource and the fleet's EtcdSource (controller/fleet/source.py), so a
+    directory and etcd give the engine the same snapshots of the same files."""
+
+    def __init__(self) -> None:
+        self.last_names: dict[str, frozenset[str]] = {}  # file → its domains, last valid
+        self.last_networks: dict[str, tuple[Network, ...]] = {}  # file → its networks, idem
+
+    def assemble(self, loaded: Mapping[str, _Loaded]) -> Snapshot:
+        """The snapshot of every file's result in `loaded` (files absent from it are
+        forgotten)."""
+        self.last_names = {f: n for f, n in self.last_names.items() if f in loaded}
+        self.last_networks = {f: n for f, n in self.last_networks.items() if f in loaded}
+        problems: dict[str, list[Problem]] = {}
+        names_by_file: dict[str, frozenset[str]] = {}
+        network_names_by_file: dict[str, frozenset[str]] = {}
+        domains: list[Domain] = []
+        networks: list[Network] = []
+        for path, result in loaded.items():
+            if isinstance(result, ManifestError):
+                problems[path] = list(result.problems)
+                names_by_file[path] = self.last_names.get(path, frozenset())
+                kept = self.last_networks.get(path, ())
+                network_names_by_file[path] = frozenset(n.name for n in kept)
+                networks.extend(kept)
+            else:
+                domains.extend(result.domains)
+                networks.extend(result.networks)
+                self.last_names[path] = frozenset(d.name for d in result.domains)
+                self.last_networks[path] = result.networks
+        clashing = name_conflicts(domains)
+        named = {(p.file, p.line) for p in clashing}
+        clashing += dependency_cycles(d for d in domains
+                                      if (d.source.file, d.source.line) not in named)
+        conflicts = _by_name(clashing, domains)
+        valid = {d.name: d for d in domains if d.name not in conflicts}
+        clashes = _by_name(network_conflicts(networks), networks)
+        kept_networks = {n.name: n for n in networks if n.name not in clashes}
+        return Snapshot(domains=MappingProxyType(valid), problems=MappingProxyType(problems),
+                        names_by_file=MappingProxyType(names_by_file),
+                        conflicts=MappingProxyType(conflicts), readable=True,
+                        networks=MappingProxyType(kept_networks),
+                        network_names_by_file=MappingProxyType(network_names_by_file),
+                        network_conflicts=MappingProxyType(clashes))
+
+
 class ManifestSource:
     def __init__(self, directory: Path, on_change: Callable[[Snapshot], None],
                  settings: SourceSettings | None = None) -> None:
@@ -131,8 +180,7 @@ class ManifestSource:
         self._on_change = on_change
         self._settings = settings or SourceSettings()
         self._cache: dict[str, tuple[_FileKey, _Loaded]] = {}
-        self._last_names: dict[str, frozenset[str]] = {}  # file → its domains, last valid
-        self._last_networks: dict[str, tuple[Network, ...]] = {}  # file → its networks, idem
+        self._assembler = SnapshotAssembler()
         self._shown: dict[str, _Loaded] = {}  # what the last snapshot took from each file
         self._suspects: dict[str, float] = {}  # file → when it was first seen gone or empty
         self._recheck: asyncio.TimerHandle | None = None
@@ -280,11 +328,7 @@ class ManifestSource:
         self._shown = dict(loaded)
         for stale in self._cache.keys() - loaded.keys():
             del self._cache[stale]
-        self._last_names = {path: names for path, names in self._last_names.items()
-                            if path in loaded}
-        self._last_networks = {path: networks for path, networks in self._last_networks.items()
-                               if path in loaded}
-        return self._assemble(loaded), recheck
+        return self._assembler.assemble(loaded), recheck
 
     def _hold_suspects(self, loaded: dict[str, _Loaded]) -> bool:
         """Keep the last result of a file that declared domains or networks and is now gone
@@ -292,8 +336,8 @@ class ManifestSource:
         now, held = time.monotonic(), False
         for path, previous in self._shown.items():
             current = loaded.get(path)
-            domains = self._last_names.get(path, frozenset())
-            networks = self._last_networks.get(path, ())
+            domains = self._assembler.last_names.get(path, frozenset())
+            networks = self._assembler.last_networks.get(path, ())
             if not (domains or networks) or (current is not None and current != Documents()):
                 self._suspects.pop(path, None)
                 continue
@@ -329,39 +373,6 @@ class ManifestSource:
             result = err
         self._cache[path] = (key, result)
         return result
-
-    def _assemble(self, loaded: Mapping[str, _Loaded]) -> Snapshot:
-        problems: dict[str, list[Problem]] = {}
-        names_by_file: dict[str, frozenset[str]] = {}
-        network_names_by_file: dict[str, frozenset[str]] = {}
-        domains: list[Domain] = []
-        networks: list[Network] = []
-        for path, result in loaded.items():
-            if isinstance(result, ManifestError):
-                problems[path] = list(result.problems)
-                names_by_file[path] = self._last_names.get(path, frozenset())
-                kept = self._last_networks.get(path, ())
-                network_names_by_file[path] = frozenset(n.name for n in kept)
-                networks.extend(kept)
-            else:
-                domains.extend(result.domains)
-                networks.extend(result.networks)
-                self._last_names[path] = frozenset(d.name for d in result.domains)
-                self._last_networks[path] = result.networks
-        clashing = name_conflicts(domains)
-        named = {(p.file, p.line) for p in clashing}
-        clashing += dependency_cycles(d for d in domains
-                                      if (d.source.file, d.source.line) not in named)
-        conflicts = _by_name(clashing, domains)
-        valid = {d.name: d for d in domains if d.name not in conflicts}
-        clashes = _by_name(network_conflicts(networks), networks)
-        kept_networks = {n.name: n for n in networks if n.name not in clashes}
-        return Snapshot(domains=MappingProxyType(valid), problems=MappingProxyType(problems),
-                        names_by_file=MappingProxyType(names_by_file),
-                        conflicts=MappingProxyType(conflicts), readable=True,
-                        networks=MappingProxyType(kept_networks),
-                        network_names_by_file=MappingProxyType(network_names_by_file),
-                        network_conflicts=MappingProxyType(clashes))
 
 
 def _by_name(clashes: list[Problem],

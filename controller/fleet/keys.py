@@ -1,0 +1,173 @@
+"""The fleet's keys in etcd, all under one prefix (default `/domctl/v1/`), and their values.
+
+    <prefix>manifests/<file>     ManifestRecord: one published file, its name and whole text
+                                 (so a host reports `file:line:column` like the directory source)
+    <prefix>published            PublishRecord: the last publish; every publish compares and
+                                 rewrites it, so two publishes can never interleave
+    <prefix>hosts/<name>         HostRecord, under the host's lease: capacity, drivers, labels;
+                                 gone when the lease expires (the host is NotReady)
+    <prefix>cordons/<name>       present while the host is cordoned: an operator's decision,
+                                 so it is no part of the leased record and outlives the lease
+    <prefix>placements/<domain>  Placement {host, epoch}, written by the scheduler with a
+                                 compare-and-swap (the epoch grows at each move)
+    <prefix>status/<domain>      the status document of the host running the domain
+    <prefix>scheduler            the scheduler leader's name, under its lease (the election)
+
+Values are JSON objects with camelCase fields, like the manifests and the status documents. A
+value that does not parse raises ValueError naming the key. The `v1` in the prefix is the
+layout's version: a layout change gets a new prefix, never an in-place migration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+DEFAULT_PREFIX = "/domctl/v1/"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not self.prefix.startswith("/") or not self.prefix.endswith("/"):
+            raise ValueError(f"an etcd prefix starts and ends with '/': {self.prefix!r}")
+
+    @property
+    def manifests(self) -> str:
+        return f"{self.prefix}manifests/"
+
+    def manifest(self, file: str) -> str:
+        return f"{self.manifests}{file}"
+
+    def file_of(self, key: str) -> str:
+        """The file name of a key under `manifests`."""
+        if not key.startswith(self.manifests):
+            raise ValueError(f"not a manifest key: {key!r}")
+        return key[len(self.manifests):]
+
+    @property
+    def published(self) -> str:
+        return f"{self.prefix}published"
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.prefix}hosts/"
+
+    def host(self, name: str) -> str:
+        return f"{self.hosts}{name}"
+
+    def cordon(self, name: str) -> str:
+        return f"{self.prefix}cordons/{name}"
+
+    def placement(self, domain: str) -> str:
+        return f"{self.prefix}placements/{domain}"
+
+    def status(self, domain: str) -> str:
+        return f"{self.prefix}status/{domain}"
+
+    @property
+    def scheduler(self) -> str:
+        return f"{self.prefix}scheduler"
+
+
+def _object(key: str, value: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(value)
+    except ValueError as err:
+        raise ValueError(f"{key}: not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{key}: not a JSON object")
+    return data
+
+
+def _encode(data: Mapping[str, object]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One published manifest file: its text, and the names it declares (for the prune guard
+    of the next publish, without parsing every text again)."""
+
+    file: str
+    text: str
+    domains: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        return _encode({"file": self.file, "text": self.text, "domains": list(self.domains),
+                        "networks": list(self.networks)})
+
+    @classmethod
+    def decode(cls, key: str, value: bytes) -> ManifestRecord:
+        data = _object(key, value)
+        try:
+            return cls(file=str(data["file"]), text=str(data["text"]),
+                       domains=tuple(map(str, data.get("domains", ()))),
+                       networks=tuple(map(str, data.get("networks", ()))))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{key}: not a manifest record: {err}") from None
+
+
+@dataclass(frozen=True)
+class PublishRecord:
+    """Who published last, from where, and how many files."""
+
+    source: str
+    files: int
+    at: str  # RFC 3339
+
+    def encode(self) -> bytes:
+        return _encode({"source": self.source, "files": self.files, "at": self.at})
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """What a host offers, as it registered under its lease."""
+
+    name: str
+    cpus: int
+    memory_mib: int
+    drivers: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def encode(self) -> bytes:
+        return _encode({"name": self.name, "cpus": self.cpus, "memoryMiB": self.memory_mib,
+                        "drivers": list(self.drivers), "labels": dict(self.labels)})
+
+    @classmethod
+    def decode(cls, key: str, value: bytes) -> HostRecord:
+        data = _object(key, value)
+        try:
+            return cls(name=str(data["name"]), cpus=int(data["cpus"]),
+                       memory_mib=int(data["memoryMiB"]),
+                       drivers=tuple(map(str, data.get("drivers", ()))),
+                       labels=MappingProxyType({str(k): str(v)
+                                                for k, v in data.get("labels", {}).items()}))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"{key}: not a host record: {err}") from None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a domain runs: the host, and the epoch (grows at each placement, so a host that
+    was cut off sees that the domain it still runs now lives elsewhere)."""
+
+    host: str
+    epoch: int
+
+    def encode(self) -> bytes:
+        return _encode({"host": self.host, "epoch": self.epoch})
+
+    @classmethod
+    def decode(cls, key: str, value: bytes) -> Placement:
+        data = _object(key, value)
+        try:
+            return cls(host=str(data["host"]), epoch=int(data["epoch"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{key}: not a placement: {err}") from None
