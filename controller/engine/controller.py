@@ -20,7 +20,7 @@ background and finish before the next pass's `prepare`.
 
 Outside the work queue, as libvirt does them synchronously: `destroy` (`domctl destroy`),
 `save` (`domctl save`, a managed save: an error such as a container's NotSupported reaches the
-caller and holds nothing) and `host_shutdown`.
+caller and holds nothing) and `host_shutdown`; `stats` only reads (engine/stats.py).
 
 Every driver event is only a hint to requeue the name: the pass re-reads everything.
 """
@@ -49,6 +49,7 @@ from controller.engine.ordering import Ordering
 from controller.engine.reattach import Reattach
 from controller.engine.requests import NotRunning, Requests, parse_action
 from controller.engine.schedule import Ending, Facts, Next, PassResult, Timing, schedule
+from controller.engine.stats import DomainStatsCollector, Figures
 from controller.engine.statusview import PassView, StatusProjector
 from controller.engine.workqueue import ShutDown, WorkQueue
 from controller.manifests.source import Snapshot
@@ -119,6 +120,7 @@ class Controller:
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_hooks: dict[str, asyncio.Task[Any]] = {}  # `stopped`+`release` in flight
         self.invalid = InvalidManifests()  # invalid files that stand for no domain
+        self.statistics = DomainStatsCollector(self.ledger, self.drivers, self.clock.now)
         if self.networks is not None:
             self.networks.domains = self
 
@@ -200,6 +202,12 @@ class Controller:
             return  # not running: the request alone keeps it off
         await self.reconciler.destroy_now(name, record.runtime.driver, Cause.API, {"uid": uid},
                                           owner=f"api:uid={uid}")
+
+    async def stats(self, name: str | None = None) -> list[Figures]:
+        """`domctl stats` (virsh domstats): the figures of every running domain, or of `name`
+        (NoSuchDomain, stats.NotRunning), with CPU % since the previous call (engine/stats.py;
+        `stats.to_json` gives the wire form)."""
+        return await self.statistics.collect(name)
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -313,6 +321,12 @@ class Controller:
         desired = self._with_uuid(name)
         return self._resolved(desired) if desired is not None else self.store.desired(name)
 
+    def candidate_resolved(self, candidate: Domain) -> Domain:
+        """A manifest not (yet) in the directory as a pass would see it (`domctl diff -f`):
+        its uuid, else the one recorded for its name, and its NICs resolved when one is known."""
+        with_uuid = self._given_uuid(candidate)
+        return self._resolved(with_uuid) if with_uuid is not None else candidate
+
     # --- what the network engine asks (engine/networks.py DomainSide) ------------------------
 
     def network_users(self, network: str) -> list[str]:
@@ -331,8 +345,12 @@ class Controller:
     def _with_uuid(self, name: str) -> Domain | None:
         """The desired domain with its uuid: the manifest's, else the one recorded; None
         when neither is known yet (a MAC cannot be derived before the first pass)."""
-        desired, record = self.store.desired(name), self.ledger.get(name)
-        if desired is None or (desired.metadata.uuid is None and record is None):
+        desired = self.store.desired(name)
+        return self._given_uuid(desired) if desired is not None else None
+
+    def _given_uuid(self, desired: Domain) -> Domain | None:
+        record = self.ledger.get(desired.name)
+        if desired.metadata.uuid is None and record is None:
             return None  # its MAC is not known before its first pass
         if desired.metadata.uuid is None and record is not None:
             desired = dataclasses.replace(
