@@ -57,7 +57,7 @@ from reconcilers.decide import Action, Plan
 from reconcilers.diff import Change, outstanding
 from reconcilers.driver import Driver, GuestInterfaces, Live, SavedImage
 from reconcilers.errors import DomctlError
-from reconcilers.history import API_STATES, ApiRequest
+from reconcilers.history import API_STATES, ApiAction, ApiRequest
 from reconcilers.model import DesiredState, Domain, DriverName, Reason, State
 from reconcilers.net.nics import spec_nics
 
@@ -218,6 +218,14 @@ def _overridden(facts: Facts) -> Condition:
     return Condition(ConditionType.OVERRIDDEN, T, "ApiRequest", facts.override)
 
 
+def _overrides(request: ApiRequest, desired: Domain | None) -> bool:
+    """Whether `request` asks for something the manifest does not: `domctl start` of a domain
+    the manifest runs anyway overrides nothing, so no Overridden condition stays behind."""
+    if desired is None or request.action is ApiAction.RESTART:  # a restart is an act, not a state
+        return True
+    return API_STATES[request.action] is not desired.spec.state
+
+
 def _waiting(view: PassView, live: Live, backoff_until: float | None,
              request: ApiRequest | None, now: float) -> float | None:
     """The crash-loop backoff's next attempt, shown only while one will come: the domain is
@@ -288,6 +296,7 @@ class StatusProjector:
         pending, live_left = self._pending(view, record)
         request = record.override if record.override and record.override.in_force(
             record.epoch) else None
+        shown = request if request is not None and _overrides(request, view.desired) else None
         stalled = record.stalled if record.stalled and record.stalled.epoch == record.epoch \
             else None
         interfaces, agent = await self._interfaces(name, view.driver, live, record)
@@ -302,8 +311,8 @@ class StatusProjector:
             stalled=stalled.message if stalled is not None else None,
             host_problem=stalled is not None and stalled.host, resync=self._resync,
             removal_in=self._store.removal_in(name), conditions=record.conditions, now=now,
-            override=request.describe() if request is not None else None,
-            override_state=API_STATES[request.action] if request is not None else None,
+            override=shown.describe() if shown is not None else None,
+            override_state=API_STATES[shown.action] if shown is not None else None,
             interfaces=interfaces, agent=agent, saved=saved))
         self._ledger.update(name, state=live.state, reason=live.reason, since=since,
                             failures=failures, conditions=status.conditions)

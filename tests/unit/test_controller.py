@@ -147,6 +147,22 @@ async def test_an_api_stop_holds_until_the_manifest_changes(tmp_path: Path,
     assert [c.status.value for c in status.conditions if c.type.value == "Overridden"] == ["False"]
 
 
+async def test_an_api_start_of_a_domain_the_manifest_runs_leaves_no_override(
+        tmp_path: Path, driver: MemoryDriver) -> None:
+    controller = await started(tmp_path, driver)
+    controller.request("vm", "start", uid=1000)
+    await converge(controller)
+    status = controller.statuses.read("vm")
+    assert status is not None and "vm" in driver.running
+    overridden = [c for c in status.conditions if c.type.value == "Overridden"]
+    assert [(c.status.value, c.reason) for c in overridden] == [("False", "FollowsManifest")]
+    controller.request("vm", "suspend", uid=1000)  # one the manifest does not ask for does
+    await converge(controller)
+    status = controller.statuses.read("vm")
+    assert status is not None
+    assert [c.status.value for c in status.conditions if c.type.value == "Overridden"] == ["True"]
+
+
 async def test_an_api_start_overrides_an_earlier_api_stop(tmp_path: Path,
                                                           driver: MemoryDriver) -> None:
     controller = await started(tmp_path, driver)
