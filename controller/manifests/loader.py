@@ -90,9 +90,14 @@ MAX_BYTES = SourceSettings.max_manifest_bytes
 
 def load_file_documents(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> Documents:
     """Every domain and network declared in the regular file `path` of at most `max_bytes`."""
+    return load_documents(read_manifest_text(path, max_bytes), str(path))
+
+
+def read_manifest_text(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> str:
+    """The text of a manifest file (read_manifest's checks), or ManifestError: also for an
+    unreadable file or one that is not UTF-8. `domctl publish` stores the text it validated."""
     try:
-        data = read_manifest(path, max_bytes)
-        text = data.decode("utf-8")
+        return read_manifest(path, max_bytes).decode("utf-8")
     except UnicodeDecodeError as err:
         problem = Problem(str(path), 1, 1, "(file)",
                           f"not UTF-8 text: invalid byte at offset {err.start}")
@@ -100,7 +105,6 @@ def load_file_documents(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES
     except OSError as err:
         problem = Problem(str(path), 1, 1, "(file)", err.strerror or str(err))
         raise ManifestError([problem]) from None
-    return load_documents(text, str(path))
 
 
 def load_file(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> list[Domain]:
@@ -377,4 +381,5 @@ __all__ = [
     "name_conflicts",
     "network_conflicts",
     "read_manifest",
+    "read_manifest_text",
 ]

@@ -1,0 +1,155 @@
+"""Registration: this host in etcd, under a lease it keeps alive (the node lease of Kubernetes).
+
+`domctl run --etcd ... --host NAME` registers `hosts/NAME` (keys.py: capacity, drivers,
+labels) under a lease of `ttl` seconds (default 10) and renews it every ttl/3. The key lives
+exactly as long as the lease: a host that dies, or is cut off from etcd, drops out of the
+fleet within `ttl` seconds without anyone deleting anything, and that expiry is what the
+scheduler's failover will act on.
+
+What the host must know about its own lease, for the self-fencing to come (issue 18 point 4):
+`renewed_at` is when the last renewal that etcd confirmed was *sent* (monotonic clock), so
+`renewed_at + ttl` is never later than the moment etcd may expire the lease; every renewal that
+fails (etcd unreachable, slower than ttl/3, no leader) is reported to `on_renewal_failed` with
+the time since that last confirmed renewal; a renewal that finds the lease gone reports
+`on_lost` and registers again under a new lease.
+
+A name held by another lease (another host of that name, or this host's previous run whose
+lease has not expired yet) is not taken over: registration waits, retrying every ttl/3, and
+says so, because two live hosts of one name would each reconcile the other's domains.
+
+`stop()` leaves the lease to expire (a controller that stops leaves its domains running, and
+must not look like a host whose domains may be moved at once); `stop(revoke=True)` deregisters
+now (a drained host leaving the fleet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import psutil
+import structlog
+
+from controller.fleet.keys import HostRecord, Keys
+from controller.fleet.store import Compare, EtcdError, EtcdStore, Put
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TTL = 10
+
+
+def local_host(name: str, drivers: Iterable[str],
+               labels: Mapping[str, str] | None = None) -> HostRecord:
+    """This machine's record: its CPUs and memory, the drivers available, the labels given."""
+    return HostRecord(name=name, cpus=os.cpu_count() or 1,
+                      memory_mib=psutil.virtual_memory().total // (1024 * 1024),
+                      drivers=tuple(sorted(drivers)),
+                      labels=MappingProxyType(dict(labels or {})))
+
+
+@dataclass(frozen=True)
+class RenewalFailure:
+    error: str
+    since_renewal: float  # seconds since the last renewal etcd confirmed was sent
+    ttl: int
+
+
+class Registration:
+    def __init__(self, store: EtcdStore, keys: Keys, record: HostRecord, *,
+                 ttl: int = DEFAULT_TTL,
+                 on_renewal_failed: Callable[[RenewalFailure], None] = lambda _failure: None,
+                 on_lost: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._keys = keys
+        self.record = record
+        self.ttl = ttl
+        self._on_renewal_failed = on_renewal_failed
+        self._on_lost = on_lost
+        self._clock = clock
+        self.lease: int | None = None
+        self.renewed_at: float | None = None
+        self.registered = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def interval(self) -> float:
+        return self.ttl / 3
+
+    async def start(self) -> None:
+        """Try to register now, then keep the lease alive (or keep trying) in a task."""
+        await self._try_register()
+        self._task = asyncio.create_task(self._run(), name=f"register-{self.record.name}")
+
+    async def stop(self, *, revoke: bool = False) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if revoke and self.lease is not None:
+            await self._store.revoke(self.lease)
+            log.info("host deregistered", host=self.record.name)
+        self.lease, self.renewed_at = None, None
+        self.registered.clear()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if self.lease is None:
+                await self._try_register()
+            else:
+                await self._renew(self.lease)
+
+    async def _try_register(self) -> None:
+        """Grant a lease and put the record under it, unless another lease holds the name."""
+        key = self._keys.host(self.record.name)
+        sent = self._clock()
+        try:
+            async with asyncio.timeout(self.interval):
+                lease = await self._store.grant(self.ttl)
+                answer = await self._store.txn([Compare(key, "CREATE", 0)],
+                                               [Put(key, self.record.encode(), lease.id)])
+                if not answer.succeeded:
+                    await self._store.revoke(lease.id)
+        except (EtcdError, TimeoutError) as err:
+            log.warning("cannot register the host in etcd; retrying", host=self.record.name,
+                        error=str(err) or "timed out")
+            return
+        if not answer.succeeded:
+            log.warning("host name registered under another lease (another host of this name, "
+                        "or this host's previous run until its lease expires); waiting",
+                        host=self.record.name, ttl=self.ttl)
+            return
+        self.lease, self.renewed_at = lease.id, sent
+        self.registered.set()
+        log.info("host registered", host=self.record.name, lease=f"{lease.id:x}", ttl=lease.ttl)
+
+    async def _renew(self, lease: int) -> None:
+        sent = self._clock()
+        try:
+            async with asyncio.timeout(self.interval):
+                remaining = await self._store.keepalive(lease)
+        except (EtcdError, TimeoutError) as err:
+            failure = RenewalFailure(error=str(err) or "timed out",
+                                     since_renewal=self._clock() - (self.renewed_at or sent),
+                                     ttl=self.ttl)
+            log.warning("host lease renewal failed", host=self.record.name,
+                        error=failure.error, since_renewal=round(failure.since_renewal, 1),
+                        ttl=self.ttl)
+            self._on_renewal_failed(failure)
+            return
+        if remaining > 0:
+            self.renewed_at = sent
+            return
+        log.error("host lease expired: the host was out of the fleet; registering again",
+                  host=self.record.name, lease=f"{lease:x}")
+        self.lease, self.renewed_at = None, None
+        self.registered.clear()
+        self._on_lost()
+        await self._try_register()
