@@ -7,12 +7,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from controller.cli.main import main
 from controller.manifests.errors import ManifestError
 from controller.manifests.loader import is_manifest_name, load_paths, load_text
 from reconcilers.model import DesiredState, DiskFormat, DriverName
+from tests.support.cli import invoke
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "examples"
 
@@ -193,16 +192,16 @@ def test_examples_validate() -> None:
     assert {d.spec.driver for d in result.domains} == {DriverName.QEMU, DriverName.LXC}
 
 
-def test_cli_validate_exit_codes_and_json(tmp_path: Path) -> None:
-    runner = CliRunner()
-    ok = runner.invoke(main, ["validate", str(EXAMPLES)])
+def test_cli_validate_exit_codes_and_json(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    ok = invoke(capsys, ["validate", str(EXAMPLES)])
     assert ok.exit_code == 0, ok.output
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("format: qcow2", "format: vmdk"))
-    text = runner.invoke(main, ["validate", str(bad)])
+    text = invoke(capsys, ["validate", str(bad)])
     assert text.exit_code == 1
     assert f"{bad}:12:9: spec.qemu.disks[0].format: must be one of" in text.output
-    as_json = runner.invoke(main, ["validate", "-o", "json", str(bad)])
+    as_json = invoke(capsys, ["validate", "-o", "json", str(bad)])
     assert as_json.exit_code == 1
     report = json.loads(as_json.output)
     assert report["valid"] is False

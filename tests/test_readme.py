@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
-import click
-
+from controller.cli.parser import Parser
 from controller.paths import default_paths
-from controller.service.command import run
+from controller.service import command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,9 +27,11 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 
 def test_the_run_flag_table_shows_every_flag_with_its_default() -> None:
     """Defaults come from the settings tree (controller/settings.py) through `run`'s options."""
-    names = {flag: param.name for param in run.params if isinstance(param, click.Option)
-             for flag in param.opts}
-    values = run.make_context("run", []).params  # every option at its default; nothing runs
+    parser = Parser()
+    command.configure(parser)
+    names = {flag: action.dest for action in parser._actions
+             if not isinstance(action, argparse._HelpAction) for flag in action.option_strings}
+    values = vars(parser.parse_args([]))  # every option at its default; nothing runs
     root = default_paths(0, {})
     seen: list[str] = []
     for line in (ROOT / "README.md").read_text().splitlines():

@@ -1,34 +1,29 @@
 """The `domctl` commands that talk to a running controller over its API socket (DESIGN §8).
 
-`cli/main.py` calls `register(main)` once. Besides adding the commands, `register` adds the global
-`--socket PATH` option (envvar DOMCTL_SOCKET) to the group, so it goes before the subcommand:
-`domctl --socket /run/domctl/domctl-ro.sock get`. The group's own callback does not know that
-option, so `register` wraps the callback to drop `socket` from its keyword arguments; commands
-read it back from the root context's params, which click fills even during shell completion,
-where no callback runs. Without --socket, `client.socket_path` picks the read-write socket of
-the default runtime dir when the caller may open it, else the read-only one; a non-root user
-with no controller of their own also finds the root controller's read-only socket.
+`cli/main.py` calls `register(commands)` once, with its parser's Commands (cli/parser.py). The
+global `--socket PATH` option (envvar DOMCTL_SOCKET) is main's, accepted before or after the
+command (`domctl --socket /run/domctl/domctl-ro.sock get`, `domctl get --socket ...`); commands
+read it as `args.socket`. Without it, `client.socket_path` picks the read-write socket of the
+default runtime dir when the caller may open it, else the read-only one; a non-root user with
+no controller of their own also finds the root controller's read-only socket.
 
-Every command prints an ApiError (DaemonNotRunning included) as `error: <message>` on stderr
-and exits 1. NAME arguments complete through click's shell completion
-(`_DOMCTL_COMPLETE=bash_source domctl`) by asking the daemon; nothing is offered when it is down.
+Every command's ApiError (DaemonNotRunning included) is printed by cli/main.py as
+`error: <message>` on stderr, exit 1. Shell completion is gone with click (issue 12: start-up).
 
 Public surface:
-    register(group)
+    register(commands)
 """
 
 from __future__ import annotations
 
-import functools
+import argparse
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
-
-import click
+from typing import Any, NoReturn
 
 from controller.cli.client import ApiError, Client, socket_path
 from controller.cli.netview import (
@@ -40,6 +35,7 @@ from controller.cli.netview import (
     size,
     split_kind,
 )
+from controller.cli.parser import Commands, Failed, Parser, UsageError, bounded
 from controller.cli.render import age, cell, table
 from controller.paths import default_paths
 from controller.protocol import (
@@ -50,11 +46,8 @@ from controller.protocol import (
     headline,
 )
 
-if TYPE_CHECKING:
-    from click.shell_completion import CompletionItem
-
-F = TypeVar("F", bound=Callable[..., Any])
 Document = dict[str, Any]
+Condition = tuple[str, Callable[[Document], bool]]
 
 WAIT_REFRESH = 1.0  # at least this long between two `wait` requests of one `domctl wait`
 ACTION_REPLY_TIMEOUT = 3600.0  # a safety net only: the controller answers within its own bound
@@ -66,97 +59,96 @@ PRUNE_REFUSED = ("prune needs --confirm: it lets the controller go on with remov
                  "kept)")
 
 
-def register(group: click.Group) -> None:
-    """Add the API commands and the global --socket option to `group` (idempotent)."""
-    if not any(param.name == "socket" for param in group.params):
-        group.params.append(click.Option(
-            ["--socket"], envvar="DOMCTL_SOCKET", metavar="PATH",
-            help="The controller's API socket [default: domctl.sock in the runtime dir if "
-                 "writable, else domctl-ro.sock]."))
-        group.callback = _without_socket(group.callback)
-    for command in (get, describe, events, wait, diff, logs, console, start, *ACTION_COMMANDS,
-                    prune, host_shutdown):
-        group.add_command(command)
+def register(commands: Commands) -> None:
+    """Add the commands that talk to the controller."""
+    found = commands.add("get", get)
+    found.add_argument("words", nargs="*", metavar="KIND|NAME",
+                       help="NAME, networks [NAME], or domain|network NAME.")
+    found.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"],
+                       default="table", help="[default: %(default)s]")
+    found.add_argument("--invalid", action="store_true",
+                       help="Only the invalid manifests that stand for no domain yet.")
+    _name(commands.add("describe", describe))
+    found = commands.add("events", events)
+    found.add_argument("-f", "--follow", action="store_true", help="Keep printing new events.")
+    found.add_argument("--name", help="Only this domain's events.")
+    found.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                       help="json: one object per line [default: %(default)s].")
+    found = _name(commands.add("wait", wait))
+    found.add_argument("--for", dest="condition", required=True, type=_wait_condition,
+                       metavar="state=STATE|condition=TYPE[=True|False]",
+                       help="What to wait for.")
+    found.add_argument("--timeout", type=bounded(float, 0), default=30.0, metavar="SECONDS",
+                       help="Exit 1 when they pass first [default: %(default)s].")
+    commands.add("diff", diff).add_argument("name", nargs="?", metavar="NAME")
+    found = _name(commands.add("logs", logs))
+    found.add_argument("-f", "--follow", action="store_true",
+                       help="Keep printing appended lines.")
+    found.add_argument("--lines", type=bounded(int, 0),
+                       help="How many last lines [default: 100].")
+    _name(commands.add("console", console))
+    found = _name(commands.add("start", start, ACTION_DOCS["start"]))
+    found.add_argument("--force-boot", action="store_true",
+                       help="Discard NAME's saved image (if any) and boot it afresh.")
+    for action in ("stop", "suspend", "resume", "restart", "destroy", "save"):
+        _name(commands.add(action, _action_handler(action), ACTION_DOCS[action]))
+    found = commands.add("prune", prune)
+    found.add_argument("--confirm", action="store_true",
+                       help="Really release the held removals.")
+    found = commands.add("host-shutdown", host_shutdown)
+    found.add_argument("--mode", choices=HOST_SHUTDOWN_MODES, default=HOST_SHUTDOWN_MODE,
+                       help="save: each domain's memory to its image (restored at the next "
+                            "start); shutdown: graceful shutdowns [default: %(default)s].")
+    found.add_argument("--parallel", type=bounded(int, 1), default=HOST_SHUTDOWN_PARALLEL,
+                       metavar="N", help="Domains taken down at once [default: %(default)s].")
+    found.add_argument("--timeout", type=bounded(int, 0), default=HOST_SHUTDOWN_TIMEOUT,
+                       metavar="SECONDS",
+                       help="How long the graceful shutdowns may take in all; those still up "
+                            "then are destroyed (saves are never cut short) "
+                            "[default: %(default)s].")
 
 
-def _without_socket(callback: Callable[..., Any] | None) -> Callable[..., Any]:
-    def wrapper(*args: Any, socket: str | None = None, **kwargs: Any) -> Any:
-        return callback(*args, **kwargs) if callback is not None else None
-
-    return functools.wraps(callback)(wrapper) if callback is not None else wrapper
+def _name(parser: Parser) -> Parser:
+    parser.add_argument("name", metavar="NAME")
+    return parser
 
 
-def _socket(ctx: click.Context) -> Path:
+def _socket(args: argparse.Namespace) -> Path:
     euid = os.geteuid()
     fallback = [default_paths(0, os.environ).runtime_dir] if euid != 0 else []
-    return socket_path(ctx.find_root().params.get("socket"), os.environ,
-                       default_paths(euid, os.environ).runtime_dir, fallback)
+    return socket_path(args.socket, os.environ, default_paths(euid, os.environ).runtime_dir,
+                       fallback)
 
 
-def _client(timeout: float = 60.0) -> Client:
-    return Client(_socket(click.get_current_context()), timeout)
+def _client(args: argparse.Namespace, timeout: float = 60.0) -> Client:
+    return Client(_socket(args), timeout)
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    raise Failed(message)
 
 
-def _reports_errors(command: F) -> F:
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ApiError as err:
-            _fail(err.message)
-        except KeyboardInterrupt:  # ^C is how a followed stream ends: no "Aborted!"
-            sys.exit(130)
+def get(args: argparse.Namespace) -> None:
+    """Show the status of domains (or of networks).
 
-    return cast(F, wrapper)
-
-
-def _complete_names(ctx: click.Context, param: click.Parameter,
-                    incomplete: str) -> list[CompletionItem]:
-    from click.shell_completion import CompletionItem  # loaded by click only when completing
-
+    Every domain, or NAME; `get networks [NAME]` shows networks. An invalid manifest that
+    stands for no domain yet (a new file with an error) is listed after the domains, named
+    after its file, with STATE `-` and its first problem as MESSAGE; `--invalid` shows only
+    those. `-o wide` adds each domain's management (MODE: Enforce, or Observe) and addresses."""
+    output, invalid = args.output, args.invalid
     try:
-        documents = Client(_socket(ctx), timeout=2.0).call("get")
-        names = [str(doc["name"]) for doc in documents]
-    except Exception:
-        return []
-    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
-
-
-NAME = click.argument("name", shell_complete=_complete_names)
-
-
-@click.command()
-@click.argument("words", nargs=-1, metavar="[KIND] [NAME]", shell_complete=_complete_names)
-@click.option("-o", "--output", type=click.Choice(["table", "wide", "json", "yaml"]),
-              default="table", show_default=True)
-@click.option("--invalid", is_flag=True,
-              help="Only the invalid manifests that stand for no domain yet.")
-@_reports_errors
-def get(words: tuple[str, ...], output: str, invalid: bool) -> None:
-    """Show the status of every domain, or of NAME; `get networks [NAME]` shows networks.
-
-    An invalid manifest that stands for no domain yet (a new file with an error) is listed
-    after the domains, named after its file, with STATE `-` and its first problem as MESSAGE;
-    `--invalid` shows only those. `-o wide` adds each domain's management (MODE: Enforce, or
-    Observe) and addresses."""
-    try:
-        kind, name = split_kind(words)
+        kind, name = split_kind(tuple(args.words))
     except ValueError as err:
-        raise click.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     if kind == "network":
-        documents = _client().call("networks", name=name)
+        documents = _client(args).call("networks", name=name)
     elif output in ("json", "yaml"):  # the documents whole: with the disks, read now
-        documents = _client().call("get", name=name, disks=True, invalid=invalid)
+        documents = _client(args).call("get", name=name, disks=True, invalid=invalid)
     else:
-        documents = _client().call("get", name=name, invalid=invalid)
+        documents = _client(args).call("get", name=name, invalid=invalid)
     if output in ("table", "wide"):
         if not documents:
-            click.echo(f"no {kind}s", err=True)
+            print(f"no {kind}s", file=sys.stderr)
         now = time.time()
         if kind == "network":
             columns, rows = NETWORK_COLUMNS, [network_row(doc, now) for doc in documents]
@@ -168,15 +160,15 @@ def get(words: tuple[str, ...], output: str, invalid: bool) -> None:
         else:
             columns, rows = GET_COLUMNS, [_get_row(doc, now) for doc in documents]
         for line in table(columns, rows) if rows else ():
-            click.echo(line)
+            print(line)
         return
     chosen = documents[0] if name else documents
     if output == "json":
-        click.echo(json.dumps(chosen, indent=2))
+        print(json.dumps(chosen, indent=2))
     else:
         import yaml  # only for -o yaml: every command pays for what it imports at start
 
-        click.echo(yaml.safe_dump(chosen, sort_keys=False), nl=False)
+        print(yaml.safe_dump(chosen, sort_keys=False), end="")
 
 
 def _get_row(doc: Document, now: float) -> list[str]:
@@ -193,13 +185,12 @@ def _message(doc: Document, now: float) -> str:
     return "; ".join(m for m in (note, headline(doc)) if m) or "-"
 
 
-@click.command()
-@NAME
-@_reports_errors
-def describe(name: str) -> None:
-    """Show NAME in detail: status, conditions, pending changes, job, last events."""
-    for line in _describe_lines(_client().call("describe", name=name), time.time()):
-        click.echo(line)
+def describe(args: argparse.Namespace) -> None:
+    """Show NAME in detail.
+
+    Its status, conditions, pending changes, interfaces, disks, job and last events."""
+    for line in _describe_lines(_client(args).call("describe", name=args.name), time.time()):
+        print(line)
 
 
 def _describe_lines(doc: Document, now: float) -> list[str]:
@@ -277,21 +268,17 @@ def _value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-@click.command()
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
-@click.option("--name", shell_complete=_complete_names, help="Only this domain's events.")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="json: one object per line.")
-@_reports_errors
-def events(follow: bool, name: str | None, output: str) -> None:
-    """Show recent lifecycle events; with --follow, keep printing new ones."""
-    for record in _client().stream("events", name=name, follow=follow):
+def events(args: argparse.Namespace) -> None:
+    """Show lifecycle events; --follow keeps printing them.
+
+    The recent events, of every domain or of --name; with --follow, new ones as they come."""
+    for record in _client(args).stream("events", name=args.name, follow=args.follow):
         if record.get("marker"):
             _fail(str(record.get("message", "events were lost")))
-        if output == "json":
-            click.echo(json.dumps({key: record.get(key) for key in EVENT_KEYS}))
+        if args.output == "json":
+            print(json.dumps({key: record.get(key) for key in EVENT_KEYS}), flush=True)
         else:
-            click.echo(_event_line(record))
+            print(_event_line(record), flush=True)
 
 
 def _event_line(record: Document) -> str:
@@ -304,8 +291,8 @@ def _event_line(record: Document) -> str:
             f"{record.get('message') or ''}").rstrip()
 
 
-def _wait_condition(ctx: click.Context, param: click.Parameter,
-                    value: str) -> tuple[str, Callable[[Document], bool]]:
+def _wait_condition(value: str) -> Condition:
+    """--for's type: its text, and the test of a status document."""
     kind, _, wanted = value.partition("=")
     if kind == "state" and wanted:
         return value, lambda doc: doc.get("state") == wanted
@@ -316,32 +303,28 @@ def _wait_condition(ctx: click.Context, param: click.Parameter,
             str(c.get("type", "")).lower() == type_.lower()
             and str(c.get("status", "")).lower() == status.lower()
             for c in doc.get("conditions") or ())
-    raise click.BadParameter("expected state=STATE or condition=TYPE[=True|False]")
+    raise argparse.ArgumentTypeError("expected state=STATE or condition=TYPE[=True|False]")
 
 
-@click.command()
-@NAME
-@click.option("--for", "for_", required=True, callback=_wait_condition,
-              metavar="state=STATE|condition=TYPE[=True|False]", help="What to wait for.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              metavar="SECONDS", help="Exit 1 when they pass first.")
-@_reports_errors
-def wait(name: str, for_: tuple[str, Callable[[Document], bool]], timeout: float) -> None:
-    """Wait until the controller has seen NAME's manifest as it is on disk now, then until NAME
-    reaches a state or a condition (kubectl wait); an invalid manifest fails at once, a domain
-    that does not exist yet is waited for too."""
-    text, met = for_
+def wait(args: argparse.Namespace) -> None:
+    """Wait until NAME reaches a state or condition.
+
+    First until the controller has seen NAME's manifest as it is on disk now, then until NAME
+    reaches the state or condition; an invalid manifest fails at once, a domain that does not
+    exist yet is waited for too (kubectl wait)."""
+    name, timeout = args.name, args.timeout
+    text, met = args.condition
     deadline = time.monotonic() + timeout
-    target = _WaitTarget(name, max(timeout, 1.0))
+    target = _WaitTarget(args, max(timeout, 1.0))
     document: Document | None = None
     while (remaining := deadline - time.monotonic()) > 0:
         # the controller pushes NAME's status at every change; a quiet second reopens the
         # stream, which sends the status again, so a target that moved is asked for again
         try:
-            for document in _client(max(remaining, 1.0)).stream(
+            for document in _client(args, max(remaining, 1.0)).stream(
                     "watch", idle=min(WAIT_REFRESH, remaining), name=name):
                 if target.observed(document) and met(document):
-                    click.echo(f"{name}: {text}")
+                    print(f"{name}: {text}")
                     return
                 if time.monotonic() >= deadline:
                     break
@@ -358,14 +341,15 @@ class _WaitTarget:
     status settles on another generation than the target, the manifest may have changed
     again since, so the target is asked for again (at most every WAIT_REFRESH seconds)."""
 
-    def __init__(self, name: str, timeout: float) -> None:
-        self._name, self._timeout = name, timeout
+    def __init__(self, args: argparse.Namespace, timeout: float) -> None:
+        self._args, self._timeout = args, timeout
         self._asked = 0.0
         self.generation = self._ask()
 
     def _ask(self) -> str | None:
         self._asked = time.monotonic()
-        generation = _client(self._timeout).call("wait", name=self._name).get("generation")
+        generation = _client(self._args, self._timeout).call(
+            "wait", name=self._args.name).get("generation")
         return str(generation) if generation is not None else None
 
     def observed(self, document: Document) -> bool:
@@ -393,124 +377,126 @@ class _WaitTarget:
         return f"; {message}" if message else ""
 
 
-@click.command()
-@click.argument("name", required=False, shell_complete=_complete_names)
-@_reports_errors
-def diff(name: str | None) -> None:
-    """Show the manifest changes not yet in effect, and how each applies."""
+def diff(args: argparse.Namespace) -> None:
+    """Show the manifest changes not yet in effect.
+
+    Of every domain or of NAME, each with how it applies: live, or at the next restart."""
+    name = args.name
     lines: list[str] = []
-    for domain in _client().call("diff", name=name):
+    for domain in _client(args).call("diff", name=name):
         changes = domain.get("changes") or []
         if changes:
             lines += [f"{domain.get('name')}:", *(f"  {_change_line(c)}" for c in changes)]
     for line in lines or [f"{name}: no changes" if name else "no changes"]:
-        click.echo(line)
+        print(line)
 
 
-@click.command()
-@NAME
-@click.option("-f", "--follow", is_flag=True, help="Keep printing appended lines.")
-@click.option("--lines", type=click.IntRange(min=0), help="How many last lines  [default: 100]")
-@_reports_errors
-def logs(name: str, follow: bool, lines: int | None) -> None:
-    """Print the last lines of NAME's log (qemu's or the container's output)."""
-    for item in _client().stream("logs", name=name, follow=follow, lines=lines):
-        click.echo(item.get("line", ""))
+def logs(args: argparse.Namespace) -> None:
+    """Print the last lines of NAME's log.
+
+    qemu's or the container's output; --follow keeps printing appended lines."""
+    for item in _client(args).stream("logs", name=args.name, follow=args.follow,
+                                     lines=args.lines):
+        print(item.get("line", ""), flush=True)
 
 
-@click.command()
-@NAME
-@_reports_errors
-def console(name: str) -> None:
-    """Join the terminal to NAME's console: a qemu serial port (`serial: socket`; Ctrl-] leaves)
-    or an LXC container's console (lxc-console; Ctrl-a q leaves)."""
+def console(args: argparse.Namespace) -> None:
+    """Join the terminal to NAME's console.
+
+    A qemu serial port (`serial: socket`; Ctrl-] leaves) or an LXC container's console
+    (lxc-console; Ctrl-a q leaves)."""
     from controller.cli import console as terminal  # termios, selectors: only for this
 
-    where = _client().call("console", name=name)
+    name = args.name
+    where = _client(args).call("console", name=name)
     if where.get("argv"):
         terminal.run([str(arg) for arg in where["argv"]])
-    click.echo(f"Connected to {name}'s console; escape character is ^]", err=True)
+    print(f"Connected to {name}'s console; escape character is ^]", file=sys.stderr)
     try:
         terminal.relay(str(where["socket"]))
     except OSError as err:
         _fail(f"cannot open the console of {name} at {where['socket']}: {err.strerror or err}")
-    click.echo("", err=True)
+    print(file=sys.stderr)
 
 
-_ACTION_HELP = {
-    "stop": "Ask the controller to shut NAME down now (gracefully, whatever its stopMode).",
-    "save": "Ask the controller to save NAME now: its memory to an image, restored at its next "
-            "start (libvirt's managedsave; qemu only).",
+HOLDS = """The action holds until NAME's manifest next changes, also across controller restarts:
+meanwhile it shows as the Overridden condition and drift correction does not undo it; then
+the manifest's state applies again."""
+ACTION_DOCS = {
+    "start": f"""Start NAME now (restored if it has a saved image).
+
+Asks the controller to start NAME; a domain with a saved image is restored from it.
+
+{HOLDS}""",
+    "stop": f"""Shut NAME down now (gracefully).
+
+Asks the controller to shut NAME down gracefully, whatever its stopMode says.
+
+{HOLDS}""",
+    "suspend": f"""Suspend (pause) NAME now.
+
+{HOLDS}""",
+    "resume": f"""Resume NAME now.
+
+{HOLDS}""",
+    "restart": """Shut NAME down gracefully and start it again.
+
+Like the other actions it holds until NAME's manifest next changes (shown as the Overridden
+condition meanwhile), but only until NAME has started again: then the manifest rules.""",
+    "destroy": f"""Stop NAME at once (like virsh destroy).
+
+Asks the controller to destroy NAME now: it cuts short a graceful shutdown in progress.
+
+{HOLDS}""",
+    "save": f"""Save NAME to an image now (qemu).
+
+Asks the controller to save NAME's memory to an image, restored at its next start (libvirt's
+managedsave; qemu only).
+
+{HOLDS}""",
 }
 
 
-def _act(action: str, name: str, **args: Any) -> None:
+def _act(args: argparse.Namespace, action: str, **more: Any) -> None:
     # the controller bounds an action itself (30 s plus the domain's shutdownTimeout)
-    result = _client(timeout=ACTION_REPLY_TIMEOUT).call(action, name=name, **args)
+    name = args.name
+    result = _client(args, timeout=ACTION_REPLY_TIMEOUT).call(action, name=name, **more)
     image = result.get("image")
     where = f"; image {image.get('path')} ({size(image.get('size'))})" \
         if isinstance(image, dict) else ""
-    click.echo((result.get("message") or f"{name}: {action} requested") + where)
+    print((result.get("message") or f"{name}: {action} requested") + where)
 
 
-def _action_command(action: str) -> click.Command:
-    @click.command(name=action,
-                   help=_ACTION_HELP.get(action, f"Ask the controller to {action} NAME now."))
-    @NAME
-    @_reports_errors
-    def command(name: str) -> None:
-        _act(action, name)
-
-    return command
+def _action_handler(action: str) -> Callable[[argparse.Namespace], None]:
+    return lambda args: _act(args, action)
 
 
-ACTION_COMMANDS = [_action_command(action)
-                   for action in ("stop", "suspend", "resume", "restart", "destroy", "save")]
+def start(args: argparse.Namespace) -> None:
+    _act(args, "start", forceBoot=args.force_boot or None)
 
 
-@click.command()
-@NAME
-@click.option("--force-boot", is_flag=True,
-              help="Discard NAME's saved image (if any) and boot it afresh.")
-@_reports_errors
-def start(name: str, force_boot: bool) -> None:
-    """Ask the controller to start NAME now; a domain with a saved image is restored from it."""
-    _act("start", name, forceBoot=force_boot or None)
+def host_shutdown(args: argparse.Namespace) -> int:
+    """Save or shut down every running domain.
 
-
-@click.command(name="host-shutdown")
-@click.option("--mode", type=click.Choice(HOST_SHUTDOWN_MODES), default=HOST_SHUTDOWN_MODE,
-              show_default=True, help="save: each domain's memory to its image (restored at "
-              "the next start); shutdown: graceful shutdowns.")
-@click.option("--parallel", type=click.IntRange(min=1), default=HOST_SHUTDOWN_PARALLEL,
-              show_default=True, metavar="N", help="Domains taken down at once.")
-@click.option("--timeout", type=click.IntRange(min=0), default=HOST_SHUTDOWN_TIMEOUT,
-              show_default=True, metavar="SECONDS",
-              help="How long the graceful shutdowns may take in all; those still up then are "
-                   "destroyed (saves are never cut short).")
-@_reports_errors
-def host_shutdown(mode: str, parallel: int, timeout: int) -> None:
-    """Save or shut down every running domain, as the host goes down (libvirt-guests): they
+    As the host goes down (libvirt-guests): they
     stay down until the controller restarts, and the next `domctl run` brings them back
     (restored with their memory when saved). Exit 1 when one was not taken down cleanly."""
-    result = _client(timeout=ACTION_REPLY_TIMEOUT).call(
-        "host-shutdown", mode=mode, parallel=parallel, timeout=timeout)
+    result = _client(args, timeout=ACTION_REPLY_TIMEOUT).call(
+        "host-shutdown", mode=args.mode, parallel=args.parallel, timeout=args.timeout)
     rows = [[cell(d.get("name")), cell(d.get("mode")), cell(d.get("result"))]
             for d in result.get("domains") or ()]
     for line in table(["NAME", "MODE", "RESULT"], rows) if rows else ():
-        click.echo(line)
-    click.echo(result.get("message") or "host-shutdown done")
-    if not result.get("ok", False):
-        sys.exit(1)
+        print(line)
+    print(result.get("message") or "host-shutdown done")
+    return 0 if result.get("ok", False) else 1
 
 
-@click.command()
-@click.option("--confirm", is_flag=True, help="Really release the held removals.")
-@_reports_errors
-def prune(confirm: bool) -> None:
-    """Release the removals the controller holds back (more than half of the domains gone in
-    one rescan): those domains are shut down and forgotten; disk images are kept."""
-    if not confirm:
-        raise click.UsageError(PRUNE_REFUSED)
-    result = _client().call("prune", confirm=True)
-    click.echo(result.get("message") or "prune confirmed")
+def prune(args: argparse.Namespace) -> None:
+    """Release the removals the controller holds back.
+
+    More than half of the domains gone in one rescan are held; released, those domains are shut
+    down and forgotten (disk images are kept)."""
+    if not args.confirm:
+        raise UsageError(PRUNE_REFUSED)
+    result = _client(args).call("prune", confirm=True)
+    print(result.get("message") or "prune confirmed")

@@ -12,30 +12,34 @@ have, spelled from there; one inside a list item, above the list's key (`disks[0
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
-import click
 import yaml
 
-from controller.cli.commands import NAME, _client, _reports_errors
+from controller.cli.commands import _client
+from controller.cli.parser import Parser
 
 Path = tuple[str | int, ...]
 
 
-@click.command("export")
-@NAME
-@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml",
-              show_default=True, help="json: the manifest and its differences, no comments.")
-@_reports_errors
-def export(name: str, output: str) -> None:
-    """Print NAME's live configuration as a manifest, with a comment where the manifest on disk
-    differs (a change not in effect yet, such as a restart-only edit)."""
-    reply = _client().call("export", name=name)
-    if output == "json":
-        click.echo(json.dumps(reply, indent=2))
+def configure(parser: Parser) -> None:
+    """`export`'s arguments (a lazy command: its help is in cli/main.py's LAZY)."""
+    parser.add_argument("name", metavar="NAME")
+    parser.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml",
+                        help="json: the manifest and its differences, no comments "
+                             "[default: %(default)s].")
+    parser.set_defaults(handler=export)
+
+
+def export(args: argparse.Namespace) -> None:
+    """The manifest, commented, or the reply as JSON."""
+    reply = _client(args).call("export", name=args.name)
+    if args.output == "json":
+        print(json.dumps(reply, indent=2))
     else:
-        click.echo(commented(reply), nl=False)
+        print(commented(reply), end="")
 
 
 def commented(reply: dict[str, Any]) -> str:

@@ -12,32 +12,31 @@ exit status is 1.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-import click
+from controller.cli.parser import Parser, directory, not_a_directory
 
 STDIN = "-"
 
 
-@click.command("import-libvirt")
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write each manifest to DIR/NAME.yaml instead of standard output.")
-@click.option("--force", is_flag=True, help="With -o: replace existing files.")
-@click.option("--state", type=click.Choice(["shutoff", "running", "paused"]), default="shutoff",
-              show_default=True,
-              help="The manifests' desired state (shutoff: libvirt may still run the domain).")
-def import_libvirt(files: tuple[str, ...], output_dir: Path | None, force: bool,
-                   state: str) -> None:
-    """Convert libvirt domain XML (`virsh dumpxml --security-info NAME`) to domctl manifests.
+def configure(parser: Parser) -> None:
+    """`import-libvirt`'s arguments (a lazy command: its help is in cli/main.py's LAZY)."""
+    parser.add_argument("files", nargs="*", metavar="FILES", type=not_a_directory)
+    parser.add_argument("-o", "--output-dir", type=directory, metavar="DIR",
+                        help="Write each manifest to DIR/NAME.yaml instead of standard output.")
+    parser.add_argument("--force", action="store_true", help="With -o: replace existing files.")
+    parser.add_argument("--state", choices=["shutoff", "running", "paused"], default="shutoff",
+                        help="The manifests' desired state (shutoff: libvirt may still run the "
+                             "domain) [default: %(default)s].")
+    parser.set_defaults(handler=import_libvirt)
 
-    FILES are XML files, `-` (or none) for standard input; one input may hold several domains
-    one after the other. Whatever has no domctl equivalent becomes a `# not imported:` comment
-    in the manifest. Exit 1 if any input could not be converted.
-    """
+
+def import_libvirt(args: argparse.Namespace) -> int:
+    """Convert each input, then write the manifests; 1 if any input failed."""
     from controller.importer.libvirt import convert  # only this command needs them
     from controller.manifests.errors import ManifestError
     from controller.manifests.loader import load_text
@@ -45,11 +44,12 @@ def import_libvirt(files: tuple[str, ...], output_dir: Path | None, force: bool,
     failed = False
     sources: dict[str, str] = {}  # manifest name → the input it came from
     documents: list[tuple[str, str, str]] = []  # (input, name, manifest)
-    for path in files or (STDIN,):
+    output_dir: Path | None = args.output_dir
+    for path in args.files or (STDIN,):
         label = "<stdin>" if path == STDIN else path
         try:
             data = sys.stdin.buffer.read() if path == STDIN else Path(path).read_bytes()
-            imported = convert(data, label, state)
+            imported = convert(data, label, args.state)
             for domain in imported:  # a manifest the loader refuses is the importer's bug
                 load_text(domain.text, f"{label}: the manifest of {domain.name}")
         except OSError as err:
@@ -70,14 +70,14 @@ def import_libvirt(files: tuple[str, ...], output_dir: Path | None, force: bool,
             documents.append((label, domain.name, domain.text))
     for index, (label, name, text) in enumerate(documents):
         if output_dir is None:
-            click.echo(("---\n" if index else "") + text, nl=False)
-        elif not _write(output_dir / f"{name}.yaml", text, force, label):
+            print(("---\n" if index else "") + text, end="")
+        elif not _write(output_dir / f"{name}.yaml", text, args.force, label):
             failed = True
-    sys.exit(1 if failed else 0)
+    return 1 if failed else 0
 
 
 def _fail(message: str) -> bool:
-    click.echo(message, err=True)
+    print(message, file=sys.stderr)
     return True
 
 
@@ -99,13 +99,13 @@ def _write(path: Path, text: str, force: bool, label: str) -> bool:
         else:
             os.link(tmp, path)  # fails on anything already there, even a dangling link
     except FileExistsError:
-        click.echo(f"{label}: {path} exists (--force replaces it)", err=True)
+        print(f"{label}: {path} exists (--force replaces it)", file=sys.stderr)
         return False
     except OSError as err:
-        click.echo(f"{label}: {path}: {err.strerror or err}", err=True)
+        print(f"{label}: {path}: {err.strerror or err}", file=sys.stderr)
         return False
     finally:
         if tmp is not None and os.path.lexists(tmp):
             os.unlink(tmp)
-    click.echo(f"{path}", err=True)
+    print(f"{path}", file=sys.stderr)
     return True

@@ -1,74 +1,154 @@
-"""The `domctl` command group (click): `validate`, and the commands that talk to the controller.
+"""The `domctl` command line: its one parser (argparse, cli/parser.py), `validate`, and the call
+of the command chosen, with its exit code.
 
 Each command is a thin shell over a module. `validate` works offline: it needs no daemon and
-touches nothing running. `run`, the controller itself, is named to this group by the console
-script's entry point (controller/service/entry.py) and imported only when it is used: the CLI
-imports no daemon code (checked by import-linter), so `domctl get` loads neither the engine,
-the drivers nor the settings tree.
+touches nothing running. `export` and `import-libvirt` are lazy commands (their modules load
+when they are used), and so is `run`, the controller itself, which the console script's entry
+point (controller/service/entry.py) adds: the CLI imports no daemon code (checked by
+import-linter), so `domctl get` loads neither the engine, the drivers nor the settings tree.
+
+The global options (--socket, --log-level, --version) go before or after the command; after
+parsing, `args.socket` is the --socket given or None, `args.log_level` the level or "info".
+Exit codes: 0; 1 when the command failed (`error: MESSAGE` on stderr: an API error, the
+controller not running, a command's own failure); 2 for a usage error; 130 after ^C (how a
+followed stream ends).
+
+Public surface:
+    main(argv=None, lazy=()) -> int, build(lazy=()) -> Parser, LAZY, Lazy
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
 import json
 import sys
-from typing import Any
-
-import click
+from collections.abc import Sequence
+from typing import NamedTuple, cast
 
 from controller.cli import commands
+from controller.cli.client import ApiError
+from controller.cli.parser import Commands, Failed, Parser, UsageError, existing_path
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVEL = "info"
 
 
-class LazyGroup(click.Group):
-    """A command group whose commands may also be given as "module:attribute", imported the
-    first time they are looked up (to run them, or for --help), never at start-up."""
+class Lazy(NamedTuple):
+    """A command whose module loads only when it is used: its name, its help (the first
+    paragraph is its line in `domctl --help`), and "module:function" adding its arguments."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._lazy: dict[str, str] = {}
-
-    def add_lazy_command(self, name: str, target: str) -> None:
-        self._lazy[name] = target
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._lazy})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = self._lazy.get(cmd_name)
-        if target is not None and cmd_name not in self.commands:
-            module, _, attribute = target.partition(":")
-            command = getattr(importlib.import_module(module), attribute)
-            self.add_command(command, cmd_name)
-        return super().get_command(ctx, cmd_name)
+    name: str
+    doc: str
+    target: str
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="domctl", prog_name="domctl",
-                      message="%(prog)s %(version)s")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]),
-              help="Log level of `run`, the only command that logs.")
-def main(log_level: str) -> None:
-    """domctl keeps qemu VMs and LXC containers in the state their YAML manifests declare."""
-    # `run` (controller/service/command.py) reads --log-level from this context's params.
+LAZY = (
+    Lazy("export", """Print NAME's live configuration as a manifest.
+
+With a comment where the manifest on disk differs (a change not in effect yet, such as a
+restart-only edit).""",
+         "controller.cli.export:configure"),
+    Lazy("import-libvirt", """Convert libvirt domain XML to domctl manifests.
+
+Of `virsh dumpxml --security-info NAME`: offline, touching nothing running.
+
+FILES are XML files, `-` (or none) for standard input; one input may hold several domains
+one after the other. Whatever has no domctl equivalent becomes a `# not imported:` comment
+in the manifest. Exit 1 if any input could not be converted.""",
+         "controller.cli.importer:configure"),
+)
 
 
-@main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="json: one document with every problem, for tools.")
-def validate(paths: tuple[str, ...], output: str) -> None:
-    """Check manifest files and directories (domains and networks); exit 1 if any is invalid.
+class _Version(argparse.Action):
+    """--version: the installed package's version (importlib.metadata loads only for it)."""
 
-    Directories are scanned like the controller scans its manifests directory (*.yaml, *.yml;
-    dot files and editor temp files skipped). Each problem is printed as
-    FILE:LINE:COLUMN: FIELD: MESSAGE.
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from importlib.metadata import version
+
+        print(f"domctl {version('domctl')}")
+        parser.exit()
+
+
+def _global_options() -> Parser:
+    options = Parser(add_help=False, allow_abbrev=False)
+    group = options.add_argument_group("global options (before or after the command)")
+    group.add_argument(
+        "--socket", metavar="PATH", default=argparse.SUPPRESS,
+        help="The controller's API socket [default: $DOMCTL_SOCKET, else domctl.sock in the "
+             "runtime dir if writable, else domctl-ro.sock].")
+    group.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
+        help="How much `domctl run` (the controller) logs on stderr: the messages of this "
+             f"level and above [default: {LOG_LEVEL}]. The other commands log nothing.")
+    group.add_argument("--version", action=_Version, help="Print domctl's version and exit.")
+    return options
+
+
+def build(lazy: Sequence[Lazy] = LAZY) -> Parser:
+    """The parser of every command; those of `lazy` load their arguments when used."""
+    options = _global_options()
+    parser = Parser(prog="domctl", parents=[options], allow_abbrev=False,
+                    description="domctl keeps qemu VMs and LXC containers in the state their "
+                                "YAML manifests declare.")
+    found = cast(Commands, parser.add_subparsers(
+        action=Commands, title="commands", dest="command", metavar="COMMAND"))
+    found.parents = [options]
+    check = found.add("validate", validate)
+    check.add_argument("paths", nargs="+", metavar="PATH", type=existing_path)
+    check.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                       help="json: one document with every problem, for tools "
+                            "[default: %(default)s].")
+    commands.register(found)
+    for command in lazy:
+        found.add_lazy(*command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, lazy: Sequence[Lazy] = LAZY) -> int:
+    """Run the command `argv` names (default: sys.argv[1:]); its exit code."""
+    parser = build(lazy)
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:  # `domctl` alone: what there is to run
+            parser.print_help(sys.stderr)
+            return 2
+        args.socket = getattr(args, "socket", None)
+        args.log_level = getattr(args, "log_level", LOG_LEVEL)
+        return _call(args)
+    except SystemExit as done:  # argparse's --help, --version and usage errors
+        return done.code if isinstance(done.code, int) else int(done.code is not None)
+
+
+def _call(args: argparse.Namespace) -> int:
+    try:
+        code = args.handler(args)
+    except UsageError as err:
+        args.command_parser.error(str(err))
+    except (ApiError, Failed) as err:
+        print(f"error: {err.message if isinstance(err, ApiError) else err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # ^C is how a followed stream ends: no traceback
+        return 130
+    return int(code or 0)
+
+
+def validate(args: argparse.Namespace) -> int:
+    """Check manifests offline; exit 1 if any is invalid.
+
+    Files and directories of domains and networks. Directories are scanned like the controller
+    scans its manifests directory (*.yaml, *.yml; dot files and editor temp files skipped).
+    Each problem is printed as FILE:LINE:COLUMN: FIELD: MESSAGE.
     """
     from controller.manifests.loader import load_paths  # jsonschema: only for `validate`
 
-    result = load_paths(paths)
-    if output == "json":
-        click.echo(json.dumps({
+    result = load_paths(args.paths)
+    if args.output == "json":
+        print(json.dumps({
             "valid": not result.problems,
             "files": result.files,
             "domains": sorted(d.name for d in result.domains),
@@ -77,13 +157,8 @@ def validate(paths: tuple[str, ...], output: str) -> None:
         }, indent=2))
     else:
         for problem in result.problems:
-            click.echo(str(problem))
-        summary = (f"{result.files} file(s), {len(result.domains)} valid domain(s), "
-                   f"{len(result.networks)} valid network(s), {len(result.problems)} problem(s)")
-        click.echo(summary, err=True)
-    sys.exit(1 if result.problems else 0)
-
-
-commands.register(main)
-main.add_lazy_command("import-libvirt", "controller.cli.importer:import_libvirt")
-main.add_lazy_command("export", "controller.cli.export:export")
+            print(str(problem))
+        print(f"{result.files} file(s), {len(result.domains)} valid domain(s), "
+              f"{len(result.networks)} valid network(s), {len(result.problems)} problem(s)",
+              file=sys.stderr)
+    return 1 if result.problems else 0

@@ -2,27 +2,28 @@
 
 The CLI (controller/cli/) must not import the daemon's layers, not even inside a function
 (import-linter reads those imports too), so the command that starts the controller lives here;
-the console script's entry point (controller/service/entry.py) names it to the CLI's group,
-which imports this module only when `run` is used. The daemon, and with it the engine and
-both drivers, is imported inside `run` only.
+the console script's entry point (controller/service/entry.py) names it to the CLI's parser as
+a lazy command, whose `configure` is imported only when `run` is parsed. The daemon, and with
+it the engine and both drivers, is imported inside `run` only.
 
 `run` turns its flags into the settings tree (controller/settings.py), once. Every flag's
-default is read from that tree, so `--help`, the README's flag table and the daemon cannot
-disagree; `--resync` sets the rescan period, the engine's re-check of domains stalled by host
-validation and the re-check of managed networks.
+default is read from that tree and shown in its help, so `--help`, the README's flag table and
+the daemon cannot disagree; `--resync` sets the rescan period, the engine's re-check of domains
+stalled by host validation and the re-check of managed networks. Directories are made absolute
+as they are parsed: the controller's working directory must not decide where a domain's files
+are (a restart from another directory would not find them, and LXC needs absolute paths).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
-import click
-
+from controller.cli.parser import Parser, bounded, directory
 from controller.paths import Paths, default_paths
 from controller.settings import (
     CrashLoopSettings,
@@ -35,108 +36,109 @@ from controller.settings import (
     SourceSettings,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 # The defaults the flags show and fall back to: the tree's own.
 _ENGINE, _SOURCE, _HOOKS = EngineSettings(), SourceSettings(), HookSettings()
+DIRECTORIES = {  # the flags of the directories in controller/paths.py, and what each holds
+    "--manifests": "Directory of Domain manifests to watch.",
+    "--state-dir": "Status, events, audit log, domain records, driver data.",
+    "--runtime-dir": "API sockets, QMP sockets and pidfiles.",
+    "--log-dir": "One <name>.log per domain (argv, serial/console output).",
+    "--hooks-dir": "Hook scripts: qemu, lxc, qemu.d/*, lxc.d/*.",
+}
 
 
-def _dir_option(flag: str, what: str) -> Callable[[F], F]:
-    return click.option(flag, type=click.Path(file_okay=False, path_type=Path),
-                        help=f"{what} [default: as root /etc, /var/lib, /run, /var/log under "
-                             "domctl; as a user the XDG directories]")
+def absolute_directory(text: str) -> Path:
+    """A directory flag's type: made absolute against the working directory of now."""
+    return directory(text).absolute()
 
 
-@click.command()
-@_dir_option("--manifests", "Directory of Domain manifests to watch.")
-@_dir_option("--state-dir", "Status, events, audit log, domain records, driver data.")
-@_dir_option("--runtime-dir", "API sockets, QMP sockets and pidfiles.")
-@_dir_option("--log-dir", "One <name>.log per domain (argv, serial/console output).")
-@_dir_option("--hooks-dir", "Hook scripts: qemu, lxc, qemu.d/*, lxc.d/*.")
-@click.option("--pool", type=click.Path(file_okay=False, path_type=Path),
-              help="The storage pool: the volumes, cloud-init seeds and UEFI variables domctl "
-                   "makes for VMs, as <pool>/<domain>/... [default: <state dir>/pool]")
-@click.option("--resync", type=click.FloatRange(min=1), default=_SOURCE.resync,
-              show_default=True, help="Seconds between full rescans of the manifests directory "
-                                      "(and re-checks of hosts a domain could not start on, "
-                                      "and of managed networks).")
-@click.option("--max-manifest-bytes", type=click.IntRange(min=1024),
-              default=_SOURCE.max_manifest_bytes, show_default=True,
-              help="Bytes one manifest file may have; a bigger file is refused unread, as "
-                   "invalid.")
-@click.option("--workers", type=click.IntRange(min=1, max=64), default=_ENGINE.workers,
-              show_default=True,
-              help="Domains reconciled in parallel (never two passes on one domain).")
-@click.option("--max-parallel-starts", type=click.IntRange(min=1), default=None,
-              help="Starts in flight at once (bounds a boot storm; higher spec.startPriority "
-                   "first when several wait). [default: off, only --workers bounds them]")
-@click.option("--removal-grace", type=click.FloatRange(min=0), default=_ENGINE.prune.grace,
-              show_default=True,
-              help="Seconds a domain whose manifest vanished is kept before it is removed.")
-@click.option("--prune-window", type=click.FloatRange(min=0), default=_ENGINE.prune.window,
-              show_default=True,
-              help="Seconds over which removals count for the mass-removal guard.")
-@click.option("--restart-backoff", type=click.FloatRange(min=0),
-              default=_ENGINE.crash_loop.min_interval, show_default=True,
-              help="Crash-loop backoff base: n-th failure waits base×n² (plus up to half of it "
-                   "at random).")
-@click.option("--restart-backoff-max", type=click.FloatRange(min=0),
-              default=_ENGINE.crash_loop.cap, show_default=True,
-              help="Longest crash-loop backoff, seconds.")
-@click.option("--metrics", "metrics_addr", metavar="HOST:PORT",
-              help="Serve Prometheus metrics on this address (off by default; ':9100' means "
-                   "127.0.0.1:9100, write 0.0.0.0:9100 for every interface).")
-@click.option("--hook-timeout", type=click.FloatRange(min=1), default=_HOOKS.timeout,
-              show_default=True,
-              help="Seconds each hook script may run before it is killed (counts as failed).")
-@click.option("--stable-after", type=click.FloatRange(min=0),
-              default=_ENGINE.crash_loop.stable_after, show_default=True,
-              help="Seconds of running after which the failure count resets.")
-def run(manifests: Path | None, state_dir: Path | None, runtime_dir: Path | None,
-        log_dir: Path | None, hooks_dir: Path | None, pool: Path | None, resync: float,
-        max_manifest_bytes: int, workers: int, max_parallel_starts: int | None,
-        removal_grace: float, prune_window: float, restart_backoff: float,
-        restart_backoff_max: float,
-        metrics_addr: str | None, hook_timeout: float, stable_after: float) -> None:
-    """Run the controller in the foreground until SIGTERM/SIGINT (domains keep running)."""
-    # loaded here, not at the top: `domctl get` starts through this module too, and the
-    # engine and the drivers must load only for `run`
+def configure(parser: Parser) -> None:
+    """`run`'s flags, each with its default in its help (a lazy command of the console script,
+    controller/service/entry.py)."""
+    defaults = default_paths(os.geteuid(), os.environ)  # this user's (root's, or XDG)
+    for flag, what in DIRECTORIES.items():
+        field = flag.removeprefix("--").replace("-", "_")
+        parser.add_argument(flag, type=absolute_directory, metavar="DIR",
+                            help=f"{what} [default: {getattr(defaults, field)}]")
+    parser.add_argument("--pool", type=absolute_directory, metavar="DIR",
+                        help="The storage pool: the volumes, cloud-init seeds and UEFI variables "
+                             "domctl makes for VMs, as <pool>/<domain>/... "
+                             "[default: <state dir>/pool]")
+    _number(parser, "--resync", "S", bounded(float, 1), _SOURCE.resync,
+            "Seconds between full rescans of the manifests directory (and re-checks of hosts a "
+            "domain could not start on, and of managed networks).")
+    _number(parser, "--max-manifest-bytes", "N", bounded(int, 1024), _SOURCE.max_manifest_bytes,
+            "Bytes one manifest file may have; a bigger file is refused unread, as invalid.")
+    _number(parser, "--workers", "N", bounded(int, 1, 64), _ENGINE.workers,
+            "Domains reconciled in parallel (never two passes on one domain).")
+    parser.add_argument("--max-parallel-starts", type=bounded(int, 1), metavar="N",
+                        help="Starts in flight at once (bounds a boot storm; higher "
+                             "spec.startPriority first when several wait). "
+                             "[default: off, only --workers bounds them]")
+    _number(parser, "--removal-grace", "S", bounded(float, 0), _ENGINE.prune.grace,
+            "Seconds a domain whose manifest vanished is kept before it is removed.")
+    _number(parser, "--prune-window", "S", bounded(float, 0), _ENGINE.prune.window,
+            "Seconds over which removals count for the mass-removal guard.")
+    _number(parser, "--restart-backoff", "S", bounded(float, 0), _ENGINE.crash_loop.min_interval,
+            "Crash-loop backoff base, seconds: n-th failure waits S×n² (plus up to half of it at "
+            "random).")
+    _number(parser, "--restart-backoff-max", "S", bounded(float, 0), _ENGINE.crash_loop.cap,
+            "Longest crash-loop backoff, seconds.")
+    parser.add_argument("--metrics", dest="metrics_addr", metavar="HOST:PORT",
+                        help="Serve Prometheus metrics on this address (':9100' means "
+                             "127.0.0.1:9100, write 0.0.0.0:9100 for every interface) "
+                             "[default: off]")
+    _number(parser, "--hook-timeout", "S", bounded(float, 1), _HOOKS.timeout,
+            "Seconds each hook script may run before it is killed (counts as failed).")
+    _number(parser, "--stable-after", "S", bounded(float, 0), _ENGINE.crash_loop.stable_after,
+            "Seconds of running after which the failure count resets.")
+    parser.set_defaults(handler=run)
+
+
+def _number(parser: Parser, flag: str, metavar: str, kind: Callable[[str], float],
+            default: float, what: str) -> None:
+    parser.add_argument(flag, type=kind, default=default, metavar=metavar,
+                        help=f"{what} [default: %(default)s]")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the settings tree from the flags and run the daemon until it stops."""
+    # loaded here, not at the top: the engine and the drivers load only when the daemon runs
     import asyncio
 
     from controller.service import logconfig
     from controller.service.daemon import Daemon
     from controller.state.fsutil import LockHeldError
 
-    logconfig.configure(click.get_current_context().find_root().params["log_level"])
+    logconfig.configure(args.log_level)
 
-    paths = _paths(manifests=manifests, state_dir=state_dir, runtime_dir=runtime_dir,
-                   log_dir=log_dir, hooks_dir=hooks_dir)
+    paths = _paths(manifests=args.manifests, state_dir=args.state_dir,
+                   runtime_dir=args.runtime_dir, log_dir=args.log_dir, hooks_dir=args.hooks_dir)
+    crash_loop = CrashLoopSettings(min_interval=args.restart_backoff,
+                                   cap=args.restart_backoff_max, stable_after=args.stable_after)
     engine = EngineSettings(
-        workers=workers, max_parallel_starts=max_parallel_starts,
-        prune=PruneSettings(grace=removal_grace, window=prune_window),
-        crash_loop=CrashLoopSettings(min_interval=restart_backoff, cap=restart_backoff_max,
-                                     stable_after=stable_after),
-        resync=resync)
-    source = SourceSettings(resync=resync, max_manifest_bytes=max_manifest_bytes)
+        workers=args.workers, max_parallel_starts=args.max_parallel_starts,
+        prune=PruneSettings(grace=args.removal_grace, window=args.prune_window),
+        crash_loop=crash_loop, resync=args.resync)
+    source = SourceSettings(resync=args.resync, max_manifest_bytes=args.max_manifest_bytes)
     settings = Settings(paths=paths, engine=engine, source=source,
-                        hooks=HookSettings(timeout=hook_timeout),
-                        metrics=MetricsSettings(address=metrics_addr),
-                        networks=NetworkSettings(resync=resync))
-    if pool is not None:
+                        hooks=HookSettings(timeout=args.hook_timeout),
+                        metrics=MetricsSettings(address=args.metrics_addr),
+                        networks=NetworkSettings(resync=args.resync))
+    if args.pool is not None:
         settings = dataclasses.replace(settings, qemu=dataclasses.replace(
-            settings.qemu, pool_dir=pool.absolute()))
+            settings.qemu, pool_dir=args.pool))
     try:
         asyncio.run(Daemon(settings).run())
     except (LockHeldError, ValueError) as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(1)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _paths(**given: Path | None) -> Paths:
-    """The directories given as flags, the defaults for this user for the others, all made
-    absolute: the controller's working directory must not decide where a domain's files are
-    (a restart from another directory would not find them, and LXC needs absolute paths)."""
+    """The directories given as flags (absolute already), the defaults for this user for the
+    others."""
     defaults = default_paths(os.geteuid(), os.environ)
-    return dataclasses.replace(defaults, **{key: value.absolute()
-                                            for key, value in given.items()
+    return dataclasses.replace(defaults, **{key: value for key, value in given.items()
                                             if value is not None})

@@ -1,5 +1,5 @@
-"""`domctl export` (controller/cli/export.py) through the real `main` group and a real ApiServer
-over tests/support/api.py's DocsBackend: the YAML loads back, and each difference from the
+"""`domctl export` (controller/cli/export.py) through the console script's `main` and a real
+ApiServer over tests/support/api.py's DocsBackend: the YAML loads back, and each difference from the
 manifest on disk is a comment above its field (or the nearest key the live spec has)."""
 
 from __future__ import annotations
@@ -7,12 +7,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
 from controller.cli.export import commented
@@ -21,8 +20,10 @@ from controller.manifests.loader import load_text
 from controller.settings import ApiSettings
 from reconcilers.model import Disk
 from tests.support.api import DocsBackend, ThreadedServer
+from tests.support.cli import Result, invoke
 from tests.support.domains import TCG_PC, domain
 
+Export = Callable[..., Result]
 RUNNING = {"name": "vm", "driver": "qemu", "state": "running"}
 
 
@@ -48,15 +49,14 @@ def server(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
         yield running
 
 
-def export(server: ThreadedServer, *args: str) -> Result:
-    from controller.cli.main import main
-
-    return CliRunner().invoke(main, ["--socket", str(server.ro), "export", *args])
+@pytest.fixture
+def export(server: ThreadedServer, capsys: pytest.CaptureFixture[str]) -> Export:
+    return lambda *args: invoke(capsys, ["--socket", str(server.ro), "export", *args])
 
 
 def test_export_prints_the_live_manifest_with_a_comment_above_each_difference(
-        server: ThreadedServer) -> None:
-    result = export(server, "vm")
+        export: Export) -> None:
+    result = export("vm")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == ("# domctl export vm: the live configuration of the running domain, "
@@ -69,17 +69,17 @@ def test_export_prints_the_live_manifest_with_a_comment_above_each_difference(
 
 
 def test_export_of_a_domain_not_running_says_so_and_json_has_no_comments(
-        server: ThreadedServer) -> None:
-    result = export(server, "off")
+        export: Export) -> None:
+    result = export("off")
     assert result.stdout.startswith("# domctl export off: not running; its manifest's "
                                     "configuration (/manifests/off.yaml:1)\n")
-    reply = json.loads(export(server, "vm", "-o", "json").stdout)
+    reply = json.loads(export("vm", "-o", "json").stdout)
     assert reply["manifest"]["metadata"]["name"] == "vm"
     assert reply["differences"] == Backend.DIFFERENCES
 
 
-def test_export_of_an_unknown_domain_fails(server: ThreadedServer) -> None:
-    result = export(server, "nope")
+def test_export_of_an_unknown_domain_fails(export: Export) -> None:
+    result = export("nope")
     assert result.exit_code == 1
     assert "nope" in result.stderr
 

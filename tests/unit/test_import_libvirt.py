@@ -13,23 +13,24 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.cli.main import main as cli
 from controller.importer import xmltree
 from controller.importer.libvirt import NotImportable, bytes_of, convert, cpuset, domain_name
 from controller.manifests.loader import load_text
+from tests.support.cli import Result, invoke
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "libvirt"
 CASES = sorted(path.stem for path in GOLDEN.glob("*.xml"))
 REGEN = os.environ.get("DOMCTL_REGEN_GOLDEN") == "1"
+Run = Callable[..., Result]
 MINIMAL = "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>{more}</domain>"
 
 
@@ -38,8 +39,9 @@ def manifest(case: str) -> str:
     return imported.text
 
 
-def run(*args: str, stdin: bytes | None = None) -> Result:
-    return CliRunner().invoke(cli, ["import-libvirt", *args], input=stdin)
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    return lambda *args, stdin=None: invoke(capsys, ["import-libvirt", *args], stdin)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -252,7 +254,7 @@ def test_domain_names(name: str, expected: str) -> None:
 
 # --- the command -----------------------------------------------------------------------------
 
-def test_standard_input_and_files_to_standard_output() -> None:
+def test_standard_input_and_files_to_standard_output(run: Run) -> None:
     xml = (GOLDEN / "virsh-diskless.xml").read_bytes()
     piped = run(stdin=xml)
     assert piped.exit_code == 0, piped.output
@@ -268,7 +270,7 @@ def test_standard_input_and_files_to_standard_output() -> None:
                                                                        "imported-kernel"]
 
 
-def test_a_bad_input_is_named_and_the_others_still_converted(tmp_path: Path) -> None:
+def test_a_bad_input_is_named_and_the_others_still_converted(run: Run, tmp_path: Path) -> None:
     bad = tmp_path / "bad.xml"
     bad.write_text("<domain><name>x</name>")
     result = run(str(bad), str(GOLDEN / "virsh-diskless.xml"), str(tmp_path / "missing.xml"))
@@ -279,7 +281,8 @@ def test_a_bad_input_is_named_and_the_others_still_converted(tmp_path: Path) -> 
         "imported-diskless"]
 
 
-def test_output_dir_writes_name_yaml_and_replaces_only_with_force(tmp_path: Path) -> None:
+def test_output_dir_writes_name_yaml_and_replaces_only_with_force(run: Run,
+                                                                 tmp_path: Path) -> None:
     out = tmp_path / "manifests"
     first = run("-o", str(out), str(GOLDEN / "virsh-kernel.xml"), str(GOLDEN / "hand-hostile.xml"))
     assert first.exit_code == 0, first.output
@@ -299,7 +302,7 @@ def test_output_dir_writes_name_yaml_and_replaces_only_with_force(tmp_path: Path
                                                      "imported-kernel.yaml"]  # no temp left
 
 
-def test_a_link_in_the_output_dir_is_not_followed(tmp_path: Path) -> None:
+def test_a_link_in_the_output_dir_is_not_followed(run: Run, tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "imported-kernel.yaml").symlink_to(target)
@@ -308,7 +311,7 @@ def test_a_link_in_the_output_dir_is_not_followed(tmp_path: Path) -> None:
     assert not target.exists()
 
 
-def test_two_inputs_with_one_name(tmp_path: Path) -> None:
+def test_two_inputs_with_one_name(run: Run, tmp_path: Path) -> None:
     twice = tmp_path / "twice.xml"
     twice.write_bytes((GOLDEN / "virsh-kernel.xml").read_bytes())
     result = run("-o", str(tmp_path / "out"), str(GOLDEN / "virsh-kernel.xml"), str(twice))
@@ -317,9 +320,13 @@ def test_two_inputs_with_one_name(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["imported-kernel.yaml"]
 
 
-def test_help_names_the_command() -> None:
-    result = CliRunner().invoke(cli, ["--help"])
-    assert "import-libvirt" in result.output
+def test_help_names_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "import-libvirt" in invoke(capsys, ["--help"]).stdout
+
+
+def test_a_directory_is_refused_as_an_input(run: Run, tmp_path: Path) -> None:
+    result = run(str(tmp_path))
+    assert result.exit_code == 2 and f"'{tmp_path}' is a directory" in result.stderr
 
 
 def _spec(text: str) -> dict[str, Any]:

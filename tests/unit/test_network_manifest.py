@@ -13,11 +13,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis_jsonschema import from_schema
 
-from controller.cli.main import main
 from controller.manifests import schema
 from controller.manifests.errors import ManifestError
 from controller.manifests.loader import load_documents, load_paths, load_text
@@ -25,6 +23,7 @@ from controller.manifests.semantic import check
 from reconcilers.model import LinkState, Nic, NicMode
 from reconcilers.net import names
 from reconcilers.net.model import Dhcp4, Dhcp6, Dns, Ipv4, Ipv6, Network, NetworkSpec
+from tests.support.cli import invoke
 from tests.test_manifest_properties import LOCATED, dump
 
 NETWORK = """\
@@ -286,13 +285,12 @@ def test_networks_of_one_name_are_not_told_again_about_their_bridge(tmp_path: Pa
     assert [p.field for p in load_paths([tmp_path]).problems] == ["metadata.name"] * 2
 
 
-def test_validate_reports_networks(tmp_path: Path) -> None:
+def test_validate_reports_networks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "m.yaml").write_text(NETWORK + "---\n" + DOMAIN)
-    runner = CliRunner()
-    text = runner.invoke(main, ["validate", str(tmp_path)])
+    text = invoke(capsys, ["validate", str(tmp_path)])
     assert text.exit_code == 0, text.output
     assert "1 file(s), 1 valid domain(s), 1 valid network(s), 0 problem(s)" in text.output
-    as_json = runner.invoke(main, ["validate", "-o", "json", str(tmp_path)])
+    as_json = invoke(capsys, ["validate", "-o", "json", str(tmp_path)])
     assert json.loads(as_json.output)["networks"] == ["lan"]
 
 
