@@ -1,35 +1,198 @@
-"""The wire format both sides of the API share: socket names, operations, and status wording.
+"""The wire format both sides of the API share: socket names, the routes, label selectors, error
+types and their HTTP status codes, and status wording.
 
-The daemon's server (controller/api/server.py) and the CLI's client (controller/cli/client.py)
-both import this module and nothing of each other, so `domctl get` never loads engine code.
-Requests are one JSON line `{"op": OP, "args": {...}}`; replies are described in the server's
-docstring. Plain data and pure functions only: no I/O, no imports from the rest of domctl.
+The API is HTTP/1.1 over two Unix sockets (docs/api.md). The daemon's server
+(controller/api/server.py) registers `ROUTES`, the CLI's client (controller/cli/client.py) maps an
+op (`get`, `start`, `events`, ...) to its route through the same table, and a test checks that
+the OpenAPI document the daemon serves lists exactly these routes. Both sides import this module
+and nothing of each other, so `domctl get` never loads engine code. Plain data and pure
+functions only: no I/O, no imports from the rest of domctl.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 RW_SOCKET = "domctl.sock"
 """The read-write socket's file name in the runtime dir (mode 0600)."""
 RO_SOCKET = "domctl-ro.sock"
-"""The read-only socket's file name in the runtime dir (mode 0666): reads only."""
+"""The read-only socket's file name in the runtime dir (mode 0666): GET only."""
 
 ACTIONS = ("start", "stop", "suspend", "resume", "restart", "destroy", "save")
-# `wait` rescans the manifests directory (a read of the disk, no change) and answers with the
-# generation the controller now holds for the name; the client then polls `get`.
-READ_OPS = frozenset({"ping", "get", "networks", "describe", "events", "diff", "logs", "wait",
-                      "watch", "export"})
-WRITE_OPS = frozenset({*ACTIONS, "prune", "console", "host-shutdown"})  # a console is
-# interactive access; host-shutdown saves or shuts down every running domain
-STREAM_OPS = frozenset({"events", "logs", "watch"})  # watch: a status document per change
 # host-shutdown's defaults (libvirt-guests': ON_SHUTDOWN=suspend, SHUTDOWN_TIMEOUT=300)
 HOST_SHUTDOWN_MODES = ("save", "shutdown")
 HOST_SHUTDOWN_MODE = "save"
 HOST_SHUTDOWN_PARALLEL = 4
 HOST_SHUTDOWN_TIMEOUT = 300  # seconds, for the graceful shutdowns in all
+
+NDJSON = "application/x-ndjson"
+"""The content type of a stream: one JSON document per line."""
+
+ERROR_STATUS: Mapping[str, int] = {
+    "BadRequest": 400, "PermissionDenied": 403, "NotFound": 404, "MethodNotAllowed": 405,
+    "TooLarge": 413, "Busy": 409, "Invalid": 422, "Failed": 500, "Internal": 500,
+    "NotSupported": 501,
+}
+"""Every error type the daemon answers with, and its HTTP status; the body is
+`{"error": {"type": TYPE, "message": TEXT}}` (a stream whose source fails ends with that line)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One resource of the API: the op the client calls it by, its method and path (aiohttp's
+    and OpenAPI's `{name}` form), its parameters (the query string of a GET, the JSON body of a
+    POST) with their types, and `select`: query parameters that pick this op on a path another
+    op shares (`watch=1`). A POST changes something and is refused on the read-only socket."""
+
+    op: str
+    method: str
+    path: str
+    params: Mapping[str, type] = field(default_factory=dict)
+    summary: str = ""
+    stream: bool = False
+    select: Mapping[str, str] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(re.findall(r"\{(\w+)\}", self.path))
+
+    @property
+    def write(self) -> bool:
+        return self.method != "GET"
+
+
+_SELECTOR = {"labelSelector": str}
+_WATCH = {"watch": "1"}
+ROUTES: tuple[Route, ...] = (
+    Route("ping", "GET", "/v1/version", summary="The daemon's version, and whether this is the "
+          "read-only socket: {\"version\", \"readOnly\"}."),
+    Route("openapi", "GET", "/v1/openapi.json", summary="This API as an OpenAPI 3.1 document."),
+    Route("get", "GET", "/v1/domains", {**_SELECTOR, "disks": bool, "invalid": bool},
+          "Every domain's status document (with its labels), sorted by name, then the invalid "
+          "manifests that stand for no domain (kind InvalidManifest); invalid=1: only those."),
+    Route("watch", "GET", "/v1/domains", _SELECTOR, "Every domain's status document "
+          "now and at every change; {\"name\", \"deleted\": true} when one goes.", stream=True,
+          select=_WATCH),
+    Route("get", "GET", "/v1/domains/{name}", {"disks": bool, "invalid": bool},
+          "[the domain's status document], or the invalid manifests going by the name."),
+    Route("watch", "GET", "/v1/domains/{name}", {}, "The status document now and at "
+          "every change; {\"name\", \"deleted\": true} while there is none.", stream=True,
+          select=_WATCH),
+    Route("describe", "GET", "/v1/domains/{name}/description",
+          summary="The status in detail, with disks, recent events and the running job."),
+    Route("export", "GET", "/v1/domains/{name}/export",
+          summary="The live configuration as a manifest, with where the manifest on disk "
+          "differs."),
+    Route("diff", "GET", "/v1/diff", summary="Every domain's manifest changes not yet in effect, "
+          "and how each applies (live or restart)."),
+    Route("diff", "GET", "/v1/domains/{name}/diff", summary="The domain's changes not yet in "
+          "effect."),
+    Route("wait", "GET", "/v1/domains/{name}/generation", summary="Re-read the manifests now; "
+          "the generation the status must show as observedGeneration ({\"name\", "
+          "\"generation\"}); 422 for an invalid manifest."),
+    Route("logs", "GET", "/v1/domains/{name}/log", {"follow": bool, "lines": int},
+          "The last `lines` (100) lines of the domain's log, {\"line\": TEXT} each; follow=1: "
+          "then every appended line.", stream=True),
+    Route("events", "GET", "/v1/events", {"name": str, "follow": bool, "since": str,
+                                          "limit": int, "type": str, **_SELECTOR},
+          "The last `limit` lifecycle events (20; with follow=1: 0; with since: all since then) "
+          "of one domain or all, filtered by since (RFC 3339), type (comma-separated event "
+          "types) and labelSelector; follow=1: then every new one.", stream=True),
+    Route("networks", "GET", "/v1/networks", summary="Every managed network's status."),
+    Route("networks", "GET", "/v1/networks/{name}", summary="[the network's status]."),
+    *(Route(action, "POST", f"/v1/domains/{{name}}/actions/{action}",
+            {"forceBoot": bool} if action == "start" else {},
+            f"Ask the controller to {action} the domain now; answers once it is done or "
+            "30 s (plus the domain's shutdownTimeout) have passed."
+            + (" forceBoot: discard a saved image and boot afresh." if action == "start"
+               else ""))
+      for action in ACTIONS),
+    Route("console", "POST", "/v1/domains/{name}/console", summary="Where the domain's console "
+          "is: {\"socket\": PATH} to relay, or {\"argv\": [...]} to run (interactive access)."),
+    Route("prune", "POST", "/v1/prune", {"confirm": bool}, "Release the removals held by the "
+          "mass-removal guard; needs {\"confirm\": true}.", required=frozenset({"confirm"})),
+    Route("host-shutdown", "POST", "/v1/host-shutdown",
+          {"mode": str, "parallel": int, "timeout": int},
+          f"Save (mode save, the default) or shut down every running domain, `parallel` "
+          f"({HOST_SHUTDOWN_PARALLEL}) at a time, graceful shutdowns bounded by `timeout` "
+          f"({HOST_SHUTDOWN_TIMEOUT} s)."),
+)
+
+
+def route_for(op: str, args: Mapping[str, Any]) -> Route:
+    """The route the client sends `op` to: the one whose path parameters `args` give (`get`
+    with a name is /v1/domains/{name}, without one /v1/domains). KeyError for an unknown op."""
+    candidates = [route for route in ROUTES if route.op == op]
+    if not candidates:
+        raise KeyError(op)
+    given = [route for route in candidates
+             if all(args.get(p) is not None for p in route.path_params)]
+    return max(given or candidates, key=lambda route: len(route.path_params))
+
+
+# --- label selectors ---------------------------------------------------------------------------
+
+class SelectorError(ValueError):
+    """A label selector that cannot be parsed; its message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One term of a label selector: `key=value` / `key==value` (op "="), `key!=value` ("!="),
+    `key` ("exists"), `!key` ("!exists")."""
+
+    key: str
+    op: str
+    value: str = ""
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.op == "=":
+            return labels.get(self.key) == self.value
+        if self.op == "!=":
+            return labels.get(self.key) != self.value  # kubectl: an absent key matches too
+        return (self.key in labels) == (self.op == "exists")
+
+
+_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_./-]*[A-Za-z0-9])?")
+_VALUE = re.compile(r"[A-Za-z0-9_./-]*")
+
+
+def parse_selector(text: str) -> tuple[Requirement, ...]:
+    """kubectl's equality-based selector: terms `k=v`, `k==v`, `k!=v`, `k`, `!k`, joined by
+    commas (all must hold). SelectorError names the term that is wrong."""
+    requirements = []
+    for raw in text.split(","):
+        term = raw.strip()
+        for sign in ("!=", "==", "="):
+            key, found, value = term.partition(sign)
+            if found:
+                op, key, value = ("!=" if sign == "!=" else "="), key.strip(), value.strip()
+                break
+        else:
+            op, key, value = ("!exists", term[1:].strip(), "") if term.startswith("!") \
+                else ("exists", term, "")
+        if not _KEY.fullmatch(key):
+            raise SelectorError(f"label selector {text!r}: {term!r} has no valid label key "
+                                "(expected key=value, key==value, key!=value, key or !key, "
+                                "joined by commas)")
+        if not _VALUE.fullmatch(value):
+            raise SelectorError(f"label selector {text!r}: {value!r} in {term!r} is not a "
+                                "label value (letters, digits, '-', '_', '.', '/')")
+        requirements.append(Requirement(key, op, value))
+    return tuple(requirements)
+
+
+def selects(selector: tuple[Requirement, ...], labels: Mapping[str, str]) -> bool:
+    """Whether every term of `selector` holds for `labels`."""
+    return all(requirement.matches(labels) for requirement in selector)
+
+
+# --- wording -----------------------------------------------------------------------------------
 
 INVALID_KIND = "InvalidManifest"
 """`kind` of a `get` document that is an invalid manifest naming no domain (no status)."""

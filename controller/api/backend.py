@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from reconcilers.model import (
 )
 
 log = structlog.get_logger(__name__)
+_UNSEEN = object()  # a watched name's status before the first look
 
 class ControllerBackend:
     def __init__(self, controller: Controller, paths: Paths, act_timeout: float,
@@ -79,11 +80,11 @@ class ControllerBackend:
             documents = []
         elif name is not None:
             try:
-                documents = [statuses.get_document(name)]
+                documents = [self._labelled(statuses.get_document(name))]
             except NoSuchDomain:
                 documents = []
         else:
-            documents = [status.to_dict() for n in statuses.names()
+            documents = [self._labelled(status.to_dict()) for n in statuses.names()
                          if (status := statuses.read(n)) is not None]
         if disks:
             listed = await asyncio.gather(*(self._disks(doc["name"]) for doc in documents))
@@ -93,6 +94,11 @@ class ControllerBackend:
         if name is not None and not documents:
             raise NoSuchDomain(name)
         return documents
+
+    def _labelled(self, document: dict[str, Any]) -> dict[str, Any]:
+        """A status document with the domain's labels, from its manifest ({} without one)."""
+        desired = self._controller.store.desired(document["name"])
+        return {**document, "labels": dict(desired.metadata.labels) if desired else {}}
 
     def _invalid(self, name: str | None) -> list[InvalidManifest]:
         view = self._controller.invalid
@@ -183,15 +189,28 @@ class ControllerBackend:
     def subscribe(self, name: str | None) -> Subscription:
         return self._controller.events.subscribe(name)
 
-    async def watch_status(self, name: str) -> AsyncIterator[dict[str, Any]]:
-        """`name`'s status document now, then at every change: pushed by the status store
-        (StatusStore.watch), so `domctl wait` reacts at once and never polls."""
-        last = None
-        async with contextlib.aclosing(self._controller.statuses.changes(name)) as changes:
-            async for status in changes:
-                if status is not None and status != last:
-                    last = status
-                    yield status.to_dict()
+    async def watch_status(self, name: str | None) -> AsyncGenerator[dict[str, Any], None]:
+        """`name`'s status document (None: every domain's) now, then at every change, and
+        {"name", "deleted": true} for one that has none (a single name: at once too): pushed by
+        the status store (StatusStore.watch), so `domctl wait` reacts at once and never polls."""
+        statuses = self._controller.statuses
+        changed = asyncio.Event()
+        sent: dict[str, object] = {} if name is None else {name: _UNSEEN}
+        with statuses.watch(name, changed.set):
+            while True:
+                names = [name] if name is not None else sorted({*statuses.names(), *sent})
+                for subject in names:
+                    status = statuses.read(subject)
+                    if status is not None and status != sent.get(subject):
+                        yield self._labelled(status.to_dict())
+                    elif status is None and subject in sent and sent[subject] is not None:
+                        yield {"name": subject, "deleted": True}
+                    if status is not None or name is not None:
+                        sent[subject] = status
+                    else:
+                        sent.pop(subject, None)
+                await changed.wait()
+                changed.clear()
 
     def log_path(self, name: str) -> Path:
         self._controller.statuses.get_document(name)

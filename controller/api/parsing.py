@@ -1,45 +1,37 @@
-"""One API request, from the line a client sends to a checked `(op, args)`.
+"""One API request's arguments, from an HTTP request's path, query string and body to a checked
+`args` dict for the route (controller/protocol.py's ROUTES).
 
-Called by the API server (controller/api/server.py) once per connection, before anything
-reaches the backend: `read_request` reads the single request line within the size and time
-limits of ApiSettings, `parse` decodes it and checks the op and every argument against `ARGS`.
-Whatever it refuses raises `Refused`, which the server sends back as the error reply.
+Called by the API server (controller/api/server.py) once per request, before anything reaches
+the backend: `parse_query` reads a GET's query string, `parse_body` a POST's JSON body, each
+checked against the route's parameters (known names, types, no negative numbers, no empty
+strings). Whatever it refuses raises `Refused`, which the server sends back as the error reply.
+Kept apart from the server so the rules of a well-formed request are plain functions, without
+sockets or aiohttp.
 
-It never writes to the connection, never calls the backend and never decides who may run an op
-(the read-only socket's check is the server's).
+It never calls the backend and never decides who may run an op (the read-only socket's check is
+the server's).
 
 Public surface:
-    ARGS (op -> {argument: (type, required)}), Refused(type_, message)
-    async read_request(reader, settings) -> bytes, parse(line) -> (op, args)
+    Refused(type_, message)
+    parse_query(route, items) -> args, parse_body(route, body) -> args
+    flag(text) -> bool (a query string's boolean)
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Iterable
 from typing import Any
 
-from controller.protocol import ACTIONS
-from controller.settings import ApiSettings
+from controller.protocol import Route
 
-# op -> {argument: (type, required)}; anything else in "args" is a BadRequest.
-ARGS: dict[str, dict[str, tuple[type, bool]]] = {
-    "ping": {}, "get": {"name": (str, False), "disks": (bool, False),
-            "invalid": (bool, False)},
-    "networks": {"name": (str, False)}, "describe": {"name": (str, True)},
-    "diff": {"name": (str, False)}, "wait": {"name": (str, True)},
-    "watch": {"name": (str, True)}, "export": {"name": (str, True)},
-    "events": {"name": (str, False), "follow": (bool, False), "n": (int, False)},
-    "logs": {"name": (str, True), "follow": (bool, False), "lines": (int, False)},
-    **{action: {"name": (str, True)} for action in (*ACTIONS, "console")},
-    "start": {"name": (str, True), "forceBoot": (bool, False)},
-    "prune": {"confirm": (bool, True)},
-    "host-shutdown": {"mode": (str, False), "parallel": (int, False), "timeout": (int, False)},
-}
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no", "")
 
 
 class Refused(Exception):
-    """A request the server refuses before reaching the backend."""
+    """A request the server refuses before (or instead of) reaching the backend; `type` is one of
+    protocol.ERROR_STATUS."""
 
     def __init__(self, type_: str, message: str) -> None:
         self.type = type_
@@ -47,54 +39,82 @@ class Refused(Exception):
         super().__init__(message)
 
 
-async def read_request(reader: asyncio.StreamReader, settings: ApiSettings) -> bytes:
-    timeout = settings.request_timeout
+def flag(text: str) -> bool:
+    """A boolean query parameter: 1/true/yes or 0/false/no (or empty); ValueError otherwise."""
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError(text)
+
+
+def parse_query(route: Route, items: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """A GET's query parameters as typed args (`disks=1` → True, `lines=5` → 5)."""
+    args: dict[str, Any] = {}
+    for key, text in items:
+        if key in route.select:
+            continue  # the parameter that chose this route (watch=1)
+        type_ = _param(route, key)
+        if key in args:
+            raise Refused("BadRequest", f"{_what(route)}: parameter {key!r} given twice")
+        if type_ is bool:
+            try:
+                args[key] = flag(text)
+            except ValueError:
+                raise Refused("BadRequest", f"{_what(route)}: {key!r} must be 1 or 0 (true or "
+                              f"false), not {text!r}") from None
+        elif type_ is int:
+            if not text.isdigit():
+                raise Refused("BadRequest", f"{_what(route)}: {key!r} must be a whole number "
+                              f"0 or more, not {text!r}")
+            args[key] = int(text)
+        elif not text:
+            raise Refused("BadRequest", f"{_what(route)}: {key!r} must not be empty")
+        else:
+            args[key] = text
+    return _required(route, args)
+
+
+def parse_body(route: Route, body: bytes) -> dict[str, Any]:
+    """A POST's JSON object body (empty: no arguments) as checked args."""
+    if not body.strip():
+        return _required(route, {})
     try:
-        line = await asyncio.wait_for(reader.readuntil(b"\n"), timeout)
-    except asyncio.LimitOverrunError:
-        raise Refused("BadRequest", "request too large (limit "
-                      f"{settings.max_request} bytes)") from None
-    except asyncio.IncompleteReadError as err:
-        line = err.partial  # EOF ends the line too (`printf ... | nc -U`)
-    except TimeoutError:
-        raise Refused("BadRequest", f"no complete request line within {timeout:g} s") from None
-    if not line.strip():
-        raise Refused("BadRequest", "empty request")
-    return line
-
-
-def parse(line: bytes) -> tuple[str, dict[str, Any]]:
-    try:
-        request = json.loads(line)
-    except ValueError as err:
-        raise Refused("BadRequest", f"malformed JSON: {err}") from None
-    if not isinstance(request, dict):
-        raise Refused("BadRequest",
-                      "the request must be a JSON object {\"op\": ..., \"args\": {...}}")
-    op, args = request.get("op"), request.get("args", {})
-    if not isinstance(op, str) or op not in ARGS:
-        raise Refused("BadRequest", f"unknown op {op!r}; known: {', '.join(sorted(ARGS))}")
-    if not isinstance(args, dict):
-        raise Refused("BadRequest", f"'args' of {op} must be an object")
-    return op, _check_args(op, args)
-
-
-def _check_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
-    spec = ARGS[op]
-    unknown = sorted(set(args) - set(spec))
-    if unknown:
-        raise Refused("BadRequest", f"{op} has no argument {unknown[0]!r}")
-    checked = {key: value for key, value in args.items() if value is not None}
-    for key, (type_, required) in spec.items():
-        if key not in checked:
-            if required:
-                raise Refused("BadRequest", f"{op} needs the argument {key!r}")
-            continue
-        value = checked[key]
-        # bool is an int in Python, not in the protocol.
+        document = json.loads(body)
+    except (ValueError, RecursionError) as err:
+        raise Refused("BadRequest", f"{_what(route)}: the body is not JSON: {err}") from None
+    if not isinstance(document, dict):
+        raise Refused("BadRequest", f"{_what(route)}: the body must be a JSON object")
+    args = {key: value for key, value in document.items() if value is not None}
+    for key, value in args.items():
+        type_ = _param(route, key)
+        # bool is an int in Python, not in JSON.
         if not isinstance(value, type_) or (type_ is int and isinstance(value, bool)):
-            raise Refused("BadRequest", f"{op}: {key!r} must be a {type_.__name__}")
+            raise Refused("BadRequest", f"{_what(route)}: {key!r} must be a "
+                          f"{_JSON_TYPES[type_]}")
         if (isinstance(value, int) and value < 0) or (isinstance(value, str) and not value):
-            raise Refused("BadRequest", f"{op}: {key!r} must not be "
+            raise Refused("BadRequest", f"{_what(route)}: {key!r} must not be "
                           f"{'negative' if type_ is int else 'empty'}")
-    return checked
+    return _required(route, args)
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
+
+
+def _param(route: Route, key: str) -> type:
+    try:
+        return route.params[key]
+    except KeyError:
+        known = ", ".join(sorted(route.params)) or "none"
+        raise Refused("BadRequest", f"{_what(route)} has no parameter {key!r} (known: "
+                      f"{known})") from None
+
+
+def _required(route: Route, args: dict[str, Any]) -> dict[str, Any]:
+    for key in sorted(route.required - set(args)):
+        raise Refused("BadRequest", f"{_what(route)} needs {key!r}")
+    return args
+
+
+def _what(route: Route) -> str:
+    return f"{route.method} {route.path}"

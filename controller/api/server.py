@@ -1,31 +1,34 @@
-"""The controller's API: newline-delimited JSON over two Unix sockets, served to `domctl` commands.
+"""The controller's API: HTTP/1.1 over two Unix sockets (aiohttp), served to `domctl` commands,
+curl, Ansible's `uri` module and anything else that speaks HTTP (docs/api.md).
 
 The daemon builds one `ApiServer` over its `Backend` and starts it once the controller runs;
-`close()` at shutdown ends every stream with `{"end": true}` and removes both socket files.
+`close()` at shutdown ends every stream cleanly (its chunked body is terminated) and removes both
+socket files.
 
-One request per connection: the client sends `{"op": "<op>", "args": {...}}` and a newline
-(read and checked by parsing.py before anything reaches the backend).
+Resources are protocol.ROUTES (shared with the client and the OpenAPI document at
+/v1/openapi.json): JSON bodies, errors as `{"error": {"type": T, "message": M}}` with the HTTP
+status of protocol.ERROR_STATUS (400 BadRequest, 403 PermissionDenied, 404 NotFound, 405
+MethodNotAllowed, 409 Busy, 413 TooLarge, 422 Invalid, 500 Failed or Internal, 501
+NotSupported). Streams (events, logs, watch) are chunked `application/x-ndjson`, one JSON
+document per line; a stream whose source fails ends with a line `{"error": {...}}`. A stream
+ends when the client disconnects (the handler is cancelled and its subscription closed), when a
+finite stream is done, or at `close()`. The arguments are checked by parsing.py and the streams
+built by streams.py before anything reaches the client.
 
-    {"ok": true, "result": <json>}                          then close
-    {"ok": false, "error": {"type": "<Type>", "message": "<text>"}}   then close
-    {"ok": true, "stream": true}, {"item": <json>}..., {"end": true}  (streams: events, logs, watch)
-
-A stream ends when the client disconnects (EOF on its side: a client must not shut down its
-writing half while it reads a stream), when a finite stream is done, or at `close()`. A stream
-whose source fails ends with `{"end": true, "error": {...}}`.
-
-`<runtime>/domctl.sock` (0600) serves every op; `<runtime>/domctl-ro.sock` (0666) serves the
-read ops and refuses the write ops with `PermissionDenied`. Each socket is bound under a
-temporary name, given its mode, then renamed over the final path (replacing a stale file), so it
-is never reachable with looser permissions. The peer's pid, uid and gid (SO_PEERCRED) reach the
-backend as a `Caller`. Error types: BadRequest, PermissionDenied, NotFound, Busy, NotSupported,
-Invalid (`wait` on an invalid manifest), Failed, Internal. A bad client or a failing backend
-call never stops the server.
+`<runtime>/domctl.sock` (0600) serves every route; `<runtime>/domctl-ro.sock` (0666) serves the
+GETs and refuses every POST with 403 PermissionDenied, naming the read-write socket. Each socket is
+bound under a temporary name, given its mode, then renamed over the final path (replacing a
+stale file), so it is never reachable with looser permissions; aiohttp serves the pre-bound
+socket (web.SockSite). The peer's pid, uid and gid (SO_PEERCRED of the request's connection)
+reach the backend as a `Caller`, and every request is logged with them, its op and its domain.
+Limits (settings.ApiSettings): a request's line, each header and its body within `max_request`
+bytes; a connection that sends no complete request within `request_timeout` is closed. A
+backend call that changes something runs to its end even when the client goes away. A bad
+client or a failing backend call never stops the server.
 
 Public surface:
     ApiServer(backend, rw_path, ro_path, settings: ApiSettings): async start(), async close()
     Backend (protocol the daemon implements), EventSubscription (protocol), Caller
-    (READ_OPS, WRITE_OPS, ACTIONS: controller/protocol.py)
 """
 
 from __future__ import annotations
@@ -38,21 +41,25 @@ import json
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
+from aiohttp import web
 
-from controller.api import logtail
-from controller.api.parsing import Refused, parse, read_request
+from controller.api import openapi, streams
+from controller.api.parsing import Refused, flag, parse_body, parse_query
 from controller.protocol import (
+    ERROR_STATUS,
     HOST_SHUTDOWN_MODE,
     HOST_SHUTDOWN_PARALLEL,
     HOST_SHUTDOWN_TIMEOUT,
-    STREAM_OPS,
-    WRITE_OPS,
+    NDJSON,
+    ROUTES,
+    Route,
+    selects,
 )
 from controller.settings import ApiSettings
 from controller.state.networks import NoSuchNetwork
@@ -89,7 +96,8 @@ class Backend(Protocol):
 
     async def get(self, name: str | None, disks: bool = False,
                   invalid: bool = False) -> list[dict[str, Any]]:
-        """Status documents (DESIGN §6), all domains sorted by name, or only `name`; with
+        """Status documents (DESIGN §6) with the domain's `labels` ({} when no manifest gives
+        any), all domains sorted by name, or only `name`; with
         `disks`, each with its storage read now (`disks`: Driver.disks). Then the invalid
         manifests that stand for no domain (`kind: InvalidManifest`); `invalid`: only those."""
         ...
@@ -127,8 +135,10 @@ class Backend(Protocol):
         """The domain's log file (it may not exist yet)."""
         ...
 
-    def watch_status(self, name: str) -> AsyncIterator[dict[str, Any]]:
-        """`name`'s status document now (if it has one), then at every change of it."""
+    def watch_status(self, name: str | None) -> AsyncGenerator[dict[str, Any], None]:
+        """`name`'s status document now, then at every change of it; {"name": name, "deleted":
+        true} while it has none (at once, or when it goes). None: every domain's documents
+        now and at every change, and a deleted one for each that goes."""
         ...
 
     async def act(self, name: str, action: str, caller: Caller,
@@ -161,27 +171,7 @@ class Backend(Protocol):
         ...
 
 
-@dataclass
-class _Stream:
-    items: AsyncIterator[Any]
-    cleanup: Callable[[], None] = lambda: None
-
-
-class _Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def write(self, line: bytes) -> None:
-        self.writer.write(line)
-        await self.writer.drain()
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.write(_encode(message))
-
-
-def _encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+_CALLER = web.AppKey("caller_read_only", bool)
 
 
 class ApiServer:
@@ -190,91 +180,95 @@ class ApiServer:
         self._backend = backend
         self._paths = {False: rw_path, True: ro_path}
         self._settings = settings
-        self._servers: list[asyncio.AbstractServer] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._runners: list[web.AppRunner] = []
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
+        limit = self._settings.max_request
         try:
             for read_only, mode in ((False, 0o600), (True, 0o666)):
                 sock = _bind(self._paths[read_only], mode)
-                handler = functools.partial(self._handle, read_only=read_only)
-                self._servers.append(await asyncio.start_unix_server(
-                    handler, sock=sock, limit=self._settings.max_request))
+                runner = web.AppRunner(
+                    self._app(read_only), handle_signals=False, access_log=None,
+                    handler_cancellation=True, shutdown_timeout=self._settings.close_timeout,
+                    keepalive_timeout=self._settings.request_timeout,
+                    max_line_size=limit, max_field_size=limit)
+                self._runners.append(runner)
+                await runner.setup()
+                await web.SockSite(runner, sock).start()
         except BaseException:
             await self.close()  # no half-started server: both sockets or none
             raise
         log.info("api listening", rw=str(self._paths[False]), ro=str(self._paths[True]))
 
     async def close(self) -> None:
-        """Stop accepting, end every stream with {"end": true}, remove both socket files."""
+        """Stop accepting, end every stream, let the other requests finish (close_timeout),
+        remove both socket files."""
         self._stopping.set()
-        for server in self._servers:
-            server.close()
         for path in self._paths.values():
             path.unlink(missing_ok=True)
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self._settings.close_timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        await asyncio.gather(*(runner.cleanup() for runner in self._runners),
+                             return_exceptions=True)
+        self._runners.clear()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      read_only: bool) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._serve(_Conn(reader, writer), _peer(writer, read_only))
-        except (ConnectionError, OSError) as err:
-            log.debug("api client went away", error=str(err))
-        except Exception:
-            log.exception("api connection failed unexpectedly; serving the others")
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    def _app(self, read_only: bool) -> web.Application:
+        app = web.Application(client_max_size=self._settings.max_request,
+                              middlewares=[_json_errors])
+        app[_CALLER] = read_only
+        by_path: dict[tuple[str, str], list[Route]] = {}
+        for route in ROUTES:
+            by_path.setdefault((route.method, route.path), []).append(route)
+        for (method, path), routes in by_path.items():
+            app.router.add_route(method, path, functools.partial(self._handle, routes))
+        return app
 
-    async def _serve(self, conn: _Conn, caller: Caller) -> None:
-        stream: _Stream | None = None
-        request_log = log.bind(uid=caller.uid, pid=caller.pid,
+    async def _handle(self, routes: list[Route], request: web.Request) -> web.StreamResponse:
+        caller = _peer(request)
+        route = _pick(routes, request)
+        request_log = log.bind(uid=caller.uid, pid=caller.pid, op=route.op,
                                socket="ro" if caller.read_only else "rw")
         try:
-            op, args = parse(await read_request(conn.reader, self._settings))
-            request_log = request_log.bind(op=op, **({"domain": args["name"]}
-                                                     if args.get("name") else {}))
-            request_log.info("api request")
-            self._check_allowed(op, caller)
-            if op in STREAM_OPS:
-                stream = self._open_stream(op, args)
+            self._check_allowed(route, caller)
+            if route.method == "GET":
+                args = parse_query(route, request.query.items())
             else:
-                reply = _encode({"ok": True, "result": await self._call(op, args, caller)})
+                args = parse_body(route, await _body(request, self._settings.max_request))
+            args.update(request.match_info)
+            if args.get("name"):
+                request_log = request_log.bind(
+                    **{"network" if route.op == "networks" else "domain": args["name"]})
+            request_log.info("api request")
+            if route.stream:
+                return await self._pump(request, await self._open_stream(route.op, args))
+            result = await self._call(route, args, caller)
+        except web.HTTPException:
+            raise
         except Exception as err:
-            error = _error(err)
-            request_log.info("api request refused", error=error["type"], message=error["message"])
-            reply = _encode({"ok": False, "error": error})
-        if stream is None:
-            await conn.write(reply)
-        else:
-            await self._pump(conn, stream)
+            type_, message = _error(err)
+            request_log.info("api request refused", error=type_, message=message)
+            return _error_response(type_, message)
+        return web.json_response(result, dumps=_dumps)
 
-    def _check_allowed(self, op: str, caller: Caller) -> None:
-        if caller.read_only and op in WRITE_OPS:
+    def _check_allowed(self, route: Route, caller: Caller) -> None:
+        if caller.read_only and route.write:
             who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
-            raise Refused("PermissionDenied", f"the read-only socket cannot run '{op}'; use "
-                          f"{self._paths[False]} (as {who})")
+            raise Refused("PermissionDenied", f"the read-only socket cannot run '{route.op}' "
+                          f"({route.method} {route.path}); use {self._paths[False]} (as {who})")
 
-    async def _call(self, op: str, args: dict[str, Any], caller: Caller) -> Any:
-        backend = self._backend
+    async def _call(self, route: Route, args: dict[str, Any], caller: Caller) -> Any:
+        if route.write:  # a change runs to its end even if the client goes away meanwhile
+            return await asyncio.shield(self._change(route.op, args, caller))
+        backend, op = self._backend, route.op
         if op == "ping":
             return {"version": _version(), "readOnly": caller.read_only}
+        if op == "openapi":
+            return openapi.document(_version())
         if op == "get":
-            return await backend.get(args.get("name"), bool(args.get("disks", False)),
-                                     bool(args.get("invalid", False)))
+            wanted = streams.selector(args)
+            documents = await backend.get(args.get("name"), bool(args.get("disks", False)),
+                                          bool(args.get("invalid", False)))
+            return [doc for doc in documents
+                    if wanted is None or selects(wanted, doc.get("labels") or {})]
         if op == "networks":
             return backend.networks(args.get("name"))
         if op == "describe":
@@ -283,13 +277,15 @@ class ApiServer:
             return backend.diff(args.get("name"))
         if op == "export":
             return backend.export(args["name"])
+        return await backend.wait(args["name"])
+
+    async def _change(self, op: str, args: dict[str, Any], caller: Caller) -> Any:
+        backend = self._backend
         if op == "console":
             return backend.console(args["name"])
-        if op == "wait":
-            return await backend.wait(args["name"])
         if op == "prune":
             if args["confirm"] is not True:
-                raise Refused("BadRequest", "prune needs \"confirm\": true")
+                raise Refused("BadRequest", "prune needs {\"confirm\": true}")
             return backend.prune(caller)
         if op == "host-shutdown":
             return await backend.host_shutdown(
@@ -299,47 +295,93 @@ class ApiServer:
             return await backend.act(args["name"], op, caller, force_boot=True)
         return await backend.act(args["name"], op, caller)
 
-    def _open_stream(self, op: str, args: dict[str, Any]) -> _Stream:
-        """Set up a stream before its header is sent, so errors are plain error replies and a
-        subscription exists by the time the client sees the header."""
-        follow = bool(args.get("follow", False))
+    async def _open_stream(self, op: str, args: dict[str, Any]) -> streams.Stream:
+        """Set up a stream before its head is sent, so errors are plain error replies and a
+        subscription exists by the time the client sees the head."""
         if op == "watch":
-            return _Stream(self._backend.watch_status(args["name"]))
+            return streams.watch(self._backend, args)
         if op == "logs":
-            path = self._backend.log_path(args["name"])
-            lines = args.get("lines", 100)
-            if follow:
-                return _Stream(
-                    _as_items(logtail.follow_lines(path, lines, self._settings.log_poll)))
-            return _Stream(_as_items(_aiter(logtail.last_lines(path, lines))))
-        name = args.get("name")
-        subscription = self._backend.subscribe(name) if follow else None
-        # No await between subscribe and recent_events: nothing is missed or sent twice.
-        recent = self._backend.recent_events(name, args.get("n", 0 if follow else 20))
-        if subscription is None:
-            return _Stream(_aiter(recent))
-        return _Stream(_chain(recent, subscription), subscription.close)
+            return streams.logs(self._backend, args, self._settings.log_poll)
+        return await streams.events(self._backend, args)
 
-    async def _pump(self, conn: _Conn, stream: _Stream) -> None:
-        await conn.send({"ok": True, "stream": True})
-        forward = asyncio.ensure_future(_forward(conn, stream.items))
-        gone = asyncio.ensure_future(_client_gone(conn.reader))
-        stopping = asyncio.ensure_future(self._stopping.wait())
+    async def _pump(self, request: web.Request, stream: streams.Stream) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        response.enable_chunked_encoding()
+        error: tuple[str, str] | None = None
         try:
-            done, _ = await asyncio.wait({forward, gone, stopping},
-                                         return_when=asyncio.FIRST_COMPLETED)
+            await response.prepare(request)
+            forward = asyncio.ensure_future(_forward(response, stream.items))
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({forward, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (forward, stopping):
+                    task.cancel()
+                await asyncio.gather(forward, stopping, return_exceptions=True)
+            if forward.done() and not forward.cancelled() and forward.exception() is not None:
+                error = _error(forward.exception())
         finally:
-            for task in (forward, gone, stopping):
-                task.cancel()
-            await asyncio.gather(forward, gone, stopping, return_exceptions=True)
             stream.cleanup()
             aclose = getattr(stream.items, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if forward in done and forward.exception() is not None:
-            await conn.send({"end": True, "error": _error(forward.exception())})
-        elif forward not in done and stopping in done:
-            await conn.send({"end": True})
+        if error is not None:
+            await response.write(_line({"error": {"type": error[0], "message": error[1]}}))
+        await response.write_eof()
+        return response
+
+
+async def _forward(response: web.StreamResponse, items: AsyncIterator[Any]) -> None:
+    async for item in items:
+        await response.write(_line(item))
+
+
+def _pick(routes: list[Route], request: web.Request) -> Route:
+    """The route a query selects among those sharing a path (`watch=1`), else the plain one."""
+    for route in routes:
+        with contextlib.suppress(ValueError):
+            if route.select and all(flag(request.query.get(key, "")) for key in route.select):
+                return route
+    return next(route for route in routes if not route.select)
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Refused("TooLarge", f"request too large (limit {limit} bytes)") from None
+
+
+@web.middleware
+async def _json_errors(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+    """aiohttp's own refusals (no such resource, wrong method) as JSON error bodies."""
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status == 404:
+            return _error_response("NotFound", f"no resource {request.method} {request.path}; "
+                                   "the routes are listed at /v1/openapi.json")
+        if err.status == 405:
+            return _error_response("MethodNotAllowed", f"{request.path} does not take "
+                                   f"{request.method}; see /v1/openapi.json")
+        if err.status == 413:
+            return _error_response("TooLarge", f"request too large: {err.text}")
+        return _error_response("BadRequest", f"{err.status}: {err.text}")
+
+
+def _error_response(type_: str, message: str) -> web.Response:
+    return web.json_response({"error": {"type": type_, "message": message}},
+                             status=ERROR_STATUS[type_], dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _line(item: Any) -> bytes:
+    return _dumps(item).encode() + b"\n"
 
 
 def _bind(path: Path, mode: int) -> socket.socket:
@@ -357,53 +399,27 @@ def _bind(path: Path, mode: int) -> socket.socket:
     return sock
 
 
-def _peer(writer: asyncio.StreamWriter, read_only: bool) -> Caller:
-    sock = writer.get_extra_info("socket")
+def _peer(request: web.Request) -> Caller:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        raise ConnectionResetError("the client went away")
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", creds)
-    return Caller(pid=pid, uid=uid, gid=gid, read_only=read_only)
+    return Caller(pid=pid, uid=uid, gid=gid, read_only=request.app[_CALLER])
 
 
-def _error(err: BaseException | None) -> dict[str, str]:
+def _error(err: BaseException | None) -> tuple[str, str]:
     if isinstance(err, Refused):
-        return {"type": err.type, "message": err.message}
+        return err.type, err.message
     for class_, type_ in ((NoSuchDomain, "NotFound"), (NoSuchNetwork, "NotFound"),
                           (BusyError, "Busy"), (NotSupportedError, "NotSupported"),
                           (DomctlError, "Failed")):
         if isinstance(err, class_):
-            return {"type": type_, "message": str(err)}
+            return type_, str(err)
     log.error("api request failed unexpectedly; the server keeps serving", exc_info=err)
-    return {"type": "Internal", "message": f"internal error: {type(err).__name__}: {err}; "
-            "see the controller's log"}
-
-
-async def _forward(conn: _Conn, items: AsyncIterator[Any]) -> None:
-    async for item in items:
-        await conn.send({"item": item})
-    await conn.send({"end": True})
-
-
-async def _client_gone(reader: asyncio.StreamReader) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while await reader.read(4096):
-            pass  # nothing more is expected after the request; EOF means the client left
-
-
-async def _aiter(items: list[Any]) -> AsyncIterator[Any]:
-    for item in items:
-        yield item
-
-
-async def _chain(first: list[Any], then: EventSubscription) -> AsyncIterator[Any]:
-    for item in first:
-        yield item
-    async for item in then:
-        yield item
-
-
-async def _as_items(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, str]]:
-    async for line in lines:
-        yield {"line": line}
+    return "Internal", (f"internal error: {type(err).__name__}: {err}; see the controller's "
+                        "log")
 
 
 @functools.cache

@@ -206,7 +206,7 @@ class StatusStore:
     def __init__(self, state_dir: Path) -> None:
         self._files = JsonDir(state_dir / "status")
         self._known: dict[str, DomainStatus] = {}  # as last written or read (one writer: us)
-        self._watchers: dict[str, set[Callable[[], None]]] = {}
+        self._watchers: dict[str | None, set[Callable[[], None]]] = {}  # None: every name
 
     def write(self, status: DomainStatus) -> None:
         """Replace the document; an unchanged one is not rewritten (no fsync per resync).
@@ -229,7 +229,10 @@ class StatusStore:
 
     def _stored(self, status: DomainStatus) -> None:
         self._known[status.name] = status
-        for notify in list(self._watchers.get(status.name, ())):
+        self._notify(status.name)
+
+    def _notify(self, name: str) -> None:
+        for notify in [*self._watchers.get(name, ()), *self._watchers.get(None, ())]:
             notify()
 
     async def changes(self, name: str) -> AsyncGenerator[DomainStatus | None, None]:
@@ -243,8 +246,9 @@ class StatusStore:
                 changed.clear()
 
     @contextlib.contextmanager
-    def watch(self, name: str, notify: Callable[[], None]) -> Iterator[None]:
-        """Call `notify` after every change of `name`'s document while the block runs."""
+    def watch(self, name: str | None, notify: Callable[[], None]) -> Iterator[None]:
+        """Call `notify` after every change or removal of `name`'s document (None: of any
+        document) while the block runs."""
         self._watchers.setdefault(name, set()).add(notify)
         try:
             yield
@@ -278,6 +282,7 @@ class StatusStore:
     def remove(self, name: str) -> None:
         self._known.pop(name, None)
         self._files.remove(name)
+        self._notify(name)
 
     def get_document(self, name: str) -> dict[str, Any]:
         """The JSON document `domctl get NAME -o json` prints; NoSuchDomain when absent."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -112,15 +112,19 @@ class DocsBackend:
     def prune(self, caller: Caller) -> dict[str, Any]:
         return {"message": "nothing to prune"}
 
-    async def watch_status(self, name: str) -> AsyncIterator[dict[str, Any]]:
+    async def watch_status(self, name: str | None) -> AsyncGenerator[dict[str, Any], None]:
         """The document now, then whenever a test replaces it in `docs` (looked at every
-        20 ms: the real backend is told by the status store)."""
-        last = None
+        20 ms: the real backend is told by the status store); {"name", "deleted": true} while
+        there is none. None: every document, and a deleted one for each that goes."""
+        sent: dict[str, object] = {} if name is None else {name: True}
         while True:
-            document = self.docs.get(name)
-            if document is not None and document is not last:
-                last = document
-                yield document
+            for subject in [name] if name is not None else sorted({*self.docs, *sent}):
+                document = self.docs.get(subject)
+                if document is not None and document is not sent.get(subject):
+                    yield document
+                elif document is None and sent.get(subject) is not None:
+                    yield {"name": subject, "deleted": True}
+                sent[subject] = document
             await asyncio.sleep(0.02)
 
     async def wait(self, name: str) -> dict[str, Any]:

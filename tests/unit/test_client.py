@@ -1,5 +1,6 @@
-"""The synchronous Client against a real ApiServer running on its own loop in a thread, and
-against bare sockets that misbehave (stale, silent); socket_path's order of choice.
+"""The synchronous h11 Client against a real ApiServer running on its own loop in a thread, and
+against bare sockets that misbehave (stale, silent, cut off mid-reply); how ops map to routes;
+socket_path's order of choice.
 
 Permission cases run in a forked child that drops to an unprivileged uid (needs root).
 """
@@ -68,8 +69,27 @@ def test_error_replies_raise_api_error_with_type_and_message(server: ThreadedSer
 def test_a_too_large_request_still_reads_the_servers_refusal(server: ThreadedServer) -> None:
     with pytest.raises(ApiError) as caught:
         Client(server.rw).call("get", name="x" * 4_000_000)
-    assert caught.value.type == "BadRequest" and "request too large" in caught.value.message
+    assert caught.value.type == "BadRequest" and "HTTP 400" in caught.value.message
+    with pytest.raises(ApiError) as caught:
+        Client(server.rw).call("host-shutdown", mode="x" * 4_000_000)
+    assert caught.value.type == "TooLarge" and "request too large" in caught.value.message
     assert Client(server.rw).call("ping")
+
+
+def test_arguments_go_to_the_path_query_or_body(server: ThreadedServer) -> None:
+    assert Client(server.rw).call("get", name="web-1", disks=True, invalid=False) == [
+        {"name": "web-1", "state": "running", "disks": []}]
+    with pytest.raises(ApiError) as caught:
+        Client(server.rw).call("get", labelSelector="a=b,=c")
+    assert caught.value.type == "BadRequest" and "no valid label key" in caught.value.message
+    assert Client(server.rw).call("get", labelSelector="tier=web") == []
+    assert Client(server.rw).call("start", name="web-1", forceBoot=None) == {
+        "message": f"start by uid {os.getuid()}"}
+    with pytest.raises(ApiError, match="needs the argument 'name'"):
+        Client(server.rw).call("describe")
+    with pytest.raises(ApiError, match="unknown op 'format'"):
+        Client(server.rw).call("format")
+    assert "/v1/domains/{name}" in Client(server.ro).call("openapi")["paths"]
 
 
 def test_stream_yields_items_until_the_end(server: ThreadedServer) -> None:
@@ -77,6 +97,8 @@ def test_stream_yields_items_until_the_end(server: ThreadedServer) -> None:
         emit(server, f"m{i}")
     items = list(Client(server.rw).stream("events", name="web-1"))
     assert [i["message"] for i in items] == ["m0", "m1", "m2"]
+    items = list(Client(server.rw).stream("events", name="web-1", limit=1, type="started"))
+    assert [i["message"] for i in items] == ["m2"]
     (server.backend.directory / "web-1.log").write_text("a\nb\n")
     assert list(Client(server.rw).stream("logs", name="web-1", lines=1)) == [{"line": "b"}]
 
@@ -94,7 +116,23 @@ def test_a_followed_stream_gets_live_items_and_the_end_at_close(sockdir: Path,
         emitter.start()
         assert next(stream)["message"] == "live"  # connects, subscribes, then waits
         emitter.join()
-    assert list(stream) == []  # the server's close() ended it with {"end": true}
+    assert list(stream) == []  # the server's close() ended it cleanly
+
+
+def test_watch_every_domain_and_a_deleted_one(server: ThreadedServer) -> None:
+    watch = Client(server.rw, timeout=5).stream("watch", name=None)
+    assert next(watch) == {"name": "web-1", "state": "running"}
+    server.run(lambda: server.backend.docs.pop("web-1"))
+    assert next(watch) == {"name": "web-1", "deleted": True}
+    del watch  # closes its connection
+    assert next(Client(server.rw).stream("watch", name="gone")) == {"name": "gone",
+                                                                    "deleted": True}
+
+
+def test_an_idle_stream_times_out(server: ThreadedServer) -> None:
+    with pytest.raises(ApiError) as caught:
+        list(Client(server.rw).stream("events", idle=0.2, follow=True))
+    assert caught.value.type == "Timeout"
 
 
 def test_stream_on_a_plain_op_is_a_protocol_error(server: ThreadedServer) -> None:
@@ -129,6 +167,34 @@ def test_a_silent_server_times_out(sockdir: Path) -> None:
         with pytest.raises(ApiError) as caught:
             Client(path, timeout=0.2).call("ping")
     assert caught.value.type == "Timeout" and "0.2 s" in caught.value.message
+
+
+@pytest.mark.parametrize(("reply", "type_", "text"), [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\"", "Disconnected",
+     "without a complete reply"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "Protocol", "not an HTTP reply"),
+    (b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 4\r\n\r\noops", "HTTP502",
+     "HTTP 502: oops"),
+])
+def test_a_broken_reply_is_an_api_error(sockdir: Path, reply: bytes, type_: str,
+                                         text: str) -> None:
+    path = sockdir / "domctl.sock"
+    with socket.socket(socket.AF_UNIX) as fake:
+        fake.bind(str(path))
+        fake.listen()
+
+        def answer() -> None:
+            connection, _ = fake.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(reply)
+
+        answering = threading.Thread(target=answer)
+        answering.start()
+        with pytest.raises(ApiError) as caught:
+            Client(path, timeout=5).call("ping")
+        answering.join()
+    assert caught.value.type == type_ and text in caught.value.message
 
 
 def as_nobody(function: Callable[[], Any]) -> Any:
