@@ -32,6 +32,7 @@ from reconcilers.model import (
     State,
 )
 from reconcilers.statemachine import Trigger, walk
+from reconcilers.stats import DomainStats
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,12 @@ class Driver(Protocol):
     async def interfaces(self, name: str) -> GuestInterfaces:
         """The running domain's addresses as its guest sees them; never raises (empty when
         unknown: not running, no agent, a namespace gone)."""
+        ...
+
+    async def stats(self, name: str) -> DomainStats:
+        """The running domain's figures now (virsh domstats: CPU time, memory, disk and NIC
+        traffic, reconcilers/stats.py), read when asked, never per pass; DriverError when
+        it is not running under this driver or they cannot be read."""
         ...
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from controller.engine.backoff import CrashLoopBackoff
 from controller.state.registry import DomainRecord, Registry, StartIntent
+from controller.state.status import ConditionStatus, ConditionType
 from reconcilers.driver import RuntimeRecord
 from reconcilers.errors import TransientError
 from reconcilers.history import ApiRequest, History, HostShutdown, LastStop, Stalled
@@ -40,6 +41,9 @@ class DomainSample:
     """Restarts done by the controller since the domain was defined (status `restarts`)."""
     start_failures: int
     """Starts that failed since the domain was defined."""
+    ready: bool | None = None
+    """The Ready condition as last projected (in the state the controller drives towards);
+    None before the first projection."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,9 @@ class Ledger:
             result.append(DomainSample(
                 name=name, driver=record.driver, state=record.state,
                 reason=record.reason or Reason.UNKNOWN, restarts=record.restarts,
-                start_failures=self.start_failures.get(name, 0)))
+                start_failures=self.start_failures.get(name, 0),
+                ready=next((c.status is ConditionStatus.TRUE for c in record.conditions
+                            if c.type is ConditionType.READY), None)))
         return result
 
     # --- recording -------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The controller process behind `domctl run`: wiring, the single-instance lock, signals, shutdown.
 
 Order at start (DESIGN §7, libvirt's reconnect): take the flock on the state dir (one
-controller per state dir), open the stores, build the drivers, re-attach every recorded domain
+controller per state dir), open the stores, build the drivers, bind the `--metrics` listener
+(a busy port ends `domctl run` before anything is touched), re-attach every recorded domain
 (no domain is started, stopped or restarted by this), queue every recorded network (its pass
 re-checks it and leaves an intact one alone), then start watching the manifests (the first
 full scan queues every name), then the workers (the domains' and the networks') and the API.
@@ -106,7 +107,9 @@ class Daemon:
 
         source = ManifestSource(paths.manifests, on_snapshot, self.settings.source)
         with self._signals():
+            metrics: MetricsServer | None = None
             try:
+                metrics = self._metrics(controller, events)  # first: a busy port stops here
                 await self._probe(drivers)
                 await controller.reattach_all()
                 networks.start()
@@ -118,7 +121,6 @@ class Daemon:
                                 paths.runtime_dir / "domctl.sock",
                                 paths.runtime_dir / "domctl-ro.sock", self.settings.api)
                 await api.start()
-                metrics = self._metrics(controller, events)
                 log.info("controller running", manifests=str(paths.manifests),
                          state_dir=str(paths.state_dir), workers=self.settings.engine.workers,
                          socket=str(paths.runtime_dir / "domctl.sock"))
@@ -129,8 +131,6 @@ class Daemon:
                 sdnotify.stopping()
                 for task in self._tasks:
                     task.cancel()
-                if metrics is not None:
-                    metrics.close()
                 await api.close()
                 await source.stop()
                 leases.close()
@@ -138,19 +138,23 @@ class Daemon:
                 await controller.stop()
                 await self._drain(workers)
             finally:
+                if metrics is not None:
+                    metrics.close()
                 for driver in drivers.values():
                     await driver.close()
                 events.close()
                 audit.close()
 
     def _metrics(self, controller: Controller, events: EventBus) -> MetricsServer | None:
-        """The Prometheus listener of `--metrics`, fed by the controller and the event bus."""
+        """The Prometheus listener of `--metrics`, fed by the controller (domains, queue,
+        statistics) and the event bus; MetricsAddressError (a ValueError: `domctl run`
+        prints its one line) when the address cannot be served."""
         address = self.settings.metrics.address
         if address is None:
             return None
         metrics = Metrics(controller.ledger.samples, lambda: len(controller.queue),
                           loop=asyncio.get_running_loop(), settings=self.settings.metrics,
-                          manifests=controller.invalid.problem_counts)
+                          manifests=controller.invalid.problem_counts, stats=controller.stats)
         controller.on_pass = lambda _name, seconds, result: metrics.observe_reconcile(seconds,
                                                                                        result)
         subscription = events.subscribe()

@@ -9,8 +9,9 @@ NICs are veth pairs LXC makes from the config at the start (config.py); nics.py 
 bridges beforehand, adds, removes and switches them on a running container, and reads the
 container's addresses. A container's own storage (an unpacked image, a busybox overlay's layer) is
 made by storage.py before its first start, kept, and released by `release_storage` when the
-domain is removed. Containers are unprivileged unless the spec says otherwise: their ids are
-mapped to the range idmap.py finds.
+domain is removed. Its figures (`stats`: cgroup v1 or v2, veths) are stats.py's. Containers
+are unprivileged unless the spec says otherwise: their ids are mapped to the range idmap.py
+finds.
 
 It never touches a container it cannot prove it started (name, init pid, boot id and the
 kernel start time must agree), never loads liblxc, and close() leaves every container running.
@@ -38,7 +39,7 @@ from reconcilers.driver import (
 )
 from reconcilers.errors import DriverError, HostValidationError, NotSupportedError
 from reconcilers.identity import boot_id, proc_starttime, same_process, start_token
-from reconcilers.lxc import changes, host, nics, validation
+from reconcilers.lxc import changes, host, nics, stats, validation
 from reconcilers.lxc.config import NAME_RE, UNLIMITED, ConfigValueError, HostFacts, cgroup_limits
 from reconcilers.lxc.exits import Intent
 from reconcilers.lxc.files import ContainerFiles
@@ -49,6 +50,7 @@ from reconcilers.lxc.tools import Info, LxcState, LxcTools, execute
 from reconcilers.lxc.tracking import SETTLE_TIMEOUT, Tracked, Tracker
 from reconcilers.model import REASONS_BY_STATE, Domain, DomainSpec, DriverName, Reason, State
 from reconcilers.net.nics import check_ready
+from reconcilers.stats import DomainStats
 
 FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
 HALT_CHECK = 3.0  # seconds a new init has to install a handler for its halt signal
@@ -407,6 +409,16 @@ class LxcDriver:
         if tracked is None or tracked.watch.exited.is_set():
             return GuestInterfaces()
         return await nics.addresses(name, tracked.record.pid)
+
+    async def stats(self, name: str) -> DomainStats:
+        """The container's cgroup figures and its veths' traffic (stats.py)."""
+        tracked = self._require(name, "stats")
+        if tracked.watch.exited.is_set():
+            raise DriverError(name, "stats", "init has exited")
+        try:
+            return stats.read(name, tracked.record.pid, self._host_facts().cgroup)
+        except (OSError, ValueError, KeyError) as exc:  # stopped meanwhile
+            raise DriverError(name, "stats", f"cannot read its cgroup or veths: {exc}") from exc
 
     async def close(self) -> None:
         self._tracked.close()

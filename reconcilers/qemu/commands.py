@@ -108,6 +108,26 @@ class PciDevice:
     function: int
 
 
+@dataclass(frozen=True)
+class BlockStats:
+    """One device of `query-blockstats`: its format node and qdev id (either may be empty),
+    and the guest's I/O on it since qemu started."""
+
+    node: str
+    qdev: str
+    read_bytes: int
+    write_bytes: int
+    read_ops: int
+    write_ops: int
+
+
+def _block_stats(entry: Any) -> BlockStats:
+    stats = entry["stats"]
+    return BlockStats(str(entry.get("node-name", "")), str(entry.get("qdev", "")),
+                      int(stats["rd_bytes"]), int(stats["wr_bytes"]),
+                      int(stats["rd_operations"]), int(stats["wr_operations"]))
+
+
 def _optional_name(reply: Any) -> str | None:
     name = reply.get("name")
     return None if name is None else str(name)
@@ -270,6 +290,20 @@ class QmpCommands:
     async def query_cpus_fast(self) -> list[CpuInfo]:
         return await self._query("query-cpus-fast", lambda r: [
             CpuInfo(int(cpu["cpu-index"]), int(cpu["thread-id"])) for cpu in r])
+
+    # --- statistics --------------------------------------------------------------------------
+
+    async def query_blockstats(self) -> list[BlockStats]:
+        return await self._query("query-blockstats", lambda r: [_block_stats(e) for e in r])
+
+    async def query_balloon(self) -> int | None:
+        """The balloon's actual size in bytes; None when the machine has no balloon."""
+        try:
+            return await self._query("query-balloon", lambda r: int(r["actual"]))
+        except MonitorError as exc:
+            if "No balloon device" in exc.message:  # qemu's DeviceNotActive
+                return None
+            raise
 
     # --- identity and capabilities -----------------------------------------------------------
 

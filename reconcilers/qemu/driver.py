@@ -12,7 +12,7 @@ and restart- and destroy-type lifecycle actions. NICs on taps (checked, created 
 launch, hotplugged) are nics.py's; the guest agent is agent.py's; volumes, cloud-init seeds and
 UEFI variables in the storage pool (checked, made before the launch, grown live, listed,
 released when the domain is removed) are storage.py's; vCPUs, memory and disks plugged live are
-hotplug.py's.
+hotplug.py's; the figures of `stats` (QMP block and balloon, /proc, the taps) are stats.py's.
 
 Managed save (libvirt's managedsave): `save` stops the guest, writes its state to a file in the
 state directory through a migration (migration.py) with the domain's live spec (livespec.py)
@@ -72,6 +72,7 @@ from reconcilers.qemu import (
     nics,
     pinning,
     process,
+    stats,
     storage,
 )
 from reconcilers.qemu.adopt import IdentityProblem, lifecycle_from_extra, prove, record_extra
@@ -94,6 +95,7 @@ from reconcilers.qemu.runtime import Running, confine, release_taps
 from reconcilers.qemu.savestate import Pending, Saved, SaveStore
 from reconcilers.qemu.tracking import Tracker
 from reconcilers.statemachine import LIVE_STATES, Trigger, allowed, transition
+from reconcilers.stats import DomainStats
 from reconcilers.storage.pool import Pool
 from reconcilers.storage.volumes import Action as VolumeAction
 
@@ -511,6 +513,15 @@ class QemuDriver:
             return GuestInterfaces()
         async with tracked.agent_lock:  # qemu serves one client on the channel at a time
             return await agent.guest_interfaces(tracked.files.agent)
+
+    async def stats(self, name: str) -> DomainStats:
+        """QMP's block and balloon figures, the process's CPU and RSS, the taps' traffic."""
+        tracked = self._require(name, "stats")
+        with tracked.failing_as("stats"):
+            try:
+                return await stats.read(tracked)
+            except (OSError, ValueError) as exc:  # qemu or a tap gone meanwhile
+                raise DriverError(name, "stats", str(exc)) from exc
 
     # --- managed save ---------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from reconcilers.model import (
     State,
 )
 from reconcilers.qemu.layout import domain_files
+from reconcilers.stats import DiskStats, DomainStats, NicStats
 from tests.support.domains import domain
 from tests.support.guest import GuestBuild, async_wait_ready, guest_domain
 from tests.support.lxc import LxcHost
@@ -250,3 +251,25 @@ async def test_close_leaves_the_domain_running_and_untouchable_by_a_stranger(
         await stranger.destroy(name)
     assert live.record is not None and await stranger.reattach(live.record) is not None
     await stranger.destroy(name)
+
+
+async def test_stats_of_a_running_domain_and_none_for_one_that_is_not_ours(
+        backend: Backend) -> None:
+    driver = backend.new_driver()
+    name = backend.name("stats")
+    await driver.start(backend.idle(name), paused=False, token="test")
+    stats = await driver.stats(name)
+    assert isinstance(stats, DomainStats)
+    assert stats.cpu_seconds >= 0 and stats.rss_bytes > 0
+    assert (stats.balloon_bytes is None) == (backend.kind == "lxc")  # a container has none
+    for disk in stats.disks:
+        assert isinstance(disk, DiskStats) and disk.device
+        assert min(disk.read_bytes, disk.write_bytes, disk.read_ops, disk.write_ops) >= 0
+    for nic in stats.interfaces:
+        assert isinstance(nic, NicStats) and nic.name
+        assert min(nic.rx_bytes, nic.tx_bytes, nic.rx_packets, nic.tx_packets) >= 0
+    with pytest.raises(DriverError):
+        await backend.new_driver().stats(name)  # not started or adopted by that one
+    await driver.destroy(name)
+    with pytest.raises(DriverError):
+        await driver.stats(name)

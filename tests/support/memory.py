@@ -5,8 +5,9 @@ rules: a domain outlives the driver (it lives in a MemoryHost, as a process outl
 controller), a fresh driver sees it as `nostate` until it re-attaches the record, and nothing it
 did not start or adopt is touched. tests/contract runs it through the same contract tests as
 the qemu and LXC drivers. Knobs for engine tests: `fail_start`, `fail_save`, `invalid`,
-`host.deaf`. Managed saves are images in the MemoryHost (they outlive the driver, as files on
-disk do), holding the spec the domain ran with; an lxc-named driver refuses them, as LxcDriver.
+`host.deaf`, `host.figures` (what `stats` reports, or raises, per name). Managed saves are
+images in the MemoryHost (they outlive the driver, as files on disk do), holding the spec the
+domain ran with; an lxc-named driver refuses them, as LxcDriver.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from reconcilers.driver import (
 from reconcilers.errors import DomctlError, DriverError, HostValidationError, NotSupportedError
 from reconcilers.model import Cause, Domain, DomainSpec, DriverName, Reason, State
 from reconcilers.statemachine import Transition, Trigger, transition
+from reconcilers.stats import DiskStats, DomainStats
 
 LIVE_FIELDS = frozenset({
     "current_memory", "cputune.shares", "cputune.quota", "cputune.period", "cputune.vcpupin",
@@ -50,6 +52,8 @@ class MemoryHost:
     specs: dict[str, DomainSpec] = field(default_factory=dict)  # what each running one runs
     saved: dict[str, SavedImage] = field(default_factory=dict)  # managed-save images
     wall: Callable[[], float] = time.time  # the clock of SavedImage.saved_at
+    figures: dict[str, DomainStats | DomctlError] = field(default_factory=dict)
+    """What `stats(name)` returns (or raises) for a running domain; unset: idle figures."""
 
 
 def _ignore(event: RuntimeEvent) -> None:
@@ -194,8 +198,8 @@ class MemoryDriver:
 
     async def apply_live(self, name: str, old: DomainSpec, new: DomainSpec) -> Sequence[str]:
         self._move(name, "apply_live", [])
-        return ()
         self.host.specs[name] = new
+        return ()
 
     async def save(self, name: str) -> SavedImage:
         if self.name is DriverName.LXC:
@@ -244,6 +248,20 @@ class MemoryDriver:
 
     async def interfaces(self, name: str) -> GuestInterfaces:
         return GuestInterfaces()
+
+    async def stats(self, name: str) -> DomainStats:
+        self._move(name, "stats", [])  # DriverError unless it runs under this driver
+        figures = self.host.figures.get(name)
+        if isinstance(figures, DomctlError):
+            raise figures
+        if figures is not None:
+            return figures
+        spec = self.host.specs[name]
+        return DomainStats(
+            cpu_seconds=0.0, rss_bytes=spec.memory,
+            balloon_bytes=(spec.current_memory or spec.memory) if spec.qemu else None,
+            disks=tuple(DiskStats(disk.name, 0, 0, 0, 0)
+                        for disk in (spec.qemu.disks if spec.qemu is not None else ())))
 
     async def close(self) -> None:
         self._ours.clear()

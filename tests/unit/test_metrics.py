@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import platform
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.engine.ledger import DomainSample
-from controller.service.metrics import Metrics, MetricsServer, parse_addr
+from controller.engine.stats import DomainStatsCollector, Figures, NotRunning, to_json
+from controller.service.metrics import Metrics, MetricsAddressError, MetricsServer, parse_addr
 from controller.settings import MetricsSettings
+from controller.state.status import NoSuchDomain
+from reconcilers.errors import DriverError
 from reconcilers.model import DriverName, Reason, State
+from reconcilers.stats import DiskStats, DomainStats, NicStats
+from tests.support.domains import MiB
+from tests.support.memory import MemoryDriver
+from tests.unit.domains import domain
+from tests.unit.test_controller import make_controller
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -263,12 +275,13 @@ def test_serve_reports_bad_addr_and_unresolvable_host() -> None:
         metrics.serve("no-such-host.invalid:0")
 
 
-def test_port_in_use_is_an_oserror_naming_the_address(world: World) -> None:
+def test_port_in_use_is_one_line_naming_the_flag_and_the_address(world: World) -> None:
     metrics = Metrics(lambda: [], lambda: 0)
     server = metrics.serve("127.0.0.1:0")
     try:
-        with pytest.raises(OSError, match=f"127.0.0.1:{server.port}"):
+        with pytest.raises(MetricsAddressError) as raised:
             metrics.serve(f"127.0.0.1:{server.port}")
+        assert str(raised.value) == f"--metrics 127.0.0.1:{server.port}: address already in use"
     finally:
         server.close()
 
@@ -289,3 +302,128 @@ def test_manifest_problems_by_file_in_the_exposition() -> None:
     assert 'domctl_manifest_problems{file="/m/web.yaml"} 0.0' in text
     counts.pop("/m/new-vm.yaml")  # fixed and gone: its series goes too
     assert "new-vm" not in generate_latest(metrics.registry).decode()
+
+
+# --- the statistics series and the engine's collection behind them ---------------------------
+
+WEB_STATS = DomainStats(
+    cpu_seconds=12.5, rss_bytes=80 * MiB, balloon_bytes=64 * MiB,
+    disks=(DiskStats("root", 4096, 512, 3, 1),),
+    interfaces=(NicStats("dt-0a1b2c3d-0", rx_bytes=1500, tx_bytes=900, rx_packets=10,
+                         tx_packets=6),))
+
+
+def test_statistics_series_with_libvirt_exporter_names() -> None:
+    async def stats() -> list[Figures]:
+        return [Figures("web-1", WEB_STATS, 25.0), Figures("db", None, error="timed out")]
+
+    metrics = Metrics(lambda: [dataclasses.replace(WEB, ready=True),
+                               dataclasses.replace(DB, ready=False)], lambda: 0, stats=stats)
+    series = parse(generate_latest(metrics.registry).decode())  # no loop: one of its own
+    assert value(series, "domctl_domain_cpu_seconds_total", domain="web-1") == 12.5
+    assert value(series, "domctl_domain_memory_rss_bytes", domain="web-1") == 80 * MiB
+    assert value(series, "domctl_domain_balloon_bytes", domain="web-1") == 64 * MiB
+    disk = {"domain": "web-1", "device": "root"}
+    assert value(series, "domctl_domain_block_read_bytes_total", **disk) == 4096
+    assert value(series, "domctl_domain_block_write_bytes_total", **disk) == 512
+    assert value(series, "domctl_domain_block_read_requests_total", **disk) == 3
+    assert value(series, "domctl_domain_block_write_requests_total", **disk) == 1
+    nic = {"domain": "web-1", "interface": "dt-0a1b2c3d-0"}
+    assert value(series, "domctl_domain_interface_receive_bytes_total", **nic) == 1500
+    assert value(series, "domctl_domain_interface_transmit_bytes_total", **nic) == 900
+    assert value(series, "domctl_domain_interface_receive_packets_total", **nic) == 10
+    assert value(series, "domctl_domain_interface_transmit_packets_total", **nic) == 6
+    assert not names_with(series, "domctl_domain_cpu_seconds_total")[1:]  # db: no figures
+    # the one alert expression: domctl_domain_in_desired_state == 0
+    assert value(series, "domctl_domain_in_desired_state", domain="web-1") == 1
+    assert value(series, "domctl_domain_in_desired_state", domain="db") == 0
+    [build] = names_with(series, "domctl_build_info")
+    assert build["python"] == platform.python_version() and build["version"]
+    assert (value(series, "process_resident_memory_bytes") or 0) > 0
+
+
+async def test_statistics_are_collected_on_the_loop_and_a_slow_collection_is_left_out(
+        ) -> None:
+    loop = asyncio.get_running_loop()
+    slow = asyncio.Event()
+
+    async def stats() -> list[Figures]:
+        assert asyncio.get_running_loop() is loop
+        if slow.is_set():
+            await asyncio.sleep(30)
+        return [Figures("web-1", WEB_STATS)]
+
+    metrics = Metrics(lambda: [WEB], lambda: 0, loop=loop, stats=stats,
+                      settings=MetricsSettings(snapshot_timeout=0.5))
+    server = metrics.serve("127.0.0.1:0")
+    try:
+        series = await asyncio.to_thread(scrape, server)
+        assert value(series, "domctl_domain_cpu_seconds_total", domain="web-1") == 12.5
+        slow.set()
+        series = await asyncio.to_thread(scrape, server)  # still served, without them
+        assert names_with(series, "domctl_domain_cpu_seconds_total") == []
+        assert value(series, "domctl_domain_restarts_total", domain="web-1") == 2
+    finally:
+        server.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_collector_cpu_percent_from_the_previous_sample_and_failures_kept_apart(
+        tmp_path: Path) -> None:
+    driver = MemoryDriver()
+    controller = make_controller(tmp_path, driver, domain("web"), domain("db"),
+                                 domain("off", state="shutoff"))
+    for name in ("web", "db", "off"):
+        await controller.reconcile(name)
+    clock = Clock()
+    collector = DomainStatsCollector(controller.ledger, controller.drivers, clock)
+    driver.host.figures["web"] = dataclasses.replace(WEB_STATS, cpu_seconds=10.0)
+    driver.host.figures["db"] = DriverError("db", "stats", "monitor: no reply")
+
+    first = {f.name: f for f in await collector.collect()}
+    assert set(first) == {"web", "db"}  # running ones only
+    assert first["web"].cpu_percent is None  # no earlier sample of this run
+    assert first["db"].stats is None and "no reply" in first["db"].error
+
+    clock.now += 2.0
+    driver.host.figures["web"] = dataclasses.replace(WEB_STATS, cpu_seconds=11.0)
+    [web] = await collector.collect("web")
+    assert web.cpu_percent == 50.0  # 1 CPU second in 2 s
+
+    wire = to_json(web)
+    assert wire == {
+        "name": "web", "cpu": {"seconds": 11.0, "percent": 50.0},
+        "memory": {"rssBytes": 80 * MiB, "balloonBytes": 64 * MiB},
+        "disks": [{"device": "root", "readBytes": 4096, "writeBytes": 512, "readOps": 3,
+                   "writeOps": 1}],
+        "interfaces": [{"name": "dt-0a1b2c3d-0", "rxBytes": 1500, "txBytes": 900,
+                        "rxPackets": 10, "txPackets": 6}]}
+    assert to_json(first["db"]) == {"name": "db", "error": first["db"].error}
+    assert json.dumps(wire)  # JSON-ready
+
+    with pytest.raises(NotRunning, match="off is not running"):
+        await collector.collect("off")
+    with pytest.raises(NoSuchDomain, match="did you mean web"):
+        await collector.collect("webb")
+
+
+async def test_a_collection_that_hangs_is_cut_at_its_bound(tmp_path: Path) -> None:
+    driver = MemoryDriver()
+    controller = make_controller(tmp_path, driver, domain("web"))
+    await controller.reconcile("web")
+    collector = DomainStatsCollector(controller.ledger, controller.drivers, timeout=0.1)
+
+    async def hang(name: str) -> DomainStats:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+    driver.stats = hang  # type: ignore[method-assign]
+    [web] = await collector.collect()
+    assert web.stats is None and "0.1 s" in web.error
