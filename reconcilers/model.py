@@ -476,8 +476,32 @@ def to_plain(value: Any) -> Any:
 
 
 def spec_generation(spec: DomainSpec, uuid: str | None = None) -> str:
-    """A content hash of the normalised spec: reformatting a manifest is not a new generation."""
-    return content_hash({"spec": to_plain(spec), "uuid": uuid})
+    """A content hash of the normalised spec: reformatting a manifest is not a new generation.
+    Hashed in its sparse form (fields at their default left out), so a domctl release that adds
+    a field with a default gives every existing manifest the generation it had: a new
+    generation is a new epoch, which would lift the API requests in force (a `domctl stop`)."""
+    return content_hash({"spec": sparse_plain(spec), "uuid": uuid})
+
+
+def sparse_plain(value: Any, default: Any = None) -> Any:
+    """to_plain of `value` with every dataclass field equal to its default left out (the
+    default of a nested dataclass is `default`'s field, else a blank instance of its type)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        base = default if type(default) is type(value) else _blank(type(value))
+        return {f.name: sparse_plain(mine, getattr(base, f.name))
+                for f in dataclasses.fields(value)
+                if (mine := getattr(value, f.name)) != getattr(base, f.name)}
+    if isinstance(value, (tuple, list)):
+        return [sparse_plain(v) for v in value]
+    return to_plain(value)
+
+
+def _blank(kind: type[Any]) -> Any:
+    """An instance of a model dataclass with its defaults; required fields are None (and so
+    always differ from a real value)."""
+    required = {f.name: None for f in dataclasses.fields(kind)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    return kind(**required)
 
 
 def content_hash(plain: Any) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from reconcilers.model import Metadata, SourceRef, content_hash, to_plain
+from reconcilers.model import Metadata, SourceRef, content_hash, sparse_plain
 
 DEFAULT_LEASE_SECONDS = 3600
 DEFAULT_MTU = 1500
@@ -78,4 +78,4 @@ class Network:
     @functools.cached_property
     def generation(self) -> str:
         """A content hash of the spec, like a domain's: reformatting is not a new generation."""
-        return content_hash({"spec": to_plain(self.spec), "kind": "Network"})
+        return content_hash({"spec": sparse_plain(self.spec), "kind": "Network"})
