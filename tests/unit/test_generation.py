@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from reconcilers.model import (
+    Accel,
     Disk,
     DomainSpec,
     DriverName,
@@ -32,7 +33,7 @@ def test_a_release_adding_a_field_at_its_default_keeps_every_generation() -> Non
         "LaterDomainSpec", [("placement", str, dataclasses.field(default="anywhere"))],
         bases=(DomainSpec,), frozen=True)
     today = DomainSpec(driver=DriverName.QEMU, memory=256 * 1024 * 1024,
-                       qemu=QemuSpec(accel="tcg"))
+                       qemu=QemuSpec(accel=Accel.TCG))
     upgraded = later(**{f.name: getattr(today, f.name) for f in dataclasses.fields(today)})
     assert spec_generation(upgraded, "u-1") == spec_generation(today, "u-1")
     moved = later(**{**{f.name: getattr(today, f.name) for f in dataclasses.fields(today)},
