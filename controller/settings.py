@@ -171,10 +171,11 @@ class ApiSettings:
     """The API's Unix sockets (api/server.py) and what they wait for (api/backend.py)."""
 
     max_request: int = 65536
-    """Bytes a request line may have (without its newline); longer: "request too large"."""
+    """Bytes an HTTP request's line, each of its headers and its body may have; a longer
+    body is refused with 413 TooLarge, a longer line or header with 400."""
     request_timeout: float = 10.0
-    """Seconds a client has to send its complete request line, so a stuck client cannot hold
-    a connection open."""
+    """Seconds a connection may stay without a complete request (or idle after one) before the
+    server closes it, so a stuck client cannot hold a connection open."""
     log_poll: float = 0.25
     """Seconds between polls of a followed log file (`domctl logs -f`)."""
     close_timeout: float = 5.0

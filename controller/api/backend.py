@@ -1,7 +1,11 @@
-"""The API's view of a running controller: the Backend the socket server
+"""The API's view of a running controller: the Backend the HTTP server
 (controller/api/server.py) calls.
 
 Reads come from the status documents, the event log and the controller's in-memory books;
+the documents of `get` and of a watch carry the domain's `labels` from its manifest (the
+desired store), which the server's label selectors match; a watch is pushed by the status
+store (StatusStore.watch: every write and removal, of one name or of all) and says
+`{"name", "deleted": true}` for a domain without a status document;
 `get` and `describe` also show the invalid manifests that stand for no domain
 (controller/engine/invalid.py), named after their files;
 writes (`act`, `prune`) go through `Controller.request` / `Controller.prune_confirm`, so an
