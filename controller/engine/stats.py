@@ -112,6 +112,9 @@ class DomainStatsCollector:
         except DomctlError as exc:
             log.info("domain statistics unavailable", domain=name, error=str(exc))
             return Figures(name, None, error=str(exc))
+        except Exception as exc:  # a driver's bug: this domain's figures only
+            log.error("domain statistics failed unexpectedly", domain=name, exc_info=exc)
+            return Figures(name, None, error=f"internal error: {type(exc).__name__}: {exc}")
         return Figures(name, stats, self._percent(name, stats))
 
     def _percent(self, name: str, stats: DomainStats) -> float | None:

@@ -414,16 +414,24 @@ async def test_collector_cpu_percent_from_the_previous_sample_and_failures_kept_
         await collector.collect("webb")
 
 
-async def test_a_collection_that_hangs_is_cut_at_its_bound(tmp_path: Path) -> None:
+async def test_a_driver_call_that_hangs_or_breaks_leaves_the_others_alone(
+        tmp_path: Path) -> None:
     driver = MemoryDriver()
-    controller = make_controller(tmp_path, driver, domain("web"))
-    await controller.reconcile("web")
+    controller = make_controller(tmp_path, driver, domain("web"), domain("db"), domain("ok"))
+    for name in ("web", "db", "ok"):
+        await controller.reconcile(name)
     collector = DomainStatsCollector(controller.ledger, controller.drivers, timeout=0.1)
+    answer = driver.stats
 
-    async def hang(name: str) -> DomainStats:
-        await asyncio.sleep(30)
-        raise AssertionError("not reached")
+    async def stats(name: str) -> DomainStats:
+        if name == "web":
+            await asyncio.sleep(30)
+        if name == "db":
+            raise RuntimeError("a bug")
+        return await answer(name)
 
-    driver.stats = hang  # type: ignore[method-assign]
-    [web] = await collector.collect()
+    driver.stats = stats  # type: ignore[method-assign]
+    db, ok, web = await collector.collect()  # by name
     assert web.stats is None and "0.1 s" in web.error
+    assert db.stats is None and db.error == "internal error: RuntimeError: a bug"
+    assert ok.stats is not None and ok.stats.rss_bytes == 64 * MiB
