@@ -60,57 +60,84 @@ PRUNE_REFUSED = ("prune needs --confirm: it lets the controller go on with remov
 
 
 def register(commands: Commands) -> None:
-    """Add the commands that talk to the controller."""
-    found = commands.add("get", get)
-    found.add_argument("words", nargs="*", metavar="KIND|NAME",
-                       help="NAME, networks [NAME], or domain|network NAME.")
-    found.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"],
-                       default="table", help="[default: %(default)s]")
-    found.add_argument("--invalid", action="store_true",
-                       help="Only the invalid manifests that stand for no domain yet.")
-    _name(commands.add("describe", describe))
-    found = commands.add("events", events)
-    found.add_argument("-f", "--follow", action="store_true", help="Keep printing new events.")
-    found.add_argument("--name", help="Only this domain's events.")
-    found.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                       help="json: one object per line [default: %(default)s].")
-    found = _name(commands.add("wait", wait))
-    found.add_argument("--for", dest="condition", required=True, type=_wait_condition,
-                       metavar="state=STATE|condition=TYPE[=True|False]",
-                       help="What to wait for.")
-    found.add_argument("--timeout", type=bounded(float, 0), default=30.0, metavar="SECONDS",
-                       help="Exit 1 when they pass first [default: %(default)s].")
-    commands.add("diff", diff).add_argument("name", nargs="?", metavar="NAME")
-    found = _name(commands.add("logs", logs))
-    found.add_argument("-f", "--follow", action="store_true",
-                       help="Keep printing appended lines.")
-    found.add_argument("--lines", type=bounded(int, 0),
-                       help="How many last lines [default: 100].")
-    _name(commands.add("console", console))
-    found = _name(commands.add("start", start, ACTION_DOCS["start"]))
-    found.add_argument("--force-boot", action="store_true",
-                       help="Discard NAME's saved image (if any) and boot it afresh.")
+    """Add the commands that talk to the controller (each parser is built when it is used)."""
+    commands.add("get", get, _get_arguments)
+    commands.add("describe", describe, _name)
+    commands.add("events", events, _events_arguments)
+    commands.add("wait", wait, _wait_arguments)
+    commands.add("diff", diff, _diff_arguments)
+    commands.add("logs", logs, _logs_arguments)
+    commands.add("console", console, _name)
+    commands.add("start", start, _start_arguments, ACTION_DOCS["start"])
     for action in ("stop", "suspend", "resume", "restart", "destroy", "save"):
-        _name(commands.add(action, _action_handler(action), ACTION_DOCS[action]))
-    found = commands.add("prune", prune)
-    found.add_argument("--confirm", action="store_true",
-                       help="Really release the held removals.")
-    found = commands.add("host-shutdown", host_shutdown)
-    found.add_argument("--mode", choices=HOST_SHUTDOWN_MODES, default=HOST_SHUTDOWN_MODE,
-                       help="save: each domain's memory to its image (restored at the next "
-                            "start); shutdown: graceful shutdowns [default: %(default)s].")
-    found.add_argument("--parallel", type=bounded(int, 1), default=HOST_SHUTDOWN_PARALLEL,
-                       metavar="N", help="Domains taken down at once [default: %(default)s].")
-    found.add_argument("--timeout", type=bounded(int, 0), default=HOST_SHUTDOWN_TIMEOUT,
-                       metavar="SECONDS",
-                       help="How long the graceful shutdowns may take in all; those still up "
-                            "then are destroyed (saves are never cut short) "
-                            "[default: %(default)s].")
+        commands.add(action, _action_handler(action), _name, ACTION_DOCS[action])
+    commands.add("prune", prune, _prune_arguments)
+    commands.add("host-shutdown", host_shutdown, _host_shutdown_arguments)
 
 
-def _name(parser: Parser) -> Parser:
+def _name(parser: Parser) -> None:
     parser.add_argument("name", metavar="NAME")
-    return parser
+
+
+def _get_arguments(parser: Parser) -> None:
+    parser.add_argument("words", nargs="*", metavar="KIND|NAME",
+                        help="NAME, networks [NAME], or domain|network NAME.")
+    parser.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"],
+                        default="table", help="[default: %(default)s]")
+    parser.add_argument("--invalid", action="store_true",
+                        help="Only the invalid manifests that stand for no domain yet.")
+
+
+def _events_arguments(parser: Parser) -> None:
+    parser.add_argument("-f", "--follow", action="store_true", help="Keep printing new events.")
+    parser.add_argument("--name", help="Only this domain's events.")
+    parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                        help="json: one object per line [default: %(default)s].")
+
+
+def _wait_arguments(parser: Parser) -> None:
+    _name(parser)
+    parser.add_argument("--for", dest="condition", required=True, type=_wait_condition,
+                        metavar="state=STATE|condition=TYPE[=True|False]",
+                        help="What to wait for.")
+    parser.add_argument("--timeout", type=bounded(float, 0), default=30.0, metavar="SECONDS",
+                        help="Exit 1 when they pass first [default: %(default)s].")
+
+
+def _diff_arguments(parser: Parser) -> None:
+    parser.add_argument("name", nargs="?", metavar="NAME")
+
+
+def _logs_arguments(parser: Parser) -> None:
+    _name(parser)
+    parser.add_argument("-f", "--follow", action="store_true",
+                        help="Keep printing appended lines.")
+    parser.add_argument("--lines", type=bounded(int, 0),
+                        help="How many last lines [default: 100].")
+
+
+def _start_arguments(parser: Parser) -> None:
+    _name(parser)
+    parser.add_argument("--force-boot", action="store_true",
+                        help="Discard NAME's saved image (if any) and boot it afresh.")
+
+
+def _prune_arguments(parser: Parser) -> None:
+    parser.add_argument("--confirm", action="store_true",
+                        help="Really release the held removals.")
+
+
+def _host_shutdown_arguments(parser: Parser) -> None:
+    parser.add_argument("--mode", choices=HOST_SHUTDOWN_MODES, default=HOST_SHUTDOWN_MODE,
+                        help="save: each domain's memory to its image (restored at the next "
+                             "start); shutdown: graceful shutdowns [default: %(default)s].")
+    parser.add_argument("--parallel", type=bounded(int, 1), default=HOST_SHUTDOWN_PARALLEL,
+                        metavar="N", help="Domains taken down at once [default: %(default)s].")
+    parser.add_argument("--timeout", type=bounded(int, 0), default=HOST_SHUTDOWN_TIMEOUT,
+                        metavar="SECONDS",
+                        help="How long the graceful shutdowns may take in all; those still up "
+                             "then are destroyed (saves are never cut short) "
+                             "[default: %(default)s].")
 
 
 def _socket(args: argparse.Namespace) -> Path:

@@ -75,7 +75,7 @@ class _Version(argparse.Action):
 
 
 def _global_options() -> Parser:
-    options = Parser(add_help=False, allow_abbrev=False)
+    options = Parser(add_help=False)
     group = options.add_argument_group("global options (before or after the command)")
     group.add_argument(
         "--socket", metavar="PATH", default=argparse.SUPPRESS,
@@ -92,17 +92,13 @@ def _global_options() -> Parser:
 def build(lazy: Sequence[Lazy] = LAZY) -> Parser:
     """The parser of every command; those of `lazy` load their arguments when used."""
     options = _global_options()
-    parser = Parser(prog="domctl", parents=[options], allow_abbrev=False,
+    parser = Parser(prog="domctl", parents=[options],
                     description="domctl keeps qemu VMs and LXC containers in the state their "
                                 "YAML manifests declare.")
     found = cast(Commands, parser.add_subparsers(
         action=Commands, title="commands", dest="command", metavar="COMMAND"))
     found.parents = [options]
-    check = found.add("validate", validate)
-    check.add_argument("paths", nargs="+", metavar="PATH", type=existing_path)
-    check.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                       help="json: one document with every problem, for tools "
-                            "[default: %(default)s].")
+    found.add("validate", validate, _validate_arguments)
     commands.register(found)
     for command in lazy:
         found.add_lazy(*command)
@@ -135,6 +131,13 @@ def _call(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # ^C is how a followed stream ends: no traceback
         return 130
     return int(code or 0)
+
+
+def _validate_arguments(parser: Parser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", type=existing_path)
+    parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                        help="json: one document with every problem, for tools "
+                             "[default: %(default)s].")
 
 
 def validate(args: argparse.Namespace) -> int:

@@ -8,18 +8,19 @@ What this module adds to it:
   --socket S`): `Commands.add` gives every command's parser the global options' parser as a
   parent, and those options have no default (argparse.SUPPRESS), so a value given after the
   command wins and one given before it is not overwritten; the caller fills the defaults in.
-- Lazy commands: `Commands.add_lazy` lists a command with its one-line help and imports the
-  module that adds its arguments ("module:function", given the command's parser) only when the
-  command is parsed, its --help included. So `run` (controller/service/command.py, the daemon's
-  side, which the CLI must not import) loads only for `domctl run`.
+- Commands built when used: every command is listed with its one-line help, and its parser
+  is built (its arguments added) only when it is the command parsed, its --help included.
+  `Commands.add_lazy` imports the module that adds them ("module:function") only then too:
+  `run` (controller/service/command.py, the daemon's side, which the CLI must not import)
+  loads only for `domctl run`.
 - An unknown command says so with the closest name (difflib) and exits 2.
-- Option types with bounds (`bounded`) and paths checked as click checked them.
+- Option types with bounds (`bounded`) and paths checked when parsed.
 - The exit codes: 2 for a usage error (argparse's own, or `UsageError` from a command), 1 for
   a command's failure (`Failed`, printed `error: MESSAGE` by cli/main.py).
 
 Public surface:
-    Parser, Commands, Handler, UsageError, Failed, bounded, existing_path, directory,
-    not_a_directory
+    Parser, Formatter, Commands, Handler, Configure, UsageError, Failed, bounded, existing_path,
+    directory, not_a_directory
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 Handler = Callable[[argparse.Namespace], "int | None"]
+Configure = Callable[["Parser"], None]
 
 
 class UsageError(Exception):
@@ -42,19 +45,50 @@ class Failed(Exception):
     """A command failed: `error: MESSAGE` on stderr, exit 1."""
 
 
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (paragraphs and lines kept), in the terminal's width found
+    without shutil: argparse imports shutil (and with it bz2 and lzma) for the width when the
+    first argument is added, milliseconds of every start."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         width if width is not None else _columns() - 2)
+
+
+def _columns() -> int:
+    """shutil.get_terminal_size()'s columns: $COLUMNS, else the terminal's, else 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80 \
+            if sys.__stdout__ is not None else 80
+    except (ValueError, OSError):  # not a terminal, or closed
+        return 80
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse's parser, with a did-you-mean for an unknown command."""
+    """argparse's parser, with a did-you-mean for an unknown command, no abbreviated options
+    (click took none) and the Formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         # argparse's own check of a value against `choices` (3.14's suggest_on_error hooks
-        # in here too): for the command, the message names the closest one
-        if isinstance(action, Commands) and value not in action.choices:
+        # in here too); a command not built yet is no choice of argparse's yet: Commands knows
+        if not isinstance(action, Commands):
+            super()._check_value(action, value)
+        elif value not in action.names:
             import difflib  # only on this error
 
-            close = difflib.get_close_matches(value, list(action.choices), n=1)
+            close = difflib.get_close_matches(value, action.names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (see {self.prog} --help)"
             raise argparse.ArgumentError(None, f"unknown command {value!r}{hint}")
-        super()._check_value(action, value)
 
 
 if TYPE_CHECKING:
@@ -64,41 +98,55 @@ else:  # not subscriptable at run time
 
 
 class Commands(_SubParsers):
-    """The commands of a Parser (`parser.add_subparsers(action=Commands, ...)`)."""
+    """The commands of a Parser (`parser.add_subparsers(action=Commands, ...)`).
+
+    Each is listed at once (its line in `domctl --help`) but its parser is built only when it
+    is the command parsed: building twenty parsers and their arguments at every start would
+    cost more than the whole parse of one command."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.parents: list[Parser] = []  # the global options every command accepts too
-        self._lazy: dict[str, str] = {}
+        self._unbuilt: dict[str, tuple[str, Configure]] = {}  # name → description, configure
+        self.names: list[str] = []
 
-    def add(self, name: str, handler: Handler | None, doc: str | None = None) -> Parser:
-        """A command's parser; its --help's description is `doc` (default: the handler's
-        docstring), its line in `domctl --help` the first paragraph of it."""
-        if doc is None:
-            doc = handler.__doc__ if handler is not None else None
-        text = _dedent(doc or "")
-        parser = self.add_parser(
-            name, help=" ".join(text.split("\n\n")[0].split()), description=text,
-            parents=self.parents, formatter_class=argparse.RawDescriptionHelpFormatter,
-            allow_abbrev=False)
-        if handler is not None:
+    def add(self, name: str, handler: Handler, arguments: Configure | None = None,
+            doc: str | None = None) -> None:
+        """A command: `arguments` adds its arguments to its parser when it is parsed; its
+        --help's description is `doc` (default: the handler's docstring), its line in
+        `domctl --help` the first paragraph of that."""
+        def configure(parser: Parser) -> None:
+            if arguments is not None:
+                arguments(parser)
             parser.set_defaults(handler=handler)
-        parser.set_defaults(command_parser=parser)
-        return parser
+
+        self._list(name, doc if doc is not None else handler.__doc__ or "", configure)
 
     def add_lazy(self, name: str, doc: str, target: str) -> None:
-        """A command whose arguments `target` ("module:function") adds to its parser, imported
-        when the command is parsed; the function sets the handler (`set_defaults(handler=)`)."""
-        self.add(name, None, doc)
-        self._lazy[name] = target
+        """A command whose module is imported only when it is parsed: `target`
+        ("module:function") adds its arguments and sets its handler (`set_defaults(handler=)`)."""
+        def configure(parser: Parser) -> None:
+            module, _, function = target.partition(":")
+            getattr(importlib.import_module(module), function)(parser)
+
+        self._list(name, doc, configure)
+
+    def _list(self, name: str, doc: str, configure: Configure) -> None:
+        text = _dedent(doc)
+        # what add_parser(name, help=...) lists, without the parser
+        self._choices_actions.append(self._ChoicesPseudoAction(
+            name, (), " ".join(text.split("\n\n")[0].split())))
+        self._unbuilt[name] = (text, configure)
+        self.names.append(name)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
         name = values[0]
-        target = self._lazy.pop(name, None)
-        if target is not None:
-            module, _, function = target.partition(":")
-            getattr(importlib.import_module(module), function)(self.choices[name])
+        if name in self._unbuilt:
+            text, configure = self._unbuilt.pop(name)
+            command = self.add_parser(name, description=text, parents=self.parents)
+            command.set_defaults(command_parser=command)
+            configure(command)
         super().__call__(parser, namespace, values, option_string)
 
 
