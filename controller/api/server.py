@@ -226,7 +226,8 @@ class ApiServer:
         caller = _peer(request)
         route = _pick(routes, request)
         request_log = log.bind(uid=caller.uid, pid=caller.pid, op=route.op,
-                               socket="ro" if caller.read_only else "rw")
+                               socket="ro" if caller.read_only else "rw",
+                               **_subject(route, request.match_info.get("name")))
         try:
             self._check_allowed(route, caller)
             if route.method == "GET":
@@ -234,9 +235,7 @@ class ApiServer:
             else:
                 args = parse_body(route, await _body(request, self._settings.max_request))
             args.update(request.match_info)
-            if args.get("name"):
-                request_log = request_log.bind(
-                    **{"network" if route.op == "networks" else "domain": args["name"]})
+            request_log = request_log.bind(**_subject(route, args.get("name")))  # ?name= too
             request_log.info("api request")
             if route.stream:
                 return await self._pump(request, await self._open_stream(route.op, args))
@@ -334,6 +333,13 @@ class ApiServer:
 async def _forward(response: web.StreamResponse, items: AsyncIterator[Any]) -> None:
     async for item in items:
         await response.write(_line(item))
+
+
+def _subject(route: Route, name: str | None) -> dict[str, str]:
+    """What a request's log line names: its domain (or network), when it has one."""
+    if not name:
+        return {}
+    return {"network" if route.op == "networks" else "domain": name}
 
 
 def _pick(routes: list[Route], request: web.Request) -> Route:
