@@ -51,7 +51,8 @@ class Apply(str, enum.Enum):
 
 
 CONTROLLER_FIELDS = frozenset({"state", "restart_policy", "update_policy", "shutdown_timeout",
-                               "stop_mode", "management", "depends_on", "start_priority"})
+                               "stop_mode", "management", "depends_on", "start_priority",
+                               "placement"})
 
 _KIND = {ChangeKind.LIVE: Apply.LIVE, ChangeKind.RESTART: Apply.RESTART}
 _STEP = re.compile(r"\.?([A-Za-z_]\w*)|\[(\d+)\]")

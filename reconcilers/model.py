@@ -398,6 +398,16 @@ class LxcSpec:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Fleet mode: where the scheduler may place the domain (controller/fleet/)."""
+
+    hosts: tuple[str, ...] = ()  # allowed host names, sorted; empty: any
+    selector: tuple[tuple[str, str], ...] = ()  # host labels required, sorted pairs
+    spread_group: str | None = None  # domains of one group go to different hosts
+    failover: bool = False  # placed elsewhere when its host is lost
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     driver: DriverName
     state: DesiredState = DesiredState.RUNNING
@@ -408,6 +418,7 @@ class DomainSpec:
     management: Management = Management.ENFORCE
     depends_on: tuple[str, ...] = ()  # domains started (Ready) before this one, sorted
     start_priority: int = 0  # higher first when several wait to start
+    placement: Placement = field(default_factory=Placement)  # fleet mode only
     memory: int = 512 * 1024 * 1024  # bytes
     max_memory: int | None = None  # bytes; set: memory can be hot-added up to it (qemu)
     current_memory: int | None = None  # bytes; None: equal to memory (no balloon target)

@@ -10,7 +10,7 @@ import pytest
 
 from controller.manifests.errors import ManifestError
 from controller.manifests.loader import is_manifest_name, load_paths, load_text
-from reconcilers.model import DesiredState, DiskFormat, DriverName
+from reconcilers.model import DesiredState, DiskFormat, DriverName, Placement
 from tests.support.cli import invoke
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "examples"
@@ -62,6 +62,19 @@ def test_reformatting_is_not_a_new_generation() -> None:
     assert a.generation == b.generation
     [c] = load_text(GOOD.replace("1Gi", "2Gi"), "c.yaml")
     assert c.generation != a.generation
+
+
+def test_a_placement_is_read_in_a_canonical_order_and_checked() -> None:
+    placed = GOOD.replace("  memory: 1Gi\n", "  memory: 1Gi\n  placement:\n"
+                          "    hosts: [h2, h1]\n    selector: {zone: a}\n"
+                          "    spreadGroup: web\n    failover: true\n")
+    [domain] = load_text(placed, "p.yaml")
+    assert domain.spec.placement == Placement(hosts=("h1", "h2"), selector=(("zone", "a"),),
+                                              spread_group="web", failover=True)
+    [again] = load_text(placed.replace("[h2, h1]", "[h1, h2]"), "p.yaml")
+    assert again.generation == domain.generation
+    assert "spec.placement.failover" in one_problem(placed.replace("failover: true",
+                                                                  "failover: sometimes"))
 
 
 def test_typo_gets_did_you_mean_at_its_line() -> None:

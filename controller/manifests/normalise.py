@@ -39,6 +39,7 @@ from reconcilers.model import (
     Mount,
     Nic,
     NicMode,
+    Placement,
     QemuSpec,
     RestartPolicy,
     SerialMode,
@@ -108,6 +109,7 @@ def spec(raw: Raw) -> DomainSpec:
         management=Management(raw.get("management", defaults.management.value)),
         depends_on=tuple(sorted(set(raw.get("dependsOn", ())))),
         start_priority=raw.get("startPriority", defaults.start_priority),
+        placement=_placement(raw.get("placement", {})),
         memory=memory,
         max_memory=maximum,
         # "equal to memory" and "not set" mean the same, so they must hash the same
@@ -120,6 +122,12 @@ def spec(raw: Raw) -> DomainSpec:
         qemu=_qemu(raw.get("qemu", {})) if driver is DriverName.QEMU else None,
         lxc=_lxc(raw.get("lxc", {})) if driver is DriverName.LXC else None,
     )
+
+
+def _placement(raw: Raw) -> Placement:
+    return Placement(hosts=tuple(sorted(raw.get("hosts", ()))),
+                     selector=_pairs(raw.get("selector")),
+                     spread_group=raw.get("spreadGroup"), failover=raw.get("failover", False))
 
 
 def _cputune(raw: Raw) -> CpuTune:

@@ -31,7 +31,8 @@ _MIB = 1024 * 1024
 _SIZES = (("Ti", 1024 * 1024 * _MIB), ("Gi", 1024 * _MIB), ("Mi", _MIB), ("Ki", 1024))
 _SIZE_FIELDS = frozenset({"spec.memory", "spec.current_memory", "spec.max_memory",
                           "spec.qemu.disks.size"})
-_PAIR_FIELDS = frozenset({"spec.lxc.env", "spec.qemu.cloud_init.meta_data"})
+_PAIR_FIELDS = frozenset({"spec.lxc.env", "spec.qemu.cloud_init.meta_data",
+                          "spec.placement.selector"})
 _ROOTFS_FIELDS = {"image": "image", "delete_policy": "deletePolicy"}  # LxcSpec → rootfs: {}
 _INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
 # With `defaults`, a field at its default is written only where its form allows it: a disk's

@@ -30,12 +30,12 @@ def test_nested_and_listed_values_keep_only_what_differs_from_their_defaults() -
 
 def test_a_release_adding_a_field_at_its_default_keeps_every_generation() -> None:
     later = dataclasses.make_dataclass(
-        "LaterDomainSpec", [("placement", str, dataclasses.field(default="anywhere"))],
+        "LaterDomainSpec", [("zone", str, dataclasses.field(default="anywhere"))],
         bases=(DomainSpec,), frozen=True)
     today = DomainSpec(driver=DriverName.QEMU, memory=256 * 1024 * 1024,
                        qemu=QemuSpec(accel=Accel.TCG))
     upgraded = later(**{f.name: getattr(today, f.name) for f in dataclasses.fields(today)})
     assert spec_generation(upgraded, "u-1") == spec_generation(today, "u-1")
     moved = later(**{**{f.name: getattr(today, f.name) for f in dataclasses.fields(today)},
-                     "placement": "rack-2"})
+                     "zone": "rack-2"})
     assert spec_generation(moved, "u-1") != spec_generation(today, "u-1")
