@@ -93,18 +93,25 @@ class Registration:
                 await self._task
             self._task = None
         if revoke and self.lease is not None:
-            await self._store.revoke(self.lease)
-            log.info("host deregistered", host=self.record.name)
+            try:
+                await self._store.revoke(self.lease)
+                log.info("host deregistered", host=self.record.name)
+            except EtcdError as err:
+                log.warning("cannot deregister the host: its lease will expire instead",
+                            host=self.record.name, ttl=self.ttl, error=str(err))
         self.lease, self.renewed_at = None, None
         self.registered.clear()
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            if self.lease is None:
-                await self._try_register()
-            else:
-                await self._renew(self.lease)
+            try:
+                if self.lease is None:
+                    await self._try_register()
+                else:
+                    await self._renew(self.lease)
+            except Exception:  # never let the keep-alive die: log, and go on renewing
+                log.exception("host registration step failed", host=self.record.name)
 
     async def _try_register(self) -> None:
         """Grant a lease and put the record under it, unless another lease holds the name."""

@@ -250,7 +250,7 @@ class EtcdStore:
                 batch = _watch_batch(message)
                 if batch is not None:
                     yield batch
-        except (aiohttp.ClientError, TimeoutError) as err:
+        except (aiohttp.ClientError, OSError, ValueError) as err:
             raise EtcdUnavailable(f"watch stream broken: {err}") from None
         finally:
             response.release()
@@ -263,7 +263,7 @@ class EtcdStore:
         response = await self._open(path, body, idempotent=idempotent)
         try:
             answer = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+        except (aiohttp.ClientError, OSError, ValueError) as err:  # TimeoutError is an OSError
             raise EtcdUnavailable(f"{self.endpoints[self._current]}: {err}") from None
         finally:
             response.release()
@@ -288,7 +288,7 @@ class EtcdStore:
             except aiohttp.ClientConnectorError as err:  # never reached the member
                 errors.append(f"{endpoint}: {err.os_error}")
                 continue
-            except (aiohttp.ClientError, TimeoutError) as err:
+            except (aiohttp.ClientError, OSError) as err:
                 self._current = (index + 1) % len(self.endpoints)  # next call: another member
                 if not idempotent:
                     raise EtcdUnavailable(f"{endpoint}: {err or type(err).__name__} (the "
@@ -305,8 +305,10 @@ class EtcdStore:
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
+            # a connection per request: a pooled one that a partition broke would fail the
+            # next request, a write among them (requests are few: leases renew every ttl/3)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=False))
+                connector=aiohttp.TCPConnector(limit=0, force_close=True))
         return self._session
 
 

@@ -3,7 +3,7 @@
 `EtcdCluster(directory, size)` starts Debian's `/usr/bin/etcd` members on free loopback ports,
 each with its data dir under `directory` (so the leak guard knows them as this session's), and
 waits until every member says it is healthy. `kill(i)` is a crash (SIGKILL), `restart(i)` starts
-the member again on its data dir and ports, `stop()` ends every member (SIGTERM, then SIGKILL):
+the member again on its data dir and ports, `stop()` kills every member:
 the fixtures call it in their finalizer, whatever the test did.
 
 `TcpProxy(target)` forwards a loopback port to `target` on threads of its own (independent of
@@ -58,6 +58,7 @@ class Member:
 class EtcdCluster:
     def __init__(self, directory: Path, size: int = 1) -> None:
         self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
         self.members = [Member(f"m{i}", free_port(), free_port(), directory / f"m{i}",
                                directory / f"m{i}.log") for i in range(size)]
 
@@ -117,8 +118,10 @@ class EtcdCluster:
         self.wait_healthy(timeout, [index])
 
     def stop(self) -> None:
+        """Every member at once, killed: the data dirs go with the test, and a member that
+        lost its quorum would take seconds over a graceful stop."""
         for index in range(len(self.members)):
-            self._end(index, signal.SIGTERM)
+            self._end(index, signal.SIGKILL)
 
     def _end(self, index: int, sig: signal.Signals) -> None:
         process = self.members[index].process
