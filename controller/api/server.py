@@ -238,10 +238,8 @@ class ApiServer:
             request_log = request_log.bind(**_subject(route, args.get("name")))  # ?name= too
             request_log.info("api request")
             if route.stream:
-                return await self._pump(request, await self._open_stream(route.op, args))
+                return await self._pump(request, self._open_stream(route.op, args))
             result = await self._call(route, args, caller)
-        except web.HTTPException:
-            raise
         except Exception as err:
             type_, message = _error(err)
             request_log.info("api request refused", error=type_, message=message)
@@ -294,14 +292,14 @@ class ApiServer:
             return await backend.act(args["name"], op, caller, force_boot=True)
         return await backend.act(args["name"], op, caller)
 
-    async def _open_stream(self, op: str, args: dict[str, Any]) -> streams.Stream:
+    def _open_stream(self, op: str, args: dict[str, Any]) -> streams.Stream:
         """Set up a stream before its head is sent, so errors are plain error replies and a
         subscription exists by the time the client sees the head."""
         if op == "watch":
             return streams.watch(self._backend, args)
         if op == "logs":
             return streams.logs(self._backend, args, self._settings.log_poll)
-        return await streams.events(self._backend, args)
+        return streams.events(self._backend, args)
 
     async def _pump(self, request: web.Request, stream: streams.Stream) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
@@ -317,8 +315,11 @@ class ApiServer:
                 for task in (forward, stopping):
                     task.cancel()
                 await asyncio.gather(forward, stopping, return_exceptions=True)
-            if forward.done() and not forward.cancelled() and forward.exception() is not None:
-                error = _error(forward.exception())
+            failure = forward.exception() if forward.done() and not forward.cancelled() else None
+            if isinstance(failure, ConnectionError):
+                return response  # the client went away while a line was written
+            if failure is not None:
+                error = _error(failure)
         finally:
             stream.cleanup()
             aclose = getattr(stream.items, "aclose", None)

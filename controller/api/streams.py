@@ -56,7 +56,7 @@ def selector(args: Mapping[str, Any]) -> tuple[Requirement, ...] | None:
         raise Refused("BadRequest", str(err)) from None
 
 
-async def events(backend: Backend, args: Mapping[str, Any]) -> Stream:
+def events(backend: Backend, args: Mapping[str, Any]) -> Stream:
     """Recent records, filtered, then (follow) the live ones under the same filters."""
     accept = _event_filter(backend, args)
     follow = bool(args.get("follow", False))
