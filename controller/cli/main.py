@@ -14,7 +14,7 @@ controller not running, a command's own failure); 2 for a usage error; 130 after
 followed stream ends).
 
 Public surface:
-    main(argv=None, lazy=()) -> int, build(lazy=()) -> Parser, LAZY, Lazy
+    main(argv=None, lazy=LAZY) -> int, build(lazy=LAZY) -> Parser, LAZY, Lazy
 """
 
 from __future__ import annotations

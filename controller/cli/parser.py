@@ -1,13 +1,14 @@
 """The argparse machinery of `domctl`: one parser for every command, and what argparse lacks.
 
-argparse, not click: the standard library's parser loads in about 1.5 ms where click took
-20-25 ms of a 60 ms `domctl get` (issue 12: a CLI command within 3x `python3 -c pass`).
+argparse, not click: the standard library's parser loads in about 1.5 ms of its own (`re`,
+which it needs, pathlib loads anyway) where click took 20-25 ms of a 60 ms `domctl get`
+(issue 12: a CLI command within 3x `python3 -c pass`).
 What this module adds to it:
 
 - Global options before or after the command (`domctl --socket S get`, `domctl get web-1
-  --socket S`): `Commands.add` gives every command's parser the global options' parser as a
-  parent, and those options have no default (argparse.SUPPRESS), so a value given after the
-  command wins and one given before it is not overwritten; the caller fills the defaults in.
+  --socket S`): every command's parser has the global options' parser as a parent, and those
+  options have no default (argparse.SUPPRESS), so a value given after the command wins and
+  one given before it is not overwritten; the caller fills the defaults in.
 - Commands built when used: every command is listed with its one-line help, and its parser
   is built (its arguments added) only when it is the command parsed, its --help included.
   `Commands.add_lazy` imports the module that adds them ("module:function") only then too:
