@@ -39,10 +39,10 @@ Series (every help text is in the exposition):
     domctl_domain_cpu_seconds_total{domain}          counter, CPU time of the domain
     domctl_domain_memory_rss_bytes{domain}           gauge, qemu's RSS; a container's cgroup use
     domctl_domain_balloon_bytes{domain}              gauge, the balloon's actual size (qemu)
-    domctl_domain_block_read_bytes_total{domain,device}      counter; also _write_bytes_total,
-        domctl_domain_block_read_requests_total, domctl_domain_block_write_requests_total
-    domctl_domain_interface_receive_bytes_total{domain,interface}  counter; also
-        _transmit_bytes_total, _receive_packets_total, _transmit_packets_total
+    domctl_domain_block_{read,write}_bytes_total{domain,device}     counter, per disk
+    domctl_domain_block_{read,write}_requests_total{domain,device}  counter, per disk
+    domctl_domain_interface_{receive,transmit}_{bytes,packets}_total{domain,interface}
+                                                     counter, per NIC, the guest's view
     domctl_build_info{version,python}                gauge, always 1
     process_*                                        the controller process (prometheus_client's
         ProcessCollector: CPU, memory, open fds, start time)
