@@ -102,6 +102,23 @@ async def test_compacted_revisions_mean_a_full_read(tmp_path: Path, store: EtcdS
         await source.stop()
 
 
+async def test_etcd_unreachable_at_start_prunes_nothing(tmp_path: Path, store: EtcdStore,
+                                                       through_proxy: EtcdStore,
+                                                       proxy: TcpProxy, keys: Keys) -> None:
+    write(tmp_path / "m", "a.yaml", "web-1")
+    await publish(tmp_path / "m", store, keys)
+    snapshots = Snapshots()
+    source = EtcdSource(through_proxy, keys, snapshots, retry=0.2, retry_max=0.5)
+    proxy.cut()
+    await source.start()
+    try:
+        assert [s.readable for s in snapshots.seen] == [False]  # the caller prunes nothing
+        proxy.restore()
+        await snapshots.wait_for(lambda s: s.readable and "web-1" in s.domains)
+    finally:
+        await source.stop()
+
+
 async def test_host_lease_expires_when_keepalive_stops(store: EtcdStore,
                                                        through_proxy: EtcdStore,
                                                        proxy: TcpProxy, keys: Keys) -> None:
