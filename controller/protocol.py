@@ -14,8 +14,10 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 RW_SOCKET = "domctl.sock"
 """The read-write socket's file name in the runtime dir (mode 0600)."""
@@ -41,8 +43,7 @@ ERROR_STATUS: Mapping[str, int] = {
 `{"error": {"type": TYPE, "message": TEXT}}` (a stream whose source fails ends with that line)."""
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """One resource of the API: the op the client calls it by, its method and path (aiohttp's
     and OpenAPI's `{name}` form), its parameters (the query string of a GET, the JSON body of a
     POST) with their types, and `select`: query parameters that pick this op on a path another
@@ -51,10 +52,10 @@ class Route:
     op: str
     method: str
     path: str
-    params: Mapping[str, type] = field(default_factory=dict)
+    params: Mapping[str, type] = _NONE
     summary: str = ""
     stream: bool = False
-    select: Mapping[str, str] = field(default_factory=dict)
+    select: Mapping[str, str] = _NONE
     required: frozenset[str] = frozenset()
 
     @property
@@ -141,8 +142,7 @@ class SelectorError(ValueError):
     """A label selector that cannot be parsed; its message says what is wrong."""
 
 
-@dataclass(frozen=True)
-class Requirement:
+class Requirement(NamedTuple):
     """One term of a label selector: `key=value` / `key==value` (op "="), `key!=value` ("!="),
     `key` ("exists"), `!key` ("!exists")."""
 
