@@ -56,6 +56,11 @@ FILES are XML files, `-` (or none) for standard input; one input may hold severa
 one after the other. Whatever has no domctl equivalent becomes a `# not imported:` comment
 in the manifest. Exit 1 if any input could not be converted.""",
          "controller.cli.importer:configure"),
+    Lazy("explain", """Show a manifest field's documentation, from the schemas.
+
+FIELD.PATH is dotted field names, after an optional kind (domain, the default, or network):
+`domctl explain spec.qemu.disks`, `domctl explain network.spec.ipv4`. Offline.""",
+         "controller.cli.explain:configure"),
 )
 
 

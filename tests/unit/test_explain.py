@@ -10,6 +10,7 @@ import pytest
 
 from controller.manifests import schema
 from controller.manifests.explain import UnknownField, every_field, explain
+from tests.support.cli import invoke
 
 
 def test_a_field_over_a_shared_definition_shows_its_own_text_first() -> None:
@@ -59,3 +60,14 @@ def test_every_field_has_its_own_description_for_editors_and_explain(kind: str) 
     assert not lacking
     for path, _ in fields:
         assert "(no description)" not in explain(f"{kind}.{path}")
+
+
+def test_the_command_prints_it_and_an_unknown_path_exits_1(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    shown = invoke(capsys, ["explain", "network.spec.dns"])
+    assert (shown.exit_code, shown.stdout) == (0, explain("network.spec.dns"))
+    tree = invoke(capsys, ["explain", "spec.lifecycle", "--recursive"])
+    assert "   onCrash\t<string:" in tree.stdout
+    unknown = invoke(capsys, ["explain", "spec.memroy"])
+    assert unknown.exit_code == 1
+    assert "error: spec has no field 'memroy' (did you mean memory?)" in unknown.stderr
