@@ -19,7 +19,7 @@ Public surface:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,18 +70,21 @@ def events(backend: Backend, args: Mapping[str, Any]) -> Stream:
         recent = []
 
     async def items() -> AsyncIterator[Record]:
-        kept = [record for record in recent if await accept(record)]
+        labels: dict[str, dict[str, str]] = {}  # each domain's, read once for the recent ones
+        kept = [record for record in recent if await accept(record, labels)]
         for record in kept[-limit:] if limit else kept:
             yield record
         if subscription is not None:
             async for record in subscription:
-                if await accept(record):
+                if await accept(record, {}):
                     yield record
 
     return Stream(items(), subscription.close if subscription is not None else lambda: None)
 
 
-def _event_filter(backend: Backend, args: Mapping[str, Any]) -> Callable[[Record], Any]:
+def _event_filter(backend: Backend, args: Mapping[str, Any]
+                  ) -> Callable[[Record, dict[str, dict[str, str]]], Awaitable[bool]]:
+    """Whether a record passes the request's filters; `labels` caches domains' labels."""
     since = None
     if "since" in args:
         try:
@@ -92,7 +95,7 @@ def _event_filter(backend: Backend, args: Mapping[str, Any]) -> Callable[[Record
     types = set(args["type"].split(",")) if "type" in args else None
     wanted = selector(args)
 
-    async def accept(record: Record) -> bool:
+    async def accept(record: Record, labels: dict[str, dict[str, str]]) -> bool:
         if record.get("marker"):
             return True
         if types is not None and record.get("event") not in types:
@@ -102,7 +105,11 @@ def _event_filter(backend: Backend, args: Mapping[str, Any]) -> Callable[[Record
         if wanted is None:
             return True
         domain = record.get("domain")
-        return domain is not None and selects(wanted, await _labels(backend, domain))
+        if domain is None:
+            return False  # a network's event
+        if domain not in labels:
+            labels[domain] = await _labels(backend, domain)
+        return selects(wanted, labels[domain])
 
     return accept
 
