@@ -124,6 +124,24 @@ class Console:
     argv: tuple[str, ...] = ()  # or a command to run in the terminal (lxc-console)
 
 
+VNC_BASE_PORT = 5900
+"""VNC display 0's TCP port."""
+
+
+@dataclass(frozen=True)
+class Display:
+    """Where a domain's graphical console listens now (for `domctl vncdisplay`)."""
+
+    host: str
+    port: int
+
+    @property
+    def vnc(self) -> str:
+        """virsh vncdisplay's form: HOST:DISPLAY, the display being the port less 5900."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port - VNC_BASE_PORT}"
+
+
 class AgentState(str, enum.Enum):
     """Whether the qemu guest agent answers (the GuestAgent condition)."""
 
@@ -259,6 +277,18 @@ class Driver(Protocol):
         """The running domain's figures now (virsh domstats: CPU time, memory, disk and NIC
         traffic, reconcilers/stats.py), read when asked, never per pass; DriverError when
         it is not running under this driver or they cannot be read."""
+        ...
+
+    def exec_argv(self, name: str, command: Sequence[str]) -> tuple[str, ...]:
+        """The host command that runs `command` inside the running domain on the caller's
+        terminal and exits with its code (`domctl exec`); NotSupportedError where the driver
+        has no way in from the host."""
+        ...
+
+    async def display(self, name: str) -> Display | None:
+        """Where the running domain's graphical console listens now, as the hypervisor reports
+        it (an automatic VNC port included); None when it has none. DriverError when it is not
+        running under this driver."""
         ...
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from reconcilers.driver import (
     Capabilities,
     ChangeKind,
     Console,
+    Display,
     DriverContext,
     GuestInterfaces,
     Live,
@@ -54,6 +56,7 @@ from reconcilers.stats import DomainStats
 
 FREEZE_TIMEOUT = 10.0  # seconds a freeze may take before it is undone and reported
 HALT_CHECK = 3.0  # seconds a new init has to install a handler for its halt signal
+EXEC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # domctl exec's
 _LXC_STATE = {
     LxcState.RUNNING: State.RUNNING, LxcState.THAWED: State.RUNNING,
     LxcState.FROZEN: State.PAUSED, LxcState.FREEZING: State.PAUSED,
@@ -402,6 +405,20 @@ class LxcDriver:
     def console(self, name: str, spec: DomainSpec) -> Console:
         """lxc-console on the container's /dev/console (tty 0); Ctrl-a q leaves it."""
         return Console(argv=("lxc-console", "-P", str(self._lxcpath), "-n", name, "-t", "0"))
+
+    def exec_argv(self, name: str, command: Sequence[str]) -> tuple[str, ...]:
+        """lxc-attach into the running container: a clean environment (TERM kept, PATH and
+        HOME set as incus exec sets them, no host variables leak in), the command's own exit
+        code, a pty of its own when the caller's stdin is a terminal."""
+        self._require(name, "exec")
+        return ("lxc-attach", "-P", str(self._lxcpath), "-n", name, "--clear-env",
+                "--keep-var", "TERM", "--set-var", f"PATH={EXEC_PATH}", "--set-var",
+                "HOME=/root", "--", *command)
+
+    async def display(self, name: str) -> Display | None:
+        """A container has no graphical console."""
+        self._require(name, "display")
+        return None
 
     async def interfaces(self, name: str) -> GuestInterfaces:
         """The addresses in the container's network namespace, by MAC (nics.addresses)."""

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconcilers.driver import VNC_BASE_PORT
 from reconcilers.model import (
     FIRMWARE_BIOS,
     FIRMWARE_UEFI,
@@ -59,7 +60,6 @@ from reconcilers.qemu.layout import DomainFiles
 from reconcilers.storage.pool import DomainPool
 
 MiB = 1024 * 1024
-VNC_BASE_PORT = 5900
 FIRST_SLOT = 2  # slot 0: host bridge; slot 1: the chipset's ISA/IDE function on pc
 MEMORY_SLOTS = 16  # DIMM slots of a domain with maxMemory (libvirt's usual count)
 _CACHE = {  # cache mode → (cache.direct, cache.no-flush), as libvirt spells it

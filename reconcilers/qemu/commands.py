@@ -305,6 +305,11 @@ class QmpCommands:
                 return None
             raise
 
+    async def query_vnc(self) -> tuple[str, int] | None:
+        """The VNC server's (host, port) as it listens now; None when the VM has none."""
+        return await self._query("query-vnc", lambda r: (str(r["host"]), int(r["service"]))
+                                 if r["enabled"] else None)
+
     # --- identity and capabilities -----------------------------------------------------------
 
     async def query_name(self) -> str | None:

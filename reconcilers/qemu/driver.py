@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -43,13 +44,14 @@ from reconcilers.driver import (
     Capabilities,
     ChangeKind,
     Console,
+    Display,
     DriverContext,
     GuestInterfaces,
     Live,
     RuntimeRecord,
     SavedImage,
 )
-from reconcilers.errors import DriverError, HostValidationError, TerminalError
+from reconcilers.errors import DriverError, HostValidationError, NotSupportedError, TerminalError
 from reconcilers.identity import boot_id, proc_starttime, start_token
 from reconcilers.model import (
     Accel,
@@ -522,6 +524,17 @@ class QemuDriver:
                 return await stats.read(tracked)
             except (OSError, ValueError) as exc:  # qemu or a tap gone meanwhile
                 raise DriverError(name, "stats", str(exc)) from exc
+
+    def exec_argv(self, name: str, command: Sequence[str]) -> tuple[str, ...]:
+        raise NotSupportedError("qemu", "exec (a VM has no way in from the host: use ssh, or "
+                                "`domctl console` with `serial: socket`)")
+
+    async def display(self, name: str) -> Display | None:
+        """qemu's own answer (QMP query-vnc), so an automatic port is the one it took."""
+        tracked = self._require(name, "display")
+        with tracked.failing_as("display"):
+            listening = await tracked.qmp.query_vnc()
+        return Display(*listening) if listening is not None else None
 
     # --- managed save ---------------------------------------------------------------------
 

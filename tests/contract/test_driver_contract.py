@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from reconcilers.driver import ChangeKind, Driver, RuntimeEvent
-from reconcilers.errors import DriverError
+from reconcilers.errors import DriverError, NotSupportedError
 from reconcilers.lxc.driver import LxcDriver
 from reconcilers.model import (
     Cause,
@@ -273,3 +274,25 @@ async def test_stats_of_a_running_domain_and_none_for_one_that_is_not_ours(
     await driver.destroy(name)
     with pytest.raises(DriverError):
         await driver.stats(name)
+
+
+async def test_exec_and_display_of_a_running_domain_and_of_one_that_is_not_ours(
+        backend: Backend) -> None:
+    driver = backend.new_driver()
+    name = backend.name("exec")
+    await driver.start(backend.idle(name), paused=False, token="test")
+    if backend.kind == "qemu":  # a VM has no way in from the host
+        with pytest.raises(NotSupportedError):
+            driver.exec_argv(name, ["true"])
+    else:
+        argv = driver.exec_argv(name, ["sh", "-c", "exit 3"])
+        assert argv[-3:] == ("sh", "-c", "exit 3")
+        assert subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=30).returncode == 3
+    assert await driver.display(name) is None  # the idle domains have no VNC
+    stranger = backend.new_driver()  # not started or adopted by that one
+    with pytest.raises(DriverError):
+        await stranger.display(name)
+    if backend.kind != "qemu":
+        with pytest.raises(DriverError):
+            stranger.exec_argv(name, ["true"])
+    await driver.destroy(name)

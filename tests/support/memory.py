@@ -23,6 +23,7 @@ from reconcilers.driver import (
     Capabilities,
     ChangeKind,
     Console,
+    Display,
     GuestInterfaces,
     Live,
     RuntimeEvent,
@@ -238,6 +239,19 @@ class MemoryDriver:
 
     def console(self, name: str, spec: DomainSpec) -> Console:
         return Console()
+
+    def exec_argv(self, name: str, command: Sequence[str]) -> tuple[str, ...]:
+        """The command as it is: a memory domain is this host."""
+        self._require_ours(name, "exec")
+        return tuple(command)
+
+    async def display(self, name: str) -> Display | None:
+        self._require_ours(name, "display")
+        return None
+
+    def _require_ours(self, name: str, operation: str) -> None:
+        if name not in self.running or name not in self._ours:
+            raise DriverError(name, operation, "not running under this controller")
 
     async def disks(self, name: str, spec: DomainSpec) -> Sequence[Mapping[str, Any]]:
         return [{"name": disk.name, "source": disk.source} for disk in
