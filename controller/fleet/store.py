@@ -317,7 +317,8 @@ def _raise_error(answer: dict[str, Any]) -> None:
         error = answer.get("error")
         message = str(error.get("message") if isinstance(error, dict) else
                       answer.get("message") or error)
-        code = int((error if isinstance(error, dict) else answer).get("code", 0))
+        details: dict[str, Any] = error if isinstance(error, dict) else answer
+        code = int(details.get("code", details.get("grpc_code", 0)))
         if code == _UNAVAILABLE:
             raise EtcdUnavailable(message, code)
         raise EtcdError(message, code)
