@@ -12,12 +12,14 @@ Modes: the lxcpath and `lxc/<name>` are 0711 and the config and LXC's log 0600, 
 unprivileged container's root reaches its tree from inside its user namespace; `storage/` is
 0700, owned by the container's root (a mapped id, or the host's root), since no other host
 user may reach a rootfs: it holds the container's setuid files (one run by a host user would
-give that user the container's ids). Only storage.py deletes anything here (the storage dir,
-on release with deletePolicy Delete).
+give that user the container's ids). Only storage.py deletes anything here, when a removed
+domain's storage is released: the storage dir with deletePolicy Delete, and always LXC's config
+and log, then `lxc/<name>` itself once nothing retained is left in it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -55,6 +57,15 @@ class ContainerFiles:
 
     def rootfs(self, name: str) -> Path:
         return self.storage(name) / "rootfs"
+
+    def forget(self, name: str) -> None:
+        """A removed container: its config and LXC's log go, and its directory with them
+        unless retained storage is left in it."""
+        directory = self.directory(name)
+        for leftover in ("config", ".config.tmp", "lxc.log"):
+            (directory / leftover).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            directory.rmdir()  # OSError ENOTEMPTY: a retained rootfs stays, with its record
 
     def lxc_log(self, name: str) -> Path:
         return self.directory(name) / "lxc.log"

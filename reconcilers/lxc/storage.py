@@ -92,16 +92,18 @@ class Storage:
                                      f"rebuild it from {lxc.image}")
 
     def release(self, name: str, lxc: LxcSpec | None) -> list[str]:
-        """Apply the deletePolicy to the storage domctl made for container `name` (stopped):
-        the paths kept (Retain), or none (Delete: removed)."""
+        """Apply the deletePolicy to the storage domctl made for container `name` (stopped,
+        removed): the paths kept (Retain), or none (Delete: removed). LXC's config and log go
+        either way, and the container's directory once nothing is kept in it."""
         files = self._files
         made = [path for path in (files.rootfs(name), files.delta(name)) if path.exists()]
-        if lxc is None or lxc.delete_policy is DeletePolicy.RETAIN:
-            return [str(path) for path in made]
-        shutil.rmtree(files.storage(name), ignore_errors=True)
-        files.storage_record(name).unlink(missing_ok=True)
-        log.info("container storage deleted", domain=name, paths=[str(p) for p in made])
-        return []
+        if lxc is not None and lxc.delete_policy is DeletePolicy.DELETE:
+            shutil.rmtree(files.storage(name), ignore_errors=True)
+            files.storage_record(name).unlink(missing_ok=True)
+            log.info("container storage deleted", domain=name, paths=[str(p) for p in made])
+            made = []
+        files.forget(name)
+        return [str(path) for path in made]
 
     def listing(self, name: str, lxc: LxcSpec) -> list[dict[str, Any]]:
         """The container's rootfs as a disk entry (the keys of the qemu driver's)."""

@@ -95,12 +95,14 @@ async def test_release_retains_or_deletes(tmp_path: Path, files: ContainerFiles,
     assert disk["actualSize"] > 0
     (later,) = await offline_driver.disks("d", kept)
     assert later["problem"] == "not made yet (at the next start)"
+    files.write_config("c", "lxc.uts.name = c\n", ["/sbin/init"])  # as a start leaves it
     assert await offline_driver.release_storage("c", kept) == [rootfs]
     assert Path(rootfs, "marker").exists()
+    assert sorted(p.name for p in files.directory("c").iterdir()) == ["storage", "storage.json"]
     gone = domain("c", "lxc", lxc=LxcSpec(image=spec.image,
                                           delete_policy=DeletePolicy.DELETE)).spec
     assert await offline_driver.release_storage("c", gone) == []
-    assert not files.storage("c").exists() and not files.storage_record("c").exists()
+    assert not files.directory("c").exists()  # nothing of the container is left
     # a user's directory is never the driver's to delete
     user = tmp_path / "mine"
     user.mkdir()
