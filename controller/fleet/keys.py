@@ -6,11 +6,16 @@
                                  rewrites it, so two publishes can never interleave
     <prefix>hosts/<name>         HostRecord, under the host's lease: capacity, drivers, labels;
                                  gone when the lease expires (the host is NotReady)
-    <prefix>cordons/<name>       present while the host is cordoned: an operator's decision,
-                                 so it is no part of the leased record and outlives the lease
-    <prefix>placements/<domain>  Placement {host, epoch}, written by the scheduler with a
-                                 compare-and-swap (the epoch grows at each move)
-    <prefix>status/<domain>      the status document of the host running the domain
+    <prefix>cordons/<name>       Cordon {drain, at}, present while the host is cordoned (drain:
+                                 its domains are moved off too): an operator's decision, so it
+                                 is no part of the leased record and outlives the lease
+    <prefix>placements/<domain>  Placement {host, epoch, previous}, written by the scheduler with
+                                 a compare-and-swap (the epoch grows at each move; `previous`:
+                                 the host it left, which must release it first when alive)
+    <prefix>scheduling/<domain>  Scheduling {kind, message, at}: why a domain is unplaced or
+                                 stuck on an unreachable host (the scheduler's last word on it)
+    <prefix>status/<domain>      the status document of the host running the domain, with
+                                 `host` and `epoch` added
     <prefix>scheduler            the scheduler leader's name, under its lease (the election)
 
 Values are JSON objects with camelCase fields, like the manifests and the status documents. A
@@ -62,13 +67,37 @@ class Keys:
         return f"{self.hosts}{name}"
 
     def cordon(self, name: str) -> str:
-        return f"{self.prefix}cordons/{name}"
+        return f"{self.cordons}{name}"
+
+    @property
+    def cordons(self) -> str:
+        return f"{self.prefix}cordons/"
+
+    @property
+    def placements(self) -> str:
+        return f"{self.prefix}placements/"
 
     def placement(self, domain: str) -> str:
-        return f"{self.prefix}placements/{domain}"
+        return f"{self.placements}{domain}"
+
+    @property
+    def schedulings(self) -> str:
+        return f"{self.prefix}scheduling/"
+
+    def scheduling(self, domain: str) -> str:
+        return f"{self.schedulings}{domain}"
+
+    @property
+    def statuses(self) -> str:
+        return f"{self.prefix}status/"
 
     def status(self, domain: str) -> str:
-        return f"{self.prefix}status/{domain}"
+        return f"{self.statuses}{domain}"
+
+    @staticmethod
+    def last(key: str) -> str:
+        """The name a key ends with (a host's, a domain's)."""
+        return key.rsplit("/", 1)[-1]
 
     @property
     def scheduler(self) -> str:
@@ -156,18 +185,65 @@ class HostRecord:
 @dataclass(frozen=True)
 class Placement:
     """Where a domain runs: the host, and the epoch (grows at each placement, so a host that
-    was cut off sees that the domain it still runs now lives elsewhere)."""
+    was cut off sees that the domain it still runs now lives elsewhere). `previous`: the host
+    it was moved from; while that host holds its lease, the new one starts the domain only
+    once the previous one's status says it is shut off there (a failover comes only after the
+    previous host's lease expired, and that host fenced itself before)."""
 
     host: str
     epoch: int
+    previous: str | None = None
 
     def encode(self) -> bytes:
-        return _encode({"host": self.host, "epoch": self.epoch})
+        return _encode({"host": self.host, "epoch": self.epoch, "previous": self.previous})
 
     @classmethod
     def decode(cls, key: str, value: bytes) -> Placement:
         data = _object(key, value)
         try:
-            return cls(host=str(data["host"]), epoch=int(data["epoch"]))
+            previous = data.get("previous")
+            return cls(host=str(data["host"]), epoch=int(data["epoch"]),
+                       previous=str(previous) if previous is not None else None)
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{key}: not a placement: {err}") from None
+
+
+@dataclass(frozen=True)
+class Cordon:
+    """An operator's cordon of a host (`domctl cordon`): no new domain goes there; with
+    `drain` (`domctl drain`) its domains are moved off too."""
+
+    drain: bool
+    at: str  # RFC 3339
+
+    def encode(self) -> bytes:
+        return _encode({"drain": self.drain, "at": self.at})
+
+    @classmethod
+    def decode(cls, key: str, value: bytes) -> Cordon:
+        data = _object(key, value)
+        try:
+            return cls(drain=bool(data["drain"]), at=str(data["at"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{key}: not a cordon: {err}") from None
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """The scheduler's word on a domain it could not place, or that waits on a lost host:
+    `kind` unschedulable | unreachable (scheduling.Kind), its message, when."""
+
+    kind: str
+    message: str
+    at: str  # RFC 3339
+
+    def encode(self) -> bytes:
+        return _encode({"kind": self.kind, "message": self.message, "at": self.at})
+
+    @classmethod
+    def decode(cls, key: str, value: bytes) -> Scheduling:
+        data = _object(key, value)
+        try:
+            return cls(kind=str(data["kind"]), message=str(data["message"]), at=str(data["at"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{key}: not a scheduling record: {err}") from None

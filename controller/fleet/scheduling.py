@@ -81,6 +81,13 @@ class Decision:
     host: str | None  # where it runs (or stays placed); None: unplaced
     epoch: int  # the placement's epoch after this decision (0: never placed)
     message: str = ""
+    previous: str | None = None  # MOVE: the host it leaves (keys.Placement.previous)
+
+    def placement(self) -> Placed | None:
+        """The placement record this decision writes (None: nothing to write)."""
+        if self.kind not in (Kind.PLACE, Kind.MOVE) or self.host is None:
+            return None
+        return Placed(self.host, self.epoch, self.previous)
 
 
 def schedule(demands: Iterable[Demand], hosts: Iterable[HostView],
@@ -125,7 +132,7 @@ def schedule(demands: Iterable[Demand], hosts: Iterable[HostView],
             why = ("failed over: its lease expired" if host is None else "drained"
                    if host.draining else "its placement no longer matches the host")
             decisions[demand.name] = Decision(demand.name, Kind.MOVE, chosen, placed.epoch + 1,
-                                              f"from {placed.host} ({why})")
+                                              f"from {placed.host} ({why})", placed.host)
     return [decisions[name] for name in by_name]
 
 

@@ -68,6 +68,7 @@ def test_a_lost_host_moves_failover_domains_with_the_next_epoch_and_keeps_the_ot
     assert where(decisions) == {"f": ("move", "h1", 4), "s": ("unreachable", "gone", 7)}
     moved = next(d for d in decisions if d.name == "f")
     assert moved.message == "from gone (failed over: its lease expired)"
+    assert moved.placement() == Placed("h1", 4, previous="gone")
     stuck = next(d for d in decisions if d.name == "s")
     assert "placement.failover is false" in stuck.message
 
