@@ -3,7 +3,7 @@ curl --unix-socket (GET a domain, POST an action, a followed events stream and a
 line by line, the read-only socket refusing a POST with 403) and Ansible's `uri` module.
 
 One controller and one labelled diskless tcg VM for the module; the last test removes it and
-sees the watch stream say it is deleted.
+sees a watch of it and a watch of every domain under a label selector say it is deleted.
 """
 
 from __future__ import annotations
@@ -153,10 +153,13 @@ def test_ansible_uri_module_reads_a_domain(controller: Controller, vm: str,
 def test_a_watch_says_deleted_when_the_domain_goes(controller: Controller, vm: str) -> None:
     with curl_stream(controller, "/v1/domains/never-defined?watch=1") as never:
         assert never.next() == {"name": "never-defined", "deleted": True}
-    with curl_stream(controller, f"/v1/domains/{vm}?watch=1") as watch:
+    with curl_stream(controller, f"/v1/domains/{vm}?watch=1") as watch, \
+            curl_stream(controller, "/v1/domains?watch=1&labelSelector=app=shop") as shop:
         assert watch.next()["name"] == vm
+        assert shop.next()["name"] == vm  # the only domain with that label
         controller.remove_manifest(f"{vm}.yaml")
-        while not (document := watch.next()).get("deleted"):
-            assert document["name"] == vm, document
-        assert document == {"name": vm, "deleted": True}
+        for stream in (watch, shop):
+            while not (document := stream.next()).get("deleted"):
+                assert document["name"] == vm, document
+            assert document == {"name": vm, "deleted": True}
     assert controller.status(vm) is None
