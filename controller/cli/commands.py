@@ -19,16 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from controller.cli.client import ApiError, Client, socket_path
+from controller.cli import output as formats
+from controller.cli import waiting
+from controller.cli.client import ApiError, Client, DaemonNotRunning, socket_path
 from controller.cli.netview import (
     NETWORK_COLUMNS,
-    addresses,
     disk_rows,
     interface_rows,
     network_row,
@@ -37,21 +39,23 @@ from controller.cli.netview import (
 )
 from controller.cli.parser import Commands, Failed, Parser, UsageError, bounded
 from controller.cli.render import age, cell, table
+from controller.cli.selection import add_selector, exclusive, matching
 from controller.paths import default_paths
 from controller.protocol import (
     HOST_SHUTDOWN_MODE,
     HOST_SHUTDOWN_MODES,
     HOST_SHUTDOWN_PARALLEL,
     HOST_SHUTDOWN_TIMEOUT,
-    headline,
+    parse_rfc3339,
+    rfc3339,
 )
 
 Document = dict[str, Any]
-Condition = tuple[str, Callable[[Document], bool]]
 
-WAIT_REFRESH = 1.0  # at least this long between two `wait` requests of one `domctl wait`
 ACTION_REPLY_TIMEOUT = 3600.0  # a safety net only: the controller answers within its own bound
-GET_COLUMNS = ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE", "MESSAGE"]
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+")
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 EVENT_KEYS = ("time", "domain", "event", "detail", "state", "reason", "cause", "message")
 PRUNE_REFUSED = ("prune needs --confirm: it lets the controller go on with removing the domains "
                  "whose manifests are gone, which it holds back when one rescan would remove "
@@ -70,7 +74,7 @@ def register(commands: Commands) -> None:
     commands.add("console", console, _name)
     commands.add("start", start, _start_arguments, ACTION_DOCS["start"])
     for action in ("stop", "suspend", "resume", "restart", "destroy", "save"):
-        commands.add(action, _action_handler(action), _name, ACTION_DOCS[action])
+        commands.add(action, _action_handler(action), _targets, ACTION_DOCS[action])
     commands.add("prune", prune, _prune_arguments)
     commands.add("host-shutdown", host_shutdown, _host_shutdown_arguments)
 
@@ -79,11 +83,28 @@ def _name(parser: Parser) -> None:
     parser.add_argument("name", metavar="NAME")
 
 
+def _targets(parser: Parser) -> None:
+    """An action's NAME, or -l: every domain the selector picks."""
+    parser.add_argument("name", nargs="?", metavar="NAME")
+    add_selector(parser, "Act on each of")
+
+
 def _get_arguments(parser: Parser) -> None:
     parser.add_argument("words", nargs="*", metavar="KIND|NAME",
                         help="NAME, networks [NAME], or domain|network NAME.")
-    parser.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"],
-                        default="table", help="[default: %(default)s]")
+    parser.add_argument("-o", "--output", type=formats.output_format,
+                        default=formats.Output("table"),
+                        metavar="table|wide|name|json|yaml|jsonpath=TEMPLATE",
+                        help="wide: with MODE, ADDRESSES and LABELS; name: domain/NAME lines; "
+                             "jsonpath: kubectl's templates, such as "
+                             "jsonpath='{.items[*].name}' or, of one domain, "
+                             "jsonpath='{.state}' [default: table].")
+    add_selector(parser, "Only")
+    parser.add_argument("--show-labels", action="store_true",
+                        help="A LABELS column (in -o wide too).")
+    parser.add_argument("-w", "--watch", action="store_true",
+                        help="Then print each change as it happens (a row, or a document), "
+                             "until ^C.")
     parser.add_argument("--invalid", action="store_true",
                         help="Only the invalid manifests that stand for no domain yet.")
 
@@ -91,17 +112,32 @@ def _get_arguments(parser: Parser) -> None:
 def _events_arguments(parser: Parser) -> None:
     parser.add_argument("-f", "--follow", action="store_true", help="Keep printing new events.")
     parser.add_argument("--name", help="Only this domain's events.")
+    add_selector(parser, "Only the events of")
+    parser.add_argument("--since", type=_since, metavar="DURATION|TIME",
+                        help="Only the events since then: a duration back from now (30s, 5m, "
+                             "2h, 1d, 1h30m) or an RFC 3339 time (2025-11-24T16:00:00Z); every "
+                             "one of them, unless --limit.")
+    parser.add_argument("--limit", type=bounded(int, 0), metavar="N",
+                        help="At most the last N recent events [default: 20, with --follow 0].")
+    parser.add_argument("--type", dest="types", action="append", metavar="EVENT",
+                        help="Only events of this type (defined, started, stopped, ...); "
+                             "repeated or comma-separated for several.")
     parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
                         help="json: one object per line [default: %(default)s].")
 
 
 def _wait_arguments(parser: Parser) -> None:
-    _name(parser)
-    parser.add_argument("--for", dest="condition", required=True, type=_wait_condition,
-                        metavar="state=STATE|condition=TYPE[=True|False]",
-                        help="What to wait for.")
+    parser.add_argument("name", nargs="?", metavar="NAME")
+    add_selector(parser, "Wait for each of")
+    parser.add_argument("--all", action="store_true", help="Wait for every domain.")
+    parser.add_argument("--for", dest="condition", required=True, type=waiting.condition,
+                        metavar="state=STATE|condition=TYPE[=True|False]|delete",
+                        help="What to wait for: a state (running, paused, shutoff, ...), a "
+                             "condition (Ready, Synced, Stalled, ...; True unless =False), or "
+                             "delete: until the domain is gone.")
     parser.add_argument("--timeout", type=bounded(float, 0), default=30.0, metavar="SECONDS",
-                        help="Exit 1 when they pass first [default: %(default)s].")
+                        help=f"Exit {waiting.TIMED_OUT} when they pass first "
+                             "[default: %(default)s].")
 
 
 def _diff_arguments(parser: Parser) -> None:
@@ -117,7 +153,7 @@ def _logs_arguments(parser: Parser) -> None:
 
 
 def _start_arguments(parser: Parser) -> None:
-    _name(parser)
+    _targets(parser)
     parser.add_argument("--force-boot", action="store_true",
                         help="Discard NAME's saved image (if any) and boot it afresh.")
 
@@ -158,58 +194,45 @@ def _fail(message: str) -> NoReturn:
 def get(args: argparse.Namespace) -> None:
     """Show the status of domains (or of networks).
 
-    Every domain, or NAME; `get networks [NAME]` shows networks. An invalid manifest that
-    stands for no domain yet (a new file with an error) is listed after the domains, named
-    after its file, with STATE `-` and its first problem as MESSAGE; `--invalid` shows only
-    those. `-o wide` adds each domain's management (MODE: Enforce, or Observe) and addresses."""
-    output, invalid = args.output, args.invalid
+    Every domain, NAME, or those -l picks; `get networks [NAME]` shows networks. An invalid
+    manifest that stands for no domain yet (a new file with an error) is listed after the
+    domains, named after its file, with STATE `-` and its first problem as MESSAGE; `--invalid`
+    shows only those. `-o wide` adds each domain's management (MODE: Enforce, or Observe),
+    addresses and labels. `-w` then prints each change as it happens, until ^C."""
+    output: formats.Output = args.output
     try:
         kind, name = split_kind(tuple(args.words))
     except ValueError as err:
         raise UsageError(str(err)) from None
+    exclusive(name, args.selector)
+    if kind == "network" and (args.selector or args.watch):
+        raise UsageError("-l and -w are for domains, not networks")
+    if args.watch and args.invalid:
+        raise UsageError("-w follows domains: an invalid manifest has no status to change")
+    whole = output.kind in ("json", "yaml", "jsonpath") and not args.watch
     if kind == "network":
         documents = _client(args).call("networks", name=name)
-    elif output in ("json", "yaml"):  # the documents whole: with the disks, read now
-        documents = _client(args).call("get", name=name, disks=True, invalid=invalid)
+    else:  # the documents whole (-o json|yaml|jsonpath) have the disks, read now
+        documents = _client(args).call("get", name=name, disks=whole, invalid=args.invalid,
+                                       labelSelector=args.selector)
+    chosen = formats.columns(output.kind == "wide", args.show_labels)
+    if args.watch:
+        from controller.cli.watch import follow  # only for -w
+
+        follow(_client(args), name, args.selector, output, chosen, documents)
+    elif not output.table:
+        sys.stdout.write(formats.render(output, documents[0] if name else documents))
     else:
-        documents = _client(args).call("get", name=name, invalid=invalid)
-    if output in ("table", "wide"):
         if not documents:
             print(f"no {kind}s", file=sys.stderr)
         now = time.time()
         if kind == "network":
-            columns, rows = NETWORK_COLUMNS, [network_row(doc, now) for doc in documents]
-        elif output == "wide":
-            columns = [*GET_COLUMNS[:3], "MODE", *GET_COLUMNS[3:-1], "ADDRESSES",
-                       GET_COLUMNS[-1]]
-            rows = [[*row[:3], cell(doc.get("management")), *row[3:-1], addresses(doc), row[-1]]
-                    for doc, row in ((doc, _get_row(doc, now)) for doc in documents)]
+            headers, rows = NETWORK_COLUMNS, [network_row(doc, now) for doc in documents]
         else:
-            columns, rows = GET_COLUMNS, [_get_row(doc, now) for doc in documents]
-        for line in table(columns, rows) if rows else ():
+            headers = formats.headers(chosen)
+            rows = [formats.row(chosen, doc, now) for doc in documents]
+        for line in table(headers, rows) if rows else ():
             print(line)
-        return
-    chosen = documents[0] if name else documents
-    if output == "json":
-        print(json.dumps(chosen, indent=2))
-    else:
-        import yaml  # only for -o yaml: every command pays for what it imports at start
-
-        print(yaml.safe_dump(chosen, sort_keys=False), end="")
-
-
-def _get_row(doc: Document, now: float) -> list[str]:
-    return [cell(doc.get("name")), cell(doc.get("driver")), cell(doc.get("desired")),
-            cell(doc.get("state")), cell(doc.get("reason")), cell(doc.get("id")),
-            cell(doc.get("pid")), age(doc.get("since"), now), _message(doc, now)]
-
-
-def _message(doc: Document, now: float) -> str:
-    """get's MESSAGE: a saved domain's image (size, age), then the most telling condition."""
-    image = doc.get("saved")
-    note = (f"saved image {size(image.get('size'))}, {age(image.get('savedAt'), now)} old"
-            if isinstance(image, dict) else "")
-    return "; ".join(m for m in (note, headline(doc)) if m) or "-"
 
 
 def describe(args: argparse.Namespace) -> None:
@@ -298,8 +321,12 @@ def _value(value: Any) -> str:
 def events(args: argparse.Namespace) -> None:
     """Show lifecycle events; --follow keeps printing them.
 
-    The recent events, of every domain or of --name; with --follow, new ones as they come."""
-    for record in _client(args).stream("events", name=args.name, follow=args.follow):
+    The recent events (the last 20 unless --since or --limit), of every domain, of --name, or
+    of the domains -l picks, filtered by the controller; with --follow, new ones as they come."""
+    exclusive(args.name, args.selector)
+    for record in _client(args).stream(
+            "events", name=args.name, follow=args.follow, since=args.since, limit=args.limit,
+            type=",".join(args.types) if args.types else None, labelSelector=args.selector):
         if record.get("marker"):
             _fail(str(record.get("message", "events were lost")))
         if args.output == "json":
@@ -318,90 +345,38 @@ def _event_line(record: Document) -> str:
             f"{record.get('message') or ''}").rstrip()
 
 
-def _wait_condition(value: str) -> Condition:
-    """--for's type: its text, and the test of a status document."""
-    kind, _, wanted = value.partition("=")
-    if kind == "state" and wanted:
-        return value, lambda doc: doc.get("state") == wanted
-    type_, _, status = wanted.partition("=")
-    status = status or "True"
-    if kind == "condition" and type_ and status.lower() in ("true", "false"):
-        return value, lambda doc: any(
-            str(c.get("type", "")).lower() == type_.lower()
-            and str(c.get("status", "")).lower() == status.lower()
-            for c in doc.get("conditions") or ())
-    raise argparse.ArgumentTypeError("expected state=STATE or condition=TYPE[=True|False]")
+def _since(text: str) -> str:
+    """--since's type: a duration back from now (Go's form: 90s, 5m, 1h30m, 2d) or an RFC 3339
+    time; the RFC 3339 time the server takes."""
+    if DURATION.fullmatch(text):
+        seconds = sum(float(number) * SECONDS[unit]
+                      for number, unit in DURATION_PART.findall(text))
+        return rfc3339(time.time() - seconds)
+    try:
+        parse_rfc3339(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (30s, 5m, 2h, 1d, 1h30m) nor an RFC 3339 time "
+            "(2025-11-24T16:00:00Z)") from None
+    return text
 
 
-def wait(args: argparse.Namespace) -> None:
-    """Wait until NAME reaches a state or condition.
+def wait(args: argparse.Namespace) -> int:
+    """Wait for NAME to reach a state or condition, or to go.
 
-    First until the controller has seen NAME's manifest as it is on disk now, then until NAME
-    reaches the state or condition; an invalid manifest fails at once, a domain that does not
-    exist yet is waited for too (kubectl wait)."""
-    name, timeout = args.name, args.timeout
-    text, met = args.condition
-    deadline = time.monotonic() + timeout
-    target = _WaitTarget(args, max(timeout, 1.0))
-    document: Document | None = None
-    while (remaining := deadline - time.monotonic()) > 0:
-        # the controller pushes NAME's status at every change; a quiet second reopens the
-        # stream, which sends the status again, so a target that moved is asked for again
-        try:
-            for document in _client(args, max(remaining, 1.0)).stream(
-                    "watch", idle=min(WAIT_REFRESH, remaining), name=name):
-                if target.observed(document) and met(document):
-                    print(f"{name}: {text}")
-                    return
-                if time.monotonic() >= deadline:
-                    break
-        except ApiError as err:
-            if err.type != "Timeout":
-                raise
-    _fail(f"timed out waiting for {name}: {text}{target.why(document)}")
-
-
-class _WaitTarget:
-    """The generation `wait` waits for: the controller re-reads the manifests for the request
-    and names the generation it then holds (None: no manifest declares NAME yet, so the first
-    generation its status shows). Generations are content hashes, not counters: when the
-    status settles on another generation than the target, the manifest may have changed
-    again since, so the target is asked for again (at most every WAIT_REFRESH seconds)."""
-
-    def __init__(self, args: argparse.Namespace, timeout: float) -> None:
-        self._args, self._timeout = args, timeout
-        self._asked = 0.0
-        self.generation = self._ask()
-
-    def _ask(self) -> str | None:
-        self._asked = time.monotonic()
-        generation = _client(self._args, self._timeout).call(
-            "wait", name=self._args.name).get("generation")
-        return str(generation) if generation is not None else None
-
-    def observed(self, document: Document) -> bool:
-        if self._matches(document):
-            return True
-        settled = document.get("observedGeneration") == document.get("generation")
-        if settled and time.monotonic() - self._asked >= WAIT_REFRESH:
-            self.generation = self._ask()
-        return False
-
-    def _matches(self, document: Document) -> bool:
-        observed, current = document.get("observedGeneration"), document.get("generation")
-        if observed is None or current is None:
-            return False
-        return bool(observed == (self.generation or current))
-
-    def why(self, document: Document | None) -> str:
-        if document is None:
-            return "; no such domain yet"
-        if not self._matches(document):
-            wanted = self.generation or document.get("generation")
-            return (f"; generation {wanted} not observed yet (observedGeneration "
-                    f"{document.get('observedGeneration')})")
-        message = headline(document)
-        return f"; {message}" if message else ""
+    NAME, or every domain (--all), or those -l picks. First until the controller has seen
+    each manifest as it is on disk now, then until the domain reaches the state or condition;
+    an invalid manifest fails at once, a domain that does not exist yet is waited for too
+    (kubectl wait). `--for delete` waits until the domain is gone (at once if there is
+    none). Exit 0 when each met it, 1 for an error, 2 for a usage error (an unknown state or
+    condition too), 3 when the timeout passed first."""
+    exclusive(args.name, args.selector)
+    exclusive(args.name, args.all, "--all")
+    if args.name is None and not (args.all or args.selector):
+        raise UsageError("give a NAME, --all or -l SELECTOR")
+    gone = args.condition.met is None
+    names = [args.name] if args.name else matching(_client(args), args.selector, gone)
+    return waiting.run(args, names, lambda timeout: _client(args, timeout))
 
 
 def diff(args: argparse.Namespace) -> None:
@@ -484,22 +459,37 @@ managedsave; qemu only).
 }
 
 
-def _act(args: argparse.Namespace, action: str, **more: Any) -> None:
+def _act(args: argparse.Namespace, action: str, **more: Any) -> int:
+    """The action on NAME, or on each domain -l picks (one line each; an error of one is
+    printed and the others go on, exit 1 if any failed)."""
+    exclusive(args.name, args.selector)
+    if args.name is None and not args.selector:
+        raise UsageError("give a NAME or -l SELECTOR")
     # the controller bounds an action itself (30 s plus the domain's shutdownTimeout)
-    name = args.name
-    result = _client(args, timeout=ACTION_REPLY_TIMEOUT).call(action, name=name, **more)
-    image = result.get("image")
-    where = f"; image {image.get('path')} ({size(image.get('size'))})" \
-        if isinstance(image, dict) else ""
-    print((result.get("message") or f"{name}: {action} requested") + where)
+    client = _client(args, timeout=ACTION_REPLY_TIMEOUT)
+    failed = 0
+    for name in [args.name] if args.name else matching(client, args.selector, True):
+        try:
+            result = client.call(action, name=name, **more)
+        except ApiError as err:
+            if args.name or isinstance(err, DaemonNotRunning):
+                raise
+            print(f"error: {name}: {err.message}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        image = result.get("image")
+        where = f"; image {image.get('path')} ({size(image.get('size'))})" \
+            if isinstance(image, dict) else ""
+        print((result.get("message") or f"{name}: {action} requested") + where, flush=True)
+    return 1 if failed else 0
 
 
-def _action_handler(action: str) -> Callable[[argparse.Namespace], None]:
+def _action_handler(action: str) -> Callable[[argparse.Namespace], int]:
     return lambda args: _act(args, action)
 
 
-def start(args: argparse.Namespace) -> None:
-    _act(args, "start", forceBoot=args.force_boot or None)
+def start(args: argparse.Namespace) -> int:
+    return _act(args, "start", forceBoot=args.force_boot or None)
 
 
 def host_shutdown(args: argparse.Namespace) -> int:

@@ -10,8 +10,8 @@ import-linter), so `domctl get` loads neither the engine, the drivers nor the se
 The global options (--socket, --log-level, --version) go before or after the command; after
 parsing, `args.socket` is the --socket given or None, `args.log_level` the level or "info".
 Exit codes: 0; 1 when the command failed (`error: MESSAGE` on stderr: an API error, the
-controller not running, a command's own failure); 2 for a usage error; 130 after ^C (how a
-followed stream ends).
+controller not running, a command's own failure); 2 for a usage error; 3 when `wait` timed out
+(cli/waiting.py); 130 after ^C (how a followed stream, `get -w` too, ends).
 
 Public surface:
     main(argv=None, lazy=LAZY) -> int, build(lazy=LAZY) -> Parser, LAZY, Lazy
@@ -56,7 +56,7 @@ FILES are XML files, `-` (or none) for standard input; one input may hold severa
 one after the other. Whatever has no domctl equivalent becomes a `# not imported:` comment
 in the manifest. Exit 1 if any input could not be converted.""",
          "controller.cli.importer:configure"),
-    Lazy("explain", """Show a manifest field's documentation, from the schemas.
+    Lazy("explain", """Show what a manifest field means, from the schemas.
 
 FIELD.PATH is dotted field names, after an optional kind (domain, the default, or network):
 `domctl explain spec.qemu.disks`, `domctl explain network.spec.ipv4`. Offline.""",

@@ -26,6 +26,15 @@ def cell(value: Any) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    return ["   ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
-            for row in [headers, *rows]]
+    sizes = widths(headers, rows)
+    return [line(row, sizes) for row in [headers, *rows]]
+
+
+def widths(headers: list[str], rows: list[list[str]]) -> list[int]:
+    """Each column's width: its longest cell's."""
+    return [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+
+def line(row: list[str], sizes: list[int]) -> str:
+    """A table's row, its cells padded to `sizes` (`get -w` keeps the first table's)."""
+    return "   ".join(text.ljust(width) for text, width in zip(row, sizes, strict=True)).rstrip()

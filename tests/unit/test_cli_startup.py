@@ -1,7 +1,8 @@
 """What the fast commands (`get`, `describe`, `events`, `wait`, the actions) load (issue 12: the
 CLI starts fast): only the CLI's own modules, the client and the wire format; no daemon code,
 not click, and none of the libraries only other commands need (`validate`'s jsonschema,
-`-o yaml`, --version's importlib.metadata, the console's terminal handling).
+`-o yaml`, `-o jsonpath`'s jsonpath-ng, --version's importlib.metadata, the console's terminal
+handling); `get -o jsonpath` loads jsonpath-ng and `get -w` its watch module, only them.
 
 Each command runs as the console script runs it (controller.service.entry:main) in a fresh
 interpreter against a real ApiServer, and prints the modules it loaded when it exits. Times are
@@ -34,12 +35,13 @@ finally:
 # directories (for the default socket) and the console script's module
 DOMCTL_MODULES = {"controller", "controller.cli", "controller.cli.main", "controller.cli.commands",
                   "controller.cli.client", "controller.cli.render", "controller.cli.netview",
-                  "controller.cli.parser",
+                  "controller.cli.parser", "controller.cli.output", "controller.cli.selection",
+                  "controller.cli.waiting",
                   "controller.protocol", "controller.paths",
                   "controller.service", "controller.service.entry"}
 NOT_LOADED = ("reconcilers", "yaml", "jsonschema", "structlog", "asyncio", "watchdog",
               "prometheus_client", "qemu", "click", "argcomplete", "importlib.metadata",
-              "difflib", "termios", "tty", "subprocess", "logging")
+              "difflib", "termios", "tty", "subprocess", "logging", "jsonpath_ng")
 DOCUMENT = {"name": "web-1", "driver": "qemu", "desired": "running", "state": "running",
             "reason": "booted", "generation": "g1", "observedGeneration": "g1", "conditions": []}
 
@@ -55,19 +57,33 @@ def server(sockdir: Path, tmp_path: Path) -> Iterator[ThreadedServer]:
 
 
 @pytest.mark.parametrize("args", [
-    ("get",), ("get", "web-1", "-o", "json"), ("describe", "web-1"), ("events",),
+    ("get",), ("get", "web-1", "-o", "json"), ("get", "-o", "name", "-l", "!tier"),
+    ("describe", "web-1"), ("events", "--since", "1h", "--type", "started"),
     ("wait", "web-1", "--for", "state=running", "--timeout", "10"), ("destroy", "web-1"),
-    ("stop", "web-1"), ("start", "web-1", "--force-boot")],
-    ids=["get", "get-json", "describe", "events", "wait", "destroy", "stop", "start"])
+    ("stop", "-l", "!tier"), ("start", "web-1", "--force-boot")],
+    ids=["get", "get-json", "get-name", "describe", "events", "wait", "destroy", "stop-l",
+         "start"])
 def test_a_fast_command_loads_only_the_client_and_the_wire_format(
         server: ThreadedServer, args: tuple[str, ...]) -> None:
+    modules = loaded(server, args)
+    ours = {m for m in modules if m.partition(".")[0] in ("controller", "reconcilers")}
+    assert ours <= DOMCTL_MODULES, sorted(ours - DOMCTL_MODULES)
+    assert not {m for m in modules if m.startswith(NOT_LOADED)}, \
+        sorted(m for m in modules if m.startswith(NOT_LOADED))
+
+
+def test_jsonpath_loads_jsonpath_ng_only_for_itself(server: ThreadedServer) -> None:
+    modules = loaded(server, ("get", "-o", "jsonpath={.items[*].name}"))
+    ours = {m for m in modules if m.partition(".")[0] in ("controller", "reconcilers")}
+    assert ours - DOMCTL_MODULES == {"controller.cli.jsonpath"}
+    assert "jsonpath_ng" in modules
+
+
+def loaded(server: ThreadedServer, args: tuple[str, ...]) -> set[str]:
+    """The modules `domctl ARGS` loaded, run as the console script runs it; it printed web-1."""
     done = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, "--socket",
                            str(server.rw), *args], capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stderr
     assert "web-1" in done.stdout
-    modules = set(done.stderr.rpartition("modules: ")[2].split())
-    ours = {m for m in modules if m.partition(".")[0] in ("controller", "reconcilers")}
-    assert ours <= DOMCTL_MODULES, sorted(ours - DOMCTL_MODULES)
-    assert not {m for m in modules if m.startswith(NOT_LOADED)}, \
-        sorted(m for m in modules if m.startswith(NOT_LOADED))
+    return set(done.stderr.rpartition("modules: ")[2].split())

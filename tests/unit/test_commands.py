@@ -20,8 +20,10 @@ from structlog.testing import capture_logs
 
 from controller.api.parsing import Refused
 from controller.api.server import Caller
+from controller.cli import waiting
 from controller.protocol import rfc3339
 from controller.settings import ApiSettings
+from controller.state.status import ConditionType
 from reconcilers.errors import BusyError
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State
 from tests.support.cli import Result, invoke
@@ -72,9 +74,11 @@ class Backend(DocsBackend):
         super().__init__(directory, {
             "web-1": status("web-1", pending=PENDING, management="Observe", interfaces=[
                 {"name": "dt-1a2b3c4d-0", "mac": "52:54:00:aa:bb:cc", "network": "lan",
-                 "bridge": "dc-lan", "addresses": ["10.0.0.5/24"]}]),
+                 "bridge": "dc-lan", "addresses": ["10.0.0.5/24"]}],
+                labels={"tier": "web", "env": "prod"}),
             "db": status("db", driver="lxc", state="shutoff", reason="failed", pid=None, id=None,
-                         conditions=STALLED, since=None)}, {"lan": LAN})
+                         conditions=STALLED, since=None, labels={"tier": "db"})},
+            {"lan": LAN})
         self.calls: list[tuple[str, str, int]] = []
 
     def diff(self, name: str | None) -> list[dict[str, Any]]:
@@ -157,8 +161,8 @@ def test_get_wide_adds_the_addresses(cli: Cli, server: ThreadedServer) -> None:
     result = run(cli, server, "get", "-o", "wide")
     assert result.exit_code == 0, result.output
     header, _, web = result.stdout.splitlines()
-    assert header.split()[-2:] == ["ADDRESSES", "MESSAGE"]
-    assert web.split()[-2:] == ["10.0.0.5/24", "-"]
+    assert header.split()[-3:] == ["ADDRESSES", "MESSAGE", "LABELS"]
+    assert web.split()[-3:] == ["10.0.0.5/24", "-", "env=prod,tier=web"]
     assert header.split()[3] == "MODE" and web.split()[3] == "Observe"
 
 
@@ -216,6 +220,135 @@ def test_get_unknown_name_exits_1(cli: Cli, server: ThreadedServer) -> None:
     result = run(cli, server, "get", "nope")
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == "error: no domain named nope\n"
+
+
+def names(result: Result) -> list[str]:
+    """The NAME column of a table (its header left out)."""
+    return [line.split()[0] for line in result.stdout.splitlines()[1:]]
+
+
+def test_get_show_labels_adds_a_labels_column(cli: Cli, server: ThreadedServer) -> None:
+    header, db, web = run(cli, server, "get", "--show-labels").stdout.splitlines()
+    assert header.split()[-2:] == ["MESSAGE", "LABELS"]
+    assert db.split()[-1] == "tier=db" and web.split()[-2:] == ["-", "env=prod,tier=web"]
+
+
+@pytest.mark.parametrize(("selector", "selected"), [
+    ("tier=web", ["web-1"]), ("tier!=web", ["db"]), ("tier", ["db", "web-1"]),
+    ("env", ["web-1"]), ("!env", ["db"]), ("tier=db,env", []), ("tier=web,env==prod", ["web-1"])])
+def test_get_selector(cli: Cli, server: ThreadedServer, selector: str,
+                      selected: list[str]) -> None:
+    result = run(cli, server, "get", "-l", selector)
+    assert result.exit_code == 0, result.output
+    assert names(result) == selected
+    assert (result.stderr == "no domains\n") == (not selected)
+
+
+def test_a_bad_selector_is_a_usage_error_before_any_request(cli: Cli, sockdir: Path) -> None:
+    nowhere = sockdir / "domctl.sock"  # a request would fail with exit 1
+    for argv in (["get", "-l", "tier=we b"], ["stop", "-l", "=web"], ["events", "-l", "a,,b"],
+                 ["wait", "-l", "x=a=b", "--for", "delete"]):
+        result = run(cli, nowhere, *argv)
+        assert result.exit_code == 2, (argv, result.output)
+        assert "label selector" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("argv", [["get", "web-1", "-l", "tier=web"],
+                                  ["get", "networks", "-l", "tier=web"],
+                                  ["get", "networks", "-w"], ["get", "-w", "--invalid"],
+                                  ["stop", "web-1", "-l", "tier=web"], ["stop"],
+                                  ["events", "--name", "web-1", "-l", "tier=web"],
+                                  ["wait", "web-1", "-l", "tier=web", "--for", "delete"],
+                                  ["wait", "web-1", "--all", "--for", "delete"],
+                                  ["wait", "--for", "delete"]])
+def test_what_does_not_go_together_is_a_usage_error(cli: Cli, server: ThreadedServer,
+                                                   argv: list[str]) -> None:
+    result = run(cli, server, *argv)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"usage: domctl {argv[0]} "), result.stderr
+    assert server.backend.calls == []
+
+
+def test_get_output_name(cli: Cli, server: ThreadedServer) -> None:
+    assert run(cli, server, "get", "-o", "name").stdout == "domain/db\ndomain/web-1\n"
+    assert run(cli, server, "get", "-o", "name", "-l", "tier=db").stdout == "domain/db\n"
+    assert run(cli, server, "get", "web-1", "-o", "name").stdout == "domain/web-1\n"
+    assert run(cli, server, "get", "networks", "-o", "name").stdout == "network/lan\n"
+
+
+@pytest.mark.parametrize(("argv", "printed"), [
+    (["get", "-o", "jsonpath={.items[*].name}"], "db web-1"),
+    (["get", "web-1", "-o", "jsonpath={.state}/{.labels.tier}"], "running/web"),
+    (["get", "-o=jsonpath={range .items[*]}{.name}{'\\t'}{.state}{\"\\n\"}{end}"],
+     "db\tshutoff\nweb-1\trunning\n"),
+    (["get", "-o", 'jsonpath={.items[?(@.state=="running")].interfaces[*].addresses[*]}'],
+     "10.0.0.5/24"),
+    (["get", "web-1", "-o", "jsonpath={.labels}"], '{"tier": "web", "env": "prod"}'),
+    (["get", "web-1", "-o", "jsonpath={.disks[0].name} {.pid} {.nothing}"], "root 4242 "),
+    (["get", "-l", "tier=db", "-o", "jsonpath={.items[*].name}"], "db")])
+def test_get_jsonpath(cli: Cli, server: ThreadedServer, argv: list[str],
+                      printed: str) -> None:
+    """kubectl's templates: on the document of `get NAME`, else on a List of them; no newline
+    added, values joined by spaces, non-strings as JSON, a missing path prints nothing."""
+    result = run(cli, server, *argv)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == printed
+
+
+@pytest.mark.parametrize(("output", "why"), [
+    ("jsonpath={.items[}", "jsonpath template '{.items[}'"),
+    ("jsonpath={range .items[*]}{.name}", "{range ...} without its {end}"),
+    ("jsonpath={name}", "a path starts with '.', '@' or '$'"),
+    ("jsonpath={.name", "without its '}'"),
+    ("jsonpath", "expected one of table, wide, name, json, yaml or jsonpath=TEMPLATE"),
+    ("names", "expected one of")])
+def test_a_bad_output_is_a_usage_error_before_any_request(cli: Cli, sockdir: Path,
+                                                          output: str, why: str) -> None:
+    result = run(cli, sockdir / "domctl.sock", "get", "-o", output)
+    assert result.exit_code == 2, result.output
+    assert why in result.stderr, result.stderr
+
+
+def later(*steps: tuple[float, Callable[[], object]]) -> threading.Thread:
+    """A thread running each step's function once its delay (from now) has passed."""
+    def play() -> None:
+        started = time.monotonic()
+        for delay, step in steps:
+            time.sleep(max(0.0, started + delay - time.monotonic()))
+            step()
+
+    thread = threading.Thread(target=play)
+    thread.start()
+    return thread
+
+
+def test_get_watch_prints_a_row_per_change_until_the_stream_ends(
+        cli: Cli, server: ThreadedServer) -> None:
+    docs = server.backend.docs
+    player = later((0.4, lambda: docs.update(db=status("db", labels={"tier": "db"}))),
+                   (0.8, lambda: docs.pop("web-1")), (1.2, server.close))
+    result = run(cli, server, "get", "-w")
+    player.join()
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE",
+                              "MESSAGE"]
+    assert [row.split()[:4] for row in rows] == [  # the listing, then one row per change
+        ["db", "lxc", "running", "shutoff"], ["web-1", "qemu", "running", "running"],
+        ["db", "qemu", "running", "running"], ["web-1", "-", "-", "-"]]
+    assert rows[-1].split()[-1] == "deleted"
+    assert all(row.index("running") == header.index("DESIRED") for row in rows[:3])
+
+
+def test_get_watch_other_formats_print_each_changed_document(cli: Cli,
+                                                             server: ThreadedServer) -> None:
+    docs = server.backend.docs
+    player = later((0.4, lambda: docs.update({"web-1": status("web-1", state="paused")})),
+                   (0.8, server.close))
+    result = run(cli, server, "get", "web-1", "-w", "-o", "jsonpath={.name}={.state}")
+    player.join()
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "web-1=running\nweb-1=paused\n"
 
 
 def test_describe(cli: Cli, server: ThreadedServer) -> None:
@@ -277,6 +410,42 @@ def test_events_follow_prints_live_events_until_the_server_ends(cli: Cli,
     assert [json.loads(line)["message"] for line in result.stdout.splitlines()] == ["live one"]
 
 
+def emit_event(server: ThreadedServer, domain: str, event: EventType,
+               detail: EventDetail) -> dict[str, Any]:
+    return server.run(lambda: server.backend.bus.emit(  # type: ignore[no-any-return]
+        domain, event, detail, State.SHUTOFF, Reason.SHUTDOWN, Cause.MANIFEST, {}, event.value))
+
+
+def test_events_filters(cli: Cli, server: ThreadedServer) -> None:
+    """--type, --limit, --since and -l go to the controller, which filters."""
+    for _ in range(3):
+        emit(server, "web-1", "started")
+        emit_event(server, "web-1", EventType.STOPPED, EventDetail.SHUTDOWN)
+    emit_event(server, "web-1", EventType.DEFINED, EventDetail.UPDATED)
+
+    def messages(*argv: str) -> list[str]:
+        result = run(cli, server, "events", "-o", "json", *argv)
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["message"] for line in result.stdout.splitlines()]
+
+    assert messages("--type", "stopped") == ["stopped"] * 3
+    assert messages("--type", "stopped,defined", "--limit", "2") == ["stopped", "defined"]
+    assert messages("--type", "defined", "--type", "started") == ["started"] * 3 + ["defined"]
+    assert messages("--limit", "1") == ["defined"]
+    assert len(messages("--since", "1h")) == 7
+    assert messages("--since", "1h", "--limit", "2") == ["stopped", "defined"]
+    assert messages("--since", rfc3339(time.time() + 3600)) == []
+    assert messages("--since", "2025-11-24T16:00:00Z", "--type", "defined") == ["defined"]
+    assert len(messages("-l", "tier=web")) == 7
+    assert messages("-l", "tier=db") == []
+
+
+@pytest.mark.parametrize("since", ["yesterday", "5", "1y", "2025-13-01T00:00:00Z"])
+def test_events_since_refuses_what_is_no_time(cli: Cli, sockdir: Path, since: str) -> None:
+    result = run(cli, sockdir / "domctl.sock", "events", "--since", since)
+    assert result.exit_code == 2 and "neither a duration" in result.stderr, result.output
+
+
 def test_logs(cli: Cli, server: ThreadedServer) -> None:
     (server.backend.directory / "web-1.log").write_text("booting\nready\n")
     assert run(cli, server, "logs", "web-1").stdout == "booting\nready\n"
@@ -291,11 +460,11 @@ def test_wait_met_exits_0(cli: Cli, server: ThreadedServer, for_: str) -> None:
     assert result.exit_code == 0 and result.stdout == f"web-1: {for_}\n"
 
 
-def test_wait_times_out_with_exit_1(cli: Cli, server: ThreadedServer) -> None:
+def test_wait_times_out_with_exit_3(cli: Cli, server: ThreadedServer) -> None:
     started = time.monotonic()
     result = run(cli, server, "wait", "db", "--for", "condition=Ready", "--timeout", "0.5")
     assert 0.5 <= time.monotonic() - started < 3
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.stderr == ("error: timed out waiting for db: condition=Ready; start failed: "
                              "could not open disk\n")
 
@@ -346,7 +515,7 @@ def test_wait_waits_for_the_generation_on_disk_when_called(cli: Cli,
 def test_wait_times_out_naming_the_generation_not_observed(cli: Cli,
                                                            edited: ThreadedServer) -> None:
     result = run(cli, edited, "wait", "web-1", "--for", "state=running", "--timeout", "0.5")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.stderr == ("error: timed out waiting for web-1: state=running; generation "
                              "4b1c not observed yet (observedGeneration 3f2a)\n")
 
@@ -380,6 +549,65 @@ def test_wait_refuses_a_bad_for(cli: Cli, server: ThreadedServer) -> None:
     assert result.exit_code == 2 and "state=STATE or condition=TYPE" in result.stderr
 
 
+@pytest.mark.parametrize(("for_", "why"), [
+    ("state=runing", "unknown state 'runing': one of nostate, running, blocked, paused"),
+    ("condition=Redy", "unknown condition 'Redy': one of Ready, Synced, PendingRestart"),
+    ("condition=Ready=maybe", "expected state=STATE or condition=TYPE[=True|False], or delete"),
+    ("deleted", "or delete")])
+def test_wait_refuses_an_unknown_state_or_condition_before_any_request(
+        cli: Cli, sockdir: Path, for_: str, why: str) -> None:
+    result = run(cli, sockdir / "domctl.sock", "wait", "web-1", "--for", for_)
+    assert result.exit_code == 2 and why in result.stderr, result.output
+
+
+def test_waits_known_states_and_conditions_are_the_controllers() -> None:
+    """The CLI's lists (it imports neither the model nor the status module) are theirs."""
+    assert tuple(state.value for state in State) == waiting.STATES
+    assert {c.value for c in ConditionType} - {"RemovalBlocked"} == set(waiting.CONDITIONS)
+
+
+def test_wait_for_delete(cli: Cli, server: ThreadedServer) -> None:
+    player = later((0.3, lambda: server.backend.docs.pop("db")))
+    result = run(cli, server, "wait", "db", "--for", "delete", "--timeout", "10")
+    player.join()
+    assert result.exit_code == 0 and result.stdout == "db: delete\n", result.output
+    gone = run(cli, server, "wait", "never-was", "--for=delete", "--timeout", "10")
+    assert gone.exit_code == 0 and gone.stdout == "never-was: delete\n", gone.output
+    still = run(cli, server, "wait", "web-1", "--for", "delete", "--timeout", "0.3")
+    assert still.exit_code == 3, still.output
+    assert still.stderr == "error: timed out waiting for web-1: delete\n"
+
+
+def test_wait_all_waits_for_every_domain(cli: Cli, server: ThreadedServer) -> None:
+    docs = server.backend.docs
+    player = later((0.3, lambda: docs.update(db=status("db"))))
+    result = run(cli, server, "wait", "--all", "--for", "state=running", "--timeout", "10")
+    player.join()
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "web-1: state=running\ndb: state=running\n"
+
+
+def test_wait_all_times_out_naming_those_that_did_not_make_it(cli: Cli,
+                                                              server: ThreadedServer) -> None:
+    result = run(cli, server, "wait", "--all", "--for", "condition=Ready", "--timeout", "0.5")
+    assert result.exit_code == 3
+    assert result.stdout == "web-1: condition=Ready\n"
+    assert result.stderr == ("error: timed out waiting for db: condition=Ready; start failed: "
+                             "could not open disk\n")
+
+
+def test_wait_selector(cli: Cli, server: ThreadedServer) -> None:
+    result = run(cli, server, "wait", "-l", "tier=db", "--for", "state=shutoff", "--timeout", "5")
+    assert result.exit_code == 0 and result.stdout == "db: state=shutoff\n", result.output
+    player = later((0.3, lambda: server.backend.docs.clear()))
+    result = run(cli, server, "wait", "-l", "tier", "--for", "delete", "--timeout", "10")
+    player.join()
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.splitlines()) == ["db: delete", "web-1: delete"]
+    none = run(cli, server, "wait", "-l", "tier", "--for", "delete", "--timeout", "10")
+    assert none.exit_code == 1 and none.stderr == "error: no domain matches -l tier\n"
+
+
 # --- actions -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("action", ["start", "stop", "suspend", "resume", "restart", "save"])
@@ -387,6 +615,27 @@ def test_actions(cli: Cli, server: ThreadedServer, action: str) -> None:
     result = run(cli, server, action, "web-1")
     assert result.exit_code == 0 and result.stdout == f"web-1: {action} requested\n"
     assert server.backend.calls == [(action, "web-1", os.getuid())]
+
+
+def test_an_action_on_each_domain_a_selector_picks(cli: Cli, server: ThreadedServer) -> None:
+    result = run(cli, server, "suspend", "-l", "tier=web")
+    assert result.exit_code == 0 and result.stdout == "web-1: suspend requested\n"
+    assert server.backend.calls == [("suspend", "web-1", os.getuid())]
+    both = run(cli, server, "stop", "-l", "tier")  # db refuses: the others go on, exit 1
+    assert both.exit_code == 1
+    assert both.stdout == "web-1: stop requested\n"
+    assert both.stderr == ("error: db: db: busy running destroy since "
+                           "2025-11-24T16:00:00.000Z\n")
+    forced = run(cli, server, "start", "--force-boot", "-l", "env=prod")
+    assert forced.exit_code == 0 and forced.stdout == "web-1: start requested\n"
+    assert server.backend.calls[-1] == ("start --force-boot", "web-1", os.getuid())
+
+
+def test_an_action_whose_selector_matches_nothing_says_so(cli: Cli,
+                                                          server: ThreadedServer) -> None:
+    result = run(cli, server, "destroy", "-l", "tier=cache")
+    assert result.exit_code == 1 and result.stderr == "error: no domain matches -l tier=cache\n"
+    assert server.backend.calls == []
 
 
 def test_start_force_boot(cli: Cli, server: ThreadedServer) -> None:
@@ -542,7 +791,7 @@ def test_version_names_the_installed_package(cli: Cli) -> None:
 
 COMMANDS = ["validate", "get", "describe", "events", "wait", "diff", "logs", "console", "start",
             "stop", "suspend", "resume", "restart", "destroy", "save", "prune", "host-shutdown",
-            "run", "export", "import-libvirt"]
+            "run", "export", "import-libvirt", "explain"]
 
 
 def test_help_lists_every_command_with_one_line(cli: Cli) -> None:
