@@ -4,12 +4,15 @@ used by `domctl` commands.
 An op (`get`, `start`, `events`, ...) goes to its route through protocol.ROUTES, the table the
 server registers: its path parameters fill the path, the other arguments become the query
 string of a GET or the JSON body of a POST (None: left out; a GET's True is `1`, its False left
-out). HTTP/1.1 is spoken with h11 (sans-IO: the bytes are this module's, over a plain blocking
-AF_UNIX socket, so the timeouts are ours: the response head's, and a stream's idle time between
-two items). A CLI command pays for its imports at every start: h11 costs about as much as
-http.client (15-18 ms each on top of the argparse CLI: h11 loads dataclasses and inspect,
-http.client the email package), httpx 60 ms. One connection per request
-(`Connection: close`): a command makes one call, or polls a few. Error replies become
+out). HTTP/1.1 is written and read here, over a plain blocking AF_UNIX socket, so the timeouts
+are ours (the response head's, and a stream's idle time between two items): a request line and
+headers, and a reply's status, headers and body of a Content-Length, in chunks or up to the end
+of the connection, nothing more, since the only server is the daemon's aiohttp. A library would
+cost more than the reading it does at every start of a CLI command (issue 12: within 3x `python
+-c pass`): h11 15-18 ms of imports (dataclasses and inspect), http.client as much (the email
+package), httpx 60 ms; curl and Ansible's uri module are the tests of the server's HTTP
+(tests/daemon/test_http_api.py). One connection per request (`Connection: close`): a command
+makes one call, or polls a few. Error replies become
 `ApiError(type, message)` (the body's error type, or the HTTP status's); a socket that is
 missing, refuses or may not be opened becomes `DaemonNotRunning`, whose message names the path
 and what to do.
@@ -30,13 +33,12 @@ import socket
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
-
-import h11
 
 from controller.protocol import ERROR_STATUS, RO_SOCKET, RW_SOCKET, Route, route_for
 
 _READ_SIZE = 65536
+_MAX_HEAD = 65536  # bytes of a response head (aiohttp's own limit on a request's is 8190)
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 class ApiError(Exception):
@@ -123,58 +125,85 @@ class Client:
 
 
 class _Exchange:
-    """One request and its response on one connection, with h11 keeping the protocol state."""
+    """One request and its response on one connection: HTTP/1.1 as the daemon (aiohttp)
+    speaks it to us, a status line and headers, then a body of a Content-Length, in chunks
+    (streams), or up to the end of the connection."""
 
     def __init__(self, sock: socket.socket, path: Path, timeout: float | None) -> None:
         self.sock, self.path, self.timeout = sock, path, timeout
-        self.conn = h11.Connection(h11.CLIENT)
-        self._eof = False
+        self._buffer = b""
+        self._headers: dict[str, str] = {}
 
     def send(self, method: str, target: str, body: bytes | None) -> None:
-        headers = [("Host", "localhost"), ("User-Agent", "domctl"), ("Connection", "close"),
-                   ("Accept", "application/json, application/x-ndjson")]
+        head = [f"{method} {target} HTTP/1.1", "Host: localhost", "User-Agent: domctl",
+                "Connection: close", "Accept: application/json, application/x-ndjson"]
         if body is not None:
-            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        data = self.conn.send(h11.Request(method=method, target=target, headers=headers))
-        data += self.conn.send(h11.Data(data=body)) if body else b""
-        data += self.conn.send(h11.EndOfMessage())
+            head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        data = ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
         # the daemon may refuse early ("request too large"); its reply is still readable
         with contextlib.suppress(OSError):
             self.sock.sendall(data)
 
     def head(self) -> int:
-        """The response's status code, once its head is in."""
+        """The response's status code, once its head is in (an interim 1xx is skipped)."""
         while True:
-            event = self._next()
-            if isinstance(event, h11.Response):
-                return int(event.status_code)
-            if not isinstance(event, h11.InformationalResponse):
-                raise ApiError("Protocol", f"unexpected {type(event).__name__} before the "
-                               "response")
+            status_line, *fields = self._until(b"\r\n\r\n", _MAX_HEAD).split(b"\r\n")
+            version, _, rest = status_line.partition(b" ")
+            code = rest[:3]
+            if not version.startswith(b"HTTP/1.") or not code.isdigit():
+                raise ApiError("Protocol", f"not an HTTP reply: {status_line[:200]!r}")
+            if not code.startswith(b"1"):
+                break
+        for field in fields:
+            name, colon, value = field.decode("latin-1").partition(":")
+            if not colon:
+                raise ApiError("Protocol", f"not an HTTP header: {field[:200]!r}")
+            self._headers[name.strip().lower()] = value.strip()
+        return int(code)
 
     def body(self) -> Iterator[bytes]:
         """The response body's pieces as they arrive, until its end."""
-        while True:
-            event = self._next()
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                return
-
-    def _next(self) -> Any:
-        while True:
+        if "chunked" in self._headers.get("transfer-encoding", "").lower():
+            while size := self._chunk_size():
+                yield self._exactly(size)
+                self._until(b"\r\n", 2)
+            while self._until(b"\r\n", _MAX_HEAD):  # trailer fields, up to an empty line
+                pass
+        elif "content-length" in self._headers:
             try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as err:
-                if self.conn.their_state is h11.ERROR and self._eof:
-                    raise ApiError("Disconnected", f"the controller at {self.path} closed the "
-                                   "connection without a complete reply") from None
-                raise ApiError("Protocol", f"not an HTTP reply: {err}") from None
-            if event is not h11.NEED_DATA:
-                return event
-            self.conn.receive_data(self._recv())
+                length = int(self._headers["content-length"])
+            except ValueError:
+                raise ApiError("Protocol", "a Content-Length that is no number") from None
+            yield self._exactly(length)
+        else:  # the body ends with the connection
+            while self._buffer or self._fill(eof_ok=True):
+                piece, self._buffer = self._buffer, b""
+                yield piece
 
-    def _recv(self) -> bytes:
+    def _chunk_size(self) -> int:
+        line = self._until(b"\r\n", 1024).split(b";", 1)[0].strip()
+        try:
+            return int(line, 16)
+        except ValueError:
+            raise ApiError("Protocol", f"not a chunk size: {line[:40]!r}") from None
+
+    def _until(self, marker: bytes, limit: int) -> bytes:
+        """The bytes before the next `marker` (consumed with it), at most `limit` of them."""
+        while (end := self._buffer.find(marker)) < 0:
+            if len(self._buffer) > limit:
+                raise ApiError("Protocol", f"a reply line longer than {limit} bytes")
+            self._fill()
+        found, self._buffer = self._buffer[:end], self._buffer[end + len(marker):]
+        return found
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            self._fill()
+        found, self._buffer = self._buffer[:size], self._buffer[size:]
+        return found
+
+    def _fill(self, eof_ok: bool = False) -> bool:
+        """Read more of the reply; False at its end when `eof_ok`, else the end is an error."""
         try:
             data = self.sock.recv(_READ_SIZE)
         except TimeoutError:
@@ -182,8 +211,11 @@ class _Exchange:
                            f"{self.timeout:g} s") from None
         except OSError as err:
             raise ApiError("Disconnected", f"lost the connection to {self.path}: {err}") from None
-        self._eof = not data
-        return data
+        if not data and not eof_ok:
+            raise ApiError("Disconnected", f"the controller at {self.path} closed the "
+                           "connection without a complete reply")
+        self._buffer += data
+        return bool(data)
 
 
 def _route(op: str, args: dict[str, Any]) -> Route:
@@ -200,13 +232,21 @@ def _request(route: Route, args: Mapping[str, Any]) -> tuple[str, str, bytes | N
     for name in route.path_params:
         if name not in given:
             raise ApiError("BadRequest", f"{route.op} needs the argument {name!r}")
-        path = path.replace(f"{{{name}}}", quote(str(given.pop(name)), safe=""))
+        path = path.replace(f"{{{name}}}", _quote(str(given.pop(name))))
     if route.method != "GET":
         return route.method, path, json.dumps(given).encode()
     query = [*route.select.items(),
              *((key, "1" if value is True else str(value)) for key, value in given.items()
                if value is not False)]
-    return route.method, f"{path}?{urlencode(query)}" if query else path, None
+    encoded = "&".join(f"{_quote(key)}={_quote(value)}" for key, value in query)
+    return route.method, f"{path}?{encoded}" if query else path, None
+
+
+def _quote(text: str) -> str:
+    """RFC 3986 percent-encoding of everything but the unreserved characters (urllib.parse's
+    quote with safe="", without its import)."""
+    return "".join(chr(byte) if byte in _UNRESERVED else f"%{byte:02X}"
+                   for byte in text.encode())
 
 
 def _json(body: bytes) -> Any:

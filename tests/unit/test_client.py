@@ -1,4 +1,4 @@
-"""The synchronous h11 Client against a real ApiServer running on its own loop in a thread, and
+"""The synchronous Client against a real ApiServer running on its own loop in a thread, and
 against bare sockets that misbehave (stale, silent, cut off mid-reply); how ops map to routes;
 socket_path's order of choice.
 
@@ -7,6 +7,7 @@ Permission cases run in a forked child that drops to an unprivileged uid (needs 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -169,15 +170,9 @@ def test_a_silent_server_times_out(sockdir: Path) -> None:
     assert caught.value.type == "Timeout" and "0.2 s" in caught.value.message
 
 
-@pytest.mark.parametrize(("reply", "type_", "text"), [
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\"", "Disconnected",
-     "without a complete reply"),
-    (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "Protocol", "not an HTTP reply"),
-    (b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 4\r\n\r\noops", "HTTP502",
-     "HTTP 502: oops"),
-])
-def test_a_broken_reply_is_an_api_error(sockdir: Path, reply: bytes, type_: str,
-                                         text: str) -> None:
+@contextlib.contextmanager
+def canned(sockdir: Path, reply: bytes) -> Iterator[Path]:
+    """A socket whose one connection gets `reply`, whatever it asks, then is closed."""
     path = sockdir / "domctl.sock"
     with socket.socket(socket.AF_UNIX) as fake:
         fake.bind(str(path))
@@ -191,10 +186,61 @@ def test_a_broken_reply_is_an_api_error(sockdir: Path, reply: bytes, type_: str,
 
         answering = threading.Thread(target=answer)
         answering.start()
-        with pytest.raises(ApiError) as caught:
-            Client(path, timeout=5).call("ping")
-        answering.join()
+        try:
+            yield path
+        finally:
+            answering.join()
+
+
+@pytest.mark.parametrize(("reply", "type_", "text"), [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\"", "Disconnected",
+     "without a complete reply"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "Protocol", "not an HTTP reply"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "Protocol", "not an HTTP header"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "Protocol",
+     "not a chunk size"),
+    (b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 4\r\n\r\noops", "HTTP502",
+     "HTTP 502: oops"),
+])
+def test_a_broken_reply_is_an_api_error(sockdir: Path, reply: bytes, type_: str,
+                                         text: str) -> None:
+    with canned(sockdir, reply) as path, pytest.raises(ApiError) as caught:
+        Client(path, timeout=5).call("ping")
     assert caught.value.type == type_ and text in caught.value.message
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\n{\"version\": 1}",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 14\r\n\r\n"
+    b"{\"version\": 1}",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\n{\"ver\r\n"
+    b"9\r\nsion\": 1}\r\n0\r\nX-Trailer: t\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\n\r\n{\"version\": 1}",  # ended by the connection's end
+], ids=["length", "interim-1xx", "chunked-extension-trailer", "close-delimited"])
+def test_every_body_framing_of_http_1_1_is_read(sockdir: Path, reply: bytes) -> None:
+    with canned(sockdir, reply) as path:
+        assert Client(path, timeout=5).call("ping") == {"version": 1}
+
+
+def test_a_name_is_percent_encoded_in_the_path_and_the_query(sockdir: Path) -> None:
+    seen: list[bytes] = []
+    path = sockdir / "domctl.sock"
+    with socket.socket(socket.AF_UNIX) as fake:
+        fake.bind(str(path))
+        fake.listen()
+
+        def answer() -> None:
+            connection, _ = fake.accept()
+            with connection:
+                seen.append(connection.recv(65536))
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]")
+
+        answering = threading.Thread(target=answer)
+        answering.start()
+        Client(path, timeout=5).call("get", labelSelector="tier in (a b)/ü")
+        answering.join()
+    assert seen[0].startswith(b"GET /v1/domains?labelSelector=tier%20in%20%28a%20b%29%2F%C3%BC "
+                              b"HTTP/1.1\r\n")
 
 
 def as_nobody(function: Callable[[], Any]) -> Any:
