@@ -16,7 +16,8 @@
                                  stuck on an unreachable host (the scheduler's last word on it)
     <prefix>status/<domain>      the status document of the host running the domain, with
                                  `host` and `epoch` added
-    <prefix>scheduler            the scheduler leader's name, under its lease (the election)
+    <prefix>scheduler            Leader {host, at}: the scheduler leader, under its lease (the
+                                 election: put only while absent)
 
 Values are JSON objects with camelCase fields, like the manifests and the status documents. A
 value that does not parse raises ValueError naming the key. The `v1` in the prefix is the
@@ -247,3 +248,22 @@ class Scheduling:
             return cls(kind=str(data["kind"]), message=str(data["message"]), at=str(data["at"]))
         except (KeyError, TypeError) as err:
             raise ValueError(f"{key}: not a scheduling record: {err}") from None
+
+
+@dataclass(frozen=True)
+class Leader:
+    """The scheduler leader (`scheduler`, under the leader's lease): which host, since when."""
+
+    host: str
+    at: str  # RFC 3339
+
+    def encode(self) -> bytes:
+        return _encode({"host": self.host, "at": self.at})
+
+    @classmethod
+    def decode(cls, key: str, value: bytes) -> Leader:
+        data = _object(key, value)
+        try:
+            return cls(host=str(data["host"]), at=str(data["at"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{key}: not a leader record: {err}") from None

@@ -24,9 +24,9 @@ Rules, in the order they apply (Kubernetes' filter-then-score, Nomad's bin-packi
   ("0/3 hosts fit: 2 without 2048 MiB free, 1 cordoned").
 
 Public surface:
-    Demand(name, driver, memory_mib, vcpus, placement, priority=0), HostView(record,
-    cordoned=False, draining=False), Decision(name, kind, host, epoch, message),
-    schedule(demands, hosts, placements) -> list[Decision]
+    Demand(name, driver, memory_mib, vcpus, placement, priority=0), demand_of(domain),
+    HostView(record, cordoned=False, draining=False), Decision(name, kind, host, epoch,
+    message), schedule(demands, hosts, placements) -> list[Decision]
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from dataclasses import dataclass
 
 from controller.fleet.keys import HostRecord
 from controller.fleet.keys import Placement as Placed
-from reconcilers.model import Placement
+from reconcilers.model import Domain, Placement
+
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,15 @@ class Demand:
     vcpus: int
     placement: Placement
     priority: int = 0  # spec.startPriority: higher is placed first
+
+
+def demand_of(domain: Domain) -> Demand:
+    """What a manifest's domain asks: its memory in MiB rounded up (`spec.memory`: a qemu VM
+    that may grow towards `maxMemory` is counted at what it starts with), vCPUs, placement,
+    `startPriority`."""
+    spec = domain.spec
+    return Demand(domain.name, spec.driver.value, -(-spec.memory // MiB), spec.vcpus,
+                  spec.placement, spec.start_priority)
 
 
 @dataclass(frozen=True)
