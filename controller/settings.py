@@ -25,6 +25,8 @@ Times are in seconds, sizes in bytes. The tree:
         metrics: MetricsSettings            address, snapshot_timeout
         networks: NetworkSettings           resync, removal_recheck, dnsmasq_user/group
         qemu: QemuSettings                  reconcilers/qemu/layout.py (the driver's own)
+        fleet: FleetSettings | None         endpoints, prefix, host, labels, ttl (None: a
+                                            manifests directory, not etcd)
 
 A leaf: it imports the standard library and `controller.paths`, and the qemu driver's settings
 class only when a `Settings` is built: that package imports the whole driver, which a module
@@ -33,6 +35,7 @@ using one branch, or `domctl get` (whose entry point imports this tree), must no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -208,6 +211,24 @@ class EventSettings:
     dropped: a stuck client must not grow the daemon's memory."""
 
 
+@dataclass(frozen=True)
+class FleetSettings:
+    """Fleet mode (`domctl run --etcd`, controller/fleet/): the desired state from etcd, this
+    host registered under a lease, the domains placed here reconciled (docs/fleet.md)."""
+
+    endpoints: tuple[str, ...]
+    """etcd client URLs or HOST:PORTs (`--etcd a:2379,b:2379`); a call fails over between them."""
+    host: str
+    """This host's name in the fleet (`--host`): `hosts/<host>`, and what placements name."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Labels a placement.selector matches (`--host-labels k=v,...`)."""
+    prefix: str = "/domctl/v1/"
+    """The keys' prefix (`--prefix`): one fleet per prefix."""
+    ttl: int = 10
+    """Seconds of the host's lease (`--host-ttl`): a host gone for this long is NotReady and its
+    failover domains move; it fences itself at max(2, ttl/5) seconds before (fencing.py)."""
+
+
 def _qemu_settings() -> QemuSettings:
     from reconcilers.qemu.layout import QemuSettings  # imports the driver: only for a Settings
     return QemuSettings()
@@ -235,3 +256,5 @@ class Settings:
     """Managed networks: their re-check period and dnsmasq's account."""
     qemu: QemuSettings = field(default_factory=_qemu_settings)
     """How the qemu driver runs qemu: binary, cgroup parent, VNC ports, QMP timeouts."""
+    fleet: FleetSettings | None = None
+    """Fleet mode: the desired state from etcd; None: from the manifests directory."""

@@ -17,6 +17,11 @@ A name held by another lease (another host of that name, or this host's previous
 lease has not expired yet) is not taken over: registration waits, retrying every ttl/3, and
 says so, because two live hosts of one name would each reconcile the other's domains.
 
+A controller restart must not look like a lost host (the scheduler would fail its domains
+over while they still run here, adopted by the new run): with `lease_file`, the lease's id is
+kept in the state dir, and the next run first renews that lease, when it still lives and still
+holds `hosts/NAME`, instead of waiting for it to expire.
+
 `stop()` leaves the lease to expire (a controller that stops leaves its domains running, and
 must not look like a host whose domains may be moved at once); `stop(revoke=True)` deregisters
 now (a drained host leaving the fleet).
@@ -30,6 +35,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 import psutil
@@ -37,6 +43,7 @@ import structlog
 
 from controller.fleet.keys import HostRecord, Keys
 from controller.fleet.store import Compare, EtcdError, EtcdStore, Put
+from controller.state.fsutil import atomic_write_text
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +71,8 @@ class Registration:
                  ttl: int = DEFAULT_TTL,
                  on_renewal_failed: Callable[[RenewalFailure], None] = lambda _failure: None,
                  on_lost: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 lease_file: Path | None = None) -> None:
         self._store = store
         self._keys = keys
         self.record = record
@@ -72,6 +80,7 @@ class Registration:
         self._on_renewal_failed = on_renewal_failed
         self._on_lost = on_lost
         self._clock = clock
+        self._lease_file = lease_file
         self.lease: int | None = None
         self.renewed_at: float | None = None
         self.registered = asyncio.Event()
@@ -116,6 +125,8 @@ class Registration:
     async def _try_register(self) -> None:
         """Grant a lease and put the record under it, unless another lease holds the name."""
         key = self._keys.host(self.record.name)
+        if await self._adopt(key):
+            return
         sent = self._clock()
         try:
             async with asyncio.timeout(self.interval):
@@ -136,6 +147,36 @@ class Registration:
         self.lease, self.renewed_at = lease.id, sent
         self.registered.set()
         log.info("host registered", host=self.record.name, lease=f"{lease.id:x}", ttl=lease.ttl)
+        if self._lease_file is not None:
+            try:
+                atomic_write_text(self._lease_file, f"{lease.id}\n")
+            except OSError as err:
+                log.warning("cannot keep the lease id for the next run", error=str(err))
+
+    async def _adopt(self, key: str) -> bool:
+        """The previous run's lease, renewed, when it still holds `key` (see the docstring)."""
+        if self._lease_file is None:
+            return False
+        try:
+            lease = int(self._lease_file.read_text())
+        except (OSError, ValueError):
+            return False
+        sent = self._clock()
+        try:
+            async with asyncio.timeout(self.interval):
+                holder = await self._store.get(key)
+                if holder is None or holder.lease != lease \
+                        or holder.value != self.record.encode():
+                    return False
+                if await self._store.keepalive(lease) <= 0:
+                    return False
+        except (EtcdError, TimeoutError):
+            return False
+        self.lease, self.renewed_at = lease, sent
+        self.registered.set()
+        log.info("host registration taken over from the previous run", host=self.record.name,
+                 lease=f"{lease:x}", ttl=self.ttl)
+        return True
 
     async def _renew(self, lease: int) -> None:
         sent = self._clock()

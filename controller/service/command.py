@@ -12,6 +12,8 @@ the daemon cannot disagree; `--resync` sets the rescan period, the engine's re-c
 stalled by host validation and the re-check of managed networks. Directories are made absolute
 as they are parsed: the controller's working directory must not decide where a domain's files
 are (a restart from another directory would not find them, and LXC needs absolute paths).
+`--etcd ENDPOINTS --host NAME` (fleet mode) adds the settings' `fleet` branch: the desired
+state comes from etcd instead of `--manifests` (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.cli.parser import Parser, bounded, directory
+from controller.cli.parser import Parser, UsageError, bounded, directory
 from controller.paths import Paths, default_paths
 from controller.settings import (
     CrashLoopSettings,
     EngineSettings,
+    FleetSettings,
     HookSettings,
     MetricsSettings,
     NetworkSettings,
@@ -38,6 +41,7 @@ from controller.settings import (
 
 # The defaults the flags show and fall back to: the tree's own.
 _ENGINE, _SOURCE, _HOOKS = EngineSettings(), SourceSettings(), HookSettings()
+_FLEET = FleetSettings(endpoints=(), host="")
 DIRECTORIES = {  # the flags of the directories in controller/paths.py, and what each holds
     "--manifests": "Directory of Domain manifests to watch.",
     "--state-dir": "Status, events, audit log, domain records, driver data.",
@@ -92,7 +96,42 @@ def configure(parser: Parser) -> None:
             "Seconds each hook script may run before it is killed (counts as failed).")
     _number(parser, "--stable-after", "S", bounded(float, 0), _ENGINE.crash_loop.stable_after,
             "Seconds of running after which the failure count resets.")
+    fleet = parser.add_argument_group(
+        "fleet mode", "The desired state from etcd instead of --manifests, for the domains "
+                      "placed on this host (docs/fleet.md).")
+    fleet.add_argument("--etcd", metavar="ENDPOINTS", type=endpoints,
+                       help="etcd endpoints, comma-separated HOST:PORT or URLs [default: off, "
+                            "read --manifests]")
+    fleet.add_argument("--host", dest="fleet_host", metavar="NAME",
+                       help="This host's name in the fleet (needed with --etcd).")
+    fleet.add_argument("--host-labels", type=labels, default={}, metavar="K=V,...",
+                       help="Labels a placement.selector matches [default: none].")
+    fleet.add_argument("--prefix", default=_FLEET.prefix, metavar="P",
+                       help="The fleet's etcd key prefix [default: %(default)s].")
+    fleet.add_argument("--host-ttl", type=bounded(int, 2, 3600), default=_FLEET.ttl,
+                       metavar="S", help="Seconds of this host's lease; it fences its failover "
+                                         "domains max(2, S/5) seconds before it could expire "
+                                         "[default: %(default)s].")
     parser.set_defaults(handler=run)
+
+
+def endpoints(text: str) -> tuple[str, ...]:
+    """An option type: comma-separated etcd endpoints."""
+    found = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not found:
+        raise argparse.ArgumentTypeError("no etcd endpoint given")
+    return found
+
+
+def labels(text: str) -> dict[str, str]:
+    """An option type: `k=v,...` host labels."""
+    found: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, equals, value = part.partition("=")
+        if not equals or not key:
+            raise argparse.ArgumentTypeError(f"{part!r} is not KEY=VALUE")
+        found[key.strip()] = value.strip()
+    return found
 
 
 def _number(parser: Parser, flag: str, metavar: str, kind: Callable[[str], float],
@@ -125,6 +164,14 @@ def run(args: argparse.Namespace) -> int:
                         hooks=HookSettings(timeout=args.hook_timeout),
                         metrics=MetricsSettings(address=args.metrics_addr),
                         networks=NetworkSettings(resync=args.resync))
+    if args.etcd is not None:
+        if not args.fleet_host:
+            raise UsageError("--etcd needs --host NAME (this host's name in the fleet)")
+        settings = dataclasses.replace(settings, fleet=FleetSettings(
+            endpoints=args.etcd, host=args.fleet_host, labels=args.host_labels,
+            prefix=args.prefix, ttl=args.host_ttl))
+    elif args.fleet_host is not None:
+        raise UsageError("--host names this host in a fleet: give --etcd too")
     if args.pool is not None:
         settings = dataclasses.replace(settings, qemu=dataclasses.replace(
             settings.qemu, pool_dir=args.pool))

@@ -7,6 +7,10 @@ controller per state dir), open the stores, build the drivers, bind the `--metri
 re-checks it and leaves an intact one alone), then start watching the manifests (the first
 full scan queues every name), then the workers (the domains' and the networks') and the API.
 The daemon is ready (sd_notify READY=1) once the first passes of all of them are over.
+With `--etcd` (settings.fleet), the manifests come from etcd through the fleet's host view in
+place of the directory (controller/fleet/host.py), and once it gave its first snapshot the host
+joins the fleet: registered under its lease with the drivers that probed available, fencing
+and the status documents' publisher started.
 
 SIGTERM or SIGINT stop the controller and leave every domain running: the queue stops taking
 work, passes in progress get `stop_timeout` seconds to finish, the drivers drop their
@@ -24,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -35,6 +41,7 @@ from controller.engine.controller import Controller
 from controller.engine.hooks import HookRunner
 from controller.engine.leasewatch import LeaseWatch
 from controller.engine.networks import NetworkController
+from controller.fleet.host import FleetHost
 from controller.manifests.source import ManifestSource, Snapshot
 from controller.paths import Paths
 from controller.service import sdnotify, statusline
@@ -47,7 +54,7 @@ from controller.state.registry import Registry
 from controller.state.status import StatusStore
 from reconcilers.driver import Driver, DriverContext, RuntimeEvent
 from reconcilers.lxc import LxcDriver
-from reconcilers.model import DriverName
+from reconcilers.model import DesiredState, DriverName, State
 from reconcilers.net.network import NetworkHost
 from reconcilers.qemu import QemuDriver
 
@@ -105,23 +112,28 @@ class Daemon:
             networks.on_snapshot(snapshot)  # first: a domain's pass resolves against networks
             controller.on_snapshot(snapshot)
 
-        source = ManifestSource(paths.manifests, on_snapshot, self.settings.source)
+        fleet = self._fleet(controller, on_snapshot, paths)
+        source = fleet if fleet is not None else ManifestSource(paths.manifests, on_snapshot,
+                                                                self.settings.source)
         with self._signals():
             metrics: MetricsServer | None = None
             try:
                 metrics = self._metrics(controller, events)  # first: a busy port stops here
-                await self._probe(drivers)
+                available = await self._probe(drivers)
                 await controller.reattach_all()
                 networks.start()
                 leases = LeaseWatch(networks.host.directory, networks.leases_changed)
                 await source.start()
+                if fleet is not None:
+                    await fleet.join(available)
                 workers = asyncio.gather(controller.workers(), networks.worker())
                 api = ApiServer(ControllerBackend(controller, paths,
                                                   self.settings.api.act_timeout, source.rescan),
                                 paths.runtime_dir / "domctl.sock",
                                 paths.runtime_dir / "domctl-ro.sock", self.settings.api)
                 await api.start()
-                log.info("controller running", manifests=str(paths.manifests),
+                log.info("controller running", manifests=str(paths.manifests)
+                         if fleet is None else "etcd",
                          state_dir=str(paths.state_dir), workers=self.settings.engine.workers,
                          socket=str(paths.runtime_dir / "domctl.sock"))
                 self._tasks |= {asyncio.create_task(self._notify_ready(controller, networks)),
@@ -144,6 +156,16 @@ class Daemon:
                     await driver.close()
                 events.close()
                 audit.close()
+
+    def _fleet(self, controller: Controller, on_snapshot: Callable[[Snapshot], None],
+               paths: Paths) -> FleetHost | None:
+        """Fleet mode's host side (`--etcd`), the source of the engine's snapshots in place of
+        the manifests directory; None without `--etcd`."""
+        if self.settings.fleet is None:
+            return None
+        return FleetHost(self.settings.fleet, on_snapshot, _FleetEngine(controller),
+                         controller.statuses, resync=self.settings.source.resync,
+                         lease_file=paths.state_dir / "fleet-lease")
 
     def _metrics(self, controller: Controller, events: EventBus) -> MetricsServer | None:
         """The Prometheus listener of `--metrics`, fed by the controller (domains, queue,
@@ -180,15 +202,19 @@ class Daemon:
         return {DriverName.QEMU: QemuDriver(context, self.settings.qemu),
                 DriverName.LXC: LxcDriver(context)}
 
-    async def _probe(self, drivers: dict[DriverName, Driver]) -> None:
+    async def _probe(self, drivers: dict[DriverName, Driver]) -> list[str]:
+        """Each driver's capabilities logged; the names of those available."""
+        available = []
         for name, driver in drivers.items():
             caps = await driver.capabilities()
             if caps.available:
                 log.info("driver ready", driver=name.value, version=caps.version,
                          note=caps.message)
+                available.append(name.value)
             else:
                 log.warning("driver unavailable; its domains will not start",
                             driver=name.value, why=caps.message)
+        return available
 
     async def _drain(self, workers: asyncio.Future[Any]) -> None:
         """Give passes in progress time to finish; then cancel them."""
@@ -218,6 +244,30 @@ class Daemon:
             raise SystemExit(1)
         log.info("signal received", signal=sig.name)
         self._stop.set()
+
+
+class _FleetEngine:
+    """What fleet mode asks of the engine (controller/fleet/host.py's Engine)."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._controller = controller
+
+    def known(self) -> list[str]:
+        return self._controller.registry.names()
+
+    def running(self, name: str) -> bool:
+        record = self._controller.ledger.get(name)
+        return record is not None and record.runtime is not None
+
+    async def destroy(self, name: str) -> None:
+        await self._controller.destroy(name, os.getuid())
+
+    def settled_off(self, name: str) -> bool:
+        desired = self._controller.desired_resolved(name)
+        status = self._controller.statuses.read(name)
+        return (desired is not None and desired.spec.state is DesiredState.SHUTOFF
+                and status is not None and status.state is State.SHUTOFF
+                and status.generation == desired.generation)
 
 
 async def _watchdog() -> None:

@@ -41,7 +41,8 @@ def test_a_built_tree_holds_every_branch(tmp_path: Path) -> None:
     settings = Settings(paths=paths)
     assert settings.qemu == QemuSettings()
     assert {f.name for f in dataclasses.fields(settings)} == {
-        "paths", "engine", "source", "hooks", "events", "api", "metrics", "networks", "qemu"}
+        "paths", "engine", "source", "hooks", "events", "api", "metrics", "networks", "qemu",
+        "fleet"}
 
 
 def test_importing_the_tree_loads_no_driver() -> None:
