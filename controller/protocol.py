@@ -36,7 +36,8 @@ NDJSON = "application/x-ndjson"
 
 ERROR_STATUS: Mapping[str, int] = {
     "BadRequest": 400, "PermissionDenied": 403, "NotFound": 404, "MethodNotAllowed": 405,
-    "TooLarge": 413, "Busy": 409, "Invalid": 422, "Failed": 500, "Internal": 500,
+    "TooLarge": 413, "Busy": 409, "NotRunning": 409, "Invalid": 422, "Failed": 500,
+    "Internal": 500,
     "NotSupported": 501,
 }
 """Every error type the daemon answers with, and its HTTP status; the body is
@@ -46,8 +47,9 @@ ERROR_STATUS: Mapping[str, int] = {
 class Route(NamedTuple):
     """One resource of the API: the op the client calls it by, its method and path (aiohttp's
     and OpenAPI's `{name}` form), its parameters (the query string of a GET, the JSON body of a
-    POST) with their types, and `select`: query parameters that pick this op on a path another
-    op shares (`watch=1`). A POST changes something and is refused on the read-only socket."""
+    POST) with their types (`list`: an array of strings), and `select`: query parameters that
+    pick this op on a path another op shares (`watch=1`). A POST changes something and is
+    refused on the read-only socket, unless it `reads` (a preview of a manifest file)."""
 
     op: str
     method: str
@@ -57,6 +59,7 @@ class Route(NamedTuple):
     stream: bool = False
     select: Mapping[str, str] = _NONE
     required: frozenset[str] = frozenset()
+    reads: bool = False  # a POST that changes nothing (its body is too big for a query)
 
     @property
     def path_params(self) -> tuple[str, ...]:
@@ -64,7 +67,7 @@ class Route(NamedTuple):
 
     @property
     def write(self) -> bool:
-        return self.method != "GET"
+        return self.method != "GET" and not self.reads
 
 
 _SELECTOR = {"labelSelector": str}
@@ -86,9 +89,20 @@ ROUTES: tuple[Route, ...] = (
           select=_WATCH),
     Route("describe", "GET", "/v1/domains/{name}/description",
           summary="The status in detail, with disks, recent events and the running job."),
-    Route("export", "GET", "/v1/domains/{name}/export",
-          summary="The live configuration as a manifest, with where the manifest on disk "
-          "differs."),
+    Route("export", "GET", "/v1/domains/{name}/export", {"defaults": bool},
+          "The live configuration as a manifest, with where the manifest on disk differs; "
+          "defaults=1: every field written, at its default too (the effective configuration)."),
+    Route("stats", "GET", "/v1/stats", _SELECTOR, "Every running domain's figures now: CPU "
+          "seconds and percent, memory, disks' and NICs' traffic ({\"name\", \"error\"} for "
+          "one whose figures could not be read)."),
+    Route("stats", "GET", "/v1/domains/{name}/stats", summary="[the running domain's figures]."),
+    Route("display", "GET", "/v1/domains/{name}/display", summary="Where its graphical console "
+          "listens now: {\"vnc\": \"HOST:DISPLAY\", \"host\", \"port\"}, or {\"vnc\": null}."),
+    Route("preview", "POST", "/v1/previews", {"file": str, "text": str},
+          "What a candidate manifest file would change, nothing stored: per domain declared "
+          "(or deleted), its action (create, update, unchanged, delete) and each change with "
+          "how it would apply; 422 with the file's problems when it is invalid.",
+          required=frozenset({"file", "text"}), reads=True),
     Route("diff", "GET", "/v1/diff", summary="Every domain's manifest changes not yet in effect, "
           "and how each applies (live or restart)."),
     Route("diff", "GET", "/v1/domains/{name}/diff", summary="The domain's changes not yet in "
@@ -115,6 +129,10 @@ ROUTES: tuple[Route, ...] = (
       for action in ACTIONS),
     Route("console", "POST", "/v1/domains/{name}/console", summary="Where the domain's console "
           "is: {\"socket\": PATH} to relay, or {\"argv\": [...]} to run (interactive access)."),
+    Route("exec", "POST", "/v1/domains/{name}/exec", {"command": list},
+          "The host command that runs `command` inside the running container on the caller's "
+          "terminal: {\"argv\": [...]} (interactive access; a VM: 501).",
+          required=frozenset({"command"})),
     Route("prune", "POST", "/v1/prune", {"confirm": bool}, "Release the removals held by the "
           "mass-removal guard; needs {\"confirm\": true}.", required=frozenset({"confirm"})),
     Route("host-shutdown", "POST", "/v1/host-shutdown",

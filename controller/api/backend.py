@@ -41,6 +41,7 @@ import structlog
 
 from controller.api.parsing import Refused
 from controller.api.server import Caller
+from controller.engine import candidate, stats
 from controller.engine.controller import Controller
 from controller.engine.invalid import InvalidManifest
 from controller.manifests import render
@@ -51,6 +52,7 @@ from controller.state.events import Subscription
 from controller.state.networks import NoSuchNetwork
 from controller.state.status import STATES_MEETING, NoSuchDomain
 from reconcilers.diff import Apply, classify_changes, field_diff
+from reconcilers.driver import Driver
 from reconcilers.history import API_STATES, ApiAction
 from reconcilers.model import (
     Cause,
@@ -101,8 +103,37 @@ class ControllerBackend:
 
     def _labelled(self, document: dict[str, Any]) -> dict[str, Any]:
         """A status document with the domain's labels, from its manifest ({} without one)."""
-        desired = self._controller.store.desired(document["name"])
-        return {**document, "labels": dict(desired.metadata.labels) if desired else {}}
+        return {**document, "labels": self.labels(document["name"])}
+
+    def labels(self, name: str) -> dict[str, str]:
+        desired = self._controller.store.desired(name)
+        return dict(desired.metadata.labels) if desired else {}
+
+    async def stats(self, name: str | None) -> list[dict[str, Any]]:
+        return [stats.to_json(figures) for figures in await self._controller.stats(name)]
+
+    async def display(self, name: str) -> dict[str, Any]:
+        """qemu's own answer (an automatic VNC port is the one it took): virsh vncdisplay."""
+        driver = self._running_driver(name, "it has no display")
+        display = await driver.display(name)
+        if display is None:
+            return {"vnc": None}
+        return {"vnc": display.vnc, "host": display.host, "port": display.port}
+
+    def exec(self, name: str, command: list[str]) -> dict[str, Any]:
+        driver = self._running_driver(name, "there is nothing to exec into")
+        return {"argv": list(driver.exec_argv(name, command))}
+
+    def preview(self, text: str, file: str) -> list[dict[str, Any]]:
+        return candidate.preview(self._controller, text, file)
+
+    def _running_driver(self, name: str, consequence: str) -> Driver:
+        """The driver of the running domain `name`; NoSuchDomain, or NotRunning when off."""
+        self._controller.statuses.get_document(name)  # NoSuchDomain for an unknown name
+        record = self._controller.registry.get(name)
+        if record is None or record.runtime is None or record.driver is None:
+            raise stats.NotRunning(name, consequence)
+        return self._controller.drivers[record.driver]
 
     def _invalid(self, name: str | None) -> list[InvalidManifest]:
         view = self._controller.invalid
@@ -157,7 +188,7 @@ class ControllerBackend:
             {"field": c.path, "old": c.old, "new": c.new,
              "apply": "restart" if c.apply is Apply.RESTART else "live"} for c in changes]}
 
-    def export(self, name: str) -> dict[str, Any]:
+    def export(self, name: str, defaults: bool = False) -> dict[str, Any]:
         """NAME's live configuration as a manifest (`domctl export`): the spec it runs with,
         else the last valid manifest's; with each field where the manifest on disk differs."""
         self._controller.statuses.get_document(name)  # NoSuchDomain for an unknown name
@@ -173,7 +204,7 @@ class ControllerBackend:
         uuid = metadata.uuid or (record.uuid if record is not None else None)
         live = Domain(dataclasses.replace(metadata, uuid=uuid), spec,
                       desired.source if desired is not None else SourceRef("-", 0))
-        document = render.document(live)
+        document = render.document(live, defaults)
         differences = []
         if desired is not None and live_spec is not None:
             on_disk = render.document(desired)

@@ -67,9 +67,14 @@ def _operation(route: Route) -> dict[str, Any]:
             "application/json": {"schema": {
                 "type": "object", "additionalProperties": False,
                 "required": sorted(route.required),
-                "properties": {key: {"type": _TYPES[type_]}
-                               for key, type_ in route.params.items()}}}}}
+                "properties": {key: _schema(type_) for key, type_ in route.params.items()}}}}}
     return operation
+
+
+def _schema(type_: type) -> dict[str, Any]:
+    if type_ is list:
+        return {"type": "array", "items": {"type": "string"}, "minItems": 1}
+    return {"type": _TYPES[type_]}
 
 
 def _parameters(route: Route) -> list[dict[str, Any]]:
@@ -77,7 +82,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
              for name in route.path_params]
     if route.method == "GET":
         found += [{"name": key, "in": "query", "required": key in route.required,
-                   "schema": {"type": _TYPES[type_]}} for key, type_ in route.params.items()]
+                   "schema": _schema(type_)} for key, type_ in route.params.items()]
         found += [{"name": key, "in": "query", "required": False,
                    "schema": {"type": "string", "enum": [value]}}
                   for key, value in route.select.items()]

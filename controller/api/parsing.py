@@ -89,16 +89,18 @@ def parse_body(route: Route, body: bytes) -> dict[str, Any]:
     for key, value in args.items():
         type_ = _param(route, key)
         # bool is an int in Python, not in JSON.
-        if not isinstance(value, type_) or (type_ is int and isinstance(value, bool)):
+        if not isinstance(value, type_) or (type_ is int and isinstance(value, bool)) or (
+                isinstance(value, list) and not all(isinstance(item, str) for item in value)):
             raise Refused("BadRequest", f"{_what(route)}: {key!r} must be a "
                           f"{_JSON_TYPES[type_]}")
-        if (isinstance(value, int) and value < 0) or (isinstance(value, str) and not value):
+        if (isinstance(value, int) and value < 0) or (
+                isinstance(value, str | list) and not value):
             raise Refused("BadRequest", f"{_what(route)}: {key!r} must not be "
                           f"{'negative' if type_ is int else 'empty'}")
     return _required(route, args)
 
 
-_JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
+_JSON_TYPES = {bool: "boolean", int: "integer", str: "string", list: "array of strings"}
 
 
 def _param(route: Route, key: str) -> type:

@@ -51,6 +51,9 @@ from aiohttp import web
 
 from controller.api import openapi, streams
 from controller.api.parsing import Refused, flag, parse_body, parse_query
+from controller.engine.requests import NotRunning as ActionNotRunning
+from controller.engine.stats import NotRunning as StatsNotRunning
+from controller.manifests.errors import ManifestError
 from controller.protocol import (
     ERROR_STATUS,
     HOST_SHUTDOWN_MODE,
@@ -116,11 +119,33 @@ class Backend(Protocol):
         """[{"name": ..., "changes": [{"field", "old", "new", "apply": "live"|"restart"}]}]."""
         ...
 
-    def export(self, name: str) -> dict[str, Any]:
+    def export(self, name: str, defaults: bool = False) -> dict[str, Any]:
         """{"name", "running": bool, "source": "FILE:LINE" | None, "manifest": {...} (the live
-        spec's manifest document, else the manifest's), "differences": [{"field", "path",
-        "manifest", "live"}] (the manifest on disk against the live spec, rendered values;
-        None where a value is left out, at its default)}."""
+        spec's manifest document, else the manifest's; with `defaults` every field written),
+        "differences": [{"field", "path", "manifest", "live"}] (the manifest on disk against
+        the live spec, rendered values; None where a value is left out, at its default)}."""
+        ...
+
+    def labels(self, name: str) -> dict[str, str]:
+        """The domain's labels, from its manifest ({} without one)."""
+        ...
+
+    async def stats(self, name: str | None) -> list[dict[str, Any]]:
+        """The figures of every running domain, or of `name` (NotFound, NotRunning): the form
+        of controller/engine/stats.py's to_json."""
+        ...
+
+    async def display(self, name: str) -> dict[str, Any]:
+        """{"vnc": "HOST:DISPLAY" | None, "host", "port"}: where its VNC server listens now."""
+        ...
+
+    def exec(self, name: str, command: list[str]) -> dict[str, Any]:
+        """{"argv": [...]}: the host command running `command` in the running domain."""
+        ...
+
+    def preview(self, text: str, file: str) -> list[dict[str, Any]]:
+        """What the manifest file `text` (named `file`) would change (engine/candidate.py);
+        ManifestError (Invalid) with its problems."""
         ...
 
     def recent_events(self, name: str | None, n: int) -> list[dict[str, Any]]:
@@ -273,13 +298,24 @@ class ApiServer:
         if op == "diff":
             return backend.diff(args.get("name"))
         if op == "export":
-            return backend.export(args["name"])
+            return backend.export(args["name"], bool(args.get("defaults", False)))
+        if op == "stats":
+            wanted = streams.selector(args)
+            figures = await backend.stats(args.get("name"))
+            return [item for item in figures if wanted is None
+                    or selects(wanted, backend.labels(str(item["name"])))]
+        if op == "display":
+            return await backend.display(args["name"])
+        if op == "preview":
+            return backend.preview(args["text"], args["file"])
         return await backend.wait(args["name"])
 
     async def _change(self, op: str, args: dict[str, Any], caller: Caller) -> Any:
         backend = self._backend
         if op == "console":
             return backend.console(args["name"])
+        if op == "exec":
+            return backend.exec(args["name"], args["command"])
         if op == "prune":
             if args["confirm"] is not True:
                 raise Refused("BadRequest", "prune needs {\"confirm\": true}")
@@ -421,7 +457,8 @@ def _error(err: BaseException | None) -> tuple[str, str]:
         return err.type, err.message
     for class_, type_ in ((NoSuchDomain, "NotFound"), (NoSuchNetwork, "NotFound"),
                           (BusyError, "Busy"), (NotSupportedError, "NotSupported"),
-                          (DomctlError, "Failed")):
+                          (ActionNotRunning, "NotRunning"), (StatsNotRunning, "NotRunning"),
+                          (ManifestError, "Invalid"), (DomctlError, "Failed")):
         if isinstance(err, class_):
             return type_, str(err)
     log.error("api request failed unexpectedly; the server keeps serving", exc_info=err)

@@ -43,11 +43,12 @@ DRIVER_TIMEOUT = 2.0  # seconds one domain's figures may take (a QMP round trip 
 
 
 class NotRunning(TerminalError):
-    """Statistics of a domain that is not running (virsh domstats shows none either)."""
+    """Statistics of a domain that is not running (virsh domstats shows none either), or
+    another question only a running domain answers (`consequence` says what it lacks)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, consequence: str = "it has no statistics") -> None:
         self.name = name
-        super().__init__(f"{name} is not running: it has no statistics")
+        super().__init__(f"{name} is not running: {consequence}")
 
 
 @dataclass(frozen=True)

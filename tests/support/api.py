@@ -12,7 +12,9 @@ from typing import Any, ClassVar
 
 from controller.api.parsing import Refused
 from controller.api.server import ApiServer, Caller
+from controller.engine.stats import NotRunning as StatsNotRunning
 from controller.manifests import render
+from controller.manifests.loader import load_documents
 from controller.protocol import INVALID_KIND
 from controller.settings import ApiSettings
 from controller.state.events import EventBus
@@ -82,10 +84,11 @@ class DocsBackend:
         self._known(name)
         return self.directory / f"{name}.log"
 
-    def export(self, name: str) -> dict[str, Any]:
+    def export(self, name: str, defaults: bool = False) -> dict[str, Any]:
         """The manifest of `domain(name)` (tests/support/domains.py) with DIFFERENCES."""
         self._known(name)
-        document = render.document(domain(name, self.docs[name].get("driver", "qemu")))
+        document = render.document(domain(name, self.docs[name].get("driver", "qemu")),
+                                   defaults)
         return {"name": name, "running": self.docs[name].get("state") == "running",
                 "source": f"/manifests/{name}.yaml:1", "manifest": document,
                 "differences": self.DIFFERENCES}
@@ -108,6 +111,32 @@ class DocsBackend:
 
     def console(self, name: str) -> dict[str, Any]:
         raise NotSupportedError("fake", "console")
+
+    def labels(self, name: str) -> dict[str, str]:
+        return dict(self.docs.get(name, {}).get("labels") or {})
+
+    async def stats(self, name: str | None) -> list[dict[str, Any]]:
+        """One CPU second each for the running documents (NotRunning for another named)."""
+        if name is not None:
+            self._known(name)
+            if self.docs[name].get("state") != "running":
+                raise StatsNotRunning(name)
+        return [{"name": n, "cpu": {"seconds": 1.0, "percent": None}}
+                for n in sorted(self.docs) if name in (None, n)
+                and self.docs[n].get("state") == "running"]
+
+    async def display(self, name: str) -> dict[str, Any]:
+        self._known(name)
+        return {"vnc": "127.0.0.1:1", "host": "127.0.0.1", "port": 5901}
+
+    def exec(self, name: str, command: list[str]) -> dict[str, Any]:
+        self._known(name)
+        return {"argv": ["exec-in", name, *command]}
+
+    def preview(self, text: str, file: str) -> list[dict[str, Any]]:
+        """Every domain of the file is a create (ManifestError when it is invalid)."""
+        return [{"name": d.name, "action": "create", "changes": []}
+                for d in load_documents(text, file).domains]
 
     def prune(self, caller: Caller) -> dict[str, Any]:
         return {"message": "nothing to prune"}

@@ -30,11 +30,12 @@ from controller.state.events import EventBus, Subscription
 from reconcilers.errors import BusyError, DriverError, NotSupportedError
 from reconcilers.model import Cause, EventDetail, EventType, Reason, State
 from tests.support.api import DocsBackend
+from tests.support.domains import domain, manifest
 from tests.support.waiting import async_wait_until
 
 FAST = ApiSettings(request_timeout=0.3, log_poll=0.02, close_timeout=1.0)
 BROKE = DriverError("web-1", "status", "the status store broke")
-WRITES = [route for route in ROUTES if route.method == "POST"]
+WRITES = [route for route in ROUTES if route.write]
 
 
 def status(name: str, state: str = "running", **labels: str) -> dict[str, Any]:
@@ -194,6 +195,40 @@ async def test_reads_round_trip(served: Served) -> None:
     assert (await served.get("/v1/domains/web-1/generation")) == (
         200, {"name": "web-1", "generation": None})
     assert (await served.get("/v1/domains/web-1/export"))[1]["name"] == "web-1"
+    full = (await served.get("/v1/domains/web-1/export?defaults=1"))[1]["manifest"]["spec"]
+    assert full["restartPolicy"] == "Always"  # a default, written
+    assert (await served.get("/v1/domains/web-1/display")) == (
+        200, {"vnc": "127.0.0.1:1", "host": "127.0.0.1", "port": 5901})
+
+
+async def test_stats_of_every_running_domain_by_selector_and_of_one(served: Served) -> None:
+    code, figures = await served.get("/v1/stats?labelSelector=tier")
+    assert code == 200 and [f["name"] for f in figures] == ["db", "web-1"]
+    assert (await served.get("/v1/domains/db/stats"))[1][0]["cpu"]["seconds"] == 1.0
+    served.backend.docs["db"] = status("db", state="shutoff", tier="db")
+    code, reply = await served.get("/v1/domains/db/stats")
+    assert (code, reply["error"]["type"]) == (409, "NotRunning")
+
+
+async def test_exec_takes_a_command_of_strings(served: Served) -> None:
+    code, reply = await served.post("/v1/domains/web-1/exec", {"command": ["ls", "-l"]})
+    assert (code, reply) == (200, {"argv": ["exec-in", "web-1", "ls", "-l"]})
+    bad_bodies: list[dict[str, Any]] = [{"command": "ls -l"}, {"command": ["ls", 1]},
+                                        {"command": []}, {}]
+    for bad in bad_bodies:
+        code, reply = await served.post("/v1/domains/web-1/exec", bad)
+        assert (code, reply["error"]["type"]) == (400, "BadRequest"), bad
+
+
+async def test_a_preview_is_a_read_the_read_only_socket_serves(served: Served) -> None:
+    text = manifest(domain("new-vm"))
+    code, reply = await served.post("/v1/previews", {"file": "new.yaml", "text": text},
+                                    read_only=True)
+    assert (code, reply) == (200, [{"name": "new-vm", "action": "create", "changes": []}])
+    code, reply = await served.post("/v1/previews", {"file": "new.yaml",
+                                                     "text": text.replace("driver", "drivr")})
+    assert (code, reply["error"]["type"]) == (422, "Invalid")
+    assert reply["error"]["message"].startswith("new.yaml:")
 
 
 @pytest.mark.parametrize(("selector", "names"), [
