@@ -16,7 +16,8 @@ module loads only when one of them is parsed.
   command waits until every domain placed there has moved (printed as it does), or the
   scheduler said it cannot (`scheduling/`: unschedulable, or unreachable for a domain without
   failover on a lost host), or `--timeout` (exit 1 naming what is left).
-A host no one knows is refused (a typo must not cordon nothing).
+A host no one knows is refused (a typo must not cordon nothing). The fleet code they run logs
+its warnings (a record that does not parse, etcd unreachable) on stderr; stdout is the output.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from controller.fleet.scheduling import demand_of
 from controller.fleet.source import EtcdSource
 from controller.fleet.store import Delete, EtcdError, EtcdStore
 from controller.protocol import headline, rfc3339
+from controller.service import logconfig
 
 T = TypeVar("T")
 DRAIN_TIMEOUT = 300.0
@@ -82,6 +84,7 @@ def configure_drain(parser: Parser) -> None:
 def _run(args: argparse.Namespace,
          work: Callable[[EtcdStore, Keys], Awaitable[T]]) -> T:
     """`work` against the fleet of --etcd and --prefix; an etcd error is the command's."""
+    logconfig.configure("warning")
     async def run() -> T:
         store = EtcdStore([e.strip() for e in args.etcd.split(",") if e.strip()])
         try:

@@ -99,8 +99,9 @@ class Fleet:
         assert registration.registered.is_set(), f"host {name} not registered"
         return registration
 
-    async def scheduler(self, name: str) -> Scheduler:
-        scheduler = Scheduler(self.store, self.keys, name, ttl=TTL, settle=0.05,
+    async def scheduler(self, name: str, store: EtcdStore | None = None) -> Scheduler:
+        """A scheduler of `name` (through `store`: the test's client by default)."""
+        scheduler = Scheduler(store or self.store, self.keys, name, ttl=TTL, settle=0.05,
                               removal_grace=0.5)
         self.schedulers.append(scheduler)
         await scheduler.start()

@@ -17,6 +17,8 @@ from reconcilers.model import Domain
 from reconcilers.model import Placement as Wanted
 from tests.fleet.conftest import TTL, Fleet
 from tests.support.domains import domain
+from tests.support.etcd import EtcdCluster, TcpProxy
+from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.etcd
 
@@ -87,6 +89,31 @@ async def test_two_schedulers_one_leader_each_domain_placed_once_then_takeover(
     await fleet.publish(*(vm(f"d{i}", spread_group="g") for i in range(9)))
     state = await fleet.until(lambda s: "d8" in s.placements, "d8 placed by the new leader")
     assert {epoch for _host, epoch in where(state).values()} == {1}
+
+
+async def test_a_leader_cut_off_from_etcd_stops_acting_before_another_leads(
+        fleet: Fleet, etcd: EtcdCluster) -> None:
+    proxy = TcpProxy(etcd.endpoints[0])
+    cut_off = EtcdStore([proxy.endpoint], timeout=1.0)
+    try:
+        first = await fleet.scheduler("s1", store=cut_off)
+        await asyncio.wait_for(first.leading.wait(), 5)
+        second = await fleet.scheduler("s2")
+        proxy.cut()
+        cut = time.monotonic()
+        stepped_down = await async_wait_until(
+            lambda: time.monotonic() if not first.leading.is_set() else None,
+            "the cut-off leader stepping down", timeout=TTL)
+        assert not second.leading.is_set()
+        await asyncio.wait_for(second.leading.wait(), TTL + 3)
+        assert stepped_down - cut < TTL
+        await fleet.host("h1")
+        await fleet.publish(vm("after"))
+        await fleet.until(lambda s: "after" in s.placements, "placed by the new leader")
+    finally:
+        await fleet.close()  # the schedulers first: one of them uses `cut_off`
+        await cut_off.close()
+        proxy.close()
 
 
 async def test_a_lost_host_fails_over_its_failover_domains_and_strands_the_others(

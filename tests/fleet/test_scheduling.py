@@ -1,4 +1,5 @@
-"""controller/fleet/scheduling.py: the scheduler's rules as tables (no etcd: a pure function)."""
+"""controller/fleet/scheduling.py: the scheduler's rules as tables (no etcd: a pure function);
+and the pure parts of scheduler.py: a removed domain's release read from its status."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import pytest
 
 from controller.fleet.keys import HostRecord
 from controller.fleet.keys import Placement as Placed
-from controller.fleet.scheduling import Decision, Demand, HostView, Kind, schedule
+from controller.fleet.scheduler import released
+from controller.fleet.scheduling import Decision, Demand, HostView, Kind, demand_of, schedule
+from controller.fleet.store import KeyValue
 from reconcilers.model import Placement
+from tests.support.domains import domain
 
 
 def host(name: str, memory_mib: int = 4096, cpus: int = 4, drivers: tuple[str, ...] = (
@@ -97,3 +101,24 @@ def test_no_host_to_place_on_says_why(hosts: list[HostView]) -> None:
     assert decision.kind is Kind.UNSCHEDULABLE
     assert decision.message in ("no host holds a lease: 0 hosts to place it on",
                                 "0/1 hosts fit: 1 cordoned")
+
+
+def test_a_manifest_asks_its_memory_in_whole_mib_vcpus_placement_and_priority() -> None:
+    wanted = Placement(hosts=("h1",), failover=True)
+    asked = demand_of(domain("a", "lxc", memory=64 * 1024 * 1024 + 1, vcpus=2,
+                             start_priority=5, placement=wanted))
+    assert asked == Demand("a", "lxc", 65, 2, wanted, 5)
+
+
+@pytest.mark.parametrize(("status", "free"), [
+    (None, True),
+    (b'{"host": "h2", "state": "running"}', True),  # the host it moved to
+    (b'{"host": "h1", "state": "shutoff"}', True),
+    (b'{"host": "h1", "state": "running"}', False),
+    (b'{"state": "running"}', False),
+    (b"not json", False),
+])
+def test_a_removed_domain_is_released_when_its_status_says_it_no_longer_runs_there(
+        status: bytes | None, free: bool) -> None:
+    kv = None if status is None else KeyValue("/p/status/a", status, 1, 1, 1, 0)
+    assert released(kv, Placed("h1", 1)) is free
