@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from controller.cli import output as formats
-from controller.cli import waiting
 from controller.cli.client import ApiError, Client, DaemonNotRunning, socket_path
 from controller.cli.netview import (
     NETWORK_COLUMNS,
@@ -127,6 +126,8 @@ def _events_arguments(parser: Parser) -> None:
 
 
 def _wait_arguments(parser: Parser) -> None:
+    from controller.cli import waiting  # only for `wait`
+
     parser.add_argument("name", nargs="?", metavar="NAME")
     add_selector(parser, "Wait for each of")
     parser.add_argument("--all", action="store_true", help="Wait for every domain.")
@@ -376,7 +377,9 @@ def wait(args: argparse.Namespace) -> int:
         raise UsageError("give a NAME, --all or -l SELECTOR")
     gone = args.condition.met is None
     names = [args.name] if args.name else matching(_client(args), args.selector, gone)
-    return waiting.run(args, names, lambda timeout: _client(args, timeout))
+    from controller.cli.waiting import run
+
+    return run(args, names, lambda timeout: _client(args, timeout))
 
 
 def diff(args: argparse.Namespace) -> None:

@@ -36,7 +36,7 @@ finally:
 DOMCTL_MODULES = {"controller", "controller.cli", "controller.cli.main", "controller.cli.commands",
                   "controller.cli.client", "controller.cli.render", "controller.cli.netview",
                   "controller.cli.parser", "controller.cli.output", "controller.cli.selection",
-                  "controller.cli.waiting",
+                  "controller.cli.waiting",  # `wait`'s
                   "controller.protocol", "controller.paths",
                   "controller.service", "controller.service.entry"}
 NOT_LOADED = ("reconcilers", "yaml", "jsonschema", "structlog", "asyncio", "watchdog",
