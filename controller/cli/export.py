@@ -7,7 +7,8 @@ where it came from, and above each field where the manifest on disk says otherwi
 gives that value (`# manifest: memory: 1Gi`; `(not set)` for a field the manifest leaves at
 its default). A field the live spec leaves out has its comment above the nearest key it does
 have, spelled from there; one inside a list item, above the list's key (`disks[0].cache`).
-`-o json` prints the reply as it is, without comments.
+`-o json` prints the reply as it is, without comments. `domctl show NAME` is the same with every
+field written, at its default too (the effective configuration, `incus config show --expanded`).
 """
 
 from __future__ import annotations
@@ -33,9 +34,20 @@ def configure(parser: Parser) -> None:
     parser.set_defaults(handler=export)
 
 
-def export(args: argparse.Namespace) -> None:
+def configure_show(parser: Parser) -> None:
+    """`show`'s arguments: export's (a lazy command: its help is in cli/main.py's LAZY)."""
+    configure(parser)
+    parser.set_defaults(handler=show)
+
+
+def show(args: argparse.Namespace) -> None:
+    """export, every default written."""
+    export(args, defaults=True)
+
+
+def export(args: argparse.Namespace, defaults: bool = False) -> None:
     """The manifest, commented, or the reply as JSON."""
-    reply = _client(args).call("export", name=args.name)
+    reply = _client(args).call("export", name=args.name, defaults=defaults or None)
     if args.output == "json":
         print(json.dumps(reply, indent=2))
     else:

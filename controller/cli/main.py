@@ -61,6 +61,26 @@ in the manifest. Exit 1 if any input could not be converted.""",
 FIELD.PATH is dotted field names, after an optional kind (domain, the default, or network):
 `domctl explain spec.qemu.disks`, `domctl explain network.spec.ipv4`. Offline.""",
          "controller.cli.explain:configure"),
+    Lazy("show", """Print NAME's effective configuration: every field, defaults filled in.
+
+The manifest of the configuration NAME runs with (its manifest's when it is not running), every
+field written, at its default too, with a comment where the manifest on disk differs.""",
+         "controller.cli.export:configure_show"),
+    Lazy("stats", """Show running domains' CPU, memory, disk and network figures.
+
+Of every running domain, NAME or -l: CPU % (since the previous ask), CPU time, memory (RSS;
+the balloon of a VM), disk and NIC traffic (as the guest sees it). -o json: per disk and NIC.""",
+         "controller.cli.tools:configure_stats"),
+    Lazy("exec", """Run a command inside a running container: domctl exec NAME -- CMD...
+
+lxc-attach with a clean environment (TERM kept; PATH and HOME set); the command's exit code
+is domctl's, and it gets a terminal of its own when stdin is one. A VM has no way in from the
+host (use ssh, or `domctl console`).""",
+         "controller.cli.tools:configure_exec"),
+    Lazy("vncdisplay", """Print the VNC display of a running VM (HOST:DISPLAY).
+
+qemu's own answer, so an automatic port (`vnc: {}`) is the one it took; as `virsh vncdisplay`.""",
+         "controller.cli.tools:configure_vncdisplay"),
 )
 
 
