@@ -93,11 +93,11 @@ def _get_arguments(parser: Parser) -> None:
                         help="NAME, networks [NAME], or domain|network NAME.")
     parser.add_argument("-o", "--output", type=formats.output_format,
                         default=formats.Output("table"),
-                        metavar="table|wide|name|json|yaml|jsonpath=TEMPLATE",
-                        help="wide: with MODE, ADDRESSES and LABELS; name: domain/NAME lines; "
-                             "jsonpath: kubectl's templates, such as "
-                             "jsonpath='{.items[*].name}' or, of one domain, "
-                             "jsonpath='{.state}' [default: table].")
+                        metavar="FORMAT",
+                        help="table; wide (with MODE, ADDRESSES and LABELS); name "
+                             "(domain/NAME lines); json; yaml; jsonpath=TEMPLATE (kubectl's "
+                             "templates: jsonpath='{.items[*].name}', of one domain "
+                             "jsonpath='{.state}') [default: table].")
     add_selector(parser, "Only")
     parser.add_argument("--show-labels", action="store_true",
                         help="A LABELS column (in -o wide too).")
