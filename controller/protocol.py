@@ -243,3 +243,15 @@ def rfc3339(wall_seconds: float) -> str:
 def parse_rfc3339(stamp: str) -> float:
     """The inverse of rfc3339: wall-clock seconds; ValueError for a malformed stamp."""
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def installed_version() -> str:
+    """The installed domctl's version ("unknown" when it runs from a tree never installed): for
+    `--version`, the API's /v1/version and domctl_build_info. importlib.metadata loads only
+    when it is asked, not with the CLI."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("domctl")
+    except PackageNotFoundError:
+        return "unknown"

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.metadata
 import json
 import os
 import socket
@@ -62,6 +61,7 @@ from controller.protocol import (
     NDJSON,
     ROUTES,
     Route,
+    installed_version,
     selects,
 )
 from controller.settings import ApiSettings
@@ -282,9 +282,9 @@ class ApiServer:
             return await asyncio.shield(self._change(route.op, args, caller))
         backend, op = self._backend, route.op
         if op == "ping":
-            return {"version": _version(), "readOnly": caller.read_only}
+            return {"version": installed_version(), "readOnly": caller.read_only}
         if op == "openapi":
-            return openapi.document(_version())
+            return openapi.document(installed_version())
         if op == "get":
             wanted = streams.selector(args)
             documents = await backend.get(args.get("name"), bool(args.get("disks", False)),
@@ -464,11 +464,3 @@ def _error(err: BaseException | None) -> tuple[str, str]:
     log.error("api request failed unexpectedly; the server keeps serving", exc_info=err)
     return "Internal", (f"internal error: {type(err).__name__}: {err}; see the controller's "
                         "log")
-
-
-@functools.cache
-def _version() -> str:
-    try:
-        return importlib.metadata.version("domctl")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

@@ -28,6 +28,7 @@ from typing import NamedTuple, cast
 from controller.cli import commands
 from controller.cli.client import ApiError
 from controller.cli.parser import Commands, Failed, Parser, UsageError, existing_path
+from controller.protocol import installed_version
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_LEVEL = "info"
@@ -93,9 +94,7 @@ class _Version(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
-        from importlib.metadata import version
-
-        print(f"domctl {version('domctl')}")
+        print(f"domctl {installed_version()}")
         parser.exit()
 
 

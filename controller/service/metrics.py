@@ -68,8 +68,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
-import importlib.metadata
 import ipaddress
 import platform
 import socket
@@ -94,6 +92,7 @@ from prometheus_client.registry import Collector
 
 from controller.engine.ledger import DomainSample
 from controller.engine.stats import Figures
+from controller.protocol import installed_version
 from controller.settings import MetricsSettings
 from reconcilers.model import DETAILS_BY_EVENT, DriverName, State
 
@@ -261,7 +260,7 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         Gauge("domctl_build_info", "The domctl version and Python that run the controller; "
               "always 1.", ["version", "python"], registry=self.registry).labels(
-            version=_version(), python=platform.python_version()).set(1)
+            version=installed_version(), python=platform.python_version()).set(1)
         self._reconcile = Histogram(
             "domctl_reconcile_duration_seconds",
             "Duration of reconcile passes by result (ok, error, requeue); the count of "
@@ -362,15 +361,6 @@ class MetricsAddressError(ValueError):
     def __init__(self, addr: str, why: str) -> None:
         self.addr = addr
         super().__init__(f"--metrics {addr}: {why}")
-
-
-@functools.cache
-def _version() -> str:
-    """The installed domctl's version, for domctl_build_info."""
-    try:
-        return importlib.metadata.version("domctl")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class MetricsServer:
