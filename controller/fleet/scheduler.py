@@ -354,10 +354,15 @@ class Scheduler:
                 if not await self._apply(decision, state):
                     return 0.0  # a compare lost: read again and decide again
             return await self._remove(state, _declared(snapshot))
+        except _Deposed:
+            raise
         except EtcdError as err:  # a write may or may not have happened: the next pass reads
             self._log.warning("scheduling pass failed; retrying", error=str(err),
                               retry_in=self._retry)
             return self._retry
+        except Exception:  # a bug must not end the leadership: log it, and try again later
+            self._log.exception("scheduling pass failed; retrying", retry_in=self._resync)
+            return self._resync
 
     async def _apply(self, decision: Decision, state: FleetState) -> bool:
         """Write what `decision` changes; False when a compare was lost."""

@@ -33,7 +33,7 @@ from controller.cli.parser import Failed, Parser, bounded
 from controller.cli.render import cell, table
 from controller.fleet.keys import DEFAULT_PREFIX, Cordon, Keys
 from controller.fleet.scheduler import FleetState
-from controller.fleet.scheduling import demand_of
+from controller.fleet.scheduling import Kind, demand_of
 from controller.fleet.source import EtcdSource
 from controller.fleet.store import Delete, EtcdError, EtcdStore
 from controller.protocol import headline, rfc3339
@@ -167,13 +167,16 @@ async def _known(store: EtcdStore, keys: Keys, host: str) -> FleetState:
 
 async def set_cordon(store: EtcdStore, keys: Keys, host: str, *, drain: bool) -> int:
     """Cordon `host` (with drain: its domains are moved off too); etcd's revision after."""
-    await _known(store, keys, host)
     return await store.put(keys.cordon(host), Cordon(drain, rfc3339(time.time())).encode())
 
 
 def cordon(args: argparse.Namespace) -> None:
     """Keep new domains off HOST (those placed there stay)."""
-    _run(args, lambda store, keys: set_cordon(store, keys, args.host, drain=False))
+    async def work(store: EtcdStore, keys: Keys) -> None:
+        await _known(store, keys, args.host)
+        await set_cordon(store, keys, args.host, drain=False)
+
+    _run(args, work)
     print(f"host {args.host} cordoned")
 
 
@@ -229,7 +232,11 @@ def _drained(state: FleetState, keys: Keys, name: str, host: str, since: int) ->
     if placement.host != host:
         return f"{name}: moved to {placement.host} (epoch {placement.epoch})"
     record = state.schedulings.get(name)
-    if record is not None and state.revision(keys.scheduling(name)) > since:
+    if record is None:
+        return None
+    # unreachable: the host is lost and the domain may not fail over; the record may be
+    # older than the drain, which changes nothing of it. unschedulable: a word on this drain
+    if record.kind == Kind.UNREACHABLE.value or state.revision(keys.scheduling(name)) > since:
         return f"{name}: stays on {host}: {record.kind}: {record.message}"
     return None
 

@@ -13,6 +13,7 @@ import pytest
 from controller.fleet.keys import Keys, Placement
 from controller.fleet.scheduler import FleetState
 from controller.fleet.store import EtcdStore
+from controller.service.fleet_admin import drain_host
 from reconcilers.model import Domain
 from reconcilers.model import Placement as Wanted
 from tests.fleet.conftest import TTL, Fleet
@@ -132,6 +133,11 @@ async def test_a_lost_host_fails_over_its_failover_domains_and_strands_the_other
     assert state.placements["pet"] == Placement("h1", 1)
     assert state.schedulings["pet"].kind == "unreachable"
     assert "ha" not in state.schedulings
+    lines: list[str] = []  # a drain of the lost host: pet cannot leave it, and says why
+    assert await drain_host(fleet.store, fleet.keys, "h1", timeout=5, report=lines.append) == []
+    assert lines[1:] == ["pet: stays on h1: unreachable: host h1 "
+                         "is unreachable (its lease expired); placement.failover is false, so "
+                         "the domain stays placed there until the host is back"]
 
 
 async def test_a_removed_domain_loses_its_placement_once_released(fleet: Fleet) -> None:
