@@ -7,18 +7,19 @@ socket. Nothing else reads the environment. As root the defaults are the FHS pla
 daemon uses; as a user they follow the XDG base directories, so `domctl run` works
 unprivileged for qemu (LXC needs root).
 
-A leaf module (standard library only), so both the CLI and the daemon's layers may import it.
+A leaf module (standard library only), so both the CLI and the daemon's layers may import it;
+a NamedTuple rather than a dataclass, since the CLI loads it at every start and dataclasses
+costs 6 ms of imports (inspect).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
     manifests: Path  # the watched directory of Domain manifests
     state_dir: Path  # status, events.jsonl, audit.jsonl, per-domain records, driver data
     runtime_dir: Path  # sockets and pidfiles; may be a tmpfs cleared at boot

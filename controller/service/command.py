@@ -112,6 +112,9 @@ def configure(parser: Parser) -> None:
                        metavar="S", help="Seconds of this host's lease; it fences its failover "
                                          "domains max(2, S/5) seconds before it could expire "
                                          "[default: %(default)s].")
+    fleet.add_argument("--no-scheduler", dest="scheduler", action="store_false",
+                       help="Never stand in the scheduler's election (this host only runs the "
+                            "domains placed on it) [default: stands].")
     parser.set_defaults(handler=run)
 
 
@@ -169,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--etcd needs --host NAME (this host's name in the fleet)")
         settings = dataclasses.replace(settings, fleet=FleetSettings(
             endpoints=args.etcd, host=args.fleet_host, labels=args.host_labels,
-            prefix=args.prefix, ttl=args.host_ttl))
+            prefix=args.prefix, ttl=args.host_ttl, scheduler=args.scheduler))
     elif args.fleet_host is not None:
         raise UsageError("--host names this host in a fleet: give --etcd too")
     if args.pool is not None:
@@ -187,5 +190,4 @@ def _paths(**given: Path | None) -> Paths:
     """The directories given as flags (absolute already), the defaults for this user for the
     others."""
     defaults = default_paths(os.geteuid(), os.environ)
-    return dataclasses.replace(defaults, **{key: value for key, value in given.items()
-                                            if value is not None})
+    return defaults._replace(**{key: value for key, value in given.items() if value is not None})

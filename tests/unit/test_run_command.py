@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -114,7 +113,7 @@ def test_relative_directories_are_made_absolute(domctl: Domctl, tmp_path: Path,
     assert settings.paths.state_dir == tmp_path / "rel-state"
     assert settings.paths.manifests == tmp_path / "m" / ".." / "rel-manifests"  # as given
     assert settings.paths.runtime_dir == tmp_path / "rel-run"
-    assert all(path.is_absolute() for path in dataclasses.astuple(settings.paths))
+    assert all(path.is_absolute() for path in settings.paths)
 
 
 def test_the_console_script_offers_run_and_loads_it_when_used() -> None:
