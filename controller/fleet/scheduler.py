@@ -431,6 +431,8 @@ class Scheduler:
     async def _write(self, key: str, state: FleetState, operations: list[Put | Delete]) -> bool:
         """One transaction: `key` as read, and this host still the leader of its term.
         False when `key` changed; _Deposed when the leadership is gone."""
+        if not self._term:  # no term: `create_revision == 0` would hold for anyone
+            raise _Deposed
         answer = await self._store.txn(
             [Compare.mod_revision(key, state.revision(key)),
              Compare(self._keys.scheduler, "CREATE", self._term)], operations)

@@ -12,6 +12,7 @@ import pytest
 
 from controller.fleet.keys import Keys, Placement
 from controller.fleet.scheduler import FleetState
+from controller.fleet.scheduling import Decision, Kind
 from controller.fleet.store import EtcdStore
 from controller.service.fleet_admin import drain_host
 from reconcilers.model import Domain
@@ -90,6 +91,18 @@ async def test_two_schedulers_one_leader_each_domain_placed_once_then_takeover(
     await fleet.publish(*(vm(f"d{i}", spread_group="g") for i in range(9)))
     state = await fleet.until(lambda s: "d8" in s.placements, "d8 placed by the new leader")
     assert {epoch for _host, epoch in where(state).values()} == {1}
+
+
+async def test_a_lost_compare_writes_nothing(fleet: Fleet) -> None:
+    await fleet.host("h1")
+    scheduler = await fleet.scheduler("s1")
+    await asyncio.wait_for(scheduler.leading.wait(), 5)
+    keys = fleet.keys  # "x" is in no manifest: its status holds the placement where it is
+    await fleet.store.put(keys.status("x"), b'{"host": "h2", "state": "running"}')
+    stale = await FleetState.read(fleet.store, keys)
+    await fleet.store.put(keys.placement("x"), Placement("h2", 1).encode())  # someone else
+    assert not await scheduler._apply(Decision("x", Kind.PLACE, "h1", 1), stale)
+    assert (await FleetState.read(fleet.store, keys)).placements["x"] == Placement("h2", 1)
 
 
 async def test_a_leader_cut_off_from_etcd_stops_acting_before_another_leads(
