@@ -143,6 +143,9 @@ def _wait_arguments(parser: Parser) -> None:
 
 def _diff_arguments(parser: Parser) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME")
+    parser.add_argument("-f", "--filename", metavar="FILE",
+                        help="A candidate manifest file: the changes it would make, nothing "
+                             "stored; exit 0 none, 1 some, 2 an invalid file (kubectl diff's).")
 
 
 def _logs_arguments(parser: Parser) -> None:
@@ -382,10 +385,16 @@ def wait(args: argparse.Namespace) -> int:
     return run(args, names, lambda timeout: _client(args, timeout))
 
 
-def diff(args: argparse.Namespace) -> None:
-    """Show the manifest changes not yet in effect.
+def diff(args: argparse.Namespace) -> int | None:
+    """Show the manifest changes not yet in effect, or those a candidate file would make.
 
-    Of every domain or of NAME, each with how it applies: live, or at the next restart."""
+    Of every domain or of NAME, each with how it applies: live, or at the next restart. With
+    -f FILE: what FILE would change, each domain's action and changes, nothing stored."""
+    if args.filename is not None:
+        exclusive(args.name, args.filename, "-f")
+        from controller.cli.preview import preview  # only for -f
+
+        return preview(_client(args), args.filename)
     name = args.name
     lines: list[str] = []
     for domain in _client(args).call("diff", name=name):
@@ -394,6 +403,7 @@ def diff(args: argparse.Namespace) -> None:
             lines += [f"{domain.get('name')}:", *(f"  {_change_line(c)}" for c in changes)]
     for line in lines or [f"{name}: no changes" if name else "no changes"]:
         print(line)
+    return None
 
 
 def logs(args: argparse.Namespace) -> None:
