@@ -386,7 +386,7 @@ def wait(args: argparse.Namespace) -> int:
 
 
 def diff(args: argparse.Namespace) -> int | None:
-    """Show manifest changes not yet in effect, or a file's (-f).
+    """Show changes not yet in effect (-f FILE: a file's).
 
     Of every domain or of NAME, each with how it applies: live, or at the next restart. With
     -f FILE: what FILE would change, each domain's action and changes, nothing stored."""
