@@ -31,6 +31,8 @@ def test_the_run_flag_table_shows_every_flag_with_its_default() -> None:
     command.configure(parser)
     names = {flag: action.dest for action in parser._actions
              if not isinstance(action, argparse._HelpAction) for flag in action.option_strings}
+    switches = {flag for action in parser._actions if isinstance(action, argparse._StoreConstAction)
+                for flag in action.option_strings}  # store_true/false: "off" is not given
     values = vars(parser.parse_args([]))  # every option at its default; nothing runs
     root = default_paths(0, {})
     seen: list[str] = []
@@ -43,12 +45,15 @@ def test_the_run_flag_table_shows_every_flag_with_its_default() -> None:
             seen.append(flag)
             default = values[names[flag]]
             if shown == "off":
-                assert default is None, flag
+                assert default is None or flag in switches, flag
+            elif shown == "none":
+                assert default in ({}, (), []), flag
             elif shown.startswith("`<state>/"):  # under whatever --state-dir is: no default
                 assert default is None, flag  # of its own
-            elif shown.startswith("`"):  # a directory: "`root default` / `user default`"
-                field = flag.removeprefix("--").replace("-", "_")
-                assert shown.split("`")[1] == str(getattr(root, field)), flag
+            elif shown.startswith("`") and hasattr(root, field := flag[2:].replace("-", "_")):
+                assert shown.split("`")[1] == str(getattr(root, field)), flag  # a directory
+            elif shown.startswith("`"):  # a value such as a prefix
+                assert shown.split("`")[1] == str(default), flag
             else:
                 assert float(shown) == default, flag
     assert sorted(seen) == sorted(names)
