@@ -25,7 +25,7 @@ Times are in seconds, sizes in bytes. The tree:
         metrics: MetricsSettings            address, snapshot_timeout
         networks: NetworkSettings           resync, removal_recheck, dnsmasq_user/group
         qemu: QemuSettings                  reconcilers/qemu/layout.py (the driver's own)
-        fleet: FleetSettings | None         endpoints, prefix, host, labels, ttl (None: a
+        fleet: FleetSettings | None         endpoints, prefix, host, labels, ttl, scheduler (None: a
                                             manifests directory, not etcd)
 
 A leaf: it imports the standard library and `controller.paths`, and the qemu driver's settings
@@ -227,6 +227,9 @@ class FleetSettings:
     ttl: int = 10
     """Seconds of the host's lease (`--host-ttl`): a host gone for this long is NotReady and its
     failover domains move; it fences itself at max(2, ttl/5) seconds before (fencing.py)."""
+    scheduler: bool = True
+    """Whether this host stands in the scheduler's election (`--no-scheduler`: never; one
+    host leads at a time, any of those standing takes over when it goes)."""
 
 
 def _qemu_settings() -> QemuSettings:

@@ -8,9 +8,12 @@ and drives it in the order a host joins the fleet:
    its first snapshot: the domains placed here, the ones it must release at shutoff;
 2. `join(drivers)`: registers `hosts/NAME` under a lease (registration.py: CPUs, memory, the
    drivers that probed available, the labels), then starts the self-fencing watch
-   (fencing.py) and the status documents' publisher (statuspub.py);
-3. `stop()`: all of it stopped, the lease left to expire (the domains keep running, as a
-   stopping controller leaves them; the next run takes the lease over, registration.py).
+   (fencing.py), the status documents' publisher (statuspub.py) and, unless the settings say
+   `scheduler=False` (`--no-scheduler`), its candidacy in the scheduler's election
+   (scheduler.py: one host of the fleet places the domains);
+3. `stop()`: all of it stopped, the scheduler's leadership resigned (another host takes over
+   at once), the host's lease left to expire (the domains keep running, as a stopping
+   controller leaves them; the next run takes the lease over, registration.py).
 
 What it needs of the engine is the `Engine` protocol below: fleet code never imports the
 engine (the layers of pyproject.toml), the daemon hands an adapter in.
@@ -30,6 +33,7 @@ from controller.fleet.fencing import Fencing
 from controller.fleet.hostview import HostView
 from controller.fleet.keys import Keys
 from controller.fleet.registration import Registration, local_host
+from controller.fleet.scheduler import Scheduler
 from controller.fleet.statuspub import StatusPublisher
 from controller.fleet.store import EtcdStore
 from controller.manifests.source import Snapshot
@@ -56,8 +60,10 @@ class Engine(Protocol):
 class FleetHost:
     def __init__(self, settings: FleetSettings, on_snapshot: Callable[[Snapshot], None],
                  engine: Engine, statuses: StatusStore, *, resync: float = 30.0,
-                 lease_file: Path | None = None) -> None:
+                 removal_grace: float = 3.0, lease_file: Path | None = None) -> None:
         self.settings = settings
+        self._resync = resync
+        self._removal_grace = removal_grace
         self._engine = engine
         self._statuses = statuses
         self._lease_file = lease_file
@@ -68,6 +74,7 @@ class FleetHost:
         self.registration: Registration | None = None
         self.fencing: Fencing | None = None
         self.publisher: StatusPublisher | None = None
+        self.scheduler: Scheduler | None = None
 
     async def start(self) -> None:
         await self.view.start()
@@ -85,12 +92,19 @@ class FleetHost:
         self.publisher = StatusPublisher(self.store, self.keys, self.view, self._statuses,
                                          self._engine.settled_off)
         self.publisher.start()
+        if self.settings.scheduler:
+            self.scheduler = Scheduler(self.store, self.keys, record.name, ttl=self.settings.ttl,
+                                       removal_grace=self._removal_grace, resync=self._resync)
+            await self.scheduler.start()
         log.info("host in the fleet", host=record.name, cpus=record.cpus,
                  memory_mib=record.memory_mib, drivers=list(record.drivers),
                  labels=dict(record.labels), etcd=list(self.store.endpoints),
-                 prefix=self.keys.prefix, ttl=self.settings.ttl)
+                 prefix=self.keys.prefix, ttl=self.settings.ttl,
+                 scheduler=self.settings.scheduler)
 
     async def stop(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()  # resigns: another host leads at once
         for part in (self.publisher, self.fencing):
             if part is not None:
                 await part.stop()

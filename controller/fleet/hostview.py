@@ -169,7 +169,8 @@ class HostView:
         self.roles: dict[str, Role] = {}
         self._placements_read = False
         self._granted: set[tuple[str, int]] = set()
-        self._snapshot: Snapshot | None = None
+        self._snapshot: Snapshot | None = None  # the published manifests, as last read
+        self._last = Snapshot(readable=False)  # the view last handed to the engine
         self._delivered: frozenset[str] = frozenset()  # names in the last view handed over
         self.listeners: list[Callable[[], None]] = []  # told after every new view
 
@@ -192,9 +193,9 @@ class HostView:
             await mirror.stop()
 
     async def rescan(self) -> Snapshot:
-        """The API's rescan: the manifests read again (the view follows)."""
+        """The API's rescan: the manifests read again; the view handed over then."""
         await self.source.rescan()
-        return self._view()
+        return self._last
 
     def placement(self, name: str) -> Placement | None:
         return self.fleet.placements.get(name)
@@ -215,7 +216,7 @@ class HostView:
 
     def _manifests(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
-        self.deliver()
+        self.deliver(always=True)  # as the directory source does at every rescan
 
     async def _placements(self, kvs: Mapping[str, KeyValue]) -> None:
         self._placements_read = True
@@ -254,11 +255,16 @@ class HostView:
         self._delivered = frozenset(view.domains)
         return view
 
-    def deliver(self) -> None:
-        """Hand the view as it is now to the engine; tell the listeners."""
+    def deliver(self, *, always: bool = False) -> None:
+        """Hand the view as it is now to the engine when it changed (`always`: anyway); tell
+        the listeners. A status document written anywhere in the fleet changes the view of
+        no domain most of the time: the engine is spared those."""
         if self._snapshot is None:
             return
-        self._on_snapshot(self._view())
+        view = self._view()
+        if always or view != self._last:
+            self._last = view
+            self._on_snapshot(view)
         for listener in self.listeners:
             listener()
 

@@ -13,7 +13,9 @@ domains, with which epoch (`document_epoch`, pure):
   release is proven (`settled_off`: a pass over the shutoff spec the view gave observed the
   domain shut off; the previous host's document with that epoch and `state: shutoff` is what
   the new host waits for), with the epoch it had until then;
-- waiting for a release (WAIT) or absent: nothing (the previous host's document must stay).
+- waiting for a release (WAIT) or absent: nothing (the previous host's document must stay);
+  a document of this host's of a domain it no longer knows at all (undefined here once its
+  manifest went) is deleted, so etcd keeps no status of a domain nobody runs.
 
 Every write is a compare-and-swap on the key's mod revision as the host view's mirror of
 `status/` last saw it, so a document another host wrote meanwhile is never overwritten by a
@@ -35,7 +37,7 @@ import structlog
 
 from controller.fleet.hostview import HostView, Role, StatusMark
 from controller.fleet.keys import Keys, Placement
-from controller.fleet.store import Compare, EtcdStore, Put
+from controller.fleet.store import Compare, Delete, EtcdStore, Put
 from controller.state.status import StatusStore
 
 log = structlog.get_logger(__name__)
@@ -119,4 +121,22 @@ class StatusPublisher:
             log.debug("status published" if answer.succeeded else
                       "status not published: etcd's document changed meanwhile",
                       domain=name, epoch=epoch, state=status.state.value)
+        await self._delete_forgotten()
+
+    async def _delete_forgotten(self) -> None:
+        """This host's documents of domains it no longer knows (undefined here: the manifest
+        went), so etcd keeps no status of a domain nobody runs."""
+        for name, mark in sorted((self._view.fleet.statuses or {}).items()):
+            if mark.host != self._view.me or self._statuses.read(name) is not None \
+                    or self._view.roles.get(name, Role.ABSENT) is not Role.ABSENT:
+                continue
+            key = self._keys.status(name)
+            kv = self._view.statuses.kvs.get(key)
+            if kv is None:
+                continue
+            answer = await self._store.txn([Compare.mod_revision(key, kv.mod_revision)],
+                                           [Delete(key)])
+            if answer.succeeded:
+                log.info("status withdrawn from etcd: the domain is gone from this host",
+                         domain=name)
 

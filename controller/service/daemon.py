@@ -165,6 +165,7 @@ class Daemon:
             return None
         return FleetHost(self.settings.fleet, on_snapshot, _FleetEngine(controller),
                          controller.statuses, resync=self.settings.source.resync,
+                         removal_grace=self.settings.engine.prune.grace,
                          lease_file=paths.state_dir / "fleet-lease")
 
     def _metrics(self, controller: Controller, events: EventBus) -> MetricsServer | None:

@@ -2,7 +2,8 @@
 a real etcd member, each reconciling exactly the domains placed on it (the test writes
 `placements/` itself: the scheduler is tested on its own), a move that never runs a domain on
 two hosts, and a host cut off from etcd while alive that fences its failover domain before its
-lease can expire (cheap diskless tcg VMs: their firmware idles and ignores ACPI, so a graceful
+lease can expire, and a host whose controller restarts keeping its lease and its domains
+(cheap diskless tcg VMs: their firmware idles and ignores ACPI, so a graceful
 stop ends in the destroy after their 2 s shutdownTimeout)."""
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def publish(directory: Path, etcd: EtcdCluster, keys: Keys, *names: str,
 
 def host_args(endpoint: str, host: str, keys: Keys, ttl: int = 10) -> tuple[str, ...]:
     return ("--etcd", endpoint, "--host", host, "--prefix", keys.prefix,
-            "--host-ttl", str(ttl))
+            "--host-ttl", str(ttl), "--no-scheduler")  # the test places the domains
 
 
 def base(tmp_path: Path, host: str) -> Path:
@@ -158,6 +159,15 @@ def test_each_host_runs_its_domains_and_a_move_never_runs_one_twice(
                       "web's status from host-b in etcd", web)
     assert on_b["epoch"] == 2
     assert running_pid(b, db)  # untouched by the move
+
+    # a controller restart is no lost host: the lease is taken over, the domains adopted
+    pids = (running_pid(b, web), running_pid(b, db))
+    b.restart()
+    b.wait_for(lambda: b.logged("host registration taken over from the previous run"),
+               "host-b's lease taken over", web)
+    b.wait_for(lambda: b.logged("first full pass done; ready"), "host-b's first passes", web)
+    assert b.last_acted(web) == 0 and b.last_acted(db) == 0  # adopted, left alone
+    assert (running_pid(b, web), running_pid(b, db)) == pids
 
 
 @pytest.fixture
