@@ -13,10 +13,13 @@ the domain; the margin also absorbs a slow event loop and the clock rates of two
 Before the first registration of this run, the run's start stands for `renewed_at`.
 
 When the deadline passes without a newer confirmed renewal, `Fencing` at once puts every
-domain whose manifest says `placement.failover: true` at `state: shutoff` in the host view
+domain whose desired spec says `placement.failover: true` (the engine's: also one re-attached
+while etcd could not be read yet) at `state: shutoff` in the host view
 (so no pass starts it again) and destroys each one that runs (the engine's destroy: the destroy
 job, which cuts a graceful shutdown short; not a pass). They stay off until the host has
-renewed or registered again AND read `placements/` afresh; then the host view's rules apply: a
+renewed or registered again AND read `placements/` afresh; then the destroy's hold ends (a
+controller started while etcd was away has no view to change: the hold alone kept them off)
+and the host view's rules apply: a
 domain still placed here starts again, one placed elsewhere meanwhile (a new epoch) stays off.
 Domains without failover keep running: the scheduler never moves them, so they cannot run
 twice, and a partition from etcd alone does not take them down (docs/fleet.md: etcd down
@@ -77,9 +80,17 @@ def step(now: float, renewed_at: float, ttl: float, fenced_at: float | None,
 class FencingEngine(Protocol):
     """What fencing needs of the engine (the daemon gives it; fleet never imports the engine)."""
 
+    def failover_domains(self) -> list[str]:
+        """The domains whose desired spec (the last valid one: also a domain re-attached
+        while etcd could not be read) says placement.failover."""
+
     def running(self, name: str) -> bool: ...
 
     def destroy(self, name: str) -> Coroutine[Any, Any, None]: ...
+
+    def unfenced(self, name: str) -> None:
+        """The fence on `name` is lifted: the destroy's hold on it ends (the host view's
+        rules decide again)."""
 
 
 class Fencing:
@@ -130,9 +141,7 @@ class Fencing:
 
     async def _fence(self, now: float, deadline: float | None) -> None:
         self.fenced_at = now
-        names = sorted(name for name in self._view.roles
-                       if (domain := self._view.manifest(name)) is not None
-                       and domain.spec.placement.failover)
+        names = sorted(self._engine.failover_domains())
         log.error("lease renewal overdue: fencing this host's failover domains",
                   host=self._view.me, since_renewal=round(now - self._renewed, 2),
                   ttl=self._registration.ttl, margin=margin(self._registration.ttl),
@@ -164,7 +173,10 @@ class Fencing:
             log.warning("cannot read placements yet; the fence stays", host=self._view.me,
                         error=str(err))
             return
+        fenced = sorted(self._view.fenced)
         log.warning("fence lifted: the domains still placed here start again",
-                    host=self._view.me, domains=sorted(self._view.fenced))
+                    host=self._view.me, domains=fenced)
         self.fenced_at = None
         self._view.unfence()
+        for name in fenced:
+            self._engine.unfenced(name)

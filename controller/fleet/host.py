@@ -47,11 +47,17 @@ class Engine(Protocol):
     def known(self) -> Collection[str]:
         """The domains this host has a record of."""
 
+    def failover_domains(self) -> list[str]:
+        """The domains whose last valid desired spec says placement.failover."""
+
     def running(self, name: str) -> bool:
         """Whether `name` runs here now."""
 
     def destroy(self, name: str) -> Coroutine[Any, Any, None]:
-        """Off at once (the destroy job)."""
+        """Off at once (the destroy job), held off until `unfenced`."""
+
+    def unfenced(self, name: str) -> None:
+        """The destroy's hold on `name` ends."""
 
     def settled_off(self, name: str) -> bool:
         """A pass over the desired spec handed over last (shutoff) observed it shut off."""

@@ -200,10 +200,6 @@ class HostView:
     def placement(self, name: str) -> Placement | None:
         return self.fleet.placements.get(name)
 
-    def manifest(self, name: str) -> Domain | None:
-        """The published manifest of `name` as last read (before the view cut it)."""
-        return self._snapshot.domains.get(name) if self._snapshot is not None else None
-
     def fence(self, names: Collection[str]) -> None:
         self.fenced |= set(names)
         self.deliver()

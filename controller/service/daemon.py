@@ -53,6 +53,7 @@ from controller.state.networks import NetworkStore
 from controller.state.registry import Registry
 from controller.state.status import StatusStore
 from reconcilers.driver import Driver, DriverContext, RuntimeEvent
+from reconcilers.history import ApiAction
 from reconcilers.lxc import LxcDriver
 from reconcilers.model import DesiredState, DriverName, State
 from reconcilers.net.network import NetworkHost
@@ -256,12 +257,26 @@ class _FleetEngine:
     def known(self) -> list[str]:
         return self._controller.registry.names()
 
+    def failover_domains(self) -> list[str]:
+        store = self._controller.store
+        return [name for name in store.names() if (desired := store.desired(name)) is not None
+                and desired.spec.placement.failover]
+
     def running(self, name: str) -> bool:
         record = self._controller.ledger.get(name)
         return record is not None and record.runtime is not None
 
     async def destroy(self, name: str) -> None:
         await self._controller.destroy(name, os.getuid())
+
+    def unfenced(self, name: str) -> None:
+        """The fence's destroy request ends (it would hold the domain off until its manifest
+        changes, and a fence lifted without a change of the view would leave it off)."""
+        record = self._controller.ledger.get(name)
+        if record is not None and record.override is not None \
+                and record.override.action is ApiAction.DESTROY:
+            self._controller.ledger.set_request(name, None)
+            self._controller.queue.add(name)
 
     def settled_off(self, name: str) -> bool:
         desired = self._controller.desired_resolved(name)

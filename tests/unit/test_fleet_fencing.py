@@ -76,9 +76,6 @@ class FakeView:
         self.placements = FakeMirror()
         self.hosts = FakeMirror()
 
-    def manifest(self, name: str) -> Domain | None:
-        return self.domains.get(name)
-
     def fence(self, names: Collection[str]) -> None:
         self.fenced |= set(names)
 
@@ -87,9 +84,17 @@ class FakeView:
 
 
 class FakeEngine:
-    def __init__(self, running: set[str]) -> None:
+    def __init__(self, running: set[str], failover: tuple[str, ...]) -> None:
         self.up = running
+        self.failover = failover
         self.destroyed: list[str] = []
+        self.unheld: list[str] = []
+
+    def failover_domains(self) -> list[str]:
+        return list(self.failover)
+
+    def unfenced(self, name: str) -> None:
+        self.unheld.append(name)
 
     def running(self, name: str) -> bool:
         return name in self.up
@@ -109,7 +114,7 @@ async def test_fencing_destroys_the_running_failover_domains_and_lifts_after_a_r
     clock = Clock()
     registration = FakeRegistration()
     view = FakeView({"fo": failover("fo"), "fo-off": failover("fo-off"), "keep": domain("keep")})
-    engine = FakeEngine({"fo", "keep"})
+    engine = FakeEngine({"fo", "keep"}, ("fo-off", "fo"))
     fencing = Fencing(cast(Registration, registration), cast(HostView, view), engine,
                       clock=clock)
     registration.renewed_at = 1000.0
@@ -135,13 +140,13 @@ async def test_fencing_destroys_the_running_failover_domains_and_lifts_after_a_r
     await fencing.check()
     assert view.placements.reads == 1
     assert view.fenced == set() and fencing.fenced_at is None
-    assert engine.destroyed == ["fo"]
+    assert engine.destroyed == ["fo"] and engine.unheld == ["fo", "fo-off"]
 
 
 async def test_before_the_first_registration_the_run_start_counts() -> None:
     clock = Clock()
     view = FakeView({"fo": failover("fo")})
-    engine = FakeEngine({"fo"})
+    engine = FakeEngine({"fo"}, ("fo",))
     fencing = Fencing(cast(Registration, FakeRegistration()), cast(HostView, view), engine,
                       clock=clock)
     clock.now = 1007.9
