@@ -41,6 +41,9 @@ def configure(parser: Parser) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from controller.service import logconfig
+
+    logconfig.configure("warning")  # what it did is its output; warnings go to stderr
     return asyncio.run(_publish(Path(args.manifests), args.etcd, args.prefix,
                                 args.confirm_prune))
 
