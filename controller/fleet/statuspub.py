@@ -38,7 +38,7 @@ import structlog
 from controller.fleet.hostview import HostView, Role, StatusMark
 from controller.fleet.keys import Keys, Placement
 from controller.fleet.store import Compare, Delete, EtcdStore, Put
-from controller.state.status import StatusStore
+from controller.state.status import DomainStatus, StatusStore
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +65,7 @@ class StatusPublisher:
         self._settled_off = settled_off
         self._retry = retry
         self._changed = asyncio.Event()
+        self._documents: dict[str, tuple[DomainStatus, int, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -111,8 +112,7 @@ class StatusPublisher:
             status = self._statuses.read(name)
             if epoch is None or status is None:
                 continue
-            value = json.dumps({**status.to_dict(), "host": self._view.me, "epoch": epoch},
-                               sort_keys=True, separators=(",", ":")).encode()
+            value = self._encoded(name, status, epoch)
             if kv is not None and kv.value == value:
                 continue
             answer = await self._store.txn(
@@ -122,6 +122,17 @@ class StatusPublisher:
                       "status not published: etcd's document changed meanwhile",
                       domain=name, epoch=epoch, state=status.state.value)
         await self._delete_forgotten()
+
+    def _encoded(self, name: str, status: DomainStatus, epoch: int) -> bytes:
+        """The document to write, encoded once per status and epoch (a round looks at every
+        domain, and the status store hands out the same object until it changes)."""
+        cached = self._documents.get(name)
+        if cached is not None and cached[0] is status and cached[1] == epoch:
+            return cached[2]
+        value = json.dumps({**status.to_dict(), "host": self._view.me, "epoch": epoch},
+                           sort_keys=True, separators=(",", ":")).encode()
+        self._documents[name] = (status, epoch, value)
+        return value
 
     async def _delete_forgotten(self) -> None:
         """This host's documents of domains it no longer knows (undefined here: the manifest
@@ -137,6 +148,7 @@ class StatusPublisher:
             answer = await self._store.txn([Compare.mod_revision(key, kv.mod_revision)],
                                            [Delete(key)])
             if answer.succeeded:
+                self._documents.pop(name, None)
                 log.info("status withdrawn from etcd: the domain is gone from this host",
                          domain=name)
 
