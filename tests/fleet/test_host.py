@@ -1,10 +1,11 @@
 """Fleet mode's host side with real processes: `domctl publish`, then `domctl run --etcd` hosts on
-a real etcd member, each reconciling exactly the domains placed on it (the test writes
-`placements/` itself: the scheduler is tested on its own), a move that never runs a domain on
-two hosts, and a host cut off from etcd while alive that fences its failover domain before its
-lease can expire, and a host whose controller restarts keeping its lease and its domains
-(cheap diskless tcg VMs: their firmware idles and ignores ACPI, so a graceful
-stop ends in the destroy after their 2 s shutdownTimeout)."""
+a real etcd member, each reconciling exactly the domains placed on it (the tests write
+`placements/` themselves: the scheduler is tested on its own), a move that never runs a domain
+on two hosts, a host whose controller restarts keeping its lease and its domains, a host cut off
+from etcd while alive that fences its failover domain before its lease can expire, and a lone
+host whose own scheduler places a published domain on it. Cheap diskless tcg VMs: their
+firmware idles and ignores ACPI, so a graceful stop ends in the destroy after their 2 s
+shutdownTimeout."""
 
 from __future__ import annotations
 
@@ -66,9 +67,11 @@ def publish(directory: Path, etcd: EtcdCluster, keys: Keys, *names: str,
     assert "published at revision" in done.stdout, done.stdout
 
 
-def host_args(endpoint: str, host: str, keys: Keys, ttl: int = 10) -> tuple[str, ...]:
+def host_args(endpoint: str, host: str, keys: Keys, ttl: int = 10,
+              scheduler: bool = False) -> tuple[str, ...]:
+    """Without a scheduler unless asked: the tests place the domains themselves."""
     return ("--etcd", endpoint, "--host", host, "--prefix", keys.prefix,
-            "--host-ttl", str(ttl), "--no-scheduler")  # the test places the domains
+            "--host-ttl", str(ttl), *(() if scheduler else ("--no-scheduler",)))
 
 
 def base(tmp_path: Path, host: str) -> Path:
@@ -211,3 +214,19 @@ def test_a_host_cut_off_from_etcd_fences_its_failover_domain_before_its_lease_ex
                               timeout=30)
         assert c.logged("fence lifted: the domains still placed here start again")
         assert again["pid"] != kept and running_pid(c, staying) == kept
+
+
+def test_a_host_with_its_scheduler_runs_what_the_fleet_places(tmp_path: Path,
+                                                             etcd: EtcdCluster,
+                                                             keys: Keys) -> None:
+    """The wiring: `domctl run --etcd` stands in the scheduler's election by default, so a lone
+    host leads and places a published domain on itself."""
+    args = host_args(etcd.endpoints[0], "host-s", keys, scheduler=True)
+    with controller_on(base(tmp_path, "s"), args) as host:
+        solo = host.name("solo")
+        publish(tmp_path / "published", etcd, keys, solo)
+        host.wait_state(solo, "running")
+        placed = etcd_call(etcd.endpoints, "get", keys.placement(solo))
+        assert placed is not None
+        assert Placement.decode(placed.key, placed.value) == Placement("host-s", 1)
+        assert host.logged("scheduler leader elected")
