@@ -247,6 +247,7 @@ class HostView:
                 log.info("fleet role", domain=name, role=given.value,
                          placement=dataclasses.asdict(placement) if placement else None)
         self.roles = roles
+        self._granted = {(name, epoch) for name, epoch in self._granted if name in roles}
         view = host_view(snapshot, roles)
         self._delivered = frozenset(view.domains)
         return view
