@@ -93,6 +93,7 @@ class Facts:
     interfaces: tuple[InterfaceStatus, ...] = ()
     agent: Condition | None = None  # GuestAgent, for a domain with a guest agent channel
     saved: SavedImage | None = None  # a shutoff domain's managed-save image
+    display: str | None = None  # where a running VM's VNC server listens (Display.vnc)
 
 
 def build_status(facts: Facts) -> DomainStatus:
@@ -112,7 +113,8 @@ def build_status(facts: Facts) -> DomainStatus:
         backoffUntil=rfc3339(facts.backoff_until) if facts.backoff_until is not None else None,
         conditions=conditions, pending=tuple(PendingChange.from_change(c) for c in facts.pending),
         interfaces=facts.interfaces, saved=_saved(facts.saved),
-        management=desired.spec.management if desired is not None else None)
+        management=desired.spec.management if desired is not None else None,
+        display=facts.display)
 
 
 def _saved(image: SavedImage | None) -> SavedStatus | None:
@@ -280,6 +282,7 @@ class StatusProjector:
         # what each run's guest said, and when: a silent guest agent costs its timeout (~1 s),
         # which a pass must not pay every time (an action's reply waits for its status)
         self._guest: dict[tuple[str, int], tuple[float, GuestInterfaces]] = {}
+        self._displays: dict[str, tuple[int, str | None]] = {}  # name → (pid, its VNC display)
 
     async def project(self, view: PassView,
                       backoff_until: float | None) -> DomainStatus | None:
@@ -313,7 +316,8 @@ class StatusProjector:
             removal_in=self._store.removal_in(name), conditions=record.conditions, now=now,
             override=shown.describe() if shown is not None else None,
             override_state=API_STATES[shown.action] if shown is not None else None,
-            interfaces=interfaces, agent=agent, saved=saved))
+            interfaces=interfaces, agent=agent, saved=saved,
+            display=await self._display(name, view.driver, live, record)))
         self._ledger.update(name, state=live.state, reason=live.reason, since=since,
                             failures=failures, conditions=status.conditions)
         await self._statuses.publish(status)
@@ -330,6 +334,25 @@ class StatusProjector:
             return (), None
         guest = await self._guest_of(name, driver, record.runtime.pid)
         return interface_statuses(name, spec, guest, self._leases()), agent_condition(guest)
+
+    async def _display(self, name: str, driver: DriverName, live: Live,
+                       record: DomainRecord) -> str | None:
+        """A running VM's VNC display, asked of its driver once per run (qemu chose the port at
+        its start: `vnc: {}` takes the first free one), for `get -o wide`."""
+        spec = record.live_spec
+        if (spec is None or spec.qemu is None or spec.qemu.vnc is None or record.runtime is None
+                or live.state not in _UP):
+            self._displays.pop(name, None)
+            return None
+        pid = record.runtime.pid
+        known = self._displays.get(name)
+        if known is None or known[0] != pid:
+            try:
+                display = await self._drivers[driver].display(name)
+            except DomctlError:  # gone meanwhile: the next pass sees it
+                return None
+            known = self._displays[name] = (pid, display.vnc if display is not None else None)
+        return known[1]
 
     async def _guest_of(self, name: str, driver: DriverName, pid: int) -> GuestInterfaces:
         """The driver's guest-side view of `name`'s NICs, asked again at most every

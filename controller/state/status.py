@@ -152,6 +152,7 @@ class DomainStatus:
     interfaces: tuple[InterfaceStatus, ...] = ()
     saved: SavedStatus | None = None
     management: Management | None = None  # spec.management; None: no valid manifest
+    display: str | None = None  # the VNC display a running VM listens on (HOST:DISPLAY)
 
     def to_dict(self) -> dict[str, Any]:
         plain: dict[str, Any] = to_plain(self)

@@ -50,7 +50,7 @@ qemu = pytest.mark.qemu
 GET_HEADER = ["NAME", "DRIVER", "DESIRED", "STATE", "REASON", "ID", "PID", "AGE", "MESSAGE"]
 STATUS_KEYS = {"name", "uuid", "driver", "desired", "state", "reason", "pid", "id", "generation",
                "observedGeneration", "restarts", "since", "backoffUntil", "conditions", "pending",
-               "interfaces", "saved", "management", "labels"}
+               "interfaces", "saved", "management", "labels", "display"}
 EVENT_KEYS = {"time", "domain", "event", "detail", "state", "reason", "cause"}
 
 

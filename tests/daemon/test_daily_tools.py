@@ -72,6 +72,8 @@ def test_vncdisplay_is_where_the_vm_listens(controller: Controller,
     host, _, display = shown.stdout.strip().rpartition(":")
     with socket.create_connection((host, 5900 + int(display)), timeout=5) as conn:
         assert conn.recv(12).startswith(b"RFB ")
+    status = controller.status(vm)
+    assert status is not None and status["display"] == shown.stdout.strip()  # get -o wide's
     none = controller.domctl("vncdisplay", ct)
     assert none.returncode == 1 and "has no VNC display" in none.stderr
 

@@ -27,8 +27,9 @@ T0 = 1764000000.0
 TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
 KEYS = ["name", "uuid", "driver", "desired", "state", "reason", "pid", "id", "generation",
         "observedGeneration", "restarts", "since", "backoffUntil", "conditions", "pending",
-        "interfaces", "saved", "management"]  # interfaces: issue 13 (virsh domifaddr);
-# saved: issue 15 (the managed-save image); management: issue 16 (Enforce or Observe)
+        "interfaces", "saved", "management", "display"]  # interfaces: issue 13 (virsh
+# domifaddr); saved: issue 15 (the managed-save image); management: issue 16 (Enforce or
+# Observe); display: issue 17 (virsh vncdisplay, for get -o wide)
 
 
 def cond(type_: ConditionType, status: ConditionStatus, reason: str = "Converged",
