@@ -6,6 +6,8 @@ the documents of `get` and of a watch carry the domain's `labels` from its manif
 desired store), which the server's label selectors match; a watch is pushed by the status
 store (StatusStore.watch: every write and removal, of one name or of all) and says
 `{"name", "deleted": true}` for a domain without a status document;
+in fleet mode (`fleet`, given by the daemon) `get` answers with every domain of the fleet,
+each with its `host` (controller/fleet/fleetview.py), whichever host is asked;
 `get` and `describe` also show the invalid manifests that stand for no domain
 (controller/engine/invalid.py), named after their files;
 writes (`act`, `prune`) go through `Controller.request` / `Controller.prune_confirm`, so an
@@ -69,21 +71,26 @@ _UNSEEN = object()  # a watched name's status before the first look
 
 class ControllerBackend:
     def __init__(self, controller: Controller, paths: Paths, act_timeout: float,
-                 rescan: Callable[[], Awaitable[Snapshot]] | None = None) -> None:
+                 rescan: Callable[[], Awaitable[Snapshot]] | None = None,
+                 fleet: Callable[[str | None], list[dict[str, Any]]] | None = None) -> None:
         self._controller = controller
         self._paths = paths
         self._act_timeout = act_timeout
         self._rescan = rescan
+        self._fleet = fleet
 
     # --- reads ---------------------------------------------------------------------------------
 
     async def get(self, name: str | None, disks: bool = False,
                   invalid: bool = False) -> list[dict[str, Any]]:
-        """Status documents, then the invalid manifests that stand for no domain
-        (controller/engine/invalid.py); `invalid`: those only."""
+        """Status documents (in fleet mode: the fleet's, each with its `host`), then the
+        invalid manifests that stand for no domain (controller/engine/invalid.py); `invalid`:
+        those only."""
         statuses = self._controller.statuses
         if invalid:
             documents = []
+        elif self._fleet is not None:
+            documents = self._fleet(name)
         elif name is not None:
             try:
                 documents = [self._labelled(statuses.get_document(name))]

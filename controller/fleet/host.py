@@ -5,7 +5,8 @@ and drives it in the order a host joins the fleet:
 
 1. `start()` (after the engine re-attached its domains): the host view (hostview.py) reads the
    placements, hosts and status documents, then the published manifests, and hands the engine
-   its first snapshot: the domains placed here, the ones it must release at shutoff;
+   its first snapshot: the domains placed here, the ones it must release at shutoff; and the
+   fleet view (fleetview.py: every domain of the fleet, for the API's `get`) follows etcd;
 2. `join(drivers)`: registers `hosts/NAME` under a lease (registration.py: CPUs, memory, the
    drivers that probed available, the labels), then starts the self-fencing watch
    (fencing.py), the status documents' publisher (statuspub.py) and, unless the settings say
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 import structlog
 
 from controller.fleet.fencing import Fencing
+from controller.fleet.fleetview import FleetView
 from controller.fleet.hostview import HostView
 from controller.fleet.keys import Keys
 from controller.fleet.registration import Registration, local_host
@@ -77,6 +79,7 @@ class FleetHost:
         self.store = EtcdStore(settings.endpoints)
         self.view = HostView(self.store, self.keys, settings.host, on_snapshot, engine.known,
                              resync=resync)
+        self.fleetview = FleetView(self.view, self.store, self.keys, resync=resync)
         self.registration: Registration | None = None
         self.fencing: Fencing | None = None
         self.publisher: StatusPublisher | None = None
@@ -84,6 +87,7 @@ class FleetHost:
 
     async def start(self) -> None:
         await self.view.start()
+        self.fleetview.start()
 
     async def rescan(self) -> Snapshot:
         return await self.view.rescan()
@@ -116,5 +120,6 @@ class FleetHost:
                 await part.stop()
         if self.registration is not None:
             await self.registration.stop()  # no revoke: the lease expires by itself
+        await self.fleetview.stop()
         await self.view.stop()
         await self.store.close()

@@ -34,7 +34,8 @@ and hands each new view to the engine's on_snapshot.
 
 Public surface:
     Role, Fleet, StatusMark, released(name, placement, fleet, me, failover, granted), role(...),
-    host_view(snapshot, roles) -> Snapshot, HostView(store, keys, me, on_snapshot, known, ...)
+    host_view(snapshot, roles) -> Snapshot, HostView(store, keys, me, on_snapshot, known, ...),
+    decoded(kvs, decode)
 """
 
 from __future__ import annotations
@@ -197,6 +198,11 @@ class HostView:
         await self.source.rescan()
         return self._last
 
+    @property
+    def published(self) -> Snapshot | None:
+        """The published manifests as last read (None: not read yet)."""
+        return self._snapshot
+
     def placement(self, name: str) -> Placement | None:
         return self.fleet.placements.get(name)
 
@@ -216,7 +222,7 @@ class HostView:
 
     async def _placements(self, kvs: Mapping[str, KeyValue]) -> None:
         self._placements_read = True
-        self.fleet = dataclasses.replace(self.fleet, placements=_decoded(kvs, Placement.decode))
+        self.fleet = dataclasses.replace(self.fleet, placements=decoded(kvs, Placement.decode))
         self.deliver()
 
     async def _hosts(self, kvs: Mapping[str, KeyValue]) -> None:
@@ -225,7 +231,7 @@ class HostView:
         self.deliver()
 
     async def _statuses(self, kvs: Mapping[str, KeyValue]) -> None:
-        self.fleet = dataclasses.replace(self.fleet, statuses=_decoded(kvs, StatusMark.decode))
+        self.fleet = dataclasses.replace(self.fleet, statuses=decoded(kvs, StatusMark.decode))
         self.deliver()
 
     def _view(self) -> Snapshot:
@@ -266,7 +272,7 @@ class HostView:
             listener()
 
 
-def _decoded(kvs: Mapping[str, KeyValue],
+def decoded(kvs: Mapping[str, KeyValue],
              decode: Callable[[str, bytes], _T]) -> dict[str, _T]:
     """Each value decoded, by the name its key ends with; one that does not decode is left out,
     with a warning (not ours to repair)."""

@@ -10,7 +10,8 @@ The daemon is ready (sd_notify READY=1) once the first passes of all of them are
 With `--etcd` (settings.fleet), the manifests come from etcd through the fleet's host view in
 place of the directory (controller/fleet/host.py), and once it gave its first snapshot the host
 joins the fleet: registered under its lease with the drivers that probed available, fencing
-and the status documents' publisher started.
+and the status documents' publisher started; the API's `get` then answers with the fleet's
+domains (controller/fleet/fleetview.py).
 
 SIGTERM or SIGINT stop the controller and leave every domain running: the queue stops taking
 work, passes in progress get `stop_timeout` seconds to finish, the drivers drop their
@@ -129,7 +130,8 @@ class Daemon:
                     await fleet.join(available)
                 workers = asyncio.gather(controller.workers(), networks.worker())
                 api = ApiServer(ControllerBackend(controller, paths,
-                                                  self.settings.api.act_timeout, source.rescan),
+                                                  self.settings.api.act_timeout, source.rescan,
+                                                  fleet.fleetview.documents if fleet else None),
                                 paths.runtime_dir / "domctl.sock",
                                 paths.runtime_dir / "domctl-ro.sock", self.settings.api)
                 await api.start()
