@@ -21,20 +21,22 @@ Public surface:
     Client(path, timeout=60.0): call(op, **args) -> Any; stream(op, idle=None, **args)
         -> Iterator[dict]
     ApiError(type, message), DaemonNotRunning(path, reason)
-    socket_path(explicit, env, runtime_dir, fallback_dirs=()) -> Path
+    socket_path(explicit, env, runtime_dir, fallback_dirs=()) -> str
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
 from controller.protocol import ERROR_STATUS, RO_SOCKET, RW_SOCKET, Route, route_for
+
+TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+    from types import TracebackType
+    from typing import Any
 
 _READ_SIZE = 65536
 _MAX_HEAD = 65536  # bytes of a response head (aiohttp's own limit on a request's is 8190)
@@ -54,7 +56,7 @@ class ApiError(Exception):
 class DaemonNotRunning(ApiError):
     """No daemon answers on the socket: missing, refused, or not ours to open."""
 
-    def __init__(self, path: Path, error: OSError) -> None:
+    def __init__(self, path: str, error: OSError) -> None:
         self.path = path
         if isinstance(error, FileNotFoundError):
             message = (f"no controller socket at {path}: start the controller with `domctl run`, "
@@ -63,16 +65,17 @@ class DaemonNotRunning(ApiError):
             message = (f"nothing listens on {path} (a stale socket): start the controller "
                        "with `domctl run`")
         elif isinstance(error, PermissionError):
+            read_only = os.path.join(os.path.dirname(path), RO_SOCKET)
             message = (f"permission denied opening {path}: run as root, or use the read-only "
-                       f"socket {path.with_name(RO_SOCKET)}; check --socket / DOMCTL_SOCKET")
+                       f"socket {read_only}; check --socket / DOMCTL_SOCKET")
         else:
             message = f"cannot connect to {path}: {error.strerror or error}"
         super().__init__("DaemonNotRunning", message)
 
 
 class Client:
-    def __init__(self, path: Path, timeout: float = 60.0) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 60.0) -> None:
+        self.path = os.fspath(path)
         self.timeout = timeout
 
     def call(self, op: str, **args: Any) -> Any:
@@ -105,34 +108,45 @@ class Client:
             if pending.strip():
                 yield _item(pending)
 
-    @contextlib.contextmanager
-    def _exchange(self, route: Route, args: dict[str, Any]) -> Iterator[_Exchange]:
-        """Send the request; the exchange once the response head is in, a success."""
+    def _exchange(self, route: Route, args: dict[str, Any]) -> _Exchange:
+        """Send the request; the exchange once the response head is in, a success (`with` it:
+        its connection closes at the end of the block)."""
         method, target, body = _request(route, args)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with sock:
-            sock.settimeout(self.timeout)
+        exchange = _Exchange(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), self.path,
+                             self.timeout)
+        try:
+            exchange.sock.settimeout(self.timeout)
             try:
-                sock.connect(str(self.path))
+                exchange.sock.connect(self.path)
             except OSError as err:
                 raise DaemonNotRunning(self.path, err) from None
-            exchange = _Exchange(sock, self.path, self.timeout)
             exchange.send(method, target, body)
             status = exchange.head()
             if not 200 <= status < 300:
                 _raise_error(status, b"".join(exchange.body()))
-            yield exchange
+        except BaseException:
+            exchange.sock.close()
+            raise
+        return exchange
 
 
 class _Exchange:
     """One request and its response on one connection: HTTP/1.1 as the daemon (aiohttp)
     speaks it to us, a status line and headers, then a body of a Content-Length, in chunks
-    (streams), or up to the end of the connection."""
+    (streams), or up to the end of the connection. A context manager closing the connection
+    (a class of its own, not contextlib's: the CLI does not load contextlib)."""
 
-    def __init__(self, sock: socket.socket, path: Path, timeout: float | None) -> None:
+    def __init__(self, sock: socket.socket, path: str, timeout: float | None) -> None:
         self.sock, self.path, self.timeout = sock, path, timeout
         self._buffer = b""
         self._headers: dict[str, str] = {}
+
+    def __enter__(self) -> _Exchange:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.sock.close()
 
     def send(self, method: str, target: str, body: bytes | None) -> None:
         head = [f"{method} {target} HTTP/1.1", "Host: localhost", "User-Agent: domctl",
@@ -140,9 +154,10 @@ class _Exchange:
         if body is not None:
             head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
         data = ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
-        # the daemon may refuse early ("request too large"); its reply is still readable
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 (contextlib.suppress: contextlib is not loaded by the CLI)
             self.sock.sendall(data)
+        except OSError:  # the daemon may refuse early ("request too large"): its reply is
+            pass  # still readable
 
     def head(self) -> int:
         """The response's status code, once its head is in (an interim 1xx is skipped)."""
@@ -279,22 +294,23 @@ def _raise_error(status: int, body: bytes) -> None:
     raise ApiError(type_, f"HTTP {status}: {body.decode(errors='replace').strip()[:500]}")
 
 
-def socket_path(explicit: str | None, env: Mapping[str, str], runtime_dir: Path,
-                fallback_dirs: Sequence[Path] = ()) -> Path:
+def socket_path(explicit: str | None, env: Mapping[str, str], runtime_dir: str,
+                fallback_dirs: Sequence[str] = ()) -> str:
     """`--socket`, else DOMCTL_SOCKET, else the read-write socket of `runtime_dir` when the
     caller may open it, else its read-only one; `fallback_dirs` (a user's CLI looking for the
     root controller) are tried the same way when `runtime_dir` has no socket at all. With no
-    socket anywhere: the read-write path, which DaemonNotRunning will name."""
+    socket anywhere: the read-write path, which DaemonNotRunning will name. Paths are strings:
+    pathlib costs the CLI 3.5 ms of imports at every start."""
     if explicit:
-        return Path(explicit)
+        return explicit
     if env.get("DOMCTL_SOCKET"):
-        return Path(env["DOMCTL_SOCKET"])
+        return env["DOMCTL_SOCKET"]
     for directory in (runtime_dir, *fallback_dirs):
-        rw, ro = directory / RW_SOCKET, directory / RO_SOCKET
-        if rw.exists() and os.access(rw, os.R_OK | os.W_OK):
+        rw, ro = os.path.join(directory, RW_SOCKET), os.path.join(directory, RO_SOCKET)
+        if os.path.exists(rw) and os.access(rw, os.R_OK | os.W_OK):
             return rw
-        if ro.exists():
+        if os.path.exists(ro):
             return ro
-        if rw.exists():
+        if os.path.exists(rw):
             return rw  # not ours to open: DaemonNotRunning says so
-    return runtime_dir / RW_SOCKET
+    return os.path.join(runtime_dir, RW_SOCKET)

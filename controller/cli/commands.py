@@ -22,24 +22,12 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, NoReturn
 
-from controller.cli import output as formats
 from controller.cli.client import ApiError, Client, DaemonNotRunning, socket_path
-from controller.cli.netview import (
-    NETWORK_COLUMNS,
-    disk_rows,
-    interface_rows,
-    network_row,
-    size,
-    split_kind,
-)
 from controller.cli.parser import Commands, Failed, Parser, UsageError, bounded
-from controller.cli.render import age, cell, table
+from controller.cli.render import age, cell, size, table
 from controller.cli.selection import add_selector, exclusive, matching
-from controller.paths import default_paths
+from controller.paths import runtime_dir
 from controller.protocol import (
     HOST_SHUTDOWN_MODE,
     HOST_SHUTDOWN_MODES,
@@ -49,11 +37,19 @@ from controller.protocol import (
     rfc3339,
 )
 
-Document = dict[str, Any]
+TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, NoReturn
+
+    from controller.cli import output as formats
+
+    Document = dict[str, Any]
 
 ACTION_REPLY_TIMEOUT = 3600.0  # a safety net only: the controller answers within its own bound
-DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+")
-DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# patterns, compiled (and cached by re) when --since is given, not at every start
+DURATION = r"(?:(\d+(?:\.\d+)?)(ms|s|m|h|d))+"
+DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h|d)"
 SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 EVENT_KEYS = ("time", "domain", "event", "detail", "state", "reason", "cause", "message")
 PRUNE_REFUSED = ("prune needs --confirm: it lets the controller go on with removing the domains "
@@ -89,6 +85,8 @@ def _targets(parser: Parser) -> None:
 
 
 def _get_arguments(parser: Parser) -> None:
+    from controller.cli import output as formats  # `get`'s: only for it
+
     parser.add_argument("words", nargs="*", metavar="KIND|NAME",
                         help="NAME, networks [NAME], or domain|network NAME.")
     parser.add_argument("-o", "--output", type=formats.output_format,
@@ -180,11 +178,10 @@ def _host_shutdown_arguments(parser: Parser) -> None:
                              "[default: %(default)s].")
 
 
-def _socket(args: argparse.Namespace) -> Path:
+def _socket(args: argparse.Namespace) -> str:
     euid = os.geteuid()
-    fallback = [default_paths(0, os.environ).runtime_dir] if euid != 0 else []
-    return socket_path(args.socket, os.environ, default_paths(euid, os.environ).runtime_dir,
-                       fallback)
+    fallback = [runtime_dir(0, os.environ)] if euid != 0 else []
+    return socket_path(args.socket, os.environ, runtime_dir(euid, os.environ), fallback)
 
 
 def _client(args: argparse.Namespace, timeout: float = 60.0) -> Client:
@@ -203,6 +200,9 @@ def get(args: argparse.Namespace) -> None:
     domains, named after its file, with STATE `-` and its first problem as MESSAGE; `--invalid`
     shows only those. `-o wide` adds each domain's management (MODE: Enforce, or Observe),
     addresses and labels. `-w` then prints each change as it happens, until ^C."""
+    from controller.cli import output as formats
+    from controller.cli.netview import NETWORK_COLUMNS, network_row, split_kind
+
     output: formats.Output = args.output
     try:
         kind, name = split_kind(tuple(args.words))
@@ -248,6 +248,8 @@ def describe(args: argparse.Namespace) -> None:
 
 
 def _describe_lines(doc: Document, now: float) -> list[str]:
+    from controller.cli.netview import disk_rows, interface_rows  # describe's and get's
+
     if doc.get("invalid"):
         return _invalid_lines(doc["invalid"])
     status = doc.get("status") or {}
@@ -352,9 +354,9 @@ def _event_line(record: Document) -> str:
 def _since(text: str) -> str:
     """--since's type: a duration back from now (Go's form: 90s, 5m, 1h30m, 2d) or an RFC 3339
     time; the RFC 3339 time the server takes."""
-    if DURATION.fullmatch(text):
+    if re.fullmatch(DURATION, text):
         seconds = sum(float(number) * SECONDS[unit]
-                      for number, unit in DURATION_PART.findall(text))
+                      for number, unit in re.findall(DURATION_PART, text))
         return rfc3339(time.time() - seconds)
     try:
         parse_rfc3339(text)

@@ -22,25 +22,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from typing import NamedTuple, cast
 
 from controller.cli import commands
 from controller.cli.client import ApiError
 from controller.cli.parser import Commands, Failed, Parser, UsageError, existing_path
 from controller.protocol import installed_version
 
+TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_LEVEL = "info"
 
 
-class Lazy(NamedTuple):
+class Lazy:
     """A command whose module loads only when it is used: its name, its help (the first
     paragraph is its line in `domctl --help`), and "module:function" adding its arguments."""
 
-    name: str
-    doc: str
-    target: str
+    __slots__ = ("doc", "name", "target")
+
+    def __init__(self, name: str, doc: str, target: str) -> None:
+        self.name, self.doc, self.target = name, doc, target
 
 
 LAZY = (
@@ -98,9 +101,10 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _global_options() -> Parser:
-    options = Parser(add_help=False)
-    group = options.add_argument_group("global options (before or after the command)")
+def _global_options(parser: Parser) -> None:
+    """Add the global options: to the main parser, and to each command's when it is built (a
+    function, not a parent parser: argparse would build and copy one more parser)."""
+    group = parser.add_argument_group("global options (before or after the command)")
     group.add_argument(
         "--socket", metavar="PATH", default=argparse.SUPPRESS,
         help="The controller's API socket [default: $DOMCTL_SOCKET, else domctl.sock in the "
@@ -110,22 +114,22 @@ def _global_options() -> Parser:
         help="How much `domctl run` (the controller) logs on stderr: the messages of this "
              f"level and above [default: {LOG_LEVEL}]. The other commands log nothing.")
     group.add_argument("--version", action=_Version, help="Print domctl's version and exit.")
-    return options
 
 
 def build(lazy: Sequence[Lazy] = LAZY) -> Parser:
     """The parser of every command; those of `lazy` load their arguments when used."""
-    options = _global_options()
-    parser = Parser(prog="domctl", parents=[options],
+    parser = Parser(prog="domctl",
                     description="domctl keeps qemu VMs and LXC containers in the state their "
                                 "YAML manifests declare.")
-    found = cast(Commands, parser.add_subparsers(
-        action=Commands, title="commands", dest="command", metavar="COMMAND"))
-    found.parents = [options]
+    _global_options(parser)
+    found = parser.add_subparsers(action=Commands, title="commands", dest="command",
+                                  metavar="COMMAND")
+    assert isinstance(found, Commands)
+    found.common = _global_options
     found.add("validate", validate, _validate_arguments)
     commands.register(found)
     for command in lazy:
-        found.add_lazy(*command)
+        found.add_lazy(command.name, command.doc, command.target)
     return parser
 
 

@@ -9,11 +9,13 @@ render.py.
 
 from __future__ import annotations
 
-from typing import Any
+from controller.cli.render import age, cell, size
 
-from controller.cli.render import age, cell
+TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
-Document = dict[str, Any]
+    Document = dict[str, Any]
 
 KINDS = {"domain": "domain", "domains": "domain", "network": "network",
          "networks": "network"}
@@ -65,18 +67,6 @@ def disk_rows(disks: list[Document]) -> list[list[str]]:
              cell(disk.get("image")), cell(disk.get("format")), size(disk.get("virtualSize")),
              size(disk.get("actualSize")) if "problem" not in disk else cell(disk["problem"])]
             for disk in disks]
-
-
-def size(value: Any) -> str:
-    """Bytes as binary units, one decimal: 20.0Gi."""
-    if not isinstance(value, int):
-        return "-"
-    amount = float(value)
-    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
-        if amount < 1024 or unit == "Ti":
-            return f"{amount:.0f}" if not unit else f"{amount:.1f}{unit}"
-        amount /= 1024
-    return str(value)
 
 
 def interface_rows(status: Document) -> list[list[str]]:

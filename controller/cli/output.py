@@ -16,26 +16,30 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
 
-from controller.cli.netview import addresses, size
-from controller.cli.render import age, cell
+from controller.cli.netview import addresses
+from controller.cli.render import age, cell, size
 from controller.protocol import headline
 
+TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from controller.cli.jsonpath import Template
 
-Document = dict[str, Any]
-Column = tuple[str, Callable[[Document, float], str]]  # header, the cell of a document
+    Document = dict[str, Any]
+    Column = tuple[str, Callable[[Document, float], str]]  # header, the cell of a document
 FORMATS = ("table", "wide", "name", "json", "yaml")
 
 
-class Output(NamedTuple):
+class Output:
     """A parsed `-o`: the format, and jsonpath's template."""
 
-    kind: str
-    template: Template | None = None
+    __slots__ = ("kind", "template")
+
+    def __init__(self, kind: str, template: Template | None = None) -> None:
+        self.kind, self.template = kind, template
 
     @property
     def table(self) -> bool:

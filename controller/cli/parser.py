@@ -1,13 +1,13 @@
 """The argparse machinery of `domctl`: one parser for every command, and what argparse lacks.
 
 argparse, not click: the standard library's parser loads in about 1.5 ms of its own (`re`,
-which it needs, pathlib loads anyway) where click took 20-25 ms of a 60 ms `domctl get`
-(issue 12: a CLI command within 3x `python3 -c pass`).
+which it needs, aside) where click took 20-25 ms of a 60 ms `domctl get` (issue 12: a CLI
+command within 3x `python3 -c pass`).
 What this module adds to it:
 
 - Global options before or after the command (`domctl --socket S get`, `domctl get web-1
-  --socket S`): every command's parser has the global options' parser as a parent, and those
-  options have no default (argparse.SUPPRESS), so a value given after the command wins and
+  --socket S`): `Commands.common` adds the global options to every command's parser too, and
+  those options have no default (argparse.SUPPRESS), so a value given after the command wins and
   one given before it is not overwritten; the caller fills the defaults in.
 - Commands built when used: every command is listed with its one-line help, and its parser
   is built (its arguments added) only when it is the command parsed, its --help included.
@@ -27,15 +27,17 @@ Public surface:
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-Handler = Callable[[argparse.Namespace], "int | None"]
-Configure = Callable[["Parser"], None]
+TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+    Handler = Callable[[argparse.Namespace], "int | None"]
+    Configure = Callable[["Parser"], None]
 
 
 class UsageError(Exception):
@@ -107,7 +109,7 @@ class Commands(_SubParsers):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.parents: list[Parser] = []  # the global options every command accepts too
+        self.common: Configure | None = None  # adds the global options every command takes
         self._unbuilt: dict[str, tuple[str, Configure]] = {}  # name → description, configure
         self.names: list[str] = []
 
@@ -127,6 +129,8 @@ class Commands(_SubParsers):
         """A command whose module is imported only when it is parsed: `target`
         ("module:function") adds its arguments and sets its handler (`set_defaults(handler=)`)."""
         def configure(parser: Parser) -> None:
+            import importlib
+
             module, _, function = target.partition(":")
             getattr(importlib.import_module(module), function)(parser)
 
@@ -145,8 +149,10 @@ class Commands(_SubParsers):
         name = values[0]
         if name in self._unbuilt:
             text, configure = self._unbuilt.pop(name)
-            command = self.add_parser(name, description=text, parents=self.parents)
+            command = self.add_parser(name, description=text)
             command.set_defaults(command_parser=command)
+            if self.common is not None:
+                self.common(command)
             configure(command)
         super().__call__(parser, namespace, values, option_string)
 
@@ -183,9 +189,12 @@ def existing_path(text: str) -> str:
 
 
 def directory(text: str) -> Path:
-    """An option type: a directory, or a path where there is nothing yet."""
+    """An option type: a directory, or a path where there is nothing yet (a Path: for the
+    daemon's `run`, which uses pathlib anyway)."""
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a file, not a directory")
+    from pathlib import Path
+
     return Path(text)
 
 

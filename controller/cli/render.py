@@ -1,24 +1,42 @@
-"""Plain-text rendering shared by the CLI's commands: cells, tables, ages.
+"""Plain-text rendering shared by the CLI's commands: cells, tables, ages, sizes.
 
-Imports nothing but the standard library (every CLI command loads it).
+Every CLI command loads it: it imports nothing at all, and datetime only when an age is
+computed (a command that shows no time does not load it).
 """
 
 from __future__ import annotations
 
-import datetime
-from typing import Any
+TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def age(since: str | None, now: float) -> str:
     """kubectl's AGE: 45s, 3m, 2h, 4d; "-" without a time."""
+    if not since:
+        return "-"
+    import datetime
+
     try:
         seconds = max(0, int(now - datetime.datetime.fromisoformat(str(since)).timestamp()))
     except ValueError:
         return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= span:
+            return f"{seconds // span}{unit}"
     return f"{seconds}s"
+
+
+def size(value: Any) -> str:
+    """Bytes as binary units, one decimal: 20.0Gi."""
+    if not isinstance(value, int):
+        return "-"
+    amount = float(value)
+    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
+        if amount < 1024 or unit == "Ti":
+            return f"{amount:.0f}" if not unit else f"{amount:.1f}{unit}"
+        amount /= 1024
+    return str(value)
 
 
 def cell(value: Any) -> str:

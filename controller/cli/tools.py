@@ -15,9 +15,8 @@ import json
 from typing import Any
 
 from controller.cli.commands import _client
-from controller.cli.netview import size
 from controller.cli.parser import Failed, Parser, UsageError
-from controller.cli.render import cell, table
+from controller.cli.render import cell, size, table
 from controller.cli.selection import add_selector, exclusive
 
 STATS_HEADERS = ["NAME", "CPU%", "CPU-TIME", "MEMORY", "BALLOON", "DISK-READ", "DISK-WRITE",

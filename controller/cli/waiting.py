@@ -27,13 +27,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
 
 from controller.cli.client import ApiError, Client
 from controller.protocol import headline
 
-Document = dict[str, Any]
+TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    Document = dict[str, Any]
+
 TIMED_OUT = 3
 WAIT_REFRESH = 1.0  # at least this long between two `wait` requests for one domain
 DELETE = "delete"
@@ -44,11 +48,13 @@ CONDITIONS = ("Ready", "Synced", "PendingRestart", "ManifestValid", "Stalled", "
 EXPECTED = "expected state=STATE or condition=TYPE[=True|False], or delete"
 
 
-class Condition(NamedTuple):
+class Condition:
     """A parsed --for: its text, and the test of a status document (None: delete)."""
 
-    text: str
-    met: Callable[[Document], bool] | None
+    __slots__ = ("met", "text")
+
+    def __init__(self, text: str, met: Callable[[Document], bool] | None) -> None:
+        self.text, self.met = text, met
 
 
 def condition(value: str) -> Condition:

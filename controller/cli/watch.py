@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
-from controller.cli.client import Client
-from controller.cli.output import Column, Output, headers, render, row
+from controller.cli.output import headers, render, row
 from controller.cli.render import line, widths
 
-Document = dict[str, Any]
+TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from controller.cli.client import Client
+    from controller.cli.output import Column, Output
+
+    Document = dict[str, Any]
+
 DELETED = "deleted"
 
 

@@ -267,7 +267,7 @@ def as_nobody(function: Callable[[], Any]) -> Any:
 
 def test_an_unprivileged_user_gets_the_read_only_socket(server: ThreadedServer) -> None:
     def attempt() -> dict[str, Any]:
-        chosen = socket_path(None, {}, server.rw.parent)
+        chosen = socket_path(None, {}, str(server.rw.parent))
         try:
             Client(server.rw).call("ping")
             refused = ""
@@ -288,12 +288,16 @@ def test_socket_path_order(tmp_path: Path) -> None:
     runtime.mkdir()
     root_runtime.mkdir()
     env = {"DOMCTL_SOCKET": "/from/env.sock"}
-    assert socket_path("/explicit.sock", env, runtime) == Path("/explicit.sock")
-    assert socket_path(None, env, runtime) == Path("/from/env.sock")
-    assert socket_path(None, {}, runtime, [root_runtime]) == runtime / "domctl.sock"
+
+    def chosen(env: dict[str, str], explicit: str | None = None) -> str:
+        return socket_path(explicit, env, str(runtime), [str(root_runtime)])
+
+    assert chosen(env, "/explicit.sock") == "/explicit.sock"
+    assert chosen(env) == "/from/env.sock"
+    assert chosen({}) == str(runtime / "domctl.sock")
     (root_runtime / "domctl-ro.sock").touch()
-    assert socket_path(None, {}, runtime, [root_runtime]) == root_runtime / "domctl-ro.sock"
+    assert chosen({}) == str(root_runtime / "domctl-ro.sock")
     (runtime / "domctl-ro.sock").touch()
-    assert socket_path(None, {}, runtime, [root_runtime]) == runtime / "domctl-ro.sock"
+    assert chosen({}) == str(runtime / "domctl-ro.sock")
     (runtime / "domctl.sock").touch()
-    assert socket_path(None, {}, runtime, [root_runtime]) == runtime / "domctl.sock"
+    assert chosen({}) == str(runtime / "domctl.sock")

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from controller.paths import default_paths
+from controller.paths import default_paths, runtime_dir
 
 
 def test_root_defaults_are_the_system_places() -> None:
@@ -31,3 +31,9 @@ def test_ensure_creates_the_writable_dirs(tmp_path: Path) -> None:
     paths.ensure()
     assert paths.state_dir.is_dir() and paths.runtime_dir.is_dir() and paths.log_dir.is_dir()
     assert not paths.manifests.exists()
+
+
+def test_the_cli_finds_its_socket_where_the_daemon_puts_it() -> None:
+    for euid, env in ((0, {"XDG_RUNTIME_DIR": "/run/user/0"}), (1000, {"HOME": "/home/ada"}),
+                      (1000, {"XDG_RUNTIME_DIR": "/run/user/1000/"})):
+        assert runtime_dir(euid, env) == str(default_paths(euid, env).runtime_dir)
