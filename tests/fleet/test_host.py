@@ -9,75 +9,30 @@ shutdownTimeout."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from controller.fleet.keys import Keys, Placement
-from controller.fleet.store import EtcdStore
 from controller.protocol import parse_rfc3339
-from reconcilers.model import Placement as Spec
-from tests.daemon.conftest import DOMCTL, Controller, alive, controller_on
-from tests.support import domains
-from tests.support.cleanup import qemu_pidfiles
+from tests.daemon.conftest import Controller, alive, controller_on
 from tests.support.etcd import EtcdCluster, TcpProxy
+from tests.support.fleet import (
+    Sampler,
+    base,
+    etcd_call,
+    event_time,
+    host_args,
+    place,
+    publish,
+    published_status,
+    running_pid,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.etcd, pytest.mark.qemu]
-
-
-def etcd_call(endpoints: list[str], call: str, *args: Any) -> Any:
-    """One EtcdStore call from a synchronous test."""
-    async def once() -> Any:
-        store = EtcdStore(endpoints)
-        try:
-            return await getattr(store, call)(*args)
-        finally:
-            await store.close()
-    return asyncio.run(once())
-
-
-def place(etcd: EtcdCluster, keys: Keys, name: str, placement: Placement) -> None:
-    etcd_call(etcd.endpoints, "put", keys.placement(name), placement.encode())
-
-
-def published_status(etcd: EtcdCluster, keys: Keys, name: str) -> dict[str, Any] | None:
-    kv = etcd_call(etcd.endpoints, "get", keys.status(name))
-    return json.loads(kv.value) if kv is not None else None
-
-
-def publish(directory: Path, etcd: EtcdCluster, keys: Keys, *names: str,
-            failover: tuple[str, ...] = ()) -> None:
-    directory.mkdir(exist_ok=True)
-    for name in names:
-        spec = Spec(failover=name in failover)
-        (directory / f"{name}.yaml").write_text(domains.manifest(domains.domain(
-            name, uuid=None, placement=spec)))
-    done = subprocess.run([str(DOMCTL), "publish", "--manifests", str(directory), "--etcd",
-                           ",".join(etcd.endpoints), "--prefix", keys.prefix],
-                          capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "published at revision" in done.stdout, done.stdout
-
-
-def host_args(endpoint: str, host: str, keys: Keys, ttl: int = 10,
-              scheduler: bool = False) -> tuple[str, ...]:
-    """Without a scheduler unless asked: the tests place the domains themselves."""
-    return ("--etcd", endpoint, "--host", host, "--prefix", keys.prefix,
-            "--host-ttl", str(ttl), *(() if scheduler else ("--no-scheduler",)))
-
-
-def base(tmp_path: Path, host: str) -> Path:
-    """A host's own directory (its state, runtime and log dirs go under or beside it)."""
-    (tmp_path / host).mkdir()
-    return tmp_path / host
 
 
 @pytest.fixture
@@ -89,63 +44,28 @@ def hosts(tmp_path: Path, etcd: EtcdCluster, keys: Keys) -> Iterator[tuple[Contr
         yield a, b
 
 
-def running_pid(host: Controller, name: str) -> int | None:
-    """The pid of `name`'s qemu on `host`, when one runs."""
-    pid = qemu_pidfiles(host.runtime).get(name)
-    return pid if alive(pid) else None
-
-
-class Sampler:
-    """Every 50 ms: does a domain run on both hosts at once (by their qemu pidfiles and their
-    status files)? Runs on a thread of its own until stopped."""
-
-    def __init__(self, name: str, *hosts: Controller) -> None:
-        self.name, self.hosts = name, hosts
-        self.samples, self.twice = 0, []  # type: ignore[var-annotated]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            pids = [running_pid(host, self.name) for host in self.hosts]
-            states = [(host.status(self.name) or {}).get("state") for host in self.hosts]
-            if sum(pid is not None for pid in pids) > 1 or states.count("running") > 1:
-                self.twice.append((time.time(), pids, states))
-            self.samples += 1
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def event_time(host: Controller, name: str, event: str, detail: str) -> float:
-    record = host.wait_event(name, event, detail)
-    return parse_rfc3339(record["time"])
-
-
 def test_each_host_runs_its_domains_and_a_move_never_runs_one_twice(
         tmp_path: Path, etcd: EtcdCluster, keys: Keys,
         hosts: tuple[Controller, Controller]) -> None:
     a, b = hosts
     web, db, idle = (a.name("web"), b.name("db"), a.name("idle"))
     b.names |= {web, idle}
-    place(etcd, keys, web, Placement("host-a", 1))
-    place(etcd, keys, db, Placement("host-b", 1))
-    publish(tmp_path / "published", etcd, keys, web, db, idle)  # idle: placed nowhere
+    place(etcd.endpoints, keys, web, Placement("host-a", 1))
+    place(etcd.endpoints, keys, db, Placement("host-b", 1))
+    publish(tmp_path / "published", etcd.endpoints, keys, web, db, idle)  # idle: placed nowhere
 
     a.wait_state(web, "running")
     b.wait_state(db, "running")
     assert running_pid(a, web) and running_pid(b, db)
     assert a.status(db) is None and b.status(web) is None  # never known there: absent
     assert a.status(idle) is None and b.status(idle) is None
-    on_a = a.wait_for(lambda: (s := published_status(etcd, keys, web)) and
+    on_a = a.wait_for(lambda: (s := published_status(etcd.endpoints, keys, web)) and
                       s["state"] == "running" and s, "web's status in etcd", web)
     assert (on_a["host"], on_a["epoch"]) == ("host-a", 1)
 
-    sampler = Sampler(web, a, b)
+    sampler = Sampler([a, b], [web])
     try:
-        place(etcd, keys, web, Placement("host-b", 2, previous="host-a"))
+        place(etcd.endpoints, keys, web, Placement("host-b", 2, previous="host-a"))
         b.wait_state(web, "running", timeout=40)
         stopped = event_time(a, web, "stopped", "destroyed")  # after its 2 s shutdownTimeout
         started = event_time(b, web, "started", "booted")
@@ -157,7 +77,7 @@ def test_each_host_runs_its_domains_and_a_move_never_runs_one_twice(
     assert released is not None and released["state"] == "shutoff"  # defined, stopped
     assert released["desired"] == "shutoff"
     assert running_pid(a, web) is None and running_pid(a, db) is None
-    on_b = b.wait_for(lambda: (s := published_status(etcd, keys, web)) and
+    on_b = b.wait_for(lambda: (s := published_status(etcd.endpoints, keys, web)) and
                       s["host"] == "host-b" and s["state"] == "running" and s,
                       "web's status from host-b in etcd", web)
     assert on_b["epoch"] == 2
@@ -187,9 +107,9 @@ def test_a_host_cut_off_from_etcd_fences_its_failover_domain_before_its_lease_ex
     ttl = 6  # fenced at 4 s after the last confirmed renewal (margin 2 s)
     with controller_on(base(tmp_path, "c"), host_args(proxy.endpoint, "host-c", keys, ttl)) as c:
         moving, staying = c.name("moving"), c.name("staying")
-        place(etcd, keys, moving, Placement("host-c", 1))
-        place(etcd, keys, staying, Placement("host-c", 1))
-        publish(tmp_path / "published", etcd, keys, moving, staying, failover=(moving,))
+        place(etcd.endpoints, keys, moving, Placement("host-c", 1))
+        place(etcd.endpoints, keys, staying, Placement("host-c", 1))
+        publish(tmp_path / "published", etcd.endpoints, keys, moving, staying, failover=(moving,))
         c.wait_state(moving, "running")
         kept = c.wait_state(staying, "running")["pid"]
         before = len(c.events(moving))
@@ -224,7 +144,7 @@ def test_a_host_with_its_scheduler_runs_what_the_fleet_places(tmp_path: Path,
     args = host_args(etcd.endpoints[0], "host-s", keys, scheduler=True)
     with controller_on(base(tmp_path, "s"), args) as host:
         solo = host.name("solo")
-        publish(tmp_path / "published", etcd, keys, solo)
+        publish(tmp_path / "published", etcd.endpoints, keys, solo)
         host.wait_state(solo, "running")
         placed = etcd_call(etcd.endpoints, "get", keys.placement(solo))
         assert placed is not None
