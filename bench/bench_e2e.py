@@ -33,11 +33,13 @@ running, over `--idle` seconds after they settled.
 The CLI's own start-up: `domctl get NAME` against the running controller, against `python3 -c
 pass` of a bare venv of the same interpreter (created in the run's temp dir: nothing in its
 site-packages), CLI_RUNS times each, interleaved with the venv's own `python -c pass` (its site
-loads the editable install's path entry) and the venv's python importing the console script's
-module (the CLI's own modules, no request), which are printed beside it to show where the time
-goes. domctl is measured as installed: when PYTHONDONTWRITEBYTECODE is set (this box sets it),
-nothing writes the .pyc files a pip install compiles, so its packages are compiled first
-(compileall), or every `domctl get` would compile its modules again.
+loads the editable install's path entry), the venv's python importing what any argparse CLI
+talking to a socket imports (re, argparse, json, socket: the floor of such a command) and the
+venv's python importing the console script's module (the CLI's own modules, no request), which
+are printed beside it to show where the time goes. domctl is measured as installed: when
+PYTHONDONTWRITEBYTECODE is set (this box sets it), nothing writes the .pyc files a pip install
+compiles, so its packages are compiled first (compileall), or every `domctl get` would compile
+its modules again.
 
 Raw and domctl repetitions alternate (which goes first alternates too) after one untimed
 warm-up of each; each figure is the median. Output: one row per figure with raw, domctl, the
@@ -614,8 +616,8 @@ class Bench:
 
     async def cli_overhead(self, name: str) -> None:
         """`domctl get NAME` vs `python3 -c pass` (a bare venv) and, for the note, the venv's
-        own `python -c pass` and its import of the CLI; one untimed round, then CLI_RUNS
-        interleaved."""
+        own `python -c pass`, its import of an argparse CLI's floor and of the CLI; one untimed
+        round, then CLI_RUNS interleaved."""
         compiled = compile_installed()
         bare = self.dirs.base / "bare-venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True,
@@ -623,6 +625,7 @@ class Bench:
         commands = {
             "bare": [str(bare / "bin" / "python3"), "-c", "pass"],
             "venv": [sys.executable, "-c", "pass"],
+            "floor": [sys.executable, "-c", "import re, argparse, json, socket"],
             "imports": [sys.executable, "-c", "import controller.service.entry"],
             "get": [str(DOMCTL), "--socket", str(self.dirs.runtime / "domctl.sock"), "get", name],
         }
@@ -633,6 +636,7 @@ class Bench:
         self.raw_s["cli"], self.ours_s["cli"] = samples["bare"], samples["get"]
         medians = {key: median(values) or 0.0 for key, values in samples.items()}
         labels = {"bare": "python3 -c pass", "venv": "the venv's python -c pass",
+                  "floor": "its import of re, argparse, json and socket",
                   "imports": "its import of the CLI's modules", "get": f"`domctl get {name}`"}
         parts = [f"{label} {scaled(medians[key], 'ms')} ({medians[key] / medians['bare']:.1f}×)"
                  for key, label in labels.items()]

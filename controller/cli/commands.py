@@ -201,11 +201,10 @@ def get(args: argparse.Namespace) -> None:
     shows only those. `-o wide` adds each domain's management (MODE: Enforce, or Observe),
     addresses and labels. `-w` then prints each change as it happens, until ^C."""
     from controller.cli import output as formats
-    from controller.cli.netview import NETWORK_COLUMNS, network_row, split_kind
 
     output: formats.Output = args.output
     try:
-        kind, name = split_kind(tuple(args.words))
+        kind, name = formats.split_kind(tuple(args.words))
     except ValueError as err:
         raise UsageError(str(err)) from None
     exclusive(name, args.selector)
@@ -231,6 +230,8 @@ def get(args: argparse.Namespace) -> None:
             print(f"no {kind}s", file=sys.stderr)
         now = time.time()
         if kind == "network":
+            from controller.cli.netview import NETWORK_COLUMNS, network_row
+
             headers, rows = NETWORK_COLUMNS, [network_row(doc, now) for doc in documents]
         else:
             headers = formats.headers(chosen)
@@ -248,7 +249,7 @@ def describe(args: argparse.Namespace) -> None:
 
 
 def _describe_lines(doc: Document, now: float) -> list[str]:
-    from controller.cli.netview import disk_rows, interface_rows  # describe's and get's
+    from controller.cli.netview import disk_rows, interface_rows  # describe's
 
     if doc.get("invalid"):
         return _invalid_lines(doc["invalid"])

@@ -122,8 +122,9 @@ def build(lazy: Sequence[Lazy] = LAZY) -> Parser:
                     description="domctl keeps qemu VMs and LXC containers in the state their "
                                 "YAML manifests declare.")
     _global_options(parser)
+    # prog given: argparse would format the main parser's usage to find it
     found = parser.add_subparsers(action=Commands, title="commands", dest="command",
-                                  metavar="COMMAND")
+                                  metavar="COMMAND", prog=parser.prog)
     assert isinstance(found, Commands)
     found.common = _global_options
     found.add("validate", validate, _validate_arguments)

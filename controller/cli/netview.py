@@ -1,10 +1,5 @@
-"""What the CLI shows of networks and of a domain's devices: `get networks`, `get -o wide`,
-the Interfaces and Disks sections of `describe`.
-
-`split_kind` reads `get`'s words the way kubectl does: `get` and `get NAME` are domains,
-`get networks` (or `network`) lists networks, `get network NAME` shows one; `get domain
-NAME` reaches a domain whose name is a kind's. Imports only the standard library and
-render.py.
+"""What the CLI shows of networks and of a domain's devices: `get networks`, the Interfaces
+and Disks sections of `describe`; imported only by those. Imports only render.py.
 """
 
 from __future__ import annotations
@@ -17,25 +12,11 @@ if TYPE_CHECKING:
 
     Document = dict[str, Any]
 
-KINDS = {"domain": "domain", "domains": "domain", "network": "network",
-         "networks": "network"}
 NETWORK_COLUMNS = ["NAME", "STATE", "BRIDGE", "IPV4", "IPV6", "NAT", "LEASES", "USERS", "AGE",
                    "MESSAGE"]
 # The network condition whose message explains it best, first match wins.
 _NETWORK_HEADLINES = (("RemovalBlocked", "True"), ("ManifestValid", "False"),
                       ("Ready", "False"), ("Ready", "True"))
-
-
-def split_kind(words: tuple[str, ...]) -> tuple[str, str | None]:
-    """(kind, name) of `get`'s words; ValueError saying what is accepted."""
-    if len(words) == 0:
-        return "domain", None
-    if len(words) == 1:
-        return (KINDS[words[0]], None) if words[0] in ("networks", "network") \
-            else ("domain", words[0])
-    if len(words) == 2 and words[0] in KINDS:
-        return KINDS[words[0]], words[1]
-    raise ValueError("expected [NAME], networks [NAME], or domain|network NAME")
 
 
 def network_row(doc: Document, now: float) -> list[str]:
@@ -53,12 +34,6 @@ def network_headline(doc: Document) -> str:
         if message:
             return str(message)
     return ""
-
-
-def addresses(doc: Document) -> str:
-    """Every address of a domain's NICs, for `get -o wide`."""
-    found = [str(a) for nic in doc.get("interfaces") or () for a in nic.get("addresses") or ()]
-    return ",".join(found) or "-"
 
 
 def disk_rows(disks: list[Document]) -> list[list[str]]:

@@ -1,5 +1,7 @@
 """What `domctl get` prints: its `-o` formats and the domains' table, shared by a plain `get`
-and `get -w` (cli/watch.py).
+and `get -w` (cli/watch.py); and what it shows, from its words (`split_kind`, kubectl's way:
+`get` and `get NAME` are domains, `get networks` (or `network`) lists networks, `get network
+NAME` shows one; `get domain NAME` reaches a domain whose name is a kind's).
 
 Formats, as kubectl's: `table` (the default), `wide` (adds MODE, the addresses of
 status.interfaces and LABELS), `name` (`domain/NAME` lines: the document's kind, lowercased,
@@ -8,8 +10,9 @@ loaded only for it; the template is parsed with the arguments, so a bad one is a
 before any request). `--show-labels` adds LABELS to a table.
 
 Public surface:
-    Output, output_format(text), FORMATS, columns(wide, labels) -> list[Column],
-    headers(columns), row(columns, doc, now), render(output, chosen) -> str
+    split_kind(words) -> (kind, name), Output, output_format(text), FORMATS,
+    columns(wide, labels) -> list[Column], headers(columns), row(columns, doc, now),
+    render(output, chosen) -> str
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from controller.cli.netview import addresses
 from controller.cli.render import age, cell, size
 from controller.protocol import headline
 
@@ -30,7 +32,22 @@ if TYPE_CHECKING:
 
     Document = dict[str, Any]
     Column = tuple[str, Callable[[Document, float], str]]  # header, the cell of a document
+
 FORMATS = ("table", "wide", "name", "json", "yaml")
+KINDS = {"domain": "domain", "domains": "domain", "network": "network",
+         "networks": "network"}
+
+
+def split_kind(words: tuple[str, ...]) -> tuple[str, str | None]:
+    """(kind, name) of `get`'s words; ValueError saying what is accepted."""
+    if len(words) == 0:
+        return "domain", None
+    if len(words) == 1:
+        return (KINDS[words[0]], None) if words[0] in ("networks", "network") \
+            else ("domain", words[0])
+    if len(words) == 2 and words[0] in KINDS:
+        return KINDS[words[0]], words[1]
+    raise ValueError("expected [NAME], networks [NAME], or domain|network NAME")
 
 
 class Output:
@@ -73,6 +90,12 @@ def message(doc: Document, now: float) -> str:
     note = (f"saved image {size(image.get('size'))}, {age(image.get('savedAt'), now)} old"
             if isinstance(image, dict) else "")
     return "; ".join(m for m in (note, headline(doc)) if m) or "-"
+
+
+def addresses(doc: Document) -> str:
+    """Every address of a domain's NICs, for `get -o wide`."""
+    found = [str(a) for nic in doc.get("interfaces") or () for a in nic.get("addresses") or ()]
+    return ",".join(found) or "-"
 
 
 def labels(doc: Document, _now: float = 0.0) -> str:
