@@ -1,7 +1,8 @@
 """Registration: this host in etcd, under a lease it keeps alive (the node lease of Kubernetes).
 
 `domctl run --etcd ... --host NAME` registers `hosts/NAME` (keys.py: capacity, drivers,
-labels) under a lease of `ttl` seconds (default 10) and renews it every ttl/3. The key lives
+labels) under a lease of `ttl` seconds (default 10) and renews it every ttl/3 (0.5 s after a
+failed renewal, so one failure alone never reaches the fencing deadline). The key lives
 exactly as long as the lease: a host that dies, or is cut off from etcd, drops out of the
 fleet within `ttl` seconds without anyone deleting anything, and that expiry is what the
 scheduler's failover will act on.
@@ -48,6 +49,7 @@ from controller.state.fsutil import atomic_write_text
 log = structlog.get_logger(__name__)
 
 DEFAULT_TTL = 10
+RETRY = 0.5  # seconds before the next try after a failed renewal (at most ttl/3)
 
 
 def local_host(name: str, drivers: Iterable[str],
@@ -112,13 +114,18 @@ class Registration:
         self.registered.clear()
 
     async def _run(self) -> None:
+        confirmed = True
         while True:
-            await asyncio.sleep(self.interval)
+            # after a failed renewal, the next try comes soon: waiting a whole interval after
+            # one that hung for its whole bound would pass the fencing deadline (renewed_at +
+            # ttl - margin) on a single failure, such as a request caught in etcd's election
+            await asyncio.sleep(self.interval if confirmed else min(RETRY, self.interval))
             try:
                 if self.lease is None:
                     await self._try_register()
+                    confirmed = True
                 else:
-                    await self._renew(self.lease)
+                    confirmed = await self._renew(self.lease)
             except Exception:  # never let the keep-alive die: log, and go on renewing
                 log.exception("host registration step failed", host=self.record.name)
 
@@ -178,7 +185,8 @@ class Registration:
                  lease=f"{lease:x}", ttl=self.ttl)
         return True
 
-    async def _renew(self, lease: int) -> None:
+    async def _renew(self, lease: int) -> bool:
+        """Whether etcd answered (the lease renewed, or found gone and registered again)."""
         sent = self._clock()
         try:
             async with asyncio.timeout(self.interval):
@@ -191,13 +199,14 @@ class Registration:
                         error=failure.error, since_renewal=round(failure.since_renewal, 1),
                         ttl=self.ttl)
             self._on_renewal_failed(failure)
-            return
+            return False
         if remaining > 0:
             self.renewed_at = sent
-            return
+            return True
         log.error("host lease expired: the host was out of the fleet; registering again",
                   host=self.record.name, lease=f"{lease:x}")
         self.lease, self.renewed_at = None, None
         self.registered.clear()
         self._on_lost()
         await self._try_register()
+        return True
