@@ -1,7 +1,7 @@
 """The argparse machinery of `domctl`: one parser for every command, and what argparse lacks.
 
-argparse, not click: the standard library's parser loads in about 1.5 ms of its own (`re`,
-which it needs, aside) where click took 20-25 ms of a 60 ms `domctl get` (issue 12: a CLI
+argparse, not click: the standard library's parser loads in about 1.5 ms of its own (besides
+`re`, which it needs) where click took 20-25 ms of a 60 ms `domctl get` (issue 12: a CLI
 command within 3x `python3 -c pass`).
 What this module adds to it:
 
