@@ -21,6 +21,7 @@ states.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -40,7 +41,7 @@ from controller.fleet.keys import HostRecord, Keys, Leader, Placement
 from controller.protocol import headline
 from reconcilers.model import Domain
 from reconcilers.model import Placement as Spec
-from tests.daemon.conftest import DOMCTL, Controller, controller_on, unique
+from tests.daemon.conftest import DOMCTL, Controller, unique
 from tests.support import domains, leaks
 from tests.support.cleanup import qemu_pidfiles
 from tests.support.etcd import ETCD, EtcdCluster, TcpProxy
@@ -178,20 +179,29 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Three]:
         stack.callback(cluster.stop)
         cluster.start()
         fleet = Three(cluster, Keys(f"/three-{secrets.token_hex(4)}/"), directory, {}, {})
-        for name, labels in LABELS.items():
-            proxies = [TcpProxy(endpoint) for endpoint in cluster.endpoints]
-            for proxy in proxies:
+        for name in LABELS:
+            fleet.proxies[name] = [TcpProxy(endpoint) for endpoint in cluster.endpoints]
+            for proxy in fleet.proxies[name]:
                 stack.callback(proxy.close)
-            fleet.proxies[name] = proxies
-            args = host_args(",".join(p.endpoint for p in proxies), name, fleet.keys, TTL,
-                             scheduler=True)
-            fleet.hosts[name] = stack.enter_context(controller_on(
-                base(directory, name), (*args, "--host-labels", labels)))
+        stack.callback(_clean_up, fleet.hosts)  # before the proxies close and etcd stops
+        for name, labels in LABELS.items():
+            args = host_args(",".join(p.endpoint for p in fleet.proxies[name]), name,
+                             fleet.keys, TTL, scheduler=True)
+            fleet.hosts[name] = Controller(base(directory, name),
+                                           (*args, "--host-labels", labels))
+            fleet.hosts[name].start()
             if name == "h1":  # the leader, before anyone else stands
                 wait_until(lambda: fleet.leader() == "h1", "h1 leading", timeout=15)
         fleet.sampler = Sampler(list(fleet.hosts.values()))
         stack.callback(fleet.sampler.stop)
         yield fleet
+
+
+def _clean_up(hosts: dict[str, Controller]) -> None:
+    """Every host stopped and swept (Controller.cleanup, which never raises) at once: each
+    takes seconds, mostly its qemu processes' ends."""
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(hosts))) as pool:
+        list(pool.map(Controller.cleanup, hosts.values()))
 
 
 def test_placement_by_selector_capacity_and_spread_shown_by_any_host(three: Three) -> None:
