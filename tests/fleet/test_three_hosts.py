@@ -41,7 +41,7 @@ from controller.fleet.keys import HostRecord, Keys, Leader, Placement
 from controller.protocol import headline
 from reconcilers.model import Domain
 from reconcilers.model import Placement as Spec
-from tests.daemon.conftest import DOMCTL, Controller, unique
+from tests.daemon.conftest import DOMCTL, Controller, proc_cmdline, unique
 from tests.support import domains, leaks
 from tests.support.cleanup import qemu_pidfiles
 from tests.support.etcd import ETCD, EtcdCluster, TcpProxy
@@ -252,7 +252,10 @@ def test_a_dead_host_s_failover_domain_runs_elsewhere_the_other_is_host_unreacha
     three.wait_running(staying, "h3")
     dead = three.hosts["h3"]
     try:
-        pids = [pid for pid in qemu_pidfiles(dead.runtime).values() if pid]
+        pids = [pid for name in qemu_pidfiles(dead.runtime)  # its own qemu processes only
+                if (pid := running_pid(dead, name)) and str(dead.runtime) in
+                " ".join(proc_cmdline(pid))]
+        assert len(pids) >= 2, pids
         dead.kill(signal.SIGKILL)
         for pid in pids:  # as a dead machine: everything it ran is gone too
             with contextlib.suppress(ProcessLookupError):
