@@ -17,7 +17,7 @@ from controller.manifests.loader import load_text
 from controller.manifests.semantic import check
 
 LOCATED = re.compile(r"^m\.yaml:\d+:\d+: \S+: .+")
-SETTINGS = settings(max_examples=20, deadline=None,
+SETTINGS = settings(max_examples=6, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 manifests = from_schema(schema.schema())

@@ -92,7 +92,7 @@ def test_the_effective_form_writes_defaults_only_where_their_form_allows_them() 
     assert "cpu" not in lxc and "deletePolicy" not in lxc["lxc"]
 
 
-@settings(max_examples=8, deadline=None,
+@settings(max_examples=5, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(from_schema(schema.schema()))
 def test_any_loadable_manifest_survives_the_effective_form(document: Any) -> None:
