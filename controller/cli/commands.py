@@ -218,7 +218,8 @@ def get(args: argparse.Namespace) -> None:
     else:  # the documents whole (-o json|yaml|jsonpath) have the disks, read now
         documents = _client(args).call("get", name=name, disks=whole, invalid=args.invalid,
                                        labelSelector=args.selector)
-    chosen = formats.columns(output.kind == "wide", args.show_labels)
+    chosen = formats.columns(output.kind == "wide", args.show_labels,
+                             fleet=any("host" in doc for doc in documents))
     if args.watch:
         from controller.cli.watch import follow  # only for -w
 

@@ -4,14 +4,16 @@ and `get -w` (cli/watch.py); and what it shows, from its words (`split_kind`, ku
 NAME` shows one; `get domain NAME` reaches a domain whose name is a kind's).
 
 Formats, as kubectl's: `table` (the default), `wide` (adds MODE, the addresses of
-status.interfaces and LABELS), `name` (`domain/NAME` lines: the document's kind, lowercased,
-then its name), `json`, `yaml` (loaded only for it), `jsonpath=TEMPLATE` (cli/jsonpath.py,
-loaded only for it; the template is parsed with the arguments, so a bad one is a usage error
-before any request). `--show-labels` adds LABELS to a table.
+status.interfaces, the VNC display and LABELS), `name` (`domain/NAME` lines: the document's
+kind, lowercased, then its name), `json`, `yaml` (loaded only for it), `jsonpath=TEMPLATE`
+(cli/jsonpath.py, loaded only for it; the template is parsed with the arguments, so a bad one is
+a usage error before any request). `--show-labels` adds LABELS to a table. Documents of a fleet
+(a host in fleet mode answers for every domain of the fleet, each with its `host`) get a HOST
+column.
 
 Public surface:
     split_kind(words) -> (kind, name), Output, output_format(text), FORMATS,
-    columns(wide, labels) -> list[Column], headers(columns), row(columns, doc, now),
+    columns(wide, labels, fleet=False) -> list[Column], headers(columns), row(columns, doc, now),
     render(output, chosen) -> str
 """
 
@@ -111,16 +113,21 @@ _COLUMNS: tuple[Column, ...] = (
     ("MESSAGE", message))
 _MODE: Column = ("MODE", _field("management"))
 _ADDRESSES: Column = ("ADDRESSES", lambda doc, _now: addresses(doc))
+_VNC: Column = ("VNC", _field("display"))
 _LABELS: Column = ("LABELS", labels)
+_HOST: Column = ("HOST", _field("host"))
 
 
-def columns(wide: bool, show_labels: bool) -> list[Column]:
-    """The table's columns: wide adds MODE after DESIRED and ADDRESSES before MESSAGE; LABELS
-    come last (wide or --show-labels), as in kubectl."""
+def columns(wide: bool, show_labels: bool, fleet: bool = False) -> list[Column]:
+    """The table's columns: HOST after NAME for a fleet's documents; wide adds MODE after
+    DESIRED, ADDRESSES and VNC before MESSAGE; LABELS come last (wide or --show-labels), as in
+    kubectl."""
     chosen = list(_COLUMNS)
     if wide:
         chosen[3:3] = [_MODE]
-        chosen[-1:-1] = [_ADDRESSES]
+        chosen[-1:-1] = [_ADDRESSES, _VNC]
+    if fleet:
+        chosen[1:1] = [_HOST]
     return [*chosen, _LABELS] if wide or show_labels else chosen
 
 

@@ -75,7 +75,7 @@ class Backend(DocsBackend):
             "web-1": status("web-1", pending=PENDING, management="Observe", interfaces=[
                 {"name": "dt-1a2b3c4d-0", "mac": "52:54:00:aa:bb:cc", "network": "lan",
                  "bridge": "dc-lan", "addresses": ["10.0.0.5/24"]}],
-                labels={"tier": "web", "env": "prod"}),
+                labels={"tier": "web", "env": "prod"}, display="127.0.0.1:1"),
             "db": status("db", driver="lxc", state="shutoff", reason="failed", pid=None, id=None,
                          conditions=STALLED, since=None, labels={"tier": "db"})},
             {"lan": LAN})
@@ -161,9 +161,19 @@ def test_get_wide_adds_the_addresses(cli: Cli, server: ThreadedServer) -> None:
     result = run(cli, server, "get", "-o", "wide")
     assert result.exit_code == 0, result.output
     header, _, web = result.stdout.splitlines()
-    assert header.split()[-3:] == ["ADDRESSES", "MESSAGE", "LABELS"]
-    assert web.split()[-3:] == ["10.0.0.5/24", "-", "env=prod,tier=web"]
+    assert header.split()[-4:] == ["ADDRESSES", "VNC", "MESSAGE", "LABELS"]
+    assert web.split()[-4:] == ["10.0.0.5/24", "127.0.0.1:1", "-", "env=prod,tier=web"]
     assert header.split()[3] == "MODE" and web.split()[3] == "Observe"
+
+
+def test_a_fleets_documents_get_a_host_column(cli: Cli, server: ThreadedServer) -> None:
+    for name, doc in server.backend.docs.items():
+        server.backend.docs[name] = {**doc, "host": "h2" if name == "web-1" else None}
+    result = run(cli, server, "get")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split()[:2] == ["NAME", "HOST"]
+    assert {row.split()[0]: row.split()[1] for row in rows}["web-1"] == "h2"
 
 
 def test_get_networks_and_one_network(cli: Cli, server: ThreadedServer) -> None:
