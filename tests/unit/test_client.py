@@ -171,8 +171,9 @@ def test_a_silent_server_times_out(sockdir: Path) -> None:
 
 
 @contextlib.contextmanager
-def canned(sockdir: Path, reply: bytes) -> Iterator[Path]:
-    """A socket whose one connection gets `reply`, whatever it asks, then is closed."""
+def canned(sockdir: Path, reply: bytes, asked: list[bytes] | None = None) -> Iterator[Path]:
+    """A socket whose one connection gets `reply`, whatever it asks (kept in `asked`), then is
+    closed."""
     path = sockdir / "domctl.sock"
     with socket.socket(socket.AF_UNIX) as fake:
         fake.bind(str(path))
@@ -181,7 +182,9 @@ def canned(sockdir: Path, reply: bytes) -> Iterator[Path]:
         def answer() -> None:
             connection, _ = fake.accept()
             with connection:
-                connection.recv(65536)
+                request = connection.recv(65536)
+                if asked is not None:
+                    asked.append(request)
                 connection.sendall(reply)
 
         answering = threading.Thread(target=answer)
@@ -224,21 +227,8 @@ def test_every_body_framing_of_http_1_1_is_read(sockdir: Path, reply: bytes) -> 
 
 def test_a_name_is_percent_encoded_in_the_path_and_the_query(sockdir: Path) -> None:
     seen: list[bytes] = []
-    path = sockdir / "domctl.sock"
-    with socket.socket(socket.AF_UNIX) as fake:
-        fake.bind(str(path))
-        fake.listen()
-
-        def answer() -> None:
-            connection, _ = fake.accept()
-            with connection:
-                seen.append(connection.recv(65536))
-                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]")
-
-        answering = threading.Thread(target=answer)
-        answering.start()
+    with canned(sockdir, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", seen) as path:
         Client(path, timeout=5).call("get", labelSelector="tier in (a b)/ü")
-        answering.join()
     assert seen[0].startswith(b"GET /v1/domains?labelSelector=tier%20in%20%28a%20b%29%2F%C3%BC "
                               b"HTTP/1.1\r\n")
 
