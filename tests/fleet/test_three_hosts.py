@@ -272,6 +272,9 @@ def test_a_dead_host_s_failover_domain_runs_elsewhere_the_other_is_host_unreacha
         document = wait_until(unreachable, f"{staying} HostUnreachable through h1", timeout=15,
                               interval=0.2)
         assert document["host"] == "h3" and "HostUnreachable" in headline(document)
+        table = three.hosts["h1"].domctl("get", staying).stdout.splitlines()
+        assert table[0].split()[:2] == ["NAME", "HOST"], table  # the CLI's fleet table
+        assert table[1].split()[:2] == [staying, "h3"] and "HostUnreachable" in table[1], table
         assert three.get("h1", moving)[moving]["host"] == "h2"
     finally:
         if not dead.running():
