@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from controller.manifests.normalise import parse_duration
 from reconcilers.model import Domain, DomainSpec, LxcSpec
 
 API_VERSION = "domctl/v1"
@@ -106,11 +107,12 @@ def size(value: int) -> str:
 
 
 def duration(seconds: float) -> str | float:
-    """`30.0` → `30s`, `0.5` → `500ms`; a finer value stays a number of seconds."""
+    """`30.0` → `30s`, `0.5` → `500ms`; a value no unit spells exactly stays a number of
+    seconds (the loader must read back the very same float)."""
     if float(seconds).is_integer():
         return f"{int(seconds)}s"
-    millis = seconds * 1000
-    return f"{round(millis)}ms" if abs(millis - round(millis)) < 1e-9 else seconds
+    spelled = f"{round(seconds * 1000)}ms"
+    return spelled if parse_duration(spelled) == seconds else seconds
 
 
 def _camel(field: str) -> str:

@@ -37,7 +37,10 @@ def test_a_domain_renders_in_the_manifests_spelling_with_defaults_left_out() -> 
     assert load_text(yaml.safe_dump(doc, sort_keys=False), "web.yaml") == [built]
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(30.0, "30s"), (0.5, "500ms"), (0.0001, 0.0001)])
+@pytest.mark.parametrize(("seconds", "text"), [
+    (30.0, "30s"), (0.5, "500ms"), (0.007, "7ms"), (0.0001, 0.0001),
+    (2.2250738585e-313, 2.2250738585e-313),  # rounds to 0ms
+    (26250.6, 26250.6)])  # "26250600ms" would load as 26250.600000000002
 def test_durations_are_written_in_the_largest_exact_form(seconds: float,
                                                          text: str | float) -> None:
     assert render.duration(seconds) == text
