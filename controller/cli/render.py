@@ -1,10 +1,12 @@
 """Plain-text rendering shared by the CLI's commands: cells, tables, ages, sizes.
 
-Every CLI command loads it: it imports nothing at all, and datetime only when an age is
-computed (a command that shows no time does not load it).
+Every CLI command loads it: it imports nothing but the wire format's time parser (no datetime:
+protocol.parse_rfc3339).
 """
 
 from __future__ import annotations
+
+from controller.protocol import parse_rfc3339
 
 TYPE_CHECKING = False  # typing's constant without typing's import (cli/__init__.py)
 if TYPE_CHECKING:
@@ -15,10 +17,8 @@ def age(since: str | None, now: float) -> str:
     """kubectl's AGE: 45s, 3m, 2h, 4d; "-" without a time."""
     if not since:
         return "-"
-    import datetime
-
     try:
-        seconds = max(0, int(now - datetime.datetime.fromisoformat(str(since)).timestamp()))
+        seconds = max(0, int(now - parse_rfc3339(str(since))))
     except ValueError:
         return "-"
     for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
