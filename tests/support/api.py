@@ -1,6 +1,6 @@
 """The one fake behind the API: DocsBackend, a daemon serving a dict of status documents, and
 ThreadedServer, a real ApiServer run on its own event loop in a thread (for the synchronous
-client and CliRunner). Used by tests/unit's API, client and command tests."""
+client and the CLI called in-process). Used by tests/unit's API, client and command tests."""
 
 from __future__ import annotations
 
