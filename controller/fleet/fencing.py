@@ -34,7 +34,6 @@ Public surface: margin(ttl), Step, step(now, renewed_at, ttl, fenced_at, tick),
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from controller.fleet import background
 from controller.fleet.hostview import HostView
 from controller.fleet.registration import Registration
 from controller.fleet.store import EtcdError
@@ -109,11 +109,8 @@ class Fencing:
         self._task = asyncio.create_task(self._run(), name="fencing")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await background.cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

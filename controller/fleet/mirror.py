@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 import structlog
 
+from controller.fleet import background
 from controller.fleet.store import Compacted, EtcdStore, KeyValue, WatchBatch
 
 log = structlog.get_logger(__name__)
@@ -58,11 +59,8 @@ class PrefixMirror:
         self._task = asyncio.create_task(self._follow(), name=f"etcd-watch {self.prefix}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await background.cancel(self._task)
+        self._task = None
 
     async def read_all(self) -> None:
         """Read every key now (EtcdError when etcd cannot be read), then on_change."""

@@ -31,7 +31,6 @@ now (a drained host leaving the fleet).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +41,7 @@ from types import MappingProxyType
 import psutil
 import structlog
 
+from controller.fleet import background
 from controller.fleet.keys import HostRecord, Keys
 from controller.fleet.store import Compare, EtcdError, EtcdStore, Put
 from controller.state.fsutil import atomic_write_text
@@ -98,11 +98,8 @@ class Registration:
         self._task = asyncio.create_task(self._run(), name=f"register-{self.record.name}")
 
     async def stop(self, *, revoke: bool = False) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await background.cancel(self._task)
+        self._task = None
         if revoke and self.lease is not None:
             try:
                 await self._store.revoke(self.lease)

@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from controller.fleet import background
 from controller.fleet.keys import Cordon, HostRecord, Keys, Leader, Placement, Scheduling
 from controller.fleet.registration import DEFAULT_TTL
 from controller.fleet.scheduling import Decision, HostView, Kind, demand_of, schedule
@@ -178,11 +179,8 @@ class Scheduler:
     async def stop(self, *, resign: bool = True) -> None:
         """Stop campaigning and acting; `resign` revokes the leader's lease so another host
         takes over now (without: it takes over once the lease expires)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await background.cancel(self._task)
+        self._task = None
         if resign:
             await self._resign()
         self._lease = None

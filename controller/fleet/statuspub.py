@@ -29,12 +29,12 @@ Public surface: document_epoch(role, placement, mark, me, settled_off),
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 
 import structlog
 
+from controller.fleet import background
 from controller.fleet.hostview import HostView, Role, StatusMark
 from controller.fleet.keys import Keys, Placement
 from controller.fleet.store import Compare, Delete, EtcdStore, Put
@@ -76,11 +76,8 @@ class StatusPublisher:
     async def stop(self) -> None:
         if self._changed.set in self._view.listeners:
             self._view.listeners.remove(self._changed.set)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await background.cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         failing = False
