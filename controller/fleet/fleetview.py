@@ -27,12 +27,11 @@ Public surface: fleet_documents(published, fleet, statuses, schedulings, name),
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from controller.fleet.hostview import Fleet, HostView, decoded
-from controller.fleet.keys import Keys, Placement, Scheduling
+from controller.fleet.keys import Keys, Placement, Scheduling, json_object
 from controller.fleet.mirror import PrefixMirror
 from controller.fleet.scheduling import Kind
 from controller.fleet.store import EtcdStore, KeyValue
@@ -95,16 +94,6 @@ def _stub(base: dict[str, Any], status: dict[str, Any] | None, placement: Placem
             "epoch": placement.epoch if placement is not None else None}
 
 
-def _status(key: str, value: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(value)
-    except ValueError as err:
-        raise ValueError(f"{key}: not a status document: {err}") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"{key}: not a status document: not an object")
-    return document
-
-
 class FleetView:
     """The fleet's documents from this host's mirrors (the host view's, and `scheduling/`)."""
 
@@ -124,6 +113,6 @@ class FleetView:
         self._schedulings = decoded(kvs, Scheduling.decode)
 
     def documents(self, name: str | None = None) -> list[dict[str, Any]]:
-        statuses = decoded(self._view.statuses.kvs, _status)
+        statuses = decoded(self._view.statuses.kvs, json_object)
         return fleet_documents(self._view.published, self._view.fleet, statuses,
                                self._schedulings, name)

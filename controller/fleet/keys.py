@@ -105,7 +105,8 @@ class Keys:
         return f"{self.prefix}scheduler"
 
 
-def _object(key: str, value: bytes) -> dict[str, Any]:
+def json_object(key: str, value: bytes) -> dict[str, Any]:
+    """The JSON object stored at `key`; ValueError naming the key for anything else."""
     try:
         data = json.loads(value)
     except ValueError as err:
@@ -135,7 +136,7 @@ class ManifestRecord:
 
     @classmethod
     def decode(cls, key: str, value: bytes) -> ManifestRecord:
-        data = _object(key, value)
+        data = json_object(key, value)
         try:
             return cls(file=str(data["file"]), text=str(data["text"]),
                        domains=tuple(map(str, data.get("domains", ()))),
@@ -172,7 +173,7 @@ class HostRecord:
 
     @classmethod
     def decode(cls, key: str, value: bytes) -> HostRecord:
-        data = _object(key, value)
+        data = json_object(key, value)
         try:
             return cls(name=str(data["name"]), cpus=int(data["cpus"]),
                        memory_mib=int(data["memoryMiB"]),
@@ -200,7 +201,7 @@ class Placement:
 
     @classmethod
     def decode(cls, key: str, value: bytes) -> Placement:
-        data = _object(key, value)
+        data = json_object(key, value)
         try:
             previous = data.get("previous")
             return cls(host=str(data["host"]), epoch=int(data["epoch"]),
@@ -222,7 +223,7 @@ class Cordon:
 
     @classmethod
     def decode(cls, key: str, value: bytes) -> Cordon:
-        data = _object(key, value)
+        data = json_object(key, value)
         try:
             return cls(drain=bool(data["drain"]), at=str(data["at"]))
         except (KeyError, TypeError) as err:
@@ -243,7 +244,7 @@ class Scheduling:
 
     @classmethod
     def decode(cls, key: str, value: bytes) -> Scheduling:
-        data = _object(key, value)
+        data = json_object(key, value)
         try:
             return cls(kind=str(data["kind"]), message=str(data["message"]), at=str(data["at"]))
         except (KeyError, TypeError) as err:
@@ -262,7 +263,7 @@ class Leader:
 
     @classmethod
     def decode(cls, key: str, value: bytes) -> Leader:
-        data = _object(key, value)
+        data = json_object(key, value)
         try:
             return cls(host=str(data["host"]), at=str(data["at"]))
         except (KeyError, TypeError) as err:

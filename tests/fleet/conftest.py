@@ -28,7 +28,7 @@ from controller.fleet.scheduler import FleetState, Scheduler
 from controller.fleet.store import EtcdStore
 from reconcilers.model import Domain
 from tests.support import domains, leaks
-from tests.support.etcd import ETCD, EtcdCluster
+from tests.support.etcd import ETCD, EtcdCluster, TcpProxy
 from tests.support.waiting import async_wait_until
 
 TTL = 2  # seconds: the shortest lease etcd grants with the test members' election timeout
@@ -150,3 +150,14 @@ async def fleet(store: EtcdStore, keys: Keys, tmp_path: Path) -> AsyncIterator[F
         yield built
     finally:
         await built.close()
+
+
+@pytest.fixture
+def proxy(etcd: EtcdCluster) -> Iterator[TcpProxy]:
+    """A cuttable TCP proxy in front of the module's etcd member: a host behind it can be cut
+    off from etcd while it stays alive."""
+    between = TcpProxy(etcd.endpoints[0])
+    try:
+        yield between
+    finally:
+        between.close()

@@ -93,15 +93,6 @@ def test_each_host_runs_its_domains_and_a_move_never_runs_one_twice(
     assert (running_pid(b, web), running_pid(b, db)) == pids
 
 
-@pytest.fixture
-def proxy(etcd: EtcdCluster) -> Iterator[TcpProxy]:
-    between = TcpProxy(etcd.endpoints[0])
-    try:
-        yield between
-    finally:
-        between.close()
-
-
 def test_a_host_cut_off_from_etcd_fences_its_failover_domain_before_its_lease_expires(
         tmp_path: Path, etcd: EtcdCluster, keys: Keys, proxy: TcpProxy) -> None:
     ttl = 6  # fenced at 4 s after the last confirmed renewal (margin 2 s)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,15 +26,6 @@ from tests.support.waiting import async_wait_until
 pytestmark = pytest.mark.etcd
 MiB = 1024 * 1024
 T = TypeVar("T")
-
-
-@pytest.fixture
-def proxy(etcd: EtcdCluster) -> Iterator[TcpProxy]:
-    between = TcpProxy(etcd.endpoints[0])
-    try:
-        yield between
-    finally:
-        between.close()
 
 
 @pytest.fixture
