@@ -36,7 +36,7 @@ from controller.fleet.scheduler import FleetState
 from controller.fleet.scheduling import Kind, demand_of
 from controller.fleet.source import EtcdSource
 from controller.fleet.store import Delete, EtcdError, EtcdStore
-from controller.protocol import headline, rfc3339
+from controller.protocol import rfc3339
 from controller.service import logconfig
 
 T = TypeVar("T")
@@ -239,36 +239,3 @@ def _drained(state: FleetState, keys: Keys, name: str, host: str, since: int) ->
     if record.kind == Kind.UNREACHABLE.value or state.revision(keys.scheduling(name)) > since:
         return f"{name}: stays on {host}: {record.kind}: {record.message}"
     return None
-
-
-# -- the fleet's domains ------------------------------------------------------------------------
-
-async def fleet_domains(store: EtcdStore, keys: Keys) -> list[dict[str, Any]]:
-    """Each domain the manifests declare or a placement names, by name: name, host and epoch
-    (its placement; None: unplaced), state (the status its host published, when that host is
-    the one it is placed on now), message (the scheduler's record, else the status's
-    headline)."""
-    state, statuses, snapshot = await asyncio.gather(
-        FleetState.read(store, keys), store.get_prefix(keys.statuses),
-        EtcdSource(store, keys, lambda _snapshot: None).rescan())
-    documents: dict[str, dict[str, Any]] = {}
-    for kv in statuses.kvs:
-        try:
-            document = json.loads(kv.value)
-        except ValueError:
-            continue
-        if isinstance(document, dict):
-            documents[Keys.last(kv.key)] = document
-    rows = []
-    for name in sorted(snapshot.domains.keys() | state.placements.keys()):
-        placement, record = state.placements.get(name), state.schedulings.get(name)
-        document = documents.get(name)
-        if document is not None and placement is not None and \
-                document.get("host", placement.host) != placement.host:
-            document = None  # the host it left: not where it is now
-        rows.append({"name": name, "host": placement.host if placement else None,
-                     "epoch": placement.epoch if placement else None,
-                     "state": document.get("state") if document else None,
-                     "message": record.message if record is not None else
-                     headline(document) if document else ""})
-    return rows
