@@ -54,9 +54,6 @@ class StartSlots:
         self._held.discard(name)
         return sorted(self._waiting, key=lambda n: (-self._waiting[n], n))
 
-    def in_flight(self) -> int:
-        return len(self._held)
-
 
 class Ordering:
     """The cross-domain facts of one pass, read from the desired store, the records and the

@@ -69,9 +69,6 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # helpers that end with the daemon
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
     async def run(self) -> None:
         paths = self.settings.paths
         paths.ensure()
