@@ -65,6 +65,8 @@ from reconcilers.storage.volumes import VolumePlan, human
 
 UNPLUG_TIMEOUT = 10.0  # seconds for the guest to release a device (ACPI eject; milliseconds)
 POLL = 0.2  # seconds between looks at whether a device is gone
+NODE_RELEASE_TIMEOUT = 5.0  # seconds for qemu to let go of a released disk's block nodes
+NODE_RETRY = 0.05  # seconds between two tries to delete a block node still in use
 
 log = structlog.get_logger(__name__)
 
@@ -310,8 +312,24 @@ async def _detach(tracked: Running, plugged: _Disk, present: set[str]) -> None:
             return plugged.device not in await qmp.peripherals()
         await _released(tracked, plugged.device, gone, plugged.label)
     for node in reversed(plugged.nodes):
+        await _delete_node(tracked, str(node["node-name"]))
+
+
+async def _delete_node(tracked: Running, node: str) -> None:
+    """blockdev-del of a released disk's node. qemu lets go of it when the device object is
+    finalized, which may come after DEVICE_DELETED and after the device left the QOM tree, and
+    no event says when: "Node ... is in use" is tried again, briefly. A node already gone (a
+    removal cut short) is no error."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + NODE_RELEASE_TIMEOUT
+    while True:
         try:
-            await qmp.blockdev_del(str(node["node-name"]))
+            await tracked.qmp.blockdev_del(node)
+            return
         except MonitorError as exc:
-            if "find node" not in exc.message.lower():  # "Failed to find node with ..."
+            message = exc.message.lower()
+            if "find node" in message:  # "Failed to find node with ..."
+                return
+            if "in use" not in message or loop.time() >= deadline:
                 raise
+        await asyncio.sleep(NODE_RETRY)
