@@ -49,6 +49,7 @@ from typing import Any
 
 import structlog
 
+from reconcilers.durable import fsync_dir
 from reconcilers.errors import DomctlError
 
 log = structlog.get_logger(__name__)
@@ -88,14 +89,6 @@ def atomic_write_json(path: Path, obj: Any, mode: int = 0o644, durable: bool = T
     """Pretty, key-sorted JSON with a trailing newline, so state files diff and cat well."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", mode, durable)
 
-
-def fsync_dir(directory: Path) -> None:
-    """Persist a rename or unlink in `directory` (without this a crash may undo it)."""
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def quarantine(path: Path, error: str) -> Path | None:

@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 
 import structlog
 
-from controller.state.fsutil import atomic_write_json, fsync_dir, quarantine
+from controller.state.fsutil import atomic_write_json, quarantine
+from reconcilers.durable import fsync_dir
 from reconcilers.plain import from_plain
 
 __all__ = ["MAX_STATE_FILE", "Damaged", "JsonDir", "from_plain", "parse_json"]

@@ -46,6 +46,7 @@ from typing import Any
 import structlog
 
 from reconcilers.driver import SavedImage
+from reconcilers.durable import fsync_dir
 from reconcilers.model import DomainSpec, to_plain
 from reconcilers.plain import from_plain
 from reconcilers.qemu.devices import Layout
@@ -144,7 +145,7 @@ class SaveStore:
             out.flush()
             os.fsync(out.fileno())
         os.rename(temporary, pending.directory / MANIFEST)  # the commit
-        _fsync_dir(pending.directory)
+        fsync_dir(pending.directory)
         (pending.directory / SAVING).unlink()
         self._sweep(name)  # an older image, now named by no manifest
         return Saved(image, layout)
@@ -204,7 +205,7 @@ class SaveStore:
         self._cache.pop(name, None)
         with contextlib.suppress(FileNotFoundError):
             (directory / MANIFEST).unlink()
-            _fsync_dir(directory)
+            fsync_dir(directory)
         self._sweep(name)
         with contextlib.suppress(OSError):
             directory.rmdir()
@@ -260,9 +261,3 @@ def _close(pending: Pending) -> None:
         pending.fd = -1
 
 
-def _fsync_dir(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from reconcilers.durable import fsync_dir
+
 DOMAIN_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")  # the loader's rule for metadata.name
 DISK_NAME = re.compile(r"[a-z][a-z0-9_-]{0,30}")  # the schema's rule for a disk's name
 SEED, NVRAM, VOLUME_SUFFIX = "cidata.iso", "VARS.fd", ".qcow2"
@@ -96,3 +98,4 @@ def replace_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)  # the rename itself, else a crash may bring the old file back
