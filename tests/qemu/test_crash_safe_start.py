@@ -105,6 +105,27 @@ def snapshot(vm: Domain) -> Snapshot:
     return Snapshot(domains=MappingProxyType({vm.name: vm}))
 
 
+async def one_qemu_after_a_restart(qemu_env: QemuEnv, state: Path, first: Controller, vm: Domain,
+                                   step: str) -> tuple[Controller, int]:
+    """`first` dead (its sockets closed, as the kernel does), a new controller on its state
+    dir, a few passes: exactly one qemu of `vm`, running, the status naming it. The new
+    controller and that qemu's pid."""
+    for driver in first.drivers.values():
+        await driver.close()
+    second = controller_on(qemu_env, state)
+    await second.reattach_all()
+    second.on_snapshot(snapshot(vm))
+    for _ in range(4):
+        await second.reconcile(vm.name)
+    files = domain_files(qemu_env.context.runtime_dir, qemu_env.context.log_dir, vm.name)
+    pids = process.running_pids(files)
+    assert len(pids) == 1, f"qemus of {vm.name} after a kill {step}: {pids}"
+    status = second.statuses.read(vm.name)
+    assert status is not None and status.state is State.RUNNING, status
+    assert status.pid == pids[0]
+    return second, pids[0]
+
+
 @pytest.mark.parametrize("step", STEPS)
 async def test_a_controller_killed_at_any_step_of_a_start_leaves_exactly_one_qemu(
         qemu_env: QemuEnv, tmp_path: Path, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,23 +138,10 @@ async def test_a_controller_killed_at_any_step_of_a_start_leaves_exactly_one_qem
     with pytest.raises(Killed):
         await first.reconcile(vm.name)
     monkeypatch.undo()
-    for driver in first.drivers.values():
-        await driver.close()  # what the kernel does to a dead process's sockets
-
-    second = controller_on(qemu_env, state)
-    await second.reattach_all()
-    second.on_snapshot(snapshot(vm))
-    for _ in range(4):
-        await second.reconcile(vm.name)
-    files = domain_files(qemu_env.context.runtime_dir, qemu_env.context.log_dir, vm.name)
-    pids = process.running_pids(files)
-    assert len(pids) == 1, f"qemus of {vm.name} after a kill {step}: {pids}"
-    status = second.statuses.read(vm.name)
-    assert status is not None and status.state is State.RUNNING, status
-    assert status.pid == pids[0]
+    second, pid = await one_qemu_after_a_restart(qemu_env, state, first, vm, step)
     record = second.registry.get(vm.name)
     assert record is not None and record.starting is None and record.runtime is not None
-    assert record.runtime.pid == pids[0]
+    assert record.runtime.pid == pid
 
 
 RESTORE_STEPS = ["before-restore", "after-restore", "after-record"]
@@ -162,16 +170,4 @@ async def test_a_controller_killed_at_any_step_of_a_restore_leaves_exactly_one_q
     with pytest.raises(Killed):  # the pass after the save restores (desired: running)
         await first.reconcile(vm.name)
     monkeypatch.undo()
-    for each in first.drivers.values():
-        await each.close()
-
-    second = controller_on(qemu_env, state)
-    await second.reattach_all()
-    second.on_snapshot(snapshot(vm))
-    for _ in range(4):
-        await second.reconcile(vm.name)
-    files = domain_files(qemu_env.context.runtime_dir, qemu_env.context.log_dir, vm.name)
-    pids = process.running_pids(files)
-    assert len(pids) == 1, f"qemus of {vm.name} after a kill {step}: {pids}"
-    status = second.statuses.read(vm.name)
-    assert status is not None and status.state is State.RUNNING and status.pid == pids[0]
+    await one_qemu_after_a_restart(qemu_env, state, first, vm, step)
