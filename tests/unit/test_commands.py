@@ -6,7 +6,6 @@ and after the command, and the parser's help.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -16,7 +15,6 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
-from structlog.testing import capture_logs
 
 from controller.api.parsing import Refused
 from controller.api.server import Caller
@@ -29,6 +27,8 @@ from reconcilers.model import Cause, EventDetail, EventType, Reason, State
 from tests.support.cli import Result, invoke
 
 from .apisupport import DocsBackend, ThreadedServer
+
+pytestmark = pytest.mark.usefixtures("quiet_logs")  # tests/unit/conftest.py
 
 
 def status(name: str, **fields: Any) -> dict[str, Any]:
@@ -105,16 +105,6 @@ class Backend(DocsBackend):
                 "domains": [{"name": "web-1", "mode": mode, "result": "saved", "ok": True},
                             {"name": "db", "mode": "shutdown", "ok": False,
                              "result": "save failed (not supported); shutoff (shutdown)"}]}
-
-
-@pytest.fixture(autouse=True)
-def quiet_logs() -> Iterator[None]:
-    """The server thread's log lines must not land in the captured stdout/stderr, whether
-    structlog is unconfigured (prints to stdout) or configured."""
-    with capture_logs():
-        logging.disable(logging.CRITICAL)
-        yield
-        logging.disable(logging.NOTSET)
 
 
 @pytest.fixture

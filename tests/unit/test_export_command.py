@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from structlog.testing import capture_logs
 
 from controller.cli.export import commented
 from controller.manifests import render
@@ -23,6 +21,8 @@ from tests.support.api import DocsBackend, ThreadedServer
 from tests.support.cli import Result, invoke
 from tests.support.domains import TCG_PC, domain
 
+pytestmark = pytest.mark.usefixtures("quiet_logs")  # tests/unit/conftest.py
+
 Export = Callable[..., Result]
 RUNNING = {"name": "vm", "driver": "qemu", "state": "running"}
 
@@ -31,14 +31,6 @@ class Backend(DocsBackend):
     DIFFERENCES: ClassVar[list[dict[str, Any]]] = [
         {"field": "memory", "path": ["spec", "memory"], "manifest": "1Gi", "live": "64Mi"},
         {"field": "vcpus", "path": ["spec", "vcpus"], "manifest": 2, "live": None}]
-
-
-@pytest.fixture(autouse=True)
-def quiet_logs() -> Iterator[None]:
-    with capture_logs():
-        logging.disable(logging.CRITICAL)
-        yield
-        logging.disable(logging.NOTSET)
 
 
 @pytest.fixture
