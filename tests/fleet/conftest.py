@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from controller.fleet.scheduler import FleetState, Scheduler
 from controller.fleet.store import EtcdStore
 from reconcilers.model import Domain
 from tests.support import domains, leaks
-from tests.support.etcd import ETCD, EtcdCluster, TcpProxy
+from tests.support.etcd import EtcdCluster, TcpProxy, require_etcd
 from tests.support.waiting import async_wait_until
 
 TTL = 2  # seconds: the shortest lease etcd grants with the test members' election timeout
@@ -36,8 +35,8 @@ TTL = 2  # seconds: the shortest lease etcd grants with the test members' electi
 
 @pytest.fixture(autouse=True)
 def _etcd_installed(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("etcd") is not None and not os.access(ETCD, os.X_OK):
-        pytest.skip(f"{ETCD} is not installed (Debian's etcd-server)")
+    if request.node.get_closest_marker("etcd") is not None:
+        require_etcd()
 
 
 def _cluster(directory: Path, size: int) -> Iterator[EtcdCluster]:
@@ -51,8 +50,7 @@ def _cluster(directory: Path, size: int) -> Iterator[EtcdCluster]:
 
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    if not os.access(ETCD, os.X_OK):
-        pytest.skip(f"{ETCD} is not installed (Debian's etcd-server)")
+    require_etcd()
     directory = tmp_path_factory.mktemp("etcd")
     leaks.hold(directory)
     try:

@@ -44,7 +44,7 @@ from reconcilers.model import Placement as Spec
 from tests.daemon.conftest import DOMCTL, Controller, proc_cmdline, unique
 from tests.support import domains, leaks
 from tests.support.cleanup import qemu_pidfiles
-from tests.support.etcd import ETCD, EtcdCluster, TcpProxy
+from tests.support.etcd import EtcdCluster, TcpProxy, require_etcd
 from tests.support.fleet import (
     Sampler,
     base,
@@ -169,8 +169,7 @@ class Three:
 
 @pytest.fixture(scope="module")
 def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Three]:
-    if not os.access(ETCD, os.X_OK):
-        pytest.skip(f"{ETCD} is not installed (Debian's etcd-server)")
+    require_etcd()
     directory = tmp_path_factory.mktemp("three")
     leaks.hold(directory)
     with contextlib.ExitStack() as stack:

@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 ETCD = "/usr/bin/etcd"
 HOST = "127.0.0.1"
 
@@ -221,3 +223,9 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+def require_etcd() -> None:
+    """Skip the test, saying why, when Debian's etcd-server is not installed."""
+    if not os.access(ETCD, os.X_OK):
+        pytest.skip(f"{ETCD} is not installed (Debian's etcd-server)")
